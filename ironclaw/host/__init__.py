@@ -1,0 +1,1 @@
+"""ironclaw.host."""

@@ -1,0 +1,321 @@
+"""The sealed key store: per-session secrets, sealed under a master sub-key.
+
+On disk, ``<state>/keys/`` (0700) holds ``sealed-keys.json`` (0600)::
+
+    {"format": "ironclaw-sealed-keys", "version": 1,
+     "master_fingerprint": "<32 hex>",
+     "sessions": {"ses_<hex>": "<base64 of nonce || ciphertext || tag>", ...}}
+
+The fingerprint names the master that sealed every blob; it is how ``open``
+tells which master rules after a crash in the middle of a rotation.
+
+In memory the store keeps the master, its wrap sub-key and the sealed blobs,
+never an unsealed secret: each call unseals afresh (AES-GCM over 64 bytes costs
+microseconds), so the store holds no plaintext a heap dump could show. Python
+cannot wipe ``bytes``, so callers should drop what they are given once used.
+
+Every method may be called from ``trio.to_thread`` workers: one lock serialises
+them, and disk is written before memory changes, so a failed write leaves the
+in-memory view matching a state that is on disk.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+import re
+import secrets
+import threading
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from ironclaw.contract.ids import InvalidId, SessionId, validate_session_id
+from ironclaw.host.keys import _fs
+from ironclaw.host.keys.errors import (
+    KeyCustodyError,
+    KeyNotFound,
+    KeyStoreCorrupt,
+    KeyStoreUnusable,
+    MasterKeyMissing,
+    UnsealError,
+)
+from ironclaw.host.keys.master import MasterKeySource
+from ironclaw.host.keys.sealing import seal_session_secret, unseal_session_secret
+from ironclaw.host.keys.subkeys import (
+    CUSTODY_ONLY_PURPOSES,
+    Purpose,
+    derive_subkey,
+    master_fingerprint,
+)
+
+KEYS_DIR_NAME = "keys"
+STORE_FILE_NAME = "sealed-keys.json"
+STORE_FORMAT = "ironclaw-sealed-keys"
+STORE_VERSION = 1
+STORE_FILE_MODE = 0o600
+# Two 32-byte SQLCipher raw keys: the inbound queue file's, then the outbound's.
+DEFAULT_SESSION_SECRET_BYTES = 64
+MIN_SESSION_SECRET_BYTES = 16
+MAX_SESSION_SECRET_BYTES = 1024
+# Far above any real store (a session costs ~150 bytes); bounds a runaway read.
+_MAX_STORE_BYTES = 256 * 1024 * 1024
+_FINGERPRINT = re.compile(r"[0-9a-f]{32}")
+
+Blobs = dict[SessionId, bytes]
+
+
+def _encode_store(fingerprint: str, blobs: Blobs) -> bytes:
+    document = {
+        "format": STORE_FORMAT,
+        "version": STORE_VERSION,
+        "master_fingerprint": fingerprint,
+        "sessions": {sid: base64.b64encode(blob).decode("ascii") for sid, blob in blobs.items()},
+    }
+    return (json.dumps(document, sort_keys=True, indent=1) + "\n").encode("ascii")
+
+
+def _decode_store(path: Path, data: bytes) -> tuple[str, Blobs]:
+    if len(data) > _MAX_STORE_BYTES:
+        raise KeyStoreCorrupt(f"{path} is larger than {_MAX_STORE_BYTES} bytes")
+    try:
+        document: Any = json.loads(data)
+    except (UnicodeDecodeError, ValueError):
+        raise KeyStoreCorrupt(f"{path} is not JSON") from None
+    expected = {"format", "version", "master_fingerprint", "sessions"}
+    if not isinstance(document, dict) or set(document) != expected:
+        raise KeyStoreCorrupt(f"{path} does not have the sealed key store fields")
+    if document["format"] != STORE_FORMAT or document["version"] != STORE_VERSION:
+        raise KeyStoreCorrupt(f"{path} is not a version {STORE_VERSION} sealed key store")
+    fingerprint = document["master_fingerprint"]
+    if not isinstance(fingerprint, str) or not _FINGERPRINT.fullmatch(fingerprint):
+        raise KeyStoreCorrupt(f"{path} has a malformed master fingerprint")
+    sessions = document["sessions"]
+    if not isinstance(sessions, dict):
+        raise KeyStoreCorrupt(f"{path} has a malformed session map")
+    blobs: Blobs = {}
+    for raw_id, encoded in sessions.items():
+        try:
+            session_id = validate_session_id(raw_id)
+            if not isinstance(encoded, str):
+                raise ValueError(encoded)
+            blobs[session_id] = base64.b64decode(encoded, validate=True)
+        except (InvalidId, ValueError, binascii.Error):
+            raise KeyStoreCorrupt(f"{path} has a malformed entry {raw_id!r:.80}") from None
+    return fingerprint, blobs
+
+
+def _read_store(path: Path) -> tuple[str, Blobs] | None:
+    try:
+        data = _fs.read_private_file(path, mode=STORE_FILE_MODE, max_size=_MAX_STORE_BYTES)
+    except FileNotFoundError:
+        return None
+    return _decode_store(path, data)
+
+
+def _settle_master(source: MasterKeySource, recorded: str | None, store_path: Path) -> bytes:
+    """Pick the master the store was sealed under, finishing or abandoning a rotation.
+
+    Rotation publishes the successor master, then the re-sealed store, then swaps
+    the masters; the store's fingerprint therefore says which master is right.
+    """
+    try:
+        current: bytes | None = source.load()
+    except MasterKeyMissing:
+        current = None
+    if recorded is None:
+        # Nothing was ever sealed, so a staged successor protects nothing.
+        source.discard_next()
+        return current if current is not None else source.create()
+    if current is not None and master_fingerprint(current) == recorded:
+        # Crashed (if at all) before the re-sealed store landed: the old master rules.
+        source.discard_next()
+        return current
+    staged = source.load_next()
+    if staged is not None and master_fingerprint(staged) == recorded:
+        # Crashed after the re-sealed store landed but before the masters were swapped.
+        source.commit_next()
+        committed = source.load()
+        if committed != staged:
+            raise KeyCustodyError("the master changed while finishing a rotation")
+        return committed
+    if current is None:
+        # Never mint a fresh master here: it would silently orphan every sealed secret.
+        raise MasterKeyMissing(f"{store_path} exists but its master key ({recorded}) is gone")
+    raise UnsealError(
+        f"{store_path} was sealed under master {recorded}, "
+        f"but the master key is {master_fingerprint(current)}"
+    )
+
+
+def _check_length(length: int) -> None:
+    if not MIN_SESSION_SECRET_BYTES <= length <= MAX_SESSION_SECRET_BYTES:
+        raise ValueError(
+            f"a session secret is {MIN_SESSION_SECRET_BYTES}..{MAX_SESSION_SECRET_BYTES} bytes"
+        )
+
+
+class KeyStore:
+    """Per-session secrets, sealed at rest under the master's wrap sub-key.
+
+    Make one with ``KeyStore.open``; the constructor trusts its arguments.
+    """
+
+    def __init__(self, *, path: Path, source: MasterKeySource, master: bytes, blobs: Blobs) -> None:
+        self._lock = threading.Lock()
+        self._path = path
+        self._source = source
+        self._master = master
+        self._wrap_key = derive_subkey(master, Purpose.SESSION_KEY_WRAP)
+        self._fingerprint = master_fingerprint(master)
+        self._blobs = blobs
+        self._unusable_reason: str | None = None
+
+    @classmethod
+    def open(cls, state_dir: os.PathLike[str] | str, source: MasterKeySource) -> KeyStore:
+        """Open (or create) the store in ``state_dir``, recovering an interrupted rotation.
+
+        Every sealed secret is unsealed once here, so a wrong master or a tampered
+        store fails at start-up, not at some session's first wake.
+        """
+        state = Path(state_dir)
+        keys_dir = state / KEYS_DIR_NAME
+        _fs.ensure_private_dir(state)
+        _fs.ensure_private_dir(keys_dir)
+        path = keys_dir / STORE_FILE_NAME
+        _fs.remove_stale_temps(keys_dir, STORE_FILE_NAME)
+        stored = _read_store(path)
+        master = _settle_master(source, stored[0] if stored else None, path)
+        blobs: Blobs = stored[1] if stored else {}
+        store = cls(path=path, source=source, master=master, blobs=blobs)
+        if stored is None:
+            # Record the fingerprint now, so a later missing master is detected, not replaced.
+            _fs.atomic_replace(path, _encode_store(store._fingerprint, {}), mode=STORE_FILE_MODE)
+        for session_id, blob in blobs.items():
+            unseal_session_secret(store._wrap_key, session_id, blob)
+        return store
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    @property
+    def master_fingerprint(self) -> str:
+        with self._lock:
+            return self._fingerprint
+
+    def _check_usable(self) -> None:
+        if self._unusable_reason is not None:
+            raise KeyStoreUnusable(self._unusable_reason)
+
+    def subkey(self, purpose: Purpose | str) -> bytes:
+        """The current master's sub-key for ``purpose`` (it changes when the master rotates)."""
+        label = Purpose(purpose)
+        if label in CUSTODY_ONLY_PURPOSES:
+            raise ValueError(f"{label.value} is reserved to key custody")
+        with self._lock:
+            self._check_usable()
+            return derive_subkey(self._master, label)
+
+    def ensure_session(self, session_id: str, length: int = DEFAULT_SESSION_SECRET_BYTES) -> bytes:
+        """The session's secret, generated, sealed and persisted on first call."""
+        sid = validate_session_id(session_id)
+        _check_length(length)
+        with self._lock:
+            self._check_usable()
+            existing = self._blobs.get(sid)
+            if existing is not None:
+                secret = unseal_session_secret(self._wrap_key, sid, existing)
+                if len(secret) != length:
+                    raise ValueError(f"{sid} already has a {len(secret)}-byte secret")
+                return secret
+            secret = secrets.token_bytes(length)
+            blobs = {**self._blobs, sid: seal_session_secret(self._wrap_key, sid, secret)}
+            self._persist(self._fingerprint, blobs)
+            self._blobs = blobs
+            return secret
+
+    def get_session(self, session_id: str) -> bytes:
+        sid = validate_session_id(session_id)
+        with self._lock:
+            self._check_usable()
+            blob = self._blobs.get(sid)
+            if blob is None:
+                raise KeyNotFound(f"no secret for {sid}")
+            return unseal_session_secret(self._wrap_key, sid, blob)
+
+    def delete_session(self, session_id: str) -> bool:
+        """Forget the session's secret for good; ``False`` if there was none."""
+        sid = validate_session_id(session_id)
+        with self._lock:
+            self._check_usable()
+            if sid not in self._blobs:
+                return False
+            blobs = {other: blob for other, blob in self._blobs.items() if other != sid}
+            self._persist(self._fingerprint, blobs)
+            self._blobs = blobs
+            return True
+
+    def session_ids(self) -> frozenset[SessionId]:
+        with self._lock:
+            self._check_usable()
+            return frozenset(self._blobs)
+
+    def rotate_master(self) -> str:
+        """Replace the master and re-seal every secret under it; returns the new fingerprint.
+
+        Three durable steps: stage the successor master, publish the store re-sealed
+        under it (recording its fingerprint), swap the masters. A crash between any
+        two leaves a pair ``open`` resolves. Every purpose sub-key changes too:
+        whoever holds data keyed by one (host.db, audit chain) must re-key it.
+        """
+        with self._lock:
+            self._check_usable()
+            try:
+                new_master = self._source.stage_next()
+                new_wrap_key = derive_subkey(new_master, Purpose.SESSION_KEY_WRAP)
+                resealed = {
+                    sid: seal_session_secret(
+                        new_wrap_key, sid, unseal_session_secret(self._wrap_key, sid, blob)
+                    )
+                    for sid, blob in self._blobs.items()
+                }
+                new_fingerprint = master_fingerprint(new_master)
+                self._persist(new_fingerprint, resealed)
+                self._source.commit_next()
+            except BaseException:
+                # Disk may now be at any step; only open's reconciliation can tell which
+                # master rules, so refuse to seal anything under a guess.
+                self._unusable_reason = "a master rotation failed midway; reopen the store"
+                raise
+            self._master = new_master
+            self._wrap_key = new_wrap_key
+            self._fingerprint = new_fingerprint
+            self._blobs = resealed
+            return new_fingerprint
+
+    def _persist(self, fingerprint: str, blobs: Blobs) -> None:
+        _fs.atomic_replace(self._path, _encode_store(fingerprint, blobs), mode=STORE_FILE_MODE)
+
+    def close(self) -> None:
+        with self._lock:
+            self._unusable_reason = "the key store is closed"
+            self._master = b""
+            self._wrap_key = b""
+            self._blobs = {}
+
+    def __enter__(self) -> KeyStore:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"KeyStore(path={str(self._path)!r}, master_fingerprint={self._fingerprint!r})"

@@ -1,0 +1,1 @@
+"""ironclaw.runtime: the generic Trio actor toolkit (supervisors, child processes, event bus)."""
