@@ -1,1 +1,29 @@
-"""ironclaw.runtime: the generic Trio actor toolkit (supervisors, child processes, event bus)."""
+"""Generic Trio actor toolkit: supervision, child processes, and an event bus.
+
+Knows nothing of agents, sessions or chats; the host builds on it.
+"""
+
+from ironclaw.runtime.eventbus import Envelope as Envelope
+from ironclaw.runtime.eventbus import EventBus as EventBus
+from ironclaw.runtime.eventbus import Lagged as Lagged
+from ironclaw.runtime.eventbus import Subscription as Subscription
+from ironclaw.runtime.eventbus import TypeFilter as TypeFilter
+from ironclaw.runtime.events import DiscardEvents as DiscardEvents
+from ironclaw.runtime.events import Event as Event
+from ironclaw.runtime.events import EventSink as EventSink
+from ironclaw.runtime.process import ChildProcess as ChildProcess
+from ironclaw.runtime.process import ProcessFailed as ProcessFailed
+from ironclaw.runtime.process import TailBuffer as TailBuffer
+from ironclaw.runtime.process import open_child_process as open_child_process
+from ironclaw.runtime.process import run_child_process as run_child_process
+from ironclaw.runtime.supervisor import BackoffPolicy as BackoffPolicy
+from ironclaw.runtime.supervisor import Child as Child
+from ironclaw.runtime.supervisor import ChildExited as ChildExited
+from ironclaw.runtime.supervisor import ChildFailed as ChildFailed
+from ironclaw.runtime.supervisor import ChildParked as ChildParked
+from ironclaw.runtime.supervisor import ChildRestarting as ChildRestarting
+from ironclaw.runtime.supervisor import ChildResumed as ChildResumed
+from ironclaw.runtime.supervisor import ChildStarted as ChildStarted
+from ironclaw.runtime.supervisor import FailuresReset as FailuresReset
+from ironclaw.runtime.supervisor import Supervisor as Supervisor
+from ironclaw.runtime.supervisor import SupervisorState as SupervisorState

@@ -45,3 +45,23 @@ def unseal_session_secret(wrap_key: bytes, session_id: SessionId, blob: bytes) -
             f"sealed secret of {session_id} does not authenticate: "
             "wrong master, or the blob was tampered with or moved"
         ) from None
+
+
+_ROOT_AAD = f"ironclaw/sealed-root-secret/v{SEAL_FORMAT_VERSION}".encode("ascii")
+
+
+def seal_root_secret(wrap_key: bytes, secret: bytes) -> bytes:
+    """The root secret that purpose sub-keys derive from, sealed like a session's but
+    under its own associated data, so no session blob can pass for it."""
+    nonce = os.urandom(NONCE_BYTES)
+    return nonce + AESGCM(wrap_key).encrypt(nonce, secret, _ROOT_AAD)
+
+
+def unseal_root_secret(wrap_key: bytes, blob: bytes) -> bytes:
+    if len(blob) < NONCE_BYTES + TAG_BYTES:
+        raise UnsealError("sealed root secret is truncated")
+    try:
+        return AESGCM(wrap_key).decrypt(blob[:NONCE_BYTES], blob[NONCE_BYTES:], _ROOT_AAD)
+    except InvalidTag:
+        raise UnsealError("sealed root secret does not authenticate: wrong master, "
+                          "or the store was tampered with") from None

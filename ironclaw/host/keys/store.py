@@ -43,7 +43,12 @@ from ironclaw.host.keys.errors import (
     UnsealError,
 )
 from ironclaw.host.keys.master import MasterKeySource
-from ironclaw.host.keys.sealing import seal_session_secret, unseal_session_secret
+from ironclaw.host.keys.sealing import (
+    seal_root_secret,
+    seal_session_secret,
+    unseal_root_secret,
+    unseal_session_secret,
+)
 from ironclaw.host.keys.subkeys import (
     CUSTODY_ONLY_PURPOSES,
     Purpose,
@@ -67,24 +72,28 @@ _FINGERPRINT = re.compile(r"[0-9a-f]{32}")
 Blobs = dict[SessionId, bytes]
 
 
-def _encode_store(fingerprint: str, blobs: Blobs) -> bytes:
+ROOT_SECRET_BYTES = 32
+
+
+def _encode_store(fingerprint: str, root: bytes, blobs: Blobs) -> bytes:
     document = {
         "format": STORE_FORMAT,
         "version": STORE_VERSION,
         "master_fingerprint": fingerprint,
+        "root": base64.b64encode(root).decode("ascii"),
         "sessions": {sid: base64.b64encode(blob).decode("ascii") for sid, blob in blobs.items()},
     }
     return (json.dumps(document, sort_keys=True, indent=1) + "\n").encode("ascii")
 
 
-def _decode_store(path: Path, data: bytes) -> tuple[str, Blobs]:
+def _decode_store(path: Path, data: bytes) -> tuple[str, bytes, Blobs]:
     if len(data) > _MAX_STORE_BYTES:
         raise KeyStoreCorrupt(f"{path} is larger than {_MAX_STORE_BYTES} bytes")
     try:
         document: Any = json.loads(data)
     except (UnicodeDecodeError, ValueError):
         raise KeyStoreCorrupt(f"{path} is not JSON") from None
-    expected = {"format", "version", "master_fingerprint", "sessions"}
+    expected = {"format", "version", "master_fingerprint", "root", "sessions"}
     if not isinstance(document, dict) or set(document) != expected:
         raise KeyStoreCorrupt(f"{path} does not have the sealed key store fields")
     if document["format"] != STORE_FORMAT or document["version"] != STORE_VERSION:
@@ -92,6 +101,10 @@ def _decode_store(path: Path, data: bytes) -> tuple[str, Blobs]:
     fingerprint = document["master_fingerprint"]
     if not isinstance(fingerprint, str) or not _FINGERPRINT.fullmatch(fingerprint):
         raise KeyStoreCorrupt(f"{path} has a malformed master fingerprint")
+    try:
+        root = base64.b64decode(document["root"], validate=True)
+    except (TypeError, ValueError, binascii.Error):
+        raise KeyStoreCorrupt(f"{path} has a malformed root secret") from None
     sessions = document["sessions"]
     if not isinstance(sessions, dict):
         raise KeyStoreCorrupt(f"{path} has a malformed session map")
@@ -104,10 +117,10 @@ def _decode_store(path: Path, data: bytes) -> tuple[str, Blobs]:
             blobs[session_id] = base64.b64decode(encoded, validate=True)
         except (InvalidId, ValueError, binascii.Error):
             raise KeyStoreCorrupt(f"{path} has a malformed entry {raw_id!r:.80}") from None
-    return fingerprint, blobs
+    return fingerprint, root, blobs
 
 
-def _read_store(path: Path) -> tuple[str, Blobs] | None:
+def _read_store(path: Path) -> tuple[str, bytes, Blobs] | None:
     try:
         data = _fs.read_private_file(path, mode=STORE_FILE_MODE, max_size=_MAX_STORE_BYTES)
     except FileNotFoundError:
@@ -163,13 +176,16 @@ class KeyStore:
     Make one with ``KeyStore.open``; the constructor trusts its arguments.
     """
 
-    def __init__(self, *, path: Path, source: MasterKeySource, master: bytes, blobs: Blobs) -> None:
+    def __init__(self, *, path: Path, source: MasterKeySource, master: bytes, root: bytes,
+                 blobs: Blobs) -> None:
         self._lock = threading.Lock()
         self._path = path
         self._source = source
         self._master = master
         self._wrap_key = derive_subkey(master, Purpose.SESSION_KEY_WRAP)
         self._fingerprint = master_fingerprint(master)
+        # Sealed; purpose sub-keys derive from it, so they survive a master rotation.
+        self._root = root
         self._blobs = blobs
         self._unusable_reason: str | None = None
 
@@ -188,11 +204,17 @@ class KeyStore:
         _fs.remove_stale_temps(keys_dir, STORE_FILE_NAME)
         stored = _read_store(path)
         master = _settle_master(source, stored[0] if stored else None, path)
-        blobs: Blobs = stored[1] if stored else {}
-        store = cls(path=path, source=source, master=master, blobs=blobs)
+        blobs: Blobs = stored[2] if stored else {}
+        if stored is None:
+            root = seal_root_secret(derive_subkey(master, Purpose.SESSION_KEY_WRAP),
+                                    secrets.token_bytes(ROOT_SECRET_BYTES))
+        else:
+            root = stored[1]
+        store = cls(path=path, source=source, master=master, root=root, blobs=blobs)
         if stored is None:
             # Record the fingerprint now, so a later missing master is detected, not replaced.
-            _fs.atomic_replace(path, _encode_store(store._fingerprint, {}), mode=STORE_FILE_MODE)
+            store._persist(store._fingerprint, {})
+        unseal_root_secret(store._wrap_key, root)
         for session_id, blob in blobs.items():
             unseal_session_secret(store._wrap_key, session_id, blob)
         return store
@@ -211,13 +233,15 @@ class KeyStore:
             raise KeyStoreUnusable(self._unusable_reason)
 
     def subkey(self, purpose: Purpose | str) -> bytes:
-        """The current master's sub-key for ``purpose`` (it changes when the master rotates)."""
+        """The sub-key for ``purpose``: HMAC of the sealed root secret, not of the master,
+        so rotating the master leaves host.db, the audit chain and token hashes as
+        they are."""
         label = Purpose(purpose)
         if label in CUSTODY_ONLY_PURPOSES:
             raise ValueError(f"{label.value} is reserved to key custody")
         with self._lock:
             self._check_usable()
-            return derive_subkey(self._master, label)
+            return derive_subkey(unseal_root_secret(self._wrap_key, self._root), label)
 
     def ensure_session(self, session_id: str, length: int = DEFAULT_SESSION_SECRET_BYTES) -> bytes:
         """The session's secret, generated, sealed and persisted on first call."""
@@ -268,8 +292,8 @@ class KeyStore:
 
         Three durable steps: stage the successor master, publish the store re-sealed
         under it (recording its fingerprint), swap the masters. A crash between any
-        two leaves a pair ``open`` resolves. Every purpose sub-key changes too:
-        whoever holds data keyed by one (host.db, audit chain) must re-key it.
+        two leaves a pair ``open`` resolves. The root secret is re-sealed with the
+        rest, so purpose sub-keys do not change.
         """
         with self._lock:
             self._check_usable()
@@ -282,8 +306,10 @@ class KeyStore:
                     )
                     for sid, blob in self._blobs.items()
                 }
+                new_root = seal_root_secret(
+                    new_wrap_key, unseal_root_secret(self._wrap_key, self._root))
                 new_fingerprint = master_fingerprint(new_master)
-                self._persist(new_fingerprint, resealed)
+                self._persist(new_fingerprint, resealed, new_root)
                 self._source.commit_next()
             except BaseException:
                 # Disk may now be at any step; only open's reconciliation can tell which
@@ -293,11 +319,13 @@ class KeyStore:
             self._master = new_master
             self._wrap_key = new_wrap_key
             self._fingerprint = new_fingerprint
+            self._root = new_root
             self._blobs = resealed
             return new_fingerprint
 
-    def _persist(self, fingerprint: str, blobs: Blobs) -> None:
-        _fs.atomic_replace(self._path, _encode_store(fingerprint, blobs), mode=STORE_FILE_MODE)
+    def _persist(self, fingerprint: str, blobs: Blobs, root: bytes | None = None) -> None:
+        _fs.atomic_replace(self._path, _encode_store(fingerprint, root or self._root, blobs),
+                           mode=STORE_FILE_MODE)
 
     def close(self) -> None:
         with self._lock:

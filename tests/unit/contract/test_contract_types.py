@@ -192,3 +192,23 @@ def test_render_then_parse_round_trips(action: object) -> None:
     wire = render_system_action(action)  # type: ignore[arg-type]
     assert json.loads(wire)["action"]
     assert parse_system_action(wire) == action
+
+
+def test_agent_config_round_trips_and_refuses_garbage() -> None:
+    from ironclaw.contract.agent_config import (
+        MOCK_MODEL_HOST,
+        AgentConfig,
+        InvalidAgentConfig,
+        PersonaDocs,
+        ProviderConfig,
+    )
+    config = AgentConfig(session_id="ses_0123456789abcdef", agent_group_id="demo",
+                         provider=ProviderConfig("anthropic-messages", MOCK_MODEL_HOST, "mock"),
+                         persona=PersonaDocs("I am Demo", "curious", "be brief"),
+                         enabled_tools=("read_file",), scratch_dir=Path("/tmp"))
+    assert AgentConfig.parse(config.render()) == config
+    assert config.model_socket == Path("/run/ironclaw/sock/model.sock")
+    for bad in ("[]", "{}", '{"session_id": "../x"}', "not json",
+                config.render().replace("anthropic-messages", "telnet")):
+        with pytest.raises(InvalidAgentConfig):
+            AgentConfig.parse(bad)

@@ -192,11 +192,13 @@ def test_purpose_labels_are_versioned_and_unique() -> None:
     assert all(re.fullmatch(r"ironclaw/[a-z0-9-]+/v[0-9]+", label) for label in labels)
 
 
-def test_store_subkey_matches_its_master_and_guards_custody_purposes(tmp_path: Path) -> None:
+def test_store_subkeys_come_from_the_sealed_root_not_the_master(tmp_path: Path) -> None:
     with open_store(tmp_path) as store:
-        assert store.subkey(Purpose.AUDIT_CHAIN) == derive_subkey(
-            read_master(tmp_path), Purpose.AUDIT_CHAIN
-        )
+        audit = store.subkey(Purpose.AUDIT_CHAIN)
+        # Not derivable from the master alone: the sealed root secret is needed too.
+        assert audit != derive_subkey(read_master(tmp_path), Purpose.AUDIT_CHAIN)
+    with open_store(tmp_path) as store:
+        assert store.subkey(Purpose.AUDIT_CHAIN) == audit  # stable across reopen
         assert store.subkey("ironclaw/host-db/v1") != store.subkey(Purpose.API_TOKEN_HASH)
         for reserved in (Purpose.SESSION_KEY_WRAP, Purpose.MASTER_FINGERPRINT):
             with pytest.raises(ValueError, match="reserved"):
@@ -455,9 +457,12 @@ def test_rotation_rewraps_every_secret_under_a_new_master(tmp_path: Path) -> Non
     with open_store(tmp_path) as store:
         old_fingerprint = store.master_fingerprint
         old_audit_key = store.subkey(Purpose.AUDIT_CHAIN)
+        old_host_db_key = store.subkey(Purpose.HOST_DB)
         new_fingerprint = store.rotate_master()
         assert new_fingerprint == store.master_fingerprint != old_fingerprint
-        assert store.subkey(Purpose.AUDIT_CHAIN) != old_audit_key
+        # host.db and the audit chain stay readable: their keys survive the rotation.
+        assert store.subkey(Purpose.AUDIT_CHAIN) == old_audit_key
+        assert store.subkey(Purpose.HOST_DB) == old_host_db_key
         for sid, secret in secrets.items():
             assert store.get_session(sid) == secret
 
@@ -468,6 +473,7 @@ def test_rotation_rewraps_every_secret_under_a_new_master(tmp_path: Path) -> Non
     old_store = json.loads(old_store_bytes)
     for sid in secrets:
         assert new_store["sessions"][sid] != old_store["sessions"][sid]
+    assert new_store["root"] != old_store["root"]  # the root is re-sealed, not copied
 
     with open_store(tmp_path) as reopened:
         for sid, secret in secrets.items():

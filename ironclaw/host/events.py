@@ -1,0 +1,46 @@
+"""Typed events the control plane publishes on its event bus.
+
+Events carry ids and counts, never message content or secrets: the stream is watched
+by operators and may be exported.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import attrs
+
+
+@attrs.frozen
+class MessageReceived:
+    type: ClassVar[str] = "message.received"
+    channel: str
+    messaging_group_id: str
+    sender: str
+    text_bytes: int
+
+
+@attrs.frozen
+class MessageRouted:
+    type: ClassVar[str] = "message.routed"
+    messaging_group_id: str
+    wiring_id: str
+    agent_group_id: str
+    decision: str
+    session_id: str | None
+    message_id: str | None
+
+
+@attrs.frozen
+class AccessRequested:
+    type: ClassVar[str] = "access.requested"
+    request_id: str
+    messaging_group_id: str
+    user_id: str
+
+
+@attrs.frozen
+class SessionWakeRequested:
+    type: ClassVar[str] = "session.wake_requested"
+    session_id: str
+    reason: str

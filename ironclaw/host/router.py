@@ -1,0 +1,180 @@
+"""The router: one inbound chat event in, queued rows and wakes out.
+
+For each wiring of the event's messaging group, highest priority first (ties by
+wiring id), in this order: engage evaluation, mention-sticky continuation, the access
+gate, the sender-scope gate, then enqueue. An engaged message is written with
+``engages = 1`` and its session is woken; an accumulated one with ``engages = 0`` and
+no wake; a dropped one is not written and resolves no session.
+
+Unknown senders (no role and no membership for the wiring's agent group) meet the
+messaging group's policy: ``strict`` drops them, ``request_approval`` raises one
+pending access request that an owner can grant, ``public`` lets them through (where
+the wiring's sender scope is ``all``).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import OrderedDict
+
+import attrs
+import re2
+import trio
+
+from ironclaw.contract.enums import (
+    EngageMode,
+    IgnoredMessagePolicy,
+    MessageKind,
+    SenderScope,
+    UnknownSenderPolicy,
+)
+from ironclaw.contract.ids import new_message_id
+from ironclaw.contract.rows import MAX_CONTENT_BYTES, NewInboundMessage
+from ironclaw.runtime import DiscardEvents, EventSink
+
+from .channels.base import InboundEvent
+from .events import AccessRequested, MessageReceived, MessageRouted
+from .queues import InboundSink
+from .registry import AccessLevel, MessagingGroup, Registry, Wiring, namespace_user
+
+# Text is cut to this before matching, so a pattern's work is bounded by input size;
+# RE2 then guarantees matching in time linear in that size.
+MAX_MATCH_CHARS = 64 * 1024
+MATCH_ANYTHING = "."
+
+
+class Decision(enum.StrEnum):
+    ENGAGED = "engaged"
+    STICKY = "sticky"  # mention-sticky continuation of an existing session
+    ACCUMULATED = "accumulated"
+    DROPPED = "dropped"
+    ACCESS_DENIED = "access_denied"
+    ACCESS_REQUESTED = "access_requested"
+    SCOPE_DENIED = "scope_denied"
+
+
+@attrs.frozen
+class RouteOutcome:
+    wiring_id: str
+    agent_group_id: str
+    decision: Decision
+    session_id: str | None = None
+    message_id: str | None = None
+
+    @property
+    def engaged(self) -> bool:
+        return self.decision in (Decision.ENGAGED, Decision.STICKY)
+
+
+@attrs.frozen
+class Wake:
+    """To the sessions mailbox: this session has new engaging rows."""
+
+    session_id: str
+
+
+class PatternCache:
+    """Compiled RE2 patterns; an invalid pattern is remembered as never matching."""
+
+    def __init__(self, size: int = 512) -> None:
+        self._size = size
+        self._compiled: OrderedDict[str, object | None] = OrderedDict()
+        self._options = re2.Options()
+        self._options.log_errors = False
+
+    def matches(self, pattern: str, text: str) -> bool:
+        if pattern == MATCH_ANYTHING:
+            return True
+        if pattern not in self._compiled:
+            try:
+                self._compiled[pattern] = re2.compile(pattern, self._options)
+            except re2.error:
+                self._compiled[pattern] = None
+            while len(self._compiled) > self._size:
+                self._compiled.popitem(last=False)
+        compiled = self._compiled[pattern]
+        return compiled is not None and compiled.search(text[:MAX_MATCH_CHARS]) is not None  # type: ignore[attr-defined]
+
+
+def _cap_content(text: str) -> str:
+    raw = text.encode("utf-8", "replace")
+    if len(raw) <= MAX_CONTENT_BYTES:
+        return text
+    return raw[:MAX_CONTENT_BYTES].decode("utf-8", "ignore")
+
+
+class Router:
+    def __init__(self, registry: Registry, queues: InboundSink,
+                 wakes: trio.MemorySendChannel[Wake], events: EventSink | None = None
+                 ) -> None:
+        self._registry = registry
+        self._queues = queues
+        self._wakes = wakes
+        self._events = events or DiscardEvents()
+        self._patterns = PatternCache()
+
+    async def run(self, inbox: trio.MemoryReceiveChannel[InboundEvent], *,
+                  task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Serve the router mailbox until it closes or we are cancelled."""
+        task_status.started()
+        async with inbox:
+            async for event in inbox:
+                await self.route(event)
+
+    async def route(self, event: InboundEvent) -> list[RouteOutcome]:
+        group = await self._registry.ensure_messaging_group(
+            event.channel, event.platform_id, event.instance)
+        user = namespace_user(event.channel, event.sender_handle)
+        self._events.publish(MessageReceived(event.channel, group.id, user,
+                                             len(event.text.encode("utf-8", "replace"))))
+        outcomes = []
+        for wiring in await self._registry.wirings_for(group.id):
+            outcome = await self._route_one(event, group, user, wiring)
+            self._events.publish(MessageRouted(group.id, wiring.id, wiring.agent_group_id,
+                                               outcome.decision.value, outcome.session_id,
+                                               outcome.message_id))
+            outcomes.append(outcome)
+        return outcomes
+
+    async def _route_one(self, event: InboundEvent, group: MessagingGroup, user: str,
+                         wiring: Wiring) -> RouteOutcome:
+        def outcome(decision: Decision, session: str | None = None,
+                    message: str | None = None) -> RouteOutcome:
+            return RouteOutcome(wiring.id, wiring.agent_group_id, decision, session, message)
+
+        sticky = False
+        if wiring.engage_mode is EngageMode.PATTERN:
+            engaged = self._patterns.matches(wiring.pattern, event.text)
+        else:
+            engaged = event.mentioned
+            if not engaged and wiring.engage_mode is EngageMode.MENTION_STICKY:
+                existing = await self._registry.find_session(
+                    wiring.agent_group_id, group.id, event.thread_id, wiring.session_mode)
+                engaged = sticky = existing is not None
+        if not engaged and wiring.ignored_policy is IgnoredMessagePolicy.DROP:
+            return outcome(Decision.DROPPED)
+
+        known = await self._registry.access_level(
+            user, wiring.agent_group_id) > AccessLevel.NONE
+        if not known:
+            policy = group.unknown_sender_policy
+            if policy is UnknownSenderPolicy.REQUEST_APPROVAL and engaged:
+                request, new = await self._registry.request_access(group.id, user)
+                if new:
+                    self._events.publish(AccessRequested(request.id, group.id, user))
+                return outcome(Decision.ACCESS_REQUESTED)
+            if policy is not UnknownSenderPolicy.PUBLIC:
+                return outcome(Decision.ACCESS_DENIED)
+        if wiring.sender_scope is SenderScope.KNOWN and not known:
+            return outcome(Decision.SCOPE_DENIED)
+
+        session = await self._registry.resolve_session(
+            wiring.agent_group_id, group.id, event.thread_id, wiring.session_mode)
+        (written,) = await self._queues.enqueue(session.id, [NewInboundMessage(
+            id=new_message_id("in"), kind=MessageKind.CHAT, content=_cap_content(event.text),
+            engages=engaged, platform_id=event.platform_id, channel_type=event.channel,
+            thread_id=event.thread_id)])
+        if not engaged:
+            return outcome(Decision.ACCUMULATED, session.id, written.id)
+        await self._wakes.send(Wake(session.id))
+        return outcome(Decision.STICKY if sticky else Decision.ENGAGED, session.id, written.id)

@@ -1,0 +1,163 @@
+"""host.db migrations. Append only: a released migration is never edited.
+
+Everything the control plane must not forget lives here: the registry, sessions,
+durable delivery records, schedules, pending questions, access requests, and the
+gateway's change store. Timestamps are integer microseconds, as on the wire.
+"""
+
+from __future__ import annotations
+
+V1 = """
+CREATE TABLE agent_groups (
+    id                   TEXT PRIMARY KEY,
+    name                 TEXT NOT NULL UNIQUE,
+    folder               TEXT NOT NULL UNIQUE,
+    persona_identity     TEXT NOT NULL DEFAULT '',
+    persona_soul         TEXT NOT NULL DEFAULT '',
+    persona_instructions TEXT NOT NULL DEFAULT '',
+    provider             TEXT NOT NULL,
+    model                TEXT NOT NULL,
+    enabled_tools        TEXT NOT NULL DEFAULT '[]',
+    created_at           INTEGER NOT NULL,
+    updated_at           INTEGER NOT NULL
+) STRICT;
+CREATE TABLE messaging_groups (
+    id                    TEXT PRIMARY KEY,
+    channel               TEXT NOT NULL,
+    platform_id           TEXT NOT NULL,
+    instance              TEXT NOT NULL,
+    name                  TEXT NOT NULL DEFAULT '',
+    unknown_sender_policy TEXT NOT NULL,
+    created_at            INTEGER NOT NULL,
+    UNIQUE (channel, platform_id, instance)
+) STRICT;
+CREATE TABLE wirings (
+    id                 TEXT PRIMARY KEY,
+    messaging_group_id TEXT NOT NULL REFERENCES messaging_groups (id) ON DELETE CASCADE,
+    agent_group_id     TEXT NOT NULL REFERENCES agent_groups (id) ON DELETE CASCADE,
+    engage_mode        TEXT NOT NULL,
+    pattern            TEXT NOT NULL DEFAULT '',
+    sender_scope       TEXT NOT NULL,
+    ignored_policy     TEXT NOT NULL,
+    session_mode       TEXT NOT NULL,
+    priority           INTEGER NOT NULL DEFAULT 0,
+    created_at         INTEGER NOT NULL
+) STRICT;
+CREATE INDEX wirings_by_group ON wirings (messaging_group_id, priority DESC, id);
+CREATE TABLE users (
+    id           TEXT PRIMARY KEY,
+    display_name TEXT NOT NULL DEFAULT '',
+    created_at   INTEGER NOT NULL
+) STRICT;
+CREATE TABLE roles (
+    user_id  TEXT NOT NULL,
+    role     TEXT NOT NULL,
+    scope    TEXT NOT NULL DEFAULT '',
+    granted_at INTEGER NOT NULL,
+    PRIMARY KEY (user_id, role, scope)
+) STRICT;
+CREATE TABLE members (
+    user_id        TEXT NOT NULL,
+    agent_group_id TEXT NOT NULL REFERENCES agent_groups (id) ON DELETE CASCADE,
+    added_at       INTEGER NOT NULL,
+    PRIMARY KEY (user_id, agent_group_id)
+) STRICT;
+CREATE TABLE destinations (
+    agent_group_id        TEXT NOT NULL REFERENCES agent_groups (id) ON DELETE CASCADE,
+    name                  TEXT NOT NULL,
+    display_name          TEXT,
+    type                  TEXT NOT NULL,
+    channel               TEXT,
+    instance              TEXT,
+    platform_id           TEXT,
+    target_agent_group_id TEXT,
+    PRIMARY KEY (agent_group_id, name)
+) STRICT;
+CREATE TABLE sessions (
+    id                 TEXT PRIMARY KEY,
+    partition_key      TEXT NOT NULL UNIQUE,
+    agent_group_id     TEXT NOT NULL,
+    messaging_group_id TEXT,
+    thread_id          TEXT,
+    mode               TEXT NOT NULL,
+    status             TEXT NOT NULL,
+    container_status   TEXT NOT NULL,
+    created_at         INTEGER NOT NULL,
+    last_active        INTEGER NOT NULL
+) STRICT;
+CREATE TABLE access_requests (
+    id                 TEXT PRIMARY KEY,
+    messaging_group_id TEXT NOT NULL,
+    user_id            TEXT NOT NULL,
+    status             TEXT NOT NULL,
+    requested_at       INTEGER NOT NULL,
+    decided_by         TEXT,
+    decided_at         INTEGER
+) STRICT;
+CREATE UNIQUE INDEX access_requests_one_pending
+    ON access_requests (messaging_group_id, user_id) WHERE status = 'pending';
+CREATE TABLE delivery_records (
+    outbound_id         TEXT PRIMARY KEY,
+    session_id          TEXT,
+    status              TEXT NOT NULL,
+    platform_message_id TEXT,
+    attempts            INTEGER NOT NULL DEFAULT 0,
+    last_error          TEXT,
+    updated_at          INTEGER NOT NULL
+) STRICT;
+CREATE TABLE session_cursors (
+    session_id    TEXT PRIMARY KEY,
+    outbound_seq  INTEGER NOT NULL,
+    updated_at    INTEGER NOT NULL
+) STRICT;
+CREATE TABLE schedules (
+    id             TEXT PRIMARY KEY,
+    session_id     TEXT NOT NULL,
+    agent_group_id TEXT NOT NULL,
+    prompt         TEXT NOT NULL,
+    next_run_at    INTEGER,
+    recurrence     TEXT,
+    timezone       TEXT NOT NULL DEFAULT 'UTC',
+    status         TEXT NOT NULL,
+    series_id      TEXT NOT NULL,
+    created_at     INTEGER NOT NULL,
+    updated_at     INTEGER NOT NULL
+) STRICT;
+CREATE INDEX schedules_due ON schedules (status, next_run_at);
+CREATE TABLE questions (
+    id             TEXT PRIMARY KEY,
+    session_id     TEXT NOT NULL,
+    question       TEXT NOT NULL,
+    options        TEXT NOT NULL DEFAULT '[]',
+    allow_freeform INTEGER NOT NULL,
+    status         TEXT NOT NULL,
+    answer         TEXT,
+    answered_by    TEXT,
+    asked_at       INTEGER NOT NULL,
+    answered_at    INTEGER
+) STRICT;
+CREATE TABLE changes (
+    id              TEXT PRIMARY KEY,
+    kind            TEXT NOT NULL,
+    agent_group     TEXT NOT NULL,
+    requested_by    TEXT NOT NULL,
+    before          TEXT NOT NULL,
+    after           TEXT NOT NULL,
+    reason          TEXT,
+    created_at      INTEGER NOT NULL,
+    expires_at      INTEGER,
+    status          TEXT NOT NULL,
+    digest          TEXT NOT NULL,
+    decided_by      TEXT,
+    decided_at      INTEGER,
+    decision_reason TEXT,
+    applied_at      INTEGER
+) STRICT;
+CREATE INDEX changes_by_status ON changes (status, created_at);
+CREATE TABLE kv (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) STRICT
+"""
+
+MIGRATIONS: tuple[str, ...] = (V1,)

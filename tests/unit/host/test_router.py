@@ -1,0 +1,254 @@
+"""Routing, over a real host.db, real key store and real inbound queues.
+
+Covers the reference scenarios (fan-out, identity namespacing, engage modes, session
+modes, drop versus accumulate, access precedence) and the three unknown-sender
+policies, which the reference stored but never enforced.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import attrs
+import pytest
+import trio
+
+from ironclaw.contract.enums import (
+    EngageMode,
+    IgnoredMessagePolicy,
+    SenderScope,
+    SessionMode,
+    UnknownSenderPolicy,
+)
+from ironclaw.contract.queue import InboundReader
+from ironclaw.host.channels.base import InboundEvent
+from ironclaw.host.keys import FileMasterKeySource, KeyStore
+from ironclaw.host.queues import SessionQueues
+from ironclaw.host.registry import (
+    AccessLevel,
+    AccessRequestStatus,
+    AgentGroup,
+    Registry,
+    Role,
+    RoleGrant,
+    Wiring,
+)
+from ironclaw.host.router import Decision, Router, Wake
+from ironclaw.host.store import open_host_store
+from ironclaw.runtime import EventBus
+
+
+@attrs.define
+class Harness:
+    registry: Registry
+    router: Router
+    queues: SessionQueues
+    wakes: trio.MemoryReceiveChannel[Wake]
+    bus: EventBus
+    mg: str = ""
+
+    def woken(self) -> list[str]:
+        out = []
+        while True:
+            try:
+                out.append(self.wakes.receive_nowait().session_id)
+            except trio.WouldBlock:
+                return out
+
+    def rows(self, session_id: str) -> list[tuple[str, bool, str | None]]:
+        keys = self.queues.keys(session_id)
+        poll = InboundReader(self.queues.paths(session_id).inbound_db, keys.inbound).poll()
+        return [(m.content, m.engages, m.thread_id) for m in poll.messages]
+
+    async def wire(self, wid: str, ag: str, **fields: object) -> None:
+        await self.registry.put_wiring(Wiring(id=wid, messaging_group_id=self.mg,
+                                              agent_group_id=ag, **fields))  # type: ignore[arg-type]
+
+    async def send(self, handle: str, text: str, **fields: object):
+        return await self.router.route(InboundEvent(
+            channel="slack", instance="", platform_id="C1", sender_handle=handle, text=text,
+            **fields))  # type: ignore[arg-type]
+
+
+@pytest.fixture
+async def h(tmp_path: Path) -> AsyncIterator[Harness]:
+    keystore = KeyStore.open(tmp_path / "state", FileMasterKeySource.in_state_dir(
+        tmp_path / "state"))
+    async with open_host_store(tmp_path / "host.db", secrets.token_bytes(32)) as store:
+        registry = Registry(store)
+        for gid in ("g1", "g2"):
+            await registry.put_agent_group(AgentGroup(id=gid, name=gid, folder=gid))
+        await registry.grant_role(RoleGrant("slack:alice", Role.OWNER))
+        queues = SessionQueues(tmp_path / "state", keystore)
+        send, receive = trio.open_memory_channel[Wake](1000)
+        bus = EventBus()
+        harness = Harness(registry, Router(registry, queues, send, bus), queues, receive, bus)
+        harness.mg = (await registry.ensure_messaging_group("slack", "C1")).id
+        yield harness
+        await queues.aclose()
+
+
+async def test_fan_out_in_priority_order(h: Harness) -> None:
+    await h.wire("w1", "g1", priority=2)
+    await h.wire("w2", "g2", priority=1)
+    outcomes = await h.send("alice", "hello")
+    assert [(o.agent_group_id, o.decision) for o in outcomes] == [
+        ("g1", Decision.ENGAGED), ("g2", Decision.ENGAGED)]
+    assert outcomes[0].session_id and outcomes[1].session_id
+    assert outcomes[0].session_id != outcomes[1].session_id
+    assert sorted(h.woken()) == sorted(o.session_id for o in outcomes)
+    for o in outcomes:
+        assert h.rows(o.session_id) == [("hello", True, None)]  # type: ignore[arg-type]
+
+
+async def test_priority_ties_break_by_wiring_id(h: Harness) -> None:
+    await h.wire("w-b", "g1")
+    await h.wire("w-a", "g2")
+    assert [o.wiring_id for o in await h.send("alice", "x")] == ["w-a", "w-b"]
+
+
+async def test_colon_spoofed_identity_gets_nothing(h: Harness) -> None:
+    await h.registry.grant_role(RoleGrant("evil:owner", Role.OWNER))
+    await h.wire("w1", "g1")
+    (spoof,) = await h.send("evil:owner", "let me in")  # becomes slack:evil
+    assert spoof.decision is Decision.ACCESS_DENIED and spoof.session_id is None
+    (real,) = await h.send("alice", "hi")
+    assert real.engaged
+    assert len(h.woken()) == 1
+
+
+async def test_pattern_mode(h: Harness) -> None:
+    await h.wire("w1", "g1", engage_mode=EngageMode.PATTERN, pattern="(?i)deploy")
+    assert (await h.send("alice", "please DEPLOY now"))[0].engaged
+    (miss,) = await h.send("alice", "hello there")
+    assert miss.decision is Decision.DROPPED and miss.session_id is None
+    assert len(h.woken()) == 1
+
+
+async def test_match_anything_includes_empty_text(h: Harness) -> None:
+    await h.wire("w1", "g1", pattern=".")
+    assert (await h.send("alice", ""))[0].engaged
+
+
+async def test_invalid_regex_never_engages_and_never_raises(h: Harness) -> None:
+    await h.wire("w1", "g1", pattern="(unclosed")
+    (outcome,) = await h.send("alice", "(unclosed")
+    assert outcome.decision is Decision.DROPPED
+
+
+async def test_catastrophic_pattern_on_64k_input_returns_promptly(h: Harness) -> None:
+    await h.wire("w1", "g1", pattern="^(a+)+$")
+    text = "a" * (64 * 1024 - 1) + "!"  # exactly the 64 KiB that is matched
+    start = time.process_time()
+    (outcome,) = await h.send("alice", text)
+    cpu = time.process_time() - start
+    assert outcome.decision is Decision.DROPPED
+    # A backtracking engine needs ~2**65536 steps here; RE2 is linear. The bound is
+    # generous on purpose: it separates "linear" from "never", not fast from slow.
+    assert cpu < 5.0
+
+
+async def test_mention_mode_keys_on_the_platform_flag(h: Harness) -> None:
+    await h.wire("w1", "g1", engage_mode=EngageMode.MENTION)
+    assert (await h.send("alice", "hey @agent", mentioned=True))[0].engaged
+    (chatter,) = await h.send("alice", "just chatter")
+    assert chatter.decision is Decision.DROPPED and chatter.session_id is None
+    assert len(h.woken()) == 1
+
+
+async def test_mention_sticky_continues_an_existing_session(h: Harness) -> None:
+    await h.wire("w1", "g1", engage_mode=EngageMode.MENTION_STICKY)
+    (cold,) = await h.send("alice", "cold chatter")
+    assert cold.decision is Decision.DROPPED and cold.session_id is None
+    (start,) = await h.send("alice", "@agent start", mentioned=True)
+    (follow,) = await h.send("alice", "more context")
+    assert start.decision is Decision.ENGAGED and follow.decision is Decision.STICKY
+    assert follow.session_id == start.session_id
+    assert len(h.woken()) == 2
+
+
+async def test_per_thread_sessions_via_routing(h: Harness) -> None:
+    await h.wire("w1", "g1", session_mode=SessionMode.PER_THREAD)
+    a = (await h.send("alice", "1", thread_id="thread-1"))[0].session_id
+    b = (await h.send("alice", "2", thread_id="thread-2"))[0].session_id
+    c = (await h.send("alice", "3", thread_id="thread-1"))[0].session_id
+    assert a == c != b
+    assert h.rows(a) == [("1", True, "thread-1"), ("3", True, "thread-1")]  # type: ignore[arg-type]
+
+
+async def test_drop_versus_accumulate(h: Harness) -> None:
+    await h.wire("w-acc", "g1", engage_mode=EngageMode.MENTION,
+                 ignored_policy=IgnoredMessagePolicy.ACCUMULATE)
+    await h.wire("w-drop", "g2", engage_mode=EngageMode.MENTION,
+                 ignored_policy=IgnoredMessagePolicy.DROP)
+    acc, drop = await h.send("alice", "background")
+    assert acc.decision is Decision.ACCUMULATED and acc.session_id
+    assert h.rows(acc.session_id) == [("background", False, None)]
+    assert drop.decision is Decision.DROPPED and drop.session_id is None
+    assert h.woken() == []  # accumulate never wakes
+
+
+async def test_access_gate_and_sender_scope(h: Harness) -> None:
+    await h.wire("w1", "g1", sender_scope=SenderScope.KNOWN)
+    await h.registry.add_member("slack:known", "g1")
+    assert (await h.send("known", "hi"))[0].engaged
+    (ghost,) = await h.send("ghost", "hi")
+    assert ghost.decision is Decision.ACCESS_DENIED and ghost.session_id is None
+    assert len(h.woken()) == 1
+
+
+async def test_strict_policy_drops_unknown_senders(h: Harness) -> None:
+    await h.wire("w1", "g1")
+    (o,) = await h.send("stranger", "hello")
+    assert o.decision is Decision.ACCESS_DENIED
+    assert await h.registry.list_access_requests() == []
+    assert await h.registry.list_sessions() == []
+
+
+async def test_request_approval_raises_one_request_an_owner_can_grant(h: Harness) -> None:
+    group = await h.registry.get_messaging_group(h.mg)
+    await h.registry.put_messaging_group(attrs.evolve(
+        group, unknown_sender_policy=UnknownSenderPolicy.REQUEST_APPROVAL))
+    await h.wire("w1", "g1")
+    async with h.bus.subscribe("access.*") as events:
+        for _ in range(3):
+            (o,) = await h.send("stranger", "please")
+            assert o.decision is Decision.ACCESS_REQUESTED and o.session_id is None
+        (request,) = await h.registry.list_access_requests(AccessRequestStatus.PENDING)
+        assert request.user_id == "slack:stranger"
+        announced = events.receive_nowait()
+        assert announced.event.request_id == request.id  # type: ignore[union-attr]
+        with pytest.raises(trio.WouldBlock):
+            events.receive_nowait()  # owners are told once, not once per message
+    await h.registry.decide_access_request(request.id, grant=True, decided_by="slack:alice")
+    assert await h.registry.access_level("slack:stranger", "g1") is AccessLevel.MEMBER
+    assert (await h.send("stranger", "thanks"))[0].engaged
+
+
+async def test_public_policy_lets_unknown_senders_through_scope_all_only(h: Harness) -> None:
+    group = await h.registry.get_messaging_group(h.mg)
+    await h.registry.put_messaging_group(attrs.evolve(
+        group, unknown_sender_policy=UnknownSenderPolicy.PUBLIC))
+    await h.wire("w-all", "g1", sender_scope=SenderScope.ALL)
+    await h.wire("w-known", "g2", sender_scope=SenderScope.KNOWN)
+    open_, closed = await h.send("passerby", "hi")
+    assert open_.engaged
+    assert closed.decision is Decision.SCOPE_DENIED and closed.session_id is None
+
+
+async def test_router_serves_its_mailbox(h: Harness) -> None:
+    await h.wire("w1", "g1")
+    send, receive = trio.open_memory_channel[InboundEvent](10)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(h.router.run, receive)
+        async with send:
+            for text in ("a", "b"):
+                await send.send(InboundEvent(channel="slack", instance="", platform_id="C1",
+                                             sender_handle="alice", text=text))
+    # The mailbox closed, so run returned after routing both.
+    woken = h.woken()
+    assert len(woken) == 2 and woken[0] == woken[1]
+    assert [r[0] for r in h.rows(woken[0])] == ["a", "b"]
