@@ -205,6 +205,8 @@ async def open_child_process(
         raise ValueError("argv must not be empty")
     if grace_period < 0:
         raise ValueError("grace_period must be >= 0")
+    if stderr_tail_bytes < 0 or stdout_tail_bytes < 0:
+        raise ValueError("tail sizes must be >= 0")
     argv = tuple(argv)
     process = await trio.lowlevel.open_process(
         list(argv),

@@ -229,6 +229,8 @@ class Supervisor:
         Reports started at once: the child's own start-up may fail and be retried, and
         that must not fail the caller's ``nursery.start``.
         """
+        if self._state not in (SupervisorState.IDLE, SupervisorState.EXITED):
+            raise RuntimeError(f"supervisor {self.name!r} is already running")
         task_status.started()
         while True:
             failure = await self._run_child_once()

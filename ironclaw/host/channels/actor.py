@@ -18,7 +18,9 @@ mailbox and are executed one at a time, in order (replies within a conversation 
 overtake each other), each bounded by ``deliver_timeout``. A slow adapter therefore
 delays only its own channel. Every message is answered exactly once, including those
 still queued when the actor stops (``DeliveryFailed(retryable=True)``; a retry is safe
-because delivery is idempotent).
+because delivery is idempotent). Deliveries are attempted whatever the state of the
+receive loop, parked included: many platforms send over a separate API, and the adapter
+knows best; when it cannot send it raises ``DeliveryFailed``.
 
 Events published: ``channel.up``, ``channel.down`` (with a log-safe reason and the retry
 delay), ``channel.parked``, ``channel.resumed``. The supervisor's own events are

@@ -21,12 +21,12 @@ from ironclaw.runtime import (
     ChildFailed,
     ChildParked,
     ChildProcess,
+    Event,
     ProcessFailed,
     Supervisor,
     open_child_process,
     run_child_process,
 )
-from ironclaw.runtime.events import Event
 
 TEST_DEADLINE = 15
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import pytest
 import trio
+import trio.lowlevel
 import trio.testing
 
 from ironclaw.runtime import (
@@ -16,14 +18,13 @@ from ironclaw.runtime import (
     ChildRestarting,
     ChildResumed,
     ChildStarted,
+    Envelope,
     Event,
     EventBus,
-    Envelope,
     FailuresReset,
     Supervisor,
     SupervisorState,
 )
-
 
 WAIT_LIMIT = 24 * 3600
 
@@ -59,7 +60,7 @@ class Boom(Exception):
 
 async def fail_after_start(*, task_status: trio.TaskStatus[None]) -> None:
     task_status.started()
-    await trio.sleep(0)
+    await trio.lowlevel.checkpoint()
     raise Boom("crashed")
 
 
@@ -104,7 +105,7 @@ async def test_restart_delay_is_capped_at_five_minutes(
     # The 13th child may crash again before the test gets to cancel; ignore what follows.
     assert [event.delay for event in sink.of(ChildRestarting)][:12] == expected
     starts = sink.times_of(ChildStarted)
-    gaps = [round(later - earlier, 6) for earlier, later in zip(starts, starts[1:], strict=False)]
+    gaps = [round(later - earlier, 6) for earlier, later in itertools.pairwise(starts)]
     assert gaps == expected
     assert sink.of(ChildParked) == []
 
@@ -183,9 +184,7 @@ async def test_child_failing_before_started_is_retried_without_failing_nursery_s
     assert sink.of(ChildStarted) == [ChildStarted("listener", attempt=2)]
 
 
-async def _fails_after(
-    uptimes: list[float], *, task_status: trio.TaskStatus[None]
-) -> None:
+async def _fails_after(uptimes: list[float], *, task_status: trio.TaskStatus[None]) -> None:
     """Stays up for the next listed number of seconds, then crashes; forever once empty."""
     task_status.started()
     if not uptimes:
@@ -199,7 +198,7 @@ async def test_failure_count_resets_once_child_has_been_healthy(
 ) -> None:
     sink = RecordingSink()
     # Four quick crashes, then one run that outlives healthy_after before crashing.
-    uptimes = [0, 0, 0, 0, 61, 0]
+    uptimes: list[float] = [0, 0, 0, 0, 61, 0]
 
     async def child(*, task_status: trio.TaskStatus[None]) -> None:
         await _fails_after(uptimes, task_status=task_status)
@@ -223,7 +222,7 @@ async def test_failure_count_is_not_reset_by_an_uptime_shorter_than_healthy_afte
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     sink = RecordingSink()
-    uptimes = [0, 0, 0, 0, 59]
+    uptimes: list[float] = [0, 0, 0, 0, 59]
 
     async def child(*, task_status: trio.TaskStatus[None]) -> None:
         await _fails_after(uptimes, task_status=task_status)
