@@ -7,6 +7,14 @@ reader copies the database bytes only while the counter reads the same even valu
 before and after the copy; then the copy is a committed state. The reader takes no
 lock, so nothing depends on a lock crossing the wall.
 
+A reader needs an even window at least as long as one copy of the file. A writer
+committing back to back would leave windows of a few hundred microseconds, shorter
+than copying a megabyte under load, and starve the reader forever. So writers pace
+themselves: the next commit may not begin until a gap, scaled to the file's size,
+has passed since the last one ended. The end time is kept in the fence file, so
+every writer instance of that side honours it. (A hostile sandbox can ignore pacing
+on its own outbound file; then only its own session's reads fail, as QueueBusy.)
+
 The fence also serialises writers of the same side (an ``flock`` on the fence file):
 that lock is only ever contended by processes on one side of the wall, where locks
 work. The counter is stored twice, the second copy inverted, so a torn read of the
@@ -19,15 +27,32 @@ import contextlib
 import fcntl
 import os
 import struct
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
-_FORMAT = struct.Struct("<QQ")
+# counter, inverted counter, monotonic nanoseconds at which the last commit ended
+_FORMAT = struct.Struct("<QQQ")
+_COUNTER = struct.Struct("<QQ")
 _MASK = (1 << 64) - 1
+
+# Pacing: every gap is at least the floor, plus the time to copy the file at a
+# deliberately pessimistic rate, so a reader on a loaded machine still fits.
+PACE_FLOOR_S = 0.0005
+PACE_COPY_BYTES_PER_S = 400e6
 
 
 class FenceUnreadable(Exception):
     """The fence file is missing, short or torn."""
+
+
+def decode_fence(data: bytes) -> int:
+    if len(data) < _COUNTER.size:
+        raise FenceUnreadable("short fence")
+    value, check = _COUNTER.unpack_from(data)
+    if value ^ _MASK != check:
+        raise FenceUnreadable("torn fence")
+    return int(value)
 
 
 def read_fence(path: Path) -> int:
@@ -37,15 +62,13 @@ def read_fence(path: Path) -> int:
     except FileNotFoundError as exc:
         raise FenceUnreadable("no fence") from exc
     try:
-        data = os.pread(fd, _FORMAT.size, 0)
+        return decode_fence(os.pread(fd, _COUNTER.size, 0))
     finally:
         os.close(fd)
-    if len(data) != _FORMAT.size:
-        raise FenceUnreadable("short fence")
-    value, check = _FORMAT.unpack(data)
-    if value ^ _MASK != check:
-        raise FenceUnreadable("torn fence")
-    return int(value)
+
+
+def pacing_gap(file_bytes: int) -> float:
+    return PACE_FLOOR_S + file_bytes / PACE_COPY_BYTES_PER_S
 
 
 class WriterFence:
@@ -63,25 +86,26 @@ class WriterFence:
             os.close(self._fd)
             self._fd = -1
 
-    def _read(self) -> int:
+    def _read(self) -> tuple[int, int]:
         data = os.pread(self._fd, _FORMAT.size, 0)
-        if len(data) != _FORMAT.size:
-            return 0  # a fresh file: start at zero
-        value, check = _FORMAT.unpack(data)
+        if len(data) < _COUNTER.size:
+            return 0, 0  # a fresh file: start at zero
+        value, check = _COUNTER.unpack_from(data)
+        ended = _FORMAT.unpack(data)[2] if len(data) == _FORMAT.size else 0
         if value ^ _MASK != check:
             # Only a crash mid-write of the fence itself can do this; move past it.
-            return int(max(value, check ^ _MASK)) | 1
-        return int(value)
+            return int(max(value, check ^ _MASK)) | 1, 0
+        return int(value), int(ended)
 
-    def _write(self, value: int) -> None:
-        os.pwrite(self._fd, _FORMAT.pack(value, value ^ _MASK), 0)
+    def _write(self, value: int, ended_ns: int) -> None:
+        os.pwrite(self._fd, _FORMAT.pack(value, value ^ _MASK, ended_ns), 0)
         if self._durable:
             # Ordering matters more than durability here: under gVisor the sentry may
             # hold writes, and the host must see "odd" before any page of the commit.
             os.fdatasync(self._fd)
 
     @contextlib.contextmanager
-    def writing(self) -> Iterator[None]:
+    def writing(self, file_size: Callable[[], int] = lambda: 0) -> Iterator[None]:
         """Hold the writers' lock and keep the counter odd for the block's duration.
 
         If a previous writer died mid-commit the counter is already odd; we move on
@@ -89,12 +113,16 @@ class WriterFence:
         window, so readers never copy that half state either."""
         fcntl.flock(self._fd, fcntl.LOCK_EX)
         try:
-            current = self._read()
+            current, ended_ns = self._read()
+            if ended_ns:
+                wait = ended_ns / 1e9 + pacing_gap(file_size()) - time.monotonic()
+                if wait > 0:
+                    time.sleep(wait)
             odd = current + 1 if current % 2 == 0 else current + 2
-            self._write(odd)
+            self._write(odd, ended_ns)
             try:
                 yield
             finally:
-                self._write(odd + 1)
+                self._write(odd + 1, time.monotonic_ns())
         finally:
             fcntl.flock(self._fd, fcntl.LOCK_UN)

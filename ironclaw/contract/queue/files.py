@@ -39,7 +39,7 @@ from .errors import (
     QueueWriteRefused,
     WrongKeyOrCorrupt,
 )
-from .fence import FenceUnreadable, WriterFence, read_fence
+from .fence import FenceUnreadable, WriterFence, decode_fence
 
 # sqlcipher3 ships no type information; a connection is typed loosely on purpose.
 Connection: TypeAlias = Any
@@ -49,6 +49,8 @@ T = TypeVar("T")
 DEFAULT_MAX_FILE_BYTES = 64 * 1024 * 1024
 # How long a reader keeps trying for a clean snapshot before reporting QueueBusy.
 DEFAULT_SNAPSHOT_BUDGET_S = 5.0
+# How long a reader spins on an odd fence before it starts sleeping between tries.
+SPIN_S = 0.005
 
 
 def fence_path_for(db_path: Path) -> Path:
@@ -125,7 +127,7 @@ class FencedWriterFile:
         with self._lock:
             if self._closed:
                 raise QueueWriteRefused("writer is closed")
-            with self._fence.writing():
+            with self._fence.writing(self._file_size):
                 self._conn.execute("BEGIN IMMEDIATE")
                 try:
                     yield self._conn
@@ -139,6 +141,12 @@ class FencedWriterFile:
                         if self._conn.in_transaction:
                             self._conn.execute("ROLLBACK")
                         raise
+
+    def _file_size(self) -> int:
+        try:
+            return os.stat(self.db_path).st_size
+        except OSError:
+            return 0
 
     def close(self) -> None:
         with self._lock:
@@ -156,27 +164,45 @@ def _split_ddl(ddl: str) -> list[str]:
 def copy_snapshot(db_path: Path, *, max_bytes: int = DEFAULT_MAX_FILE_BYTES,
                   budget_s: float = DEFAULT_SNAPSHOT_BUDGET_S) -> bytes:
     """Bytes of the file as of one committed state. Retries while the writer is
-    mid-commit; raises QueueBusy if no clean window appears within the budget."""
+    mid-commit; raises QueueBusy if no clean window appears within the budget.
+
+    While the fence reads odd the reader spins on it for a moment, so that it starts
+    copying at the very beginning of the next even window instead of sleeping past
+    it; only when the writer stays odd (a long commit, or a crashed writer) does it
+    back off with jittered sleeps."""
     fence = fence_path_for(db_path)
     deadline = time.monotonic() + budget_s
-    pause = 0.0002
-    while True:
-        try:
-            before = read_fence(fence)
-            if before % 2 == 0:
-                data = _read_all(db_path, max_bytes)
-                if read_fence(fence) == before:
-                    return data
-        except FenceUnreadable:
-            if not db_path.exists():
-                raise QueueNotReady(f"{db_path.name} does not exist yet") from None
-        except FileNotFoundError:
-            raise QueueNotReady(f"{db_path.name} does not exist yet") from None
-        if time.monotonic() >= deadline:
-            raise QueueBusy(f"no stable snapshot of {db_path.name} within {budget_s}s")
-        # Jitter so a reader does not fall into lock-step with a periodic writer.
-        time.sleep(pause * (0.5 + random.random()))
-        pause = min(pause * 2, 0.02)
+    pause = 0.0005
+    try:
+        fence_fd = os.open(fence, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise QueueNotReady(f"{db_path.name} does not exist yet") from None
+    try:
+        while True:
+            spin_until = time.monotonic() + SPIN_S
+            while True:
+                try:
+                    before = decode_fence(os.pread(fence_fd, 16, 0))
+                except FenceUnreadable:
+                    if not db_path.exists():
+                        raise QueueNotReady(f"{db_path.name} does not exist yet") from None
+                    before = -1
+                if before >= 0 and before % 2 == 0:
+                    try:
+                        data = _read_all(db_path, max_bytes)
+                    except FileNotFoundError:
+                        raise QueueNotReady(f"{db_path.name} does not exist yet") from None
+                    if decode_fence(os.pread(fence_fd, 16, 0)) == before:
+                        return data
+                if time.monotonic() >= spin_until:
+                    break
+            if time.monotonic() >= deadline:
+                raise QueueBusy(f"no stable snapshot of {db_path.name} within {budget_s}s")
+            # Jitter so a reader does not fall into lock-step with a periodic writer.
+            time.sleep(pause * (0.5 + random.random()))
+            pause = min(pause * 2, 0.02)
+    finally:
+        os.close(fence_fd)
 
 
 def _read_all(path: Path, max_bytes: int) -> bytes:
