@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import enum
 import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,10 @@ class ModelApi(enum.StrEnum):
 MOCK_MODEL_HOST = "mock.ironclaw.invalid"
 
 
+def _names(values: Iterable[str]) -> tuple[str, ...]:
+    return tuple(values)
+
+
 @attrs.frozen
 class ProviderConfig:
     api: ModelApi = attrs.field(converter=ModelApi)
@@ -80,7 +85,7 @@ class AgentConfig:
     provider: ProviderConfig
     persona: PersonaDocs = PersonaDocs()
     # Empty means every compiled-in tool; otherwise the mandatory ones plus these.
-    enabled_tools: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    enabled_tools: tuple[str, ...] = attrs.field(default=(), converter=_names)
     inbound_dir: Path = attrs.field(default=SANDBOX_INBOUND_DIR, converter=Path)
     outbound_dir: Path = attrs.field(default=SANDBOX_OUTBOUND_DIR, converter=Path)
     key_file: Path = attrs.field(default=SANDBOX_KEY_FILE, converter=Path)

@@ -44,3 +44,49 @@ class SessionWakeRequested:
     type: ClassVar[str] = "session.wake_requested"
     session_id: str
     reason: str
+
+
+@attrs.frozen
+class SessionStarted:
+    type: ClassVar[str] = "session.started"
+    session_id: str
+    agent_group_id: str
+    runtime: str
+
+
+@attrs.frozen
+class SessionRetired:
+    type: ClassVar[str] = "session.retired"
+    session_id: str
+    reason: str
+
+
+@attrs.frozen
+class SessionFailed:
+    type: ClassVar[str] = "session.failed"
+    session_id: str
+    error: str
+
+
+@attrs.frozen
+class SandboxLaunched:
+    type: ClassVar[str] = "sandbox.launched"
+    session_id: str
+    runtime: str
+    pid: int
+
+
+@attrs.frozen
+class SandboxExitedEvent:
+    type: ClassVar[str] = "sandbox.exited"
+    session_id: str
+    runtime: str
+    returncode: int
+
+
+@attrs.frozen
+class SandboxStopped:
+    type: ClassVar[str] = "sandbox.stopped"
+    session_id: str
+    runtime: str
+    reason: str

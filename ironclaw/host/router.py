@@ -34,6 +34,7 @@ from ironclaw.runtime import DiscardEvents, EventSink
 
 from .channels.base import InboundEvent
 from .events import AccessRequested, MessageReceived, MessageRouted
+from .mailboxes import Wake
 from .queues import InboundSink
 from .registry import AccessLevel, MessagingGroup, Registry, Wiring, namespace_user
 
@@ -64,13 +65,6 @@ class RouteOutcome:
     @property
     def engaged(self) -> bool:
         return self.decision in (Decision.ENGAGED, Decision.STICKY)
-
-
-@attrs.frozen
-class Wake:
-    """To the sessions mailbox: this session has new engaging rows."""
-
-    session_id: str
 
 
 class PatternCache:

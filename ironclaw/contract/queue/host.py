@@ -150,6 +150,17 @@ class InboundWriter:
             return int(conn.execute(f"DELETE FROM messages_in WHERE {where}",
                                     (*done, finished_before)).rowcount)
 
+    def unfinished_count(self, *, now: int | None = None) -> int:
+        """Rows the sandbox still owes an answer for, due by ``now``: the host's way
+        to tell, after a restart, which sessions must be woken."""
+        stamp = now if now is not None else now_us()
+        with self._file.transaction() as conn:
+            (count,) = conn.execute(
+                "SELECT count(*) FROM messages_in WHERE engages = 1 AND ("
+                "status IN ('queued', 'processing') OR "
+                "(status = 'scheduled' AND process_after <= ?))", (stamp,)).fetchone()
+        return int(count)
+
     def statuses(self, ids: Iterable[MessageId]) -> dict[MessageId, InboundStatus]:
         """The host's own view of its rows (for delivery and tests)."""
         wanted = list(ids)

@@ -26,6 +26,7 @@ from ironclaw.contract.enums import (
 from ironclaw.contract.queue import InboundReader
 from ironclaw.host.channels.base import InboundEvent
 from ironclaw.host.keys import FileMasterKeySource, KeyStore
+from ironclaw.host.mailboxes import Wake
 from ironclaw.host.queues import SessionQueues
 from ironclaw.host.registry import (
     AccessLevel,
@@ -36,7 +37,7 @@ from ironclaw.host.registry import (
     RoleGrant,
     Wiring,
 )
-from ironclaw.host.router import Decision, Router, Wake
+from ironclaw.host.router import Decision, Router
 from ironclaw.host.store import open_host_store
 from ironclaw.runtime import EventBus
 

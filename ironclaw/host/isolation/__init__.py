@@ -1,0 +1,8 @@
+"""Sandbox runtimes behind one protocol."""
+
+from .base import InsecureRuntimeRefused as InsecureRuntimeRefused
+from .base import Isolator as Isolator
+from .base import LaunchSpec as LaunchSpec
+from .base import SandboxExited as SandboxExited
+from .base import Strength as Strength
+from .process import ProcessIsolator as ProcessIsolator

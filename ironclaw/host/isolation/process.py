@@ -1,0 +1,79 @@
+"""The ``process`` runtime: the agent as a bare subprocess. No isolation at all.
+
+It exists so that development and tests run on any machine, with the same file
+layout, key file and sockets as a real sandbox. It refuses to exist unless the
+caller says explicitly that it is allowed (``--dev`` or an insecure flag), and it
+says loudly what it is.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import attrs
+import trio
+
+from ironclaw.runtime import ProcessFailed, open_child_process
+
+from .base import InsecureRuntimeRefused, LaunchSpec, SandboxExited, Strength
+
+logger = logging.getLogger(__name__)
+
+WARNING = ("runtime 'process' gives the agent NO isolation: it runs as a plain process "
+           "with the control plane's user, filesystem and network. Development only.")
+
+
+class ProcessIsolator:
+    name = "process"
+    strength = Strength.NONE
+
+    def __init__(self, *, allow_insecure: bool, grace_period: float = 3.0) -> None:
+        if not allow_insecure:
+            raise InsecureRuntimeRefused(
+                "the process runtime has no isolation; it needs --dev or "
+                "--allow-insecure-runtime")
+        self._grace = grace_period
+        logger.warning(WARNING)
+
+    async def run(self, spec: LaunchSpec, *,
+                  task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+        # A unix socket path must fit in ~100 bytes and a state directory may not: the
+        # agent gets a short symlink to its socket directory (an OCI runtime binds it
+        # at the contract's short /run/ironclaw/sock instead).
+        short = Path(tempfile.mkdtemp(prefix="ironclaw-sock-"))
+        try:
+            (short / "s").symlink_to(spec.socket_dir, target_is_directory=True)
+            await self._run(spec, short / "s", task_status)
+        finally:
+            shutil.rmtree(short, ignore_errors=True)
+
+    async def _run(self, spec: LaunchSpec, socket_dir: Path,
+                   task_status: trio.TaskStatus[int]) -> None:
+        config = attrs.evolve(
+            spec.config, inbound_dir=spec.queues.inbound_dir,
+            outbound_dir=spec.queues.outbound_dir, key_file=spec.key_file,
+            socket_dir=socket_dir, workspace=spec.workspace,
+            scratch_dir=spec.run_dir / "tmp")
+        (spec.run_dir / "tmp").mkdir(mode=0o700, parents=True, exist_ok=True)
+        config_path = spec.run_dir / "agent.json"
+        tmp = config_path.with_suffix(".tmp")
+        tmp.write_text(config.render())
+        tmp.chmod(0o600)
+        tmp.replace(config_path)
+        # An empty environment: no provider key or token of the host's leaks in.
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8",
+               "PYTHONDONTWRITEBYTECODE": "1"}
+        argv = [sys.executable, "-I", "-m", "sandbox_agent", "--config", str(config_path)]
+        try:
+            async with open_child_process(argv, env=env, cwd=str(spec.workspace),
+                                          grace_period=self._grace) as child:
+                task_status.started(child.pid)
+                await child.wait()
+        except ProcessFailed as exc:
+            raise SandboxExited(exc.returncode, exc.stderr_tail) from None
+        raise SandboxExited(0, b"")

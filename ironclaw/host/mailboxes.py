@@ -1,0 +1,93 @@
+"""Messages between the control plane's actors, and the small protocols they share.
+
+Subsystems talk through these, not through each other's internals: the router and
+the sweeper send ``Wake`` to the sessions actor; a session's outbound tail sends
+``OutboundBatch`` to delivery; delivery reports progress back through
+``OutboundProgress``. All messages are frozen attrs values.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import attrs
+
+from ironclaw.contract.rows import OutboundMessage, RowRejection
+
+
+@attrs.frozen
+class Wake:
+    """This session has new engaging rows (or a due task): run it and ring its bell."""
+
+    session_id: str
+    reason: str = "message"
+
+
+@attrs.frozen
+class StopSession:
+    """Stop the session's sandbox. ``restart``: start it again at once (a stuck agent);
+    otherwise it stays stopped until the next wake (idle retirement, shutdown)."""
+
+    session_id: str
+    reason: str
+    restart: bool = False
+
+
+SessionsMessage = Wake | StopSession
+
+
+@attrs.frozen
+class OutboundBatch:
+    """Rows a session's tail read from its outbound file, in seq order.
+
+    ``cursor`` is the highest seq examined (valid or rejected). Delivery reports it
+    handled, through ``OutboundProgress``, once every row up to it is durably dealt
+    with: delivered, dead-lettered, or acted on."""
+
+    session_id: str
+    agent_group_id: str
+    messages: tuple[OutboundMessage, ...]
+    rejections: tuple[RowRejection, ...]
+    cursor: int
+
+
+class OutboundProgress(Protocol):
+    """Implemented by the sessions side: persist the cursor in host.db and tell the
+    sandbox (through inbound ``host_progress``) that it may prune up to it."""
+
+    async def handled_through(self, session_id: str, seq: int) -> None: ...
+
+
+class WakeSink(Protocol):
+    async def wake(self, session_id: str, reason: str = "message") -> None: ...
+
+
+@attrs.frozen
+class SessionHealth:
+    """What the sweeper needs to tell a busy agent from a stuck one."""
+
+    session_id: str
+    agent_group_id: str
+    running: bool
+    heartbeat_at: int | None  # last heartbeat file write, microseconds
+    current_tool: str | None
+    tool_started_at: int | None
+    tool_declared_timeout_ms: int | None
+    oldest_claim_at: int | None  # oldest inbound row acked "processing", not finished
+    last_activity: int
+
+
+class SessionsView(Protocol):
+    """Implemented by the sessions actor."""
+
+    def health(self) -> list[SessionHealth]: ...
+
+
+class CapabilityGate(Protocol):
+    """Where a sandbox's request to change what its agent is or may do goes. The
+    gateway implements it; until then a holding gate records it pending and never
+    applies it. Returns the change id."""
+
+    async def submit_from_sandbox(self, *, session_id: str, agent_group_id: str,
+                                  kind: str, payload: str, reason: str | None,
+                                  outbound_id: str) -> str: ...

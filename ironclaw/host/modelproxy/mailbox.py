@@ -1,0 +1,79 @@
+"""The model proxy's mailbox messages and its limits.
+
+Messages are frozen; each carries its own reply slot (an event plus a result), which
+the proxy fills exactly once, also when it stops.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import attrs
+import trio
+
+from .providers import SessionRoute
+
+__all__ = ["ProxyLimits", "ProxyMsg", "Reply", "ServeSession", "SessionConflict", "StopSession"]
+
+
+_positive = attrs.validators.gt(0)
+_positive_s = attrs.validators.gt(0.0)
+
+
+@attrs.frozen
+class ProxyLimits:
+    max_request_bytes: int = attrs.field(default=4 * 1024 * 1024, validator=_positive)
+    max_header_bytes: int = attrs.field(default=64 * 1024, validator=_positive)
+    # Requests per second per session, sustained, and how many may come at once.
+    rate: float = attrs.field(default=5.0, validator=_positive_s)
+    burst: int = attrs.field(default=20, validator=_positive)
+    max_connections_per_session: int = attrs.field(default=32, validator=_positive)
+    # Waiting for (the head of) the next request; receiving one request body.
+    idle_timeout: float = attrs.field(default=120.0, validator=_positive_s)
+    body_timeout: float = attrs.field(default=60.0, validator=_positive_s)
+    connect_timeout: float = attrs.field(default=10.0, validator=_positive_s)
+    # The longest upstream silence, mid-stream included.
+    read_timeout: float = attrs.field(default=300.0, validator=_positive_s)
+    # Rejections the proxy produces itself are cheap to provoke; at most this many per
+    # second (burst x2) are reported one by one, the rest are counted in `suppressed`.
+    reject_reports_per_s: float = attrs.field(default=2.0, validator=_positive_s)
+
+
+class SessionConflict(ValueError):
+    """A different route is already served for this session id or socket path."""
+
+
+class Reply:
+    def __init__(self) -> None:
+        self.done = trio.Event()
+        self.value: Path | None = None
+        self.error: BaseException | None = None
+
+    def ok(self, value: Path | None = None) -> None:
+        self.value = value
+        self.done.set()
+
+    def fail(self, error: BaseException) -> None:
+        self.error = error
+        self.done.set()
+
+    async def wait(self) -> Path | None:
+        await self.done.wait()
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+
+@attrs.frozen
+class ServeSession:
+    route: SessionRoute
+    reply: Reply = attrs.field(factory=Reply, eq=False)
+
+
+@attrs.frozen
+class StopSession:
+    session_id: str
+    reply: Reply = attrs.field(factory=Reply, eq=False)
+
+
+ProxyMsg = ServeSession | StopSession

@@ -1,0 +1,376 @@
+"""The model proxy actor: one unix socket per session, every credential host-side.
+
+``ModelProxy.run`` owns a nursery with one listener task per served session and one
+task per accepted connection, plus the host's single upstream HTTP client. Sessions
+are added and removed through its mailbox (``ServeSession`` / ``StopSession``, or the
+``serve_session`` / ``stop_session`` helpers that send them and wait for the reply).
+
+The socket a request arrives on *is* the session: the listener task holds the
+:class:`SessionRoute`, and nothing in the request (headers, body) is consulted to pick
+a session, a provider or a destination. Per request, in order: the session's token
+bucket (429 + Retry-After), exactly one ``Host`` in the provider's allowlist (403), a
+known method and path (404), the body cap (413), then the mock (answered here) or the
+provider's upstream with the credential injected and the sandbox's auth-ish headers
+stripped. The answer streams back through the redactor. Every call, admitted or not,
+is reported as a :class:`ModelCall` (metadata only) on the injected event sink.
+
+Cancellation (``stop_session`` or the whole proxy) closes the listener and every
+connection of that session, aborts its upstream calls and unlinks its socket file.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import attrs
+import httpx
+import trio
+
+from ironclaw.runtime import DiscardEvents, EventSink
+
+from .credentials import Credentials, Secret
+from .events import ModelCall, Outcome, SessionSocketFailed
+from .http import BadRequest, BodyTooLarge, RequestHead, ServerConnection
+from .mailbox import ProxyLimits, ProxyMsg, Reply, ServeSession, SessionConflict, StopSession
+from .providers import ProviderKind, SessionRoute, normalize_host
+from .ratelimit import TokenBucket
+from .redact import Redactor
+from .relay import Aborted, Tally, forward, new_client, send_error, serve_mock
+from .sockets import bind_unix_socket, unlink_if_ours
+
+__all__ = ["ModelProxy"]
+
+logger = logging.getLogger(__name__)
+
+_ACCEPT_BACKOFF_ERRNOS = frozenset({23, 24, 12, 105})  # ENFILE, EMFILE, ENOMEM, ENOBUFS
+
+
+@attrs.define(eq=False)
+class _Session:
+    route: SessionRoute
+    bucket: TokenBucket
+    reports: TokenBucket
+    scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
+    done: trio.Event = attrs.field(factory=trio.Event)
+    connections: int = 0
+    suppressed: int = 0
+
+
+class ModelProxy:
+    """Start with ``nursery.start(proxy.run)``; single use."""
+
+    def __init__(self, *, events: EventSink | None = None, limits: ProxyLimits | None = None,
+                 credentials: Credentials | None = None, mailbox_size: int = 64) -> None:
+        self._events: EventSink = DiscardEvents() if events is None else events
+        self._limits = ProxyLimits() if limits is None else limits
+        self._secrets: set[Secret] = set(credentials.secrets()) if credentials else set()
+        self._redactor = Redactor(self._secrets)
+        self._send, self._receive = trio.open_memory_channel[ProxyMsg](mailbox_size)
+        self._sessions: dict[str, _Session] = {}
+        # Messages taken from the mailbox whose reply is not yet sent.
+        self._open: list[ProxyMsg] = []
+        self._ran = False
+
+    @property
+    def mailbox(self) -> trio.MemorySendChannel[ProxyMsg]:
+        return self._send
+
+    @property
+    def sessions(self) -> frozenset[str]:
+        return frozenset(self._sessions)
+
+    async def serve_session(self, route: SessionRoute) -> Path:
+        """Serve ``route`` on its socket; returns the socket path once it accepts."""
+        msg = ServeSession(route)
+        await self._post(msg)
+        path = await msg.reply.wait()
+        assert path is not None
+        return path
+
+    async def stop_session(self, session_id: str) -> None:
+        """Stop serving a session: its connections close and its socket is removed."""
+        msg = StopSession(session_id)
+        await self._post(msg)
+        await msg.reply.wait()
+
+    async def _post(self, msg: ProxyMsg) -> None:
+        try:
+            await self._send.send(msg)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            raise RuntimeError("the model proxy is not running") from None
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+                  ) -> None:
+        if self._ran:
+            raise RuntimeError("ModelProxy.run is single use")
+        self._ran = True
+        limits = self._limits
+        try:
+            # The client outlives the nursery: connections using it end first.
+            async with (
+                new_client(connect_timeout=limits.connect_timeout,
+                           read_timeout=limits.read_timeout) as client,
+                trio.open_nursery() as nursery,
+            ):
+                task_status.started()
+                async for msg in self._receive:
+                    self._open = [m for m in self._open if not m.reply.done.is_set()]
+                    self._open.append(msg)
+                    await self._handle(msg, nursery, client)
+        finally:
+            # Nobody waits forever on a proxy that is gone. Every socket is removed by
+            # now (the nursery has exited), so a pending stop has in fact happened.
+            while True:
+                try:
+                    self._open.append(self._receive.receive_nowait())
+                except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                    break
+            self._receive.close()
+            for msg in self._open:
+                if msg.reply.done.is_set():
+                    continue
+                if isinstance(msg, StopSession):
+                    msg.reply.ok()
+                else:
+                    msg.reply.fail(RuntimeError("the model proxy stopped"))
+
+    async def _handle(self, msg: ProxyMsg, nursery: trio.Nursery,
+                      client: httpx.AsyncClient) -> None:
+        if isinstance(msg, StopSession):
+            session = self._sessions.get(msg.session_id)
+            if session is None:
+                msg.reply.ok()
+                return
+            session.scope.cancel()
+            nursery.start_soon(self._reply_when_done, session, msg.reply)
+            return
+        route = msg.route
+        current = self._sessions.get(route.session_id)
+        if current is not None:
+            if current.route == route:
+                msg.reply.ok(route.socket_path)
+            else:
+                msg.reply.fail(SessionConflict(f"session {route.session_id} is served "
+                                               "with another route"))
+            return
+        if any(s.route.socket_path == route.socket_path for s in self._sessions.values()):
+            msg.reply.fail(SessionConflict("another session is served on that socket"))
+            return
+        try:
+            await nursery.start(self._serve_session, route, client)
+        except Exception as exc:
+            msg.reply.fail(exc)
+        else:
+            msg.reply.ok(route.socket_path)
+
+    @staticmethod
+    async def _reply_when_done(session: _Session, reply: Reply) -> None:
+        await session.done.wait()
+        reply.ok()
+
+    def _learn_secret(self, secret: Secret | None) -> None:
+        if secret is not None and secret not in self._secrets:
+            self._secrets.add(secret)
+            self._redactor = Redactor(self._secrets)
+
+    async def _serve_session(self, route: SessionRoute, client: httpx.AsyncClient, *,
+                             task_status: trio.TaskStatus[None]) -> None:
+        limits = self._limits
+        self._learn_secret(route.provider.credential)
+        sock, identity = await bind_unix_socket(route.socket_path)
+        listener = trio.SocketListener(sock)
+        session = _Session(route, TokenBucket(limits.rate, limits.burst),
+                           TokenBucket(limits.reject_reports_per_s,
+                                       max(1, int(limits.reject_reports_per_s * 2))))
+        self._sessions[route.session_id] = session
+        try:
+            with session.scope:
+                task_status.started()
+                async with trio.open_nursery() as connections:
+                    await self._accept_loop(session, listener, connections, client)
+        except Exception as exc:
+            # One session's failure must not take the others down.
+            logger.error("model proxy: session %s stopped serving (%s)",
+                         route.session_id, _error_name(exc))
+            self._publish(SessionSocketFailed(route.session_id, _error_name(exc)))
+        finally:
+            sock.close()
+            unlink_if_ours(route.socket_path, identity)
+            if self._sessions.get(route.session_id) is session:
+                del self._sessions[route.session_id]
+            session.done.set()
+
+    async def _accept_loop(self, session: _Session, listener: trio.SocketListener,
+                           connections: trio.Nursery, client: httpx.AsyncClient) -> None:
+        while True:
+            try:
+                stream = await listener.accept()
+            except OSError as exc:
+                if exc.errno not in _ACCEPT_BACKOFF_ERRNOS:
+                    raise
+                await trio.sleep(0.1)
+                continue
+            if session.connections >= self._limits.max_connections_per_session:
+                await stream.aclose()
+                continue
+            session.connections += 1
+            connections.start_soon(self._connection, session, stream, client)
+
+    async def _connection(self, session: _Session, stream: trio.SocketStream,
+                          client: httpx.AsyncClient) -> None:
+        limits = self._limits
+        conn = ServerConnection(stream, max_header_bytes=limits.max_header_bytes)
+        try:
+            while True:
+                head: RequestHead | None = None
+                with trio.move_on_after(limits.idle_timeout):
+                    head = await conn.next_request()
+                if head is None:
+                    return
+                if not await self._request(session, conn, head, client):
+                    return
+                if not conn.reusable:
+                    return
+                conn.next_cycle()
+        except BadRequest as exc:
+            await self._reject_malformed(session, conn, exc)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, Aborted):
+            pass
+        except Exception as exc:
+            logger.warning("model proxy: connection for session %s failed (%s)",
+                           session.route.session_id, type(exc).__name__)
+        finally:
+            session.connections -= 1
+            await stream.aclose()
+
+    async def _reject_malformed(self, session: _Session, conn: ServerConnection,
+                                exc: BadRequest) -> None:
+        tally = Tally()
+        started = trio.current_time()
+        try:
+            with trio.move_on_after(5):
+                await send_error(conn, tally, exc.status, Outcome.BAD_REQUEST, exc.detail,
+                                 close=True)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, Aborted):
+            tally.outcome = Outcome.CLIENT_GONE
+        finally:
+            self._report(session, None, tally, started)
+
+    async def _request(self, session: _Session, conn: ServerConnection, head: RequestHead,
+                       client: httpx.AsyncClient) -> bool:
+        """Answer one request; False when the connection must close afterwards."""
+        endpoint = session.route.provider
+        tally = Tally()
+        started = trio.current_time()
+        try:
+            wait = session.bucket.try_acquire()
+            if wait > 0:
+                await send_error(conn, tally, 429, Outcome.RATE_LIMITED,
+                                 "model call rate limit reached for this session",
+                                 [("retry-after", TokenBucket.retry_after_header(wait))],
+                                 close=True)
+                return False
+            host = normalize_host(head.hosts[0]) if len(head.hosts) == 1 else None
+            if host is None or not endpoint.allows_host(host):
+                await send_error(conn, tally, 403, Outcome.HOST_NOT_ALLOWED,
+                                 "this host is not an allowed model provider for the session",
+                                 close=True)
+                return False
+            if not endpoint.allows_route(head.method, head.path):
+                await send_error(conn, tally, 404, Outcome.ROUTE_NOT_FOUND,
+                                 "the model proxy does not forward this method and path",
+                                 close=True)
+                return False
+            body = await self._read_body(conn, head, tally)
+            if body is None:
+                return False
+            if endpoint.kind is ProviderKind.MOCK:
+                await serve_mock(head, body, conn, tally, self._redactor)
+            else:
+                await forward(client, endpoint, head, body, conn, tally, self._redactor)
+            return True
+        except BadRequest as exc:
+            await send_error(conn, tally, exc.status, Outcome.BAD_REQUEST, exc.detail,
+                             close=True)
+            return False
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            tally.outcome = Outcome.CLIENT_GONE
+            raise
+        except trio.Cancelled:
+            tally.outcome = Outcome.CANCELLED
+            raise
+        finally:
+            self._report(session, head, tally, started)
+
+    async def _read_body(self, conn: ServerConnection, head: RequestHead,
+                         tally: Tally) -> bytes | None:
+        cap = self._limits.max_request_bytes
+        too_large = "the request body exceeds the model proxy's size cap"
+        if head.content_length is not None and head.content_length > cap:
+            await send_error(conn, tally, 413, Outcome.TOO_LARGE, too_large, close=True)
+            return None
+        body = None
+        try:
+            with trio.move_on_after(self._limits.body_timeout):
+                body = await conn.read_body(cap)
+        except BodyTooLarge:
+            await send_error(conn, tally, 413, Outcome.TOO_LARGE, too_large, close=True)
+            return None
+        if body is None:
+            await send_error(conn, tally, 408, Outcome.BAD_REQUEST,
+                             "the request body arrived too slowly", close=True)
+            return None
+        tally.request_bytes = len(body)
+        return body
+
+    def _report(self, session: _Session, head: RequestHead | None, tally: Tally,
+                started: float) -> None:
+        route = session.route
+        if tally.outcome in _CHEAP_REJECTIONS and session.reports.try_acquire() > 0:
+            session.suppressed += 1
+            return
+        suppressed, session.suppressed = session.suppressed, 0
+        known = head is not None and route.provider.allows_route(head.method, head.path)
+        call = ModelCall(
+            session_id=route.session_id,
+            agent_group_id=route.agent_group_id,
+            provider=route.provider.kind.value,
+            host=_audit_host(head),
+            method=head.method if head is not None and known else "<other>",
+            path=head.path if head is not None and known else "<other>",
+            status=tally.status,
+            request_bytes=tally.request_bytes,
+            response_bytes=tally.response_bytes,
+            duration_ms=round((trio.current_time() - started) * 1000, 3),
+            redactions=tally.redactions,
+            outcome=tally.outcome,
+            suppressed=suppressed,
+        )
+        self._publish(call)
+
+    def _publish(self, event: ModelCall | SessionSocketFailed) -> None:
+        try:
+            self._events.publish(event)
+        except Exception as exc:
+            logger.warning("model proxy: event sink failed (%s)", type(exc).__name__)
+
+
+_CHEAP_REJECTIONS = frozenset({Outcome.BAD_REQUEST, Outcome.HOST_NOT_ALLOWED,
+                               Outcome.ROUTE_NOT_FOUND, Outcome.TOO_LARGE,
+                               Outcome.RATE_LIMITED})
+
+
+def _audit_host(head: RequestHead | None) -> str:
+    if head is None or len(head.hosts) != 1:
+        return "<invalid>"
+    return normalize_host(head.hosts[0]) or "<invalid>"
+
+
+
+def _error_name(exc: BaseException) -> str:
+    """The type name of the first leaf exception: never its message, which could
+    carry a path or a header."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return type(exc).__name__

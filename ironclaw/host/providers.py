@@ -1,0 +1,43 @@
+"""An agent group's provider, in the two forms it takes: what the agent is told to
+speak (wire shape, upstream host, model) and what the model proxy enforces (allowed
+hosts, real upstream, credential). Both come from here so they cannot disagree."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from ironclaw.contract.agent_config import MOCK_MODEL_HOST, ModelApi, ProviderConfig
+
+from .modelproxy import Credentials, ProviderEndpoint, ProviderKind
+from .registry import AgentGroup
+
+
+class UnknownProvider(ValueError):
+    pass
+
+
+def agent_provider(group: AgentGroup, credentials: Credentials) -> ProviderConfig:
+    kind = _kind(group.provider)
+    if kind is ProviderKind.MOCK:
+        return ProviderConfig(ModelApi.ANTHROPIC_MESSAGES, MOCK_MODEL_HOST, group.model)
+    if kind is ProviderKind.ANTHROPIC:
+        return ProviderConfig(ModelApi.ANTHROPIC_MESSAGES, "api.anthropic.com", group.model)
+    if kind is ProviderKind.OPENAI:
+        return ProviderConfig(ModelApi.OPENAI_CHAT, "api.openai.com", group.model)
+    if kind is ProviderKind.OPENROUTER:
+        return ProviderConfig(ModelApi.OPENAI_CHAT, "openrouter.ai", group.model)
+    host = urlsplit(credentials.local_url or "").hostname
+    if not host:
+        raise UnknownProvider("provider 'local' needs IRONCLAW_LOCAL_MODEL_URL")
+    return ProviderConfig(ModelApi.OPENAI_CHAT, host, group.model)
+
+
+def proxy_endpoint(group: AgentGroup, credentials: Credentials) -> ProviderEndpoint:
+    return ProviderEndpoint.from_credentials(_kind(group.provider), credentials)
+
+
+def _kind(provider: str) -> ProviderKind:
+    try:
+        return ProviderKind(provider)
+    except ValueError:
+        raise UnknownProvider(f"unknown provider {provider!r}") from None

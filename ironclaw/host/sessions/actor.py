@@ -1,0 +1,239 @@
+"""One live session: its sandboxed agent, doorbell, model socket and outbound tail.
+
+The actor prepares everything the agent needs (queue directories, the key file on a
+tmpfs, the agent's config, routing and destinations in inbound), launches the agent
+through the Isolator under a supervisor (restart with backoff, park after repeated
+crashes), and retires itself once idle. Its durable state (queues, cursor, history)
+outlives it: the next wake starts it again where it left off.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Protocol
+
+import attrs
+import trio
+
+from ironclaw.contract.agent_config import AgentConfig, PersonaDocs
+from ironclaw.contract.clock import now_us
+from ironclaw.contract.layout import MODEL_SOCKET, WAKE_SOCKET, SessionLayout
+from ironclaw.contract.rows import Destination, ProcessingAck, SessionRouting
+from ironclaw.host.keys import write_session_key_file
+from ironclaw.runtime import BackoffPolicy, EventSink, Supervisor, SupervisorState
+
+from ..events import SandboxExitedEvent, SandboxLaunched
+from ..isolation import Isolator, LaunchSpec, SandboxExited
+from ..mailboxes import OutboundBatch, SessionHealth
+from ..modelproxy import Credentials, SessionRoute
+from ..providers import agent_provider, proxy_endpoint
+from ..queues import SessionQueues
+from ..registry import AgentGroup, ContainerStatus, Registry, Session
+from .doorbell import Doorbell
+from .progress import SessionProgress
+from .tail import OutboundTail
+
+logger = logging.getLogger(__name__)
+
+
+class ModelSockets(Protocol):
+    async def serve_session(self, route: SessionRoute) -> Path: ...
+
+    async def stop_session(self, session_id: str) -> None: ...
+
+
+class BatchSink(Protocol):
+    async def submit(self, batch: OutboundBatch) -> None: ...
+
+
+@attrs.frozen
+class SessionSettings:
+    key_dir: Path  # on a tmpfs where the host has one: keys never touch a disk
+    idle_timeout_s: float = 600.0
+    safety_poll_s: float = 2.0
+    heartbeat_interval_s: float = 5.0
+    sandbox_backoff: BackoffPolicy = attrs.Factory(BackoffPolicy)
+
+
+@attrs.define
+class SessionDeps:
+    state_dir: Path
+    registry: Registry
+    queues: SessionQueues
+    isolator: Isolator
+    models: ModelSockets
+    credentials: Credentials
+    delivery: BatchSink
+    progress: SessionProgress
+    events: EventSink
+    settings: SessionSettings
+
+
+class SessionActor:
+    def __init__(self, session: Session, deps: SessionDeps) -> None:
+        self.session = session
+        self._deps = deps
+        self._last_activity = 0.0
+        self._scope: trio.CancelScope | None = None
+        self._doorbell: Doorbell | None = None
+        self._tail: OutboundTail | None = None
+        self._supervisor: Supervisor | None = None
+        self.retired_reason: str | None = None
+
+    @property
+    def session_id(self) -> str:
+        return self.session.id
+
+    def ring(self) -> None:
+        self._touch()
+        if self._doorbell is not None:
+            self._doorbell.ring()
+
+    def stop(self, reason: str) -> None:
+        self.retired_reason = reason
+        if self._scope is not None:
+            self._scope.cancel()
+
+    def resume(self) -> bool:
+        return self._supervisor.resume() if self._supervisor else False
+
+    def health(self) -> SessionHealth:
+        tail = self._tail.state if self._tail else None
+        container = tail.container if tail else None
+        return SessionHealth(
+            session_id=self.session.id, agent_group_id=self.session.agent_group_id,
+            running=bool(self._supervisor and self._supervisor.state is SupervisorState.RUNNING),
+            heartbeat_at=tail.heartbeat_at if tail else None,
+            current_tool=container.current_tool if container else None,
+            tool_started_at=container.tool_started_at if container else None,
+            tool_declared_timeout_ms=container.tool_declared_timeout_ms if container else None,
+            oldest_claim_at=tail.oldest_claim_at if tail else None,
+            last_activity=now_us() - int((trio.current_time() - self._last_activity) * 1e6))
+
+    @property
+    def parked(self) -> bool:
+        return bool(self._supervisor and self._supervisor.state is SupervisorState.PARKED)
+
+    def _touch(self) -> None:
+        self._last_activity = trio.current_time()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+                  ) -> None:
+        deps, session = self._deps, self.session
+        self._touch()
+        group = await deps.registry.get_agent_group(session.agent_group_id)
+        writer = await deps.queues.inbound(session.id)
+        routing, destinations = await self._routing(group)
+        await trio.to_thread.run_sync(writer.set_routing, routing)
+        await trio.to_thread.run_sync(writer.set_destinations, destinations)
+        spec = await trio.to_thread.run_sync(self._prepare, group)
+        keys = await trio.to_thread.run_sync(deps.queues.keys, session.id)
+        self._doorbell = Doorbell(spec.socket_dir / WAKE_SOCKET)
+        self._tail = OutboundTail(
+            session_id=session.id, agent_group_id=group.id, queues=spec.queues,
+            key=keys.outbound, cursor=await deps.progress.cursor(session.id),
+            submit=deps.delivery.submit, apply_acks=self._apply_acks,
+            on_activity=self._touch, safety_poll_s=deps.settings.safety_poll_s)
+        self._supervisor = Supervisor(
+            f"sandbox:{session.id}", functools.partial(self._sandbox, spec),
+            policy=deps.settings.sandbox_backoff, events=deps.events)
+        try:
+            async with trio.open_nursery() as nursery:
+                self._scope = nursery.cancel_scope
+                await nursery.start(self._doorbell.serve)
+                await deps.models.serve_session(SessionRoute(
+                    session.id, group.id, proxy_endpoint(group, deps.credentials),
+                    spec.socket_dir / MODEL_SOCKET))
+                await nursery.start(self._tail.run)
+                nursery.start_soon(self._supervisor.run)
+                nursery.start_soon(self._retire_when_idle)
+                task_status.started()
+        finally:
+            with trio.CancelScope(shield=True):
+                with contextlib.suppress(Exception):
+                    await deps.models.stop_session(session.id)
+                with contextlib.suppress(Exception):
+                    await deps.registry.set_container_status(session.id, ContainerStatus.PARKED
+                                                             if self.parked else
+                                                             ContainerStatus.STOPPED)
+                with contextlib.suppress(FileNotFoundError):
+                    spec.key_file.unlink()
+
+    async def _routing(self, group: AgentGroup) -> tuple[SessionRouting, list[Destination]]:
+        deps, session = self._deps, self.session
+        routing = SessionRouting(None, None, session.thread_id)
+        if session.messaging_group_id:
+            mg = await deps.registry.get_messaging_group(session.messaging_group_id)
+            routing = SessionRouting(mg.channel, mg.platform_id, session.thread_id)
+        destinations = [
+            Destination(name=d.name, type=d.type, display_name=d.display_name,
+                        channel_type=d.channel, platform_id=d.platform_id,
+                        agent_group_id=d.target_agent_group_id)
+            for d in await deps.registry.destinations_for(group.id)]
+        return routing, destinations
+
+    def _prepare(self, group: AgentGroup) -> LaunchSpec:
+        """Blocking filesystem work, on a worker thread."""
+        deps, sid = self._deps, self.session.id
+        layout = SessionLayout.under(deps.state_dir, sid)
+        queues = layout.create()
+        run_dir = layout.root / "run"
+        run_dir.mkdir(mode=0o700, exist_ok=True)
+        workspace = deps.state_dir / "workspaces" / group.folder
+        workspace.mkdir(mode=0o700, parents=True, exist_ok=True)
+        key_file = deps.settings.key_dir / sid / "session.key"
+        key_file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        write_session_key_file(key_file, deps.queues.keys(sid).secret())
+        config = AgentConfig(
+            session_id=sid, agent_group_id=group.id,
+            provider=agent_provider(group, deps.credentials),
+            persona=PersonaDocs(group.persona.identity, group.persona.soul,
+                                group.persona.instructions),
+            enabled_tools=group.enabled_tools,
+            heartbeat_interval_s=deps.settings.heartbeat_interval_s,
+            safety_poll_interval_s=deps.settings.safety_poll_s)
+        return LaunchSpec(session_id=sid, agent_group_id=group.id, queues=queues,
+                          key_file=key_file, socket_dir=layout.socket_dir,
+                          workspace=workspace, run_dir=run_dir, config=config)
+
+    async def _sandbox(self, spec: LaunchSpec, *,
+                       task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+        deps = self._deps
+        runtime = deps.isolator.name
+        await deps.registry.set_container_status(spec.session_id, ContainerStatus.RUNNING)
+
+        async def launched(*, task_status: trio.TaskStatus[int]) -> None:
+            await deps.isolator.run(spec, task_status=task_status)
+
+        try:
+            async with trio.open_nursery() as nursery:
+                pid = await nursery.start(launched)
+                deps.events.publish(SandboxLaunched(spec.session_id, runtime, pid))
+                task_status.started(pid)
+        except* SandboxExited as group:
+            for exited in group.exceptions:
+                assert isinstance(exited, SandboxExited)
+                deps.events.publish(SandboxExitedEvent(spec.session_id, runtime,
+                                                       exited.returncode))
+                logger.warning("sandbox of %s exited with %s: %s", spec.session_id,
+                               exited.returncode,
+                               exited.stderr_tail[-500:].decode("utf-8", "replace"))
+            raise
+
+    async def _apply_acks(self, acks: Sequence[ProcessingAck]) -> None:
+        writer = await self._deps.queues.inbound(self.session.id)
+        await trio.to_thread.run_sync(lambda: writer.apply_acks(acks))
+
+    async def _retire_when_idle(self) -> None:
+        timeout = self._deps.settings.idle_timeout_s
+        while True:
+            remaining = self._last_activity + timeout - trio.current_time()
+            claim = self._tail.state.oldest_claim_at if self._tail else None
+            if remaining <= 0 and claim is None:
+                self.stop("idle")
+                return
+            await trio.sleep(max(remaining, 1.0))

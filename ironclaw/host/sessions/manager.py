@@ -1,0 +1,168 @@
+"""The sessions actor: one SessionActor per live session, started on wake, gone when
+idle, stopped (and perhaps restarted) on request.
+
+A failing session never takes the control plane down: its actor's errors are
+caught here, published as ``session.failed``, and the next wake starts it afresh.
+At start it recovers: sessions with work outstanding (unfinished inbound rows, or
+outbound rows beyond the durable cursor) are woken, so a crash loses nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import attrs
+import trio
+
+from ironclaw.contract.clock import now_us
+from ironclaw.contract.queue import OutboundReader, QueueError
+
+from ..events import SessionFailed, SessionRetired, SessionStarted
+from ..mailboxes import SessionHealth, SessionsMessage, StopSession, Wake
+from ..registry import NotFound
+from .actor import SessionActor, SessionDeps
+
+logger = logging.getLogger(__name__)
+
+RECOVERY_WINDOW_US = 7 * 24 * 3600 * 1_000_000
+
+
+@attrs.define
+class _Live:
+    actor: SessionActor
+    done: trio.Event
+
+
+class Sessions:
+    def __init__(self, deps: SessionDeps, *, mailbox_size: int = 4096) -> None:
+        self._deps = deps
+        self._send, self._receive = trio.open_memory_channel[SessionsMessage](mailbox_size)
+        self._live: dict[str, _Live] = {}
+        self._nursery: trio.Nursery | None = None
+
+    @property
+    def mailbox(self) -> trio.MemorySendChannel[SessionsMessage]:
+        return self._send
+
+    async def wake(self, session_id: str, reason: str = "message") -> None:
+        """WakeSink: for the router, delivery (a2a) and the sweeper."""
+        await self._send.send(Wake(session_id, reason))
+
+    def health(self) -> list[SessionHealth]:
+        """SessionsView: for the sweeper."""
+        return [live.actor.health() for live in self._live.values()]
+
+    def live_ids(self) -> list[str]:
+        return list(self._live)
+
+    async def wait_retired(self, session_id: str) -> None:
+        """Return once the session has no live actor (at once if it has none)."""
+        live = self._live.get(session_id)
+        if live is not None:
+            await live.done.wait()
+
+    def actor(self, session_id: str) -> SessionActor | None:
+        live = self._live.get(session_id)
+        return live.actor if live else None
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+                  ) -> None:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            nursery.start_soon(self._recover)
+            task_status.started()
+            async for message in self._receive:
+                if isinstance(message, Wake):
+                    await self._wake(message)
+                else:
+                    await self._stop(message)
+
+    async def _wake(self, message: Wake) -> None:
+        live = self._live.get(message.session_id)
+        if live is None:
+            live = await self._start(message.session_id)
+            if live is None:
+                return
+        live.actor.ring()
+
+    async def _stop(self, message: StopSession) -> None:
+        live = self._live.get(message.session_id)
+        if live is not None:
+            live.actor.stop(message.reason)
+            await live.done.wait()
+        if message.restart:
+            await self._wake(Wake(message.session_id, f"restart: {message.reason}"))
+
+    async def _start(self, session_id: str) -> _Live | None:
+        assert self._nursery is not None
+        try:
+            session = await self._deps.registry.get_session(session_id)
+        except NotFound:
+            self._deps.events.publish(SessionFailed(session_id, "no such session"))
+            return None
+        live = _Live(SessionActor(session, self._deps), trio.Event())
+        self._live[session_id] = live
+        try:
+            await self._nursery.start(self._host, live)
+        except Exception as exc:  # a broken session must not take the plane down
+            logger.exception("session %s failed to start", session_id)
+            self._deps.events.publish(SessionFailed(session_id, type(exc).__name__))
+            return None
+        self._deps.events.publish(SessionStarted(session_id, session.agent_group_id,
+                                                 self._deps.isolator.name))
+        return live
+
+    async def _host(self, live: _Live, *,
+                    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        sid = live.actor.session_id
+        started = False
+
+        async def run_actor(*, task_status: trio.TaskStatus[None]) -> None:
+            await live.actor.run(task_status=task_status)
+
+        try:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(run_actor)
+                started = True
+                task_status.started()
+        except Exception as exc:
+            if not started:
+                raise
+            logger.exception("session %s failed", sid)
+            self._deps.events.publish(SessionFailed(sid, type(exc).__name__))
+        finally:
+            self._live.pop(sid, None)
+            live.done.set()
+            if started:
+                self._deps.events.publish(
+                    SessionRetired(sid, live.actor.retired_reason or "stopped"))
+
+    async def _recover(self) -> None:
+        """Wake every recent session with work outstanding."""
+        deps = self._deps
+        cutoff = now_us() - RECOVERY_WINDOW_US
+        for session in await deps.registry.list_sessions():
+            if session.last_active < cutoff or session.id in self._live:
+                continue
+            try:
+                if await self._has_outstanding_work(session.id):
+                    await self.wake(session.id, "recovery")
+            except (QueueError, OSError) as exc:
+                logger.warning("cannot check %s for outstanding work: %s", session.id, exc)
+
+    async def _has_outstanding_work(self, session_id: str) -> bool:
+        deps = self._deps
+        paths = deps.queues.paths(session_id)
+        if not paths.inbound_db.exists():
+            return False
+        writer = await deps.queues.inbound(session_id)
+        if await trio.to_thread.run_sync(writer.unfinished_count) > 0:
+            return True
+        if not paths.outbound_db.exists():
+            return False
+        keys = await trio.to_thread.run_sync(deps.queues.keys, session_id)
+        cursor = await deps.progress.cursor(session_id)
+        poll = await trio.to_thread.run_sync(
+            lambda: OutboundReader(paths.outbound_db, keys.outbound).poll(
+                after_seq=cursor, limit=1))
+        return bool(poll.messages or poll.rejections)

@@ -1,0 +1,52 @@
+"""``python -m sandbox_agent --config PATH``: the program inside the sandbox.
+
+Exit codes: 0 after a signal-driven shutdown, 2 for a bad config or key file, 3 when
+the queues cannot be used (wrong key, foreign schema). Errors are one line on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import trio
+
+from ironclaw.contract.agent_config import SANDBOX_CONFIG_FILE
+
+from .agent import find_fatal, serve_agent
+from .startup import StartupError, load_config, load_keys
+
+EXIT_BAD_STARTUP = 2
+EXIT_QUEUE_FATAL = 3
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="sandbox_agent", description="The IronClaw agent that runs in the sandbox.")
+    parser.add_argument("--config", type=Path, default=SANDBOX_CONFIG_FILE,
+                        help=f"agent config file (default {SANDBOX_CONFIG_FILE})")
+    args = parser.parse_args(argv)
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO,
+                        format="sandbox_agent %(levelname)s %(name)s: %(message)s")
+    try:
+        config = load_config(args.config)
+        keys = load_keys(config.key_file)
+    except StartupError as exc:
+        print(f"sandbox_agent: {exc}", file=sys.stderr)
+        return EXIT_BAD_STARTUP
+    try:
+        trio.run(serve_agent, config, keys)
+    except BaseException as exc:
+        fatal = find_fatal(exc)
+        if fatal is None:
+            raise
+        print(f"sandbox_agent: cannot use the queues: {fatal}", file=sys.stderr)
+        return EXIT_QUEUE_FATAL
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

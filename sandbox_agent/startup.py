@@ -1,0 +1,74 @@
+"""Reading what the agent is told at start: its config file and its key file.
+
+Both are files the host binds read-only. Nothing is taken from the environment or
+the command line except the config file's path: argv shows in process listings and
+the environment leaks into children and crash reports, so no secret travels there.
+Every failure becomes one ``StartupError`` whose message is fit for a single stderr
+line and never contains key material.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from ironclaw.contract.agent_config import MAX_CONFIG_BYTES, AgentConfig, InvalidAgentConfig
+from ironclaw.contract.cipher import InvalidKey, SessionKeys
+
+MAX_KEY_FILE_BYTES = 4096
+_UPSTREAM_HOST = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252})(?::[0-9]{1,5})?")
+
+
+class StartupError(Exception):
+    pass
+
+
+def _read_capped(path: Path, cap: int, what: str) -> bytes:
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(cap + 1)
+    except OSError as exc:
+        raise StartupError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    if len(data) > cap:
+        raise StartupError(f"{what} {path} is larger than {cap} bytes")
+    return data
+
+
+def load_config(path: Path) -> AgentConfig:
+    data = _read_capped(path, MAX_CONFIG_BYTES, "config")
+    try:
+        config = AgentConfig.parse(data)
+    except InvalidAgentConfig as exc:
+        raise StartupError(f"{path}: {exc}") from None
+    problem = config_problem(config)
+    if problem:
+        raise StartupError(f"{path}: bad agent config: {problem}")
+    return config
+
+
+def config_problem(config: AgentConfig) -> str | None:
+    """What the contract's parser accepts but this agent cannot run with."""
+    provider, limits = config.provider, config.limits
+    if not _UPSTREAM_HOST.fullmatch(provider.host):
+        return f"provider.host {provider.host!r:.80} is not a host name"
+    if not provider.model or provider.max_tokens <= 0:
+        return "provider.model must be set and provider.max_tokens positive"
+    if limits.max_tool_iterations < 0 or limits.provider_retries < 0:
+        return "limits must not be negative"
+    if limits.history_max_messages < 1 or limits.history_max_bytes < 1:
+        return "history limits must be positive"
+    if limits.breaker_failures < 1 or limits.breaker_cooldown_s < 0:
+        return "breaker_failures must be at least 1 and breaker_cooldown_s not negative"
+    if not (config.heartbeat_interval_s > 0 and config.safety_poll_interval_s > 0):
+        return "heartbeat and safety poll intervals must be positive"
+    return None
+
+
+def load_keys(path: Path) -> SessionKeys:
+    data = _read_capped(path, MAX_KEY_FILE_BYTES, "key file")
+    try:
+        return SessionKeys.parse_file(data.decode("ascii"))
+    except (InvalidKey, UnicodeDecodeError):
+        # The parser's message names the problem, never the material; still, say only
+        # that the file is malformed.
+        raise StartupError(f"key file {path} is malformed") from None
