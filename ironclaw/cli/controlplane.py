@@ -1,82 +1,129 @@
-"""``ironclaw-controlplane``: the control-plane daemon's entry point.
+"""``ironclaw-controlplane``: the control-plane daemon.
 
-The daemon itself (actor tree, sessions, API) is not built yet. Until it is, ``--dev``
-runs a self-check of what exists: one message through a session's encrypted queue
-pair under the state directory, both directions, with the timings.
+``--dev`` runs the whole tree with embedded defaults: loopback only, the demo agent on
+the mock model, and a local conversation. When stdin is a terminal it also opens a
+chat prompt on that conversation, so you can talk to the agent at once.
 """
 
 from __future__ import annotations
 
 import argparse
-import shutil
+import functools
+import logging
+import os
+import signal
 import sys
-import time
 from pathlib import Path
 
+import trio
+
 from ironclaw import __version__
-from ironclaw.contract.cipher import SessionKeys
-from ironclaw.contract.enums import AckStatus, MessageKind
-from ironclaw.contract.ids import new_message_id, new_session_id
-from ironclaw.contract.layout import SessionLayout
-from ironclaw.contract.queue import InboundReader, InboundWriter, OutboundReader, OutboundWriter
-from ironclaw.contract.rows import NewInboundMessage, NewOutboundMessage
+from ironclaw.host.app import ControlPlane, ControlPlaneHandles
+from ironclaw.host.config import RUNTIMES, ControlPlaneConfig
+from ironclaw.host.devseed import DEMO_CONVERSATION
 
-RUNTIMES = ("auto", "runsc", "runc", "crun", "process")
+logger = logging.getLogger("ironclaw")
+PROMPT = "you> "
 
 
-def strongest_runtime() -> str:
-    for name in ("runsc", "runc", "crun"):
-        if shutil.which(name):
-            return name
-    return "process"
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ironclaw-controlplane", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dev", action="store_true",
+                        help="development mode: loopback, mock model, demo agent")
+    parser.add_argument("--state-dir", type=Path, default=None,
+                        help="where state lives (default: ./state with --dev, "
+                             "/var/lib/ironclaw otherwise)")
+    parser.add_argument("--runtime", choices=RUNTIMES, default="auto",
+                        help="sandbox runtime; auto picks the strongest available")
+    parser.add_argument("--allow-insecure-runtime", action="store_true",
+                        help="permit the 'process' runtime (no isolation) outside --dev")
+    parser.add_argument("--no-chat", action="store_true",
+                        help="do not open the chat prompt even on a terminal")
+    parser.add_argument("--log-level", default="INFO",
+                        choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    parser.add_argument("--version", action="version", version=__version__)
+    return parser
 
 
-def queue_self_check(state_dir: Path) -> float:
-    """Round trip one message; returns milliseconds. Raises on any failure."""
-    layout = SessionLayout.under(state_dir, new_session_id())
-    queues = layout.create()
-    keys = SessionKeys.generate()
-    start = time.perf_counter()
-    with InboundWriter(queues.inbound_db, keys.inbound) as host:
-        sent = host.enqueue(NewInboundMessage(id=new_message_id(), kind=MessageKind.CHAT,
-                                              content="self-check"))
-        (received,) = InboundReader(queues.inbound_db, keys.inbound).poll().messages
-        with OutboundWriter(queues.outbound_db, keys.outbound) as sandbox, \
-                sandbox.batch() as batch:
-            batch.send(NewOutboundMessage(id=new_message_id(), kind=MessageKind.CHAT,
-                                          content=received.content.upper(),
-                                          in_reply_to=received.id))
-            batch.ack([received.id], AckStatus.COMPLETED)
-        poll = OutboundReader(queues.outbound_db, keys.outbound).poll()
-        host.apply_acks(poll.acks)
-    elapsed = (time.perf_counter() - start) * 1000
-    (reply,) = poll.messages
-    if reply.in_reply_to != sent.id or reply.content != "SELF-CHECK":
-        raise RuntimeError("queue self-check returned the wrong reply")
-    shutil.rmtree(layout.root)
-    return elapsed
+async def chat_prompt(handles: ControlPlaneHandles, sender: str = "operator") -> None:
+    """A line-at-a-time chat with the demo agent over the local channel."""
+    local = handles.local
+    stdin = trio.lowlevel.FdStream(os.dup(sys.stdin.fileno()))
+    print(f"Talk to the demo agent (conversation {DEMO_CONVERSATION!r}). "
+          "Try 'hello', '/help', or 'tool:list_dir {}'. Ctrl-D or Ctrl-C to stop.")
+    buffered = b""
+    async with stdin:
+        while True:
+            print(PROMPT, end="", flush=True)
+            while b"\n" not in buffered:
+                chunk = await stdin.receive_some(4096)
+                if not chunk:
+                    print()
+                    return
+                buffered += chunk
+            line, _, buffered = buffered.partition(b"\n")
+            text = line.decode("utf-8", "replace").strip()
+            if not text:
+                continue
+            mark = local.cursor(DEMO_CONVERSATION)
+            await local.post(DEMO_CONVERSATION, sender, text)
+            with trio.move_on_after(120) as scope:
+                reply = await local.wait_for_reply(DEMO_CONVERSATION, after_index=mark)
+                print(f"agent> {reply.text}")
+            if scope.cancelled_caught:
+                print("agent> (no reply within 120 s; see the log)")
+
+
+async def serve(config: ControlPlaneConfig, *, chat: bool) -> None:
+    async with trio.open_nursery() as nursery:
+        handles: ControlPlaneHandles = await nursery.start(ControlPlane(config).run)
+        logger.info("control plane up: state %s, runtime %s%s", config.state_dir,
+                    handles.runtime, " (dev)" if config.dev else "")
+
+        async def on_signal() -> None:
+            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                async for signum in signals:
+                    logger.info("%s received: shutting down", signal.Signals(signum).name)
+                    nursery.cancel_scope.cancel()
+                    return
+
+        nursery.start_soon(on_signal)
+        if chat:
+            await chat_prompt(handles)
+            nursery.cancel_scope.cancel()
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="ironclaw-controlplane", description=__doc__)
-    parser.add_argument("--dev", action="store_true",
-                        help="development mode: loopback, mock model, demo agent")
-    parser.add_argument("--state-dir", type=Path, default=Path("state"))
-    parser.add_argument("--runtime", choices=RUNTIMES, default="auto")
-    parser.add_argument("--version", action="version", version=__version__)
-    args = parser.parse_args(argv)
-    if not args.dev:
-        parser.error("only --dev exists until the daemon is built")
-    runtime = strongest_runtime() if args.runtime == "auto" else args.runtime
-    args.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    print(f"ironclaw {__version__}: dev mode, state dir {args.state_dir.resolve()}")
-    print(f"sandbox runtime that would be used: {runtime}")
-    elapsed = queue_self_check(args.state_dir)
-    print(f"queue self-check: one message through the encrypted queue pair and back "
-          f"in {elapsed:.1f} ms")
-    print("The control-plane daemon (sessions, agent, API) is not built yet; this build "
-          "holds the contract and the queue pair. See README.md.")
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=getattr(logging, args.log_level),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    state_dir = args.state_dir or (Path("state") if args.dev else Path("/var/lib/ironclaw"))
+    try:
+        config = ControlPlaneConfig(state_dir=state_dir.resolve(), dev=args.dev,
+                                    runtime=args.runtime,
+                                    allow_insecure_runtime=args.allow_insecure_runtime)
+    except ValueError as exc:
+        print(f"ironclaw-controlplane: {exc}", file=sys.stderr)
+        return 2
+    chat = args.dev and not args.no_chat and sys.stdin.isatty()
+    try:
+        trio.run(functools.partial(serve, config, chat=chat))
+    except KeyboardInterrupt:
+        pass
+    except Exception as exc:  # top level: one clear line per cause, details in the log
+        logger.debug("fatal", exc_info=True)
+        for leaf in _leaves(exc):
+            print(f"ironclaw-controlplane: {type(leaf).__name__}: {leaf}", file=sys.stderr)
+        return 1
     return 0
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    """The causes inside (nested) exception groups, which nurseries wrap errors in."""
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
+    return [exc]
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Protocol
 
 import attrs
+import trio
 
 from ironclaw.contract.rows import OutboundMessage, RowRejection
 
@@ -91,3 +92,20 @@ class CapabilityGate(Protocol):
     async def submit_from_sandbox(self, *, session_id: str, agent_group_id: str,
                                   kind: str, payload: str, reason: str | None,
                                   outbound_id: str) -> str: ...
+
+
+class Waker:
+    """A WakeSink over the sessions mailbox. It exists before the sessions actor does,
+    which breaks the construction cycle: delivery, the scheduler and the router need to
+    wake sessions, and sessions need delivery."""
+
+    def __init__(self, mailbox: trio.MemorySendChannel[SessionsMessage]) -> None:
+        self._mailbox = mailbox
+
+    async def wake(self, session_id: str, reason: str = "message") -> None:
+        await self._mailbox.send(Wake(session_id, reason))
+
+
+def open_sessions_mailbox(size: int = 4096) -> tuple[
+        trio.MemorySendChannel[SessionsMessage], trio.MemoryReceiveChannel[SessionsMessage]]:
+    return trio.open_memory_channel[SessionsMessage](size)

@@ -128,6 +128,8 @@ class Router:
                                                outcome.decision.value, outcome.session_id,
                                                outcome.message_id))
             outcomes.append(outcome)
+        if event.accepted is not None:
+            event.accepted.set()
         return outcomes
 
     async def _route_one(self, event: InboundEvent, group: MessagingGroup, user: str,

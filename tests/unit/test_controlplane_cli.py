@@ -1,21 +1,100 @@
+"""The daemon's command line: clear refusals, and a clean shutdown on SIGTERM."""
+
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
+import trio
 
 from ironclaw.cli.controlplane import main
+from ironclaw.contract.cipher import SessionKeys
+from ironclaw.contract.enums import MessageKind, SessionMode
+from ironclaw.contract.ids import new_message_id
+from ironclaw.contract.queue import OutboundReader
+from ironclaw.contract.rows import NewInboundMessage
+from ironclaw.host.app import ControlPlane
+from ironclaw.host.config import ControlPlaneConfig
+from ironclaw.host.devseed import DEMO_CONVERSATION
+from ironclaw.host.keys import FileMasterKeySource, KeyStore
+from ironclaw.host.modelproxy import Credentials
 
 
-def test_dev_self_check_round_trips_and_cleans_up(tmp_path: Path,
-                                                   capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["--dev", "--state-dir", str(tmp_path / "state")]) == 0
-    out = capsys.readouterr().out
-    assert "queue self-check" in out and "ms" in out
-    assert list((tmp_path / "state" / "sessions").iterdir()) == []
+def test_an_unbuilt_runtime_is_refused_clearly(tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--dev", "--no-chat", "--runtime", "runc",
+                 "--state-dir", str(tmp_path / "s")]) == 1
+    assert "runc" in capsys.readouterr().err
 
 
-def test_refuses_to_pretend_without_dev(tmp_path: Path) -> None:
-    with pytest.raises(SystemExit) as exc:
-        main(["--state-dir", str(tmp_path)])
-    assert exc.value.code == 2
+def test_the_process_runtime_needs_dev_or_an_explicit_flag(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--runtime", "process", "--state-dir", str(tmp_path / "s")]) == 1
+    assert "no isolation" in capsys.readouterr().err
+
+
+def _agents() -> set[int]:
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if b"sandbox_agent" in (entry / "cmdline").read_bytes():
+                    found.add(int(entry.name))
+            except OSError:
+                pass
+    return found
+
+
+async def _leave_unanswered_message(state: Path, keys: Path) -> str:
+    """Queue a message for the demo session without waking it, as if the plane had
+    died right after accepting it: the daemon's recovery must pick it up."""
+    async with trio.open_nursery() as nursery:
+        plane = await nursery.start(ControlPlane(ControlPlaneConfig(
+            state_dir=state, dev=True, key_dir=keys), credentials=Credentials()).run)
+        group = await plane.registry.find_messaging_group("local", DEMO_CONVERSATION)
+        assert group is not None
+        session = await plane.registry.resolve_session("demo", group.id, None,
+                                                       SessionMode.SHARED)
+        await plane.sessions._deps.queues.enqueue(session.id, [NewInboundMessage(
+            id=new_message_id("in"), kind=MessageKind.CHAT, content="left behind")])
+        nursery.cancel_scope.cancel()
+    return session.id
+
+
+@pytest.mark.slow
+def test_sigterm_shuts_down_cleanly_with_no_orphans(tmp_path: Path) -> None:
+    """The real daemon recovers a pending message (so an agent is live), then SIGTERM
+    stops everything: exit code 0, no agent process left, the answer delivered."""
+    state = tmp_path / "state"
+    session_id = trio.run(_leave_unanswered_message, state, tmp_path / "keys")
+    before = _agents()
+    daemon = subprocess.Popen(
+        [sys.executable, "-m", "ironclaw.cli.controlplane", "--dev", "--no-chat",
+         "--state-dir", str(state), "--log-level", "DEBUG"],
+        stderr=subprocess.PIPE, text=True)
+    assert daemon.stderr is not None
+    pid_file = state / "sessions" / session_id / "run" / "agent.pid"
+    deadline = time.monotonic() + 60
+    while not pid_file.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert pid_file.exists(), "recovery never launched the agent"
+    agent = int(pid_file.read_text())
+    time.sleep(1.0)  # let it answer
+    daemon.send_signal(signal.SIGTERM)
+    assert daemon.wait(timeout=30) == 0
+    log = daemon.stderr.read()
+    daemon.stderr.close()
+    assert not Path(f"/proc/{agent}").exists() or b") Z " in Path(
+        f"/proc/{agent}/stat").read_bytes()
+    assert _agents() <= before
+    assert "Traceback" not in log
+    # Recovery answered the message the first plane left behind.
+    keys = KeyStore.open(state, FileMasterKeySource.in_state_dir(state))
+    secret = SessionKeys.from_secret(keys.get_session(session_id))
+    outbound = state / "sessions" / session_id / "outbound" / "outbound.db"
+    replies = [m.content for m in OutboundReader(outbound, secret.outbound).poll().messages]
+    assert replies == ["echo: left behind"]

@@ -59,6 +59,9 @@ class InboundEvent:
     platform_message_id: str | None = None
     sender_display_name: str | None = None
     received_at: int = attrs.field(factory=now_us)  # integer microseconds, UTC
+    # Set by the router once every row for this event is committed: an adapter that
+    # must only acknowledge durable messages (invariant 10) waits on it.
+    accepted: trio.Event | None = attrs.field(default=None, eq=False, repr=False)
 
 
 @attrs.frozen

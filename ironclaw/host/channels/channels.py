@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
+import attrs
 import trio
 
 from ironclaw.host.channels.actor import (
@@ -74,6 +75,7 @@ class Channels:
 
     def actor(self, channel: str, instance: str = "") -> ChannelActor:
         """The actor for ``(channel, instance)``; :class:`ChannelUnavailable` if none."""
+        instance = _canonical_instance(channel, instance)
         try:
             return self._actors[(channel, instance)]
         except KeyError:
@@ -82,12 +84,14 @@ class Channels:
 
     async def submit(self, message: Deliver) -> None:
         """Queue ``message`` on its channel's mailbox; the outcome goes to its reply."""
-        delivery = message.delivery
-        await self.actor(delivery.channel, delivery.instance).submit(message)
+        delivery = _canonical(message.delivery)
+        await self.actor(delivery.channel, delivery.instance).submit(
+            attrs.evolve(message, delivery=delivery))
 
     async def deliver(self, delivery: OutboundDelivery) -> DeliveryReceipt:
         """Deliver and wait for the receipt. Raises ``ChannelUnavailable`` for a channel
         that is not configured or stopped, ``DeliveryFailed`` when the adapter failed."""
+        delivery = _canonical(delivery)
         return await self.actor(delivery.channel, delivery.instance).deliver(delivery)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -99,3 +103,15 @@ class Channels:
                     starting.start_soon(nursery.start, actor.run)
             task_status.started()
             await trio.sleep_forever()
+
+
+def _canonical_instance(channel: str, instance: str) -> str:
+    """The registry names a channel type's default instance after the type itself
+    (``local``/``local``); the channel layer calls it ``""``. Both spellings mean it."""
+    return "" if instance == channel else instance
+
+
+def _canonical(delivery: OutboundDelivery) -> OutboundDelivery:
+    instance = _canonical_instance(delivery.channel, delivery.instance)
+    return delivery if instance == delivery.instance else attrs.evolve(delivery,
+                                                                        instance=instance)

@@ -83,6 +83,7 @@ class LocalChannel:
         max_conversations: int = DEFAULT_MAX_CONVERSATIONS,
         max_transcript: int = DEFAULT_MAX_TRANSCRIPT,
         max_text_chars: int = DEFAULT_MAX_TEXT_CHARS,
+        accept_timeout: float = 30.0,
     ) -> None:
         if min(max_conversations, max_transcript, max_text_chars) < 1:
             raise ValueError("limits must be >= 1")
@@ -94,6 +95,7 @@ class LocalChannel:
         self._max_conversations = max_conversations
         self._max_transcript = max_transcript
         self._max_text_chars = max_text_chars
+        self._accept_timeout = accept_timeout
         self._conversations: OrderedDict[str, _Conversation] = OrderedDict()
         self._events: trio.MemorySendChannel[InboundEvent] | None = None
 
@@ -196,15 +198,23 @@ class LocalChannel:
             mentioned=mentioned,
             platform_message_id=message_id,
             received_at=at,
+            accepted=trio.Event(),
         )
         try:
             await events.send(event)
+            # Return only once the router has committed it: acknowledged means durable.
+            with trio.fail_after(self._accept_timeout):
+                assert event.accepted is not None
+                await event.accepted.wait()
         except BaseException as exc:
             # Not accepted (cancelled, or the channel went away): it never happened.
             if entry in state.entries:
                 state.entries.remove(entry)
             if isinstance(exc, trio.BrokenResourceError | trio.ClosedResourceError):
                 raise ChannelUnavailable("the local channel stopped serving") from None
+            if isinstance(exc, trio.TooSlowError):
+                raise ChannelUnavailable("the router did not accept the message in time"
+                                         ) from None
             raise
         return message_id
 

@@ -8,11 +8,14 @@ says loudly what it is.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
+import signal
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import attrs
@@ -69,11 +72,42 @@ class ProcessIsolator:
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8",
                "PYTHONDONTWRITEBYTECODE": "1"}
         argv = [sys.executable, "-I", "-m", "sandbox_agent", "--config", str(config_path)]
+        pid_file = spec.run_dir / "agent.pid"
+        await trio.to_thread.run_sync(reap_stale_agent, pid_file, config_path)
         try:
             async with open_child_process(argv, env=env, cwd=str(spec.workspace),
                                           grace_period=self._grace) as child:
+                pid_file.write_text(f"{child.pid}\n")
                 task_status.started(child.pid)
                 await child.wait()
         except ProcessFailed as exc:
             raise SandboxExited(exc.returncode, exc.stderr_tail) from None
+        finally:
+            pid_file.unlink(missing_ok=True)
         raise SandboxExited(0, b"")
+
+
+def reap_stale_agent(pid_file: Path, config_path: Path) -> bool:
+    """Kill an agent left running by a control plane that died without cleaning up
+    (kill -9), before a second one could write the same outbound queue. The pid is
+    trusted only if that process is still our agent for this very config file."""
+    try:
+        pid = int(pid_file.read_text().strip())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except (OSError, ValueError):
+        pid_file.unlink(missing_ok=True)
+        return False
+    if b"sandbox_agent" not in cmdline or str(config_path).encode() not in cmdline:
+        pid_file.unlink(missing_ok=True)
+        return False
+    logger.warning("killing agent pid %s left over from an earlier control plane", pid)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)  # the agent leads its own process group
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+        stat = Path(f"/proc/{pid}/stat").read_text() if Path(f"/proc/{pid}/stat").exists() else ""
+        if ") Z " in stat:
+            break  # a zombie only waits for a reaper that is not us
+        time.sleep(0.01)
+    pid_file.unlink(missing_ok=True)
+    return True

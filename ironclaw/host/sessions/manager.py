@@ -18,7 +18,13 @@ from ironclaw.contract.clock import now_us
 from ironclaw.contract.queue import OutboundReader, QueueError
 
 from ..events import SessionFailed, SessionRetired, SessionStarted
-from ..mailboxes import SessionHealth, SessionsMessage, StopSession, Wake
+from ..mailboxes import (
+    SessionHealth,
+    SessionsMessage,
+    StopSession,
+    Wake,
+    open_sessions_mailbox,
+)
 from ..registry import NotFound
 from .actor import SessionActor, SessionDeps
 
@@ -34,9 +40,11 @@ class _Live:
 
 
 class Sessions:
-    def __init__(self, deps: SessionDeps, *, mailbox_size: int = 4096) -> None:
+    def __init__(self, deps: SessionDeps, *, mailbox: tuple[
+            trio.MemorySendChannel[SessionsMessage],
+            trio.MemoryReceiveChannel[SessionsMessage]] | None = None) -> None:
         self._deps = deps
-        self._send, self._receive = trio.open_memory_channel[SessionsMessage](mailbox_size)
+        self._send, self._receive = mailbox or open_sessions_mailbox()
         self._live: dict[str, _Live] = {}
         self._nursery: trio.Nursery | None = None
 

@@ -160,4 +160,34 @@ CREATE TABLE kv (
 ) STRICT
 """
 
-MIGRATIONS: tuple[str, ...] = (V1,)
+# V2 (delivery, scheduling, questions, sweeper): a task keeps the anchor its slots are
+# computed from (so a shifted slot never drifts the series), when it last fired and how
+# often; a question remembers its agent group and when its answer reached the session
+# (so an answer recorded before a crash is still fed back); indexes for retention.
+V2 = """
+ALTER TABLE schedules ADD COLUMN anchor_at INTEGER;
+ALTER TABLE schedules ADD COLUMN last_run_at INTEGER;
+ALTER TABLE schedules ADD COLUMN fired_count INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX schedules_by_session ON schedules (session_id, status);
+ALTER TABLE questions ADD COLUMN agent_group_id TEXT;
+ALTER TABLE questions ADD COLUMN fed_back_at INTEGER;
+CREATE INDEX questions_by_status ON questions (status, answered_at);
+CREATE INDEX delivery_records_by_age ON delivery_records (status, updated_at)
+"""
+
+# V3 (gateway): approved capabilities the registry has no column for, per agent group,
+# as the canonical JSON that was approved (egress_hosts, mounts, packages, mcp_access),
+# written only by the gateway's applier; and an index for the per-requester quota.
+V3 = """
+CREATE TABLE agent_grants (
+    agent_group_id TEXT NOT NULL REFERENCES agent_groups (id) ON DELETE CASCADE,
+    kind           TEXT NOT NULL,
+    value          TEXT NOT NULL,
+    change_id      TEXT NOT NULL,
+    updated_at     INTEGER NOT NULL,
+    PRIMARY KEY (agent_group_id, kind)
+) STRICT;
+CREATE INDEX changes_by_requester ON changes (requested_by, status)
+"""
+
+MIGRATIONS: tuple[str, ...] = (V1, V2, V3)

@@ -21,6 +21,16 @@ from ironclaw.host.channels import (
 )
 
 
+async def accepting_router(receive: trio.MemoryReceiveChannel[InboundEvent],
+                           seen: list[InboundEvent]) -> None:
+    """Stands in for the router: takes every event and accepts it, as the real router
+    does once its rows are committed."""
+    async for event in receive:
+        seen.append(event)
+        if event.accepted is not None:
+            event.accepted.set()
+
+
 def reply(outbound_id: str, conversation: str, text: str, **kw: str) -> OutboundDelivery:
     return OutboundDelivery(
         outbound_id=outbound_id,
@@ -35,11 +45,13 @@ def reply(outbound_id: str, conversation: str, text: str, **kw: str) -> Outbound
 async def test_post_reaches_the_router_mailbox_with_the_right_fields() -> None:
     local = LocalChannel()
     router_send, router_receive = trio.open_memory_channel[InboundEvent](8)
+    seen: list[InboundEvent] = []
     async with trio.open_nursery() as nursery:
+        nursery.start_soon(accepting_router, router_receive, seen)
         await nursery.start(Channels([local], router_send).run)
         message_id = await local.post("conv-1", "alice", "hello", thread_id="t-9")
-        event = await router_receive.receive()
         nursery.cancel_scope.cancel()
+    (event,) = seen
 
     assert (event.channel, event.instance, event.platform_id) == ("local", "", "conv-1")
     assert (event.sender_handle, event.text, event.thread_id) == ("alice", "hello", "t-9")
@@ -53,9 +65,10 @@ async def test_post_reaches_the_router_mailbox_with_the_right_fields() -> None:
 
 async def test_reply_follows_the_question_and_a_duplicate_sends_nothing() -> None:
     local = LocalChannel()
-    router_send, _router_receive = trio.open_memory_channel[InboundEvent](8)
+    router_send, router_receive = trio.open_memory_channel[InboundEvent](8)
     channels = Channels([local], router_send)
     async with trio.open_nursery() as nursery:
+        nursery.start_soon(accepting_router, router_receive, [])
         await nursery.start(channels.run)
         question_id = await local.post("c", "alice", "2+2?", mentioned=False)
         first = await channels.deliver(reply("out-1", "c", "4"))
@@ -224,3 +237,30 @@ async def test_delivery_for_another_instance_is_refused() -> None:
     assert failed.value.retryable is False
     receipt = await local.deliver(reply("o", "c", "x", instance="ops"))
     assert receipt.duplicate is False
+
+
+async def test_post_returns_only_once_the_router_accepts(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Acknowledged means durable: a router that takes the event but has not committed
+    it yet keeps post waiting, and one that never accepts makes post fail clearly."""
+    local = LocalChannel(accept_timeout=5)
+    router_send, router_receive = trio.open_memory_channel[InboundEvent](8)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(local.serve, router_send)
+        returned = trio.Event()
+
+        async def post() -> None:
+            await local.post("c", "alice", "hi")
+            returned.set()
+
+        nursery.start_soon(post)
+        event = await router_receive.receive()
+        await trio.sleep(1)
+        assert not returned.is_set()
+        assert event.accepted is not None
+        event.accepted.set()
+        await returned.wait()
+        with pytest.raises(ChannelUnavailable, match="accept"):
+            await local.post("c", "alice", "never accepted")
+        nursery.cancel_scope.cancel()

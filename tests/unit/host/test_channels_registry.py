@@ -92,8 +92,10 @@ async def test_deliveries_are_routed_by_channel_and_instance() -> None:
         await nursery.start(channels.run)
         await channels.deliver(to("chat", "a"))
         await channels.deliver(to("chat", "b", instance="ops"))
+        # The registry spells the default instance as the channel type itself.
+        await channels.deliver(to("chat", "c", instance="chat"))
         nursery.cancel_scope.cancel()
-    assert (default.delivered, ops.delivered) == (["a"], ["b"])
+    assert (default.delivered, ops.delivered) == (["a", "c"], ["b"])
 
 
 async def test_unknown_channel_or_instance_is_unavailable() -> None:

@@ -1,0 +1,140 @@
+"""The control plane: builds the actor tree from a config. The one place that wires.
+
+Start order follows dependency: key custody and host.db first, then the event bus,
+model proxy, delivery, sessions, channels, router and sweeper. Everything runs in
+one nursery, so cancelling it (SIGINT, SIGTERM) unwinds the whole tree: sandboxes are
+stopped and reaped, sockets removed, host.db closed. Anything acknowledged to a
+channel was committed to an inbound queue first, so nothing accepted is lost.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import attrs
+import trio
+
+from ironclaw.host.keys import FileMasterKeySource, KeyStore, Purpose
+from ironclaw.runtime import EventBus
+
+from .channels import Channels, InboundEvent
+from .channels.local import LocalChannel
+from .config import ControlPlaneConfig, choose_runtime
+from .delivery import Delivery
+from .devseed import seed_dev
+from .gate import HoldingGate
+from .isolation import Isolator, ProcessIsolator
+from .mailboxes import Waker, open_sessions_mailbox
+from .modelproxy import Credentials, ModelProxy
+from .questions import Questions
+from .queues import SessionQueues
+from .registry import Registry
+from .router import Router
+from .scheduling.inbox import SessionInbox
+from .scheduling.scheduler import Scheduler
+from .sessions import SessionDeps, SessionProgress, Sessions, SessionSettings
+from .store import HostStore, open_host_store
+from .store.changes import ChangeStore
+from .sweeper import Sweeper, SweepPolicy
+
+logger = logging.getLogger(__name__)
+
+
+@attrs.frozen
+class ControlPlaneHandles:
+    """What a running control plane offers its surfaces (CLI, API, tests)."""
+
+    config: ControlPlaneConfig
+    runtime: str
+    registry: Registry
+    changes: ChangeStore
+    local: LocalChannel
+    sessions: Sessions
+    delivery: Delivery
+    scheduler: Scheduler
+    questions: Questions
+    events: EventBus
+    store: HostStore
+
+
+def make_isolator(config: ControlPlaneConfig) -> tuple[Isolator, str | None]:
+    runtime, warning = choose_runtime(config.runtime)
+    if runtime == "process":
+        return ProcessIsolator(allow_insecure=config.dev or config.allow_insecure_runtime), \
+            warning
+    raise ValueError(f"runtime {runtime!r} has no isolator in this build")
+
+
+class ControlPlane:
+    def __init__(self, config: ControlPlaneConfig, *,
+                 credentials: Credentials | None = None) -> None:
+        self.config = config
+        self._credentials = credentials if credentials is not None else Credentials.from_env()
+
+    async def run(self, *, task_status: trio.TaskStatus[ControlPlaneHandles] = (
+            trio.TASK_STATUS_IGNORED)) -> None:
+        config = self.config
+        state = config.state_dir
+        state.mkdir(mode=0o700, parents=True, exist_ok=True)
+        isolator, warning = make_isolator(config)
+        if warning:
+            logger.warning(warning)
+        keystore = await trio.to_thread.run_sync(
+            KeyStore.open, state, FileMasterKeySource.in_state_dir(state))
+        bus = EventBus()
+        queues = SessionQueues(state, keystore)
+        try:
+            # The store is a context around the nursery, not a task in it: it must
+            # close only after every actor that uses it has finished unwinding.
+            async with open_host_store(state / "host.db", keystore.subkey(Purpose.HOST_DB)
+                                       ) as store, trio.open_nursery() as nursery:
+                registry = Registry(store)
+                changes = ChangeStore(store)
+                if config.dev:
+                    await seed_dev(registry)
+                proxy = ModelProxy(events=bus, credentials=self._credentials)
+                await nursery.start(proxy.run)
+
+                sessions_mailbox = open_sessions_mailbox()
+                waker = Waker(sessions_mailbox[0])
+                inbox = SessionInbox(queues, waker)
+                scheduler = Scheduler(store, inbox, events=bus)
+                questions = Questions(store, inbox, events=bus)
+                progress = SessionProgress(store, queues)
+                router_send, router_receive = trio.open_memory_channel[InboundEvent](1024)
+                local = LocalChannel()
+                channels = Channels([local], router_send, events=bus)
+                delivery = Delivery(store=store, registry=registry, channels=channels,
+                                    inbox=inbox, progress=progress,
+                                    gate=HoldingGate(changes, events=bus),
+                                    scheduler=scheduler, questions=questions, events=bus)
+                key_dir = config.key_directory()
+                key_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+                sessions = Sessions(SessionDeps(
+                    state_dir=state, registry=registry, queues=queues, isolator=isolator,
+                    models=proxy, credentials=self._credentials, delivery=delivery,
+                    progress=progress, events=bus,
+                    settings=SessionSettings(
+                        key_dir=key_dir, idle_timeout_s=config.idle_timeout_s,
+                        safety_poll_s=config.safety_poll_s,
+                        heartbeat_interval_s=config.heartbeat_interval_s,
+                        sandbox_backoff=config.sandbox_backoff)),
+                    mailbox=sessions_mailbox)
+                router = Router(registry, queues, sessions_mailbox[0], events=bus)
+
+                await nursery.start(delivery.run)
+                await nursery.start(sessions.run)
+                await nursery.start(router.run, router_receive)
+                await nursery.start(channels.run)
+                await nursery.start(Sweeper(
+                    scheduler=scheduler, questions=questions, records=delivery.records,
+                    sessions=sessions, sessions_mailbox=sessions_mailbox[0], queues=queues,
+                    events=bus, policy=SweepPolicy(interval=config.sweep_interval_s)).run)
+                task_status.started(ControlPlaneHandles(
+                    config=config, runtime=isolator.name, registry=registry,
+                    changes=changes, local=local, sessions=sessions, delivery=delivery,
+                    scheduler=scheduler, questions=questions, events=bus, store=store))
+        finally:
+            with trio.CancelScope(shield=True):
+                await queues.aclose()
+                keystore.close()

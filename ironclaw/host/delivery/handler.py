@@ -1,0 +1,199 @@
+"""Handling one outbound row: decide, act, record, report. The session worker decides
+*when* (in line, held, retried); this module decides *what*.
+
+Each call returns :class:`Settled` (the outcome is recorded in ``delivery_records`` and
+its event published: nothing more will happen to the row) or :class:`Retry` (a
+transient failure; the worker tries again later and dead-letters after the last
+attempt). Handling is idempotent per delivery key, so a retry or a restart re-runs it
+safely: channel sends go through :class:`IdempotentDelivery` on the durable ledger, and
+every other effect has an id derived from the key.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Protocol
+
+import attrs
+
+from ironclaw.contract.enums import MessageKind
+from ironclaw.contract.rows import OutboundMessage, RowRejection
+from ironclaw.host.channels.base import (
+    ChannelUnavailable,
+    DeliveryFailed,
+    DeliveryReceipt,
+    OutboundDelivery,
+    safe_reason,
+)
+from ironclaw.host.channels.ledger import IdempotentDelivery
+from ironclaw.host.questions import render_question
+from ironclaw.host.scheduling import WallClock
+from ironclaw.runtime import EventSink
+
+from .a2a import AgentRelay, Relayed
+from .actions import ActionDispatcher, Asked, Handled, Refused
+from .events import (
+    ActionHandled,
+    AgentMessageSent,
+    DeadLettered,
+    Delivered,
+    DeliveryDenied,
+    DeliveryRejected,
+    public_reason,
+)
+from .records import DeliveryRecords, RecordStatus, delivery_key
+from .targets import AgentTarget, ChannelTarget, Denied, SessionContext, resolve_target
+from .targets import origin_target as origin_of
+
+__all__ = ["ChannelSender", "Retry", "RowHandler", "Settled"]
+
+logger = logging.getLogger(__name__)
+
+
+class ChannelSender(Protocol):
+    """What :class:`ironclaw.host.channels.Channels` offers delivery."""
+
+    async def deliver(self, delivery: OutboundDelivery) -> DeliveryReceipt: ...
+
+
+@attrs.frozen
+class Settled:
+    status: RecordStatus
+
+
+@attrs.frozen
+class Retry:
+    reason: str
+    retry_after: float | None = None
+
+
+Outcome = Settled | Retry
+
+
+class RowHandler:
+    def __init__(self, *, channels: ChannelSender, records: DeliveryRecords,
+                 relay: AgentRelay, actions: ActionDispatcher, events: EventSink,
+                 clock: WallClock) -> None:
+        self._channels = channels
+        self._records = records
+        self._relay = relay
+        self._actions = actions
+        self._events = events
+        self._clock = clock
+
+    async def handle(self, session_id: str, row: OutboundMessage,
+                     context: SessionContext | None, ledger: IdempotentDelivery,
+                     attempt: int) -> Outcome:
+        if context is None:
+            return Retry("the session's registry entry could not be read")
+        key = delivery_key(session_id, row.id)
+        if row.kind is MessageKind.CHAT:
+            target = resolve_target(row, context)
+            if isinstance(target, Denied):
+                return await self._deny(session_id, key, row, target.reason)
+            if isinstance(target, AgentTarget):
+                return await self._to_agent(context, key, row, target)
+            return await self._send(session_id, key, row, target, row.content, ledger,
+                                    attempt)
+        if row.kind is MessageKind.SYSTEM:
+            return await self._system(context, key, row, ledger, attempt)
+        return await self.reject(session_id, key, row, f"{row.kind.value} rows are not "
+                                 "accepted from a sandbox")
+
+    # -- chat ---------------------------------------------------------------------------
+
+    async def _send(self, session_id: str, key: str, row: OutboundMessage,
+                    target: ChannelTarget, text: str, ledger: IdempotentDelivery,
+                    attempt: int) -> Outcome:
+        delivery = OutboundDelivery(outbound_id=key, channel=target.channel,
+                                    instance=target.instance, platform_id=target.platform_id,
+                                    thread_id=target.thread_id, text=text)
+        try:
+            receipt = await ledger.deliver(delivery, self._send_raw)
+        except DeliveryFailed as exc:
+            if exc.retryable:
+                return Retry(safe_reason(exc), exc.retry_after)
+            return await self.dead_letter(session_id, row, attempt, safe_reason(exc))
+        except ChannelUnavailable as exc:
+            return Retry(safe_reason(exc))
+        self._events.publish(Delivered(session_id, row.id, row.seq, target.channel, attempt,
+                                       receipt.duplicate))
+        return Settled(RecordStatus.DELIVERED)
+
+    async def _send_raw(self, delivery: OutboundDelivery) -> str:
+        return (await self._channels.deliver(delivery)).platform_message_id
+
+    async def _to_agent(self, context: SessionContext, key: str, row: OutboundMessage,
+                        target: AgentTarget) -> Outcome:
+        session_id = context.session_id
+        sent = await self._relay.relay(session_id=session_id,
+                                       sender_group_id=context.agent_group_id, key=key,
+                                       row=row, target=target)
+        if isinstance(sent, Denied):
+            return await self._deny(session_id, key, row, sent.reason)
+        assert isinstance(sent, Relayed)
+        await self._records.finish(key, session_id, RecordStatus.DELIVERED,
+                                   at=self._clock.now_us(), detail=sent.inbound_id)
+        self._events.publish(AgentMessageSent(session_id, row.id, row.seq,
+                                              target.agent_group_id,
+                                              sent.target_session_id, sent.hops))
+        return Settled(RecordStatus.DELIVERED)
+
+    # -- system -------------------------------------------------------------------------
+
+    async def _system(self, context: SessionContext, key: str, row: OutboundMessage,
+                      ledger: IdempotentDelivery, attempt: int) -> Outcome:
+        session_id = context.session_id
+        result = await self._actions.dispatch(session_id=session_id,
+                                              agent_group_id=context.agent_group_id,
+                                              key=key, row=row)
+        if isinstance(result, Refused):
+            return await self.reject(session_id, key, row, result.reason)
+        if isinstance(result, Handled):
+            await self._records.finish(key, session_id, RecordStatus.HANDLED,
+                                       at=self._clock.now_us(), detail=result.result_id)
+            self._events.publish(ActionHandled(session_id, row.id, row.seq, result.action,
+                                               result.result_id))
+            return Settled(RecordStatus.HANDLED)
+        assert isinstance(result, Asked)
+        target = origin_of(context)
+        if isinstance(target, Denied):
+            return await self._deny(session_id, key, row, target.reason)
+        assert isinstance(target, ChannelTarget)
+        outcome = await self._send(session_id, key, row, target,
+                                   render_question(result.question), ledger, attempt)
+        if outcome == Settled(RecordStatus.DELIVERED):
+            self._events.publish(ActionHandled(session_id, row.id, row.seq,
+                                               "ask_user_question", result.question.id))
+        return outcome
+
+    # -- final outcomes -----------------------------------------------------------------
+
+    async def _deny(self, session_id: str, key: str, row: OutboundMessage,
+                    reason: str) -> Outcome:
+        await self._records.finish(key, session_id, RecordStatus.DENIED,
+                                   at=self._clock.now_us(), error=reason)
+        self._events.publish(DeliveryDenied(session_id, row.id, row.seq, reason))
+        return Settled(RecordStatus.DENIED)
+
+    async def reject(self, session_id: str, key: str, row: OutboundMessage,
+                     reason: str) -> Outcome:
+        await self._records.finish(key, session_id, RecordStatus.REJECTED,
+                                   at=self._clock.now_us(), error=reason)
+        self._events.publish(DeliveryRejected(session_id, row.id, row.seq, reason))
+        return Settled(RecordStatus.REJECTED)
+
+    async def dead_letter(self, session_id: str, row: OutboundMessage, attempts: int,
+                          reason: str) -> Outcome:
+        key = delivery_key(session_id, row.id)
+        await self._records.finish(key, session_id, RecordStatus.DEAD,
+                                   at=self._clock.now_us(), attempts=attempts, error=reason)
+        self._events.publish(DeadLettered(session_id, row.id, row.seq, attempts, reason))
+        logger.warning("dead-lettered %s of %s after %d attempt(s)", row.id, session_id,
+                       attempts)
+        return Settled(RecordStatus.DEAD)
+
+    def rejected_row(self, session_id: str, rejection: RowRejection) -> None:
+        """A row the tail could not read: counted handled, reported."""
+        self._events.publish(DeliveryRejected(session_id, rejection.row_id, rejection.seq,
+                                              public_reason(rejection.reason)))

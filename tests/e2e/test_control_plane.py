@@ -1,0 +1,95 @@
+"""The whole control plane in one process: local channel -> router -> encrypted
+queues -> a real sandbox_agent subprocess -> model proxy (mock) -> delivery -> local
+channel. Exactly once, through real parts."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import trio
+
+from ironclaw.host.app import ControlPlane, ControlPlaneHandles
+from ironclaw.host.config import ControlPlaneConfig
+from ironclaw.host.devseed import DEMO_CONVERSATION
+from ironclaw.host.modelproxy import Credentials
+from ironclaw.runtime import BackoffPolicy
+
+CONV = DEMO_CONVERSATION
+
+
+def config(tmp_path: Path) -> ControlPlaneConfig:
+    return ControlPlaneConfig(
+        state_dir=tmp_path / "state", dev=True, key_dir=tmp_path / "keys",
+        safety_poll_s=0.5, heartbeat_interval_s=0.5, sweep_interval_s=0.2,
+        sandbox_backoff=BackoffPolicy(initial=0.05, cap=0.5, max_failures=None,
+                                      healthy_after=0.5))
+
+
+@pytest.fixture
+async def plane(tmp_path: Path) -> AsyncIterator[ControlPlaneHandles]:
+    async with trio.open_nursery() as nursery:
+        handles = await nursery.start(ControlPlane(config(tmp_path),
+                                                   credentials=Credentials()).run)
+        yield handles
+        nursery.cancel_scope.cancel()
+
+
+async def ask(plane: ControlPlaneHandles, text: str) -> str:
+    mark = plane.local.cursor(CONV)
+    await plane.local.post(CONV, "operator", text)
+    with trio.fail_after(60):
+        return (await plane.local.wait_for_reply(CONV, after_index=mark)).text
+
+
+def agent_lines(plane: ControlPlaneHandles) -> list[str]:
+    return [e.text for e in plane.local.transcript(CONV) if e.role == "agent"]
+
+
+async def until_agent_says(plane: ControlPlaneHandles, predicate: object) -> None:
+    """Wait reply by reply (never spinning) until one satisfies ``predicate``."""
+    mark = -1
+    while True:
+        lines = [e for e in plane.local.transcript(CONV) if e.role == "agent"]
+        if any(predicate(e.text) for e in lines):  # type: ignore[operator]
+            return
+        if lines:
+            mark = max(mark, lines[-1].index)
+        await plane.local.wait_for_reply(CONV, after_index=mark)
+
+
+async def test_a_message_is_answered_exactly_once(plane: ControlPlaneHandles) -> None:
+    assert await ask(plane, "hello") == "echo: hello"
+    assert await ask(plane, "again") == "echo: again"
+    assert agent_lines(plane) == ["echo: hello", "echo: again"]
+
+
+async def test_tool_directive_reaches_a_real_tool(plane: ControlPlaneHandles) -> None:
+    reply = await ask(plane, "tool:read_persona {}")
+    assert reply.startswith("tool result:") and "Demo" in reply
+
+
+async def test_scheduled_task_fires_when_due(plane: ControlPlaneHandles) -> None:
+    run_at = (dt.datetime.now(dt.UTC) + dt.timedelta(seconds=2)).isoformat()
+    directive = json.dumps({"prompt": "water the plants", "run_at": run_at})
+    await ask(plane, f"tool:schedule_task {directive}")
+    with trio.fail_after(60):
+        await until_agent_says(plane, lambda text: text == "echo: [task] water the plants")
+    assert agent_lines(plane).count("echo: [task] water the plants") == 1
+
+
+async def test_question_is_answered_and_the_answer_reaches_the_agent(
+        plane: ControlPlaneHandles) -> None:
+    directive = json.dumps({"question": "Which colour?", "options": ["red", "blue"]})
+    await ask(plane, f"tool:ask_user_question {directive}")
+    with trio.fail_after(30):
+        await until_agent_says(plane, lambda text: "Which colour?" in text)
+    session = (await plane.registry.list_sessions())[0]
+    (question,) = await plane.questions.pending(session.id)
+    assert not any(line.startswith("echo:") and "red" in line for line in agent_lines(plane))
+    await plane.questions.answer(question.id, "red", "local:operator")
+    with trio.fail_after(60):
+        await until_agent_says(plane, lambda text: text.startswith("echo:") and "red" in text)
