@@ -1,0 +1,108 @@
+"""The gateway's configuration, and the rules no configuration can loosen."""
+
+from __future__ import annotations
+
+import posixpath
+from collections.abc import Iterable, Mapping
+
+import attrs
+
+from ironclaw.contract.enums import ChangeKind
+
+from .rbac import DEFAULT_APPROVALS, KNOWN_ROLES
+
+# Never approved by policy, whatever the configuration says: these widen what an agent
+# can reach (other agents, host paths, people, the network). Enforced twice: the
+# configuration refuses them, and the gateway re-checks every policy approval.
+NEVER_AUTO_APPROVE = frozenset({ChangeKind.CREATE_AGENT, ChangeKind.MOUNTS,
+                                ChangeKind.PERMISSIONS, ChangeKind.EGRESS, ChangeKind.ACCESS})
+
+# Kinds whose apply changes what a running sandbox was started with.
+RESPAWN_KINDS = frozenset({ChangeKind.PERSONA, ChangeKind.ENABLED_TOOLS, ChangeKind.MOUNTS,
+                           ChangeKind.PACKAGES, ChangeKind.EGRESS, ChangeKind.MCP_ACCESS})
+
+RESERVED_AGENT_NAMES = frozenset({
+    "admin", "agent", "agents", "all", "api", "audit", "default", "gateway", "host",
+    "ironclaw", "keys", "mounts", "none", "owner", "policy", "queue", "root", "run",
+    "sandbox", "session", "sessions", "state", "system", "tmp", "verifier", "workspace",
+})
+
+DAY = 24 * 3600
+
+
+def is_canonical_abs_path(path: str) -> bool:
+    """Absolute, normalised (no ``.``/``..``/``//``/trailing slash), printable."""
+    return (isinstance(path, str) and path.startswith("/") and not path.startswith("//")
+            and path.isprintable() and ".." not in path.split("/")
+            and posixpath.normpath(path) == path)
+
+
+def _root_path(_instance: object, _attribute: object, value: str) -> None:
+    if not is_canonical_abs_path(value) or value == "/":
+        raise ValueError(f"a mount root is a canonical absolute path below /: {value!r:.80}")
+
+
+@attrs.frozen
+class MountRoot:
+    """Host directories mounts may come from. Read-only unless ``writable``."""
+
+    path: str = attrs.field(validator=_root_path)
+    writable: bool = False
+
+
+def _roots(value: Iterable[MountRoot]) -> tuple[MountRoot, ...]:
+    return tuple(value)
+
+
+def _kinds(value: Iterable[ChangeKind | str]) -> frozenset[ChangeKind]:
+    return frozenset(ChangeKind(v) for v in value)
+
+
+def _no_privileged_auto(_instance: object, _attribute: object,
+                        value: frozenset[ChangeKind]) -> None:
+    forbidden = sorted(k.value for k in value & NEVER_AUTO_APPROVE)
+    if forbidden:
+        raise ValueError(f"auto-approval can never cover {', '.join(forbidden)}")
+
+
+def _approvals(value: Mapping[str, Iterable[ChangeKind | str]]
+               ) -> dict[str, frozenset[ChangeKind]]:
+    unknown = set(value) - KNOWN_ROLES
+    if unknown:
+        raise ValueError(f"unknown role {sorted(unknown)[0]!r:.40}")
+    return {role: _kinds(kinds) for role, kinds in value.items()}
+
+
+def _catalog(value: Mapping[str, Iterable[str]]) -> dict[str, frozenset[str]]:
+    return {server: frozenset(tools) for server, tools in value.items()}
+
+
+def _positive(_instance: object, attribute: attrs.Attribute[int], value: int) -> None:
+    if value <= 0:
+        raise ValueError(f"{attribute.name} must be positive")
+
+
+@attrs.frozen
+class GatewayConfig:
+    mount_roots: tuple[MountRoot, ...] = attrs.field(default=(), converter=_roots)
+    # MCP servers the host knows, each with the tools it declares.
+    mcp_catalog: dict[str, frozenset[str]] = attrs.field(factory=dict, converter=_catalog)
+    egress_max_hosts: int = attrs.field(default=32, validator=_positive)
+    # Opt-in: kinds a policy may approve without a human (never NEVER_AUTO_APPROVE).
+    auto_approve: frozenset[ChangeKind] = attrs.field(
+        default=frozenset(), converter=_kinds, validator=_no_privileged_auto)
+    # Even for those kinds, a sandbox's own request still needs a human unless this is set.
+    auto_approve_from_sandbox: bool = False
+    approvals: dict[str, frozenset[ChangeKind]] = attrs.field(
+        factory=lambda: dict(DEFAULT_APPROVALS), converter=_approvals)
+    # TTL of changes raised by sessions and the router (operators choose their own).
+    request_ttl_seconds: int | None = 7 * DAY
+    max_ttl_seconds: int = attrs.field(default=90 * DAY, validator=_positive)
+    max_pending_per_requester: int = attrs.field(default=32, validator=_positive)
+    known_tools: frozenset[str] | None = None  # None: any well-formed tool name
+    providers: frozenset[str] | None = None  # None: any well-formed provider name
+    default_provider: str = "mock"
+    default_model: str = "mock"
+    reserved_agent_names: frozenset[str] = RESERVED_AGENT_NAMES
+    package_denylist: frozenset[str] = frozenset()  # "<manager>:<name>", e.g. "npm:crossenv"
+    callback_timeout: float = 10.0  # bound on a notifier or respawner call

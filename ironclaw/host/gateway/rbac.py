@@ -1,0 +1,127 @@
+"""Who may decide what: authenticated principals, their roles, and the gateway's errors.
+
+A :class:`Principal` is what the API makes of a bearer token; the gateway never takes
+a decider's name from a payload. Roles, from most to least powerful:
+
+* ``owner`` and ``admin`` may approve every kind (by default);
+* ``approver`` may approve only the kinds configured for it (by default persona,
+  enabled_tools and wiring), and may reject anything;
+* ``viewer`` may read, never submit, approve or reject, whatever the mapping says.
+
+A change granting the ``owner`` role can only be approved by an owner.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+
+import attrs
+
+from ironclaw.contract.enums import ChangeKind
+
+OWNER = "owner"
+ADMIN = "admin"
+APPROVER = "approver"
+VIEWER = "viewer"
+KNOWN_ROLES = frozenset({OWNER, ADMIN, APPROVER, VIEWER})
+DECIDER_ROLES = frozenset({OWNER, ADMIN, APPROVER})
+
+# Names the gateway itself writes as ``decided_by``; no principal may carry them.
+SYSTEM_DECIDERS = frozenset({"verifier", "policy", "expiry", "auto", "system"})
+
+_PRINCIPAL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
+# Requesters that are not principals: ``session:<id>`` (a sandbox) or ``system:<what>``.
+SYSTEM_REQUESTER = re.compile(r"(?:session|system):[A-Za-z0-9_.:-]{1,128}")
+
+ALL_KINDS = frozenset(ChangeKind)
+DEFAULT_APPROVALS: Mapping[str, frozenset[ChangeKind]] = {
+    OWNER: ALL_KINDS,
+    ADMIN: ALL_KINDS,
+    APPROVER: frozenset({ChangeKind.PERSONA, ChangeKind.ENABLED_TOOLS, ChangeKind.WIRING}),
+}
+
+
+class GatewayError(Exception):
+    """Base of everything the gateway refuses; the API maps each subclass to a code."""
+
+
+class NotFound(GatewayError, LookupError):
+    """No change with that id (404)."""
+
+
+class Conflict(GatewayError):
+    """The change is not in a state that allows this step: already decided (409)."""
+
+
+class StaleChange(Conflict):
+    """The state changed since the change was submitted, or the verifiers now refuse
+    it; it was rejected rather than applied to something the human did not see."""
+
+
+class Forbidden(GatewayError):
+    """The principal lacks the role for this step (403)."""
+
+
+class InvalidChange(GatewayError, ValueError):
+    """The request is not acceptable input: unknown kind, bad JSON, bad TTL (400/422)."""
+
+
+class TooManyPending(GatewayError, ValueError):
+    """The requester already has its quota of pending changes (429)."""
+
+
+class GatewayUnavailable(GatewayError):
+    """The gateway actor stopped before answering (503)."""
+
+
+def _name(_instance: object, _attribute: object, value: str) -> None:
+    if not isinstance(value, str) or not _PRINCIPAL_NAME.fullmatch(value):
+        raise ValueError(f"invalid principal name {value!r:.70}")
+    if value.lower() in SYSTEM_DECIDERS:
+        raise ValueError(f"{value!r} is reserved for the gateway itself")
+
+
+def _roles(value: Iterable[str]) -> frozenset[str]:
+    roles = frozenset(value)
+    unknown = roles - KNOWN_ROLES
+    if unknown:
+        raise ValueError(f"unknown role {sorted(unknown)[0]!r:.40}")
+    return roles
+
+
+@attrs.frozen
+class Principal:
+    """An authenticated caller. Built by the API from a verified token, never from
+    anything a request body says."""
+
+    name: str = attrs.field(validator=_name)
+    roles: frozenset[str] = attrs.field(converter=_roles)
+
+    @property
+    def is_decider(self) -> bool:
+        return bool(self.roles & DECIDER_ROLES)
+
+
+def approvable_kinds(principal: Principal, approvals: Mapping[str, frozenset[ChangeKind]]
+                     ) -> frozenset[ChangeKind]:
+    """The kinds this principal may approve. A viewer's entry is ignored, always."""
+    kinds: frozenset[ChangeKind] = frozenset()
+    for role in principal.roles & DECIDER_ROLES:
+        kinds |= approvals.get(role, frozenset())
+    return kinds
+
+
+def may_approve(principal: Principal, kind: ChangeKind, *, grants_owner: bool,
+                approvals: Mapping[str, frozenset[ChangeKind]]) -> bool:
+    if kind not in approvable_kinds(principal, approvals):
+        return False
+    return OWNER in principal.roles or not grants_owner
+
+
+def may_reject(principal: Principal) -> bool:
+    return principal.is_decider
+
+
+def may_submit(principal: Principal) -> bool:
+    return principal.is_decider

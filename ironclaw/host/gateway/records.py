@@ -1,0 +1,82 @@
+"""The gateway's writes to the change store, each one host.db transaction.
+
+They compose the change store's own steps with what must move with them: a verdict
+recorded with the submit it decides, an access request closed with the change that
+denied it, the per-requester quota checked where the insert happens.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ironclaw.contract.enums import ChangeKind, ChangeStatus, DecisionOutcome
+from ironclaw.contract.gateway import MAX_CHANGE_BYTES, ChangeRequest, Decision
+from ironclaw.contract.jsonvalue import parse_json
+from ironclaw.host.store.changes import (
+    ChangeConflict,
+    ChangeNotFound,
+    StoredChange,
+    _decide,
+    _expire,
+    _get,
+    _put,
+)
+
+from . import grants as g
+from .messages import access_change_id
+from .rbac import TooManyPending
+
+Conn = Any
+
+
+def find(conn: Conn, change_id: str) -> StoredChange | None:
+    try:
+        return _get(conn, change_id)
+    except ChangeNotFound:
+        return None
+
+
+def _close_access_request(conn: Conn, change: ChangeRequest, decided_by: str,
+                          now: int) -> None:
+    """A refused or expired access change denies its request, so the sender may ask
+    again later instead of being held by a request nobody can grant. Only the change
+    raised for that request may close it (a forged one names it in vain)."""
+    if change.kind is not ChangeKind.ACCESS:
+        return
+    after = parse_json(change.after, max_bytes=MAX_CHANGE_BYTES)
+    request = after.get("request") if isinstance(after, dict) else None
+    if isinstance(request, str) and change.id == access_change_id(request):
+        g.settle_access_request(conn, request, granted=False, decided_by=decided_by, now=now)
+
+
+def record_submit(conn: Conn, change: ChangeRequest, decision: Decision | None,
+                  max_pending: int) -> tuple[StoredChange, bool]:
+    """Store the change (and the chain's decision, if it made one). Idempotent by id:
+    an existing change is returned as it is, with ``False``."""
+    existing = find(conn, change.id)
+    if existing is not None:
+        return existing, False
+    if decision is None and g.count_pending(conn, change.requested_by) >= max_pending:
+        raise TooManyPending(f"{change.requested_by} already has {max_pending} pending changes")
+    stored = _put(conn, change)
+    if decision is not None:
+        stored = _decide(conn, decision)
+        if decision.outcome is DecisionOutcome.REJECT:
+            _close_access_request(conn, change, decision.decided_by, decision.decided_at)
+    return stored, True
+
+
+def record_decision(conn: Conn, decision: Decision) -> StoredChange:
+    stored = _decide(conn, decision)
+    if decision.outcome is DecisionOutcome.REJECT:
+        _close_access_request(conn, stored.change, decision.decided_by, decision.decided_at)
+    return stored
+
+
+def record_expiry(conn: Conn, change_id: str, now: int) -> StoredChange:
+    current = _get(conn, change_id)
+    if current.status is not ChangeStatus.PENDING:
+        raise ChangeConflict(f"{change_id} is already {current.status}")
+    stored = _expire(conn, change_id, now)
+    _close_access_request(conn, stored.change, "expiry", now)
+    return stored
