@@ -30,9 +30,11 @@ typecheck: $(STAMP)
 
 bench: $(STAMP)
 	$(VENV)/bin/python -m bench queue-floor
+	$(VENV)/bin/python -m bench e2e
 
 bench-quick: $(STAMP)
 	$(VENV)/bin/python -m bench queue-floor --quick --no-write
+	$(VENV)/bin/python -m bench e2e --quick --no-write
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info

@@ -9,7 +9,7 @@ import sys
 from .report import write_report
 from .stats import host_facts
 
-SUITES = ("queue-floor",)
+SUITES = ("queue-floor", "e2e")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,15 +23,26 @@ def main(argv: list[str] | None = None) -> int:
     if iterations < 1:
         parser.error("--iterations must be at least 1")
     print(f"bench {args.suite}: {iterations} iterations (interleaved)...", file=sys.stderr)
-    from . import queue_floor
-    result = queue_floor.run(iterations=iterations, warmup=max(5, iterations // 10))
+    if args.suite == "e2e":
+        from . import e2e
+        result = e2e.run(iterations=iterations,
+                         session_counts=(1, 3) if args.quick else (1, 10, 50),
+                         per_session=5 if args.quick else 20)
+    else:
+        from . import queue_floor
+        result = queue_floor.run(iterations=iterations, warmup=max(5, iterations // 10))
     payload = {"suite": args.suite, "host": host_facts(), **result}
     rows = [[name, f"{s['median_ms']:.3f}", f"{s['p90_ms']:.3f}", f"{s['p99_ms']:.3f}",
              str(s["n"])] for name, s in result["results"].items()]
-    rows += [[f"ratio {name}", f"{value:.1f}x", "", "", ""]
+    rows += [[f"ratio {name}", f"{value:.2f}x", "", "", ""]
              for name, value in result["ratios"].items()]
+    rows += [[f"throughput {t['sessions']} sessions", f"{t['messages_per_s']:.1f} msg/s",
+              f"lost {t['lost']}", f"duplicated {t['duplicated']}", str(t["messages"])]
+             for t in result.get("throughput", [])]
     print(json.dumps(result["results"], indent=1))
     print(json.dumps(result["ratios"], indent=1))
+    if "throughput" in result:
+        print(json.dumps(result["throughput"], indent=1))
     if not args.no_write:
         paths = write_report(args.suite, payload, rows,
                              ["measure", "median ms", "p90 ms", "p99 ms", "n"])

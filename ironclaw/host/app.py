@@ -17,15 +17,17 @@ import trio
 from ironclaw.host.keys import FileMasterKeySource, KeyStore, Purpose
 from ironclaw.runtime import EventBus
 
+from .audit import AuditLog, open_audit_log
 from .channels import Channels, InboundEvent
 from .channels.local import LocalChannel
 from .config import ControlPlaneConfig, choose_runtime
 from .delivery import Delivery
 from .devseed import seed_dev
-from .gate import HoldingGate
+from .gateway import Gateway
 from .isolation import Isolator, ProcessIsolator
-from .mailboxes import Waker, open_sessions_mailbox
+from .mailboxes import Respawns, Waker, open_sessions_mailbox
 from .modelproxy import Credentials, ModelProxy
+from .notify import AuditRecorder, SessionNotifier
 from .questions import Questions
 from .queues import SessionQueues
 from .registry import Registry
@@ -55,6 +57,8 @@ class ControlPlaneHandles:
     questions: Questions
     events: EventBus
     store: HostStore
+    gateway: Gateway
+    audit: AuditLog
 
 
 def make_isolator(config: ControlPlaneConfig) -> tuple[Isolator, str | None]:
@@ -87,12 +91,15 @@ class ControlPlane:
             # The store is a context around the nursery, not a task in it: it must
             # close only after every actor that uses it has finished unwinding.
             async with open_host_store(state / "host.db", keystore.subkey(Purpose.HOST_DB)
-                                       ) as store, trio.open_nursery() as nursery:
+                                       ) as store, \
+                    open_audit_log(state, keystore.subkey(Purpose.AUDIT_CHAIN)) as audit, \
+                    trio.open_nursery() as nursery:
                 registry = Registry(store)
                 changes = ChangeStore(store)
                 if config.dev:
                     await seed_dev(registry)
-                proxy = ModelProxy(events=bus, credentials=self._credentials)
+                proxy = ModelProxy(events=bus, credentials=self._credentials,
+                                   limits=config.model_limits)
                 await nursery.start(proxy.run)
 
                 sessions_mailbox = open_sessions_mailbox()
@@ -104,9 +111,11 @@ class ControlPlane:
                 router_send, router_receive = trio.open_memory_channel[InboundEvent](1024)
                 local = LocalChannel()
                 channels = Channels([local], router_send, events=bus)
+                gateway = Gateway(store, audit, config=config.gateway,
+                                  notifier=SessionNotifier(inbox),
+                                  respawner=Respawns(sessions_mailbox[0]), events=bus)
                 delivery = Delivery(store=store, registry=registry, channels=channels,
-                                    inbox=inbox, progress=progress,
-                                    gate=HoldingGate(changes, events=bus),
+                                    inbox=inbox, progress=progress, gate=gateway,
                                     scheduler=scheduler, questions=questions, events=bus)
                 key_dir = config.key_directory()
                 key_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -120,8 +129,11 @@ class ControlPlane:
                         heartbeat_interval_s=config.heartbeat_interval_s,
                         sandbox_backoff=config.sandbox_backoff)),
                     mailbox=sessions_mailbox)
-                router = Router(registry, queues, sessions_mailbox[0], events=bus)
+                router = Router(registry, queues, sessions_mailbox[0], events=bus,
+                                access_gate=gateway)
 
+                await nursery.start(AuditRecorder(bus, audit).run)
+                await nursery.start(gateway.run)
                 await nursery.start(delivery.run)
                 await nursery.start(sessions.run)
                 await nursery.start(router.run, router_receive)
@@ -133,7 +145,8 @@ class ControlPlane:
                 task_status.started(ControlPlaneHandles(
                     config=config, runtime=isolator.name, registry=registry,
                     changes=changes, local=local, sessions=sessions, delivery=delivery,
-                    scheduler=scheduler, questions=questions, events=bus, store=store))
+                    scheduler=scheduler, questions=questions, events=bus, store=store,
+                    gateway=gateway, audit=audit))
         finally:
             with trio.CancelScope(shield=True):
                 await queues.aclose()

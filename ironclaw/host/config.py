@@ -10,6 +10,9 @@ import attrs
 
 from ironclaw.runtime import BackoffPolicy
 
+from .gateway import GatewayConfig
+from .modelproxy import ProxyLimits
+
 RUNTIMES = ("auto", "runsc", "runc", "crun", "process")
 # Runtimes with an isolator in this build, strongest first.
 IMPLEMENTED_RUNTIMES = ("process",)
@@ -27,6 +30,9 @@ class ControlPlaneConfig:
     heartbeat_interval_s: float = 5.0
     sweep_interval_s: float = 10.0
     sandbox_backoff: BackoffPolicy = attrs.Factory(BackoffPolicy)
+    gateway: GatewayConfig = attrs.Factory(GatewayConfig)
+    # Per-session model call caps; the defaults protect a provider budget (5/s, burst 20).
+    model_limits: ProxyLimits = attrs.Factory(ProxyLimits)
 
     @runtime.validator
     def _runtime(self, _attribute: object, value: str) -> None:

@@ -34,7 +34,16 @@ class StopSession:
     restart: bool = False
 
 
-SessionsMessage = Wake | StopSession
+@attrs.frozen
+class RespawnGroup:
+    """Restart every live sandbox of an agent group, so they pick up an applied change
+    (persona, tools, mounts, egress). Idle sessions pick it up on their next wake."""
+
+    agent_group_id: str
+    reason: str
+
+
+SessionsMessage = Wake | StopSession | RespawnGroup
 
 
 @attrs.frozen
@@ -104,6 +113,16 @@ class Waker:
 
     async def wake(self, session_id: str, reason: str = "message") -> None:
         await self._mailbox.send(Wake(session_id, reason))
+
+
+class Respawns:
+    """The gateway's Respawner, over the sessions mailbox (see Waker for why)."""
+
+    def __init__(self, mailbox: trio.MemorySendChannel[SessionsMessage]) -> None:
+        self._mailbox = mailbox
+
+    async def respawn_group(self, agent_group_id: str, reason: str) -> None:
+        await self._mailbox.send(RespawnGroup(agent_group_id, reason))
 
 
 def open_sessions_mailbox(size: int = 4096) -> tuple[

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import enum
 from collections import OrderedDict
+from typing import Protocol
 
 import attrs
 import re2
@@ -36,12 +37,23 @@ from .channels.base import InboundEvent
 from .events import AccessRequested, MessageReceived, MessageRouted
 from .mailboxes import Wake
 from .queues import InboundSink
-from .registry import AccessLevel, MessagingGroup, Registry, Wiring, namespace_user
+from .registry import (
+    AccessLevel,
+    AccessRequest,
+    MessagingGroup,
+    Registry,
+    Wiring,
+    namespace_user,
+)
 
 # Text is cut to this before matching, so a pattern's work is bounded by input size;
 # RE2 then guarantees matching in time linear in that size.
 MAX_MATCH_CHARS = 64 * 1024
 MATCH_ANYTHING = "."
+
+
+class AccessGate(Protocol):
+    async def submit_access_request(self, request: AccessRequest) -> object: ...
 
 
 class Decision(enum.StrEnum):
@@ -99,9 +111,10 @@ def _cap_content(text: str) -> str:
 
 class Router:
     def __init__(self, registry: Registry, queues: InboundSink,
-                 wakes: trio.MemorySendChannel[Wake], events: EventSink | None = None
-                 ) -> None:
+                 wakes: trio.MemorySendChannel[Wake], events: EventSink | None = None,
+                 access_gate: AccessGate | None = None) -> None:
         self._registry = registry
+        self._access_gate = access_gate
         self._queues = queues
         self._wakes = wakes
         self._events = events or DiscardEvents()
@@ -158,6 +171,9 @@ class Router:
                 request, new = await self._registry.request_access(group.id, user)
                 if new:
                     self._events.publish(AccessRequested(request.id, group.id, user))
+                    if self._access_gate is not None:
+                        # An owner grants it through the gateway, like any other change.
+                        await self._access_gate.submit_access_request(request)
                 return outcome(Decision.ACCESS_REQUESTED)
             if policy is not UnknownSenderPolicy.PUBLIC:
                 return outcome(Decision.ACCESS_DENIED)

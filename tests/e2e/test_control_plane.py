@@ -93,3 +93,37 @@ async def test_question_is_answered_and_the_answer_reaches_the_agent(
     await plane.questions.answer(question.id, "red", "local:operator")
     with trio.fail_after(60):
         await until_agent_says(plane, lambda text: text.startswith("echo:") and "red" in text)
+
+
+async def test_capability_request_waits_for_a_human_then_applies_once(
+        plane: ControlPlaneHandles) -> None:
+    from ironclaw.contract.enums import ChangeStatus, DecisionOutcome
+    from ironclaw.host.gateway import Principal
+
+    directive = json.dumps({"kind": "enabled_tools",
+                            "payload": {"tools": ["read_file", "list_dir"]},
+                            "reason": "to read notes"})
+    await ask(plane, f"tool:request_capability_change {directive}")
+    async with plane.events.subscribe("change.submitted", since=0) as submitted:
+        with trio.fail_after(30):
+            await submitted.receive()
+    (change,) = await plane.gateway.pending()
+    assert change.change.kind.value == "enabled_tools"
+    assert change.change.requested_by.startswith("session:")
+    # Nothing is applied while it waits for a human.
+    assert (await plane.registry.get_agent_group("demo")).enabled_tools == ()
+    owner = Principal("operator", frozenset({"owner"}))
+    decided = await plane.gateway.decide(change.change.id, DecisionOutcome.APPROVE, owner)
+    assert decided.status is ChangeStatus.APPLIED
+    group = await plane.registry.get_agent_group("demo")
+    assert group.enabled_tools == ("read_file", "list_dir")
+    # The agent is told, through a system row, and says so.
+    with trio.fail_after(60):
+        await until_agent_says(plane, lambda text: change.change.id in text
+                               and "applied" in text)
+    report = await plane.audit.verify()
+    assert report.ok, report.problems
+    kinds = [entry.kind for entry in await plane.audit.tail(100)]
+    for stage in ("change.submit", "change.decision", "change.apply"):
+        assert stage in kinds
+    assert "sandbox.launched" in kinds  # gated actions are audited too

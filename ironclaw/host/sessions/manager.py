@@ -82,8 +82,13 @@ class Sessions:
             async for message in self._receive:
                 if isinstance(message, Wake):
                     await self._wake(message)
-                else:
+                elif isinstance(message, StopSession):
                     await self._stop(message)
+                else:
+                    for live in list(self._live.values()):
+                        if live.actor.session.agent_group_id == message.agent_group_id:
+                            await self._stop(StopSession(live.actor.session_id,
+                                                         message.reason, restart=True))
 
     async def _wake(self, message: Wake) -> None:
         live = self._live.get(message.session_id)

@@ -1,0 +1,92 @@
+"""Small bridges between the gateway, sessions and the audit log.
+
+``SessionNotifier`` tells a session the outcome of a change it asked for, as a
+``system`` inbound row, so the agent learns that a human approved, rejected or let
+its request expire. ``AuditRecorder`` appends the gated actions other actors publish
+on the event bus (sandbox launches and exits, model calls, access requests) to the
+audit log. It reads through a large buffer; if it ever falls behind, the gap itself is
+audited, so a lost entry is visible rather than silent.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import trio
+
+from ironclaw.contract.enums import ChangeStatus, MessageKind
+from ironclaw.contract.gateway import ChangeRequest
+from ironclaw.contract.ids import validate_message_id
+from ironclaw.contract.rows import NewInboundMessage
+from ironclaw.runtime import EventBus, Lagged
+
+from .audit import AuditLog
+from .scheduling.inbox import SessionInbox
+
+logger = logging.getLogger(__name__)
+
+SESSION_PREFIX = "session:"
+# Bus event type -> the fields copied into the audit entry (ids and counts only).
+AUDITED: dict[str, tuple[str, ...]] = {
+    "sandbox.launched": ("session_id", "runtime", "pid"),
+    "sandbox.exited": ("session_id", "runtime", "returncode"),
+    "session.failed": ("session_id", "error"),
+    "model.call": ("session_id", "agent_group_id", "provider", "host", "method", "path",
+                   "status", "request_bytes", "response_bytes", "duration_ms",
+                   "redactions"),
+    "access.requested": ("request_id", "messaging_group_id", "user_id"),
+    "delivery.dead_lettered": ("session_id", "outbound_id"),
+}
+
+
+class SessionNotifier:
+    """Implements the gateway's Notifier."""
+
+    def __init__(self, inbox: SessionInbox) -> None:
+        self._inbox = inbox
+
+    async def change_resolved(self, change: ChangeRequest, status: ChangeStatus) -> None:
+        if not change.requested_by.startswith(SESSION_PREFIX):
+            return  # an operator or the router asked: no session to tell
+        session_id = change.requested_by[len(SESSION_PREFIX):]
+        await self._inbox.put(session_id, NewInboundMessage(
+            id=validate_message_id(f"chg-{change.id}-{status.value}"), kind=MessageKind.SYSTEM,
+            content=(f"Your request {change.id} ({change.kind.value}) was {status.value} "
+                     "by the gateway."),
+            engages=True), wake_reason="change resolved")
+
+
+class AuditRecorder:
+    def __init__(self, bus: EventBus, audit: AuditLog, *, buffer: int = 65536) -> None:
+        self._bus = bus
+        self._audit = audit
+        self._buffer = buffer
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+                  ) -> None:
+        async with self._bus.subscribe(list(AUDITED), buffer_size=self._buffer) as events:
+            task_status.started()
+            async for item in events:
+                if isinstance(item, Lagged):
+                    await self._audit.append("audit.lagged", missed=item.missed)
+                    continue
+                fields = _fields(item.event, AUDITED.get(item.type, ()))
+                try:
+                    await self._audit.append(item.type, **fields)
+                except ValueError:
+                    logger.exception("audit refused a %s entry", item.type)
+
+
+def _fields(event: Any, names: tuple[str, ...]) -> dict[str, str | int | bool | None]:
+    out: dict[str, str | int | bool | None] = {}
+    for name in names:
+        value = getattr(event, name, None)
+        if isinstance(value, float):
+            value = int(value)
+        elif value is not None and not isinstance(value, str | int | bool):
+            value = str(value)
+        if isinstance(value, str):
+            value = value[:256]
+        out[name] = value
+    return out
