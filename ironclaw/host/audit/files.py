@@ -8,15 +8,15 @@ reader never sees half an append.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
-import secrets
 import stat
 from collections.abc import Callable
 from pathlib import Path
 
 import attrs
+
+from ironclaw.host import private_files
 
 from .entry import MAX_HEAD_BYTES, MAX_LINE_BYTES
 from .errors import AuditLogCorrupt, AuditPermissionError
@@ -40,25 +40,10 @@ class AuditPaths:
         return cls(directory, directory / "audit.log", directory / "head.json")
 
 
-def fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def ensure_private_dir(directory: Path) -> None:
-    """Create ``directory`` 0700 if missing; refuse one that is not ours alone."""
-    try:
-        directory.mkdir(mode=0o700)
-    except FileExistsError:
-        pass
-    else:
-        directory.chmod(0o700)  # mkdir's mode passes through the umask
-        fsync_dir(directory.parent)
-    info = os.stat(directory, follow_symlinks=False)
-    _check_private(directory, info, stat.S_ISDIR, 0o700)
+    """Create ``directory`` 0700 if missing; refuse one that is not ours alone, or
+    whose mode is anything but exactly 0700."""
+    private_files.ensure_private_dir(directory, exact_mode=0o700, error=AuditPermissionError)
 
 
 def _check_private(path: Path, info: os.stat_result, is_type: Callable[[int], bool],
@@ -84,7 +69,7 @@ def open_log_for_append(path: Path) -> int:
             raise AuditPermissionError(f"cannot open {path} safely: {exc.strerror}") from None
     else:
         os.fchmod(fd, 0o600)
-        fsync_dir(path.parent)
+        private_files.fsync_dir(path.parent)
     try:
         _check_private(path, os.fstat(fd), stat.S_ISREG, 0o600)
     except BaseException:
@@ -133,30 +118,11 @@ def read_head_bytes(path: Path) -> bytes | None:
 
 def write_head_atomically(path: Path, data: bytes) -> None:
     """Temp file in the same directory, fsync, rename over, fsync the directory."""
-    temp = path.with_name(f".{path.name}{_TEMP_MARKER}{secrets.token_hex(8)}")
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                 0o600)
-    try:
-        try:
-            os.fchmod(fd, 0o600)
-            write_all(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(temp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            temp.unlink()
-        raise
-    fsync_dir(path.parent)
+    private_files.atomic_replace(path, data, mode=0o600)
 
 
 def remove_stale_temps(path: Path) -> None:
-    prefix = f".{path.name}{_TEMP_MARKER}"
-    for entry in path.parent.iterdir():
-        if entry.name.startswith(prefix):
-            with contextlib.suppress(FileNotFoundError):
-                entry.unlink()
+    private_files.remove_stale_temps(path.parent, path.name)
 
 
 @attrs.frozen

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ironclaw.host.keys import _fs
+from ironclaw.host import private_files as _fs
 
 QUEUE_KEY_BYTES = 32
 SESSION_KEY_FILE_MODES = frozenset({0o400, 0o440})

@@ -13,9 +13,10 @@ import secrets
 from pathlib import Path
 from typing import Protocol
 
-from ironclaw.host.keys import _fs
+from ironclaw.host import private_files as _fs
 from ironclaw.host.keys.errors import (
     KeyCustodyError,
+    KeyFilePermissionError,
     MasterKeyCorrupt,
     MasterKeyMissing,
     MasterKeyPermissionError,
@@ -104,7 +105,7 @@ class FileMasterKeySource:
             raise MasterKeyMissing(f"no master key at {self.path}") from None
 
     def create(self) -> bytes:
-        _fs.ensure_private_dir(self.path.parent)
+        _fs.ensure_private_dir(self.path.parent, error=KeyFilePermissionError)
         master = secrets.token_bytes(MASTER_KEY_BYTES)
         try:
             _fs.atomic_create(self.path, _encode(master), mode=MASTER_FILE_MODE)

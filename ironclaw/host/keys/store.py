@@ -33,9 +33,10 @@ from types import TracebackType
 from typing import Any
 
 from ironclaw.contract.ids import InvalidId, SessionId, validate_session_id
-from ironclaw.host.keys import _fs
+from ironclaw.host import private_files as _fs
 from ironclaw.host.keys.errors import (
     KeyCustodyError,
+    KeyFilePermissionError,
     KeyNotFound,
     KeyStoreCorrupt,
     KeyStoreUnusable,
@@ -122,7 +123,8 @@ def _decode_store(path: Path, data: bytes) -> tuple[str, bytes, Blobs]:
 
 def _read_store(path: Path) -> tuple[str, bytes, Blobs] | None:
     try:
-        data = _fs.read_private_file(path, mode=STORE_FILE_MODE, max_size=_MAX_STORE_BYTES)
+        data = _fs.read_private_file(path, mode=STORE_FILE_MODE, max_size=_MAX_STORE_BYTES,
+                                     error=KeyFilePermissionError)
     except FileNotFoundError:
         return None
     return _decode_store(path, data)
@@ -198,8 +200,8 @@ class KeyStore:
         """
         state = Path(state_dir)
         keys_dir = state / KEYS_DIR_NAME
-        _fs.ensure_private_dir(state)
-        _fs.ensure_private_dir(keys_dir)
+        _fs.ensure_private_dir(state, error=KeyFilePermissionError)
+        _fs.ensure_private_dir(keys_dir, error=KeyFilePermissionError)
         path = keys_dir / STORE_FILE_NAME
         _fs.remove_stale_temps(keys_dir, STORE_FILE_NAME)
         stored = _read_store(path)

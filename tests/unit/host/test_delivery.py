@@ -34,7 +34,7 @@ from ironclaw.host.delivery import (
     WorkerFailed,
     delivery_key,
 )
-from ironclaw.host.gate import ChangeSubmitted
+from ironclaw.host.gateway import ChangeSubmitted
 
 
 @pytest.fixture
@@ -319,7 +319,8 @@ async def test_capability_requests_and_unknown_actions_are_held_never_applied(
     assert set(pending) == {ChangeKind.PACKAGES, ChangeKind.PERMISSIONS}
     packages = pending[ChangeKind.PACKAGES]
     assert json.loads(packages.change.after) == {"npm": ["left-pad"]}
-    assert packages.change.before == "{}" and packages.change.reason == "need it"
+    # Before is filled from the registry, so the diff shows exactly what would change.
+    assert packages.change.before == '{"npm":[]}' and packages.change.reason == "need it"
     assert packages.change.requested_by == f"session:{session.id}"
     assert json.loads(pending[ChangeKind.PERMISSIONS].change.after) == {
         "action": "install_rootkit", "payload": {"x": 1}}

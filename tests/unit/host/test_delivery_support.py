@@ -25,10 +25,11 @@ from ironclaw.contract.enums import MessageKind, SessionMode
 from ironclaw.contract.ids import MessageId
 from ironclaw.contract.queue import InboundReader
 from ironclaw.contract.rows import InboundMessage, OutboundMessage, RowRejection
+from ironclaw.host.audit import open_audit_log
 from ironclaw.host.channels import Channels, DeliveryFailed, InboundEvent, LocalChannel
 from ironclaw.host.channels.base import OutboundDelivery
 from ironclaw.host.delivery import Delivery, DeliveryPolicy
-from ironclaw.host.gate import HoldingGate
+from ironclaw.host.gateway import Gateway
 from ironclaw.host.keys import FileMasterKeySource, KeyStore
 from ironclaw.host.mailboxes import OutboundBatch, SessionHealth
 from ironclaw.host.questions import Questions
@@ -136,7 +137,7 @@ class Harness:
     scheduler: Scheduler
     questions: Questions
     changes: ChangeStore
-    gate: HoldingGate
+    gate: Gateway
     nursery: trio.Nursery
     seq: int = 1
 
@@ -190,7 +191,8 @@ async def open_harness(tmp: Path, clock: WallClock | None = None) -> AsyncIterat
     state = tmp / "state"
     keystore = KeyStore.open(state, FileMasterKeySource.in_state_dir(state))
     clock = clock or TrioClock(EPOCH_US)
-    async with open_host_store(tmp / "host.db", secrets.token_bytes(32)) as store:
+    async with open_host_store(tmp / "host.db", secrets.token_bytes(32)) as store, \
+            open_audit_log(state, secrets.token_bytes(32)) as audit:
         registry = Registry(store)
         queues = SessionQueues(state, keystore)
         events, wakes = RecordingSink(), WakeRecorder()
@@ -202,13 +204,15 @@ async def open_harness(tmp: Path, clock: WallClock | None = None) -> AsyncIterat
         try:
             async with trio.open_nursery() as nursery:
                 await nursery.start(channels.run)
+                gate = Gateway(store, audit, events=events, clock=clock)
+                await nursery.start(gate.run)
                 yield Harness(
                     tmp=tmp, store=store, registry=registry, queues=queues, local=local,
                     channels=channels, events=events, wakes=wakes,
                     progress=ProgressRecorder(), clock=clock, inbox=inbox,
                     scheduler=Scheduler(store, inbox, events=events, clock=clock),
                     questions=Questions(store, inbox, events=events, clock=clock),
-                    changes=changes, gate=HoldingGate(changes, events=events, clock=clock),
+                    changes=changes, gate=gate,
                     nursery=nursery)
                 nursery.cancel_scope.cancel()
         finally:

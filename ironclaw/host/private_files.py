@@ -1,4 +1,5 @@
-"""Durable, private file primitives for key custody.
+"""Durable, private file primitives for the host's secrets: key custody and the audit
+log both use them.
 
 A write goes to a fresh temporary file in the destination's own directory (same
 filesystem, so publishing it is one atomic rename or link), is fsynced before it
@@ -14,13 +15,15 @@ import secrets
 import stat
 from pathlib import Path
 
-from ironclaw.host.keys.errors import KeyFilePermissionError
-
 # Temporary names start with a dot and carry this marker so a crashed writer's
 # leftovers can be recognised and removed without touching anything else.
 TEMP_MARKER = ".tmp-"
 
 _GROUP_OTHER_WRITE = stat.S_IWGRP | stat.S_IWOTH
+
+
+class PrivatePathError(PermissionError):
+    """A path that must be ours alone is not. Callers pass their own subclass."""
 
 
 def fsync_dir(directory: Path) -> None:
@@ -31,7 +34,8 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def ensure_private_dir(directory: Path) -> None:
+def ensure_private_dir(directory: Path, *, exact_mode: int | None = None,
+                       error: type[Exception] = PrivatePathError) -> None:
     """Create ``directory`` as 0700 if missing, then insist nobody else can write it.
 
     A directory another user can write lets them swap a key file by rename, which
@@ -45,17 +49,22 @@ def ensure_private_dir(directory: Path) -> None:
         # mkdir's mode is filtered by the umask; chmod makes it exact.
         directory.chmod(0o700)
         fsync_dir(directory.parent)
-    check_private_dir(directory)
+    check_private_dir(directory, exact_mode=exact_mode, error=error)
 
 
-def check_private_dir(directory: Path) -> None:
+def check_private_dir(directory: Path, *, exact_mode: int | None = None,
+                      error: type[Exception] = PrivatePathError) -> None:
+    """Ours, and writable by nobody else; with ``exact_mode``, exactly that mode."""
     info = os.stat(directory, follow_symlinks=False)
     if not stat.S_ISDIR(info.st_mode):
-        raise KeyFilePermissionError(f"{directory} is not a directory")
+        raise error(f"{directory} is not a directory")
     if info.st_uid != os.geteuid():
-        raise KeyFilePermissionError(f"{directory} is owned by uid {info.st_uid}, not us")
+        raise error(f"{directory} is owned by uid {info.st_uid}, not us")
+    if exact_mode is not None and stat.S_IMODE(info.st_mode) != exact_mode:
+        raise error(f"{directory} has mode {stat.S_IMODE(info.st_mode):o}; "
+                    f"it must be {exact_mode:o}")
     if info.st_mode & _GROUP_OTHER_WRITE:
-        raise KeyFilePermissionError(
+        raise error(
             f"{directory} is writable by group or others (mode {stat.S_IMODE(info.st_mode):o})"
         )
 
@@ -121,14 +130,14 @@ def read_private_file(
     *,
     mode: int,
     max_size: int,
-    error: type[KeyFilePermissionError] = KeyFilePermissionError,
+    error: type[Exception] = PrivatePathError,
 ) -> bytes:
     """Read a file that must be a regular file, ours, and exactly ``mode``.
 
     The checks run on the opened descriptor, so the file cannot be swapped between
     the check and the read. Raises ``FileNotFoundError`` if it does not exist.
     """
-    check_private_dir(path.parent)
+    check_private_dir(path.parent, error=error)
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
     except OSError as exc:
