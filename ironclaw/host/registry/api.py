@@ -22,9 +22,12 @@ from .model import (
     RegistryDestination,
     RoleGrant,
     Session,
+    SessionStatus,
     User,
     Wiring,
 )
+
+TOUCH_INTERVAL_US = 60 * 1_000_000
 
 
 class Registry:
@@ -44,6 +47,10 @@ class Registry:
     # Messaging groups and wirings
     async def ensure_messaging_group(self, channel: str, platform_id: str,
                                      instance: str = "") -> MessagingGroup:
+        # Read first: nearly every message's group exists, and a read needs no fsync.
+        found = await self._store.call(q.find_messaging_group, channel, platform_id, instance)
+        if found is not None:
+            return found
         return await self._store.transaction(q.ensure_messaging_group, channel, platform_id,
                                              instance, now_us())
 
@@ -129,8 +136,17 @@ class Registry:
 
     async def resolve_session(self, agent_group_id: str, messaging_group_id: str,
                               thread_id: str | None, mode: SessionMode) -> Session:
+        """Find or create, and mark active. ``last_active`` has a resolution of
+        ``TOUCH_INTERVAL_US``: a session touched more recently is returned from a read,
+        so a busy conversation does not pay an fsynced write per message."""
+        now = now_us()
+        found = await self._store.call(q.find_session, agent_group_id, messaging_group_id,
+                                       thread_id, mode)
+        if (found is not None and found.status is SessionStatus.ACTIVE
+                and now - found.last_active < TOUCH_INTERVAL_US):
+            return found
         return await self._store.transaction(q.resolve_session, agent_group_id,
-                                             messaging_group_id, thread_id, mode, now_us())
+                                             messaging_group_id, thread_id, mode, now)
 
     async def get_session(self, session_id: str) -> Session:
         return await self._store.call(q.get_session, session_id)
