@@ -272,3 +272,23 @@ def test_live_poll_across_processes(queues: QueuePaths, keys: SessionKeys, spawn
     seen = reader.wait_for("seen")["seen"]
     reader.finish()
     assert [row[0] for row in seen] == ["late-0"]  # type: ignore[index]
+
+
+def test_writer_reads_skip_the_fence_unless_a_journal_is_present(
+        queues: QueuePaths, keys: SessionKeys) -> None:
+    """A writer's own reads need no window (nothing changes), except when a crashed
+    writer left a hot journal: then the read may roll it back, so it takes a window."""
+    from ironclaw.contract.queue.fence import read_fence
+    from ironclaw.contract.queue.files import fence_path_for
+    fence = fence_path_for(queues.inbound_db)
+    with InboundWriter(queues.inbound_db, keys.inbound) as writer:
+        row = writer.enqueue(chat_in("x"))
+        before = read_fence(fence)
+        assert writer.statuses([row.id]) == {row.id: InboundStatus.QUEUED}
+        assert writer.unfinished_count() == 1
+        assert read_fence(fence) == before  # no window was opened
+        journal = queues.inbound_db.with_name("inbound.db-journal")
+        journal.write_bytes(b"")  # an empty journal is not hot; SQLite ignores it
+        assert writer.statuses([row.id]) == {row.id: InboundStatus.QUEUED}
+        assert read_fence(fence) == before + 2  # one full window
+        journal.unlink(missing_ok=True)

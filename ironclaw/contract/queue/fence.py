@@ -105,6 +105,16 @@ class WriterFence:
             os.fdatasync(self._fd)
 
     @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the writers' lock without opening a window: for a writer's own reads,
+        which change nothing a reader could see."""
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    @contextlib.contextmanager
     def writing(self, file_size: Callable[[], int] = lambda: 0) -> Iterator[None]:
         """Hold the writers' lock and keep the counter odd for the block's duration.
 

@@ -154,7 +154,7 @@ class InboundWriter:
         """Rows the sandbox still owes an answer for, due by ``now``: the host's way
         to tell, after a restart, which sessions must be woken."""
         stamp = now if now is not None else now_us()
-        with self._file.transaction() as conn:
+        with self._file.reading() as conn:
             (count,) = conn.execute(
                 "SELECT count(*) FROM messages_in WHERE engages = 1 AND ("
                 "status IN ('queued', 'processing') OR "
@@ -165,7 +165,7 @@ class InboundWriter:
         """The host's own view of its rows (for delivery and tests)."""
         wanted = list(ids)
         result: dict[MessageId, InboundStatus] = {}
-        with self._file.transaction() as conn:
+        with self._file.reading() as conn:
             for chunk_start in range(0, len(wanted), 500):
                 chunk = wanted[chunk_start:chunk_start + 500]
                 marks = ", ".join("?" * len(chunk))

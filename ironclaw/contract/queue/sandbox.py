@@ -202,7 +202,7 @@ class OutboundWriter:
             batch.put_state(key, value)
 
     def get_state(self, key: str) -> str | None:
-        with self._file.transaction() as conn:
+        with self._file.reading() as conn:
             row = conn.execute("SELECT value FROM session_state WHERE key = ?",
                                (key,)).fetchone()
         return None if row is None else str(row[0])
@@ -210,7 +210,7 @@ class OutboundWriter:
     def ack_statuses(self, ids: Iterable[MessageId]) -> dict[MessageId, AckStatus]:
         wanted = list(ids)
         result: dict[MessageId, AckStatus] = {}
-        with self._file.transaction() as conn:
+        with self._file.reading() as conn:
             for start in range(0, len(wanted), 500):
                 chunk = wanted[start:start + 500]
                 marks = ", ".join("?" * len(chunk))
