@@ -18,6 +18,7 @@ from pathlib import Path
 import trio
 
 from ironclaw import __version__
+from ironclaw.host.api import ENV_TOKEN, ApiSettings, Principals, bootstrap_owner, serve_api
 from ironclaw.host.app import ControlPlane, ControlPlaneHandles
 from ironclaw.host.config import RUNTIMES, ControlPlaneConfig
 from ironclaw.host.devseed import DEMO_CONVERSATION
@@ -38,6 +39,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="sandbox runtime; auto picks the strongest available")
     parser.add_argument("--allow-insecure-runtime", action="store_true",
                         help="permit the 'process' runtime (no isolation) outside --dev")
+    parser.add_argument("--api-addr", default="127.0.0.1:8787", metavar="HOST:PORT",
+                        help="where the HTTP API listens (loopback by default; port 0: "
+                             "any free port)")
+    parser.add_argument("--api-allow-public", action="store_true",
+                        help="permit a non-loopback --api-addr (it is plain HTTP: put it "
+                             "behind a tailnet or a TLS proxy)")
+    parser.add_argument("--no-api", action="store_true", help="do not serve the HTTP API")
     parser.add_argument("--no-chat", action="store_true",
                         help="do not open the chat prompt even on a terminal")
     parser.add_argument("--log-level", default="INFO",
@@ -75,11 +83,20 @@ async def chat_prompt(handles: ControlPlaneHandles, sender: str = "operator") ->
                 print("agent> (no reply within 120 s; see the log)")
 
 
-async def serve(config: ControlPlaneConfig, *, chat: bool) -> None:
+async def serve(config: ControlPlaneConfig, *, chat: bool, api: ApiSettings | None) -> None:
     async with trio.open_nursery() as nursery:
         handles: ControlPlaneHandles = await nursery.start(ControlPlane(config).run)
         logger.info("control plane up: state %s, runtime %s%s", config.state_dir,
                     handles.runtime, " (dev)" if config.dev else "")
+        if api is not None:
+            principals = Principals(handles.store, handles.api_token_key,
+                                    audit=handles.audit)
+            minted = await bootstrap_owner(principals, env_token=os.environ.get(ENV_TOKEN))
+            if minted:
+                print(f"owner API token (shown once, keep it): {minted}", flush=True)
+            binds = await nursery.start(functools.partial(
+                serve_api, handles, api, token_key=handles.api_token_key))
+            logger.info("API on %s", ", ".join(binds))
 
         async def on_signal() -> None:
             with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
@@ -107,8 +124,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ironclaw-controlplane: {exc}", file=sys.stderr)
         return 2
     chat = args.dev and not args.no_chat and sys.stdin.isatty()
+    api = None
+    if not args.no_api:
+        try:
+            host, _, port = args.api_addr.rpartition(":")
+            api = ApiSettings(host=host.strip("[]") or "127.0.0.1", port=int(port),
+                              allow_public=args.api_allow_public)
+            api.check_bind()
+        except ValueError as exc:
+            print(f"ironclaw-controlplane: --api-addr: {exc}", file=sys.stderr)
+            return 2
     try:
-        trio.run(functools.partial(serve, config, chat=chat))
+        trio.run(functools.partial(serve, config, chat=chat, api=api))
     except KeyboardInterrupt:
         pass
     except Exception as exc:  # top level: one clear line per cause, details in the log

@@ -59,6 +59,8 @@ class ControlPlaneHandles:
     store: HostStore
     gateway: Gateway
     audit: AuditLog
+    # For the API's token hashes: a sub-key of the sealed root, stable across rotation.
+    api_token_key: bytes = attrs.field(repr=False)
 
 
 def make_isolator(config: ControlPlaneConfig) -> tuple[Isolator, str | None]:
@@ -146,7 +148,8 @@ class ControlPlane:
                     config=config, runtime=isolator.name, registry=registry,
                     changes=changes, local=local, sessions=sessions, delivery=delivery,
                     scheduler=scheduler, questions=questions, events=bus, store=store,
-                    gateway=gateway, audit=audit))
+                    gateway=gateway, audit=audit,
+                    api_token_key=keystore.subkey(Purpose.API_TOKEN_HASH)))
         finally:
             with trio.CancelScope(shield=True):
                 await queues.aclose()

@@ -33,7 +33,9 @@ async def plane(tmp_path: Path) -> AsyncIterator[ControlPlaneHandles]:
         nursery.cancel_scope.cancel()
 
 
-def agent_pids() -> set[int]:
+def agent_pids(under: Path | None = None) -> set[int]:
+    """Live agent processes; with ``under``, only those whose config lives there (so
+    other control planes on the machine, other tests, are not counted)."""
     pids = set()
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -41,7 +43,8 @@ def agent_pids() -> set[int]:
                 cmdline = (entry / "cmdline").read_bytes()
             except OSError:
                 continue
-            if b"sandbox_agent" in cmdline and b"--config" in cmdline:
+            if b"sandbox_agent" in cmdline and b"--config" in cmdline and (
+                    under is None or str(under).encode() in cmdline):
                 pids.add(int(entry.name))
     return pids
 
@@ -92,7 +95,7 @@ async def test_agent_killed_mid_turn_twenty_times(plane: ControlPlaneHandles) ->
 @pytest.mark.slow
 def test_control_plane_killed_with_messages_in_flight(tmp_path: Path) -> None:
     state, keys = tmp_path / "state", tmp_path / "keys"
-    before = agent_pids()
+    before = agent_pids(state)
     first = subprocess.Popen([sys.executable, str(CHILD), str(state), str(keys), "post", "10"],
                              stdout=subprocess.PIPE, text=True)
     accepted = []
@@ -104,7 +107,7 @@ def test_control_plane_killed_with_messages_in_flight(tmp_path: Path) -> None:
     first.send_signal(signal.SIGKILL)  # no cleanup at all: sandboxes are orphaned
     first.wait()
     first.stdout.close()
-    orphans = agent_pids() - before
+    orphans = agent_pids(state) - before
     second = subprocess.run(
         [sys.executable, str(CHILD), str(state), str(keys), "verify", str(len(accepted))],
         capture_output=True, text=True, timeout=180)
@@ -117,5 +120,5 @@ def test_control_plane_killed_with_messages_in_flight(tmp_path: Path) -> None:
         assert report["delivered"].count(text) == 1, report
     assert len(report["replies"]) == len(set(report["replies"]))
     # The orphaned agent of the killed plane was reaped before a second one started.
-    assert not (orphans & agent_pids())
-    assert not (agent_pids() - before)
+    assert not (orphans & agent_pids(state))
+    assert not (agent_pids(state) - before)

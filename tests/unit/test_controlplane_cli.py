@@ -26,23 +26,26 @@ from ironclaw.host.modelproxy import Credentials
 
 def test_an_unbuilt_runtime_is_refused_clearly(tmp_path: Path,
                                                 capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["--dev", "--no-chat", "--runtime", "runc",
+    assert main(["--dev", "--no-chat", "--no-api", "--runtime", "runc",
                  "--state-dir", str(tmp_path / "s")]) == 1
     assert "runc" in capsys.readouterr().err
 
 
 def test_the_process_runtime_needs_dev_or_an_explicit_flag(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["--runtime", "process", "--state-dir", str(tmp_path / "s")]) == 1
+    assert main(["--runtime", "process", "--no-api", "--state-dir", str(tmp_path / "s")]) == 1
     assert "no isolation" in capsys.readouterr().err
 
 
-def _agents() -> set[int]:
+def _agents(under: Path) -> set[int]:
+    """Agents whose config lives under ``under``: other planes on the machine (other
+    tests) are not ours to count."""
     found = set()
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                if b"sandbox_agent" in (entry / "cmdline").read_bytes():
+                cmdline = (entry / "cmdline").read_bytes()
+                if b"sandbox_agent" in cmdline and str(under).encode() in cmdline:
                     found.add(int(entry.name))
             except OSError:
                 pass
@@ -71,10 +74,10 @@ def test_sigterm_shuts_down_cleanly_with_no_orphans(tmp_path: Path) -> None:
     stops everything: exit code 0, no agent process left, the answer delivered."""
     state = tmp_path / "state"
     session_id = trio.run(_leave_unanswered_message, state, tmp_path / "keys")
-    before = _agents()
+    before = _agents(state)
     daemon = subprocess.Popen(
         [sys.executable, "-m", "ironclaw.cli.controlplane", "--dev", "--no-chat",
-         "--state-dir", str(state), "--log-level", "DEBUG"],
+         "--state-dir", str(state), "--log-level", "DEBUG", "--api-addr", "127.0.0.1:0"],
         stderr=subprocess.PIPE, text=True)
     assert daemon.stderr is not None
     pid_file = state / "sessions" / session_id / "run" / "agent.pid"
@@ -90,7 +93,7 @@ def test_sigterm_shuts_down_cleanly_with_no_orphans(tmp_path: Path) -> None:
     daemon.stderr.close()
     assert not Path(f"/proc/{agent}").exists() or b") Z " in Path(
         f"/proc/{agent}/stat").read_bytes()
-    assert _agents() <= before
+    assert _agents(state) <= before
     assert "Traceback" not in log
     # Recovery answered the message the first plane left behind.
     keys = KeyStore.open(state, FileMasterKeySource.in_state_dir(state))
@@ -98,3 +101,10 @@ def test_sigterm_shuts_down_cleanly_with_no_orphans(tmp_path: Path) -> None:
     outbound = state / "sessions" / session_id / "outbound" / "outbound.db"
     replies = [m.content for m in OutboundReader(outbound, secret.outbound).poll().messages]
     assert replies == ["echo: left behind"]
+
+
+def test_a_public_api_bind_needs_its_flag(tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--dev", "--no-chat", "--api-addr", "0.0.0.0:8787",
+                 "--state-dir", str(tmp_path / "s")]) == 2
+    assert "api-addr" in capsys.readouterr().err

@@ -190,4 +190,17 @@ CREATE TABLE agent_grants (
 CREATE INDEX changes_by_requester ON changes (requested_by, status)
 """
 
-MIGRATIONS: tuple[str, ...] = (V1, V2, V3)
+# V4 (API): the principals bearer tokens stand for. Only an HMAC-SHA256 of each token
+# under the api-token-hash sub-key is kept; a revoked principal keeps its row (and name)
+# so its past decisions still name someone.
+V4 = """
+CREATE TABLE principals (
+    name        TEXT PRIMARY KEY,
+    roles       TEXT NOT NULL,
+    token_hash  TEXT NOT NULL UNIQUE,
+    created_at  INTEGER NOT NULL,
+    revoked_at  INTEGER
+) STRICT
+"""
+
+MIGRATIONS: tuple[str, ...] = (V1, V2, V3, V4)

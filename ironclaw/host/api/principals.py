@@ -1,0 +1,218 @@
+"""Principals: who a bearer token stands for, and what roles it carries.
+
+A token is never stored. host.db's ``principals`` table keeps
+``HMAC-SHA256(api-token-hash sub-key, token)``; authenticating hashes the presented
+token, looks the hash up, and compares the stored hash with ``hmac.compare_digest``.
+The sub-key is derived from the sealed root secret, so rotating the master key
+leaves every token valid.
+
+Active principals are cached in memory (a request must not queue on host.db's one
+thread just to be let in). The cache reloads every few seconds, so a principal
+revoked by another process loses access within ``REFRESH_S``; one revoked through
+this object loses it at once.
+
+Bootstrap (:func:`bootstrap_owner`): a fresh control plane has no principal, so the
+first run mints an owner token and returns it for the daemon to print, once. With
+``IRONCLAW_API_TOKEN`` set, that value is the owner's token instead (and nothing is
+printed, the operator already has it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import re
+import secrets
+from typing import Any
+
+import trio
+
+from ironclaw.contract.clock import now_us
+from ironclaw.contract.jsonvalue import canonical_json, parse_json
+from ironclaw.host.audit import AuditLog
+from ironclaw.host.gateway import Principal
+from ironclaw.host.store import HostStore
+
+log = logging.getLogger(__name__)
+
+ENV_TOKEN = "IRONCLAW_API_TOKEN"
+BOOTSTRAP_OWNER = "owner"
+TOKEN_PREFIX = "icw_"
+# Token characters are RFC 7230 ``tchar``s, so a token also fits in a
+# ``Sec-WebSocket-Protocol`` value (``bearer.<token>``).
+TOKEN_SHAPE = re.compile(r"[A-Za-z0-9._~+-]{16,256}")
+REFRESH_S = 5.0
+MISS_REFRESH_S = 1.0
+KEY_BYTES = 32
+
+
+class PrincipalError(ValueError):
+    """A name, role set or token that cannot be used."""
+
+
+def token_hash(key: bytes, token: str) -> str:
+    return hmac.new(key, token.encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+def new_token() -> str:
+    return TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+def check_token_shape(token: str) -> str:
+    if not isinstance(token, str) or not TOKEN_SHAPE.fullmatch(token):
+        raise PrincipalError("a token is 16-256 characters of A-Z a-z 0-9 . _ ~ + -")
+    return token
+
+
+def _principal(name: str, roles: object) -> Principal:
+    try:
+        return Principal(name, frozenset(roles if isinstance(roles, list) else ()))
+    except ValueError as exc:
+        raise PrincipalError(str(exc)) from None
+
+
+# Store-thread functions (conn first).
+
+def _active(conn: Any) -> list[tuple[str, str, str]]:
+    return list(conn.execute(
+        "SELECT name, roles, token_hash FROM principals WHERE revoked_at IS NULL"))
+
+
+def _listing(conn: Any) -> list[tuple[str, str, int, int | None]]:
+    return list(conn.execute(
+        "SELECT name, roles, created_at, revoked_at FROM principals ORDER BY name"))
+
+
+def _put(conn: Any, name: str, roles: str, digest: str, at: int, replace: bool) -> bool:
+    """Insert (or, with ``replace``, re-key and re-activate) a principal."""
+    row = conn.execute("SELECT revoked_at, roles, token_hash FROM principals WHERE name = ?",
+                       (name,)).fetchone()
+    if row is not None and row[0] is None and (row[1], row[2]) == (roles, digest):
+        return False  # already exactly so
+    clash = conn.execute("SELECT name FROM principals WHERE token_hash = ? AND name != ?",
+                         (digest, name)).fetchone()
+    if clash is not None:
+        raise PrincipalError("that token already belongs to another principal")
+    if row is None:
+        conn.execute("INSERT INTO principals (name, roles, token_hash, created_at) "
+                     "VALUES (?, ?, ?, ?)", (name, roles, digest, at))
+        return True
+    if row[0] is None and not replace:
+        raise PrincipalError(f"principal {name!r} already exists")
+    conn.execute("UPDATE principals SET roles = ?, token_hash = ?, created_at = ?, "
+                 "revoked_at = NULL WHERE name = ?", (roles, digest, at, name))
+    return True
+
+
+def _revoke(conn: Any, name: str, at: int) -> bool:
+    return bool(conn.execute("UPDATE principals SET revoked_at = ? WHERE name = ? "
+                             "AND revoked_at IS NULL", (at, name)).rowcount)
+
+
+def _count_active(conn: Any) -> int:
+    return int(conn.execute(
+        "SELECT count(*) FROM principals WHERE revoked_at IS NULL").fetchone()[0])
+
+
+class Principals:
+    """Create, revoke and authenticate principals against host.db."""
+
+    def __init__(self, store: HostStore, key: bytes, *, audit: AuditLog | None = None
+                 ) -> None:
+        if len(key) != KEY_BYTES:
+            raise ValueError("the token-hash key is 32 bytes")
+        self._store = store
+        self._key = key
+        self._audit = audit
+        self._cache: dict[str, tuple[str, Principal]] = {}
+        self._loaded_at: float | None = None
+        self._lock = trio.Lock()
+
+    async def authenticate(self, token: str) -> Principal | None:
+        """The principal ``token`` stands for, or None. Never raises on bad input."""
+        if not isinstance(token, str) or not TOKEN_SHAPE.fullmatch(token):
+            return None
+        digest = token_hash(self._key, token)
+        now = trio.current_time()
+        if self._loaded_at is None or now - self._loaded_at > REFRESH_S:
+            await self._reload()
+        found = self._cache.get(digest)
+        if found is None and self._loaded_at is not None \
+                and trio.current_time() - self._loaded_at > MISS_REFRESH_S:
+            await self._reload()
+            found = self._cache.get(digest)
+        if found is None:
+            return None
+        stored, principal = found
+        return principal if hmac.compare_digest(stored, digest) else None
+
+    async def _reload(self) -> None:
+        asked_at = trio.current_time()
+        async with self._lock:
+            if self._loaded_at is not None and self._loaded_at >= asked_at:
+                return  # another request reloaded while this one waited
+            rows = await self._store.call(_active)
+            cache: dict[str, tuple[str, Principal]] = {}
+            for name, roles, digest in rows:
+                try:
+                    principal = _principal(name, parse_json(roles, max_bytes=1024))
+                except (PrincipalError, ValueError):
+                    log.warning("principal %r has unusable roles; ignored", name)
+                    continue
+                cache[digest] = (digest, principal)
+            self._cache = cache
+            self._loaded_at = trio.current_time()
+
+    def _invalidate(self) -> None:
+        self._loaded_at = None
+
+    async def create(self, name: str, roles: frozenset[str] | set[str], *,
+                     token: str | None = None, replace: bool = False) -> str:
+        """Create a principal; returns its token (minted unless given). With
+        ``replace``, an existing principal of that name gets the new token and roles."""
+        principal = _principal(name, sorted(roles))
+        if not principal.roles:
+            raise PrincipalError("a principal needs at least one role")
+        secret = new_token() if token is None else check_token_shape(token)
+        changed = await self._store.transaction(
+            _put, principal.name, canonical_json(sorted(principal.roles)),
+            token_hash(self._key, secret), now_us(), replace)
+        self._invalidate()
+        if changed and self._audit is not None:
+            await self._audit.append("api.principal_created", principal=principal.name,
+                                     roles=",".join(sorted(principal.roles)))
+        return secret
+
+    async def revoke(self, name: str) -> bool:
+        revoked = await self._store.transaction(_revoke, name, now_us())
+        self._invalidate()
+        if revoked and self._audit is not None:
+            await self._audit.append("api.principal_revoked", principal=name)
+        return revoked
+
+    async def list(self) -> list[dict[str, object]]:
+        return [{"name": name, "roles": parse_json(roles, max_bytes=1024),
+                 "created_at": created, "revoked_at": revoked}
+                for name, roles, created, revoked in await self._store.call(_listing)]
+
+    async def active_count(self) -> int:
+        return await self._store.call(_count_active)
+
+
+async def bootstrap_owner(principals: Principals, *, env_token: str | None = None
+                          ) -> str | None:
+    """Make sure someone can log in. Returns a freshly minted owner token to print
+    once, or None when there is nothing to print.
+
+    * ``env_token`` given (``IRONCLAW_API_TOKEN``): the ``owner`` principal's token is
+      that value from now on (created or re-keyed); returns None.
+    * otherwise, if no active principal exists: mints the ``owner`` token and returns it.
+    * otherwise: None.
+    """
+    if env_token:
+        await principals.create(BOOTSTRAP_OWNER, {"owner"}, token=env_token, replace=True)
+        return None
+    if await principals.active_count() > 0:
+        return None
+    return await principals.create(BOOTSTRAP_OWNER, {"owner"}, replace=True)
