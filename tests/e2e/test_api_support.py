@@ -20,7 +20,6 @@ import trio_websocket
 from ironclaw.host.api import ApiSettings, Principals, bootstrap_owner, serve_api
 from ironclaw.host.app import ControlPlane, ControlPlaneHandles
 from ironclaw.host.config import ControlPlaneConfig
-from ironclaw.host.keys import FileMasterKeySource, KeyStore, Purpose
 from ironclaw.host.mailboxes import StopSession
 from ironclaw.host.modelproxy import Credentials
 from ironclaw.runtime import BackoffPolicy
@@ -32,13 +31,6 @@ def plane_config(tmp_path: Path) -> ControlPlaneConfig:
         safety_poll_s=0.5, heartbeat_interval_s=0.5, sweep_interval_s=0.2,
         sandbox_backoff=BackoffPolicy(initial=0.05, cap=0.5, max_failures=None,
                                       healthy_after=0.5))
-
-
-def token_key_for(state_dir: Path) -> bytes:
-    """The real api-token-hash sub-key, read before the control plane opens the store."""
-    state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    with KeyStore.open(state_dir, FileMasterKeySource.in_state_dir(state_dir)) as keys:
-        return keys.subkey(Purpose.API_TOKEN_HASH)
 
 
 @attrs.define
@@ -93,10 +85,10 @@ async def running_api(tmp_path: Path, api_settings: ApiSettings) -> AsyncIterato
     """A running control plane with the API in front; import this fixture (and
     ``default_settings``, unless the module defines its own ``api_settings``)."""
     config = plane_config(tmp_path)
-    token_key = token_key_for(config.state_dir)
     async with trio.open_nursery() as nursery:
         handles: ControlPlaneHandles = await nursery.start(
             ControlPlane(config, credentials=Credentials()).run)
+        token_key = handles.api_token_key  # the key store's api-token-hash sub-key
         principals = Principals(handles.store, token_key, audit=handles.audit)
         owner = await bootstrap_owner(principals)
         assert owner is not None

@@ -1,0 +1,205 @@
+"""ironctl's command line. Global options may come before or after the command."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from typing import Any
+
+from . import agents, audit, changes, chat, events, health, views
+from .client import DEFAULT_ADDR, ENV_ADDR, ENV_TOKEN
+from .templates import TEMPLATES
+
+CHANGE_KINDS = ("persona", "enabled_tools", "packages", "wiring", "permissions", "mounts",
+                "create_agent", "mcp_access", "egress", "access")
+CHANGE_STATUSES = ("pending", "approved", "rejected", "applied", "expired")
+
+EPILOG = f"""\
+environment:
+  {ENV_ADDR}    the API address (default {DEFAULT_ADDR})
+  {ENV_TOKEN}   the bearer token (preferred over --token, which other users
+                        of this machine can see in the process list)
+
+exit codes: 0 ok, 1 error or failed check, 2 usage, 3 auth (401/403),
+            4 not found, 5 conflict (already decided)
+"""
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be 0 or more")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError("must be a positive number")
+    return value
+
+
+def _globals(parser: argparse.ArgumentParser, *, top: bool) -> None:
+    # Below the top level the defaults are SUPPRESS, so an option given after the
+    # command overrides the one before it and an absent one leaves it alone.
+    def default(value: object) -> object:
+        return value if top else argparse.SUPPRESS
+
+    parser.add_argument("--addr", default=default(None),
+                        help=f"API address (env {ENV_ADDR}; default {DEFAULT_ADDR})")
+    token = parser.add_mutually_exclusive_group()
+    token.add_argument("--token", default=default(None),
+                       help=f"bearer token (env {ENV_TOKEN}); never printed")
+    token.add_argument("--token-file", default=default(None),
+                       help="read the bearer token from this file")
+    parser.add_argument("--json", action="store_true", default=default(False),
+                        help="machine-readable output")
+    parser.add_argument("--timeout", type=positive_float, default=default(10.0),
+                        help="seconds to wait for the API (default 10)")
+
+
+Handler = Callable[[Any], Any]
+
+
+class Builder:
+    def __init__(self) -> None:
+        self.common = argparse.ArgumentParser(add_help=False)
+        _globals(self.common, top=False)
+
+    def leaf(self, subparsers: Any, name: str, handler: Handler, help_text: str,
+             **kwargs: Any) -> argparse.ArgumentParser:
+        parser: argparse.ArgumentParser = subparsers.add_parser(
+            name, help=help_text, description=help_text, parents=[self.common], **kwargs)
+        parser.set_defaults(handler=handler)
+        return parser
+
+    @staticmethod
+    def group(subparsers: Any, name: str, help_text: str) -> Any:
+        parser = subparsers.add_parser(name, help=help_text, description=help_text)
+        parser.set_defaults(handler=None, usage_of=parser)
+        return parser.add_subparsers(dest=f"{name}_command", metavar="COMMAND")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ironctl", description="Drive and watch an IronClaw control plane.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _globals(parser, top=True)
+    parser.set_defaults(handler=None, usage_of=parser)
+    b = Builder()
+    top = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    sub = b.group(top, "change", "capability changes: submit, list, show, decide")
+    p = b.leaf(sub, "submit", changes.cmd_submit, "submit a change for approval")
+    p.add_argument("--kind", required=True, choices=CHANGE_KINDS)
+    p.add_argument("--group", required=True, help="the agent group it is about")
+    p.add_argument("--payload", required=True,
+                   help="the change's JSON payload, or @file, or @- for stdin")
+    p.add_argument("--reason")
+    p.add_argument("--ttl", type=positive_float, help="expire after SECONDS")
+    p = b.leaf(sub, "pending", changes.cmd_pending, "changes waiting for a decision")
+    p.add_argument("--limit", type=positive_int, default=100)
+    p = b.leaf(sub, "history", changes.cmd_history, "all changes, newest first")
+    p.add_argument("--limit", type=positive_int, default=100)
+    p.add_argument("--status", choices=CHANGE_STATUSES)
+    p = b.leaf(sub, "show", changes.cmd_show, "one change, with a readable diff")
+    p.add_argument("id")
+    p.add_argument("--full", action="store_true", help="do not shorten long values")
+    for name, handler in (("approve", changes.cmd_approve), ("reject", changes.cmd_reject)):
+        p = b.leaf(sub, name, handler, f"{name} a pending change")
+        p.add_argument("id")
+        p.add_argument("--reason")
+
+    sub = b.group(top, "audit", "the tamper-evident audit log")
+    p = b.leaf(sub, "tail", audit.cmd_tail, "the latest entries")
+    p.add_argument("--limit", type=positive_int, default=20)
+    b.leaf(sub, "verify", audit.cmd_verify, "check the hash chain (exit 1 if broken)")
+    p = b.leaf(sub, "export", audit.cmd_export, "stream the log as NDJSON to stdout")
+    p.add_argument("--after", type=non_negative_int, default=0, metavar="SEQ",
+                   help="only entries after this sequence number")
+
+    sub = b.group(top, "agent", "agent groups")
+    p = b.leaf(sub, "create", agents.cmd_create,
+               "submit a create_agent change (and, with --approve, approve it)")
+    p.add_argument("name")
+    p.add_argument("--folder", required=True, help="the new group's folder (and id)")
+    p.add_argument("--template", choices=sorted(TEMPLATES))
+    for doc in agents.PERSONA_DOCS:
+        p.add_argument(f"--{doc}", metavar="TEXT|@FILE", help=f"the {doc} document")
+    p.add_argument("--provider")
+    p.add_argument("--model")
+    p.add_argument("--tool", action="append", metavar="TOOL", help="enable a tool "
+                   "(repeatable)")
+    p.add_argument("--reason")
+    p.add_argument("--ttl", type=positive_float, help="expire after SECONDS")
+    p.add_argument("--approve", action="store_true",
+                   help="then approve it yourself (a second, separately audited act)")
+    p = b.leaf(sub, "templates", agents.cmd_templates, "built-in persona templates")
+    p.add_argument("template_name", nargs="?", metavar="TEMPLATE",
+                   help="show this template's documents")
+    b.leaf(sub, "list", agents.cmd_list, "list agent groups")
+    p = b.leaf(sub, "show", agents.cmd_show, "one agent group, with its persona")
+    p.add_argument("id")
+
+    p = b.leaf(top, "registry", views.cmd_registry, "registry resources (read-only)")
+    p.add_argument("resource", choices=(*views.REGISTRY, "destinations"))
+    p.add_argument("group", nargs="?", help="the agent group (for destinations)")
+
+    p = b.leaf(top, "sessions", views.cmd_sessions, "sessions (or one, by id)")
+    p.add_argument("id", nargs="?")
+    p.add_argument("--live", action="store_true", help="only sessions with a live sandbox")
+
+    p = b.leaf(top, "questions", views.cmd_questions, "pending questions from agents")
+    p.add_argument("--session", help="only this session's")
+    p.add_argument("--limit", type=positive_int, default=100)
+    qsub = p.add_subparsers(dest="questions_command", metavar="COMMAND")
+    q = b.leaf(qsub, "answer", views.cmd_question_answer, "answer a question")
+    q.add_argument("id")
+    q.add_argument("text", metavar="TEXT|@FILE")
+    q = b.leaf(qsub, "show", views.cmd_question_show, "one question")
+    q.add_argument("id")
+
+    p = b.leaf(top, "access", views.cmd_access, "access requests from unknown senders")
+    p.add_argument("--status", choices=("pending", "granted", "denied"))
+
+    p = b.leaf(top, "events", events.cmd_events, "live tail of the event stream")
+    p.add_argument("--type", action="append", metavar="PATTERN",
+                   help="'*', 'prefix.*' or an exact type (repeatable)")
+    p.add_argument("--session", help="only events of this session")
+    p.add_argument("--since", type=non_negative_int, metavar="SEQ",
+                   help="first replay the retained events after SEQ")
+    p.add_argument("--count", type=positive_int, help="stop after N events")
+    p.add_argument("--no-follow", action="store_true",
+                   help="stop once caught up instead of following")
+    p.add_argument("--idle", type=positive_float, default=1.0, help="with --no-follow: "
+                   "how long a quiet stream counts as caught up (default 1 s)")
+
+    p = b.leaf(top, "chat", chat.cmd_chat, "talk to an agent over the local channel")
+    p.add_argument("--group", default="demo", help="the agent group (default demo)")
+    p.add_argument("--sender", help="your chat handle (default: your principal name)")
+    p.add_argument("--conversation", help="a local conversation wired to the group")
+    p.add_argument("--reply-timeout", type=positive_float, default=120.0,
+                   help="seconds to wait for each reply (default 120)")
+    p.add_argument("--poll", action="store_true",
+                   help="use HTTP polling instead of the chat websocket")
+
+    b.leaf(top, "status", health.cmd_status, "health, readiness and counts")
+    p = b.leaf(top, "doctor", health.cmd_doctor, "check this setup (exit 1 on any FAIL)")
+    p.add_argument("--state-dir", help="also check this state directory's permissions")
+    return parser
