@@ -9,7 +9,7 @@ import sys
 from .report import write_report
 from .stats import host_facts
 
-SUITES = ("queue-floor", "e2e")
+SUITES = ("queue-floor", "e2e", "api")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,7 +23,10 @@ def main(argv: list[str] | None = None) -> int:
     if iterations < 1:
         parser.error("--iterations must be at least 1")
     print(f"bench {args.suite}: {iterations} iterations (interleaved)...", file=sys.stderr)
-    if args.suite == "e2e":
+    if args.suite == "api":
+        from . import api
+        result = api.run(quick=args.quick)
+    elif args.suite == "e2e":
         from . import e2e
         result = e2e.run(iterations=iterations,
                          session_counts=(1, 3) if args.quick else (1, 10, 50),
@@ -43,6 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps(result["ratios"], indent=1))
     if "throughput" in result:
         print(json.dumps(result["throughput"], indent=1))
+    if "fanout" in result:
+        print(json.dumps({"latency": result["latency"], "fanout": result["fanout"]},
+                         indent=1))
     if not args.no_write:
         paths = write_report(args.suite, payload, rows,
                              ["measure", "median ms", "p90 ms", "p99 ms", "n"])

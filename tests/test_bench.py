@@ -44,3 +44,15 @@ def test_e2e_suite_loses_and_doubles_nothing() -> None:
     assert set(ratios) == {"warm_p50_over_floor_p50", "warm_p99_over_floor_p99"}
     assert [t["sessions"] for t in throughput] == [1, 3]
     assert all(t["lost"] == 0 and t["duplicated"] == 0 for t in throughput)
+
+
+@pytest.mark.slow
+def test_api_suite_measures_latency_and_fanout_without_losses() -> None:
+    results, ratios, detail = run_suite("api")
+    assert {"api_10_clients", "api_20_clients", "fanout_lag_1", "fanout_lag_10"} <= set(
+        results)
+    assert all(t["errors"] == 0 for t in detail["latency"])
+    one, many = detail["fanout"]
+    assert one["delivered"] + one["dropped"] == one["events"]
+    assert many["delivered"] + many["dropped"] == many["events"] * many["subscribers"]
+    assert set(ratios) == {"fanout_p50_lag_many_over_one", "api_p99_most_over_fewest_clients"}
