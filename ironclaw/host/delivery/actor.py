@@ -60,6 +60,11 @@ class Delivery:
         self._nursery: trio.Nursery | None = None
 
     @property
+    def running(self) -> bool:
+        """True while the actor is up (for readiness checks)."""
+        return self._nursery is not None
+
+    @property
     def active_sessions(self) -> int:
         return len(self._workers)
 

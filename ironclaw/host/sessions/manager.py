@@ -73,22 +73,33 @@ class Sessions:
         live = self._live.get(session_id)
         return live.actor if live else None
 
+    @property
+    def running(self) -> bool:
+        """True while the actor serves its mailbox (for readiness checks)."""
+        return self._nursery is not None
+
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
                   ) -> None:
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            nursery.start_soon(self._recover)
-            task_status.started()
-            async for message in self._receive:
-                if isinstance(message, Wake):
-                    await self._wake(message)
-                elif isinstance(message, StopSession):
-                    await self._stop(message)
-                else:
-                    for live in list(self._live.values()):
-                        if live.actor.session.agent_group_id == message.agent_group_id:
-                            await self._stop(StopSession(live.actor.session_id,
-                                                         message.reason, restart=True))
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                nursery.start_soon(self._recover)
+                task_status.started()
+                await self._serve()
+        finally:
+            self._nursery = None
+
+    async def _serve(self) -> None:
+        async for message in self._receive:
+            if isinstance(message, Wake):
+                await self._wake(message)
+            elif isinstance(message, StopSession):
+                await self._stop(message)
+            else:
+                for live in list(self._live.values()):
+                    if live.actor.session.agent_group_id == message.agent_group_id:
+                        await self._stop(StopSession(live.actor.session_id,
+                                                     message.reason, restart=True))
 
     async def _wake(self, message: Wake) -> None:
         live = self._live.get(message.session_id)
