@@ -78,7 +78,11 @@ async def _fanout(plane: Any, ws_base: str, subscribers: int, rate: float, secon
     received = 0
     total = int(rate * seconds)
     ready = 0
-    all_ready = trio.Event()
+    all_ready, all_seen = trio.Event(), trio.Event()
+
+    def account() -> None:
+        if received + missed >= total * subscribers:
+            all_seen.set()
 
     async def subscriber() -> None:
         nonlocal missed, received, ready
@@ -96,10 +100,12 @@ async def _fanout(plane: Any, ws_base: str, subscribers: int, rate: float, secon
                 elif kind == "stream.lagged":
                     missed += frame["event"]["missed"]
                     seen += frame["event"]["missed"]
+                    account()
                 elif kind == "bench.tick":
                     lags.append(time.time() - frame["event"]["sent"])
                     received += 1
                     seen += 1
+                    account()
                     if frame["event"]["n"] == total - 1:
                         return
 
@@ -114,8 +120,7 @@ async def _fanout(plane: Any, ws_base: str, subscribers: int, rate: float, secon
             await trio.sleep_until(start + n * interval)
             plane.events.publish(BenchTick(n, time.time()))
         with trio.move_on_after(30):
-            while received + missed < total * subscribers:
-                await trio.sleep(0.05)
+            await all_seen.wait()
         nursery.cancel_scope.cancel()
     return {"subscribers": subscribers, "events": total, "rate_per_s": rate,
             "delivered": received, "dropped": missed, **summarise(lags or [0.0])}
