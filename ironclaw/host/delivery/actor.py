@@ -86,8 +86,14 @@ class Delivery:
     async def submit(self, batch: OutboundBatch) -> None:
         """Hand a session's batch to its worker, waiting while that session's mailbox is
         full. Rows already handled (at or below the reported watermark, in flight, or
-        recorded in host.db) are skipped, so re-submitting a batch is harmless."""
+        recorded in host.db) are skipped, so re-submitting a batch is harmless.
+
+        After delivery has stopped (the plane is shutting down: delivery stops only with
+        the whole tree) the batch is left where it is. Its rows stay in the outbound
+        file past the durable cursor, and the next start reads them again."""
         while True:
+            if self._nursery is None:
+                return
             worker = self._workers.get(batch.session_id) or self._spawn(batch)
             try:
                 await worker.mailbox.send(batch)

@@ -367,3 +367,16 @@ async def test_one_flooding_session_does_not_delay_another(h: Harness) -> None:
     assert 5 <= flood_before < 100, flood_before
     assert len(h.local.texts("noisy")) == 500
     assert h.events.of(WorkerFailed) == []
+
+
+async def test_a_batch_after_shutdown_is_left_for_the_next_start(h: Harness) -> None:
+    """A tail can hand over a batch while the plane is tearing down; delivery, already
+    stopped, leaves it untouched (no error, nothing recorded) so the next start re-reads
+    it from the outbound file."""
+    session = await h.session("g1", "chat-1")
+    row = h.row("late")
+    stopped = h.delivery()  # never started: the state delivery is in after shutdown
+    await stopped.submit(h.batch(session, [row]))
+    assert h.local.texts("chat-1") == []
+    assert stopped.reported(session.id) == 0
+    assert await stopped.records.lookup([delivery_key(session.id, row.id)]) == {}
