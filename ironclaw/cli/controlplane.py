@@ -21,6 +21,7 @@ from ironclaw import __version__
 from ironclaw.host.api import ENV_TOKEN, ApiSettings, Principals, bootstrap_owner, serve_api
 from ironclaw.host.app import ControlPlane, ControlPlaneHandles
 from ironclaw.host.config import RUNTIMES, ControlPlaneConfig
+from ironclaw.host.configfile import load_config_file
 from ironclaw.host.devseed import DEMO_CONVERSATION
 
 logger = logging.getLogger("ironclaw")
@@ -32,10 +33,12 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dev", action="store_true",
                         help="development mode: loopback, mock model, demo agent")
+    parser.add_argument("--config", type=Path, default=None, metavar="FILE",
+                        help="TOML config file (channels, runtime, ...); flags win over it")
     parser.add_argument("--state-dir", type=Path, default=None,
                         help="where state lives (default: ./state with --dev, "
                              "/var/lib/ironclaw otherwise)")
-    parser.add_argument("--runtime", choices=RUNTIMES, default="auto",
+    parser.add_argument("--runtime", choices=RUNTIMES, default=None,
                         help="sandbox runtime; auto picks the strongest available")
     parser.add_argument("--allow-insecure-runtime", action="store_true",
                         help="permit the 'process' runtime (no isolation) outside --dev")
@@ -115,11 +118,16 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=getattr(logging, args.log_level),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    state_dir = args.state_dir or (Path("state") if args.dev else Path("/var/lib/ironclaw"))
     try:
+        from_file = load_config_file(args.config) if args.config is not None else {}
+        state_dir = args.state_dir or from_file.pop("state_dir", None) or (
+            Path("state") if args.dev else Path("/var/lib/ironclaw"))
+        from_file.pop("state_dir", None)
+        if args.runtime is not None:
+            from_file["runtime"] = args.runtime
         config = ControlPlaneConfig(state_dir=state_dir.resolve(), dev=args.dev,
-                                    runtime=args.runtime,
-                                    allow_insecure_runtime=args.allow_insecure_runtime)
+                                    allow_insecure_runtime=args.allow_insecure_runtime,
+                                    **from_file)
     except ValueError as exc:
         print(f"ironclaw-controlplane: {exc}", file=sys.stderr)
         return 2

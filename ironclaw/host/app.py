@@ -12,14 +12,18 @@ from __future__ import annotations
 import logging
 
 import attrs
+import httpx
 import trio
 
 from ironclaw.host.keys import FileMasterKeySource, KeyStore, Purpose
 from ironclaw.runtime import EventBus
 
 from .audit import AuditLog, open_audit_log
-from .channels import Channels, InboundEvent
+from .channels import ChannelAdapter, Channels, InboundEvent
+from .channels.adapters import AdapterContext, create_adapter
 from .channels.local import LocalChannel
+from .channels.settings import ChannelSettings
+from .channels.state import ChannelState
 from .config import ControlPlaneConfig, choose_runtime
 from .delivery import Delivery
 from .devseed import seed_dev
@@ -37,6 +41,7 @@ from .scheduling.scheduler import Scheduler
 from .sessions import SessionDeps, SessionProgress, Sessions, SessionSettings
 from .store import HostStore, open_host_store
 from .store.changes import ChangeStore
+from .store.deliveries import DurableDeliveryLedger
 from .sweeper import Sweeper, SweepPolicy
 
 logger = logging.getLogger(__name__)
@@ -71,6 +76,13 @@ def make_isolator(config: ControlPlaneConfig) -> tuple[Isolator, str | None]:
     raise ValueError(f"runtime {runtime!r} has no isolator in this build")
 
 
+def _platform_adapter(settings: ChannelSettings, store: HostStore,
+                      http: httpx.AsyncClient) -> ChannelAdapter:
+    context = AdapterContext(state=ChannelState(store, settings.type, settings.instance),
+                             ledger=DurableDeliveryLedger(store), http=http)
+    return create_adapter(settings, context)
+
+
 class ControlPlane:
     def __init__(self, config: ControlPlaneConfig, *,
                  credentials: Credentials | None = None) -> None:
@@ -95,6 +107,7 @@ class ControlPlane:
             async with open_host_store(state / "host.db", keystore.subkey(Purpose.HOST_DB)
                                        ) as store, \
                     open_audit_log(state, keystore.subkey(Purpose.AUDIT_CHAIN)) as audit, \
+                    httpx.AsyncClient(timeout=30.0, follow_redirects=False) as http, \
                     trio.open_nursery() as nursery:
                 registry = Registry(store)
                 changes = ChangeStore(store)
@@ -112,7 +125,9 @@ class ControlPlane:
                 progress = SessionProgress(store, queues)
                 router_send, router_receive = trio.open_memory_channel[InboundEvent](1024)
                 local = LocalChannel()
-                channels = Channels([local], router_send, events=bus)
+                remote = [_platform_adapter(settings, store, http)
+                          for settings in config.channels]
+                channels = Channels([local, *remote], router_send, events=bus)
                 gateway = Gateway(store, audit, config=config.gateway,
                                   notifier=SessionNotifier(inbox),
                                   respawner=Respawns(sessions_mailbox[0]), events=bus)

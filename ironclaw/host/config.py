@@ -10,6 +10,7 @@ import attrs
 
 from ironclaw.runtime import BackoffPolicy
 
+from .channels.settings import ChannelSettings
 from .gateway import GatewayConfig
 from .modelproxy import ProxyLimits
 
@@ -33,6 +34,8 @@ class ControlPlaneConfig:
     gateway: GatewayConfig = attrs.Factory(GatewayConfig)
     # Per-session model call caps; the defaults protect a provider budget (5/s, burst 20).
     model_limits: ProxyLimits = attrs.Factory(ProxyLimits)
+    # Remote chat platforms to connect ([[channels]] in the config file).
+    channels: tuple[ChannelSettings, ...] = ()
 
     @runtime.validator
     def _runtime(self, _attribute: object, value: str) -> None:

@@ -56,6 +56,9 @@ class InboundEvent:
     text: str
     thread_id: str | None = None
     mentioned: bool = False  # the platform's own notion of "the bot was mentioned"
+    # A one-to-one chat with the bot (Telegram "private", Slack "im", a Discord DM, ...):
+    # where owners may decide changes from chat, and where pairing replies go.
+    direct: bool = False
     platform_message_id: str | None = None
     sender_display_name: str | None = None
     received_at: int = attrs.field(factory=now_us)  # integer microseconds, UTC

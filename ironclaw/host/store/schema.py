@@ -203,4 +203,26 @@ CREATE TABLE principals (
 ) STRICT
 """
 
-MIGRATIONS: tuple[str, ...] = (V1, V2, V3, V4)
+# V5 (channels): what each adapter must remember across restarts. A cursor is the
+# platform's resume point (Telegram's update offset, Matrix's sync token); the seen set
+# holds recent platform event ids, so a redelivered event is dropped, not routed twice.
+V5 = """
+CREATE TABLE channel_cursors (
+    channel     TEXT NOT NULL,
+    instance    TEXT NOT NULL,
+    name        TEXT NOT NULL,
+    value       TEXT NOT NULL,
+    updated_at  INTEGER NOT NULL,
+    PRIMARY KEY (channel, instance, name)
+) STRICT;
+CREATE TABLE channel_seen (
+    channel     TEXT NOT NULL,
+    instance    TEXT NOT NULL,
+    event_id    TEXT NOT NULL,
+    seen_at     INTEGER NOT NULL,
+    PRIMARY KEY (channel, instance, event_id)
+) STRICT;
+CREATE INDEX channel_seen_by_age ON channel_seen (seen_at)
+"""
+
+MIGRATIONS: tuple[str, ...] = (V1, V2, V3, V4, V5)

@@ -1,0 +1,1 @@
+"""Remote chat platforms, one module per channel type (see ``..adapters``)."""

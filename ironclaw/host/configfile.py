@@ -1,0 +1,63 @@
+"""The daemon's TOML config file: what the command line does not say.
+
+Known top-level keys are listed in :data:`TOP_LEVEL_KEYS`; anything else is an error
+(a typo must not silently drop a setting). Example::
+
+    runtime = "runsc"
+    idle_timeout_s = 900
+
+    [[channels]]
+    type = "telegram"
+
+Values given on the command line win over the file.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from .channels.settings import InvalidChannelSettings, parse_channel_tables
+
+__all__ = ["ConfigFileError", "load_config_file"]
+
+TOP_LEVEL_KEYS = frozenset({"state_dir", "runtime", "idle_timeout_s", "channels"})
+MAX_CONFIG_BYTES = 1024 * 1024
+
+
+class ConfigFileError(ValueError):
+    """The config file is unreadable or invalid; the message says where."""
+
+
+def load_config_file(path: Path) -> dict[str, Any]:
+    """Keyword arguments for :class:`~.config.ControlPlaneConfig` from ``path``."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigFileError(f"{path}: {exc.strerror or exc}") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigFileError(f"{path}: larger than {MAX_CONFIG_BYTES} bytes")
+    try:
+        table = tomllib.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigFileError(f"{path}: {exc}") from None
+    unknown = sorted(set(table) - TOP_LEVEL_KEYS)
+    if unknown:
+        raise ConfigFileError(f"{path}: unknown key(s) {', '.join(unknown)}; known: "
+                              f"{', '.join(sorted(TOP_LEVEL_KEYS))}")
+    values: dict[str, Any] = {}
+    try:
+        values["channels"] = parse_channel_tables(table.get("channels"))
+    except InvalidChannelSettings as exc:
+        raise ConfigFileError(f"{path}: {exc}") from None
+    if "state_dir" in table:
+        values["state_dir"] = Path(str(table["state_dir"]))
+    if "runtime" in table:
+        values["runtime"] = str(table["runtime"])
+    if "idle_timeout_s" in table:
+        try:
+            values["idle_timeout_s"] = float(table["idle_timeout_s"])
+        except (TypeError, ValueError):
+            raise ConfigFileError(f"{path}: idle_timeout_s must be a number") from None
+    return values
