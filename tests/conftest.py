@@ -73,3 +73,34 @@ def spawn() -> Iterator[type[Worker]]:
         for stream in (worker.proc.stdout, worker.proc.stderr):
             if stream:
                 stream.close()
+
+
+
+@pytest.fixture
+def sandbox_tmp() -> Iterator[Path]:
+    """A temp directory an OCI sandbox can reach. Runtimes mount a sandbox's rootfs
+    and binds from inside its user namespace as an unprivileged host uid, so every
+    parent needs search permission for others; pytest's own temp root is 0700 (and
+    every pytest run resets it), so sandbox tests live under /var/tmp instead."""
+    import shutil
+    import tempfile
+
+    path = Path(tempfile.mkdtemp(prefix="ironclaw-test-", dir="/var/tmp"))
+    path.chmod(0o711)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def sandbox_tmp_session() -> Iterator[Path]:
+    import shutil
+    import tempfile
+
+    path = Path(tempfile.mkdtemp(prefix="ironclaw-test-", dir="/var/tmp"))
+    path.chmod(0o711)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)

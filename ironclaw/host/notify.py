@@ -31,6 +31,7 @@ SESSION_PREFIX = "session:"
 AUDITED: dict[str, tuple[str, ...]] = {
     "sandbox.launched": ("session_id", "runtime", "pid"),
     "sandbox.exited": ("session_id", "runtime", "returncode"),
+    "sandbox.stopped": ("session_id", "runtime", "reason"),
     "session.failed": ("session_id", "error"),
     "model.call": ("session_id", "agent_group_id", "provider", "host", "method", "path",
                    "status", "request_bytes", "response_bytes", "duration_ms",

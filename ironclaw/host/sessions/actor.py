@@ -26,7 +26,7 @@ from ironclaw.contract.rows import Destination, ProcessingAck, SessionRouting
 from ironclaw.host.keys import write_session_key_file
 from ironclaw.runtime import BackoffPolicy, EventSink, Supervisor, SupervisorState
 
-from ..events import SandboxExitedEvent, SandboxLaunched
+from ..events import SandboxExitedEvent, SandboxLaunched, SandboxStopped
 from ..isolation import Isolator, LaunchSpec, SandboxExited
 from ..mailboxes import OutboundBatch, SessionHealth
 from ..modelproxy import Credentials, SessionRoute
@@ -209,12 +209,15 @@ class SessionActor:
         async def launched(*, task_status: trio.TaskStatus[int]) -> None:
             await deps.isolator.run(spec, task_status=task_status)
 
+        pid: int | None = None
+        exited = False
         try:
             async with trio.open_nursery() as nursery:
                 pid = await nursery.start(launched)
                 deps.events.publish(SandboxLaunched(spec.session_id, runtime, pid))
                 task_status.started(pid)
         except* SandboxExited as group:
+            exited = True
             for exited in group.exceptions:
                 assert isinstance(exited, SandboxExited)
                 deps.events.publish(SandboxExitedEvent(spec.session_id, runtime,
@@ -223,6 +226,11 @@ class SessionActor:
                                exited.returncode,
                                exited.stderr_tail[-500:].decode("utf-8", "replace"))
             raise
+        finally:
+            if pid is not None and not exited:
+                # We stopped it (retire, shutdown, respawn): a kill, and audited as one.
+                deps.events.publish(SandboxStopped(spec.session_id, runtime,
+                                                   "stopped by the control plane"))
 
     async def _apply_acks(self, acks: Sequence[ProcessingAck]) -> None:
         writer = await self._deps.queues.inbound(self.session.id)

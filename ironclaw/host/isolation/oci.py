@@ -1,0 +1,230 @@
+"""The OCI isolator: one hardened bundle per launch, run by runsc, runc or crun.
+
+A launch: verify the sandbox image against its pinned digest (a mismatch fails
+closed), give the session's writable paths and key file to the sandbox's mapped uid,
+write the agent config and the bundle (``spec.build_spec``, validated again after any
+hook), remove a container of the same name left by a crashed control plane, then run
+the runtime in the foreground under the child-process supervisor. Whatever ends the
+launch, the container is killed and deleted, its bundle removed and its cgroups
+pruned, shielded from cancellation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+import attrs
+import trio
+
+from ironclaw.runtime import ProcessFailed, open_child_process
+
+from .base import LaunchSpec, SandboxExited
+from .cgroups import remove_container_cgroups
+from .runtimes import OciRuntime
+from .spec import (
+    BundleInputs,
+    ExtraBind,
+    SandboxLimits,
+    UserMapping,
+    WeakSpec,
+    build_spec,
+    validate_spec,
+)
+
+__all__ = ["ImageSource", "OciIsolator", "VerifiedImage", "cgroup_parent", "container_id"]
+
+logger = logging.getLogger(__name__)
+
+CONTAINER_PREFIX = "ic-"
+SpecHook = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+@attrs.frozen
+class VerifiedImage:
+    rootfs: Path
+    args: tuple[str, ...]  # the entrypoint inside the rootfs
+    digest: str
+
+
+class ImageSource(Protocol):
+    async def verified(self) -> VerifiedImage:
+        """The image to launch, checked against its pinned digest just now. Raises
+        when it does not match: a launch must fail closed."""
+        ...
+
+
+def container_id(session_id: str) -> str:
+    return CONTAINER_PREFIX + session_id
+
+
+def cgroup_parent(state_dir: Path) -> str:
+    """Our sandboxes' parent cgroup, one per state directory: reconciling one control
+    plane's leftovers never touches another's sandboxes on the same host."""
+    digest = hashlib.sha256(str(state_dir.resolve()).encode()).hexdigest()[:10]
+    return f"ironclaw-{digest}"
+
+
+class OciIsolator:
+    def __init__(self, runtime: OciRuntime, image: ImageSource, *, state_dir: Path,
+                 limits: SandboxLimits | None = None, mapping: UserMapping | None = None,
+                 grace_period: float = 5.0, extra_binds: tuple[ExtraBind, ...] = (),
+                 spec_hook: SpecHook | None = None, allow_weakened: bool = False,
+                 own_dirs: tuple[Path, ...] = ()) -> None:
+        self.runtime = runtime
+        self.name = runtime.kind.value
+        self.strength = runtime.strength
+        self._image = image
+        self._bundles = state_dir / "runtime" / "bundles"
+        # Directory trees we created (the state dir, the key dir's parent) and may open
+        # for search by others (0711: enter, never list).
+        self._own_dirs = (state_dir.resolve(), *(d.resolve() for d in own_dirs))
+        self._cgroup_parent = cgroup_parent(state_dir)
+        self._limits = limits or SandboxLimits()
+        self._mapping = mapping or UserMapping()
+        self._grace = grace_period
+        self._extra_binds = extra_binds
+        self._spec_hook = spec_hook
+        # Only the red-team harness's negative control sets this, to prove that the
+        # harness notices a weak sandbox. It is loud on purpose.
+        self._allow_weakened = allow_weakened
+        if allow_weakened:
+            logger.critical("OCI isolator built with allow_weakened: sandboxes may be "
+                            "WEAKER than the invariants (red-team negative control only)")
+
+    @property
+    def mapping(self) -> UserMapping:
+        return self._mapping
+
+    async def run(self, spec: LaunchSpec, *,
+                  task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+        image = await self._image.verified()
+        cid = container_id(spec.session_id)
+        bundle = self._bundles / cid
+        try:
+            await trio.to_thread.run_sync(self._prepare, spec, image, cid, bundle)
+            argv = self.runtime.run_argv(bundle, cid)
+            env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
+            try:
+                async with open_child_process(argv, env=env, cwd=str(bundle),
+                                              grace_period=self._grace) as child:
+                    task_status.started(child.pid)
+                    await child.wait()
+            except ProcessFailed as exc:
+                raise SandboxExited(exc.returncode, exc.stderr_tail) from None
+            raise SandboxExited(0, b"")
+        finally:
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(self._cleanup, cid, bundle)
+
+    # -- blocking parts, on worker threads -----------------------------------------------
+
+    def _prepare(self, spec: LaunchSpec, image: VerifiedImage, cid: str,
+                 bundle: Path) -> None:
+        self._cleanup(cid, bundle)  # a crashed control plane's leftover, if any
+        uid = self._mapping.agent_host_uid
+        config_file = spec.run_dir / "agent.json"
+        _write_private(config_file, spec.config.render().encode(), uid)
+        os.chown(spec.key_file, uid, uid)
+        os.chmod(spec.key_file, 0o400)
+        for writable in (spec.queues.outbound_dir, spec.workspace):
+            writable.mkdir(parents=True, exist_ok=True)
+            _give_tree(writable, uid)
+            writable.chmod(0o700)
+        # Read-only for the sandbox, closed to every other local user: the inbound
+        # queue, and the sockets (anyone who could connect to model.sock could spend
+        # the operator's model credentials).
+        for shared in (spec.queues.inbound_dir, spec.socket_dir):
+            os.chown(shared, 0, uid)
+            shared.chmod(0o750)
+        needed = [image.rootfs, spec.queues.inbound_dir,
+                  spec.queues.outbound_dir, spec.key_file, config_file,
+                  spec.socket_dir, spec.workspace,
+                  *(extra.source for extra in self._extra_binds)]
+        _open_for_search(needed, self._own_dirs)
+        _require_traversable(needed)
+        inputs = BundleInputs(
+            container_id=cid, rootfs=image.rootfs, args=image.args,
+            inbound_dir=spec.queues.inbound_dir, outbound_dir=spec.queues.outbound_dir,
+            key_file=spec.key_file, config_file=config_file, socket_dir=spec.socket_dir,
+            workspace=spec.workspace, cgroups_path=f"/{self._cgroup_parent}/{cid}",
+            gvisor=self.runtime.gvisor, limits=self._limits, mapping=self._mapping,
+            extra_binds=self._extra_binds)
+        config = build_spec(inputs)
+        if self._spec_hook is not None:
+            config = self._spec_hook(config)
+            try:
+                validate_spec(config, inputs)
+            except WeakSpec:
+                if not self._allow_weakened:
+                    raise
+                logger.critical("launching %s with a WEAKENED spec", cid)
+        bundle.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.runtime.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        _write_private(bundle / "config.json", json.dumps(config, indent=1).encode(), None)
+
+    def _cleanup(self, cid: str, bundle: Path) -> None:
+        self.runtime.remove(cid)
+        shutil.rmtree(bundle, ignore_errors=True)
+        remove_container_cgroups(self._cgroup_parent, cid)
+
+
+class UnreachablePath(RuntimeError):
+    """A path the sandbox needs cannot be reached by the runtime inside the user
+    namespace: a parent directory lacks search permission for others."""
+
+
+def _open_for_search(paths: list[Path], own_dirs: tuple[Path, ...]) -> None:
+    for path in paths:
+        for parent in path.resolve().parents:
+            if any(parent == own or own in parent.parents for own in own_dirs):
+                mode = parent.stat().st_mode & 0o7777
+                if not mode & 0o001:
+                    parent.chmod(mode | 0o011)
+
+
+def _require_traversable(paths: list[Path]) -> None:
+    """The runtime mounts the rootfs and binds from inside the user namespace, as an
+    unprivileged host uid, so every parent of every source needs o+x (search, not
+    read). Directories of the state tree are ours to open that far (0711 lists
+    nothing); any other one is the operator's to fix, and we say which."""
+    for path in paths:
+        for parent in path.resolve().parents:
+            mode = parent.stat().st_mode
+            if not mode & 0o001:
+                raise UnreachablePath(
+                    f"{parent} (mode {mode & 0o7777:o}) blocks the sandbox from reaching "
+                    f"{path}: give it search permission for others (chmod o+x), or "
+                    "move the state or image directory")
+
+
+def _write_private(path: Path, data: bytes, owner: int | None) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o400)
+    try:
+        os.write(fd, data)
+        if owner is not None:
+            os.fchown(fd, owner, owner)
+    finally:
+        os.close(fd)
+    tmp.replace(path)
+
+
+def _give_tree(root: Path, uid: int) -> None:
+    """Make ``root`` and what is in it the sandbox uid's. Only what is not already
+    theirs is touched, so a large workspace costs a walk, not a rewrite. Symlinks are
+    changed themselves, never followed: the sandbox may have planted them."""
+    for path in (root, *root.rglob("*")):
+        try:
+            info = path.lstat()
+            if info.st_uid != uid or info.st_gid != uid:
+                os.chown(path, uid, uid, follow_symlinks=False)
+        except FileNotFoundError:
+            continue

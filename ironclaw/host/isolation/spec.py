@@ -1,0 +1,335 @@
+"""The hardened OCI spec: one for every runtime, and a validator that refuses weaker.
+
+:func:`build_spec` emits the ``config.json`` of a session's bundle from
+:class:`BundleInputs`; it validates its own output with :func:`validate_spec` before
+returning, so nothing weaker than DESIGN.md §2 can leave this module. The validator
+is separate so that a spec changed afterwards (by a future edit, or deliberately by
+the red-team harness's negative control) is judged by the same rules; the isolator
+runs it again right before every launch. ``docs/sandbox.md`` explains every line.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from ironclaw.contract.agent_config import SANDBOX_CONFIG_FILE
+from ironclaw.contract.layout import (
+    SANDBOX_INBOUND_DIR,
+    SANDBOX_KEY_FILE,
+    SANDBOX_OUTBOUND_DIR,
+    SANDBOX_SOCKET_DIR,
+    SANDBOX_WORKSPACE,
+)
+
+from .seccomp import FORBIDDEN_SYSCALLS, seccomp_profile
+
+__all__ = ["AGENT_UID", "BundleInputs", "SandboxLimits", "UserMapping", "WeakSpec",
+           "build_spec", "validate_spec"]
+
+AGENT_UID = 65532
+REQUIRED_NAMESPACES = ("pid", "network", "ipc", "uts", "mount", "user", "cgroup")
+MASKED_PATHS = (
+    "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
+    "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi",
+    "/sys/firmware", "/sys/devices/virtual/powercap",
+)
+READONLY_PATHS = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger")
+# A bind's options must say all of these: no device files, no setuid, and for every
+# writable one, nothing executable either (invariant 3).
+BIND_BASE_OPTIONS = ("rbind", "nosuid", "nodev", "noexec")
+TMP_MAX_BYTES = 1024 * 1024 * 1024
+
+
+class WeakSpec(ValueError):
+    """The spec is weaker than the sandbox invariants; ``problems`` says every way."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("refusing a sandbox spec weaker than the invariants: "
+                         + "; ".join(problems))
+        self.problems = problems
+
+
+@attrs.frozen
+class SandboxLimits:
+    """cgroup limits per sandbox. gVisor runs guest threads as host threads (ptrace
+    platform) and needs a far higher pids limit than the agent itself would."""
+
+    memory_bytes: int = 512 * 1024 * 1024
+    cpus: float = 1.0
+    pids: int = 256
+    gvisor_pids: int = 8192
+    nofile: int = 1024
+    tmp_bytes: int = 64 * 1024 * 1024
+
+    def __attrs_post_init__(self) -> None:
+        if not (16 * 1024 * 1024 <= self.memory_bytes <= 1 << 40):
+            raise ValueError("memory_bytes must be between 16 MiB and 1 TiB")
+        if not (0.01 <= self.cpus <= 256):
+            raise ValueError("cpus must be between 0.01 and 256")
+        if not (8 <= self.pids <= 65536 and 8 <= self.gvisor_pids <= 65536):
+            raise ValueError("pids limits must be between 8 and 65536")
+        if not (64 <= self.nofile <= 65536):
+            raise ValueError("nofile must be between 64 and 65536")
+        if not (1024 * 1024 <= self.tmp_bytes <= TMP_MAX_BYTES):
+            raise ValueError("tmp_bytes must be between 1 MiB and 1 GiB")
+
+
+@attrs.frozen
+class UserMapping:
+    """The user namespace: sandbox ids 0..size-1 are host ids host_base.. The agent's
+    65532 is therefore an unprivileged host id that owns nothing else."""
+
+    host_base: int = 200_000
+    size: int = 65536
+
+    def __attrs_post_init__(self) -> None:
+        if self.host_base < 1000 or self.size <= AGENT_UID or \
+                self.host_base + self.size > 2**32 - 2:
+            raise ValueError("the user mapping must start at host id >= 1000 and cover "
+                             f"{AGENT_UID}")
+
+    @property
+    def agent_host_uid(self) -> int:
+        return self.host_base + AGENT_UID
+
+
+@attrs.frozen
+class ExtraBind:
+    """A read-only bind beyond the production set: only the red-team harness adds one
+    (its attack toolkit), and the validator accepts it only when told to."""
+
+    source: Path
+    destination: Path
+
+
+@attrs.frozen
+class BundleInputs:
+    container_id: str
+    rootfs: Path
+    args: tuple[str, ...]
+    inbound_dir: Path
+    outbound_dir: Path
+    key_file: Path
+    config_file: Path
+    socket_dir: Path
+    workspace: Path
+    cgroups_path: str
+    gvisor: bool = False
+    limits: SandboxLimits = SandboxLimits()
+    mapping: UserMapping = UserMapping()
+    extra_binds: tuple[ExtraBind, ...] = ()
+
+    def expected_binds(self) -> dict[str, tuple[Path, bool]]:
+        """Destination -> (host source, writable), the only binds a spec may have."""
+        binds = {
+            str(SANDBOX_INBOUND_DIR): (self.inbound_dir, False),
+            str(SANDBOX_OUTBOUND_DIR): (self.outbound_dir, True),
+            str(SANDBOX_KEY_FILE): (self.key_file, False),
+            str(SANDBOX_CONFIG_FILE): (self.config_file, False),
+            str(SANDBOX_SOCKET_DIR): (self.socket_dir, False),
+            str(SANDBOX_WORKSPACE): (self.workspace, True),
+        }
+        for extra in self.extra_binds:
+            binds[str(extra.destination)] = (extra.source, False)
+        return binds
+
+
+def _bind(source: Path, destination: str, writable: bool) -> dict[str, Any]:
+    return {"destination": destination, "type": "bind", "source": str(source),
+            "options": [*BIND_BASE_OPTIONS, "rw" if writable else "ro"]}
+
+
+def build_spec(inputs: BundleInputs) -> dict[str, Any]:
+    limits, mapping = inputs.limits, inputs.mapping
+    period = 100_000
+    mounts: list[dict[str, Any]] = [
+        {"destination": "/proc", "type": "proc", "source": "proc",
+         "options": ["nosuid", "noexec", "nodev"]},
+        {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+         "options": ["nosuid", "noexec", "strictatime", "mode=755", "size=65536k"]},
+        {"destination": "/sys", "type": "sysfs", "source": "sysfs",
+         "options": ["nosuid", "noexec", "nodev", "ro"]},
+        {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs",
+         "options": ["nosuid", "nodev", "noexec", "mode=1777",
+                     f"size={limits.tmp_bytes // 1024}k"]},
+    ]
+    for destination, (source, writable) in inputs.expected_binds().items():
+        mounts.append(_bind(source, destination, writable))
+    spec: dict[str, Any] = {
+        "ociVersion": "1.0.2",
+        "process": {
+            "terminal": False,
+            "user": {"uid": AGENT_UID, "gid": AGENT_UID},
+            "args": list(inputs.args),
+            "env": ["PATH=/app", "LANG=C.UTF-8", "HOME=/workspace", "TMPDIR=/tmp"],
+            "cwd": str(SANDBOX_WORKSPACE),
+            "capabilities": {name: [] for name in
+                             ("bounding", "effective", "inheritable", "permitted", "ambient")},
+            "rlimits": [
+                {"type": "RLIMIT_NOFILE", "hard": limits.nofile, "soft": limits.nofile},
+                {"type": "RLIMIT_CORE", "hard": 0, "soft": 0},
+            ],
+            "noNewPrivileges": True,
+        },
+        "root": {"path": str(inputs.rootfs), "readonly": True},
+        "hostname": "sandbox",
+        "mounts": mounts,
+        "linux": {
+            "namespaces": [{"type": kind} for kind in REQUIRED_NAMESPACES],
+            "uidMappings": [{"containerID": 0, "hostID": mapping.host_base,
+                             "size": mapping.size}],
+            "gidMappings": [{"containerID": 0, "hostID": mapping.host_base,
+                             "size": mapping.size}],
+            "cgroupsPath": inputs.cgroups_path,
+            "resources": {
+                "memory": {"limit": limits.memory_bytes, "swap": limits.memory_bytes},
+                "cpu": {"quota": max(1000, int(limits.cpus * period)), "period": period},
+                "pids": {"limit": limits.gvisor_pids if inputs.gvisor else limits.pids},
+                "devices": [{"allow": False, "access": "rwm"}],
+            },
+            "seccomp": seccomp_profile(),
+            "maskedPaths": list(MASKED_PATHS),
+            "readonlyPaths": list(READONLY_PATHS),
+        },
+    }
+    validate_spec(spec, inputs)
+    return spec
+
+
+def validate_spec(spec: dict[str, Any], inputs: BundleInputs) -> None:
+    """Raise :class:`WeakSpec` unless ``spec`` keeps every sandbox invariant."""
+    problems: list[str] = []
+    process = spec.get("process") or {}
+    linux = spec.get("linux") or {}
+    _check_process(process, problems)
+    if (spec.get("root") or {}).get("readonly") is not True:
+        problems.append("the root filesystem must be read-only")
+    if spec.get("hooks"):
+        problems.append("hooks run commands on the host; none are allowed")
+    _check_namespaces(linux, inputs.mapping, problems)
+    _check_seccomp(linux.get("seccomp"), problems)
+    _check_resources(linux, inputs, problems)
+    if linux.get("devices"):
+        problems.append("no device nodes may be added")
+    if linux.get("sysctl"):
+        problems.append("no sysctls may be set")
+    for path in MASKED_PATHS:
+        if path not in (linux.get("maskedPaths") or ()):
+            problems.append(f"{path} must be masked")
+    for path in READONLY_PATHS:
+        if path not in (linux.get("readonlyPaths") or ()):
+            problems.append(f"{path} must be read-only")
+    _check_mounts(spec.get("mounts") or [], inputs, problems)
+    if problems:
+        raise WeakSpec(problems)
+
+
+def _check_process(process: dict[str, Any], problems: list[str]) -> None:
+    user = process.get("user") or {}
+    if user.get("uid") != AGENT_UID or user.get("gid") != AGENT_UID:
+        problems.append(f"the agent must run as uid and gid {AGENT_UID}")
+    if user.get("additionalGids"):
+        problems.append("the agent must have no supplementary groups")
+    if process.get("noNewPrivileges") is not True:
+        problems.append("no_new_privs must be set")
+    for name, values in (process.get("capabilities") or {}).items():
+        if values:
+            problems.append(f"the {name} capability set must be empty")
+    if process.get("terminal"):
+        problems.append("the agent gets no terminal")
+
+
+def _check_namespaces(linux: dict[str, Any], mapping: UserMapping,
+                      problems: list[str]) -> None:
+    namespaces = {ns.get("type"): ns for ns in linux.get("namespaces") or ()}
+    for kind in REQUIRED_NAMESPACES:
+        if kind not in namespaces:
+            problems.append(f"a new {kind} namespace is required")
+        elif namespaces[kind].get("path"):
+            problems.append(f"the {kind} namespace must be new, not joined from a path")
+    for key in ("uidMappings", "gidMappings"):
+        maps = linux.get(key) or []
+        if not maps:
+            problems.append(f"{key} must map the sandbox into unprivileged host ids")
+        for entry in maps:
+            host, size = int(entry.get("hostID", 0)), int(entry.get("size", 0))
+            if host < 1000 or host + size > 2**32 - 2:
+                problems.append(f"{key} must not reach host root or system ids")
+            if entry != {"containerID": 0, "hostID": mapping.host_base,
+                         "size": mapping.size}:
+                problems.append(f"{key} differs from the configured mapping")
+
+
+def _check_seccomp(seccomp: Any, problems: list[str]) -> None:
+    if not isinstance(seccomp, dict):
+        problems.append("a seccomp profile is required")
+        return
+    if not str(seccomp.get("defaultAction", "")).startswith(("SCMP_ACT_ERRNO",
+                                                            "SCMP_ACT_KILL")):
+        problems.append("seccomp must deny by default (an allowlist)")
+    for rule in seccomp.get("syscalls") or ():
+        if rule.get("action") in ("SCMP_ACT_ALLOW", "SCMP_ACT_LOG", "SCMP_ACT_TRACE"):
+            allowed = FORBIDDEN_SYSCALLS.intersection(rule.get("names") or ())
+            if allowed:
+                problems.append(f"seccomp allows forbidden syscalls {sorted(allowed)}")
+
+
+def _check_resources(linux: dict[str, Any], inputs: BundleInputs,
+                     problems: list[str]) -> None:
+    resources = linux.get("resources") or {}
+    memory = (resources.get("memory") or {}).get("limit")
+    if not isinstance(memory, int) or memory <= 0 or memory > inputs.limits.memory_bytes:
+        problems.append("a memory limit no larger than the configured one is required")
+    pids = (resources.get("pids") or {}).get("limit")
+    ceiling = inputs.limits.gvisor_pids if inputs.gvisor else inputs.limits.pids
+    if not isinstance(pids, int) or pids <= 0 or pids > ceiling:
+        problems.append("a pids limit no larger than the configured one is required")
+    cpu = resources.get("cpu") or {}
+    if not cpu.get("quota") or not cpu.get("period"):
+        problems.append("a cpu quota is required")
+    if not linux.get("cgroupsPath"):
+        problems.append("the sandbox must have its own cgroup")
+
+
+def _check_mounts(mounts: list[dict[str, Any]], inputs: BundleInputs,
+                  problems: list[str]) -> None:
+    expected = inputs.expected_binds()
+    seen: set[str] = set()
+    for mount in mounts:
+        destination = str(mount.get("destination", ""))
+        options = set(mount.get("options") or ())
+        kind = mount.get("type")
+        if destination in seen:
+            problems.append(f"{destination} is mounted twice")
+        seen.add(destination)
+        if kind == "bind" or "bind" in options or "rbind" in options:
+            if destination not in expected:
+                problems.append(f"bind at {destination} is not one of the session's own")
+                continue
+            source, writable = expected[destination]
+            if Path(str(mount.get("source", ""))) != source:
+                problems.append(f"{destination} must bind {source}, nothing else")
+            missing = {"nosuid", "nodev", "noexec"} - options
+            if missing:
+                problems.append(f"{destination} needs {', '.join(sorted(missing))}")
+            if not writable and "ro" not in options:
+                problems.append(f"{destination} must be read-only")
+        elif destination == "/tmp":
+            if kind != "tmpfs" or not {"nosuid", "nodev", "noexec"} <= options:
+                problems.append("/tmp must be a nosuid,nodev,noexec tmpfs")
+            if not any(o.startswith("size=") for o in options):
+                problems.append("/tmp needs a size limit")
+        elif destination == "/sys":
+            if "ro" not in options:
+                problems.append("/sys must be read-only")
+        elif destination == "/dev" and kind == "tmpfs":
+            if not {"nosuid", "noexec"} <= options:
+                problems.append("/dev must be nosuid,noexec")
+        elif (destination, kind) != ("/proc", "proc"):
+            problems.append(f"mount at {destination} is not part of the sandbox")
+    for destination in expected:
+        if destination not in seen:
+            problems.append(f"{destination} is missing")

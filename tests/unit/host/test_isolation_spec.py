@@ -1,0 +1,282 @@
+"""The spec builder emits the hardened spec, and the validator refuses every weaker
+variant: one test per invariant of DESIGN.md §2."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ironclaw.host.isolation.seccomp import ALLOWED_SYSCALLS, FORBIDDEN_SYSCALLS
+from ironclaw.host.isolation.spec import (
+    BundleInputs,
+    ExtraBind,
+    SandboxLimits,
+    UserMapping,
+    WeakSpec,
+    build_spec,
+    validate_spec,
+)
+
+Spec = dict[str, Any]
+
+
+@pytest.fixture
+def inputs(tmp_path: Path) -> BundleInputs:
+    session = tmp_path / "state" / "sessions" / "s1"
+    return BundleInputs(
+        container_id="ic-s1", rootfs=tmp_path / "image" / "rootfs", args=("/app/agent",),
+        inbound_dir=session / "inbound", outbound_dir=session / "outbound",
+        key_file=tmp_path / "keys" / "s1" / "session.key",
+        config_file=session / "run" / "agent.json", socket_dir=session / "sock",
+        workspace=tmp_path / "state" / "workspaces" / "demo", cgroups_path="/ironclaw/ic-s1")
+
+
+def _mount(spec: Spec, destination: str) -> dict[str, Any]:
+    return next(m for m in spec["mounts"] if m["destination"] == destination)
+
+
+def test_the_built_spec_is_the_hardened_one(inputs: BundleInputs) -> None:
+    spec = build_spec(inputs)
+    process, linux = spec["process"], spec["linux"]
+    assert process["user"] == {"uid": 65532, "gid": 65532}
+    assert process["noNewPrivileges"] is True
+    assert all(v == [] for v in process["capabilities"].values())
+    assert spec["root"]["readonly"] is True
+    assert {ns["type"] for ns in linux["namespaces"]} >= {
+        "pid", "network", "ipc", "uts", "mount", "user", "cgroup"}
+    assert linux["uidMappings"][0]["hostID"] >= 1000
+    assert linux["seccomp"]["defaultAction"] == "SCMP_ACT_ERRNO"
+    assert linux["resources"]["memory"]["limit"] == SandboxLimits().memory_bytes
+    assert linux["resources"]["pids"]["limit"] == SandboxLimits().pids
+    assert "/proc/kcore" in linux["maskedPaths"] and "/proc/sys" in linux["readonlyPaths"]
+    assert "ro" in _mount(spec, "/queue/inbound")["options"]
+    assert "rw" in _mount(spec, "/queue/outbound")["options"]
+    assert {"nosuid", "nodev", "noexec"} <= set(_mount(spec, "/workspace")["options"])
+    assert "ro" in _mount(spec, "/run/ironclaw/session.key")["options"]
+    assert _mount(spec, "/tmp")["type"] == "tmpfs"
+    sources = {m["source"] for m in spec["mounts"] if m["type"] == "bind"}
+    assert str(inputs.inbound_dir.parents[2]) not in sources  # never the state dir
+
+
+def test_gvisor_gets_its_own_pids_limit(inputs: BundleInputs) -> None:
+    import attrs
+
+    spec = build_spec(attrs.evolve(inputs, gvisor=True))
+    assert spec["linux"]["resources"]["pids"]["limit"] == SandboxLimits().gvisor_pids
+
+
+def test_seccomp_lists_are_disjoint_and_cover_the_named_dangers() -> None:
+    assert not FORBIDDEN_SYSCALLS.intersection(ALLOWED_SYSCALLS)
+    for name in ("ptrace", "mount", "bpf", "unshare", "setns", "keyctl", "kexec_load",
+                 "init_module", "finit_module", "delete_module"):
+        assert name in FORBIDDEN_SYSCALLS
+
+
+def _net(spec: Spec) -> None:
+    spec["linux"]["namespaces"] = [ns for ns in spec["linux"]["namespaces"]
+                                   if ns["type"] != "network"]
+
+
+def _host_net(spec: Spec) -> None:
+    for ns in spec["linux"]["namespaces"]:
+        if ns["type"] == "network":
+            ns["path"] = "/proc/1/ns/net"
+
+
+def _user(spec: Spec) -> None:
+    spec["linux"]["namespaces"] = [ns for ns in spec["linux"]["namespaces"]
+                                   if ns["type"] != "user"]
+    spec["linux"].pop("uidMappings")
+
+
+def _host_root(spec: Spec) -> None:
+    spec["linux"]["uidMappings"] = [{"containerID": 0, "hostID": 0, "size": 65536}]
+
+
+def _writable_root(spec: Spec) -> None:
+    spec["root"]["readonly"] = False
+
+
+def _new_privs(spec: Spec) -> None:
+    spec["process"]["noNewPrivileges"] = False
+
+
+def _caps(spec: Spec) -> None:
+    spec["process"]["capabilities"]["bounding"] = ["CAP_SYS_ADMIN"]
+
+
+def _root_user(spec: Spec) -> None:
+    spec["process"]["user"] = {"uid": 0, "gid": 0}
+
+
+def _no_seccomp(spec: Spec) -> None:
+    del spec["linux"]["seccomp"]
+
+
+def _seccomp_denylist(spec: Spec) -> None:
+    spec["linux"]["seccomp"]["defaultAction"] = "SCMP_ACT_ALLOW"
+
+
+def _seccomp_ptrace(spec: Spec) -> None:
+    spec["linux"]["seccomp"]["syscalls"][0]["names"].append("ptrace")
+
+
+def _seccomp_mount(spec: Spec) -> None:
+    spec["linux"]["seccomp"]["syscalls"].append(
+        {"names": ["mount", "unshare", "bpf"], "action": "SCMP_ACT_ALLOW"})
+
+
+def _no_memory(spec: Spec) -> None:
+    del spec["linux"]["resources"]["memory"]
+
+
+def _more_memory(spec: Spec) -> None:
+    spec["linux"]["resources"]["memory"]["limit"] *= 4
+
+
+def _no_pids(spec: Spec) -> None:
+    del spec["linux"]["resources"]["pids"]
+
+
+def _no_cpu(spec: Spec) -> None:
+    del spec["linux"]["resources"]["cpu"]
+
+
+def _unmasked(spec: Spec) -> None:
+    spec["linux"]["maskedPaths"].remove("/proc/kcore")
+
+
+def _writable_proc_sys(spec: Spec) -> None:
+    spec["linux"]["readonlyPaths"].remove("/proc/sys")
+
+
+def _inbound_rw(spec: Spec) -> None:
+    _mount(spec, "/queue/inbound")["options"] = ["rbind", "nosuid", "nodev", "noexec", "rw"]
+
+
+def _key_rw(spec: Spec) -> None:
+    _mount(spec, "/run/ironclaw/session.key")["options"][-1] = "rw"
+
+
+def _workspace_exec(spec: Spec) -> None:
+    _mount(spec, "/workspace")["options"].remove("noexec")
+
+
+def _outbound_suid(spec: Spec) -> None:
+    _mount(spec, "/queue/outbound")["options"].remove("nosuid")
+
+
+def _state_dir(spec: Spec) -> None:
+    spec["mounts"].append({"destination": "/state", "type": "bind", "source": "/var/lib",
+                           "options": ["rbind", "nosuid", "nodev", "noexec", "ro"]})
+
+
+def _host_usr(spec: Spec) -> None:
+    spec["mounts"].append({"destination": "/usr", "type": "bind", "source": "/usr",
+                           "options": ["rbind", "nosuid", "nodev", "ro"]})
+
+
+def _other_session(spec: Spec) -> None:
+    mount = _mount(spec, "/queue/inbound")
+    mount["source"] = mount["source"].replace("/s1/", "/s2/")
+
+
+def _tmp_exec(spec: Spec) -> None:
+    _mount(spec, "/tmp")["options"].remove("noexec")
+
+
+def _tmp_unbounded(spec: Spec) -> None:
+    _mount(spec, "/tmp")["options"] = ["nosuid", "nodev", "noexec", "mode=1777"]
+
+
+def _sys_rw(spec: Spec) -> None:
+    _mount(spec, "/sys")["options"].remove("ro")
+
+
+def _hook(spec: Spec) -> None:
+    spec["hooks"] = {"prestart": [{"path": "/bin/sh"}]}
+
+
+def _device(spec: Spec) -> None:
+    spec["linux"]["devices"] = [{"path": "/dev/kvm", "type": "c", "major": 10, "minor": 232}]
+
+
+def _missing_bind(spec: Spec) -> None:
+    spec["mounts"] = [m for m in spec["mounts"] if m["destination"] != "/queue/outbound"]
+
+
+def _no_cgroup(spec: Spec) -> None:
+    spec["linux"]["cgroupsPath"] = ""
+
+
+WEAKENINGS: dict[str, tuple[Callable[[Spec], None], str]] = {
+    "host network (no netns)": (_net, "network namespace"),
+    "host network (joined)": (_host_net, "must be new"),
+    "no user namespace": (_user, "user namespace"),
+    "maps to host root": (_host_root, "host root"),
+    "writable rootfs": (_writable_root, "read-only"),
+    "new privileges": (_new_privs, "no_new_privs"),
+    "a capability": (_caps, "capability"),
+    "runs as root": (_root_user, "uid and gid"),
+    "no seccomp": (_no_seccomp, "seccomp profile is required"),
+    "seccomp denylist": (_seccomp_denylist, "deny by default"),
+    "seccomp allows ptrace": (_seccomp_ptrace, "ptrace"),
+    "seccomp allows mount": (_seccomp_mount, "mount"),
+    "no memory limit": (_no_memory, "memory limit"),
+    "memory above the limit": (_more_memory, "memory limit"),
+    "no pids limit": (_no_pids, "pids limit"),
+    "no cpu limit": (_no_cpu, "cpu quota"),
+    "kcore unmasked": (_unmasked, "/proc/kcore"),
+    "/proc/sys writable": (_writable_proc_sys, "/proc/sys"),
+    "inbound writable": (_inbound_rw, "/queue/inbound must be read-only"),
+    "key file writable": (_key_rw, "session.key must be read-only"),
+    "workspace executable": (_workspace_exec, "noexec"),
+    "outbound setuid": (_outbound_suid, "nosuid"),
+    "state dir bound": (_state_dir, "/state is not one of"),
+    "host /usr bound": (_host_usr, "/usr is not one of"),
+    "another session's queue": (_other_session, "must bind"),
+    "/tmp executable": (_tmp_exec, "/tmp must be"),
+    "/tmp unbounded": (_tmp_unbounded, "size limit"),
+    "/sys writable": (_sys_rw, "/sys must be read-only"),
+    "an OCI hook": (_hook, "hooks"),
+    "a device node": (_device, "device"),
+    "outbound bind missing": (_missing_bind, "missing"),
+    "no cgroup": (_no_cgroup, "cgroup"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(WEAKENINGS))
+def test_every_weakened_variant_is_refused(inputs: BundleInputs, name: str) -> None:
+    weaken, expected = WEAKENINGS[name]
+    spec = copy.deepcopy(build_spec(inputs))
+    validate_spec(spec, inputs)  # the control: the unweakened spec passes
+    weaken(spec)
+    with pytest.raises(WeakSpec) as caught:
+        validate_spec(spec, inputs)
+    assert any(expected in problem for problem in caught.value.problems), caught.value
+
+
+def test_the_harness_toolkit_bind_is_accepted_only_when_declared(
+        inputs: BundleInputs, tmp_path: Path) -> None:
+    import attrs
+
+    toolkit = ExtraBind(tmp_path / "toolkit", Path("/opt/redteam"))
+    with_toolkit = attrs.evolve(inputs, extra_binds=(toolkit,))
+    spec = build_spec(with_toolkit)
+    assert "ro" in _mount(spec, "/opt/redteam")["options"]
+    with pytest.raises(WeakSpec, match="/opt/redteam is not one of"):
+        validate_spec(spec, inputs)
+
+
+def test_limits_and_mapping_reject_nonsense() -> None:
+    with pytest.raises(ValueError):
+        SandboxLimits(memory_bytes=1024)
+    with pytest.raises(ValueError):
+        SandboxLimits(pids=0)
+    with pytest.raises(ValueError):
+        UserMapping(host_base=0)
+    assert UserMapping(host_base=300_000).agent_host_uid == 365_532
