@@ -130,7 +130,8 @@ async def _run(clients: tuple[int, ...], per_client: int, subscribers: int, rate
                seconds: float) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        config = ControlPlaneConfig(state_dir=root / "state", dev=True, key_dir=root / "k")
+        config = ControlPlaneConfig(state_dir=root / "state", dev=True, runtime="process",
+                                    key_dir=root / "k")
         async with trio.open_nursery() as nursery:
             plane = await nursery.start(ControlPlane(config, credentials=Credentials()).run)
             await bootstrap_owner(Principals(plane.store, plane.api_token_key),

@@ -96,8 +96,8 @@ async def _run(iterations: int, session_counts: tuple[int, ...], per_session: in
         root = Path(tmp)
         # The model proxy's per-session rate cap (5 calls/s by default) exists to guard a
         # provider budget; here it would measure the cap, not the path, so it is lifted.
-        config = ControlPlaneConfig(state_dir=root / "state", dev=True, key_dir=root / "k",
-                                    idle_timeout_s=3600,
+        config = ControlPlaneConfig(state_dir=root / "state", dev=True, runtime="process",
+                                    key_dir=root / "k", idle_timeout_s=3600,
                                     model_limits=ProxyLimits(rate=10_000.0, burst=10_000))
         async with trio.open_nursery() as nursery:
             plane = await nursery.start(ControlPlane(config, credentials=Credentials()).run)

@@ -12,11 +12,16 @@ from ironclaw.runtime import BackoffPolicy
 
 from .channels.settings import ChannelSettings
 from .gateway import GatewayConfig
+from .isolation.spec import SandboxLimits, UserMapping
 from .modelproxy import ProxyLimits
 
 RUNTIMES = ("auto", "runsc", "runc", "crun", "process")
-# Runtimes with an isolator in this build, strongest first.
-IMPLEMENTED_RUNTIMES = ("process",)
+# OCI runtimes, strongest first: gVisor puts its own kernel between agent and host;
+# runc and crun share the host's kernel.
+OCI_RUNTIMES = ("runsc", "runc", "crun")
+SHARED_KERNEL_WARNING = (
+    "runtime {name!r} shares the host kernel with every agent: a kernel exploit from "
+    "inside a sandbox is a host compromise. Install gVisor (runsc) for production.")
 
 
 @attrs.frozen
@@ -36,6 +41,10 @@ class ControlPlaneConfig:
     model_limits: ProxyLimits = attrs.Factory(ProxyLimits)
     # Remote chat platforms to connect ([[channels]] in the config file).
     channels: tuple[ChannelSettings, ...] = ()
+    # OCI sandboxes: cgroup limits, the user-namespace mapping, where images are cached.
+    sandbox_limits: SandboxLimits = attrs.Factory(SandboxLimits)
+    user_mapping: UserMapping = attrs.Factory(UserMapping)
+    image_cache_dir: Path | None = None
 
     @runtime.validator
     def _runtime(self, _attribute: object, value: str) -> None:
@@ -54,20 +63,24 @@ class ControlPlaneConfig:
 
 
 def runtimes_present() -> list[str]:
-    return [name for name in ("runsc", "runc", "crun") if shutil.which(name)]
+    return [name for name in OCI_RUNTIMES if shutil.which(name)]
 
 
-def choose_runtime(requested: str) -> tuple[str, str | None]:
-    """The runtime to use, and a warning to print if it is weaker than asked for or
-    than what the host has."""
-    if requested != "auto":
-        if requested not in IMPLEMENTED_RUNTIMES:
-            raise ValueError(f"runtime {requested!r} is not available in this build yet")
-        return requested, None
-    present = runtimes_present()
-    for name in present:
-        if name in IMPLEMENTED_RUNTIMES:
-            return name, None
-    note = (f"{', '.join(present)} found on this host, but this build has no isolator for "
-            "it yet; " if present else "no OCI runtime (runsc, runc, crun) found; ")
-    return "process", note + "falling back to 'process', which gives the agent NO isolation"
+def choose_runtime(requested: str, present: list[str] | None = None
+                   ) -> tuple[str, str | None]:
+    """The runtime to use, and a warning to log, publish and show in ``ironctl
+    status`` when it is weaker than gVisor."""
+    present = runtimes_present() if present is None else present
+    if requested == "auto":
+        for name in OCI_RUNTIMES:
+            if name in present:
+                return name, None if name == "runsc" else SHARED_KERNEL_WARNING.format(
+                    name=name)
+        return "process", ("no OCI runtime (runsc, runc, crun) found; falling back to "
+                           "'process', which gives the agent NO isolation")
+    if requested == "process":
+        return "process", "runtime 'process' gives the agent NO isolation (development only)"
+    if requested not in present:
+        raise ValueError(f"runtime {requested!r} is not installed (not found on PATH)")
+    return requested, None if requested == "runsc" else SHARED_KERNEL_WARNING.format(
+        name=requested)

@@ -43,7 +43,7 @@ class ChatWiring:
 
 def plane_config(tmp_path: Path, channels: Sequence[ChannelSettings]) -> ControlPlaneConfig:
     return ControlPlaneConfig(
-        state_dir=tmp_path / "state", dev=True, key_dir=tmp_path / "keys",
+        state_dir=tmp_path / "state", dev=True, runtime="process", key_dir=tmp_path / "keys",
         safety_poll_s=0.5, heartbeat_interval_s=0.5, sweep_interval_s=0.2,
         sandbox_backoff=FAST_BACKOFF, channels=tuple(channels))
 

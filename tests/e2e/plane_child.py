@@ -22,7 +22,7 @@ from ironclaw.runtime import BackoffPolicy
 
 def config(state: Path, keys: Path) -> ControlPlaneConfig:
     return ControlPlaneConfig(
-        state_dir=state, dev=True, key_dir=keys, safety_poll_s=0.3,
+        state_dir=state, dev=True, runtime="process", key_dir=keys, safety_poll_s=0.3,
         heartbeat_interval_s=0.5, sweep_interval_s=0.3,
         sandbox_backoff=BackoffPolicy(initial=0.05, cap=0.5, max_failures=None,
                                       healthy_after=0.5))

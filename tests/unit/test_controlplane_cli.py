@@ -24,11 +24,13 @@ from ironclaw.host.keys import FileMasterKeySource, KeyStore
 from ironclaw.host.modelproxy import Credentials
 
 
-def test_an_unbuilt_runtime_is_refused_clearly(tmp_path: Path,
-                                                capsys: pytest.CaptureFixture[str]) -> None:
+def test_an_absent_runtime_is_refused_clearly(tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # no runtime on this PATH
     assert main(["--dev", "--no-chat", "--no-api", "--runtime", "runc",
-                 "--state-dir", str(tmp_path / "s")]) == 1
-    assert "runc" in capsys.readouterr().err
+                 "--state-dir", str(tmp_path / "s")]) == 2
+    assert "'runc' is not installed" in capsys.readouterr().err
 
 
 def test_the_process_runtime_needs_dev_or_an_explicit_flag(
@@ -57,7 +59,8 @@ async def _leave_unanswered_message(state: Path, keys: Path) -> str:
     died right after accepting it: the daemon's recovery must pick it up."""
     async with trio.open_nursery() as nursery:
         plane = await nursery.start(ControlPlane(ControlPlaneConfig(
-            state_dir=state, dev=True, key_dir=keys), credentials=Credentials()).run)
+            state_dir=state, dev=True, runtime="process", key_dir=keys),
+            credentials=Credentials()).run)
         group = await plane.registry.find_messaging_group("local", DEMO_CONVERSATION)
         assert group is not None
         session = await plane.registry.resolve_session("demo", group.id, None,

@@ -48,7 +48,7 @@ def token_key_for(state_dir: Path) -> bytes:
 @pytest.fixture
 async def live(tmp_path: Path) -> AsyncIterator[Live]:
     config = ControlPlaneConfig(
-        state_dir=tmp_path / "state", dev=True, key_dir=tmp_path / "keys",
+        state_dir=tmp_path / "state", dev=True, runtime="process", key_dir=tmp_path / "keys",
         safety_poll_s=0.5, heartbeat_interval_s=0.5, sweep_interval_s=0.2,
         sandbox_backoff=BackoffPolicy(initial=0.05, cap=0.5, max_failures=None,
                                       healthy_after=0.5))
