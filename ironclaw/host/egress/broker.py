@@ -213,6 +213,10 @@ class EgressBroker:
             unlink_if_ours(route.socket_path, identity)
             if self._sessions.get(route.session_id) is session:
                 del self._sessions[route.session_id]
+            if session.suppressed:
+                tally = Tally(outcome=Outcome.SUPPRESSED)
+                self._report(session, Operation.OTHER, tally, trio.current_time(),
+                             cheap=False)
             session.done.set()
 
     async def _accept_loop(self, session: _Session, listener: trio.SocketListener,

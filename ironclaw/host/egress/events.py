@@ -38,6 +38,9 @@ class Outcome(enum.StrEnum):
     UNAVAILABLE = "unavailable"  # the broker could not read the allowlist
     CLIENT_GONE = "client_gone"
     CANCELLED = "cancelled"
+    # Not a request: the count of cheap rejections (429s, malformed HTTP) still held
+    # back when a session stops, reported in ``suppressed`` so that none goes missing.
+    SUPPRESSED = "suppressed"
 
 
 class Operation(enum.StrEnum):

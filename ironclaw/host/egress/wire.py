@@ -120,7 +120,7 @@ def parse_fetch(body: bytes, *, max_request_bytes: int, max_body_bytes: int) -> 
     if method not in METHODS:
         raise _bad(f"'method' must be one of {', '.join(METHODS)}")
     headers = _headers(obj.get("headers"))
-    text = _string(obj, "body", max_chars=max_body_bytes, required=False)
+    text = _string(obj, "body", max_chars=max_request_bytes, required=False)
     payload = b""
     if text is not None:
         if method != "POST":

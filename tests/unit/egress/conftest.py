@@ -1,16 +1,13 @@
 from __future__ import annotations
 
-import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from test_egress_support import scratch_dir
 
 
 @pytest.fixture
 def base() -> Iterator[Path]:
-    # Short, so socket paths fit sun_path without the /proc/self/fd fallback.
-    path = Path(tempfile.mkdtemp(prefix="eg-", dir="/tmp"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
+    with scratch_dir() as path:
+        yield path

@@ -5,8 +5,10 @@ session on a real unix socket."""
 from __future__ import annotations
 
 import secrets
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,16 @@ KEY = secrets.token_bytes(32)
 GROUP = "web"
 UPSTREAM, OTHER, SEARCH = NAMES
 LOOPBACK = "127.0.0.1"
+
+
+@contextmanager
+def scratch_dir() -> Iterator[Path]:
+    # Short, so socket paths fit sun_path without the /proc/self/fd fallback.
+    path = Path(tempfile.mkdtemp(prefix="eg-", dir="/tmp"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 @attrs.define
