@@ -27,7 +27,8 @@ from .channels.state import ChannelState
 from .config import ControlPlaneConfig, choose_runtime
 from .delivery import Delivery
 from .devseed import seed_dev
-from .gateway import Gateway
+from .egress import EgressBroker
+from .gateway import Gateway, Grants
 from .isolation import Isolator, ProcessIsolator
 from .mailboxes import Respawns, Waker, open_sessions_mailbox
 from .modelproxy import Credentials, ModelProxy
@@ -116,6 +117,10 @@ class ControlPlane:
                 proxy = ModelProxy(events=bus, credentials=self._credentials,
                                    limits=config.model_limits)
                 await nursery.start(proxy.run)
+                egress = (EgressBroker(Grants(store), config=config.egress, events=bus)
+                          if config.egress.enabled else None)
+                if egress is not None:
+                    await nursery.start(egress.run)
 
                 sessions_mailbox = open_sessions_mailbox()
                 waker = Waker(sessions_mailbox[0])
@@ -144,7 +149,7 @@ class ControlPlane:
                         key_dir=key_dir, idle_timeout_s=config.idle_timeout_s,
                         safety_poll_s=config.safety_poll_s,
                         heartbeat_interval_s=config.heartbeat_interval_s,
-                        sandbox_backoff=config.sandbox_backoff)),
+                        sandbox_backoff=config.sandbox_backoff), egress=egress),
                     mailbox=sessions_mailbox)
                 router = Router(registry, queues, sessions_mailbox[0], events=bus,
                                 access_gate=gateway)

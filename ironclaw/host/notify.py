@@ -3,9 +3,9 @@
 ``SessionNotifier`` tells a session the outcome of a change it asked for, as a
 ``system`` inbound row, so the agent learns that a human approved, rejected or let
 its request expire. ``AuditRecorder`` appends the gated actions other actors publish
-on the event bus (sandbox launches and exits, model calls, access requests) to the
-audit log. It reads through a large buffer; if it ever falls behind, the gap itself is
-audited, so a lost entry is visible rather than silent.
+on the event bus (sandbox launches and exits, model calls, egress requests, access
+requests) to the audit log. It reads through a large buffer; if it ever falls behind,
+the gap itself is audited, so a lost entry is visible rather than silent.
 """
 
 from __future__ import annotations
@@ -36,6 +36,9 @@ AUDITED: dict[str, tuple[str, ...]] = {
     "model.call": ("session_id", "agent_group_id", "provider", "host", "method", "path",
                    "status", "request_bytes", "response_bytes", "duration_ms",
                    "redactions"),
+    "egress.request": ("session_id", "agent_group_id", "operation", "host", "final_host",
+                       "method", "status", "outcome", "upstream", "request_bytes",
+                       "response_bytes", "duration_ms", "redirects", "suppressed"),
     "access.requested": ("request_id", "messaging_group_id", "user_id"),
     "delivery.dead_lettered": ("session_id", "outbound_id"),
 }

@@ -165,7 +165,7 @@ async def test_redirect_chains_are_bounded(base: Path) -> None:
 async def test_a_post_redirected_with_303_continues_as_a_get_without_its_body(
         base: Path) -> None:
     async with open_world(base, UPSTREAM) as world:
-        answer = (await world.fetch(world.url(f"/redirect?to=/echo/after&code=303"),
+        answer = (await world.fetch(world.url("/redirect?to=/echo/after&code=303"),
                                     method="POST", body="secret=1",
                                     headers={"content-type": "text/plain"})).json()
         landed = json.loads(answer["body"])
