@@ -103,11 +103,12 @@ def _fetch_args(args: Mapping[str, Any]) -> dict[str, Any]:
 
 def _render_fetch(answer: Mapping[str, Any]) -> str:
     status = answer.get("status")
-    headers = answer.get("headers") if isinstance(answer.get("headers"), dict) else {}
-    body = answer.get("body") if isinstance(answer.get("body"), str) else ""
+    raw_headers, raw_body = answer.get("headers"), answer.get("body")
+    headers = raw_headers if isinstance(raw_headers, dict) else {}
+    body = raw_body if isinstance(raw_body, str) else ""
     lines = [f"HTTP {status} from {str(answer.get('url', ''))[:2048]}"]
     for name in ("content-type", "location", "retry-after"):
-        value = headers.get(name) if headers else None
+        value = headers.get(name)
         if isinstance(value, str):
             lines.append(f"{name}: {value[:300]}")
     text, clipped = _clip(body)

@@ -23,7 +23,9 @@ from ironclaw.host.config import ControlPlaneConfig
 from ironclaw.host.devseed import DEMO_CONVERSATION, DEMO_GROUP
 from ironclaw.host.egress import EgressConfig
 from ironclaw.host.gateway import Principal
+from ironclaw.host.mailboxes import StopSession
 from ironclaw.host.modelproxy import Credentials
+from ironclaw.host.modelproxy.sockets import bind_unix_socket
 from ironclaw.runtime import BackoffPolicy
 from tests.fakes.https_upstream import NAMES, HttpsUpstream, open_https_upstream
 
@@ -71,19 +73,19 @@ async def egress_socket(plane: ControlPlaneHandles) -> Path:
 
 
 async def approve_hosts(plane: ControlPlaneHandles, *hosts: str) -> None:
-    stored = await plane.gateway.submit("egress", DEMO_GROUP, {"hosts": list(hosts)},
-                                        requested_by=OWNER, reason="e2e")
-    assert stored.status is ChangeStatus.PENDING  # egress is never auto-approved
-    decided = await plane.gateway.decide(stored.change.id, DecisionOutcome.APPROVE, OWNER)
-    assert decided.status is ChangeStatus.APPLIED
-
-
-async def until_socket(path: Path, present: bool) -> None:
-    # The approval respawns the group's sandbox; the new launch serves (or not) the
-    # socket. Poll the filesystem: there is no event for a socket file.
-    with trio.fail_after(30):
-        while path.is_socket() is not present:
-            await trio.sleep(0.05)
+    """Submit and approve an egress change; if the group has a live session, wait for
+    the respawn the approval causes (the new launch serves the socket, or not)."""
+    live = bool(plane.sessions.live_ids())
+    async with plane.events.subscribe("session.started") as started:
+        stored = await plane.gateway.submit("egress", DEMO_GROUP, {"hosts": list(hosts)},
+                                            requested_by=OWNER, reason="e2e")
+        assert stored.status is ChangeStatus.PENDING  # egress is never auto-approved
+        decided = await plane.gateway.decide(stored.change.id, DecisionOutcome.APPROVE,
+                                             OWNER)
+        assert decided.status is ChangeStatus.APPLIED
+        if live:
+            with trio.fail_after(30):
+                await started.receive()
 
 
 async def test_an_approved_host_is_fetched_by_the_agent_and_audited(setup: Setup) -> None:
@@ -99,7 +101,7 @@ async def test_an_approved_host_is_fetched_by_the_agent_and_audited(setup: Setup
     assert not socket.exists()
 
     await approve_hosts(plane, UPSTREAM)
-    await until_socket(socket, True)
+    assert socket.is_socket()
     reply = await ask(plane, directive)
     assert reply.startswith(f"tool result: HTTP 200 from {url}"), reply
     echoed = reply.partition("\n\n")[2]
@@ -123,17 +125,27 @@ async def test_an_approved_host_is_fetched_by_the_agent_and_audited(setup: Setup
     # Revoked by an approved change that empties the list: the respawned session has no
     # socket and its agent no tool, and the upstream hears nothing more.
     await approve_hosts(plane)
-    await until_socket(socket, False)
+    assert not socket.exists()
     after = await ask(plane, directive)
     assert "unknown tool 'http_fetch'" in after
     assert len(upstream.requests) == 1
+
+    # A socket left behind by a control plane that died is removed at the next launch.
+    (session_id,) = plane.sessions.live_ids()
+    await plane.sessions.mailbox.send(StopSession(session_id, "test"))
+    await plane.sessions.wait_retired(session_id)
+    stale, _ = await bind_unix_socket(socket)
+    stale.close()
+    assert socket.is_socket()
+    await ask(plane, "hello")
+    assert not socket.exists()
 
 
 async def test_an_unapproved_host_is_refused_with_guidance(setup: Setup) -> None:
     plane, upstream = setup.plane, setup.upstream
     await approve_hosts(plane, "api.example.org")
     await ask(plane, "hello")  # starts the session with its grant
-    await until_socket(await egress_socket(plane), True)
+    assert (await egress_socket(plane)).is_socket()
     reply = await ask(plane, "tool:http_fetch " + json.dumps({"url": upstream.url("/echo")}))
     assert reply.startswith("tool result: egress refused (403 host_not_allowed)"), reply
     assert "request_api_access" in reply

@@ -102,6 +102,24 @@ async def test_malformed_requests_are_400_and_the_connection_survives(base: Path
         assert world.upstream.requests and len(world.upstream.requests) == 1
 
 
+async def test_the_documented_red_team_request_is_refused(base: Path) -> None:
+    """docs/egress.md, "For a red team", byte for byte."""
+    body = b'{"url": "https://not-approved.example.net/"}'
+    raw = (b"POST /v1/fetch HTTP/1.1\r\nHost: egress.ironclaw.invalid\r\n"
+           b"Content-Type: application/json\r\nContent-Length: 44\r\n\r\n" + body)
+    assert len(body) == 44
+    async with open_world(base, UPSTREAM) as world:
+        reply = await raw_exchange(world.route.socket_path, raw)
+        assert status_of(reply) == 403
+        answer = json.loads(reply.partition(b"\r\n\r\n")[2])
+        assert answer == {"error": "host_not_allowed",
+                          "detail": "host 'not-approved.example.net' is not on this agent "
+                                    "group's egress allowlist; a human must approve an "
+                                    "'egress' change naming it first"}
+        (event,) = world.events()
+        assert (event.outcome, event.upstream) == ("host_not_allowed", False)
+
+
 async def test_oversized_bodies_are_413(base: Path) -> None:
     limits = EgressLimits(rate=1000.0, burst=1000, max_request_bytes=4096, max_body_bytes=100)
     async with open_world(base, UPSTREAM, limits=limits) as world:

@@ -108,6 +108,44 @@ async def test_the_real_resolver_is_checked_too(base: Path) -> None:
         assert response.json()["error"] == "address_not_allowed"
 
 
+class ScriptedDns:
+    """A DNS server that answers what the test says, and counts the questions (the
+    attacker's resolver in a rebinding attack)."""
+
+    def __init__(self, *answers: list[str]) -> None:
+        self.answers = list(answers)
+        self.asked: list[str] = []
+
+    async def __call__(self, host: str, port: int) -> list[str]:
+        self.asked.append(host)
+        return self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+
+
+async def test_the_connection_goes_to_the_address_that_was_checked(base: Path) -> None:
+    dns = ScriptedDns(["127.0.0.1"], ["10.0.0.7"])
+    async with open_world(base, UPSTREAM, static_hosts={}, resolver=dns) as world:
+        # One question per new connection, and the socket goes to that answer: TLS and
+        # Host still name the host, so the certificate is checked against the name.
+        assert (await world.fetch(world.url("/echo"))).status_code == 200
+        assert dns.asked == [UPSTREAM] and world.upstream.sni == [UPSTREAM]
+        # The name now "rebinds" to a private address: a new connection is refused. (A
+        # kept-alive one still goes to the address checked when it was opened.)
+        await world.broker.stop_session(world.route.session_id)
+        await world.broker.serve_session(world.route)
+        refused = await world.fetch(world.url("/echo"))
+        assert refused.json()["error"] == "address_not_allowed"
+        assert dns.asked == [UPSTREAM, UPSTREAM]
+        assert len(world.upstream.requests) == 1
+
+
+async def test_one_forbidden_address_in_the_answer_refuses_the_name(base: Path) -> None:
+    dns = ScriptedDns(["127.0.0.1", "192.168.0.9"])
+    async with open_world(base, UPSTREAM, static_hosts={}, resolver=dns) as world:
+        response = await world.fetch(world.url("/echo"))
+        assert response.status_code == 403
+        assert world.upstream.requests == []
+
+
 async def test_a_local_service_must_resolve_to_loopback(base: Path) -> None:
     async with open_world(base, UPSTREAM, static_hosts={UPSTREAM: "93.184.216.34"}) as world:
         response = await world.fetch(world.url("/echo"))

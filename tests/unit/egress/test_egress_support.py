@@ -17,7 +17,13 @@ import httpx
 import trio
 
 from ironclaw.contract.ids import new_session_id
-from ironclaw.host.egress import EgressBroker, EgressConfig, EgressLimits, EgressRoute
+from ironclaw.host.egress import (
+    EgressBroker,
+    EgressConfig,
+    EgressLimits,
+    EgressRoute,
+    Resolver,
+)
 from ironclaw.host.gateway.grants import EGRESS_HOSTS, Grants, set_grant
 from ironclaw.host.registry import AgentGroup, Registry
 from ironclaw.host.store import HostStore, open_host_store
@@ -88,7 +94,8 @@ def egress_config(upstream: HttpsUpstream, **overrides: Any) -> EgressConfig:
 
 @asynccontextmanager
 async def open_world(base: Path, *hosts: str, group: str = GROUP,
-                     **overrides: Any) -> AsyncIterator[World]:
+                     resolver: Resolver | None = None, **overrides: Any
+                     ) -> AsyncIterator[World]:
     async with open_host_store(base / "host.db", KEY) as store, \
             open_https_upstream(base) as upstream:
         registry = Registry(store)
@@ -97,7 +104,7 @@ async def open_world(base: Path, *hosts: str, group: str = GROUP,
             await store.call(set_grant, group, EGRESS_HOSTS, list(hosts), "chg_seed", 0)
         sink = RecordingSink()
         broker = EgressBroker(Grants(store), config=egress_config(upstream, **overrides),
-                              events=sink)
+                              events=sink, resolver=resolver)
         async with trio.open_nursery() as nursery:
             await nursery.start(broker.run)
             sid = new_session_id()
