@@ -65,7 +65,8 @@ class EgressRequest:
     # reached it).
     status: int
     outcome: str
-    # Whether anything was sent upstream at all.
+    # Whether a connection to an upstream was attempted at all (false for every policy
+    # refusal, the address check included).
     upstream: bool
     request_bytes: int
     response_bytes: int

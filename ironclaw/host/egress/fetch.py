@@ -184,22 +184,25 @@ async def _exchange(client: httpx.AsyncClient, target: Target, method: str,
         tally.final_host = target.host
         request = client.build_request(method, target.url, headers=headers,
                                        content=body if body else None)
-        tally.upstream = True
-        tally.request_bytes += len(body)
         try:
             response = await client.send(request, stream=True)
         except AddressRefused as exc:
+            # Refused before any connection was attempted.
             raise Refused(403, Outcome.ADDRESS_NOT_ALLOWED,
                           f"host {exc.host!r:.200} resolves to an address the broker does "
                           "not connect to (private, loopback, link-local or reserved)"
                           ) from None
         except httpx.TimeoutException:
+            tally.upstream = True
             raise Refused(504, Outcome.UPSTREAM_TIMEOUT,
                           f"host {target.host!r:.200} did not answer in time") from None
         except httpx.HTTPError:
+            tally.upstream = True
             raise Refused(502, Outcome.UPSTREAM_UNREACHABLE,
                           f"host {target.host!r:.200} could not be reached (connection or "
                           "TLS failure)") from None
+        tally.upstream = True
+        tally.request_bytes += len(body)
         try:
             location = response.headers.get("location")
             if response.status_code in REDIRECTS and location is not None:

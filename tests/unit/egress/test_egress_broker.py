@@ -10,7 +10,7 @@ import stat
 from pathlib import Path
 
 import trio
-from test_egress_support import OTHER, SEARCH, UPSTREAM, open_world
+from test_egress_support import NAMES, OTHER, SEARCH, UPSTREAM, open_world
 
 from ironclaw.host.egress import EgressLimits
 
@@ -182,3 +182,21 @@ async def test_an_upstream_that_hangs_ends_in_504_within_the_total_timeout(
         assert response.status_code == 504
         assert response.json()["error"] == "upstream_timeout"
         assert trio.current_time() - started < 5
+
+
+async def test_certificates_are_verified_against_the_name(base: Path) -> None:
+    # Without the test CA the upstream's certificate is untrusted.
+    async with open_world(base, UPSTREAM, ca_bundle=None) as world:
+        response = await world.fetch(world.url("/echo"))
+        assert response.status_code == 502
+        assert response.json()["error"] == "upstream_unreachable"
+        assert world.upstream.requests == []
+        assert world.events()[-1].upstream is True
+    # A certificate from a trusted CA, but for other names, does not do for this one.
+    stranger = "stranger.example.com"
+    (base / "b").mkdir()
+    async with open_world(base / "b", stranger, names=(*NAMES, stranger)) as world:
+        response = await world.fetch(world.url("/echo", stranger))
+        assert response.status_code == 502
+        assert response.json()["error"] == "upstream_unreachable"
+        assert world.upstream.sni == [stranger] and world.upstream.requests == []

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import trio
 from test_egress_support import GROUP, OTHER, UPSTREAM, open_world
 
 from ironclaw.contract.ids import new_session_id
@@ -96,6 +97,9 @@ async def test_a_name_resolving_to_a_non_public_address_is_refused(
         assert body["error"] == "address_not_allowed"
         assert address not in body["detail"]  # the host's DNS view is not told
         assert world.upstream.requests == []
+        (event,) = world.events()
+        assert (event.outcome, event.upstream, event.host) == (
+            "address_not_allowed", False, UPSTREAM)
 
 
 async def test_the_real_resolver_is_checked_too(base: Path) -> None:
@@ -200,6 +204,17 @@ async def test_the_rate_cap_answers_429_with_retry_after_per_session(base: Path)
         async with world.client(other.socket_path) as client:
             fresh = await client.post("/v1/fetch", json={"url": world.url("/echo")})
         assert fresh.status_code == 200
+
+
+async def test_the_bucket_refills_at_the_configured_rate(base: Path) -> None:
+    # Cheap requests (404s) spend tokens too, which keeps the timing far from the edge.
+    limits = EgressLimits(rate=5.0, burst=1)
+    async with open_world(base, UPSTREAM, limits=limits) as world:
+        assert (await world.post("/v1/none", {})).status_code == 404
+        limited = await world.post("/v1/none", {})
+        assert limited.status_code == 429 and limited.headers["retry-after"] == "1"
+        await trio.sleep(0.25)  # one token is back after 0.2 s
+        assert (await world.post("/v1/none", {})).status_code == 404
 
 
 async def test_rate_limited_floods_are_counted_not_reported_one_by_one(base: Path) -> None:

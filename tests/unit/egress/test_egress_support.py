@@ -78,13 +78,14 @@ class World:
         return self.sink.of_type("egress.request")
 
 
-def egress_config(upstream: HttpsUpstream, **overrides: Any) -> EgressConfig:
+def egress_config(upstream: HttpsUpstream, names: tuple[str, ...] = NAMES,
+                  **overrides: Any) -> EgressConfig:
     """Every test name pinned to loopback and open as a local service on the upstream's
     port; a test takes entries away to see the refusals."""
     fields: dict[str, Any] = {
         "ca_bundle": upstream.ca_file,
-        "static_hosts": {name: LOOPBACK for name in NAMES},
-        "allow_loopback_hosts": tuple(f"{name}:{upstream.port}" for name in NAMES),
+        "static_hosts": {name: LOOPBACK for name in names},
+        "allow_loopback_hosts": tuple(f"{name}:{upstream.port}" for name in names),
         "search_url": upstream.url("/search?q={query}&format=json", SEARCH),
         "limits": EgressLimits(rate=1000.0, burst=1000),
     }
@@ -94,8 +95,8 @@ def egress_config(upstream: HttpsUpstream, **overrides: Any) -> EgressConfig:
 
 @asynccontextmanager
 async def open_world(base: Path, *hosts: str, group: str = GROUP,
-                     resolver: Resolver | None = None, **overrides: Any
-                     ) -> AsyncIterator[World]:
+                     resolver: Resolver | None = None, names: tuple[str, ...] = NAMES,
+                     **overrides: Any) -> AsyncIterator[World]:
     async with open_host_store(base / "host.db", KEY) as store, \
             open_https_upstream(base) as upstream:
         registry = Registry(store)
@@ -103,7 +104,7 @@ async def open_world(base: Path, *hosts: str, group: str = GROUP,
         if hosts:
             await store.call(set_grant, group, EGRESS_HOSTS, list(hosts), "chg_seed", 0)
         sink = RecordingSink()
-        broker = EgressBroker(Grants(store), config=egress_config(upstream, **overrides),
+        broker = EgressBroker(Grants(store), config=egress_config(upstream, names, **overrides),
                               events=sink, resolver=resolver)
         async with trio.open_nursery() as nursery:
             await nursery.start(broker.run)
