@@ -46,7 +46,7 @@ async def setup() -> AsyncIterator[Setup]:
     try:
         async with open_https_upstream(base) as upstream, trio.open_nursery() as nursery:
             config = ControlPlaneConfig(
-                state_dir=base / "state", dev=True, key_dir=base / "keys",
+                state_dir=base / "state", dev=True, runtime="process", key_dir=base / "keys",
                 safety_poll_s=0.5, heartbeat_interval_s=0.5, sweep_interval_s=0.2,
                 sandbox_backoff=BackoffPolicy(initial=0.05, cap=0.5, max_failures=None,
                                               healthy_after=0.5),

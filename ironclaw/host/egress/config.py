@@ -22,6 +22,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import attrs
@@ -107,8 +108,63 @@ class EgressConfig:
     ca_bundle: Path | None = attrs.field(
         default=None, converter=attrs.converters.optional(Path))
 
+    @classmethod
+    def from_table(cls, table: object) -> EgressConfig:
+        """From the config file's ``[egress]`` table (``[egress.limits]`` inside it).
+        Unknown keys and wrong types are errors, never ignored."""
+        top = _table(table, "egress", ("enabled", "limits", "allow_loopback_hosts",
+                                       "static_hosts", "search_url", "ca_bundle"))
+        values: dict[str, Any] = {}
+        if "enabled" in top:
+            if not isinstance(top["enabled"], bool):
+                raise ValueError("egress.enabled must be true or false")
+            values["enabled"] = top["enabled"]
+        if "limits" in top:
+            values["limits"] = _limits(top["limits"])
+        if "allow_loopback_hosts" in top:
+            values["allow_loopback_hosts"] = tuple(_strings(top["allow_loopback_hosts"],
+                                                            "egress.allow_loopback_hosts"))
+        if "static_hosts" in top:
+            pins = _table(top["static_hosts"], "egress.static_hosts", None)
+            values["static_hosts"] = {k: str(v) for k, v in pins.items()}
+        for key in ("search_url", "ca_bundle"):
+            if key in top:
+                if not isinstance(top[key], str):
+                    raise ValueError(f"egress.{key} must be a string")
+                values[key] = top[key]
+        return cls(**values)
+
     def local_service(self, host: str) -> LocalService | None:
         return next((s for s in self.allow_loopback_hosts if s.host == host), None)
 
     def pinned(self, host: str) -> str | None:
         return next((address for name, address in self.static_hosts if name == host), None)
+
+
+def _table(value: object, name: str, known: Iterable[str] | None) -> dict[str, Any]:
+    if not isinstance(value, Mapping):
+        raise ValueError(f"{name} must be a table")
+    if known is not None:
+        unknown = sorted(set(value) - set(known))
+        if unknown:
+            raise ValueError(f"{name}: unknown key(s) {', '.join(unknown)}")
+    return dict(value)
+
+
+def _strings(value: object, name: str) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError(f"{name} must be a list of strings")
+    return value
+
+
+def _limits(value: object) -> EgressLimits:
+    fields = {f.name: f for f in attrs.fields(EgressLimits)}
+    table = _table(value, "egress.limits", fields)
+    out: dict[str, int | float] = {}
+    for key, item in table.items():
+        wanted = fields[key].type
+        if isinstance(item, bool) or not isinstance(item, int | float) or (
+                wanted in (int, "int") and not isinstance(item, int)):
+            raise ValueError(f"egress.limits.{key} must be a {wanted} number")
+        out[key] = item
+    return EgressLimits(**out)

@@ -4,6 +4,7 @@ wire grammar (with hypothesis for the untrusted JSON)."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -11,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ironclaw.host.configfile import ConfigFileError, load_config_file
 from ironclaw.host.egress import Allowlist, EgressConfig, Outcome
 from ironclaw.host.egress.policy import (
     LocalService,
@@ -174,3 +176,32 @@ def test_the_wire_grammar_refuses_cleanly(payload: bytes) -> None:
                 raise
         else:
             assert 1 <= request.max_results <= 20 and request.query.strip()
+
+
+def test_the_config_file_egress_table(tmp_path: Path) -> None:
+    path = tmp_path / "ironclaw.toml"
+    path.write_text('''
+[egress]
+allow_loopback_hosts = ["search.example.net:8080"]
+static_hosts = { "search.example.net" = "127.0.0.1" }
+search_url = "http://search.example.net:8080/search?q={query}&format=json"
+
+[egress.limits]
+rate = 2
+burst = 5
+total_timeout = 12.5
+''')
+    config = load_config_file(path)["egress"]
+    assert config.limits.rate == 2 and config.limits.burst == 5
+    assert config.limits.total_timeout == 12.5
+    assert config.pinned("search.example.net") == "127.0.0.1"
+    assert config.search_url is not None and config.enabled
+    for bad in ('[egress]\nhosts = ["a.example.com"]',  # grants are never config
+                '[egress]\nenabled = "yes"',
+                '[egress.limits]\nburst = 2.5',
+                '[egress.limits]\nrate = true',
+                '[egress.limits]\nspeed = 1',
+                '[egress]\nallow_loopback_hosts = "x.example.com"'):
+        path.write_text(bad)
+        with pytest.raises(ConfigFileError, match="egress"):
+            load_config_file(path)
