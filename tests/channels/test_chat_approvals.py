@@ -221,10 +221,44 @@ async def test_a_flood_of_commands_is_cut_off(plane: ControlPlaneHandles) -> Non
     async with plane.events.subscribe("chat.command") as seen:
         for _ in range(burst + 4):
             await plane.local.post("dm-flood", "flood", "/pending", direct=True)
-        results = []
+        results: list[str] = []
         with trio.fail_after(30):
             while len(results) < burst + 4:
-                results.append((await seen.receive()).event.result)
+                results.append((await seen.receive()).event.result)  # type: ignore[union-attr]
     assert results.count("refused:not_owner") == burst
     assert results.count("dropped") == 4
     assert len(await audit_entries(plane, "chat.command_refused")) == burst
+
+
+async def test_an_owner_grants_a_strangers_access_request_from_chat(tmp_path: Path) -> None:
+    """The two features together: a stranger asks in a request_approval chat, the owner
+    reads and approves the access change from a direct chat, the stranger is told and
+    is heard."""
+    from ironclaw.contract.enums import UnknownSenderPolicy
+    from ironclaw.host.chatops.notices import TEXTS
+    from ironclaw.host.chatops.store import NoticeKind
+
+    from .plane import ChatWiring
+
+    lobby = ChatWiring("local", "lobby",
+                       unknown_sender_policy=UnknownSenderPolicy.REQUEST_APPROVAL)
+    with trio.fail_after(120):
+        async with open_channel_plane(tmp_path, [], [lobby]) as plane:
+            await plane.chat_approvers.enable(DEV_OWNER, by="owner")
+            assert await say(plane, "lobby", "stranger", "hi", direct=False) == \
+                TEXTS[NoticeKind.REQUESTED]
+            listing = await say(plane, DM, "operator", "/pending")
+            (change,) = await plane.gateway.pending()
+            assert change.change.id in listing and "access" in listing
+            view = await say(plane, DM, "operator", f"/show {change.change.id}")
+            assert '+ /member_of/0: "demo"' in view and '= /user: "local:stranger"' in view
+            mark = plane.local.cursor("lobby")
+            code = code_of(change.change.digest())
+            assert (await say(plane, DM, "operator", f"/approve {change.change.id} {code}")
+                    ).startswith("Approved and applied")
+            with trio.fail_after(30):
+                told = await plane.local.wait_for_reply("lobby", after_index=mark)
+            assert told.text == TEXTS[NoticeKind.GRANTED]
+            assert await say(plane, "lobby", "stranger", "hi", direct=False) == "echo: hi"
+            (request,) = await plane.registry.list_access_requests()
+            assert request.decided_by == f"chat:{DEV_OWNER}"

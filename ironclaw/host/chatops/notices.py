@@ -189,8 +189,6 @@ class ChatNotices:
         next_at = now + round(self._policy.delay_s(attempts, retry_after) * 1e6)
         await self._store.transaction(q.settle_notice, notice.id, status, attempts, next_at,
                                       reason[:300], now)
-        self._events.publish(NoticeFailed(notice.id, notice.request_id, notice.kind.value,
-                                          notice.channel, attempts, final, reason[:300]))
         if final:
             log.warning("gave up telling access request %s (%s) on %s after %d attempt(s): %s",
                         notice.request_id, notice.kind.value, notice.channel, attempts,
@@ -202,6 +200,8 @@ class ChatNotices:
         else:
             log.info("access notice %s to %s not delivered (attempt %d), retrying: %s",
                      notice.id, notice.channel, attempts, reason)
+        self._events.publish(NoticeFailed(notice.id, notice.request_id, notice.kind.value,
+                                          notice.channel, attempts, final, reason[:300]))
 
 
 def _access_request_of(change: ChangeRequest) -> str | None:

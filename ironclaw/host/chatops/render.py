@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from ironclaw.cli.ironctl.output import change_diff, diff_lines
 from ironclaw.contract.gateway import MAX_CHANGE_BYTES
-from ironclaw.contract.jsonvalue import parse_json
+from ironclaw.contract.jsonvalue import JSONValue, canonical_json, parse_json
 from ironclaw.host.store.changes import StoredChange
 
 CODE_CHARS = 8  # the digest prefix an owner types back to confirm
@@ -61,6 +61,12 @@ def change_view(stored: StoredChange) -> str:
         lines.append(f"reason: {reason}")
     before = parse_json(c.before, max_bytes=MAX_CHANGE_BYTES)
     after = parse_json(c.after, max_bytes=MAX_CHANGE_BYTES)
+    context = _unchanged(before, after)
+    if context:
+        # What the change is about but does not alter (whose access, which wiring):
+        # not part of a diff, yet needed to judge it.
+        lines.append("about (unchanged):")
+        lines.extend("  " + line for line in context)
     diff = diff_lines(change_diff(before, after), full=True)
     lines.append("diff:" if diff else "diff: (no change)")
     lines.extend("  " + line for line in diff)
@@ -72,3 +78,12 @@ def confirm_hint(stored: StoredChange) -> str:
     c = stored.change
     return (f"To approve exactly this change, send: /approve {c.id} {code_of(c.digest())}\n"
             f"To reject it: /reject {c.id} [reason]")
+
+
+def _unchanged(before: JSONValue, after: JSONValue) -> list[str]:
+    """``= /key: value`` for each top-level field a change names but leaves as it is."""
+    if not isinstance(before, dict) or not isinstance(after, dict):
+        return []
+    return [f"= /{key.replace('~', '~0').replace('/', '~1')}: {canonical_json(after[key])}"
+            for key in sorted(after)
+            if key in before and canonical_json(before[key]) == canonical_json(after[key])]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from quart_trio import QuartTrio
 
+from ironclaw.host.chatops import ChatApprovers
 from ironclaw.host.gateway.rbac import OWNER
 
 from ..context import Access, ApiContext, access, principal
@@ -20,14 +21,15 @@ from ..validate import json_body
 
 
 def register(app: QuartTrio, ctx: ApiContext) -> None:
-    approvers = ctx.handles.chat_approvers
+    def approvers() -> ChatApprovers:
+        return ctx.handles.chat_approvers
 
     @app.get("/v1/chat-approvals")
     @access(Access.READ)
     async def list_chat_approvers() -> dict[str, object]:
         return {"approvers": [{"user_id": a.user_id, "enabled_by": a.enabled_by,
                                "enabled_at": a.enabled_at, "owner": a.owner}
-                              for a in await approvers.list()]}
+                              for a in await approvers().list()]}
 
     @app.post("/v1/chat-approvals")
     @access(Access.WRITE)
@@ -38,7 +40,7 @@ def register(app: QuartTrio, ctx: ApiContext) -> None:
         body = await json_body(CHAT_APPROVAL, ctx.settings.max_body_bytes)
         user_id, enabled = body["user_id"], body["enabled"]
         if enabled:
-            changed = await approvers.enable(user_id, by=who.name)
+            changed = await approvers().enable(user_id, by=who.name)
         else:
-            changed = await approvers.disable(user_id, by=who.name)
+            changed = await approvers().disable(user_id, by=who.name)
         return {"user_id": user_id, "enabled": enabled, "changed": changed}
