@@ -19,6 +19,7 @@ so the sender hears, in the chat they wrote from, that access was requested.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import logging
 from collections import OrderedDict
@@ -47,7 +48,9 @@ from .registry import (
     AccessLevel,
     AccessRequest,
     MessagingGroup,
+    NotFound,
     Registry,
+    RegistryError,
     Wiring,
     namespace_user,
 )
@@ -232,7 +235,8 @@ class Router:
         except Exception as exc:
             logger.warning("access request %s not submitted to the gateway: %s",
                            request.id, type(exc).__name__)
-            await self._registry.decide_access_request(request.id, grant=False,
-                                                       decided_by="system")
+            with contextlib.suppress(RegistryError, NotFound):  # decided meanwhile
+                await self._registry.decide_access_request(request.id, grant=False,
+                                                           decided_by="system")
             return False
         return True
