@@ -1,5 +1,6 @@
 """Small bridges between the gateway, sessions and the audit log.
 
+``Notifiers`` tells several gateway notifiers (the session's, the chat's) as one.
 ``SessionNotifier`` tells a session the outcome of a change it asked for, as a
 ``system`` inbound row, so the agent learns that a human approved, rejected or let
 its request expire. ``AuditRecorder`` appends the gated actions other actors publish
@@ -22,6 +23,7 @@ from ironclaw.contract.rows import NewInboundMessage
 from ironclaw.runtime import EventBus, Lagged
 
 from .audit import AuditLog
+from .gateway import Notifier
 from .scheduling.inbox import SessionInbox
 
 logger = logging.getLogger(__name__)
@@ -59,6 +61,21 @@ class SessionNotifier:
             content=(f"Your request {change.id} ({change.kind.value}) was {status.value} "
                      "by the gateway."),
             engages=True), wake_reason="change resolved")
+
+
+class Notifiers:
+    """Several gateway Notifiers as one: each is told in turn, and one that fails does
+    not keep the others from hearing (the gateway bounds the whole call in time)."""
+
+    def __init__(self, *notifiers: Notifier) -> None:
+        self._notifiers = notifiers
+
+    async def change_resolved(self, change: ChangeRequest, status: ChangeStatus) -> None:
+        for notifier in self._notifiers:
+            try:
+                await notifier.change_resolved(change, status)
+            except Exception:
+                logger.exception("notifier %s failed", type(notifier).__name__)
 
 
 class AuditRecorder:
