@@ -28,6 +28,7 @@ import importlib.util
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -253,6 +254,9 @@ def freeze_agent(work: Path) -> Path:
     what gets frozen."""
     if importlib.util.find_spec("PyInstaller") is None:
         raise ImageBuildError("PyInstaller is not installed: pip install 'ironclaw[sandbox]'")
+    missing = [tool for tool in ("objdump", "strip") if shutil.which(tool) is None]
+    if missing:
+        raise ImageBuildError(f"{' and '.join(missing)} not found: install binutils")
     work.mkdir(parents=True)
     entry = work / f"{AGENT_NAME}.py"
     entry.write_text(ENTRY_SCRIPT)
