@@ -2,6 +2,8 @@
 
 Exit codes: 0 after a signal-driven shutdown, 2 for a bad config or key file, 3 when
 the queues cannot be used (wrong key, foreign schema). Errors are one line on stderr.
+``--self-check`` reads no config: it proves the build can import and run everything
+(see ``selfcheck``), prints one JSON line of versions and exits 0.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import trio
 
 from ironclaw.contract.agent_config import SANDBOX_CONFIG_FILE
 
+from . import selfcheck
 from .agent import find_fatal, serve_agent
 from .startup import StartupError, load_config, load_keys
 
@@ -28,7 +31,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="sandbox_agent", description="The IronClaw agent that runs in the sandbox.")
     parser.add_argument("--config", type=Path, default=SANDBOX_CONFIG_FILE,
                         help=f"agent config file (default {SANDBOX_CONFIG_FILE})")
+    parser.add_argument("--self-check", action="store_true",
+                        help="check this build's imports, Trio and SQLCipher; print "
+                             "versions as JSON and exit")
     args = parser.parse_args(argv)
+    if args.self_check:
+        return selfcheck.main()
     logging.basicConfig(stream=sys.stderr, level=logging.INFO,
                         format="sandbox_agent %(levelname)s %(name)s: %(message)s")
     try:
