@@ -41,7 +41,6 @@ __all__ = [
     "ImageBuildError",
     "ImageDigestMismatch",
     "ImageError",
-    "ImageNotPinned",
     "SandboxImage",
     "build_image",
     "default_cache_dir",
@@ -57,10 +56,6 @@ logger = logging.getLogger(__name__)
 PIN_FILE = "sandbox-image.json"
 REBUILD_HINT = ("run `ironclaw-controlplane build-sandbox --force` to rebuild the image "
                 "and pin it again")
-
-
-class ImageNotPinned(ImageError):
-    """No image is pinned in this state directory."""
 
 
 def pin_image(state_dir: Path, image: SandboxImage) -> Path:
