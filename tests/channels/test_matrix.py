@@ -23,7 +23,7 @@ from ironclaw.host.channels.platforms.matrix.parse import (
 from ironclaw.host.channels.settings import ChannelSettings
 from tests.fakes.matrix import BOT, TOKEN, FakeMatrix, open_fake_matrix
 
-from .helpers import (
+from .helpers_http import (
     assert_secret_absent,
     next_event,
     published,

@@ -7,17 +7,19 @@ import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import httpx
 import pytest
 import trio
 
 from ironclaw.contract.enums import EngageMode
 from ironclaw.host.app import ControlPlaneHandles
 from ironclaw.host.channels.platforms import telegram
+from ironclaw.host.channels.platforms._http import PlatformUnreachable, request
 from ironclaw.host.channels.platforms.telegram import BotIdentity, parse_message
 from ironclaw.host.channels.settings import ChannelSettings
 from tests.fakes.telegram import BOT, TOKEN, FakeTelegram, open_fake_telegram
 
-from .helpers import (
+from .helpers_http import (
     assert_secret_absent,
     next_event,
     published,
@@ -248,7 +250,24 @@ async def test_refused_token_stays_out_of_logs_and_events(
     assert any("/bot<redacted>/getMe" in r.getMessage() for r in caplog.records)
 
 
-# -- parsing and settings -----------------------------------------------------------------
+# -- parsing, settings, HTTP errors -------------------------------------------------------
+
+async def test_http_failures_never_carry_the_url() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/big":
+            return httpx.Response(200, content=b"x" * 100)
+        raise httpx.ConnectError(f"cannot reach {request.url}", request=request)
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
+        with pytest.raises(PlatformUnreachable) as caught:
+            await request(http, "POST", f"https://api.telegram.org/bot{TOKEN}/getMe",
+                          what="getMe", timeout_s=5)
+        assert str(caught.value) == "getMe: ConnectError"
+        assert caught.value.__suppress_context__  # the original is not shown either
+        with pytest.raises(PlatformUnreachable, match="larger than 10 bytes"):
+            await request(http, "GET", "https://example.org/big", what="big", timeout_s=5,
+                          max_bytes=10)
+
 
 def test_parse_private_group_and_topic_messages() -> None:
     fake = FakeTelegram()

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import AsyncGenerator, Mapping
+from contextlib import aclosing
+from typing import Any, cast
 
 import attrs
 import httpx
@@ -85,11 +86,15 @@ async def request(http: httpx.AsyncClient, method: str, url: str, *, what: str,
                                timeout=timeout_s) as response:
             chunks: list[bytes] = []
             size = 0
-            async for chunk in response.aiter_bytes():
-                size += len(chunk)
-                if size > max_bytes:
-                    raise PlatformUnreachable(f"{what}: answer larger than {max_bytes} bytes")
-                chunks.append(chunk)
+            # httpx's iterator is an async generator: close it when we stop early.
+            body = cast(AsyncGenerator[bytes, None], response.aiter_bytes())
+            async with aclosing(body):
+                async for chunk in body:
+                    size += len(chunk)
+                    if size > max_bytes:
+                        raise PlatformUnreachable(
+                            f"{what}: answer larger than {max_bytes} bytes")
+                    chunks.append(chunk)
             return Answer(response.status_code, response.headers, b"".join(chunks))
     except httpx.TimeoutException:
         raise PlatformUnreachable(f"{what}: timed out") from None
