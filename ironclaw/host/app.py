@@ -127,7 +127,8 @@ class ControlPlane:
                 local = LocalChannel()
                 remote = [_platform_adapter(settings, store, http)
                           for settings in config.channels]
-                channels = Channels([local, *remote], router_send, events=bus)
+                channels = Channels([local, *remote], router_send, events=bus,
+                                    policy=config.channel_backoff)
                 gateway = Gateway(store, audit, config=config.gateway,
                                   notifier=SessionNotifier(inbox),
                                   respawner=Respawns(sessions_mailbox[0]), events=bus)

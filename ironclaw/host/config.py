@@ -36,6 +36,8 @@ class ControlPlaneConfig:
     model_limits: ProxyLimits = attrs.Factory(ProxyLimits)
     # Remote chat platforms to connect ([[channels]] in the config file).
     channels: tuple[ChannelSettings, ...] = ()
+    # How a remote channel's receive loop is restarted after a lost connection.
+    channel_backoff: BackoffPolicy = attrs.Factory(BackoffPolicy)
 
     @runtime.validator
     def _runtime(self, _attribute: object, value: str) -> None:
