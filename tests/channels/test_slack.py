@@ -10,12 +10,32 @@ import pytest
 import trio
 
 from ironclaw.contract.enums import EngageMode
+from ironclaw.host.channels.platforms.slack import check_settings
 from ironclaw.host.channels.settings import ChannelSettings
 from tests.channels.plane import ChatWiring, open_channel_plane
 from tests.channels.ws_support import published, wait_published, wire_per_thread
 from tests.fakes.slack import FakeSlack, open_fake_slack
 
 TIMEOUT = 30
+
+
+def test_settings_are_checked_without_revealing_tokens() -> None:
+    tokens = {"IRONCLAW_SLACK_APP_TOKEN": "xapp-1-A-1-secretapp",
+              "IRONCLAW_SLACK_BOT_TOKEN": "xoxb-1-secretbot"}
+    assert check_settings(ChannelSettings("slack", environ=tokens)) == []
+    swapped = {"IRONCLAW_SLACK_APP_TOKEN": tokens["IRONCLAW_SLACK_BOT_TOKEN"],
+               "IRONCLAW_SLACK_BOT_TOKEN": tokens["IRONCLAW_SLACK_APP_TOKEN"]}
+    problems = " ".join(check_settings(ChannelSettings(
+        "slack", options={"api_base": "http://slack.example/api"}, environ=swapped)))
+    assert "app_token should be an app-level token" in problems
+    assert "bot_token should be a bot token" in problems
+    assert "api_base must use https://" in problems
+    assert "secretapp" not in problems and "secretbot" not in problems
+    loopback = ChannelSettings("slack", options={"api_base": "http://127.0.0.1:9/api"},
+                               environ=tokens)
+    assert check_settings(loopback) == []
+    missing = check_settings(ChannelSettings("slack", environ={}))
+    assert any("IRONCLAW_SLACK_APP_TOKEN" in problem for problem in missing)
 
 
 def settings(fake: FakeSlack, **environ: str) -> ChannelSettings:

@@ -35,6 +35,7 @@ __all__ = [
 
 CONNECT_TIMEOUT = 20.0
 CLOSE_TIMEOUT = 2.0
+CANCELLED_CLOSE_TIMEOUT = 0.1
 
 
 class SocketLost(ChannelError):
@@ -103,12 +104,20 @@ async def open_socket(url: str, *, what: str, max_message_size: int,
                 url, max_message_size=max_message_size, connect_timeout=CONNECT_TIMEOUT,
                 disconnect_timeout=CLOSE_TIMEOUT) as ws:
             entered = True
+            leaving: BaseException | None = None
             try:
                 yield ws
+            except BaseException as exc:
+                leaving = exc
+                raise
             finally:
                 # Our close code, not the library's 1000; bounded, and done even when
-                # we are being cancelled.
-                with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_TIMEOUT):
+                # we are being cancelled. Then the library's reader task is cancelled
+                # too, so the peer's answer will never be read: send the close frame
+                # and do not wait for the reply.
+                cancelled = leaving is not None and not isinstance(leaving, Exception)
+                wait = CANCELLED_CLOSE_TIMEOUT if cancelled else CLOSE_TIMEOUT
+                with trio.CancelScope(shield=True), trio.move_on_after(wait):
                     await ws.aclose(close_with)
                     # trio-websocket 0.12 leaves the TCP stream open when the peer
                     # dropped it without a closing handshake (aclose then returns
