@@ -10,6 +10,7 @@ import pytest
 import trio
 
 from ironclaw.contract.enums import EngageMode
+from ironclaw.host.app import ControlPlaneHandles
 from ironclaw.host.channels.platforms.slack import check_settings
 from ironclaw.host.channels.settings import ChannelSettings
 from tests.channels.plane import ChatWiring, open_channel_plane
@@ -48,8 +49,8 @@ def replies_to(fake: FakeSlack, text: str) -> list[dict[str, object]]:
     return [post for post in fake.posts if post["text"] == f"echo: {text}"]
 
 
-async def received(plane: object) -> int:
-    return sum(1 for event in await published(plane, "message.received")  # type: ignore[arg-type]
+async def received(plane: ControlPlaneHandles) -> int:
+    return sum(1 for event in await published(plane, "message.received")
                if event.channel == "slack")
 
 

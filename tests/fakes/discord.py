@@ -277,10 +277,10 @@ class FakeDiscord:
         bucket = (("X-RateLimit-Bucket", "fakebucket"), ("X-RateLimit-Limit", "5"))
         if self._fail_sends:
             wait, is_global = self._fail_sends.popleft()
-            headers = (*bucket, ("Retry-After", str(max(1, round(wait)))),
-                       ("X-RateLimit-Remaining", "0"),
-                       ("X-RateLimit-Reset-After", f"{wait:.3f}"),
-                       ("X-RateLimit-Scope", "global" if is_global else "user"))
+            headers: tuple[tuple[str, str], ...] = (
+                *bucket, ("Retry-After", str(max(1, round(wait)))),
+                ("X-RateLimit-Remaining", "0"), ("X-RateLimit-Reset-After", f"{wait:.3f}"),
+                ("X-RateLimit-Scope", "global" if is_global else "user"))
             if is_global:
                 headers += (("X-RateLimit-Global", "true"),)
             return Reply(429, {"message": "You are being rate limited.", "retry_after": wait,
@@ -290,11 +290,12 @@ class FakeDiscord:
             return Reply(400, {"message": "Invalid Form Body", "code": 50035,
                                "errors": {"content": {"_errors": [{"code": "BASE_TYPE_MAX_LENGTH",
                                                                    "message": "too long"}]}}})
-        headers = (*bucket, ("X-RateLimit-Remaining", "4"), ("X-RateLimit-Reset-After", "1.0"))
+        ok_headers = (*bucket, ("X-RateLimit-Remaining", "4"),
+                      ("X-RateLimit-Reset-After", "1.0"))
         if nonce is not None and body.get("enforce_nonce") and (
                 (channel_id, str(nonce)) in self._nonces):
             self.nonce_hits += 1
-            return Reply(200, self._nonces[(channel_id, str(nonce))], headers)
+            return Reply(200, self._nonces[(channel_id, str(nonce))], ok_headers)
         message = self._message(channel_id, self._user(self.bot_user_id, bot=True), content,
                                 None if nonce is None else str(nonce))
         if nonce is not None:
@@ -303,7 +304,7 @@ class FakeDiscord:
         self.changes.changed()
         if self.echo_own_messages and self.active is not None:
             self._dispatch("MESSAGE_CREATE", message)
-        return Reply(200, message, headers)
+        return Reply(200, message, ok_headers)
 
     # -- gateway ------------------------------------------------------------------------
 
@@ -352,10 +353,13 @@ class FakeDiscord:
             self.changes.changed()
             if connection.ack_heartbeats:
                 await connection.ws.send_message(json.dumps({"op": 11}))
-        elif op == 2:
-            await self._identify(connection, data)
-        elif op == 6:
-            await self._resume(connection, data)
+        elif op in (2, 6):
+            if not isinstance(data, dict):
+                await connection.ws.aclose(4002, "Error while decoding payload.")
+            elif op == 2:
+                await self._identify(connection, data)
+            else:
+                await self._resume(connection, data)
 
     async def _identify(self, connection: _Connection, data: dict[str, Any]) -> None:
         self.identifies.append({k: v for k, v in data.items() if k != "token"})
