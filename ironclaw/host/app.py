@@ -160,7 +160,8 @@ class ControlPlane:
                 local = LocalChannel()
                 remote = [_platform_adapter(settings, store, http)
                           for settings in config.channels]
-                channels = Channels([local, *remote], router_send, events=bus)
+                channels = Channels([local, *remote], router_send, events=bus,
+                                    policy=config.channel_backoff)
                 notices = ChatNotices(store, channels, audit=audit, events=bus)
                 gateway = Gateway(store, audit, config=config.gateway,
                                   notifier=Notifiers(SessionNotifier(inbox), notices),
