@@ -11,6 +11,7 @@ forwarding without closing, as a dead network path does).
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import AsyncIterator, Callable
 
 import attrs
@@ -75,17 +76,17 @@ class TcpRelay:
         except OSError:
             await client.aclose()
             return
-        with trio.CancelScope() as scope:
-            self._scopes.add(scope)
-            try:
+        try:
+            with trio.CancelScope() as scope:
+                self._scopes.add(scope)
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._pipe, client, server, number, True, scope)
                     nursery.start_soon(self._pipe, server, client, number, False, scope)
-            finally:
-                self._scopes.discard(scope)
-        with trio.CancelScope(shield=True):
-            await trio.aclose_forcefully(client)
-            await trio.aclose_forcefully(server)
+        finally:
+            self._scopes.discard(scope)
+            with trio.CancelScope(shield=True):
+                await trio.aclose_forcefully(client)
+                await trio.aclose_forcefully(server)
 
     async def _pipe(self, source: trio.SocketStream, sink: trio.SocketStream, number: int,
                     from_client: bool, scope: trio.CancelScope) -> None:
@@ -124,7 +125,8 @@ class TcpRelay:
 async def open_relay(upstream_port: int) -> AsyncIterator[TcpRelay]:
     relay = TcpRelay(upstream_port)
     async with trio.open_nursery() as nursery:
-        listeners = await nursery.start(trio.serve_tcp, relay._handle, 0, host="127.0.0.1")
+        listeners = await nursery.start(
+            functools.partial(trio.serve_tcp, relay._handle, 0, host="127.0.0.1"))
         relay.port = listeners[0].socket.getsockname()[1]
         yield relay
         nursery.cancel_scope.cancel()

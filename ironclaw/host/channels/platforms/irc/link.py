@@ -164,11 +164,11 @@ async def open_stream(config: IrcConfig) -> trio.abc.Stream:
     stream = trio.SSLStream(tcp, context, server_hostname=config.server)
     try:
         await stream.do_handshake()
-    except ssl.SSLCertVerificationError:
+    except (trio.BrokenResourceError, ssl.SSLError, OSError) as exc:
         await trio.aclose_forcefully(tcp)
-        raise IrcLinkLost("the IRC server's TLS certificate is not trusted") from None
-    except (trio.BrokenResourceError, ssl.SSLError, OSError):
-        await trio.aclose_forcefully(tcp)
+        # trio reports a failed handshake as BrokenResourceError caused by the SSL error.
+        if isinstance(exc.__cause__ or exc, ssl.SSLCertVerificationError):
+            raise IrcLinkLost("the IRC server's TLS certificate is not trusted") from None
         raise IrcLinkLost("TLS handshake with the IRC server failed") from None
     return stream
 
@@ -218,7 +218,11 @@ class Link:
             with trio.fail_after(self.config.connect_timeout):
                 stream = await self._connect(self.config)
         except trio.TooSlowError:
+            self.closed.set()
             raise IrcLinkLost("timed out connecting to the IRC server") from None
+        except BaseException:
+            self.closed.set()
+            raise
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
