@@ -5,9 +5,9 @@ tests are in ``tests/channels/test_irc.py``."""
 
 from __future__ import annotations
 
-import secrets
 import contextlib
-from collections.abc import AsyncIterator, Callable
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -17,7 +17,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ironclaw.host.channels.adapters import AdapterContext, check_settings
-from ironclaw.host.channels.base import DeliveryFailed, InboundEvent, OutboundDelivery
+from ironclaw.host.channels.base import (
+    DeliveryFailed,
+    DeliveryReceipt,
+    InboundEvent,
+    OutboundDelivery,
+)
 from ironclaw.host.channels.ledger import MemoryDeliveryLedger
 from ironclaw.host.channels.platforms.irc import IrcAdapter
 from ironclaw.host.channels.platforms.irc.config import IrcConfig
@@ -248,17 +253,37 @@ class Harness:
         self.changed = trio.lowlevel.ParkingLot()
         self.error: BaseException | None = None
         self.ended = trio.Event()
+        self.up = trio.Event()
 
     def serve(self) -> None:
+        """Start a receive loop, as the supervisor does; ``up`` is set once it is."""
+        self.up = trio.Event()
+        self.ended = trio.Event()
+
         async def run() -> None:
             try:
-                await self.adapter.serve(self.events_send.clone())
+                await self.adapter.serve(self.events_send.clone(),
+                                         task_status=_Started(self.up))  # type: ignore[arg-type]
             except Exception as exc:
                 self.error = exc
             finally:
                 self.ended.set()
 
         self.nursery.start_soon(run)
+
+    def in_background(self, call: Callable[[], Awaitable[object]]) -> Background:
+        background = Background()
+
+        async def run() -> None:
+            try:
+                background.value = await call()
+            except Exception as exc:
+                background.error = exc
+            finally:
+                background.done.set()
+
+        self.nursery.start_soon(run)
+        return background
 
     async def route(self, receive: trio.MemoryReceiveChannel[InboundEvent]) -> None:
         async for event in receive:
@@ -273,8 +298,24 @@ class Harness:
         return self.events
 
     async def wait_up(self) -> None:
-        while self.adapter.link is None:
-            await trio.sleep(0.01)
+        await self.up.wait()
+
+
+class _Started:
+    """Stands in for the task status the supervisor passes."""
+
+    def __init__(self, event: trio.Event) -> None:
+        self._event = event
+
+    def started(self, value: object = None) -> None:
+        self._event.set()
+
+
+class Background:
+    def __init__(self) -> None:
+        self.done = trio.Event()
+        self.value: object = None
+        self.error: Exception | None = None
 
 
 @contextlib.asynccontextmanager
@@ -403,24 +444,19 @@ async def test_delivery_is_confirmed_by_a_ping_round_trip(tmp_path: Path) -> Non
             await script.welcome()
             await script.join()
             await harness.wait_up()
-            done: list[object] = []
-
-            async def deliver() -> None:
-                done.append(await harness.adapter.deliver(_delivery("one\ntwo")))
-
-            harness.nursery.start_soon(deliver)
+            sending = harness.in_background(
+                lambda: harness.adapter.deliver(_delivery("one\ntwo")))
             assert await script.line() == "PRIVMSG #room one"
             assert await script.line() == "PRIVMSG #room two"
             ping = await script.line()
-            assert ping.startswith("PING ic") and not done  # not confirmed yet
+            assert ping.startswith("PING ic") and not sending.done.is_set()  # unconfirmed
             await script.send(f":srv PONG srv :{ping.split()[1]}")
-            while not done:
-                await trio.sleep(0.01)
-            receipt = done[0]
-            assert receipt.platform_message_id.startswith("irc-")  # type: ignore[attr-defined]
+            await sending.done.wait()
+            receipt = sending.value
+            assert isinstance(receipt, DeliveryReceipt)
+            assert receipt.platform_message_id.startswith("irc-")
             again = await harness.adapter.deliver(_delivery("one\ntwo"))
-            assert again.duplicate and again.platform_message_id == \
-                receipt.platform_message_id  # type: ignore[attr-defined]
+            assert again.duplicate and again.platform_message_id == receipt.platform_message_id
 
 
 @pytest.mark.parametrize(("numeric", "retryable"), [("404", True), ("401", False)])
@@ -432,22 +468,16 @@ async def test_a_refused_message_is_a_failed_delivery(tmp_path: Path, numeric: s
             await script.welcome()
             await script.join()
             await harness.wait_up()
-            failures: list[DeliveryFailed] = []
-
-            async def deliver() -> None:
-                try:
-                    await harness.adapter.deliver(_delivery("hi", "#room"))
-                except DeliveryFailed as exc:
-                    failures.append(exc)
-
-            harness.nursery.start_soon(deliver)
+            sending = harness.in_background(
+                lambda: harness.adapter.deliver(_delivery("hi", "#room")))
             await script.expect(lambda line: line.startswith("PRIVMSG"))
             ping = await script.expect(lambda line: line.startswith("PING"))
             await script.send(f":srv {numeric} bot #Room :Cannot send",
                               f":srv PONG srv :{ping.split()[1]}")
-            while not failures:
-                await trio.sleep(0.01)
-            assert failures[0].retryable is retryable and numeric in str(failures[0])
+            await sending.done.wait()
+            failure = sending.error
+            assert isinstance(failure, DeliveryFailed)
+            assert failure.retryable is retryable and numeric in str(failure)
 
 
 async def test_a_link_lost_before_the_pong_fails_retryably_and_the_retry_resends(
@@ -459,37 +489,25 @@ async def test_a_link_lost_before_the_pong_fails_retryably_and_the_retry_resends
             await first.welcome()
             await first.join()
             await harness.wait_up()
-            failures: list[DeliveryFailed] = []
-
-            async def deliver() -> None:
-                try:
-                    await harness.adapter.deliver(_delivery("important"))
-                except DeliveryFailed as exc:
-                    failures.append(exc)
-
-            harness.nursery.start_soon(deliver)
+            sending = harness.in_background(
+                lambda: harness.adapter.deliver(_delivery("important")))
             await first.expect(lambda line: line.startswith("PING"))
             await first.stream.aclose()  # the link dies before the PONG
-            while not failures:
-                await trio.sleep(0.01)
-            assert failures[0].retryable
+            await sending.done.wait()
+            assert isinstance(sending.error, DeliveryFailed) and sending.error.retryable
             await harness.ended.wait()
-            harness.ended = trio.Event()
             harness.serve()  # what the supervisor does
             await second.welcome()
             await second.join()
             await harness.wait_up()
-            receipts: list[object] = []
-
-            async def retry() -> None:
-                receipts.append(await harness.adapter.deliver(_delivery("important")))
-
-            harness.nursery.start_soon(retry)
+            retrying = harness.in_background(
+                lambda: harness.adapter.deliver(_delivery("important")))
             assert await second.line() == "PRIVMSG #room important"
             ping = await second.line()
             await second.send(f":srv PONG srv :{ping.split()[1]}")
-            while not receipts:
-                await trio.sleep(0.01)
+            await retrying.done.wait()
+            assert isinstance(retrying.value, DeliveryReceipt)
+            assert not retrying.value.duplicate
 
 
 async def test_delivery_waits_for_a_connection_then_fails_retryably(

@@ -186,3 +186,13 @@ async def test_channel_state_survives_a_reopen_and_drops_duplicates(tmp_path: Pa
         assert await state.prune(retention_us=-1) == 1
         with pytest.raises(ValueError):
             await state.save_cursor("", "x")
+
+
+def test_http_client_logs_never_carry_request_urls() -> None:
+    """httpx logs each request URL at INFO; platform URLs can hold tokens."""
+    import logging
+
+    import ironclaw.host.channels.platform  # noqa: F401  (the import is the point)
+
+    assert not logging.getLogger("httpx").isEnabledFor(logging.INFO)
+    assert not logging.getLogger("httpcore").isEnabledFor(logging.INFO)
