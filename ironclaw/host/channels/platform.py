@@ -31,8 +31,9 @@ MAX_RETRY_AFTER_S = 3600.0
 # httpx logs every request's full URL at INFO ("HTTP Request: POST https://..."), and
 # some platforms put the bot token in the URL (Telegram; a webhook URL may carry one).
 # Every remote adapter imports this module: from then on those records need WARNING.
+# Set on the loggers themselves, so a root logger at INFO or DEBUG does not reach them.
 for _name in ("httpx", "httpcore"):
-    if logging.getLogger(_name).getEffectiveLevel() < logging.WARNING:
+    if logging.getLogger(_name).level < logging.WARNING:  # NOTSET (0) included
         logging.getLogger(_name).setLevel(logging.WARNING)
 
 
