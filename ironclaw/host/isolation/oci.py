@@ -109,7 +109,12 @@ class OciIsolator:
         prepare = getattr(self._image, "prepare", None)
         if prepare is not None:
             await prepare()
-        return await self._image.verified()
+        image = await self._image.verified()
+        sessions = self._bundles.parent.parent / "sessions"
+        await trio.to_thread.run_sync(sessions.mkdir, 0o711, True, True)
+        await trio.to_thread.run_sync(_open_for_search, [sessions], self._own_dirs)
+        await trio.to_thread.run_sync(_require_traversable, [image.rootfs, sessions])
+        return image
 
     async def run(self, spec: LaunchSpec, *,
                   task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
