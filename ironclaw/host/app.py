@@ -65,6 +65,7 @@ class ControlPlaneHandles:
     registry: Registry
     changes: ChangeStore
     local: LocalChannel
+    channels: Channels
     sessions: Sessions
     delivery: Delivery
     scheduler: Scheduler
@@ -204,7 +205,8 @@ class ControlPlane:
                     config=config, runtime=isolator.name,
                     runtime_strength=isolator.strength.value, runtime_warning=warning,
                     registry=registry,
-                    changes=changes, local=local, sessions=sessions, delivery=delivery,
+                    changes=changes, local=local, channels=channels, sessions=sessions,
+                    delivery=delivery,
                     scheduler=scheduler, questions=questions, events=bus, store=store,
                     gateway=gateway, audit=audit, chat_approvers=commands.approvers,
                     api_token_key=keystore.subkey(Purpose.API_TOKEN_HASH)))

@@ -232,4 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "writable-rootfs, state-dir); the verdict must turn red")
     p = b.leaf(top, "doctor", health.cmd_doctor, "check this setup (exit 1 on any FAIL)")
     p.add_argument("--state-dir", help="also check this state directory's permissions")
+    p.add_argument("--config", metavar="FILE",
+                   help="also check the daemon's config file and each channel's settings "
+                        "(locally: no platform is contacted)")
     return parser
