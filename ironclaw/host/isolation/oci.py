@@ -167,7 +167,7 @@ class OciIsolator:
         for entry in spec.socket_dir.iterdir():
             if entry.is_socket():
                 os.chown(entry, uid, uid, follow_symlinks=False)
-                entry.chmod(0o666)
+                entry.chmod(0o600)
         needed = [image.rootfs, spec.queues.inbound_dir,
                   spec.queues.outbound_dir, spec.key_file, config_file,
                   spec.socket_dir, spec.workspace,
