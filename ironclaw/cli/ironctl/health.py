@@ -183,8 +183,11 @@ def state_dir_check(where: Path) -> Check:
     mode = stat.S_IMODE(info.st_mode)
     if info.st_uid != os.geteuid():
         problems.append(f"owned by uid {info.st_uid}, not by this user ({os.geteuid()})")
-    if mode & 0o077:
-        problems.append(f"mode {mode:04o} lets group/others in (want 0700)")
+    # 0711 is what the OCI isolator sets: others may enter (a sandbox's runtime must
+    # reach its binds from inside a user namespace) but never list or read.
+    if mode & 0o066:
+        problems.append(f"mode {mode:04o} lets group/others read or write "
+                        "(want 0700, or 0711 with OCI runtimes)")
     try:
         for entry in sorted(os.scandir(where), key=lambda e: e.name)[:1000]:
             sub = entry.stat(follow_symlinks=False)
