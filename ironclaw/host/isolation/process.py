@@ -89,25 +89,38 @@ class ProcessIsolator:
 
 def reap_stale_agent(pid_file: Path, config_path: Path) -> bool:
     """Kill an agent left running by a control plane that died without cleaning up
-    (kill -9), before a second one could write the same outbound queue. The pid is
-    trusted only if that process is still our agent for this very config file."""
-    try:
-        pid = int(pid_file.read_text().strip())
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except (OSError, ValueError):
-        pid_file.unlink(missing_ok=True)
-        return False
-    if b"sandbox_agent" not in cmdline or str(config_path).encode() not in cmdline:
-        pid_file.unlink(missing_ok=True)
-        return False
-    logger.warning("killing agent pid %s left over from an earlier control plane", pid)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, signal.SIGKILL)  # the agent leads its own process group
+    (kill -9), before a second one could write the same outbound queue. A process is
+    trusted to be that agent only if its command line runs ``sandbox_agent`` with this
+    very config file. Every process is looked at, not only the pid file's: a control
+    plane can die between spawning the agent and writing its pid."""
+    candidates = {int(entry.name) for entry in Path("/proc").iterdir() if entry.name.isdigit()}
+    needle = str(config_path).encode()
+    reaped = False
+    for pid in sorted(candidates):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"sandbox_agent" not in cmdline or needle not in cmdline or pid == os.getpid():
+            continue
+        logger.warning("killing agent pid %s left over from an earlier control plane", pid)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)  # the agent leads its own process group
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        _wait_gone(pid)
+        reaped = True
+    pid_file.unlink(missing_ok=True)
+    return reaped
+
+
+def _wait_gone(pid: int) -> None:
     deadline = time.monotonic() + 10
     while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
-        stat = Path(f"/proc/{pid}/stat").read_text() if Path(f"/proc/{pid}/stat").exists() else ""
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            return
         if ") Z " in stat:
-            break  # a zombie only waits for a reaper that is not us
+            return  # a zombie only waits for a reaper that is not us
         time.sleep(0.01)
-    pid_file.unlink(missing_ok=True)
-    return True
