@@ -16,6 +16,7 @@ import trio
 
 from ironclaw.contract.agent_config import SANDBOX_CONFIG_FILE
 
+from . import workloads
 from .agent import find_fatal, serve_agent
 from .startup import StartupError, load_config, load_keys
 
@@ -28,7 +29,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="sandbox_agent", description="The IronClaw agent that runs in the sandbox.")
     parser.add_argument("--config", type=Path, default=SANDBOX_CONFIG_FILE,
                         help=f"agent config file (default {SANDBOX_CONFIG_FILE})")
+    # Benchmark workloads (bench sandbox): hidden, they read no config, key or queue.
+    parser.add_argument("--workload", help=argparse.SUPPRESS)
+    parser.add_argument("--iterations", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--seconds", type=float, default=0.0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.workload is not None:
+        return workloads.main(args.workload, args.iterations, args.seconds)
     logging.basicConfig(stream=sys.stderr, level=logging.INFO,
                         format="sandbox_agent %(levelname)s %(name)s: %(message)s")
     try:
