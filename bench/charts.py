@@ -27,7 +27,10 @@ DPI = 110
 
 
 def _colour(name: str, index: int) -> str:
-    return COLOURS.get(name, FALLBACK[index % len(FALLBACK)])
+    if name in COLOURS:
+        return COLOURS[name]
+    first = name.split(" ")[0]
+    return COLOURS.get(first, FALLBACK[index % len(FALLBACK)])
 
 
 def _ok(entry: Any) -> bool:
@@ -41,12 +44,23 @@ def _wants_log(values: Sequence[float], forced: bool | None) -> bool:
     return len(positive) > 1 and max(positive) / min(positive) >= 30
 
 
+def _label(ax: Any, x: float, value: float, unit: str, crowd: int) -> None:
+    if value >= 100:
+        text = f"{value:.0f}"
+    elif value >= 10:
+        text = f"{value:.1f}"
+    else:
+        text = f"{value:.2f}"
+    ax.annotate(text, (x, value), xytext=(0, 2), textcoords="offset points", ha="center",
+                va="bottom", fontsize=6 if crowd > 4 else 7, rotation=90 if crowd > 4 else 0)
+
+
 def _finish(fig: Any, ax: Any, path: Path, title: str, subtitle: str) -> Path:
     ax.set_title(f"{title}\n{subtitle}", fontsize=11)
     ax.grid(axis="y", alpha=0.3, which="both")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=DPI)
+    fig.savefig(path, dpi=DPI, bbox_inches="tight")
     plt.close(fig)
     return path
 
@@ -81,6 +95,7 @@ def grouped_bars(path: Path, *, title: str, subtitle: str, groups: Sequence[str]
                 value = entry[value_key]
                 ax.bar(x, value, width * 0.92, color=_colour(variant, vi),
                        label=variant if gi == 0 else None)
+                _label(ax, x, value, entry.get("unit", ""), len(variants))
                 if "min" in entry and "p90" in entry:
                     low, high = max(0.0, value - entry["min"]), max(0.0, entry["p90"] - value)
                     ax.errorbar(x, value, yerr=[[low], [high]], fmt="none", ecolor="black",
@@ -90,6 +105,7 @@ def grouped_bars(path: Path, *, title: str, subtitle: str, groups: Sequence[str]
             elif isinstance(entry, int | float) and not isinstance(entry, bool):
                 ax.bar(x, float(entry), width * 0.92, color=_colour(variant, vi),
                        label=variant if gi == 0 else None)
+                _label(ax, x, float(entry), "", len(variants))
             else:
                 status = entry.get("status", "absent") if isinstance(entry, Mapping) \
                     else "absent"
@@ -105,7 +121,7 @@ def grouped_bars(path: Path, *, title: str, subtitle: str, groups: Sequence[str]
     if reference is not None:
         ax.axhline(reference, color="black", linewidth=0.8, linestyle="--")
     ax.set_ylabel(ylabel)
-    ax.legend(fontsize=8, loc="best")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     if any(_ok(data.get(g, {}).get(v)) and "p90" in data[g][v] for g in groups
            for v in variants):
         ax.text(0.0, -0.16, "bar: median; whisker: min to p90; dot: p99",
@@ -152,7 +168,7 @@ def lines(path: Path, *, title: str, subtitle: str, xlabel: str, ylabel: str,
           series: Mapping[str, Sequence[tuple[float, float]]],
           series2: Mapping[str, Sequence[tuple[float, float]]] | None = None,
           ylabel2: str = "", log: bool | None = None, log2: bool | None = None,
-          vline: tuple[float, str] | None = None, logx: bool = False) -> Path:
+          vlines: Sequence[tuple[float, str]] = (), logx: bool = False) -> Path:
     """Lines per series; optional second y axis (dashed) for ``series2``."""
     fig, ax = plt.subplots(figsize=(8, 4.8))
     values: list[float] = []
@@ -177,18 +193,62 @@ def lines(path: Path, *, title: str, subtitle: str, xlabel: str, ylabel: str,
             if points:
                 xs, ys = zip(*points, strict=True)
                 values2 += list(ys)
-                ax2.plot(xs, ys, marker="s", linestyle="--",
-                         color=FALLBACK[(i + 2) % len(FALLBACK)], label=name)
+                ax2.plot(xs, ys, marker="s", linestyle="--", alpha=0.8,
+                         color=_colour(name, i + 2), label=name)
         if _wants_log(values2, log2):
             ax2.set_yscale("log")
             ylabel2 += " (log scale)"
         ax2.set_ylabel(ylabel2)
         h2, l2 = ax2.get_legend_handles_labels()
         handles, labels = handles + h2, labels + l2
-    if vline is not None:
-        ax.axvline(vline[0], color="black", linestyle=":", linewidth=1)
-        ax.annotate(vline[1], (vline[0], 0.97), xycoords=("data", "axes fraction"),
+    for x, text in vlines:
+        ax.axvline(x, color="black", linestyle=":", linewidth=1)
+        ax.annotate(text, (x, 0.97), xycoords=("data", "axes fraction"),
                     fontsize=8, ha="right", va="top", rotation=90)
     if handles:
         ax.legend(handles, labels, fontsize=8, loc="upper left")
     return _finish(fig, ax, path, title, subtitle)
+
+
+def curve_panels(path: Path, *, title: str, subtitle: str, xlabel: str,
+                 top: Mapping[str, Sequence[tuple[float, float]]], top_label: str,
+                 bottom: Mapping[str, Sequence[tuple[float, float]]], bottom_label: str,
+                 marks: Mapping[str, float] | None = None, mark_label: str = "knee",
+                 bounds: Mapping[str, float] | None = None) -> Path:
+    """Two stacked panels sharing the x axis (memory above, latency below), one line
+    per runtime; ``marks`` puts a star on each runtime's knee."""
+    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(8, 6.4), sharex=True)
+    for ax, series, label in ((ax1, top, top_label), (ax2, bottom, bottom_label)):
+        values: list[float] = []
+        for i, (name, points) in enumerate(series.items()):
+            if not points:
+                continue
+            xs, ys = zip(*points, strict=True)
+            values += list(ys)
+            colour = _colour(name, i)
+            ax.plot(xs, ys, marker="o", color=colour, label=name)
+            knee = (marks or {}).get(name)
+            if knee is not None and knee in xs:
+                y = ys[xs.index(knee)]
+                ax.plot([knee], [y], marker="*", markersize=14, color=colour,
+                        markeredgecolor="black",
+                        label=f"{name} {mark_label} ({knee:g})" if ax is ax1 else None)
+        if ax is ax2:
+            for i, (name, y) in enumerate((bounds or {}).items()):
+                ax.axhline(y, color=_colour(name, i), linestyle="--", linewidth=1,
+                           label=f"{name} latency bound")
+                values.append(y)
+        if _wants_log(values, None):
+            ax.set_yscale("log")
+            label += " (log scale)"
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3, which="both")
+    ax1.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    ax2.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    ax2.set_xlabel(xlabel)
+    ax1.set_title(f"{title}\n{subtitle}", fontsize=11)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=DPI, bbox_inches="tight")
+    plt.close(fig)
+    return path

@@ -46,6 +46,7 @@ class SuiteResult:
     extra: dict[str, Any] = attrs.Factory(dict)
     notes: list[str] = attrs.Factory(list)
     charts: dict[str, ChartFn] = attrs.Factory(dict)  # name -> drawer
+    ratio_section: bool = True  # False when a table already shows the ratios
 
     def payload(self, host: Mapping[str, Any], started: str, elapsed_s: float,
                 chart_files: list[str]) -> dict[str, Any]:
@@ -128,10 +129,13 @@ def render_markdown(result: SuiteResult, host: Mapping[str, Any], started: str,
     out += ["## Results", ""]
     for table in result.tables:
         out += [_md_table(table), ""]
-    if result.ratios:
+    if result.ratios and result.ratio_section:
+        shown = {k: v for k, v in result.ratios.items() if v is not None}
         out += ["### Ratios (same run)", "", "| ratio | value |", "|---|---|"]
-        for name, value in result.ratios.items():
-            out.append(f"| {name} | {fmt_value(value, 'x') if value is not None else 'n/a'} |")
+        out += [f"| {name} | {fmt_value(value, 'x')} |" for name, value in shown.items()]
+        if len(shown) < len(result.ratios):
+            out += ["", f"{len(result.ratios) - len(shown)} more ratio(s) are n/a: one side "
+                    "was absent or failed (see the JSON)."]
         out.append("")
     if result.notes:
         out += ["## Notes", ""] + [f"- {note}" for note in result.notes] + [""]

@@ -418,7 +418,8 @@ def _assemble(p: Params, mode: str, image: BenchImage, notes: list[str],
              "variants": list(variants),
              "runtime_argv": {n: t.runtime.run_argv(Path("<bundle>"), "<id>")
                               for n, t in targets.items() if isinstance(t, OciTarget)}}
-    result = SuiteResult("sandbox", mode, method, results, ratios, tables, extra, notes)
+    result = SuiteResult("sandbox", mode, method, results, ratios, tables, extra, notes,
+                         ratio_section=False)
     result.charts = {
         "times": lambda path, sub: charts.grouped_bars(
             path, title="sandbox: start and workload times by runtime", subtitle=sub,

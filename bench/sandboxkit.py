@@ -58,6 +58,7 @@ BARE = "bare"
 VARIANTS = ("runsc", "runc", "crun", BARE)
 CID_PREFIX = CONTAINER_PREFIX + "bench-"
 WORK_BASE = Path("/var/tmp")
+CGROUP_ROOT = Path("/sys/fs/cgroup")
 # Process roles in a sandbox's tree, for memory attribution.
 ROLE_CLI = "runtime CLI (foreground)"
 ROLE_SENTRY = "gVisor Sentry (runsc-sandbox)"
@@ -95,6 +96,12 @@ class Workdir:
     def close(self) -> None:
         with contextlib.suppress(Exception):
             reconcile_runtime_state(self.state)
+        # Our (now empty) parent cgroup in every hierarchy: rmdir only succeeds empty.
+        parent = cgroup_parent(self.state)
+        for hierarchy in (CGROUP_ROOT, *(CGROUP_ROOT.iterdir() if CGROUP_ROOT.is_dir()
+                                         else ())):
+            with contextlib.suppress(OSError):
+                (hierarchy / parent).rmdir()
         shutil.rmtree(self.root, ignore_errors=True)
 
     def __enter__(self) -> Workdir:
