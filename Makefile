@@ -4,8 +4,10 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 STATE ?= $(CURDIR)/state
+# Where built sandbox images live; empty: $$IRONCLAW_IMAGE_CACHE, else ~/.cache/ironclaw/images.
+SANDBOX_IMAGE_CACHE ?=
 
-.PHONY: run test venv lint typecheck bench bench-quick clean
+.PHONY: run test venv image lint typecheck bench bench-quick clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +22,12 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/pytest
+
+# The sealed sandbox image, built from this checkout (a cache hit when nothing changed)
+# and pinned in $(STATE), where the daemon checks it before every launch.
+image: $(STAMP)
+	$(VENV)/bin/ironclaw-controlplane build-sandbox --state-dir $(STATE) \
+		$(if $(SANDBOX_IMAGE_CACHE),--cache-dir $(SANDBOX_IMAGE_CACHE))
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check ironclaw sandbox_agent bench tests

@@ -6,8 +6,9 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-# Keep this list in step with what the suite and the daemon use.
-APT_PACKAGES=(make python3 python3-venv)
+# Keep this list in step with what the suite and the daemon use. binutils: PyInstaller
+# needs objdump and strip to freeze the sandbox agent (make image, and the tests).
+APT_PACKAGES=(make python3 python3-venv binutils)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

@@ -12,6 +12,7 @@
     commands      /help, /status, /reset, answered without the model
     prompt        the safety preamble and the persona
     workspace     file access confined to the workspace
+    selfcheck     --self-check: proves a (frozen) build imports and runs everything
     diagnostics   describing failures without their (possibly private) messages
     providers/    model-proxy client (retries, breaker) and the two wire shapes
     tools/        the compiled-in tools and their registry

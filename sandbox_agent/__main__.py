@@ -2,6 +2,8 @@
 
 Exit codes: 0 after a signal-driven shutdown, 2 for a bad config or key file, 3 when
 the queues cannot be used (wrong key, foreign schema). Errors are one line on stderr.
+``--self-check`` reads no config: it proves the build can import and run everything
+(see ``selfcheck``), prints one JSON line of versions and exits 0.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import trio
 
 from ironclaw.contract.agent_config import SANDBOX_CONFIG_FILE
 
-from . import workloads
+from . import selfcheck, workloads
 from .agent import find_fatal, serve_agent
 from .startup import StartupError, load_config, load_keys
 
@@ -29,11 +31,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="sandbox_agent", description="The IronClaw agent that runs in the sandbox.")
     parser.add_argument("--config", type=Path, default=SANDBOX_CONFIG_FILE,
                         help=f"agent config file (default {SANDBOX_CONFIG_FILE})")
+    parser.add_argument("--self-check", action="store_true",
+                        help="check this build's imports, Trio and SQLCipher; print "
+                             "versions as JSON and exit")
     # Benchmark workloads (bench sandbox): hidden, they read no config, key or queue.
     parser.add_argument("--workload", help=argparse.SUPPRESS)
     parser.add_argument("--iterations", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--seconds", type=float, default=0.0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.self_check:
+        return selfcheck.main()
     if args.workload is not None:
         return workloads.main(args.workload, args.iterations, args.seconds)
     logging.basicConfig(stream=sys.stderr, level=logging.INFO,

@@ -74,7 +74,8 @@ class Agent:
         self._options = options or AgentOptions()
         self._wake = trio.Event()
         self.passes = 0
-        registry, unknown = build_registry(config.enabled_tools)
+        registry, unknown = build_registry(
+            config.enabled_tools, egress_socket=config.egress_socket if config.egress else None)
         if unknown:
             log.warning("enabled_tools names no compiled-in tool: %s", ", ".join(unknown))
         self.registry = registry

@@ -1,5 +1,8 @@
 """``ironclaw-controlplane``: the control-plane daemon.
 
+``ironclaw-controlplane build-sandbox`` builds and pins the sealed sandbox image
+(see ``ironclaw.cli.build_sandbox``).
+
 ``--dev`` runs the whole tree with embedded defaults: loopback only, the demo agent on
 the mock model, and a local conversation. When stdin is a terminal it also opens a
 chat prompt on that conversation, so you can talk to the agent at once.
@@ -18,6 +21,7 @@ from pathlib import Path
 import trio
 
 from ironclaw import __version__
+from ironclaw.cli import build_sandbox
 from ironclaw.host.api import ENV_TOKEN, ApiSettings, Principals, bootstrap_owner, serve_api
 from ironclaw.host.app import ControlPlane, ControlPlaneHandles
 from ironclaw.host.config import RUNTIMES, ControlPlaneConfig
@@ -115,6 +119,10 @@ async def serve(config: ControlPlaneConfig, *, chat: bool, api: ApiSettings | No
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["build-sandbox"]:
+        # The one subcommand; every other invocation keeps the daemon's flags.
+        return build_sandbox.main(argv[1:])
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=getattr(logging, args.log_level),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

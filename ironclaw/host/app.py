@@ -24,14 +24,16 @@ from .channels.adapters import AdapterContext, create_adapter
 from .channels.local import LocalChannel
 from .channels.settings import ChannelSettings
 from .channels.state import ChannelState
+from .chatops import ChatApprovers, ChatCommands, ChatNotices
 from .config import ControlPlaneConfig, choose_runtime
 from .delivery import Delivery
 from .devseed import seed_dev
-from .gateway import Gateway
+from .egress import EgressBroker
+from .gateway import Gateway, Grants
 from .isolation import Isolator, ProcessIsolator
 from .mailboxes import Respawns, Waker, open_sessions_mailbox
 from .modelproxy import Credentials, ModelProxy
-from .notify import AuditRecorder, SessionNotifier
+from .notify import AuditRecorder, Notifiers, SessionNotifier
 from .questions import Questions
 from .queues import SessionQueues
 from .registry import Registry
@@ -64,6 +66,7 @@ class ControlPlaneHandles:
     store: HostStore
     gateway: Gateway
     audit: AuditLog
+    chat_approvers: ChatApprovers
     # For the API's token hashes: a sub-key of the sealed root, stable across rotation.
     api_token_key: bytes = attrs.field(repr=False)
 
@@ -116,6 +119,10 @@ class ControlPlane:
                 proxy = ModelProxy(events=bus, credentials=self._credentials,
                                    limits=config.model_limits)
                 await nursery.start(proxy.run)
+                egress = (EgressBroker(Grants(store), config=config.egress, events=bus)
+                          if config.egress.enabled else None)
+                if egress is not None:
+                    await nursery.start(egress.run)
 
                 sessions_mailbox = open_sessions_mailbox()
                 waker = Waker(sessions_mailbox[0])
@@ -128,8 +135,9 @@ class ControlPlane:
                 remote = [_platform_adapter(settings, store, http)
                           for settings in config.channels]
                 channels = Channels([local, *remote], router_send, events=bus)
+                notices = ChatNotices(store, channels, audit=audit, events=bus)
                 gateway = Gateway(store, audit, config=config.gateway,
-                                  notifier=SessionNotifier(inbox),
+                                  notifier=Notifiers(SessionNotifier(inbox), notices),
                                   respawner=Respawns(sessions_mailbox[0]), events=bus)
                 delivery = Delivery(store=store, registry=registry, channels=channels,
                                     inbox=inbox, progress=progress, gate=gateway,
@@ -144,15 +152,20 @@ class ControlPlane:
                         key_dir=key_dir, idle_timeout_s=config.idle_timeout_s,
                         safety_poll_s=config.safety_poll_s,
                         heartbeat_interval_s=config.heartbeat_interval_s,
-                        sandbox_backoff=config.sandbox_backoff)),
+                        sandbox_backoff=config.sandbox_backoff), egress=egress),
                     mailbox=sessions_mailbox)
+                commands = ChatCommands(
+                    approvers=ChatApprovers(store, registry, audit), gateway=gateway,
+                    channels=channels, audit=audit, events=bus)
                 router = Router(registry, queues, sessions_mailbox[0], events=bus,
-                                access_gate=gateway)
+                                access_gate=gateway, notices=notices, commands=commands)
 
                 await nursery.start(AuditRecorder(bus, audit).run)
                 await nursery.start(gateway.run)
                 await nursery.start(delivery.run)
                 await nursery.start(sessions.run)
+                await nursery.start(notices.run)
+                await nursery.start(commands.run)
                 await nursery.start(router.run, router_receive)
                 await nursery.start(channels.run)
                 await nursery.start(Sweeper(
@@ -163,7 +176,7 @@ class ControlPlane:
                     config=config, runtime=isolator.name, registry=registry,
                     changes=changes, local=local, sessions=sessions, delivery=delivery,
                     scheduler=scheduler, questions=questions, events=bus, store=store,
-                    gateway=gateway, audit=audit,
+                    gateway=gateway, audit=audit, chat_approvers=commands.approvers,
                     api_token_key=keystore.subkey(Purpose.API_TOKEN_HASH)))
         finally:
             with trio.CancelScope(shield=True):

@@ -11,6 +11,7 @@ import attrs
 from ironclaw.runtime import BackoffPolicy
 
 from .channels.settings import ChannelSettings
+from .egress import EgressConfig
 from .gateway import GatewayConfig
 from .isolation.spec import SandboxLimits, UserMapping
 from .modelproxy import ProxyLimits
@@ -45,6 +46,9 @@ class ControlPlaneConfig:
     sandbox_limits: SandboxLimits = attrs.Factory(SandboxLimits)
     user_mapping: UserMapping = attrs.Factory(UserMapping)
     image_cache_dir: Path | None = None
+    # The egress broker: limits, local services, search backend, extra CA. Which hosts
+    # a group reaches is its grant (approved egress changes), never this.
+    egress: EgressConfig = attrs.Factory(EgressConfig)
 
     @runtime.validator
     def _runtime(self, _attribute: object, value: str) -> None:

@@ -19,10 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from .channels.settings import InvalidChannelSettings, parse_channel_tables
+from .egress import EgressConfig
 
 __all__ = ["ConfigFileError", "load_config_file"]
 
-TOP_LEVEL_KEYS = frozenset({"state_dir", "runtime", "idle_timeout_s", "channels"})
+TOP_LEVEL_KEYS = frozenset({"state_dir", "runtime", "idle_timeout_s", "channels", "egress"})
 MAX_CONFIG_BYTES = 1024 * 1024
 
 
@@ -51,6 +52,11 @@ def load_config_file(path: Path) -> dict[str, Any]:
         values["channels"] = parse_channel_tables(table.get("channels"))
     except InvalidChannelSettings as exc:
         raise ConfigFileError(f"{path}: {exc}") from None
+    if "egress" in table:
+        try:
+            values["egress"] = EgressConfig.from_table(table["egress"])
+        except (TypeError, ValueError) as exc:
+            raise ConfigFileError(f"{path}: {exc}") from None
     if "state_dir" in table:
         values["state_dir"] = Path(str(table["state_dir"]))
     if "runtime" in table:

@@ -1,11 +1,12 @@
 """Small bridges between the gateway, sessions and the audit log.
 
+``Notifiers`` tells several gateway notifiers (the session's, the chat's) as one.
 ``SessionNotifier`` tells a session the outcome of a change it asked for, as a
 ``system`` inbound row, so the agent learns that a human approved, rejected or let
 its request expire. ``AuditRecorder`` appends the gated actions other actors publish
-on the event bus (sandbox launches and exits, model calls, access requests) to the
-audit log. It reads through a large buffer; if it ever falls behind, the gap itself is
-audited, so a lost entry is visible rather than silent.
+on the event bus (sandbox launches and exits, model calls, egress requests, access
+requests) to the audit log. It reads through a large buffer; if it ever falls behind,
+the gap itself is audited, so a lost entry is visible rather than silent.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from ironclaw.contract.rows import NewInboundMessage
 from ironclaw.runtime import EventBus, Lagged
 
 from .audit import AuditLog
+from .gateway import Notifier
 from .scheduling.inbox import SessionInbox
 
 logger = logging.getLogger(__name__)
@@ -36,6 +38,9 @@ AUDITED: dict[str, tuple[str, ...]] = {
     "model.call": ("session_id", "agent_group_id", "provider", "host", "method", "path",
                    "status", "request_bytes", "response_bytes", "duration_ms",
                    "redactions"),
+    "egress.request": ("session_id", "agent_group_id", "operation", "host", "final_host",
+                       "method", "status", "outcome", "upstream", "request_bytes",
+                       "response_bytes", "duration_ms", "redirects", "suppressed"),
     "access.requested": ("request_id", "messaging_group_id", "user_id"),
     "delivery.dead_lettered": ("session_id", "outbound_id"),
 }
@@ -56,6 +61,21 @@ class SessionNotifier:
             content=(f"Your request {change.id} ({change.kind.value}) was {status.value} "
                      "by the gateway."),
             engages=True), wake_reason="change resolved")
+
+
+class Notifiers:
+    """Several gateway Notifiers as one: each is told in turn, and one that fails does
+    not keep the others from hearing (the gateway bounds the whole call in time)."""
+
+    def __init__(self, *notifiers: Notifier) -> None:
+        self._notifiers = notifiers
+
+    async def change_resolved(self, change: ChangeRequest, status: ChangeStatus) -> None:
+        for notifier in self._notifiers:
+            try:
+                await notifier.change_resolved(change, status)
+            except Exception:
+                logger.exception("notifier %s failed", type(notifier).__name__)
 
 
 class AuditRecorder:

@@ -10,11 +10,18 @@ Unknown senders (no role and no membership for the wiring's agent group) meet th
 messaging group's policy: ``strict`` drops them, ``request_approval`` raises one
 pending access request that an owner can grant, ``public`` lets them through (where
 the wiring's sender scope is ``all``).
+
+Two optional hooks serve chat users directly, never through an agent: ``commands`` sees
+every event first and may take it (chat approvals: ``/pending``, ``/approve``, ...; a
+taken event reaches no wiring), and ``notices`` is told once per new access request
+so the sender hears, in the chat they wrote from, that access was requested.
 """
 
 from __future__ import annotations
 
+import contextlib
 import enum
+import logging
 from collections import OrderedDict
 from typing import Protocol
 
@@ -41,7 +48,9 @@ from .registry import (
     AccessLevel,
     AccessRequest,
     MessagingGroup,
+    NotFound,
     Registry,
+    RegistryError,
     Wiring,
     namespace_user,
 )
@@ -52,8 +61,24 @@ MAX_MATCH_CHARS = 64 * 1024
 MATCH_ANYTHING = "."
 
 
+logger = logging.getLogger(__name__)
+
+
 class AccessGate(Protocol):
     async def submit_access_request(self, request: AccessRequest) -> object: ...
+
+
+class AccessNotices(Protocol):
+    async def access_requested(self, request: AccessRequest, event: InboundEvent) -> None:
+        """A new access request was raised by ``event``'s sender (tell them, once)."""
+        ...
+
+
+class CommandInterceptor(Protocol):
+    async def intercept(self, event: InboundEvent) -> bool:
+        """True when ``event`` is a control-plane command and was taken (it must then
+        reach no agent). Must return promptly: the router waits on it."""
+        ...
 
 
 class Decision(enum.StrEnum):
@@ -112,9 +137,12 @@ def _cap_content(text: str) -> str:
 class Router:
     def __init__(self, registry: Registry, queues: InboundSink,
                  wakes: trio.MemorySendChannel[Wake], events: EventSink | None = None,
-                 access_gate: AccessGate | None = None) -> None:
+                 access_gate: AccessGate | None = None, notices: AccessNotices | None = None,
+                 commands: CommandInterceptor | None = None) -> None:
         self._registry = registry
         self._access_gate = access_gate
+        self._notices = notices
+        self._commands = commands
         self._queues = queues
         self._wakes = wakes
         self._events = events or DiscardEvents()
@@ -129,6 +157,10 @@ class Router:
                 await self.route(event)
 
     async def route(self, event: InboundEvent) -> list[RouteOutcome]:
+        if self._commands is not None and await self._commands.intercept(event):
+            if event.accepted is not None:
+                event.accepted.set()
+            return []
         group = await self._registry.ensure_messaging_group(
             event.channel, event.platform_id, event.instance)
         user = namespace_user(event.channel, event.sender_handle)
@@ -171,9 +203,8 @@ class Router:
                 request, new = await self._registry.request_access(group.id, user)
                 if new:
                     self._events.publish(AccessRequested(request.id, group.id, user))
-                    if self._access_gate is not None:
-                        # An owner grants it through the gateway, like any other change.
-                        await self._access_gate.submit_access_request(request)
+                    if await self._submit_access(request) and self._notices is not None:
+                        await self._notices.access_requested(request, event)
                 return outcome(Decision.ACCESS_REQUESTED)
             if policy is not UnknownSenderPolicy.PUBLIC:
                 return outcome(Decision.ACCESS_DENIED)
@@ -190,3 +221,22 @@ class Router:
             return outcome(Decision.ACCUMULATED, session.id, written.id)
         await self._wakes.send(Wake(session.id))
         return outcome(Decision.STICKY if sticky else Decision.ENGAGED, session.id, written.id)
+
+    async def _submit_access(self, request: AccessRequest) -> bool:
+        """Hand a new access request to the gateway, where an owner grants it like any
+        other change. If the gateway refuses it (its quota of pending router requests
+        is full, or it is stopping), the request is closed again, so the sender's next
+        message asks anew instead of waiting on a request no owner can see; and a
+        stranger's message can never stop the router."""
+        if self._access_gate is None:
+            return True
+        try:
+            await self._access_gate.submit_access_request(request)
+        except Exception as exc:
+            logger.warning("access request %s not submitted to the gateway: %s",
+                           request.id, type(exc).__name__)
+            with contextlib.suppress(RegistryError, NotFound):  # decided meanwhile
+                await self._registry.decide_access_request(request.id, grant=False,
+                                                           decided_by="system")
+            return False
+        return True

@@ -6,7 +6,7 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
-from . import agents, audit, changes, chat, events, health, views
+from . import agents, audit, changes, chat, events, health, owners, views
 from .client import DEFAULT_ADDR, ENV_ADDR, ENV_TOKEN
 from .templates import TEMPLATES
 
@@ -177,6 +177,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = b.leaf(top, "access", views.cmd_access, "access requests from unknown senders")
     p.add_argument("--status", choices=("pending", "granted", "denied"))
+
+    sub = b.group(top, "owners", "owners (registry users with the owner role)")
+    csub = b.group(sub, "chat-approvals",
+                   "deciding changes from a direct chat with the bot: off by default, "
+                   "per owner; a chat account is a weaker credential than an API token")
+    b.leaf(csub, "list", owners.cmd_list, "owners who may decide changes from chat")
+    for name, handler, text in (
+            ("enable", owners.cmd_enable, "let an owner decide changes from a direct chat"),
+            ("disable", owners.cmd_disable, "stop an owner deciding changes from chat")):
+        p = b.leaf(csub, name, handler, f"{text} (needs an owner token)")
+        p.add_argument("user", metavar="USER",
+                       help="the owner's registry user id, <channel>:<platform sender "
+                            "id>, e.g. telegram:12345")
 
     p = b.leaf(top, "events", events.cmd_events, "live tail of the event stream")
     p.add_argument("--type", action="append", metavar="PATTERN",

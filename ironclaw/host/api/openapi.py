@@ -203,6 +203,19 @@ def _paths() -> dict[str, Any]:
             body="AnswerRequest",
             description="The answer is fed back to the session that asked; "
                         "answered_by is the token's principal.")},
+        "/v1/chat-approvals": {
+            "get": _op("List chat approvers", "access", (200, _json(
+                ref("ChatApproverList"), "owners who may decide changes from a direct "
+                                         "chat; owner: still an owner")), ()),
+            "post": _op(
+                "Set chat approvals", "access", (200, _json(
+                    ref("ChatApprovalResult"), "changed: whether it was otherwise before")),
+                (403, 422), body="ChatApprovalRequest",
+                description="Turn deciding changes from a direct chat with the bot on or "
+                            "off for one owner (off by default). Only an owner principal "
+                            "may (403 otherwise); enabling needs a current registry owner "
+                            "(422 otherwise). Audited. A chat account is a weaker "
+                            "credential than an API token: see the threat model.")},
         "/v1/access-requests": {"get": _op(
             "List access requests", "access", (200, _json(
                 ref("AccessRequestList"), "oldest first; each is decided as the "

@@ -97,6 +97,20 @@ LOCAL_MESSAGE: Schema = {
     },
 }
 
+CHAT_USER_PATTERN = "^[a-z0-9][a-z0-9_-]{0,31}:[^\\s:]{1,128}$"
+
+CHAT_APPROVAL: Schema = {
+    "type": "object", "additionalProperties": False, "required": ["user_id", "enabled"],
+    "properties": {
+        "user_id": {"type": "string", "pattern": CHAT_USER_PATTERN, "maxLength": 161,
+                    "description": "the owner's registry user id, <channel>:<stable "
+                                   "platform sender id> (e.g. telegram:12345)"},
+        "enabled": {"type": "boolean",
+                    "description": "true: may decide changes from a direct chat; false: "
+                                   "may not (the default)"},
+    },
+}
+
 ANSWER: Schema = {
     "type": "object", "additionalProperties": False, "required": ["answer"],
     "properties": {"answer": {"type": "string", "minLength": 1, "maxLength": MAX_ANSWER}},
@@ -116,6 +130,11 @@ COMPONENTS: dict[str, Schema] = {
     "DecisionRequest": DECISION,
     "LocalMessage": LOCAL_MESSAGE,
     "AnswerRequest": ANSWER,
+    "ChatApprovalRequest": CHAT_APPROVAL,
+    "ChatApprovalResult": obj({"user_id": STR, "enabled": BOOL, "changed": BOOL}),
+    "ChatApprover": obj({"user_id": STR, "enabled_by": STR, "enabled_at": INT,
+                         "owner": BOOL}),
+    "ChatApproverList": obj({"approvers": array_of(ref("ChatApprover"))}),
     "ChangeAccepted": obj({"id": STR, "status": {"type": "string",
                                                    "enum": [s.value for s in ChangeStatus]}}),
     "DiffEntry": obj({"path": STR, "op": {"type": "string",

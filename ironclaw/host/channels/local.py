@@ -168,10 +168,13 @@ class LocalChannel:
         *,
         mentioned: bool = True,
         thread_id: str | None = None,
+        direct: bool = False,
     ) -> str:
         """Inject a user message; return its platform message id.
 
-        Waits while the router is behind (back-pressure). Raises
+        ``direct`` marks the conversation as a one-to-one chat with the bot (where
+        owners may decide changes from chat). Waits while the router is behind
+        (back-pressure). Raises
         :class:`ChannelUnavailable` when the channel is not being served, and
         ``ValueError`` for an empty conversation or sender or an oversized text.
         """
@@ -196,6 +199,7 @@ class LocalChannel:
             text=text,
             thread_id=thread_id,
             mentioned=mentioned,
+            direct=direct,
             platform_message_id=message_id,
             received_at=at,
             accepted=trio.Event(),

@@ -24,6 +24,7 @@ from .protocols import ChangeSubmitted as ChangeSubmitted
 from .protocols import Clock as Clock
 from .protocols import Notifier as Notifier
 from .protocols import Respawner as Respawner
+from .rbac import ChatOrigin as ChatOrigin
 from .rbac import Conflict as Conflict
 from .rbac import Forbidden as Forbidden
 from .rbac import GatewayError as GatewayError
@@ -33,3 +34,4 @@ from .rbac import NotFound as NotFound
 from .rbac import Principal as Principal
 from .rbac import StaleChange as StaleChange
 from .rbac import TooManyPending as TooManyPending
+from .rbac import chat_principal_name as chat_principal_name

@@ -185,9 +185,12 @@ class Gateway:
             change_kind, agent_group, text, requester, _reason(reason), ttl_us, None, reply)))
 
     async def decide(self, change_id: str, outcome: DecisionOutcome | str,
-                     principal: Principal, reason: str | None = None) -> StoredChange:
-        """Approve or reject as ``principal`` (authenticated by the caller). Raises
-        Forbidden, NotFound, Conflict (already decided), StaleChange (refused now)."""
+                     principal: Principal, reason: str | None = None, *,
+                     digest: str | None = None) -> StoredChange:
+        """Approve or reject as ``principal`` (authenticated by the caller). With
+        ``digest``, only the change with exactly that digest is decided. Raises
+        Forbidden, NotFound, Conflict (already decided, or not the change of that
+        digest), StaleChange (refused now)."""
         try:
             decision = DecisionOutcome(outcome)
         except ValueError:
@@ -197,7 +200,7 @@ class Gateway:
         if not may_reject(principal):
             raise Forbidden(f"{principal.name} may not decide changes")
         return cast(StoredChange, await self._ask(lambda reply: DecideChange(
-            change_id, decision, principal, _reason(reason), reply)))
+            change_id, decision, principal, _reason(reason), reply, digest=digest)))
 
     async def retry_apply(self, change_id: str) -> StoredChange:
         """Apply an approved change whose apply failed; a no-op if already applied."""

@@ -42,7 +42,7 @@ from .protocols import (
     Notifier,
     Respawner,
 )
-from .rbac import Conflict, Forbidden, NotFound, StaleChange, may_approve
+from .rbac import ChatOrigin, Conflict, Forbidden, NotFound, StaleChange, may_approve
 from .state import ChangeContext, snapshot
 from .verifiers import VERIFIER, build_chain, policy_may_approve, run_chain
 
@@ -135,6 +135,8 @@ class ChangeEngine:
         change = stored.change
         if stored.status is not ChangeStatus.PENDING:
             raise Conflict(f"{change.id} is already {stored.status.value}")
+        if m.digest is not None and m.digest != change.digest():
+            raise Conflict(f"{change.id} is not the change that was shown (digest differs)")
         if change.is_expired(self._clock.now_us()):
             await self.on_expire(change.id)
             raise Conflict(f"{change.id} has expired")
@@ -152,7 +154,8 @@ class ChangeEngine:
         except ChangeConflict as exc:
             raise Conflict(str(exc)) from None
         self._disarm(change.id)
-        await self._audit_decision(decision)
+        await self._audit_decision(decision, m.principal.via,
+                                   change.digest() if m.digest is not None else None)
         if m.outcome is DecisionOutcome.APPROVE:
             return await self._apply(change.id)
         await self._notify(change, ChangeStatus.REJECTED)
@@ -242,10 +245,17 @@ class ChangeEngine:
         await self._audit.append("gateway.resume", pending=len(pending), applied=applied)
 
 
-    async def _audit_decision(self, decision: Decision) -> None:
+    async def _audit_decision(self, decision: Decision, via: ChatOrigin | None = None,
+                              digest: str | None = None) -> None:
+        """A decision from chat also names the chat it came from, and the digest the
+        owner confirmed (ids only: the channel, its instance, the chat's platform id)."""
+        origin: dict[str, str | None] = {}
+        if via is not None:
+            origin = {"via_channel": via.channel, "via_instance": via.instance or None,
+                      "via_chat": via.platform_id, "digest": digest}
         await self._audit.append("change.decision", change_id=decision.change_id,
                                  outcome=decision.outcome.value,
-                                 decided_by=decision.decided_by)
+                                 decided_by=decision.decided_by, **origin)
         self._events.publish(ChangeDecided(decision.change_id, decision.outcome.value,
                                            decision.decided_by))
 

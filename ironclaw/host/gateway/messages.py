@@ -37,6 +37,9 @@ class DecideChange:
     principal: Principal
     reason: str | None
     reply: Reply
+    # The digest of the change as the decider saw it; when given, a change whose digest
+    # differs is refused, not decided (chat approvals always bind to it).
+    digest: str | None = attrs.field(default=None, kw_only=True)
 
 
 @attrs.frozen

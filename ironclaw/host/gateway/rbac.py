@@ -9,6 +9,12 @@ a decider's name from a payload. Roles, from most to least powerful:
 * ``viewer`` may read, never submit, approve or reject, whatever the mapping says.
 
 A change granting the ``owner`` role can only be approved by an owner.
+
+A principal may also be an owner speaking from a direct chat with the bot (chat
+approvals, opt-in per owner): its ``via`` names the chat identity and the chat it
+came from, its name is ``chat:<channel>:<handle>`` (a colon never appears in a token
+principal's name, so the two can never be confused), and the gateway records ``via``
+in the audit entry of the decision.
 """
 
 from __future__ import annotations
@@ -31,6 +37,9 @@ DECIDER_ROLES = frozenset({OWNER, ADMIN, APPROVER})
 SYSTEM_DECIDERS = frozenset({"verifier", "policy", "expiry", "auto", "system"})
 
 _PRINCIPAL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
+CHAT_PREFIX = "chat:"
+# A registry user id as the router builds it: ``<channel>:<handle>``, printable.
+_CHAT_USER = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}:[^\s:]{1,128}")
 # Requesters that are not principals: ``session:<id>`` (a sandbox) or ``system:<what>``.
 SYSTEM_REQUESTER = re.compile(r"(?:session|system):[A-Za-z0-9_.:-]{1,128}")
 
@@ -91,12 +100,49 @@ def _roles(value: Iterable[str]) -> frozenset[str]:
 
 
 @attrs.frozen
+class ChatOrigin:
+    """Where a chat decision came from: the owner's registry user id
+    (``<channel>:<stable platform sender id>``, never a display name) and the chat."""
+
+    user_id: str
+    channel: str
+    instance: str
+    platform_id: str
+
+    def __attrs_post_init__(self) -> None:
+        if not is_chat_user_id(self.user_id):
+            raise ValueError(f"invalid chat user id {self.user_id!r:.70}")
+        if not self.user_id.startswith(f"{self.channel}:"):
+            raise ValueError("a chat user id names the channel it came from")
+        for value in (self.instance, self.platform_id):
+            if not isinstance(value, str) or len(value) > 256 or not value.isprintable():
+                raise ValueError("a chat instance or platform id is printable, <= 256")
+
+
+def is_chat_user_id(value: object) -> bool:
+    return isinstance(value, str) and _CHAT_USER.fullmatch(value) is not None \
+        and value.isprintable()
+
+
+def chat_principal_name(user_id: str) -> str:
+    return CHAT_PREFIX + user_id
+
+
+@attrs.frozen
 class Principal:
     """An authenticated caller. Built by the API from a verified token, never from
-    anything a request body says."""
+    anything a request body says; or, with ``via``, by chat approvals from an owner's
+    stable chat identity (see the module docstring)."""
 
-    name: str = attrs.field(validator=_name)
+    name: str = attrs.field()
     roles: frozenset[str] = attrs.field(converter=_roles)
+    via: ChatOrigin | None = None
+
+    def __attrs_post_init__(self) -> None:
+        if self.via is None:
+            _name(self, None, self.name)
+        elif self.name != chat_principal_name(self.via.user_id):
+            raise ValueError("a chat principal is named chat:<its chat user id>")
 
     @property
     def is_decider(self) -> bool:

@@ -21,11 +21,12 @@ import trio
 
 from ironclaw.contract.agent_config import AgentConfig, PersonaDocs
 from ironclaw.contract.clock import now_us
-from ironclaw.contract.layout import MODEL_SOCKET, WAKE_SOCKET, SessionLayout
+from ironclaw.contract.layout import EGRESS_SOCKET, MODEL_SOCKET, WAKE_SOCKET, SessionLayout
 from ironclaw.contract.rows import Destination, ProcessingAck, SessionRouting
 from ironclaw.host.keys import write_session_key_file
 from ironclaw.runtime import BackoffPolicy, EventSink, Supervisor, SupervisorState
 
+from ..egress import EgressRoute
 from ..events import SandboxExitedEvent, SandboxLaunched, SandboxStopped
 from ..isolation import Isolator, LaunchSpec, SandboxExited
 from ..mailboxes import OutboundBatch, SessionHealth
@@ -42,6 +43,14 @@ logger = logging.getLogger(__name__)
 
 class ModelSockets(Protocol):
     async def serve_session(self, route: SessionRoute) -> Path: ...
+
+    async def stop_session(self, session_id: str) -> None: ...
+
+
+class EgressSockets(Protocol):
+    async def granted(self, agent_group_id: str) -> bool: ...
+
+    async def serve_session(self, route: EgressRoute) -> Path: ...
 
     async def stop_session(self, session_id: str) -> None: ...
 
@@ -71,6 +80,8 @@ class SessionDeps:
     progress: SessionProgress
     events: EventSink
     settings: SessionSettings
+    # The egress broker; None: no session gets egress, whatever its grants say.
+    egress: EgressSockets | None = None
 
 
 class SessionActor:
@@ -130,7 +141,10 @@ class SessionActor:
         routing, destinations = await self._routing(group)
         await trio.to_thread.run_sync(writer.set_routing, routing)
         await trio.to_thread.run_sync(writer.set_destinations, destinations)
-        spec = await trio.to_thread.run_sync(self._prepare, group)
+        # Egress is decided at launch: an approved change respawns the group's sandboxes,
+        # and the broker re-reads the allowlist on every request anyway (revocation).
+        egress = deps.egress if deps.egress and await deps.egress.granted(group.id) else None
+        spec = await trio.to_thread.run_sync(self._prepare, group, egress is not None)
         keys = await trio.to_thread.run_sync(deps.queues.keys, session.id)
         self._doorbell = Doorbell(spec.socket_dir / WAKE_SOCKET)
         self._tail = OutboundTail(
@@ -148,6 +162,9 @@ class SessionActor:
                 await deps.models.serve_session(SessionRoute(
                     session.id, group.id, proxy_endpoint(group, deps.credentials),
                     spec.socket_dir / MODEL_SOCKET))
+                if egress is not None:
+                    await egress.serve_session(EgressRoute(session.id, group.id,
+                                                           spec.socket_dir / EGRESS_SOCKET))
                 await nursery.start(self._tail.run)
                 nursery.start_soon(self._supervisor.run)
                 nursery.start_soon(self._retire_when_idle)
@@ -156,6 +173,9 @@ class SessionActor:
             with trio.CancelScope(shield=True):
                 with contextlib.suppress(Exception):
                     await deps.models.stop_session(session.id)
+                if egress is not None:
+                    with contextlib.suppress(Exception):
+                        await egress.stop_session(session.id)
                 with contextlib.suppress(Exception):
                     await deps.registry.set_container_status(session.id, ContainerStatus.PARKED
                                                              if self.parked else
@@ -176,11 +196,17 @@ class SessionActor:
             for d in await deps.registry.destinations_for(group.id)]
         return routing, destinations
 
-    def _prepare(self, group: AgentGroup) -> LaunchSpec:
+    def _prepare(self, group: AgentGroup, egress: bool) -> LaunchSpec:
         """Blocking filesystem work, on a worker thread."""
         deps, sid = self._deps, self.session.id
         layout = SessionLayout.under(deps.state_dir, sid)
         queues = layout.create()
+        if not egress:
+            # Left by a control plane that died without cleaning up: without a grant
+            # there is no egress socket at all, not even a dead one.
+            stale = layout.socket_dir / EGRESS_SOCKET
+            if stale.is_socket():
+                stale.unlink()
         run_dir = layout.root / "run"
         run_dir.mkdir(mode=0o700, exist_ok=True)
         workspace = deps.state_dir / "workspaces" / group.folder
@@ -193,7 +219,7 @@ class SessionActor:
             provider=agent_provider(group, deps.credentials),
             persona=PersonaDocs(group.persona.identity, group.persona.soul,
                                 group.persona.instructions),
-            enabled_tools=group.enabled_tools,
+            enabled_tools=group.enabled_tools, egress=egress,
             heartbeat_interval_s=deps.settings.heartbeat_interval_s,
             safety_poll_interval_s=deps.settings.safety_poll_s)
         return LaunchSpec(session_id=sid, agent_group_id=group.id, queues=queues,

@@ -225,4 +225,33 @@ CREATE TABLE channel_seen (
 CREATE INDEX channel_seen_by_age ON channel_seen (seen_at)
 """
 
-MIGRATIONS: tuple[str, ...] = (V1, V2, V3, V4, V5)
+# V6 (pairing and chat approvals): the owners who opted in to deciding changes from a
+# direct chat with the bot (off unless a row says so), and a durable outbox of the fixed
+# notices told to senders about their access requests (requested, granted, not granted,
+# expired), so a grant made while a channel is down is still told once it is back.
+V6 = """
+CREATE TABLE chat_approvers (
+    user_id     TEXT PRIMARY KEY,
+    enabled_by  TEXT NOT NULL,
+    enabled_at  INTEGER NOT NULL
+) STRICT;
+CREATE TABLE chat_notices (
+    id           TEXT PRIMARY KEY,
+    request_id   TEXT NOT NULL,
+    kind         TEXT NOT NULL,
+    channel      TEXT NOT NULL,
+    instance     TEXT NOT NULL,
+    platform_id  TEXT NOT NULL,
+    thread_id    TEXT,
+    status       TEXT NOT NULL,
+    attempts     INTEGER NOT NULL DEFAULT 0,
+    next_at      INTEGER NOT NULL,
+    last_error   TEXT,
+    created_at   INTEGER NOT NULL,
+    updated_at   INTEGER NOT NULL,
+    UNIQUE (request_id, kind)
+) STRICT;
+CREATE INDEX chat_notices_due ON chat_notices (status, next_at)
+"""
+
+MIGRATIONS: tuple[str, ...] = (V1, V2, V3, V4, V5, V6)

@@ -253,3 +253,65 @@ async def test_router_serves_its_mailbox(h: Harness) -> None:
     woken = h.woken()
     assert len(woken) == 2 and woken[0] == woken[1]
     assert [r[0] for r in h.rows(woken[0])] == ["a", "b"]
+
+
+class _FailingGate:
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def submit_access_request(self, request: object) -> object:
+        await trio.lowlevel.checkpoint()
+        self.calls += 1
+        if self.calls == 1:
+            raise RuntimeError("the gateway's quota of router requests is full")
+        return request
+
+
+class _Notices:
+    def __init__(self) -> None:
+        self.told: list[tuple[str, str]] = []
+
+    async def access_requested(self, request: object, event: InboundEvent) -> None:
+        await trio.lowlevel.checkpoint()
+        self.told.append((request.user_id, event.platform_id))  # type: ignore[attr-defined]
+
+
+class _Commands:
+    async def intercept(self, event: InboundEvent) -> bool:
+        await trio.lowlevel.checkpoint()
+        return event.text.startswith("/approve")
+
+
+async def test_hooks_a_refused_submission_and_a_taken_command(h: Harness) -> None:
+    """A gateway that refuses the request closes it again (the next message asks anew)
+    and never stops the router; the sender is told only about a request owners see. A
+    command taken by the interceptor reaches no wiring, and its event is accepted."""
+    group = await h.registry.get_messaging_group(h.mg)
+    await h.registry.put_messaging_group(attrs.evolve(
+        group, unknown_sender_policy=UnknownSenderPolicy.REQUEST_APPROVAL))
+    await h.wire("w1", "g1")
+    gate, notices = _FailingGate(), _Notices()
+    send, _receive = trio.open_memory_channel[Wake](100)
+    router = Router(h.registry, h.queues, send, h.bus, access_gate=gate, notices=notices,
+                    commands=_Commands())
+    event = InboundEvent(channel="slack", instance="", platform_id="C1",
+                         sender_handle="stranger", text="hi")
+    (o,) = await router.route(event)
+    assert o.decision is Decision.ACCESS_REQUESTED
+    (closed,) = await h.registry.list_access_requests()
+    assert closed.status is AccessRequestStatus.DENIED and closed.decided_by == "system"
+    assert notices.told == []
+    (o,) = await router.route(event)
+    assert o.decision is Decision.ACCESS_REQUESTED
+    assert len(await h.registry.list_access_requests(AccessRequestStatus.PENDING)) == 1
+    assert notices.told == [("slack:stranger", "C1")]
+    (o,) = await router.route(event)  # pending: nobody is told again
+    assert gate.calls == 2 and len(notices.told) == 1
+
+    await h.registry.add_member("slack:alice", "g1")
+    taken = InboundEvent(channel="slack", instance="", platform_id="C1",
+                         sender_handle="alice", text="/approve chg_x", accepted=trio.Event())
+    assert await router.route(taken) == []
+    assert taken.accepted is not None and taken.accepted.is_set()
+    assert await h.registry.list_sessions() == []
+    assert (await router.route(attrs.evolve(taken, text="hello")))[0].engaged

@@ -1,0 +1,13 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from test_egress_support import scratch_dir
+
+
+@pytest.fixture
+def base() -> Iterator[Path]:
+    with scratch_dir() as path:
+        yield path
