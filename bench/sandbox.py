@@ -37,6 +37,7 @@ from .report import SuiteResult, Table, cell, fmt_value
 from .sandboxkit import (
     BARE,
     ROLES,
+    SHARED_DIR_DEVIATION,
     VARIANTS,
     BenchImage,
     Live,
@@ -46,12 +47,14 @@ from .sandboxkit import (
     Target,
     Workdir,
     Workload,
+    build_busybox_rootfs,
     cgroup_memory_mib,
     drop_caches,
     find_image,
     fresh_rootfs,
     live_set,
     make_targets,
+    probe_agent,
     tree_memory,
     wait_ready,
 )
@@ -86,8 +89,10 @@ MODES = {
                     mem_counts=(1,), mem_rounds=1, settle_s=0.5),
 }
 WORKLOADS = ("cpu", "syscall", "io")
-TIME_MEASURES = ("cold_start", "warm_start", "agent_ready", "cpu", "syscall", "io")
+TIME_MEASURES = ("cold_start", "warm_start", "start_minimal", "agent_ready", "cpu", "syscall",
+                 "io")
 LABELS = {"cold_start": "cold start", "warm_start": "warm start",
+          "start_minimal": "warm start,\nruntime only",
           "agent_ready": "agent: launch to\nfirst heartbeat", "cpu": "CPU-bound\n(in sandbox)",
           "syscall": "syscall-bound\n(in sandbox)", "io": "file I/O + fsync\n(in sandbox)"}
 RATIO_PAIRS = (("runsc", "runc"), ("runsc", BARE), ("runc", BARE), ("crun", "runc"),
@@ -233,12 +238,31 @@ def _run(p: Params, mode: str, progress: Progress, variants: tuple[str, ...],
 
     order = [n for n in variants if n in targets]
     # Warm start.
-    with progress.phase("warm start", total=(p.warm + p.warm_warmup) * len(order)) as ph:
-        noop = Workload("noop")
-        warm = interleave({n: _timed(targets[n], noop, slot) for n in order},
-                          iterations=p.warm, warmup=p.warm_warmup,
+    # Warm start: the image's own start-and-exit, and (when the image is the sealed
+    # one) the runtime alone, starting a static busybox `true` on the same spec.
+    noop = Workload("noop")
+    minimal = None
+    if image.kind == "sealed":
+        try:
+            minimal = BenchImage("busybox", build_busybox_rootfs(workdir.fresh("minimal")),
+                                 description="busybox /bin/true")
+        except FileNotFoundError as exc:
+            notes.append(f"runtime-only start not measured: {exc}")
+    cases: dict[str, Callable[[], float]] = {}
+    for n in order:
+        cases[f"warm_start|{n}"] = _timed(targets[n], noop, slot)
+        if minimal is not None:
+            cases[f"start_minimal|{n}"] = _timed(targets[n], noop, slot, minimal)
+    with progress.phase("warm start", total=(p.warm + p.warm_warmup) * len(cases)) as ph:
+        warm = interleave(cases, iterations=p.warm, warmup=p.warm_warmup,
                           on_sample=lambda _n: ph.advance())
-    fill("warm_start", warm, warm.failures)
+    for measure in ("warm_start", "start_minimal"):
+        if measure == "start_minimal" and minimal is None:
+            continue
+        fill(measure, {k.split("|")[1]: v for k, v in warm.items()
+                       if k.startswith(measure + "|")},
+             {k.split("|")[1]: v for k, v in warm.failures.items()
+              if k.startswith(measure + "|")})
 
     # Cold start.
     dropped: list[str] = []
@@ -275,6 +299,16 @@ def _run(p: Params, mode: str, progress: Progress, variants: tuple[str, ...],
         fill(f"{name}_wall", {n: [s[1] for s in v] for n, v in samples.items()},
              samples.failures)
 
+    # The agent needs threads; check the production spec lets it start everywhere.
+    deviations: dict[str, str] = {}
+    for n in order:
+        try:
+            why = probe_agent(targets[n], workdir)
+        except Exception as exc:
+            notes.append(f"{n}: agent probe failed: {exc}")
+            continue
+        if why is not None:
+            deviations[n] = why
     # The agent: launch to first heartbeat, idle memory (1 sandbox).
     slots: list[Slot] = []
     memory: dict[int, dict[str, list[dict[str, Any]]]] = {}
@@ -313,16 +347,18 @@ def _run(p: Params, mode: str, progress: Progress, variants: tuple[str, ...],
         roles[str(count)] = {n: _median_roles(v) for n, v in per.items() if v}
         cgroup = {n: [m["cgroup_mib"] for m in v if m["cgroup_mib"] is not None]
                   for n, v in per.items()}
-        fill(f"memory_cgroup_{count}", cgroup,
-             {**mem_failures[count], **{n: "no container cgroup (bare process)" for n in
-                                        cgroup if not cgroup[n]}}, unit="MiB", scale=1.0)
+        fill(f"memory_cgroup_{count}", cgroup, mem_failures[count], unit="MiB", scale=1.0)
+        if BARE in results[f"memory_cgroup_{count}"]:
+            results[f"memory_cgroup_{count}"][BARE] = {
+                "status": "n/a", "reason": "the bare process has no container cgroup"}
     return _assemble(p, mode, image, notes, results, roles, calibration, drop_status,
-                     targets, missing, variants)
+                     targets, missing, variants, deviations, minimal is not None)
 
 
-def _timed(target: Target, work: Workload, slot: Slot) -> Callable[[], float]:
+def _timed(target: Target, work: Workload, slot: Slot, image: BenchImage | None = None
+           ) -> Callable[[], float]:
     def case() -> float:
-        return target.run(work, slot).check().wall_s
+        return target.run(work, slot, image=image).check().wall_s
     return case
 
 
@@ -342,10 +378,12 @@ def _median_roles(samples: list[dict[str, Any]]) -> dict[str, float]:
 def _assemble(p: Params, mode: str, image: BenchImage, notes: list[str],
               results: dict[str, dict[str, dict[str, Any]]], roles: dict[str, Any],
               calibration: dict[str, Any], drop_status: str, targets: dict[str, Target],
-              missing: dict[str, str], variants: tuple[str, ...]) -> SuiteResult:
+              missing: dict[str, str], variants: tuple[str, ...], deviations: dict[str, str],
+              has_minimal: bool) -> SuiteResult:
+    time_measures = tuple(m for m in TIME_MEASURES if m != "start_minimal" or has_minimal)
     ratios: dict[str, float | None] = {}
     mem_key = f"memory_pss_{p.mem_counts[0]}"
-    for measure in (*TIME_MEASURES, mem_key):
+    for measure in (*time_measures, mem_key):
         for a, b in RATIO_PAIRS:
             if a in variants and b in variants:
                 ratios[f"{measure} {a}/{b}"] = ratio(results[measure].get(a),
@@ -364,16 +402,22 @@ def _assemble(p: Params, mode: str, image: BenchImage, notes: list[str],
                   f"{limits.pids} (runsc {limits.gvisor_pids}); only process.args differs",
         "timing": "wall clock around `<runtime> run --bundle` in the foreground; CPU, "
                   "syscall and I/O figures are the workload's own in-sandbox elapsed time",
+        "starts": "cold and warm start run the image's start-and-exit (sealed image: the "
+                  "frozen agent's `--workload noop`, i.e. interpreter start-up); 'runtime "
+                  "only' runs a static busybox `true` on the same spec (the anchor's "
+                  "`exit 0`)",
         "cold start": drop_status + "; rootfs freshly copied for every run",
         "memory": "PSS and RSS (smaps_rollup) of every process in the runtime's tree, "
                   "per sandbox; median of 3 readings after a settle of "
                   f"{p.settle_s:g} s; cgroup figure is memory.usage (page cache included)",
+        "deviations": "; ".join(f"{n}: {why}" for n, why in deviations.items()) or "none",
+        "host-side ownership": SHARED_DIR_DEVIATION.format(host_base=UserMapping().host_base),
         "workload sizes": ", ".join(f"{k} {v['iterations']} iterations (~{v['target_seconds']}"
                                     " s bare)" for k, v in calibration.items()) or "default",
     }
     head = ["measure", *variants]
     time_rows = []
-    for measure in (*TIME_MEASURES, "cpu_wall", "syscall_wall", "io_wall"):
+    for measure in (*time_measures, "cpu_wall", "syscall_wall", "io_wall"):
         label = LABELS.get(measure, measure.replace("_wall", " (wall, incl. launch)"))
         time_rows.append([label.replace("\n", " "),
                           *[_cell_p(results[measure].get(v)) for v in variants]])
@@ -391,7 +435,7 @@ def _assemble(p: Params, mode: str, image: BenchImage, notes: list[str],
             role_rows.append([name, role, fmt_value(value, "MiB")])
     ratio_rows = []
     pairs = [(a, b) for a, b in RATIO_PAIRS if a in variants and b in variants]
-    for measure in (*TIME_MEASURES, mem_key):
+    for measure in (*time_measures, mem_key):
         ratio_rows.append([LABELS.get(measure, measure).replace("\n", " "),
                            *[_fmt_ratio(ratios.get(f"{measure} {a}/{b}")) for a, b in pairs]])
     tables = [
@@ -412,7 +456,8 @@ def _assemble(p: Params, mode: str, image: BenchImage, notes: list[str],
                      "workloads are shell loops (syscall loop = builtin test/read of files; "
                      "I/O = dd with fsync, which also forks), and 'agent' is a heartbeat "
                      "write then sleep. Compare ratios within this run only.")
-    extra = {"image": attrs.asdict(image, value_serializer=lambda _i, _a, v: str(v)
+    extra = {"deviations": deviations,
+             "image": attrs.asdict(image, value_serializer=lambda _i, _a, v: str(v)
                                    if isinstance(v, Path) else v),
              "calibration": calibration, "memory_roles_pss_mib": roles, "seed": SEED,
              "variants": list(variants),
@@ -423,14 +468,14 @@ def _assemble(p: Params, mode: str, image: BenchImage, notes: list[str],
     result.charts = {
         "times": lambda path, sub: charts.grouped_bars(
             path, title="sandbox: start and workload times by runtime", subtitle=sub,
-            groups=list(TIME_MEASURES), variants=list(variants), data=results,
+            groups=list(time_measures), variants=list(variants), data=results,
             ylabel="milliseconds", group_labels=LABELS),
         "overhead": lambda path, sub: charts.grouped_bars(
             path, title="sandbox: overhead ratios (median ÷ median, same run)", subtitle=sub,
-            groups=list((*TIME_MEASURES, mem_key)), variants=[f"{a} ÷ {b}" for a, b in pairs],
+            groups=list((*time_measures, mem_key)), variants=[f"{a} ÷ {b}" for a, b in pairs],
             data={m: {f"{a} ÷ {b}": (ratios.get(f"{m} {a}/{b}") if ratios.get(
                 f"{m} {a}/{b}") is not None else {"status": "absent"}) for a, b in pairs}
-                for m in (*TIME_MEASURES, mem_key)},
+                for m in (*time_measures, mem_key)},
             ylabel="ratio (1 = no overhead)", reference=1.0,
             group_labels={**LABELS, mem_key: f"memory PSS\n({first} live)"}),
         "memory": lambda path, sub: charts.stacked_bars(
@@ -470,6 +515,8 @@ def _seed_table(results: dict[str, Any], ratios: dict[str, float | None], mem_ke
         ["file I/O", expect["syscall"], "not measured", ours("io")],
         ["cold start", expect["start"], ci["cold_start"], ours("cold_start")],
         ["warm start", expect["start"], ci["warm_start"], ours("warm_start")],
+        ["warm start, runtime only (busybox true)", expect["start"], ci["warm_start"],
+         ours("start_minimal")],
         ["memory per sandbox", expect["memory"], ci["memory"],
          f"runsc {cell(results.get(mem_key, {}).get('runsc'))} PSS; runc "
          f"{cell(results.get(mem_key, {}).get('runc'))}; bare "

@@ -48,7 +48,13 @@ from ironclaw.host.isolation.cgroups import remove_container_cgroups
 from ironclaw.host.isolation.oci import CONTAINER_PREFIX, cgroup_parent
 from ironclaw.host.isolation.reconcile import reconcile_runtime_state
 from ironclaw.host.isolation.runtimes import OciRuntime, RuntimeKind
-from ironclaw.host.isolation.spec import BundleInputs, SandboxLimits, UserMapping, build_spec
+from ironclaw.host.isolation.spec import (
+    BundleInputs,
+    SandboxLimits,
+    UserMapping,
+    build_spec,
+    validate_spec,
+)
 
 __all__ = ["BARE", "VARIANTS", "BareTarget", "BenchImage", "Live", "OciTarget", "RunResult",
            "Slot", "Target", "Workdir", "Workload", "drop_caches", "find_image", "make_targets",
@@ -59,6 +65,8 @@ VARIANTS = ("runsc", "runc", "crun", BARE)
 CID_PREFIX = CONTAINER_PREFIX + "bench-"
 WORK_BASE = Path("/var/tmp")
 CGROUP_ROOT = Path("/sys/fs/cgroup")
+IMAGE_CACHE_ENV = "IRONCLAW_BENCH_IMAGE_CACHE"
+DEFAULT_IMAGE_CACHE = Path("/var/tmp/ironclaw-bench-images")
 # Process roles in a sandbox's tree, for memory attribution.
 ROLE_CLI = "runtime CLI (foreground)"
 ROLE_SENTRY = "gVisor Sentry (runsc-sandbox)"
@@ -222,19 +230,50 @@ def find_image(workdir: Workdir, *, prefer: str = "sealed") -> tuple[BenchImage,
                       "(shell loops; not the sealed agent image)"), notes
 
 
+def image_cache_dir() -> Path:
+    """Where the bench keeps built images: ``$IRONCLAW_BENCH_IMAGE_CACHE``, else
+    ``/var/tmp/ironclaw-bench-images``. Not the daemon's default (under the home
+    directory, which is 0700 for root): a runtime mounts the rootfs from inside the
+    sandbox's user namespace, so every parent must be searchable by others."""
+    return Path(os.environ.get(IMAGE_CACHE_ENV) or DEFAULT_IMAGE_CACHE)
+
+
 def _sealed_image(workdir: Workdir) -> BenchImage | None:
-    try:
-        from ironclaw.host.isolation import image as image_mod  # type: ignore[attr-defined]
-    except ImportError as exc:
-        raise RuntimeError("this build has no sealed-image support") from exc
-    built = image_mod.ensure_image(workdir.state)
-    image_mod.verify_image(built.rootfs, built.digest)
+    from ironclaw.host.isolation.image import build_image, verify_image
+
+    cache = image_cache_dir()
+    cache.mkdir(parents=True, exist_ok=True)
+    for parent in (cache, *cache.parents):
+        if parent.stat().st_mode & 0o001 == 0:
+            raise PermissionError(f"{parent} is not searchable by others (o+x); the "
+                                  "sandbox could not reach the image there")
+    outcome = build_image(cache_dir=cache)
+    built = outcome.image
+    verify_image(built.rootfs, built.digest)
+    how = "from the cache" if outcome.cached else f"built in {outcome.seconds:.0f} s"
     return BenchImage("sealed", Path(built.rootfs), agent_binary=built.entrypoint[0],
                       digest=built.digest,
-                      description=f"sealed image sha256:{built.digest[:16]}… (frozen agent)")
+                      description=f"sealed image sha256:{built.digest[:16]}... (frozen "
+                                  f"agent, {built.size_bytes >> 20} MiB; {how})")
 
 
 # -- slots: one sandbox's host-side paths ----------------------------------------------
+
+# The inbound and socket directories are read-only for the sandbox. OciIsolator makes
+# them root:<agent uid> 0750, which works for runc and crun (the kernel checks the
+# agent's own ids) but not for runsc: gVisor's gofer opens host files as the sandbox's
+# root (mapping.host_base on the host), and host root is unmapped in the sandbox's user
+# namespace, so the gofer gets "other" permissions on such a directory: EACCES, and the
+# agent dies at its first inbound read. The bench gives these directories to the
+# sandbox's root instead (<host_base>:<agent uid> 0750: still read-only through the
+# bind, still closed to every other local user) and reports it as a deviation.
+SHARED_DIR_DEVIATION = (
+    "inbound and socket directories owned by the sandbox's root (host uid "
+    "{host_base}), group the agent, 0750, instead of OciIsolator's root:agent 0750: "
+    "under runsc the gofer opens host files as the sandbox's root, and host root is "
+    "unmapped in the sandbox's user namespace, so a root-owned 0750 directory answers "
+    "EACCES and the agent exits at its first inbound read. Same for every runtime here.")
+
 
 @attrs.frozen
 class Slot:
@@ -264,7 +303,7 @@ class Slot:
             os.chown(paths[name], uid, uid)
             paths[name].chmod(0o700)
         for name in ("inbound", "sockets"):
-            os.chown(paths[name], 0, uid)
+            os.chown(paths[name], mapping.host_base, uid)  # see SHARED_DIR_DEVIATION
             paths[name].chmod(0o750)
         paths["scratch"].chmod(0o700)
         keys = SessionKeys.generate()
@@ -344,7 +383,7 @@ class Target:
     name: str
 
     def run(self, work: Workload, slot: Slot, *, rootfs: Path | None = None,
-            timeout: float = 300.0) -> RunResult:
+            timeout: float = 300.0, image: BenchImage | None = None) -> RunResult:
         raise NotImplementedError
 
     def launch(self, work: Workload, slot: Slot) -> Live:
@@ -373,18 +412,26 @@ class OciTarget(Target):
         self.parent = cgroup_parent(workdir.state)
         self._n = 0
         self.runtime.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # See allow_clone3: set by probe_agent when the production profile stops the
+        # agent from starting any thread under this runtime.
+        self.clone3_allowed = False
 
-    def _bundle(self, work: Workload, slot: Slot, rootfs: Path | None) -> tuple[Path, str]:
+    def _bundle(self, work: Workload, slot: Slot, rootfs: Path | None,
+                image: BenchImage | None = None) -> tuple[Path, str]:
         self._n += 1
         cid = f"{CID_PREFIX}{self.name}-{os.getpid()}-{self._n}"
+        image = image or self.image
         inputs = BundleInputs(
-            container_id=cid, rootfs=rootfs or self.image.rootfs,
-            args=self.image.sandbox_args(work), inbound_dir=slot.inbound,
+            container_id=cid, rootfs=rootfs or image.rootfs,
+            args=image.sandbox_args(work), inbound_dir=slot.inbound,
             outbound_dir=slot.outbound, key_file=slot.key_file, config_file=slot.config_file,
             socket_dir=slot.sockets, workspace=slot.workspace,
             cgroups_path=f"/{self.parent}/{cid}", gvisor=self.runtime.gvisor,
             limits=self.limits, mapping=self.mapping)
         spec = build_spec(inputs)
+        if self.clone3_allowed and work.name == "agent":
+            allow_clone3(spec)
+            validate_spec(spec, inputs)  # still within the sandbox invariants
         bundle = self.workdir.state / "runtime" / "bundles" / cid
         bundle.mkdir(mode=0o700, parents=True)
         (bundle / "config.json").write_text(json.dumps(spec, indent=1))
@@ -397,8 +444,8 @@ class OciTarget(Target):
         remove_container_cgroups(self.parent, cid)
 
     def run(self, work: Workload, slot: Slot, *, rootfs: Path | None = None,
-            timeout: float = 300.0) -> RunResult:
-        bundle, cid = self._bundle(work, slot, rootfs)
+            timeout: float = 300.0, image: BenchImage | None = None) -> RunResult:
+        bundle, cid = self._bundle(work, slot, rootfs, image)
         argv = self.runtime.run_argv(bundle, cid)
         clean = False
         try:
@@ -480,10 +527,11 @@ class BareTarget(Target):
         return {**ENV, "HOME": str(slot.workspace), "TMPDIR": str(slot.scratch)}
 
     def run(self, work: Workload, slot: Slot, *, rootfs: Path | None = None,
-            timeout: float = 300.0) -> RunResult:
-        argv = self.image.host_args(work, rootfs or self.image.rootfs,
-                                    config_path=slot.host_config_file)
-        if self.image.kind == "busybox":
+            timeout: float = 300.0, image: BenchImage | None = None) -> RunResult:
+        image = image or self.image
+        argv = image.host_args(work, rootfs or image.rootfs,
+                               config_path=slot.host_config_file)
+        if image.kind == "busybox":
             argv = _bare_busybox(argv, work, slot)
         start = time.perf_counter()
         done = subprocess.run(argv, capture_output=True, timeout=timeout, cwd=slot.workspace,
@@ -546,6 +594,46 @@ def make_targets(image: BenchImage, workdir: Workdir, names: tuple[str, ...] = V
         else:
             targets[name] = OciTarget(runtime, image, workdir)
     return targets, missing
+
+
+# -- a runsc deviation, applied only when needed and always reported ---------------------
+
+CLONE3_DEVIATION = (
+    "runsc agent bundles allow clone3: this runsc (20221219) with --oci-seccomp answers "
+    "the production profile's clone3 rule (errnoRet ENOSYS) with EPERM, so glibc does "
+    "not fall back to clone and the agent cannot start a thread ('can't start new "
+    "thread'). With clone3 allowed, gVisor's own clone3 answers ENOSYS and glibc falls "
+    "back. Every other line of the spec is the production one; the spec still passes "
+    "validate_spec. Workload runs (single-threaded) keep the production profile.")
+
+
+def allow_clone3(spec: dict[str, Any]) -> None:
+    for rule in spec["linux"]["seccomp"]["syscalls"]:
+        if rule.get("names") == ["clone3"]:
+            rule["action"] = "SCMP_ACT_ALLOW"
+            rule.pop("errnoRet", None)
+
+
+def probe_agent(target: Target, workdir: Workdir) -> str | None:
+    """Can the agent start on the production spec under ``target``? If not, and it is
+    the clone3 problem above, switch ``target`` to the deviation and say so; return
+    None when no deviation was needed, else the reason (for the report)."""
+    if not isinstance(target, OciTarget):
+        return None
+    slot = Slot.make(workdir, target.mapping)
+    live = target.launch(Workload("agent"), slot)
+    try:
+        wait_ready(live, timeout=60)
+        return None
+    except Exception as exc:
+        tail = target.stderr_tail(live)
+        if "can't start new thread" not in tail:
+            raise RuntimeError(f"{target.name}: the agent does not start: {exc}; "
+                               f"{tail[-300:]!r}") from None
+    finally:
+        target.stop(live)
+    target.clone3_allowed = True
+    return CLONE3_DEVIATION
 
 
 # -- cold starts -----------------------------------------------------------------------

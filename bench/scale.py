@@ -31,6 +31,7 @@ from . import charts
 from .progress import Progress
 from .report import SuiteResult, Table, fmt_value
 from .sandboxkit import (
+    SHARED_DIR_DEVIATION,
     Live,
     Slot,
     Target,
@@ -38,6 +39,7 @@ from .sandboxkit import (
     Workload,
     find_image,
     make_targets,
+    probe_agent,
     tree_memory,
     wait_ready,
 )
@@ -183,11 +185,15 @@ def run(*, mode: str = "quick", progress: Progress, runtimes: tuple[str, ...] | 
             image, notes = find_image(workdir, prefer=image_preference)
         targets, missing = make_targets(image, workdir, names)
         ramps: dict[str, dict[str, Any]] = {}
+        deviations: dict[str, str] = {}
         for name in names:
             if name in missing:
                 ramps[name] = absent(missing[name])
                 continue
             try:
+                why = probe_agent(targets[name], workdir)
+                if why is not None:
+                    deviations[name] = why
                 ramps[name] = _ramp(targets[name], workdir, p, progress)
             except Exception as exc:
                 ramps[name] = failed(f"{type(exc).__name__}: {exc}")
@@ -225,6 +231,8 @@ def run(*, mode: str = "quick", progress: Progress, runtimes: tuple[str, ...] | 
         "caps": f"{p.steps[-1]} sandboxes, {p.time_cap_s:.0f} s per runtime",
         "image": image.description,
         "start latency": "launch (`<runtime> run`, foreground) to the agent's first heartbeat",
+        "deviations": "; ".join(f"{n}: {why}" for n, why in deviations.items()) or "none",
+        "host-side ownership": SHARED_DIR_DEVIATION.format(host_base=UserMapping().host_base),
         "per-sandbox limits": f"{limits.memory_bytes >> 20} MiB, {limits.cpus:g} CPU",
         "memory": "PSS of every process in every sandbox's tree, divided by the count; "
                   "host-used = drop in MemAvailable since the ramp began, per sandbox",
@@ -237,10 +245,10 @@ def run(*, mode: str = "quick", progress: Progress, runtimes: tuple[str, ...] | 
                         "start p50 (step)", "start p90 (step)", "elapsed"], curve_rows),
     ]
     notes += [f"{n}: absent ({why})" for n, why in missing.items()]
-    result = SuiteResult("scale", mode, method, results, {}, tables,
-                         {"ramps": ramps, "bounds": {"mem_fraction": MEM_FRACTION,
-                                                     "latency_factor": LATENCY_FACTOR}},
-                         notes, ratio_section=False)
+    extra = {"ramps": ramps, "deviations": deviations,
+             "bounds": {"mem_fraction": MEM_FRACTION, "latency_factor": LATENCY_FACTOR}}
+    result = SuiteResult("scale", mode, method, results, {}, tables, extra, notes,
+                         ratio_section=False)
     ok = {n: r for n, r in ramps.items() if r.get("status") == "ok"}
     result.charts = {"curve": lambda path, sub: charts.curve_panels(
         path, title="scale: memory per sandbox and start latency as sandboxes are added",
