@@ -173,12 +173,14 @@ def _launch_idle(target: Target, workdir: Workdir, count: int, settle_s: float,
                  slots: list[Slot]) -> tuple[list[float], dict[str, Any]]:
     """Start ``count`` agents, wait for every first heartbeat, let them settle, read
     their memory, stop them. Returns the ready times and the memory sample."""
-    while len(slots) < count:
-        slots.append(Slot.make(workdir, UserMapping()))
+    # A fresh slot (a new session: new queue files) for every launch. Reusing one would
+    # restart an agent on an outbound queue it wrote before, which is another case
+    # (under runsc it starts slower every time: see the notes on the fence clock).
+    del slots[:]
+    slots.extend(Slot.make(workdir, UserMapping()) for _ in range(count))
     with live_set(target) as lives:
         ready: list[float] = []
-        for slot in slots[:count]:
-            slot.reset()
+        for slot in slots:
             live = target.launch(Workload("agent"), slot)
             lives.append(live)
             try:
@@ -212,7 +214,8 @@ def _run(p: Params, mode: str, progress: Progress, variants: tuple[str, ...],
     results: dict[str, dict[str, dict[str, Any]]] = {}
 
     def fill(measure: str, samples: dict[str, list[float]], failures: dict[str, str],
-             unit: str = "ms", scale: float = 1000.0) -> None:
+             unit: str = "ms", scale: float = 1000.0,
+             errors: dict[str, list[str]] | None = None) -> None:
         entry: dict[str, dict[str, Any]] = {}
         for name in variants:
             if name in missing:
@@ -221,6 +224,11 @@ def _run(p: Params, mode: str, progress: Progress, variants: tuple[str, ...],
                 entry[name] = failed(failures[name])
             else:
                 entry[name] = summarise(samples.get(name, []), unit=unit, scale=scale)
+                if errors and errors.get(name):  # tolerated failures: counted, shown
+                    entry[name]["failed_samples"] = len(errors[name])
+                    entry[name]["failure"] = errors[name][-1]
+                    notes.append(f"{measure} on {name}: {len(errors[name])} failed "
+                                 f"sample(s), e.g. {errors[name][-1][:200]}")
         results[measure] = entry
 
     # Calibrate the workloads on the bare process.
@@ -320,9 +328,9 @@ def _run(p: Params, mode: str, progress: Progress, variants: tuple[str, ...],
                 return {"ready": ready[0], "memory": mem}
             return case
         agent = interleave({n: agent_case(targets[n]) for n in order}, iterations=p.agent,
-                           on_sample=lambda _n: ph.advance())
+                           on_sample=lambda _n: ph.advance(), tolerate=1)
     fill("agent_ready", {n: [s["ready"] for s in v] for n, v in agent.items()},
-         agent.failures)
+         agent.failures, errors=agent.errors)
     memory[1] = {n: [s["memory"] for s in v] for n, v in agent.items()}
     mem_failures = {1: dict(agent.failures)}
     for count in p.mem_counts:
@@ -335,7 +343,8 @@ def _run(p: Params, mode: str, progress: Progress, variants: tuple[str, ...],
                     return _launch_idle(target, workdir, count, p.settle_s, slots)[1]
                 return case
             many = interleave({n: many_case(targets[n]) for n in order},
-                              iterations=p.mem_rounds, on_sample=lambda _n: ph.advance())
+                              iterations=p.mem_rounds, on_sample=lambda _n: ph.advance(),
+                              tolerate=1)
         memory[count] = dict(many)
         mem_failures[count] = dict(many.failures)
     roles: dict[str, dict[str, Any]] = {}

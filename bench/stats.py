@@ -77,21 +77,32 @@ def _describe(exc: BaseException) -> str:
 
 
 class Interleaved(dict[str, list[Any]]):
-    """Samples per case, plus ``failures``: case -> reason, for cases that broke."""
+    """Samples per case, plus ``failures``: case -> reason, for cases that were dropped,
+    and ``errors``: case -> reasons of every failed sample (dropped or tolerated)."""
 
     failures: dict[str, str]
+    errors: dict[str, list[str]]
 
     def __init__(self) -> None:
         super().__init__()
         self.failures = {}
+        self.errors = {}
+
+    def _failed(self, name: str, exc: BaseException, tolerate: int) -> None:
+        reasons = self.errors.setdefault(name, [])
+        reasons.append(_describe(exc))
+        if len(reasons) > tolerate:
+            self.failures[name] = reasons[-1]
 
 
 def interleave(cases: Mapping[str, Callable[[], T]], *, iterations: int, warmup: int = 0,
                on_sample: Callable[[str], None] | None = None,
-               deadline: float | None = None) -> Interleaved:
+               deadline: float | None = None, tolerate: int = 0) -> Interleaved:
     """Run every case once per round, ``warmup`` discarded rounds then ``iterations``
     kept ones, rotating the order each round. ``deadline`` (a ``time.monotonic()``
-    value) stops early; whatever was gathered is kept, and the report shows ``n``."""
+    value) stops early; whatever was gathered is kept, and the report shows ``n``. A
+    case is dropped after ``tolerate + 1`` failed samples; tolerated failures are kept
+    in ``errors`` for the report, never silently."""
     names = list(cases)
     out = Interleaved()
     for name in names:
@@ -106,7 +117,7 @@ def interleave(cases: Mapping[str, Callable[[], T]], *, iterations: int, warmup:
             try:
                 sample = cases[name]()
             except Exception as exc:
-                out.failures[name] = _describe(exc)
+                out._failed(name, exc, tolerate)
                 traceback.print_exc(limit=3)
                 continue
             if round_no >= warmup:
@@ -119,7 +130,7 @@ def interleave(cases: Mapping[str, Callable[[], T]], *, iterations: int, warmup:
 async def interleave_async(cases: Mapping[str, Callable[[], Awaitable[T]]], *,
                            iterations: int, warmup: int = 0,
                            on_sample: Callable[[str], None] | None = None,
-                           deadline: float | None = None) -> Interleaved:
+                           deadline: float | None = None, tolerate: int = 0) -> Interleaved:
     """:func:`interleave` for coroutine cases (Trio suites)."""
     names = list(cases)
     out = Interleaved()
@@ -135,7 +146,7 @@ async def interleave_async(cases: Mapping[str, Callable[[], Awaitable[T]]], *,
             try:
                 sample = await cases[name]()
             except Exception as exc:
-                out.failures[name] = _describe(exc)
+                out._failed(name, exc, tolerate)
                 continue
             if round_no >= warmup:
                 out[name].append(sample)
