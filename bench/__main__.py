@@ -3,6 +3,7 @@
 Suites: sandbox (the price of the wall), queue (the message path), scale (live
 sandboxes per host), api (API latency and event fan-out), or all. ``queue-floor`` and
 ``e2e`` are the old names: the queue suite's floor alone, and the queue suite.
+``python -m bench render FILE.json...`` redraws a saved run's Markdown and charts.
 
 The suite's whole result is printed to stdout as one JSON document; progress goes to
 stderr. Unless ``--no-write``, it is also written to ``bench/results/`` (or ``--out``)
@@ -47,7 +48,31 @@ def run_suite(name: str, args: argparse.Namespace, progress: Progress) -> SuiteR
     return api.run(mode=mode, progress=progress)
 
 
+def render(paths: list[str]) -> int:
+    """Redraw the Markdown and the charts of saved runs, from their JSON alone."""
+    import importlib
+
+    for name in paths:
+        path = Path(name)
+        payload = json.loads(path.read_text())
+        suite = payload["suite"]
+        module = importlib.import_module(
+            f"bench.{ALIASES.get(suite, suite)}")
+        result = SuiteResult.from_payload(payload)
+        result.charts = module.charts_for(payload)
+        for old in path.parent.glob(f"{path.stem}-*.png"):
+            old.unlink()
+        written = write_report(result, payload["host"], started=payload["started_utc"],
+                               elapsed_s=payload["elapsed_s"], out_dir=path.parent,
+                               base=path.stem)
+        print("wrote " + " ".join(str(p) for p in written), file=sys.stderr)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["render"]:
+        return render(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("suite", choices=(*SUITES, *ALIASES, "all"))

@@ -8,7 +8,7 @@ bar. Where values span orders of magnitude the value axis is logarithmic, and sa
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-__all__ = ["grouped_bars", "lines", "stacked_bars"]
+__all__ = ["ChartFn", "curve_panels", "grouped_bars", "lines", "stacked_bars"]
+
+ChartFn = Callable[[Path, str], Path]  # (png path, subtitle) -> the path written
 
 COLOURS = {"runsc": "#c0392b", "runc": "#2471a3", "crun": "#229954", "bare": "#7f8c8d",
            "process": "#7f8c8d", "floor": "#34495e", "anchor replay (2 s poll)": "#d68910"}
@@ -68,8 +70,8 @@ def _finish(fig: Any, ax: Any, path: Path, title: str, subtitle: str) -> Path:
 def grouped_bars(path: Path, *, title: str, subtitle: str, groups: Sequence[str],
                  variants: Sequence[str], data: Mapping[str, Mapping[str, Any]],
                  ylabel: str, log: bool | None = None, reference: float | None = None,
-                 value_key: str = "median", group_labels: Mapping[str, str] | None = None
-                 ) -> Path:
+                 value_key: str = "median", group_labels: Mapping[str, str] | None = None,
+                 colours: Mapping[str, str] | None = None) -> Path:
     """One cluster of bars per group (a workload), one bar per variant (a runtime).
 
     Each entry of ``data[group][variant]`` is a summary (bar at its median, whisker
@@ -87,13 +89,17 @@ def grouped_bars(path: Path, *, title: str, subtitle: str, groups: Sequence[str]
                 heights.append(float(e))
     use_log = _wants_log(heights, log)
     floor = min((h for h in heights if h > 0), default=1.0)
+
+    def colour(name: str, index: int) -> str:
+        return (colours or {}).get(name) or _colour(name, index)
+
     for vi, variant in enumerate(variants):
         for gi, group in enumerate(groups):
             x = gi + (vi - (len(variants) - 1) / 2) * width
             entry = data.get(group, {}).get(variant)
             if _ok(entry):
                 value = entry[value_key]
-                ax.bar(x, value, width * 0.92, color=_colour(variant, vi),
+                ax.bar(x, value, width * 0.92, color=colour(variant, vi),
                        label=variant if gi == 0 else None)
                 _label(ax, x, value, entry.get("unit", ""), len(variants))
                 if "min" in entry and "p90" in entry:
@@ -103,13 +109,13 @@ def grouped_bars(path: Path, *, title: str, subtitle: str, groups: Sequence[str]
                 if "p99" in entry:
                     ax.plot(x, entry["p99"], marker=".", color="black", markersize=4)
             elif isinstance(entry, int | float) and not isinstance(entry, bool):
-                ax.bar(x, float(entry), width * 0.92, color=_colour(variant, vi),
+                ax.bar(x, float(entry), width * 0.92, color=colour(variant, vi),
                        label=variant if gi == 0 else None)
                 _label(ax, x, float(entry), "", len(variants))
             else:
                 status = entry.get("status", "absent") if isinstance(entry, Mapping) \
                     else "absent"
-                ax.bar(x, 0, width * 0.92, color=_colour(variant, vi),
+                ax.bar(x, 0, width * 0.92, color=colour(variant, vi),
                        label=variant if gi == 0 else None)
                 ax.text(x, floor if use_log else 0, status, rotation=90, ha="center",
                         va="bottom", fontsize=8, color="dimgray")

@@ -409,10 +409,7 @@ def _floor_only(p: Params, mode: str, progress: Progress) -> SuiteResult:
                             "tenth round", "interleaving": "round-robin, rotated each round"}
     result = SuiteResult("queue-floor", mode, method, results, ratios,
                          [Table("Queue floor", ["measure", "median", "p90", "p99", "n"], rows)])
-    result.charts = {"floor": lambda path, sub: charts.grouped_bars(
-        path, title="queue floor: round trips and open cost", subtitle=sub,
-        groups=list(f), variants=["median"], data={k: {"median": v} for k, v in f.items()},
-        ylabel="milliseconds")}
+    result.charts = charts_for(result.payload({}, "", 0.0, []))
     return result
 
 
@@ -504,22 +501,41 @@ def _assemble(p: Params, mode: str, measured: dict[str, Any],
     extra = {"throughput": measured["throughput"], "availability": availability,
              "anchor_samples_ms": [round(s * 1000, 1) for s in measured["anchor"]]}
     result = SuiteResult("queue", mode, method, results, ratios, tables, extra, notes)
+    result.charts = charts_for(result.payload({}, "", 0.0, []))
+    return result
+
+
+QUEUE_COLOURS = {FLOOR_QUEUE: "#aeb6bf", FLOOR: "#34495e", "process": "#7f8c8d"}
+
+
+def charts_for(payload: dict[str, Any]) -> dict[str, charts.ChartFn]:
+    """The queue charts, drawn from a saved result (``python -m bench render``)."""
+    if payload["suite"] == "queue-floor":
+        f = payload["results"]["floor"]
+        return {"floor": lambda path, sub: charts.grouped_bars(
+            path, title="queue floor: round trips and open cost", subtitle=sub,
+            groups=list(f), variants=["median"], data={k: {"median": v} for k, v in f.items()},
+            ylabel="milliseconds")}
+    reply = payload["results"]["reply_warm"]
+    names = list(payload["extra"]["availability"])
+    variants = [FLOOR_QUEUE, FLOOR, *names, ANCHOR]
+    throughput = payload["extra"]["throughput"]
+    counts = sorted({s["sessions"] for steps in throughput.values() for s in steps})
     tp_series = {n: [(float(s["sessions"]), float(s["messages_per_s"]))
-                     for s in measured["throughput"].get(n, []) if s.get("status") == "ok"]
+                     for s in throughput.get(n, []) if s.get("status") == "ok"]
                  for n in names}
-    result.charts = {
+    return {
         "latency": lambda path, sub: charts.grouped_bars(
             path, title="queue: warm reply latency vs floor and anchor replay", subtitle=sub,
-            groups=["p50", "p99"], variants=variants,
+            groups=["p50", "p99"], variants=variants, colours=QUEUE_COLOURS,
             data={"p50": {v: _as_value(reply[v], "median") for v in variants},
                   "p99": {v: _as_value(reply[v], "p99") for v in variants}},
             ylabel="milliseconds", log=True),
         "throughput": lambda path, sub: charts.lines(
             path, title="queue: throughput across warm sessions", subtitle=sub,
             xlabel="sessions", ylabel="messages per second", series=tp_series,
-            logx=len(p.sessions) > 2),
+            logx=len(counts) > 2),
     }
-    return result
 
 
 def _as_value(entry: dict[str, Any], key: str) -> Any:

@@ -10,12 +10,13 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import attrs
 
+from .charts import ChartFn
 from .context import short_host
 
 __all__ = ["RESULTS", "SCHEMA", "SuiteResult", "Table", "cell", "fmt_value", "write_report"]
@@ -24,7 +25,6 @@ RESULTS = Path(__file__).with_name("results")
 TIMES = "\u00d7"  # the multiplication sign, for ratios
 SCHEMA = "ironclaw-bench/2"
 
-ChartFn = Callable[[Path, str], Path]  # (png path, subtitle) -> path written
 
 
 @attrs.define
@@ -54,7 +54,15 @@ class SuiteResult:
                 "started_utc": started, "elapsed_s": round(elapsed_s, 2),
                 "host": dict(host), "method": self.method, "results": self.results,
                 "ratios": self.ratios, "extra": self.extra, "notes": self.notes,
-                "tables": [attrs.asdict(t) for t in self.tables], "charts": chart_files}
+                "tables": [attrs.asdict(t) for t in self.tables],
+                "ratio_section": self.ratio_section, "charts": chart_files}
+
+    @classmethod
+    def from_payload(cls, payload: Mapping[str, Any]) -> SuiteResult:
+        return cls(payload["suite"], payload["mode"], dict(payload["method"]),
+                   dict(payload["results"]), dict(payload["ratios"]),
+                   [Table(**t) for t in payload["tables"]], dict(payload["extra"]),
+                   list(payload["notes"]), ratio_section=payload.get("ratio_section", True))
 
 
 def fmt_value(value: float | None, unit: str = "ms") -> str:
@@ -145,10 +153,14 @@ def render_markdown(result: SuiteResult, host: Mapping[str, Any], started: str,
 
 
 def write_report(result: SuiteResult, host: Mapping[str, Any], *, started: str,
-                 elapsed_s: float, out_dir: Path = RESULTS) -> list[Path]:
+                 elapsed_s: float, out_dir: Path = RESULTS, base: str | None = None
+                 ) -> list[Path]:
+    """Write ``<base>.json``, ``<base>.md`` and ``<base>-<chart>.png``; ``base`` is
+    ``<suite>-<host>-<UTC stamp>`` unless given (re-rendering a saved run)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-    base = f"{result.suite}-{short_host()}-{stamp}"
+    if base is None:
+        stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+        base = f"{result.suite}-{short_host()}-{stamp}"
     subtitle = f"{host.get('host')}, {started[:10]} ({result.mode} run)"
     written: list[Path] = []
     chart_files: list[str] = []

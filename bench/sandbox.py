@@ -474,28 +474,47 @@ def _assemble(p: Params, mode: str, image: BenchImage, notes: list[str],
                               for n, t in targets.items() if isinstance(t, OciTarget)}}
     result = SuiteResult("sandbox", mode, method, results, ratios, tables, extra, notes,
                          ratio_section=False)
-    result.charts = {
+    result.charts = charts_for(result.payload({}, "", 0.0, []))
+    return result
+
+
+RATIO_COLOURS = {"runsc ÷ runc": "#c0392b", "runsc ÷ bare": "#f1948a",
+                 "runc ÷ bare": "#2471a3", "crun ÷ runc": "#229954", "crun ÷ bare": "#82e0aa"}
+
+
+def charts_for(payload: dict[str, Any]) -> dict[str, charts.ChartFn]:
+    """The sandbox charts, drawn from a saved result (``python -m bench render``)."""
+    results, ratios = payload["results"], payload["ratios"]
+    variants = list(payload["extra"]["variants"])
+    roles = payload["extra"]["memory_roles_pss_mib"]
+    time_measures = [m for m in TIME_MEASURES if m in results]
+    counts = sorted(int(k.rsplit("_", 1)[1]) for k in results if k.startswith("memory_pss_"))
+    first = str(counts[0])
+    mem_key = f"memory_pss_{first}"
+    pairs = [f"{a} ÷ {b}" for a, b in RATIO_PAIRS if a in variants and b in variants]
+    keys = {f"{a} ÷ {b}": f"{a}/{b}" for a, b in RATIO_PAIRS}
+    groups = [*time_measures, mem_key]
+    layers = [r for r in ROLES if any(r in v for v in (roles.get(first) or {}).values())]
+    return {
         "times": lambda path, sub: charts.grouped_bars(
             path, title="sandbox: start and workload times by runtime", subtitle=sub,
-            groups=list(time_measures), variants=list(variants), data=results,
+            groups=time_measures, variants=variants, data=results,
             ylabel="milliseconds", group_labels=LABELS),
         "overhead": lambda path, sub: charts.grouped_bars(
             path, title="sandbox: overhead ratios (median ÷ median, same run)", subtitle=sub,
-            groups=list((*time_measures, mem_key)), variants=[f"{a} ÷ {b}" for a, b in pairs],
-            data={m: {f"{a} ÷ {b}": (ratios.get(f"{m} {a}/{b}") if ratios.get(
-                f"{m} {a}/{b}") is not None else {"status": "absent"}) for a, b in pairs}
-                for m in (*time_measures, mem_key)},
+            groups=groups, variants=pairs, colours=RATIO_COLOURS,
+            data={m: {pair: (ratios.get(f"{m} {keys[pair]}") if ratios.get(
+                f"{m} {keys[pair]}") is not None else {"status": "n/a"}) for pair in pairs}
+                for m in groups},
             ylabel="ratio (1 = no overhead)", reference=1.0,
             group_labels={**LABELS, mem_key: f"memory PSS\n({first} live)"}),
         "memory": lambda path, sub: charts.stacked_bars(
             path, title=f"sandbox: memory per live sandbox by process role ({first} live)",
-            subtitle=sub, variants=list(variants),
-            layers=[r for r in ROLES if any(r in v for v in (roles.get(first) or {}).values())],
+            subtitle=sub, variants=variants, layers=layers,
             data={n: (roles.get(first, {}).get(n) or results[mem_key].get(n) or
                       {"status": "absent"}) for n in variants},
             ylabel="PSS per sandbox (MiB)"),
     }
-    return result
 
 
 def _cell_p(entry: dict[str, Any] | None) -> str:

@@ -245,8 +245,16 @@ def run(*, mode: str = "quick", progress: Progress, runtimes: tuple[str, ...] | 
              "bounds": {"mem_fraction": MEM_FRACTION, "latency_factor": LATENCY_FACTOR}}
     result = SuiteResult("scale", mode, method, results, {}, tables, extra, notes,
                          ratio_section=False)
+    result.charts = charts_for(result.payload({}, "", 0.0, []))
+    return result
+
+
+def charts_for(payload: dict[str, Any]) -> dict[str, charts.ChartFn]:
+    """The scale chart, drawn from a saved result (``python -m bench render``)."""
+    ramps = payload["extra"]["ramps"]
+    factor = payload["extra"]["bounds"]["latency_factor"]
     ok = {n: r for n, r in ramps.items() if r.get("status") == "ok"}
-    result.charts = {"curve": lambda path, sub: charts.curve_panels(
+    return {"curve": lambda path, sub: charts.curve_panels(
         path, title="scale: memory per sandbox and start latency as sandboxes are added",
         subtitle=sub, xlabel="live sandboxes (idle agents)",
         top={n: [(pt["count"], pt["pss_per_sandbox_mib"]) for pt in r["curve"]]
@@ -255,5 +263,4 @@ def run(*, mode: str = "quick", progress: Progress, runtimes: tuple[str, ...] | 
                 for n, r in ok.items()},
         bottom_label="start p90 of the step (ms)",
         marks={n: r["knee"] for n, r in ok.items() if r["knee"] is not None},
-        bounds={n: LATENCY_FACTOR * r["baseline_start_ms"] for n, r in ok.items()})}
-    return result
+        bounds={n: factor * r["baseline_start_ms"] for n, r in ok.items()})}

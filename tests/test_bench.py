@@ -275,3 +275,18 @@ def test_a_chart_shows_an_absent_runtime_as_text_not_a_bar(
     assert heights == [0, 15.0]  # runsc: an empty slot with its label; runc: the median
     monkeypatch.undo()
     charts.plt.close(figures[0])
+
+
+def test_render_redraws_a_saved_run_from_its_json(out_root: Path, tmp_path: Path) -> None:
+    run = smoke("api", out_root)
+    saved = next(run["out"].glob("api-*.json"))
+    copy = tmp_path / saved.name
+    copy.write_text(saved.read_text())
+    done = subprocess.run([sys.executable, "-m", "bench", "render", str(copy)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    redrawn = json.loads(copy.read_text())
+    assert redrawn["results"] == run["doc"]["results"]
+    for name in redrawn["charts"]:
+        assert (tmp_path / name).read_bytes()[:8] == PNG_SIGNATURE
+    assert (tmp_path / f"{copy.stem}.md").read_text().startswith("# bench `api`")
