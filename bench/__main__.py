@@ -60,6 +60,8 @@ def render(paths: list[str]) -> int:
             f"bench.{ALIASES.get(suite, suite)}")
         result = SuiteResult.from_payload(payload)
         result.charts = module.charts_for(payload)
+        if hasattr(module, "tables_for"):
+            result.tables = module.tables_for(payload)
         for old in path.parent.glob(f"{path.stem}-*.png"):
             old.unlink()
         written = write_report(result, payload["host"], started=payload["started_utc"],

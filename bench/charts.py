@@ -12,12 +12,13 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import attrs
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-__all__ = ["ChartFn", "curve_panels", "grouped_bars", "lines", "stacked_bars"]
+__all__ = ["ChartFn", "Panel", "curve_panels", "grouped_bars", "lines", "stacked_bars"]
 
 ChartFn = Callable[[Path, str], Path]  # (png path, subtitle) -> the path written
 
@@ -216,43 +217,50 @@ def lines(path: Path, *, title: str, subtitle: str, xlabel: str, ylabel: str,
     return _finish(fig, ax, path, title, subtitle)
 
 
+@attrs.frozen
+class Panel:
+    series: Mapping[str, Sequence[tuple[float, float]]]
+    label: str
+    bounds: Mapping[str, float] = attrs.field(factory=dict)  # name -> y of a bound line
+    bound_label: str = "bound"
+    log: bool | None = None  # None: log scale when the values span orders of magnitude
+
+
 def curve_panels(path: Path, *, title: str, subtitle: str, xlabel: str,
-                 top: Mapping[str, Sequence[tuple[float, float]]], top_label: str,
-                 bottom: Mapping[str, Sequence[tuple[float, float]]], bottom_label: str,
-                 marks: Mapping[str, float] | None = None, mark_label: str = "knee",
-                 bounds: Mapping[str, float] | None = None) -> Path:
-    """Two stacked panels sharing the x axis (memory above, latency below), one line
-    per runtime; ``marks`` puts a star on each runtime's knee."""
-    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(8, 6.4), sharex=True)
-    for ax, series, label in ((ax1, top, top_label), (ax2, bottom, bottom_label)):
+                 panels: Sequence[Panel], marks: Mapping[str, tuple[float, str]] | None = None
+                 ) -> Path:
+    """Stacked panels sharing the x axis, one line per runtime in each; ``marks`` puts
+    a star on each runtime's point at x with a legend text (its knee)."""
+    fig, axes = plt.subplots(len(panels), 1, figsize=(8, 2.6 + 2.2 * len(panels)),
+                             sharex=True, squeeze=False)
+    for row, panel in enumerate(panels):
+        ax = axes[row][0]
         values: list[float] = []
-        for i, (name, points) in enumerate(series.items()):
+        for i, (name, points) in enumerate(panel.series.items()):
             if not points:
                 continue
             xs, ys = zip(*points, strict=True)
             values += list(ys)
             colour = _colour(name, i)
             ax.plot(xs, ys, marker="o", color=colour, label=name)
-            knee = (marks or {}).get(name)
-            if knee is not None and knee in xs:
-                y = ys[xs.index(knee)]
-                ax.plot([knee], [y], marker="*", markersize=14, color=colour,
-                        markeredgecolor="black",
-                        label=f"{name} {mark_label} ({knee:g})" if ax is ax1 else None)
-        if ax is ax2:
-            for i, (name, y) in enumerate((bounds or {}).items()):
-                ax.axhline(y, color=_colour(name, i), linestyle="--", linewidth=1,
-                           label=f"{name} latency bound")
-                values.append(y)
-        if _wants_log(values, None):
+            mark = (marks or {}).get(name)
+            if mark is not None and mark[0] in xs:
+                y = ys[xs.index(mark[0])]
+                ax.plot([mark[0]], [y], marker="*", markersize=14, color=colour,
+                        markeredgecolor="black", label=f"{name}: {mark[1]}" if row == 0 else None)
+        for i, (name, y) in enumerate(panel.bounds.items()):
+            ax.axhline(y, color=_colour(name, i), linestyle="--", linewidth=1,
+                       label=f"{name} {panel.bound_label}")
+            values.append(y)
+        label = panel.label
+        if _wants_log(values, panel.log):
             ax.set_yscale("log")
             label += " (log scale)"
-        ax.set_ylabel(label)
+        ax.set_ylabel(label, fontsize=9)
         ax.grid(alpha=0.3, which="both")
-    ax1.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    ax2.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    ax2.set_xlabel(xlabel)
-    ax1.set_title(f"{title}\n{subtitle}", fontsize=11)
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    axes[-1][0].set_xlabel(xlabel)
+    axes[0][0].set_title(f"{title}\n{subtitle}", fontsize=11)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=DPI, bbox_inches="tight")

@@ -194,30 +194,20 @@ def run(*, mode: str = "quick", progress: Progress, runtimes: tuple[str, ...] | 
             except Exception as exc:
                 ramps[name] = failed(f"{type(exc).__name__}: {exc}")
     results: dict[str, dict[str, dict[str, Any]]] = {"knee": {}, "pss_per_sandbox_at_knee": {}}
-    rows, curve_rows = [], []
     for name, ramp in ramps.items():
         if ramp.get("status") != "ok":
             results["knee"][name] = {k: v for k, v in ramp.items()}
             results["pss_per_sandbox_at_knee"][name] = {k: v for k, v in ramp.items()}
-            rows.append([name, ramp["status"], "-", "-", "-", ramp.get("reason", "")])
             continue
         knee = ramp["knee"]
         at = next((pt for pt in ramp["curve"] if pt["count"] == knee), None)
-        results["knee"][name] = ({"status": "ok", "unit": "sandboxes", "n": 1, "median": knee}
+        results["knee"][name] = ({"status": "ok", "unit": "sandboxes", "n": 1, "median": knee,
+                                  "bound_broken": bound_broken(ramp)}
                                  if knee is not None else
                                  failed("bound broken at the first step"))
         results["pss_per_sandbox_at_knee"][name] = (
             {"status": "ok", "unit": "MiB", "n": 1, "median": at["pss_per_sandbox_mib"]}
             if at else failed("no knee"))
-        rows.append([name, str(knee) if knee is not None else "none",
-                     fmt_value(ramp["baseline_start_ms"]),
-                     fmt_value(at["pss_per_sandbox_mib"], "MiB") if at else "-",
-                     str(ramp["max_live"]), ramp["stop_reason"]])
-        for pt in ramp["curve"]:
-            curve_rows.append([name, str(pt["count"]), fmt_value(pt["pss_per_sandbox_mib"], "MiB"),
-                               fmt_value(pt["host_used_per_sandbox_mib"], "MiB"),
-                               fmt_value(pt["start_p50_ms"]), fmt_value(pt["start_p90_ms"]),
-                               f"{pt['elapsed_s']:.0f} s"])
     limits = SandboxLimits()
     method = {
         "steps": ", ".join(map(str, p.steps)) + " live sandboxes (idle agents)",
@@ -233,34 +223,79 @@ def run(*, mode: str = "quick", progress: Progress, runtimes: tuple[str, ...] | 
         "memory": "PSS of every process in every sandbox's tree, divided by the count; "
                   "host-used = drop in MemAvailable since the ramp began, per sandbox",
     }
-    tables = [
-        Table("Knee (live sandboxes before a bound broke)",
-              ["runtime", "knee", "lone start", "PSS per sandbox at knee", "max live",
-               "stopped because"], rows),
-        Table("Curve", ["runtime", "live", "PSS per sandbox", "host memory per sandbox",
-                        "start p50 (step)", "start p90 (step)", "elapsed"], curve_rows),
-    ]
     notes += [f"{n}: absent ({why})" for n, why in missing.items()]
     extra = {"ramps": ramps, "deviations": deviations,
              "bounds": {"mem_fraction": MEM_FRACTION, "latency_factor": LATENCY_FACTOR}}
-    result = SuiteResult("scale", mode, method, results, {}, tables, extra, notes,
+    result = SuiteResult("scale", mode, method, results, {}, [], extra, notes,
                          ratio_section=False)
+    result.tables = tables_for(result.payload({}, "", 0.0, []))
     result.charts = charts_for(result.payload({}, "", 0.0, []))
     return result
+
+
+def bound_broken(ramp: dict[str, Any]) -> bool:
+    """Did the ramp stop on a bound (a knee), or on a cap (the knee is above it)?"""
+    return not str(ramp.get("stop_reason", "")).startswith(("count cap", "time cap"))
+
+
+def knee_text(ramp: dict[str, Any]) -> str:
+    if ramp.get("knee") is None:
+        return "none (the first step broke a bound)"
+    if bound_broken(ramp):
+        return str(ramp["knee"])
+    return f">= {ramp['knee']} (cap reached, no bound broken)"
+
+
+def tables_for(payload: dict[str, Any]) -> list[Table]:
+    """The scale tables, from a saved result (``python -m bench render``)."""
+    rows, curve_rows = [], []
+    for name, ramp in payload["extra"]["ramps"].items():
+        if ramp.get("status") != "ok":
+            rows.append([name, ramp["status"], "-", "-", "-", ramp.get("reason", "")])
+            continue
+        at = next((pt for pt in ramp["curve"] if pt["count"] == ramp["knee"]), None)
+        rows.append([name, knee_text(ramp), fmt_value(ramp["baseline_start_ms"]),
+                     fmt_value(at["pss_per_sandbox_mib"], "MiB") if at else "-",
+                     str(ramp["max_live"]), ramp["stop_reason"]])
+        for pt in ramp["curve"]:
+            curve_rows.append([name, str(pt["count"]),
+                               fmt_value(pt["pss_per_sandbox_mib"], "MiB"),
+                               fmt_value(pt["host_used_mib"], "MiB"),
+                               fmt_value(pt["start_p50_ms"]), fmt_value(pt["start_p90_ms"]),
+                               f"{pt['elapsed_s']:.0f} s"])
+    return [
+        Table("Knee (live sandboxes before a bound broke)",
+              ["runtime", "knee", "lone start", "PSS per sandbox at knee", "max live",
+               "stopped because"], rows,
+              "A knee written '>= N' means the ramp reached its cap with no bound broken: "
+              "the host holds at least N; where it would break is not measured."),
+        Table("Curve", ["runtime", "live", "PSS per sandbox", "host memory used",
+                        "start p50 (step)", "start p90 (step)", "elapsed"], curve_rows,
+              "host memory used = the drop in MemAvailable since the ramp began (other "
+              "tenants' work moves it too; PSS is the sandboxes' own)."),
+    ]
 
 
 def charts_for(payload: dict[str, Any]) -> dict[str, charts.ChartFn]:
     """The scale chart, drawn from a saved result (``python -m bench render``)."""
     ramps = payload["extra"]["ramps"]
-    factor = payload["extra"]["bounds"]["latency_factor"]
+    bounds = payload["extra"]["bounds"]
     ok = {n: r for n, r in ramps.items() if r.get("status") == "ok"}
+    panels = [
+        charts.Panel({n: [(pt["count"], pt["pss_per_sandbox_mib"]) for pt in r["curve"]]
+                      for n, r in ok.items()}, "PSS per sandbox (MiB)"),
+        charts.Panel({n: [(pt["count"], pt["host_used_mib"]) for pt in r["curve"]]
+                      for n, r in ok.items()},
+                     "host memory used since\nthe ramp began (MiB)",
+                     {n: bounds["mem_fraction"] * r["mem_available_at_start_mib"]
+                      for n, r in ok.items()}, "memory bound", log=False),
+        charts.Panel({n: [(pt["count"], pt["start_p90_ms"]) for pt in r["curve"]]
+                      for n, r in ok.items()}, "start p90 of the step (ms)",
+                     {n: bounds["latency_factor"] * r["baseline_start_ms"]
+                      for n, r in ok.items()}, "latency bound", log=False),
+    ]
+    marks = {n: (float(r["knee"]), ("knee" if bound_broken(r) else "cap reached")
+                 + f" ({r['knee']})") for n, r in ok.items() if r["knee"] is not None}
     return {"curve": lambda path, sub: charts.curve_panels(
-        path, title="scale: memory per sandbox and start latency as sandboxes are added",
-        subtitle=sub, xlabel="live sandboxes (idle agents)",
-        top={n: [(pt["count"], pt["pss_per_sandbox_mib"]) for pt in r["curve"]]
-             for n, r in ok.items()}, top_label="PSS per sandbox (MiB)",
-        bottom={n: [(pt["count"], pt["start_p90_ms"]) for pt in r["curve"]]
-                for n, r in ok.items()},
-        bottom_label="start p90 of the step (ms)",
-        marks={n: r["knee"] for n, r in ok.items() if r["knee"] is not None},
-        bounds={n: factor * r["baseline_start_ms"] for n, r in ok.items()})}
+        path, title="scale: memory and start latency as live sandboxes are added",
+        subtitle=sub, xlabel="live sandboxes (idle agents)", panels=panels, marks=marks)}
