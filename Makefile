@@ -3,7 +3,9 @@
 PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
-STATE ?= $(CURDIR)/state
+# As root the sandboxes are OCI containers, which reach the state directory from
+# inside a user namespace: it must not sit under a 0700 home, so it goes to /var/lib.
+STATE ?= $(if $(filter 0,$(shell id -u)),/var/lib/ironclaw-dev,$(CURDIR)/state)
 # Where built sandbox images live; empty: $$IRONCLAW_IMAGE_CACHE, else ~/.cache/ironclaw/images.
 SANDBOX_IMAGE_CACHE ?=
 

@@ -6,9 +6,15 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-# Keep this list in step with what the suite and the daemon use. binutils: PyInstaller
-# needs objdump and strip to freeze the sandbox agent (make image, and the tests).
-APT_PACKAGES=(make python3 python3-venv binutils)
+# Keep this list in step with what the suite and the daemon use.
+# - runsc (gVisor), runc, crun: the sandbox runtimes; `--runtime auto` picks the
+#   strongest present, and the suite runs the sandbox tests under each.
+# - binutils: PyInstaller needs objdump and strip to freeze the agent image.
+# - busybox-static, gcc, libc6-dev: the red-team harness's attacker toolkit (a static
+#   busybox and a probe compiled static).
+# - ngircd: a real IRC server the IRC channel's tests talk to.
+APT_PACKAGES=(make python3 python3-venv binutils runsc runc crun busybox-static gcc
+              libc6-dev ngircd)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
@@ -20,7 +26,17 @@ if ((${#missing[@]})) && command -v apt-get >/dev/null 2>&1; then
         echo "dev.sh: installing ${missing[*]}" >&2
         export DEBIAN_FRONTEND=noninteractive
         apt-get update -qq
-        apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+        # Install packages without starting their services (ngircd would otherwise
+        # start a system IRC server): policy-rc.d 101 means "do not start".
+        policy=/usr/sbin/policy-rc.d
+        ours=0
+        if [ ! -e "$policy" ]; then
+            printf '#!/bin/sh\nexit 101\n' > "$policy" && chmod 755 "$policy" && ours=1
+        fi
+        status=0
+        apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null || status=$?
+        if [ "$ours" -eq 1 ]; then rm -f "$policy"; fi
+        [ "$status" -eq 0 ] || exit "$status"
     else
         echo "dev.sh: missing system packages: ${missing[*]} (run as root, or install them)" >&2
     fi

@@ -26,9 +26,11 @@ CACHE_ENV = "IRONCLAW_TEST_IMAGE_CACHE"
 
 
 @pytest.fixture(scope="session")
-def sandbox_image_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def sandbox_image_cache(sandbox_tmp_session: Path) -> Path:
+    """Under a sandbox-reachable directory (see ``sandbox_tmp``): runtimes mount the
+    rootfs from inside the user namespace."""
     configured = os.environ.get(CACHE_ENV)
-    return Path(configured) if configured else tmp_path_factory.mktemp("image-cache")
+    return Path(configured) if configured else sandbox_tmp_session / "image-cache"
 
 
 @pytest.fixture(scope="session")

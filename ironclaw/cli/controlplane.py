@@ -24,7 +24,7 @@ from ironclaw import __version__
 from ironclaw.cli import build_sandbox
 from ironclaw.host.api import ENV_TOKEN, ApiSettings, Principals, bootstrap_owner, serve_api
 from ironclaw.host.app import ControlPlane, ControlPlaneHandles
-from ironclaw.host.config import RUNTIMES, ControlPlaneConfig
+from ironclaw.host.config import RUNTIMES, ControlPlaneConfig, choose_runtime
 from ironclaw.host.configfile import load_config_file
 from ironclaw.host.devseed import DEMO_CONVERSATION
 
@@ -136,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         config = ControlPlaneConfig(state_dir=state_dir.resolve(), dev=args.dev,
                                     allow_insecure_runtime=args.allow_insecure_runtime,
                                     **from_file)
+        choose_runtime(config.runtime)  # an absent runtime is a usage error, said now
     except ValueError as exc:
         print(f"ironclaw-controlplane: {exc}", file=sys.stderr)
         return 2

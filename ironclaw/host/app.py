@@ -29,8 +29,13 @@ from .config import ControlPlaneConfig, choose_runtime
 from .delivery import Delivery
 from .devseed import seed_dev
 from .egress import EgressBroker
+from .events import RuntimeSelected
 from .gateway import Gateway, Grants
 from .isolation import Isolator, ProcessIsolator
+from .isolation.oci import OciIsolator
+from .isolation.pinned import PinnedImage
+from .isolation.reconcile import reconcile_runtime_state
+from .isolation.runtimes import OciRuntime, RuntimeKind
 from .mailboxes import Respawns, Waker, open_sessions_mailbox
 from .modelproxy import Credentials, ModelProxy
 from .notify import AuditRecorder, Notifiers, SessionNotifier
@@ -55,6 +60,8 @@ class ControlPlaneHandles:
 
     config: ControlPlaneConfig
     runtime: str
+    runtime_strength: str  # "gvisor", "shared-kernel" or "none"
+    runtime_warning: str | None
     registry: Registry
     changes: ChangeStore
     local: LocalChannel
@@ -76,7 +83,14 @@ def make_isolator(config: ControlPlaneConfig) -> tuple[Isolator, str | None]:
     if runtime == "process":
         return ProcessIsolator(allow_insecure=config.dev or config.allow_insecure_runtime), \
             warning
-    raise ValueError(f"runtime {runtime!r} has no isolator in this build")
+    found = OciRuntime.find(RuntimeKind(runtime), config.state_dir)
+    if found is None:  # choose_runtime saw it on PATH a moment ago
+        raise ValueError(f"runtime {runtime!r} is not installed")
+    image = PinnedImage(config.state_dir, cache_dir=config.image_cache_dir,
+                        refresh_stale=config.dev)
+    return OciIsolator(found, image, state_dir=config.state_dir,
+                       limits=config.sandbox_limits, mapping=config.user_mapping,
+                       own_dirs=(config.key_directory().parent,)), warning
 
 
 def _platform_adapter(settings: ChannelSettings, store: HostStore,
@@ -88,18 +102,30 @@ def _platform_adapter(settings: ChannelSettings, store: HostStore,
 
 class ControlPlane:
     def __init__(self, config: ControlPlaneConfig, *,
-                 credentials: Credentials | None = None) -> None:
+                 credentials: Credentials | None = None,
+                 isolator: Isolator | None = None) -> None:
+        """``isolator`` replaces the one ``config`` would choose: the red-team harness
+        passes one with its toolkit bound in."""
         self.config = config
         self._credentials = credentials if credentials is not None else Credentials.from_env()
+        self._isolator = isolator
 
     async def run(self, *, task_status: trio.TaskStatus[ControlPlaneHandles] = (
             trio.TASK_STATUS_IGNORED)) -> None:
         config = self.config
         state = config.state_dir
         state.mkdir(mode=0o700, parents=True, exist_ok=True)
-        isolator, warning = make_isolator(config)
+        if self._isolator is not None:
+            isolator, warning = self._isolator, None
+        else:
+            isolator, warning = make_isolator(config)
         if warning:
             logger.warning(warning)
+        if isinstance(isolator, OciIsolator):
+            # Before any session starts: a sandbox a killed control plane left running
+            # would be a second writer on its session's outbound queue.
+            await trio.to_thread.run_sync(reconcile_runtime_state, state)
+            await isolator.check_image()
         keystore = await trio.to_thread.run_sync(
             KeyStore.open, state, FileMasterKeySource.in_state_dir(state))
         bus = EventBus()
@@ -134,7 +160,8 @@ class ControlPlane:
                 local = LocalChannel()
                 remote = [_platform_adapter(settings, store, http)
                           for settings in config.channels]
-                channels = Channels([local, *remote], router_send, events=bus)
+                channels = Channels([local, *remote], router_send, events=bus,
+                                    policy=config.channel_backoff)
                 notices = ChatNotices(store, channels, audit=audit, events=bus)
                 gateway = Gateway(store, audit, config=config.gateway,
                                   notifier=Notifiers(SessionNotifier(inbox), notices),
@@ -161,6 +188,7 @@ class ControlPlane:
                                 access_gate=gateway, notices=notices, commands=commands)
 
                 await nursery.start(AuditRecorder(bus, audit).run)
+                bus.publish(RuntimeSelected(isolator.name, isolator.strength.value, warning))
                 await nursery.start(gateway.run)
                 await nursery.start(delivery.run)
                 await nursery.start(sessions.run)
@@ -173,7 +201,9 @@ class ControlPlane:
                     sessions=sessions, sessions_mailbox=sessions_mailbox[0], queues=queues,
                     events=bus, policy=SweepPolicy(interval=config.sweep_interval_s)).run)
                 task_status.started(ControlPlaneHandles(
-                    config=config, runtime=isolator.name, registry=registry,
+                    config=config, runtime=isolator.name,
+                    runtime_strength=isolator.strength.value, runtime_warning=warning,
+                    registry=registry,
                     changes=changes, local=local, sessions=sessions, delivery=delivery,
                     scheduler=scheduler, questions=questions, events=bus, store=store,
                     gateway=gateway, audit=audit, chat_approvers=commands.approvers,

@@ -49,6 +49,8 @@ class ControlPlaneConfig:
     # The egress broker: limits, local services, search backend, extra CA. Which hosts
     # a group reaches is its grant (approved egress changes), never this.
     egress: EgressConfig = attrs.Factory(EgressConfig)
+    # How a remote channel's receive loop is restarted after a lost connection.
+    channel_backoff: BackoffPolicy = attrs.Factory(BackoffPolicy)
 
     @runtime.validator
     def _runtime(self, _attribute: object, value: str) -> None:

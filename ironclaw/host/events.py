@@ -85,6 +85,17 @@ class SandboxExitedEvent:
 
 
 @attrs.frozen
+class RuntimeSelected:
+    """Which sandbox runtime this control plane uses, and how strong it is. A warning
+    is set whenever it is weaker than gVisor."""
+
+    type: ClassVar[str] = "runtime.selected"
+    runtime: str
+    strength: str
+    warning: str | None
+
+
+@attrs.frozen
 class SandboxStopped:
     type: ClassVar[str] = "sandbox.stopped"
     session_id: str

@@ -31,6 +31,7 @@ logger = logging.getLogger(__name__)
 SESSION_PREFIX = "session:"
 # Bus event type -> the fields copied into the audit entry (ids and counts only).
 AUDITED: dict[str, tuple[str, ...]] = {
+    "runtime.selected": ("runtime", "strength", "warning"),
     "sandbox.launched": ("session_id", "runtime", "pid"),
     "sandbox.exited": ("session_id", "runtime", "returncode"),
     "sandbox.stopped": ("session_id", "runtime", "reason"),

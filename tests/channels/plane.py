@@ -45,7 +45,8 @@ def plane_config(tmp_path: Path, channels: Sequence[ChannelSettings]) -> Control
     return ControlPlaneConfig(
         state_dir=tmp_path / "state", dev=True, runtime="process", key_dir=tmp_path / "keys",
         safety_poll_s=0.5, heartbeat_interval_s=0.5, sweep_interval_s=0.2,
-        sandbox_backoff=FAST_BACKOFF, channels=tuple(channels))
+        sandbox_backoff=FAST_BACKOFF, channel_backoff=FAST_BACKOFF,
+        channels=tuple(channels))
 
 
 async def wire(plane: ControlPlaneHandles, chat: ChatWiring) -> MessagingGroup:

@@ -80,6 +80,7 @@ def test_sigterm_shuts_down_cleanly_with_no_orphans(tmp_path: Path) -> None:
     before = _agents(state)
     daemon = subprocess.Popen(
         [sys.executable, "-m", "ironclaw.cli.controlplane", "--dev", "--no-chat",
+         "--runtime", "process",
          "--state-dir", str(state), "--log-level", "DEBUG", "--api-addr", "127.0.0.1:0"],
         stderr=subprocess.PIPE, text=True)
     assert daemon.stderr is not None

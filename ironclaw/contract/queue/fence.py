@@ -125,9 +125,14 @@ class WriterFence:
         try:
             current, ended_ns = self._read()
             if ended_ns:
-                wait = ended_ns / 1e9 + pacing_gap(file_size()) - time.monotonic()
+                gap = pacing_gap(file_size())
+                wait = ended_ns / 1e9 + gap - time.monotonic()
+                # The end time is another writer's monotonic clock, which need not be
+                # ours: every gVisor sandbox has a clock of its own that starts near
+                # zero, so an end time left by an earlier sandbox can lie hours in
+                # our future. No pause is ever longer than one gap (RFC-0003).
                 if wait > 0:
-                    time.sleep(wait)
+                    time.sleep(min(wait, gap))
             odd = current + 1 if current % 2 == 0 else current + 2
             self._write(odd, ended_ns)
             try:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import enum
 import json
+import logging
 import math
 from collections.abc import Awaitable, Callable, Sequence
 
@@ -26,6 +27,14 @@ from .ledger import IdempotentDelivery
 __all__ = ["Measure", "deliver_in_parts", "delivery_failure", "retry_after_of", "split_text"]
 
 MAX_RETRY_AFTER_S = 3600.0
+
+# httpx logs every request's full URL at INFO ("HTTP Request: POST https://..."), and
+# some platforms put the bot token in the URL (Telegram; a webhook URL may carry one).
+# Every remote adapter imports this module: from then on those records need WARNING.
+# Set on the loggers themselves, so a root logger at INFO or DEBUG does not reach them.
+for _name in ("httpx", "httpcore"):
+    if logging.getLogger(_name).level < logging.WARNING:  # NOTSET (0) included
+        logging.getLogger(_name).setLevel(logging.WARNING)
 
 
 class Measure(enum.Enum):

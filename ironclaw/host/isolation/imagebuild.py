@@ -109,8 +109,13 @@ class BuildOutcome:
 
 
 def default_cache_dir() -> Path:
+    """``$IRONCLAW_IMAGE_CACHE``; for root, /var/cache/ironclaw/images (an OCI runtime
+    reaches the rootfs from inside the sandbox's user namespace as an unprivileged
+    uid, and root's own home is 0700); otherwise the user's cache directory."""
     if os.environ.get(CACHE_ENV):
         return Path(os.environ[CACHE_ENV])
+    if os.geteuid() == 0:
+        return Path("/var/cache/ironclaw/images")
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "ironclaw" / "images"
 

@@ -102,6 +102,20 @@ class OciIsolator:
     def mapping(self) -> UserMapping:
         return self._mapping
 
+    async def check_image(self) -> VerifiedImage:
+        """Fail at start, not at the first message, when the image is missing or does
+        not match its pin. A source that can prepare itself (build when nothing is
+        pinned yet) does so first."""
+        prepare = getattr(self._image, "prepare", None)
+        if prepare is not None:
+            await prepare()
+        image = await self._image.verified()
+        sessions = self._bundles.parent.parent / "sessions"
+        await trio.to_thread.run_sync(sessions.mkdir, 0o711, True, True)
+        await trio.to_thread.run_sync(_open_for_search, [sessions], self._own_dirs)
+        await trio.to_thread.run_sync(_require_traversable, [image.rootfs, sessions])
+        return image
+
     async def run(self, spec: LaunchSpec, *,
                   task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
         image = await self._image.verified()
@@ -137,12 +151,20 @@ class OciIsolator:
             writable.mkdir(parents=True, exist_ok=True)
             _give_tree(writable, uid)
             writable.chmod(0o700)
-        # Read-only for the sandbox, closed to every other local user: the inbound
-        # queue, and the sockets (anyone who could connect to model.sock could spend
-        # the operator's model credentials).
-        for shared in (spec.queues.inbound_dir, spec.socket_dir):
-            os.chown(shared, 0, uid)
-            shared.chmod(0o750)
+        # Readable by the sandbox, closed to every other local user. gVisor (2022)
+        # ignores group permissions across its user namespace, so sharing goes by
+        # owner: the inbound directory is the sandbox uid's, mode 0500 (it could chmod
+        # it only through a writable mount, and it is bound read-only). The socket
+        # directory stays root's (a sandbox that owned it could swap a socket), 0711,
+        # and each socket in it is the sandbox uid's, 0600: anyone else who could
+        # connect to model.sock could spend the operator's model credentials.
+        os.chown(spec.queues.inbound_dir, uid, uid)
+        spec.queues.inbound_dir.chmod(0o500)
+        spec.socket_dir.chmod(0o711)
+        for entry in spec.socket_dir.iterdir():
+            if entry.is_socket():
+                os.chown(entry, uid, uid, follow_symlinks=False)
+                entry.chmod(0o666)
         needed = [image.rootfs, spec.queues.inbound_dir,
                   spec.queues.outbound_dir, spec.key_file, config_file,
                   spec.socket_dir, spec.workspace,

@@ -53,6 +53,9 @@ class OciRuntime:
     kind: RuntimeKind
     binary: str  # absolute path
     root: Path  # our private state root for this runtime
+    # gVisor's own network switch. Anything but "none" is a weakened sandbox: only the
+    # red-team harness's negative control sets it.
+    network: str = "none"
 
     @classmethod
     def find(cls, kind: RuntimeKind, state_dir: Path) -> OciRuntime | None:
@@ -72,7 +75,7 @@ class OciRuntime:
     def _global(self) -> list[str]:
         flags = [self.binary, "--root", str(self.root)]
         if self.kind is RuntimeKind.RUNSC:
-            flags += ["--platform=ptrace", "--network=none", "--host-uds=open",
+            flags += ["--platform=ptrace", f"--network={self.network}", "--host-uds=open",
                       "--oci-seccomp"]
         return flags
 
@@ -89,6 +92,12 @@ class OciRuntime:
 
     def run_argv(self, bundle: Path, container_id: str) -> list[str]:
         return self._wrap([*self._global(), "run", "--bundle", str(bundle), container_id])
+
+    def exec_argv(self, container_id: str, argv: list[str], *, uid: int) -> list[str]:
+        """Run ``argv`` inside a running container as ``uid``: it gets the container's
+        namespaces, cgroup, seccomp profile and capabilities (none)."""
+        return self._wrap([*self._global(), "exec", "--user", f"{uid}:{uid}", container_id,
+                           *argv])
 
     def kill_argv(self, container_id: str, signal: str = "KILL") -> list[str]:
         extra = ["--all"] if self.kind is RuntimeKind.RUNC else []

@@ -123,7 +123,8 @@ class BundleInputs:
     extra_binds: tuple[ExtraBind, ...] = ()
 
     def expected_binds(self) -> dict[str, tuple[Path, bool]]:
-        """Destination -> (host source, writable), the only binds a spec may have."""
+        """Destination -> (host source, writable), the only binds a spec may have.
+        Extra (harness) binds come last and are read-only."""
         binds = {
             str(SANDBOX_INBOUND_DIR): (self.inbound_dir, False),
             str(SANDBOX_OUTBOUND_DIR): (self.outbound_dir, True),
@@ -142,6 +143,12 @@ def _bind(source: Path, destination: str, writable: bool) -> dict[str, Any]:
             "options": [*BIND_BASE_OPTIONS, "rw" if writable else "ro"]}
 
 
+def _toolkit_bind(extra: ExtraBind) -> dict[str, Any]:
+    # The harness's attack tools must run, so this one read-only bind is executable.
+    return {"destination": str(extra.destination), "type": "bind",
+            "source": str(extra.source), "options": ["rbind", "nosuid", "nodev", "ro"]}
+
+
 def build_spec(inputs: BundleInputs) -> dict[str, Any]:
     limits, mapping = inputs.limits, inputs.mapping
     period = 100_000
@@ -156,8 +163,11 @@ def build_spec(inputs: BundleInputs) -> dict[str, Any]:
          "options": ["nosuid", "nodev", "noexec", "mode=1777",
                      f"size={limits.tmp_bytes // 1024}k"]},
     ]
+    toolkit = {str(extra.destination) for extra in inputs.extra_binds}
     for destination, (source, writable) in inputs.expected_binds().items():
-        mounts.append(_bind(source, destination, writable))
+        if destination not in toolkit:
+            mounts.append(_bind(source, destination, writable))
+    mounts.extend(_toolkit_bind(extra) for extra in inputs.extra_binds)
     spec: dict[str, Any] = {
         "ociVersion": "1.0.2",
         "process": {
@@ -190,7 +200,7 @@ def build_spec(inputs: BundleInputs) -> dict[str, Any]:
                 "pids": {"limit": limits.gvisor_pids if inputs.gvisor else limits.pids},
                 "devices": [{"allow": False, "access": "rwm"}],
             },
-            "seccomp": seccomp_profile(),
+            "seccomp": seccomp_profile(gvisor=inputs.gvisor),
             "maskedPaths": list(MASKED_PATHS),
             "readonlyPaths": list(READONLY_PATHS),
         },
@@ -297,6 +307,7 @@ def _check_resources(linux: dict[str, Any], inputs: BundleInputs,
 def _check_mounts(mounts: list[dict[str, Any]], inputs: BundleInputs,
                   problems: list[str]) -> None:
     expected = inputs.expected_binds()
+    toolkit = {str(extra.destination) for extra in inputs.extra_binds}
     seen: set[str] = set()
     for mount in mounts:
         destination = str(mount.get("destination", ""))
@@ -312,7 +323,9 @@ def _check_mounts(mounts: list[dict[str, Any]], inputs: BundleInputs,
             source, writable = expected[destination]
             if Path(str(mount.get("source", ""))) != source:
                 problems.append(f"{destination} must bind {source}, nothing else")
-            missing = {"nosuid", "nodev", "noexec"} - options
+            required = {"nosuid", "nodev"} if destination in toolkit else {
+                "nosuid", "nodev", "noexec"}
+            missing = required - options
             if missing:
                 problems.append(f"{destination} needs {', '.join(sorted(missing))}")
             if not writable and "ro" not in options:

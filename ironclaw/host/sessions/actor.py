@@ -236,24 +236,24 @@ class SessionActor:
             await deps.isolator.run(spec, task_status=task_status)
 
         pid: int | None = None
-        exited = False
+        ended_on_its_own = False
         try:
             async with trio.open_nursery() as nursery:
                 pid = await nursery.start(launched)
                 deps.events.publish(SandboxLaunched(spec.session_id, runtime, pid))
                 task_status.started(pid)
         except* SandboxExited as group:
-            exited = True
+            ended_on_its_own = True
             for exited in group.exceptions:
                 assert isinstance(exited, SandboxExited)
                 deps.events.publish(SandboxExitedEvent(spec.session_id, runtime,
                                                        exited.returncode))
                 logger.warning("sandbox of %s exited with %s: %s", spec.session_id,
                                exited.returncode,
-                               exited.stderr_tail[-500:].decode("utf-8", "replace"))
+                               exited.stderr_tail[-2000:].decode("utf-8", "replace"))
             raise
         finally:
-            if pid is not None and not exited:
+            if pid is not None and not ended_on_its_own:
                 # We stopped it (retire, shutdown, respawn): a kill, and audited as one.
                 deps.events.publish(SandboxStopped(spec.session_id, runtime,
                                                    "stopped by the control plane"))

@@ -186,3 +186,15 @@ async def test_channel_state_survives_a_reopen_and_drops_duplicates(tmp_path: Pa
         assert await state.prune(retention_us=-1) == 1
         with pytest.raises(ValueError):
             await state.save_cursor("", "x")
+
+
+def test_http_client_logs_never_carry_request_urls(caplog: pytest.LogCaptureFixture) -> None:
+    """httpx logs each request URL at INFO; platform URLs can hold tokens. Even with the
+    root logger at DEBUG (a daemon run with --log-level DEBUG), those records stay out."""
+    import logging
+
+    import ironclaw.host.channels.platform  # noqa: F401  (the import is the point)
+
+    caplog.set_level(logging.DEBUG)
+    assert not logging.getLogger("httpx").isEnabledFor(logging.INFO)
+    assert not logging.getLogger("httpcore").isEnabledFor(logging.INFO)

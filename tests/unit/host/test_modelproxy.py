@@ -102,6 +102,10 @@ def calls(sink: RecordingSink) -> list[ModelCall]:
 async def test_credential_injected_and_sandbox_auth_never_forwarded(
         base: Path, upstream: FakeUpstream, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
+    # Loading a chat adapter holds httpx at WARNING (URLs can carry tokens); this test
+    # wants its debug lines, to show the credential is absent from them.
+    caplog.set_level(logging.DEBUG, logger="httpx")
+    caplog.set_level(logging.DEBUG, logger="httpcore")
     async with open_proxy() as (proxy, sink):
         route = make_route(base, anthropic(upstream))
         path = await proxy.serve_session(route)

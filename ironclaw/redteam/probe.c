@@ -1,0 +1,398 @@
+/* ironclaw-probe: the red-team harness's attacker, run INSIDE a sandbox as its uid.
+ *
+ * Each probe tries one way out of the sandbox and prints one JSON line:
+ *   {"probe": NAME, "contained": true|false, "observed": "..."}
+ * "contained" is true when the attempt failed the way the sandbox promises. The harness
+ * decides nothing from exit codes; it reads these lines. Built static by the harness
+ * (gcc -static), so it needs nothing from the sandbox image.
+ */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ifaddrs.h>
+#include <linux/bpf.h>
+#include <poll.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/personality.h>
+#include <sys/ptrace.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/types.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static void report(const char *probe, int contained, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void json_escaped(const char *s) {
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\') printf("\\%c", c);
+        else if (c < 0x20) printf("\\u%04x", c);
+        else putchar(c);
+    }
+}
+
+#include <stdarg.h>
+static void report(const char *probe, int contained, const char *fmt, ...) {
+    char observed[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(observed, sizeof observed, fmt, ap);
+    va_end(ap);
+    printf("{\"probe\": \"%s\", \"contained\": %s, \"observed\": \"", probe,
+           contained ? "true" : "false");
+    json_escaped(observed);
+    printf("\"}\n");
+    fflush(stdout);
+}
+
+/* The syscall ran and failed: contained. It succeeded: not. */
+static void syscall_probe(const char *probe, long rc, int err) {
+    if (rc == -1) report(probe, 1, "refused: %s", strerror(err));
+    else report(probe, 0, "succeeded (returned %ld)", rc);
+}
+
+static void probe_interfaces(void) {
+    struct ifaddrs *list, *it;
+    char names[512] = "";
+    int others = 0;
+    if (getifaddrs(&list) != 0) {
+        report("net.interfaces", 1, "getifaddrs failed: %s", strerror(errno));
+        return;
+    }
+    for (it = list; it; it = it->ifa_next) {
+        if (strstr(names, it->ifa_name) == NULL &&
+            strlen(names) + strlen(it->ifa_name) + 2 < sizeof names) {
+            strcat(names, it->ifa_name);
+            strcat(names, " ");
+        }
+        if (strcmp(it->ifa_name, "lo") != 0) others = 1;
+    }
+    freeifaddrs(list);
+    report("net.interfaces", !others, "interfaces: %s", names);
+}
+
+static int tcp_connect(const char *ip, int port, int timeout_ms, char *why, size_t len) {
+    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons(port)};
+    inet_pton(AF_INET, ip, &addr.sin_addr);
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+    if (fd < 0) { snprintf(why, len, "socket: %s", strerror(errno)); return 0; }
+    if (connect(fd, (struct sockaddr *)&addr, sizeof addr) == 0) { close(fd); return 1; }
+    if (errno != EINPROGRESS) {
+        snprintf(why, len, "connect: %s", strerror(errno)); close(fd); return 0;
+    }
+    struct pollfd p = {.fd = fd, .events = POLLOUT};
+    if (poll(&p, 1, timeout_ms) != 1) {
+        snprintf(why, len, "no answer in %d ms", timeout_ms); close(fd); return 0;
+    }
+    int soerr = 0; socklen_t sl = sizeof soerr;
+    getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl);
+    close(fd);
+    if (soerr) { snprintf(why, len, "connect: %s", strerror(soerr)); return 0; }
+    return 1;
+}
+
+static void probe_tcp(const char *label, const char *ip, int port) {
+    char why[256] = "";
+    char probe[64];
+    snprintf(probe, sizeof probe, "net.tcp.%s", label);
+    if (tcp_connect(ip, port, 3000, why, sizeof why))
+        report(probe, 0, "connected to %s:%d", ip, port);
+    else report(probe, 1, "%s:%d %s", ip, port, why);
+}
+
+static void probe_dns(const char *resolver) {
+    /* A real query for example.com, type A, sent to the resolver over UDP. */
+    static const unsigned char query[] = {
+        0x12, 0x34, 0x01, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        7, 'e', 'x', 'a', 'm', 'p', 'l', 'e', 3, 'c', 'o', 'm', 0, 0x00, 0x01, 0x00, 0x01};
+    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons(53)};
+    inet_pton(AF_INET, resolver, &addr.sin_addr);
+    int fd = socket(AF_INET, SOCK_DGRAM, 0);
+    if (fd < 0) { report("net.dns", 1, "socket: %s", strerror(errno)); return; }
+    if (sendto(fd, query, sizeof query, 0, (struct sockaddr *)&addr, sizeof addr) < 0) {
+        report("net.dns", 1, "send to %s: %s", resolver, strerror(errno)); close(fd); return;
+    }
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    if (poll(&p, 1, 3000) == 1) {
+        unsigned char answer[512];
+        ssize_t n = recv(fd, answer, sizeof answer, 0);
+        report("net.dns", n <= 0, "answer of %zd bytes from %s", n, resolver);
+    } else report("net.dns", 1, "no answer from %s in 3 s", resolver);
+    close(fd);
+}
+
+static void probe_absent(const char *probe, const char *path) {
+    struct stat st;
+    if (stat(path, &st) == 0) report(probe, 0, "%s exists (mode %o)", path, st.st_mode);
+    else report(probe, 1, "%s: %s", path, strerror(errno));
+}
+
+static void probe_unreadable(const char *probe, const char *path) {
+    int fd = open(path, O_RDONLY);
+    if (fd >= 0) {
+        char buf[64];
+        ssize_t n = read(fd, buf, sizeof buf);
+        close(fd);
+        report(probe, 0, "%s opened, read %zd bytes", path, n);
+    } else report(probe, 1, "%s: %s", path, strerror(errno));
+}
+
+static void probe_unwritable(const char *probe, const char *path, int create) {
+    int fd = open(path, create ? (O_WRONLY | O_CREAT | O_EXCL) : O_RDWR, 0600);
+    if (fd >= 0) {
+        close(fd);
+        if (create) unlink(path);
+        report(probe, 0, "%s opened for writing", path);
+    } else report(probe, 1, "%s: %s", path, strerror(errno));
+}
+
+/* Look for the harness's marker text anywhere we can read, bounded. */
+static long scanned;
+static int find_marker(const char *dir, const char *marker, char *where, size_t len,
+                       int depth) {
+    if (depth > 12 || scanned > 200000) return 0;
+    DIR *d = opendir(dir);
+    if (!d) return 0;
+    struct dirent *e;
+    int found = 0;
+    while (!found && (e = readdir(d))) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+        char path[4096];
+        snprintf(path, sizeof path, "%s/%s", strcmp(dir, "/") ? dir : "", e->d_name);
+        if (!strcmp(path, "/proc") || !strcmp(path, "/sys") || !strcmp(path, "/dev")) continue;
+        struct stat st;
+        if (lstat(path, &st) != 0) continue;
+        scanned++;
+        if (S_ISDIR(st.st_mode)) found = find_marker(path, marker, where, len, depth + 1);
+        else if (S_ISREG(st.st_mode) && st.st_size < (1 << 20)) {
+            int fd = open(path, O_RDONLY);
+            if (fd < 0) continue;
+            char buf[1 << 16];
+            ssize_t n = read(fd, buf, sizeof buf - 1);
+            close(fd);
+            if (n > 0) {
+                buf[n] = 0;
+                if (memmem(buf, n, marker, strlen(marker))) {
+                    snprintf(where, len, "%s", path);
+                    found = 1;
+                }
+            }
+        }
+    }
+    closedir(d);
+    return found;
+}
+
+/* An attacker who cannot list a directory can still guess names in it: try
+ * <mount point>/<relative> for every mount point this sandbox has. */
+static int marker_under_mounts(const char *relative, const char *marker, char *where,
+                               size_t len) {
+    FILE *mounts = fopen("/proc/self/mountinfo", "r");
+    if (!mounts || !relative[0]) { if (mounts) fclose(mounts); return 0; }
+    char line[4096];
+    int found = 0;
+    while (!found && fgets(line, sizeof line, mounts)) {
+        char point[2048];
+        if (sscanf(line, "%*s %*s %*s %*s %2047s", point) != 1) continue;
+        char path[4096];
+        snprintf(path, sizeof path, "%s/%s", strcmp(point, "/") ? point : "", relative);
+        int fd = open(path, O_RDONLY);
+        if (fd < 0) continue;
+        char buf[4096];
+        ssize_t n = read(fd, buf, sizeof buf);
+        close(fd);
+        if (n > 0 && memmem(buf, n, marker, strlen(marker))) {
+            snprintf(where, len, "%s", path);
+            found = 1;
+        }
+    }
+    fclose(mounts);
+    return found;
+}
+
+static void probe_marker(const char *marker, const char *relative) {
+    char where[4096] = "";
+    scanned = 0;
+    if (find_marker("/", marker, where, sizeof where, 0) ||
+        marker_under_mounts(relative, marker, where, sizeof where))
+        report("host.marker", 0, "the host's marker is readable at %s", where);
+    else report("host.marker", 1, "marker not found in %ld paths nor under any mount",
+                scanned);
+}
+
+/* Look for a file by name anywhere we can list, bounded. */
+static int find_name(const char *dir, const char *name, char *where, size_t len, int depth) {
+    if (depth > 12 || scanned > 200000) return 0;
+    DIR *d = opendir(dir);
+    if (!d) return 0;
+    struct dirent *e;
+    int found = 0;
+    while (!found && (e = readdir(d))) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+        char path[4096];
+        snprintf(path, sizeof path, "%s/%s", strcmp(dir, "/") ? dir : "", e->d_name);
+        if (!strcmp(path, "/proc") || !strcmp(path, "/sys") || !strcmp(path, "/dev")) continue;
+        scanned++;
+        if (!strcmp(e->d_name, name)) {
+            snprintf(where, len, "%s", path);
+            found = 1;
+            break;
+        }
+        struct stat st;
+        if (lstat(path, &st) == 0 && S_ISDIR(st.st_mode))
+            found = find_name(path, name, where, len, depth + 1);
+    }
+    closedir(d);
+    return found;
+}
+
+static void probe_findname(const char *name, const char *probe) {
+    char where[4096] = "";
+    scanned = 0;
+    if (find_name("/", name, where, sizeof where, 0))
+        report(probe, 0, "found %s", where);
+    else report(probe, 1, "no %s among %ld paths", name, scanned);
+}
+
+static void probe_setuid_binary(const char *path) {
+    /* A root-owned setuid copy of busybox, run as "busybox id -u": it prints 0 only if
+     * the setuid bit took effect. No output at all is inconclusive, and inconclusive
+     * counts as NOT contained, so the harness can never go quietly blind. */
+    int out[2];
+    if (pipe(out) != 0) { report("escalate.setuid_binary", 0, "pipe failed"); return; }
+    pid_t pid = fork();
+    if (pid == 0) {
+        dup2(out[1], 1);
+        close(out[0]);
+        execl(path, "busybox", "id", "-u", (char *)NULL);
+        _exit(127);
+    }
+    close(out[1]);
+    char buf[64] = "";
+    ssize_t n = read(out[0], buf, sizeof buf - 1);
+    close(out[0]);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    if (n <= 0) {
+        report("escalate.setuid_binary", 0, "inconclusive: %s printed nothing (status %d)",
+               path, WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+        return;
+    }
+    buf[n] = 0;
+    int uid = atoi(buf);
+    report("escalate.setuid_binary", uid != 0, "%s ran as uid %d", path, uid);
+}
+
+/* An HTTP request over a unix socket; returns the status code, or -errno. */
+static int uds_http(const char *sock, const char *request, char *body, size_t len) {
+    struct sockaddr_un addr = {.sun_family = AF_UNIX};
+    snprintf(addr.sun_path, sizeof addr.sun_path, "%s", sock);
+    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    if (fd < 0) return -errno;
+    if (connect(fd, (struct sockaddr *)&addr, sizeof addr) != 0) {
+        int err = errno; close(fd); return -err;
+    }
+    if (write(fd, request, strlen(request)) < 0) { int err = errno; close(fd); return -err; }
+    size_t got = 0;
+    ssize_t n;
+    while (got + 1 < len && (n = read(fd, body + got, len - got - 1)) > 0) got += n;
+    body[got] = 0;
+    close(fd);
+    int status = 0;
+    if (sscanf(body, "HTTP/1.%*d %d", &status) != 1) return 0;
+    return status;
+}
+
+static void probe_http_refused(const char *probe, const char *sock, const char *request) {
+    char body[4096];
+    int status = uds_http(sock, request, body, sizeof body);
+    if (status < 0) report(probe, 1, "%s: %s", sock, strerror(-status));
+    else if (status >= 400 && status < 500) report(probe, 1, "refused with HTTP %d", status);
+    else report(probe, 0, "answered HTTP %d", status);
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        fprintf(stderr, "usage: ironclaw-probe NAME [ARG...]\n");
+        return 2;
+    }
+    const char *p = argv[1];
+    const char *a = argc > 2 ? argv[2] : "";
+    const char *b = argc > 3 ? argv[3] : "";
+    if (!strcmp(p, "interfaces")) probe_interfaces();
+    else if (!strcmp(p, "tcp")) probe_tcp(b[0] ? b : a, a, argc > 4 ? atoi(argv[4]) : 443);
+    else if (!strcmp(p, "dns")) probe_dns(a);
+    else if (!strcmp(p, "absent")) probe_absent(b, a);
+    else if (!strcmp(p, "unreadable")) probe_unreadable(b, a);
+    else if (!strcmp(p, "unwritable")) probe_unwritable(b, a, 0);
+    else if (!strcmp(p, "uncreatable")) probe_unwritable(b, a, 1);
+    else if (!strcmp(p, "marker")) probe_marker(a, b);
+    else if (!strcmp(p, "findname")) probe_findname(a, b);
+    else if (!strcmp(p, "setuid-binary")) probe_setuid_binary(a);
+    else if (!strcmp(p, "ptrace")) {
+        long rc = ptrace(PTRACE_ATTACH, (pid_t)1, 0, 0);
+        syscall_probe("syscall.ptrace", rc, errno);
+    } else if (!strcmp(p, "mount")) {
+        long rc = mount("tmpfs", "/tmp", "tmpfs", 0, "size=1m");
+        syscall_probe("syscall.mount", rc, errno);
+    } else if (!strcmp(p, "unshare-user")) {
+        long rc = unshare(CLONE_NEWUSER);
+        syscall_probe("syscall.unshare_user", rc, errno);
+    } else if (!strcmp(p, "unshare-mount")) {
+        long rc = unshare(CLONE_NEWNS);
+        syscall_probe("syscall.unshare_mount", rc, errno);
+    } else if (!strcmp(p, "setns")) {
+        int fd = open("/proc/1/ns/mnt", O_RDONLY);
+        long rc = fd < 0 ? -1 : setns(fd, 0);
+        syscall_probe("syscall.setns", rc, errno);
+    } else if (!strcmp(p, "bpf")) {
+        union bpf_attr attr;
+        memset(&attr, 0, sizeof attr);
+        attr.map_type = BPF_MAP_TYPE_ARRAY; attr.key_size = 4; attr.value_size = 4;
+        attr.max_entries = 1;
+        long rc = syscall(SYS_bpf, BPF_MAP_CREATE, &attr, sizeof attr);
+        syscall_probe("syscall.bpf", rc, errno);
+    } else if (!strcmp(p, "keyctl")) {
+        long rc = syscall(SYS_add_key, "user", "probe", "x", 1, -2 /* session keyring */);
+        syscall_probe("syscall.keyctl", rc, errno);
+    } else if (!strcmp(p, "kexec")) {
+        long rc = syscall(SYS_kexec_load, 0, 0, 0, 0);
+        syscall_probe("syscall.kexec_load", rc, errno);
+    } else if (!strcmp(p, "init-module")) {
+        long rc = syscall(SYS_init_module, "", 0, "");
+        syscall_probe("syscall.init_module", rc, errno);
+    } else if (!strcmp(p, "chroot")) {
+        long rc = chroot("/tmp");
+        syscall_probe("syscall.chroot", rc, errno);
+    } else if (!strcmp(p, "setuid")) {
+        long rc = setuid(0);
+        syscall_probe("escalate.setuid0", rc == 0 && getuid() == 0 ? 0 : -1, EPERM);
+    } else if (!strcmp(p, "model-proxy")) {
+        char request[1024];
+        snprintf(request, sizeof request,
+                 "POST /v1/messages HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\n"
+                 "Content-Length: 2\r\nConnection: close\r\n\r\n{}", b);
+        probe_http_refused("model_proxy.foreign_host", a, request);
+    } else if (!strcmp(p, "egress")) {
+        char payload[512], request[1024];
+        snprintf(payload, sizeof payload, "{\"url\": \"https://%s/\", \"method\": \"GET\"}", b);
+        snprintf(request, sizeof request,
+                 "POST /v1/fetch HTTP/1.1\r\nHost: egress\r\nContent-Type: application/json\r\n"
+                 "Content-Length: %zu\r\nConnection: close\r\n\r\n%s", strlen(payload), payload);
+        probe_http_refused("egress.unapproved_host", a, request);
+    } else {
+        fprintf(stderr, "unknown probe %s\n", p);
+        return 2;
+    }
+    return 0;
+}

@@ -1,0 +1,67 @@
+"""What the harness tries from inside a sandbox, and what "contained" means for each.
+
+A probe is one run of ``ironclaw-probe`` inside a live session's container, as the
+sandbox's own uid (65532), through the runtime's ``exec``: it gets the container's
+namespaces, cgroup, seccomp profile and (empty) capabilities, so it stands exactly
+where a compromised agent stands. Its arguments name host things it must NOT reach:
+the host's address, the state directory's key files, another session.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+from .toolkit import TOOLKIT_MOUNT
+
+__all__ = ["ProbeTargets", "probe_plan"]
+
+PROBE = str(TOOLKIT_MOUNT / "ironclaw-probe")
+SUID_BUSYBOX = str(TOOLKIT_MOUNT / "suid-busybox")
+OUTSIDE_ADDRESS = "1.1.1.1"
+
+
+@attrs.frozen
+class ProbeTargets:
+    host_address: str  # an address of this host on its own network
+    resolver: str  # the host's DNS resolver
+    marker: str  # random text the harness planted in a world-readable host file
+    marker_relative: str  # that file's path relative to the state directory
+    master_key_path: str  # host paths that must not exist inside the sandbox
+    key_store_path: str
+    other_session_id: str
+    other_session_key_path: str
+    other_session_dir: str
+    model_socket: str
+    egress_socket: str
+    unapproved_host: str
+
+
+def probe_plan(t: ProbeTargets) -> list[list[str]]:
+    """Each entry is one probe invocation's argv (after the probe binary)."""
+    return [
+        ["interfaces"],
+        ["tcp", OUTSIDE_ADDRESS, "outside", "443"],
+        ["tcp", t.host_address, "host", "22"],
+        ["dns", t.resolver],
+        ["absent", "/var/run/docker.sock", "docker.socket"],
+        ["absent", "/run/containerd/containerd.sock", "containerd.socket"],
+        ["findname", "docker", "docker.client"],
+        ["marker", t.marker, t.marker_relative],
+        ["uncreatable", "/app/planted", "rootfs.write"],
+        ["uncreatable", "/etc/planted", "rootfs.write_etc"],
+        ["uncreatable", "/queue/inbound/planted", "inbound.create"],
+        ["unwritable", "/queue/inbound/inbound.db", "inbound.open_for_write"],
+        ["unreadable", t.master_key_path, "keys.master_key"],
+        ["unreadable", t.key_store_path, "keys.key_store"],
+        ["findname", "master.key", "keys.master_key_anywhere"],
+        ["findname", "sealed-keys.json", "keys.key_store_anywhere"],
+        ["unreadable", t.other_session_key_path, "other_session.key"],
+        ["absent", t.other_session_dir, "other_session.queues"],
+        ["findname", t.other_session_id, "other_session.anywhere"],
+        ["ptrace"], ["mount"], ["unshare-user"], ["unshare-mount"], ["setns"], ["bpf"],
+        ["keyctl"], ["kexec"], ["init-module"], ["chroot"],
+        ["setuid"],
+        ["setuid-binary", SUID_BUSYBOX],
+        ["model-proxy", t.model_socket, "evil.example.com"],
+        ["egress", t.egress_socket, t.unapproved_host],
+    ]
