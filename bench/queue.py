@@ -21,6 +21,7 @@ Measured:
 
 from __future__ import annotations
 
+import os
 import random
 import shutil
 import tempfile
@@ -53,6 +54,7 @@ from .context import RUNTIMES
 from .progress import Progress
 from .queue_floor import CrossProcessFloor, HostSide, SandboxEcho, make_queues, open_cost
 from .report import SuiteResult, Table, cell
+from .sandboxkit import clean_state, image_cache_dir
 from .stats import absent, failed, interleave, interleave_async, ratio, summarise
 
 __all__ = ["ANCHOR", "FLOOR", "FLOOR_QUEUE", "run"]
@@ -168,9 +170,13 @@ def plane_availability(runtimes: tuple[str, ...], scratch: Path) -> dict[str, st
         if name != "process" and shutil.which(name) is None:
             out[name] = f"{name} not found on PATH"
             continue
+        if name != "process" and os.geteuid() != 0:
+            out[name] = "OCI runtimes need root on this host (rootless not configured)"
+            continue
         try:
             make_isolator(ControlPlaneConfig(state_dir=scratch / f"probe-{name}", dev=True,
-                                             runtime=name, key_dir=scratch / "probe-keys"))
+                                             runtime=name, key_dir=scratch / "probe-keys",
+                                             image_cache_dir=image_cache_dir()))
         except Exception as exc:
             out[name] = (f"no sandbox image or isolator for {name} in this build "
                          f"({type(exc).__name__}: {exc})")
@@ -257,11 +263,13 @@ def run(*, mode: str = "quick", progress: Progress, runtimes: tuple[str, ...] | 
         return _floor_only(p, mode, progress)
     root = Path(tempfile.mkdtemp(prefix="ironclaw-bench-q-", dir="/var/tmp"))
     root.chmod(0o711)
+    names = ("process", *(runtimes if runtimes is not None else RUNTIMES))
     try:
-        names = ("process", *(runtimes if runtimes is not None else RUNTIMES))
         availability = plane_availability(names, root)
         measured = trio.run(_run, p, progress, root, availability)
     finally:
+        for name in names:
+            clean_state(root / name / "state")
         shutil.rmtree(root, ignore_errors=True)
     return _assemble(p, mode, measured, availability)
 
@@ -290,20 +298,43 @@ async def _run(p: Params, progress: Progress, root: Path,
     return out
 
 
+def _plane_config(root: Path, name: str) -> ControlPlaneConfig:
+    return ControlPlaneConfig(
+        state_dir=root / name / "state", dev=True, runtime=name,
+        key_dir=root / name / "keys", idle_timeout_s=3600,
+        # The per-session model rate cap guards a provider budget; here it would
+        # measure the cap, not the path.
+        model_limits=LIFTED,
+        # OCI runtimes mount the image from inside the sandbox's user namespace: the
+        # bench's image cache is reachable (o+x all the way), root's home is not.
+        image_cache_dir=image_cache_dir())
+
+
+async def _run_plane(config: ControlPlaneConfig, scope: trio.CancelScope, done: trio.Event,
+                     *, task_status: trio.TaskStatus[ControlPlaneHandles]) -> None:
+    try:
+        with scope:
+            await ControlPlane(config, credentials=Credentials()).run(task_status=task_status)
+    finally:
+        done.set()
+
+
+# A sandbox of any runtime here stays under this much (runsc: about 80 MiB PSS idle).
+MIB_PER_SESSION = 150
+MEM_RESERVE_MIB = 3072
+
+
 async def _measure(p: Params, progress: Progress, root: Path, usable: list[str],
                    floor: CrossProcessFloor, out: dict[str, Any]) -> None:
     planes: dict[str, ControlPlaneHandles] = {}
+    stops: dict[str, tuple[trio.CancelScope, trio.Event]] = {}
     async with trio.open_nursery() as nursery:
         with progress.phase(f"starting control planes ({', '.join(usable)})"):
             for name in usable:
-                config = ControlPlaneConfig(
-                    state_dir=root / name / "state", dev=True, runtime=name,
-                    key_dir=root / name / "keys", idle_timeout_s=3600,
-                    # The per-session model rate cap guards a provider budget; here it
-                    # would measure the cap, not the path.
-                    model_limits=LIFTED)
-                planes[name] = await nursery.start(
-                    ControlPlane(config, credentials=Credentials()).run)
+                scope, done = trio.CancelScope(), trio.Event()
+                planes[name] = await nursery.start(_run_plane, _plane_config(root, name),
+                                                   scope, done)
+                stops[name] = (scope, done)
                 await _reply(planes[name], DEMO_CONVERSATION, "warm-up")
 
         cases: dict[str, Any] = {
@@ -330,15 +361,18 @@ async def _measure(p: Params, progress: Progress, root: Path, usable: list[str],
                 {n: (lambda plane=plane: cold(plane)) for n, plane in planes.items()},
                 iterations=p.cold, on_sample=lambda _n: ph.advance())
 
-        for count in p.sessions:
-            order = list(planes)
-            rotate = p.sessions.index(count) % max(1, len(order))
-            for name in order[rotate:] + order[:rotate]:
+        # Throughput, one runtime at a time; each plane is stopped (and with it all of
+        # its sandboxes) once its steps are done, so at most one runtime's largest
+        # step is alive at once.
+        for name in list(planes):
+            for count in p.sessions:
                 with progress.phase(f"throughput, {count} session(s), {name}"):
-                    if _mem_available_mib() < 2048:
+                    need = count * MIB_PER_SESSION + MEM_RESERVE_MIB
+                    if _mem_available_mib() < need:
                         out["throughput"][name].append(
                             {"status": "skipped", "sessions": count,
-                             "reason": "less than 2 GiB of memory available"})
+                             "reason": f"about {need} MiB needed, "
+                                       f"{_mem_available_mib():.0f} MiB available"})
                         continue
                     try:
                         step = await _throughput(planes[name], count, p.per_session,
@@ -347,6 +381,11 @@ async def _measure(p: Params, progress: Progress, root: Path, usable: list[str],
                         step = {"status": "failed", "sessions": count,
                                 "reason": f"did not finish within {p.step_timeout_s:.0f} s"}
                     out["throughput"][name].append(step)
+            with progress.phase(f"stopping the {name} control plane"):
+                scope, done = stops[name]
+                scope.cancel()
+                with trio.move_on_after(120):
+                    await done.wait()
         nursery.cancel_scope.cancel()
 
     total = p.anchor_sessions * p.anchor_messages

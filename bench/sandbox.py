@@ -36,8 +36,8 @@ from .progress import Progress
 from .report import SuiteResult, Table, cell, fmt_value
 from .sandboxkit import (
     BARE,
+    HOST_SIDE,
     ROLES,
-    SHARED_DIR_DEVIATION,
     VARIANTS,
     BenchImage,
     Live,
@@ -54,7 +54,6 @@ from .sandboxkit import (
     fresh_rootfs,
     live_set,
     make_targets,
-    probe_agent,
     tree_memory,
     wait_ready,
 )
@@ -307,16 +306,6 @@ def _run(p: Params, mode: str, progress: Progress, variants: tuple[str, ...],
         fill(f"{name}_wall", {n: [s[1] for s in v] for n, v in samples.items()},
              samples.failures)
 
-    # The agent needs threads; check the production spec lets it start everywhere.
-    deviations: dict[str, str] = {}
-    for n in order:
-        try:
-            why = probe_agent(targets[n], workdir)
-        except Exception as exc:
-            notes.append(f"{n}: agent probe failed: {exc}")
-            continue
-        if why is not None:
-            deviations[n] = why
     # The agent: launch to first heartbeat, idle memory (1 sandbox).
     slots: list[Slot] = []
     memory: dict[int, dict[str, list[dict[str, Any]]]] = {}
@@ -361,7 +350,7 @@ def _run(p: Params, mode: str, progress: Progress, variants: tuple[str, ...],
             results[f"memory_cgroup_{count}"][BARE] = {
                 "status": "n/a", "reason": "the bare process has no container cgroup"}
     return _assemble(p, mode, image, notes, results, roles, calibration, drop_status,
-                     targets, missing, variants, deviations, minimal is not None)
+                     targets, missing, variants, minimal is not None)
 
 
 def _timed(target: Target, work: Workload, slot: Slot, image: BenchImage | None = None
@@ -387,7 +376,7 @@ def _median_roles(samples: list[dict[str, Any]]) -> dict[str, float]:
 def _assemble(p: Params, mode: str, image: BenchImage, notes: list[str],
               results: dict[str, dict[str, dict[str, Any]]], roles: dict[str, Any],
               calibration: dict[str, Any], drop_status: str, targets: dict[str, Target],
-              missing: dict[str, str], variants: tuple[str, ...], deviations: dict[str, str],
+              missing: dict[str, str], variants: tuple[str, ...],
               has_minimal: bool) -> SuiteResult:
     time_measures = tuple(m for m in TIME_MEASURES if m != "start_minimal" or has_minimal)
     ratios: dict[str, float | None] = {}
@@ -419,8 +408,7 @@ def _assemble(p: Params, mode: str, image: BenchImage, notes: list[str],
         "memory": "PSS and RSS (smaps_rollup) of every process in the runtime's tree, "
                   "per sandbox; median of 3 readings after a settle of "
                   f"{p.settle_s:g} s; cgroup figure is memory.usage (page cache included)",
-        "deviations": "; ".join(f"{n}: {why}" for n, why in deviations.items()) or "none",
-        "host-side ownership": SHARED_DIR_DEVIATION.format(host_base=UserMapping().host_base),
+        "host side": HOST_SIDE,
         "workload sizes": ", ".join(f"{k} {v['iterations']} iterations (~{v['target_seconds']}"
                                     " s bare)" for k, v in calibration.items()) or "default",
     }
@@ -465,8 +453,7 @@ def _assemble(p: Params, mode: str, image: BenchImage, notes: list[str],
                      "workloads are shell loops (syscall loop = builtin test/read of files; "
                      "I/O = dd with fsync, which also forks), and 'agent' is a heartbeat "
                      "write then sleep. Compare ratios within this run only.")
-    extra = {"deviations": deviations,
-             "image": attrs.asdict(image, value_serializer=lambda _i, _a, v: str(v)
+    extra = {"image": attrs.asdict(image, value_serializer=lambda _i, _a, v: str(v)
                                    if isinstance(v, Path) else v),
              "calibration": calibration, "memory_roles_pss_mib": roles, "seed": SEED,
              "variants": list(variants),

@@ -53,7 +53,6 @@ from ironclaw.host.isolation.spec import (
     SandboxLimits,
     UserMapping,
     build_spec,
-    validate_spec,
 )
 
 __all__ = ["BARE", "VARIANTS", "BareTarget", "BenchImage", "Live", "OciTarget", "RunResult",
@@ -102,14 +101,7 @@ class Workdir:
         return path
 
     def close(self) -> None:
-        with contextlib.suppress(Exception):
-            reconcile_runtime_state(self.state)
-        # Our (now empty) parent cgroup in every hierarchy: rmdir only succeeds empty.
-        parent = cgroup_parent(self.state)
-        for hierarchy in (CGROUP_ROOT, *(CGROUP_ROOT.iterdir() if CGROUP_ROOT.is_dir()
-                                         else ())):
-            with contextlib.suppress(OSError):
-                (hierarchy / parent).rmdir()
+        clean_state(self.state)
         shutil.rmtree(self.root, ignore_errors=True)
 
     def __enter__(self) -> Workdir:
@@ -117,6 +109,18 @@ class Workdir:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def clean_state(state: Path) -> None:
+    """Remove every container, bundle and cgroup of ``state``'s sandboxes, then our
+    (now empty) parent cgroup in every hierarchy (rmdir only succeeds when empty)."""
+    with contextlib.suppress(Exception):
+        reconcile_runtime_state(state)
+    parent = cgroup_parent(state)
+    for hierarchy in (CGROUP_ROOT, *(CGROUP_ROOT.iterdir() if CGROUP_ROOT.is_dir()
+                                     else ())):
+        with contextlib.suppress(OSError):
+            (hierarchy / parent).rmdir()
 
 
 # -- images and workloads --------------------------------------------------------------
@@ -259,20 +263,13 @@ def _sealed_image(workdir: Workdir) -> BenchImage | None:
 
 # -- slots: one sandbox's host-side paths ----------------------------------------------
 
-# The inbound and socket directories are read-only for the sandbox. OciIsolator makes
-# them root:<agent uid> 0750, which works for runc and crun (the kernel checks the
-# agent's own ids) but not for runsc: gVisor's gofer opens host files as the sandbox's
-# root (mapping.host_base on the host), and host root is unmapped in the sandbox's user
-# namespace, so the gofer gets "other" permissions on such a directory: EACCES, and the
-# agent dies at its first inbound read. The bench gives these directories to the
-# sandbox's root instead (<host_base>:<agent uid> 0750: still read-only through the
-# bind, still closed to every other local user) and reports it as a deviation.
-SHARED_DIR_DEVIATION = (
-    "inbound and socket directories owned by the sandbox's root (host uid "
-    "{host_base}), group the agent, 0750, instead of OciIsolator's root:agent 0750: "
-    "under runsc the gofer opens host files as the sandbox's root, and host root is "
-    "unmapped in the sandbox's user namespace, so a root-owned 0750 directory answers "
-    "EACCES and the agent exits at its first inbound read. Same for every runtime here.")
+# Host-side ownership as OciIsolator prepares a session (gVisor 2022 ignores group
+# permissions across its user namespace, so sharing goes by owner): outbound and
+# workspace are the agent uid's, 0700; inbound is the agent uid's, 0500 (bound
+# read-only); the socket directory stays root's, 0711.
+HOST_SIDE = ("host-side ownership as OciIsolator prepares a session: outbound and "
+             "workspace the agent's 0700, inbound the agent's 0500 (bound read-only), "
+             "sockets root's 0711")
 
 
 @attrs.frozen
@@ -302,9 +299,9 @@ class Slot:
         for name in ("outbound", "workspace"):
             os.chown(paths[name], uid, uid)
             paths[name].chmod(0o700)
-        for name in ("inbound", "sockets"):
-            os.chown(paths[name], mapping.host_base, uid)  # see SHARED_DIR_DEVIATION
-            paths[name].chmod(0o750)
+        os.chown(paths["inbound"], uid, uid)
+        paths["inbound"].chmod(0o500)
+        paths["sockets"].chmod(0o711)
         paths["scratch"].chmod(0o700)
         keys = SessionKeys.generate()
         sid = new_session_id()
@@ -412,9 +409,6 @@ class OciTarget(Target):
         self.parent = cgroup_parent(workdir.state)
         self._n = 0
         self.runtime.root.mkdir(mode=0o700, parents=True, exist_ok=True)
-        # See allow_clone3: set by probe_agent when the production profile stops the
-        # agent from starting any thread under this runtime.
-        self.clone3_allowed = False
 
     def _bundle(self, work: Workload, slot: Slot, rootfs: Path | None,
                 image: BenchImage | None = None) -> tuple[Path, str]:
@@ -429,9 +423,6 @@ class OciTarget(Target):
             cgroups_path=f"/{self.parent}/{cid}", gvisor=self.runtime.gvisor,
             limits=self.limits, mapping=self.mapping)
         spec = build_spec(inputs)
-        if self.clone3_allowed and work.name == "agent":
-            allow_clone3(spec)
-            validate_spec(spec, inputs)  # still within the sandbox invariants
         bundle = self.workdir.state / "runtime" / "bundles" / cid
         bundle.mkdir(mode=0o700, parents=True)
         (bundle / "config.json").write_text(json.dumps(spec, indent=1))
@@ -594,46 +585,6 @@ def make_targets(image: BenchImage, workdir: Workdir, names: tuple[str, ...] = V
         else:
             targets[name] = OciTarget(runtime, image, workdir)
     return targets, missing
-
-
-# -- a runsc deviation, applied only when needed and always reported ---------------------
-
-CLONE3_DEVIATION = (
-    "runsc agent bundles allow clone3: this runsc (20221219) with --oci-seccomp answers "
-    "the production profile's clone3 rule (errnoRet ENOSYS) with EPERM, so glibc does "
-    "not fall back to clone and the agent cannot start a thread ('can't start new "
-    "thread'). With clone3 allowed, gVisor's own clone3 answers ENOSYS and glibc falls "
-    "back. Every other line of the spec is the production one; the spec still passes "
-    "validate_spec. Workload runs (single-threaded) keep the production profile.")
-
-
-def allow_clone3(spec: dict[str, Any]) -> None:
-    for rule in spec["linux"]["seccomp"]["syscalls"]:
-        if rule.get("names") == ["clone3"]:
-            rule["action"] = "SCMP_ACT_ALLOW"
-            rule.pop("errnoRet", None)
-
-
-def probe_agent(target: Target, workdir: Workdir) -> str | None:
-    """Can the agent start on the production spec under ``target``? If not, and it is
-    the clone3 problem above, switch ``target`` to the deviation and say so; return
-    None when no deviation was needed, else the reason (for the report)."""
-    if not isinstance(target, OciTarget):
-        return None
-    slot = Slot.make(workdir, target.mapping)
-    live = target.launch(Workload("agent"), slot)
-    try:
-        wait_ready(live, timeout=60)
-        return None
-    except Exception as exc:
-        tail = target.stderr_tail(live)
-        if "can't start new thread" not in tail:
-            raise RuntimeError(f"{target.name}: the agent does not start: {exc}; "
-                               f"{tail[-300:]!r}") from None
-    finally:
-        target.stop(live)
-    target.clone3_allowed = True
-    return CLONE3_DEVIATION
 
 
 # -- cold starts -----------------------------------------------------------------------

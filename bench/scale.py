@@ -31,7 +31,7 @@ from . import charts
 from .progress import Progress
 from .report import SuiteResult, Table, fmt_value
 from .sandboxkit import (
-    SHARED_DIR_DEVIATION,
+    HOST_SIDE,
     Live,
     Slot,
     Target,
@@ -39,7 +39,6 @@ from .sandboxkit import (
     Workload,
     find_image,
     make_targets,
-    probe_agent,
     tree_memory,
     wait_ready,
 )
@@ -181,15 +180,11 @@ def run(*, mode: str = "quick", progress: Progress, runtimes: tuple[str, ...] | 
             image, notes = find_image(workdir, prefer=image_preference)
         targets, missing = make_targets(image, workdir, names)
         ramps: dict[str, dict[str, Any]] = {}
-        deviations: dict[str, str] = {}
         for name in names:
             if name in missing:
                 ramps[name] = absent(missing[name])
                 continue
             try:
-                why = probe_agent(targets[name], workdir)
-                if why is not None:
-                    deviations[name] = why
                 ramps[name] = _ramp(targets[name], workdir, p, progress)
             except Exception as exc:
                 ramps[name] = failed(f"{type(exc).__name__}: {exc}")
@@ -217,14 +212,13 @@ def run(*, mode: str = "quick", progress: Progress, runtimes: tuple[str, ...] | 
         "caps": f"{p.steps[-1]} sandboxes, {p.time_cap_s:.0f} s per runtime",
         "image": image.description,
         "start latency": "launch (`<runtime> run`, foreground) to the agent's first heartbeat",
-        "deviations": "; ".join(f"{n}: {why}" for n, why in deviations.items()) or "none",
-        "host-side ownership": SHARED_DIR_DEVIATION.format(host_base=UserMapping().host_base),
+        "host side": HOST_SIDE,
         "per-sandbox limits": f"{limits.memory_bytes >> 20} MiB, {limits.cpus:g} CPU",
         "memory": "PSS of every process in every sandbox's tree, divided by the count; "
                   "host-used = drop in MemAvailable since the ramp began, per sandbox",
     }
     notes += [f"{n}: absent ({why})" for n, why in missing.items()]
-    extra = {"ramps": ramps, "deviations": deviations,
+    extra = {"ramps": ramps,
              "bounds": {"mem_fraction": MEM_FRACTION, "latency_factor": LATENCY_FACTOR}}
     result = SuiteResult("scale", mode, method, results, {}, [], extra, notes,
                          ratio_section=False)

@@ -193,6 +193,19 @@ def test_queue_suite_writes_well_formed_results(out_root: Path) -> None:
     assert [s["sessions"] for s in doc["extra"]["throughput"]["process"]] == [1, 2]
 
 
+@pytest.mark.parametrize("runtime", ["runsc", "runc", "crun"])
+def test_queue_suite_measures_each_present_runtime(out_root: Path, runtime: str) -> None:
+    if not oci_ready(runtime):
+        pytest.skip(f"{runtime} is not installed, or this is not root")
+    doc = smoke("queue", out_root)["doc"]
+    for measure in ("reply_warm", "cold_first_reply", "throughput_1"):
+        entry = doc["results"][measure][runtime]
+        assert entry["status"] == "ok", (measure, entry)
+    steps = doc["extra"]["throughput"][runtime]
+    assert [s["sessions"] for s in steps] == [1, 2]
+    assert all(s["lost"] == 0 and s["duplicated"] == 0 for s in steps)
+
+
 def test_queue_floor_alias_still_runs() -> None:
     done = subprocess.run([sys.executable, "-m", "bench", "queue-floor", "--smoke",
                            "--no-write", "--no-progress"], cwd=ROOT, capture_output=True,
