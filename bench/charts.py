@@ -83,7 +83,7 @@ def grouped_bars(path: Path, *, title: str, subtitle: str, groups: Sequence[str]
     heights: list[float] = []
     for g in groups:
         for v in variants:
-            e = data.get(g, {}).get(v)
+            e: Any = data.get(g, {}).get(v)
             if _ok(e):
                 heights += [e[value_key], e.get("max", e[value_key])]
             elif isinstance(e, int | float) and not isinstance(e, bool):
@@ -97,7 +97,7 @@ def grouped_bars(path: Path, *, title: str, subtitle: str, groups: Sequence[str]
     for vi, variant in enumerate(variants):
         for gi, group in enumerate(groups):
             x = gi + (vi - (len(variants) - 1) / 2) * width
-            entry = data.get(group, {}).get(variant)
+            entry: Any = data.get(group, {}).get(variant)
             if _ok(entry):
                 value = entry[value_key]
                 ax.bar(x, value, width * 0.92, color=colour(variant, vi),

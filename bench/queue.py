@@ -26,6 +26,7 @@ import random
 import shutil
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -352,13 +353,15 @@ async def _measure(p: Params, progress: Progress, root: Path, usable: list[str],
 
         cold_counter = iter(range(10**9))
 
-        async def cold(plane: ControlPlaneHandles) -> float:
-            name = await _conversation(plane, f"cold-{next(cold_counter)}")
-            return await _reply(plane, name, "first")
+        def cold(plane: ControlPlaneHandles) -> Callable[[], Awaitable[float]]:
+            async def case() -> float:
+                name = await _conversation(plane, f"cold-{next(cold_counter)}")
+                return await _reply(plane, name, "first")
+            return case
 
         with progress.phase("cold start to first reply", total=p.cold * len(planes)) as ph:
             out["cold"] = await interleave_async(
-                {n: (lambda plane=plane: cold(plane)) for n, plane in planes.items()},
+                {n: cold(plane) for n, plane in planes.items()},
                 iterations=p.cold, on_sample=lambda _n: ph.advance())
 
         # Throughput, one runtime at a time; each plane is stopped (and with it all of

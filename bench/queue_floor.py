@@ -73,7 +73,7 @@ class SandboxEcho:
         class UnixConnection(http.client.HTTPConnection):
             def connect(self) -> None:
                 sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                sock.connect(path)
+                sock.connect(str(path))
                 self.sock = sock
 
         if self._http is None:

@@ -59,7 +59,7 @@ from .sandboxkit import (
 )
 from .stats import absent, failed, interleave, ratio, summarise
 
-__all__ = ["SEED", "run"]
+__all__ = ["SEED", "VARIANTS", "charts_for", "run"]
 
 
 @attrs.frozen
@@ -256,10 +256,10 @@ def _run(p: Params, mode: str, progress: Progress, variants: tuple[str, ...],
         except FileNotFoundError as exc:
             notes.append(f"runtime-only start not measured: {exc}")
     cases: dict[str, Callable[[], float]] = {}
-    for n in order:
-        cases[f"warm_start|{n}"] = _timed(targets[n], noop, slot)
+    for name in order:
+        cases[f"warm_start|{name}"] = _timed(targets[name], noop, slot)
         if minimal is not None:
-            cases[f"start_minimal|{n}"] = _timed(targets[n], noop, slot, minimal)
+            cases[f"start_minimal|{name}"] = _timed(targets[name], noop, slot, minimal)
     with progress.phase("warm start", total=(p.warm + p.warm_warmup) * len(cases)) as ph:
         warm = interleave(cases, iterations=p.warm, warmup=p.warm_warmup,
                           on_sample=lambda _n: ph.advance())
