@@ -9,6 +9,7 @@ channel was committed to an inbound queue first, so nothing accepted is lost.
 
 from __future__ import annotations
 
+import functools
 import logging
 
 import attrs
@@ -23,7 +24,7 @@ from .channels import ChannelAdapter, Channels, InboundEvent
 from .channels.adapters import AdapterContext, create_adapter
 from .channels.local import LocalChannel
 from .channels.settings import ChannelSettings
-from .channels.state import ChannelState
+from .channels.state import ChannelState, prune_seen_events
 from .chatops import ChatApprovers, ChatCommands, ChatNotices
 from .config import ControlPlaneConfig, choose_runtime
 from .delivery import Delivery
@@ -65,6 +66,7 @@ class ControlPlaneHandles:
     registry: Registry
     changes: ChangeStore
     local: LocalChannel
+    channels: Channels
     sessions: Sessions
     delivery: Delivery
     scheduler: Scheduler
@@ -199,12 +201,14 @@ class ControlPlane:
                 await nursery.start(Sweeper(
                     scheduler=scheduler, questions=questions, records=delivery.records,
                     sessions=sessions, sessions_mailbox=sessions_mailbox[0], queues=queues,
-                    events=bus, policy=SweepPolicy(interval=config.sweep_interval_s)).run)
+                    events=bus, policy=SweepPolicy(interval=config.sweep_interval_s),
+                    seen_events=functools.partial(prune_seen_events, store)).run)
                 task_status.started(ControlPlaneHandles(
                     config=config, runtime=isolator.name,
                     runtime_strength=isolator.strength.value, runtime_warning=warning,
                     registry=registry,
-                    changes=changes, local=local, sessions=sessions, delivery=delivery,
+                    changes=changes, local=local, channels=channels, sessions=sessions,
+                    delivery=delivery,
                     scheduler=scheduler, questions=questions, events=bus, store=store,
                     gateway=gateway, audit=audit, chat_approvers=commands.approvers,
                     api_token_key=keystore.subkey(Purpose.API_TOKEN_HASH)))

@@ -63,6 +63,7 @@ class SweepPolicy:
     stop_cooldown: float = 120.0
     inbound_retention: float = 86_400.0
     records_retention: float = 30 * 86_400.0
+    seen_events_retention: float = 7 * 86_400.0
     due_batch: int = 100
 
 
@@ -92,6 +93,7 @@ class SweepReport:
     records_pruned: int = 0
     questions_pruned: int = 0
     tasks_pruned: int = 0
+    channel_events_pruned: int = 0
     failed_steps: int = 0
 
 
@@ -123,7 +125,12 @@ class Sweeper:
                  records: DeliveryRecords, sessions: SessionsView,
                  sessions_mailbox: trio.MemorySendChannel[SessionsMessage],
                  queues: InboundQueues, events: EventSink | None = None,
-                 policy: SweepPolicy | None = None, clock: WallClock | None = None) -> None:
+                 policy: SweepPolicy | None = None, clock: WallClock | None = None,
+                 seen_events: Callable[[int], Awaitable[int]] | None = None) -> None:
+        """``seen_events(before_us)`` forgets the channels' seen platform event ids
+        older than ``before_us`` (they only guard against redelivery, which platforms
+        do within hours)."""
+        self._seen_events = seen_events
         self._scheduler = scheduler
         self._questions = questions
         self._records = records
@@ -203,4 +210,6 @@ class Sweeper:
             "records_pruned": await self._records.prune(before=records_cutoff),
             "questions_pruned": await self._questions.prune(answered_before=records_cutoff),
             "tasks_pruned": await self._scheduler.prune(finished_before=records_cutoff),
+            "channel_events_pruned": 0 if self._seen_events is None else
+            await self._seen_events(now - int(self.policy.seen_events_retention * US)),
         }

@@ -29,13 +29,21 @@ from typing import Any
 import attrs
 import trio
 
+from ironclaw.contract.agent_config import (
+    MOCK_MODEL_HOST,
+    AgentConfig,
+    ModelApi,
+    ProviderConfig,
+)
 from ironclaw.contract.enums import ChangeStatus, DecisionOutcome, EngageMode
+from ironclaw.contract.layout import SessionLayout
 from ironclaw.host.app import ControlPlane, ControlPlaneHandles
 from ironclaw.host.config import ControlPlaneConfig
 from ironclaw.host.devseed import DEMO_GROUP
 from ironclaw.host.egress import EgressConfig
 from ironclaw.host.gateway import Principal
-from ironclaw.host.isolation.oci import OciIsolator, container_id
+from ironclaw.host.isolation import LaunchSpec, SandboxExited
+from ironclaw.host.isolation.oci import OciIsolator, SpecHook, container_id
 from ironclaw.host.isolation.pinned import PinnedImage
 from ironclaw.host.isolation.reconcile import leftover_runtime_state
 from ironclaw.host.isolation.runtimes import OciRuntime, RuntimeKind, runtime_version
@@ -118,6 +126,8 @@ def _weaken(kind: str | None, state: Path, workdir: Path, mapping: UserMapping
         if kind == "network":
             spec["linux"]["namespaces"] = [ns for ns in spec["linux"]["namespaces"]
                                            if ns["type"] != "network"]
+            # sysfs can only be mounted by the owner of the network namespace.
+            spec["mounts"] = [m for m in spec["mounts"] if m["destination"] != "/sys"]
         elif kind == "writable-rootfs":
             copy = workdir / "rootfs-writable"
             if not copy.exists():
@@ -129,7 +139,9 @@ def _weaken(kind: str | None, state: Path, workdir: Path, mapping: UserMapping
                         path.chmod(path.stat().st_mode | 0o200)
             spec["root"] = {"path": str(copy), "readonly": False}
         else:
-            spec["mounts"].append({"destination": "/state", "type": "bind",
+            # Inside the workspace: the image is read-only and shared, and a runtime
+            # would create a missing mount point in it.
+            spec["mounts"].append({"destination": "/workspace/host-state", "type": "bind",
                                    "source": str(state),
                                    "options": ["rbind", "nosuid", "nodev", "noexec", "ro"]})
         return spec
@@ -160,17 +172,9 @@ async def _engage(plane: ControlPlaneHandles, conversation: str) -> str:
     return sessions[0].id
 
 
-async def _probe_session(runtime: OciRuntime, session_id: str, index: int,
-                         targets: ProbeTargets) -> list[Observation]:
-    script = "; ".join(shlex.join([PROBE, *args]) for args in probe_plan(targets))
-    argv = runtime.exec_argv(container_id(session_id),
-                             [str(TOOLKIT_MOUNT / "busybox"), "sh", "-c", script],
-                             uid=AGENT_UID)
-    with trio.fail_after(300):
-        done = await trio.run_process(argv, capture_stdout=True, capture_stderr=True,
-                                      check=False)
+def _parse(output: bytes, index: int, expected: int, exit_note: str) -> list[Observation]:
     seen: dict[str, Observation] = {}
-    for line in done.stdout.decode("utf-8", "replace").splitlines():
+    for line in output.decode("utf-8", "replace").splitlines():
         try:
             item = json.loads(line)
             seen[str(item["probe"])] = Observation(index, str(item["probe"]),
@@ -178,13 +182,67 @@ async def _probe_session(runtime: OciRuntime, session_id: str, index: int,
                                                    str(item["observed"]))
         except (ValueError, KeyError, TypeError):
             continue
-    expected = len(probe_plan(targets))
     if len(seen) < expected:  # a probe that said nothing is a blind spot: red
         seen["harness.all_probes_ran"] = Observation(
             index, "harness.all_probes_ran", False,
-            f"{len(seen)} of {expected} probes reported (exit {done.returncode}): "
-            + done.stderr.decode("utf-8", "replace")[-300:])
+            f"{len(seen)} of {expected} probes reported ({exit_note})")
     return list(seen.values())
+
+
+def _script(targets: ProbeTargets) -> str:
+    return "; ".join(shlex.join([PROBE, *args]) for args in probe_plan(targets))
+
+
+async def _probe_by_exec(runtime: OciRuntime, session_id: str, index: int,
+                         targets: ProbeTargets) -> list[Observation]:
+    """runc and crun: ``exec`` into the live sandbox. The new process gets the
+    container's namespaces, cgroup, capabilities and seccomp profile: it stands where
+    a compromised agent stands."""
+    argv = runtime.exec_argv(container_id(session_id),
+                             [str(TOOLKIT_MOUNT / "busybox"), "sh", "-c", _script(targets)],
+                             uid=AGENT_UID)
+    with trio.fail_after(300):
+        done = await trio.run_process(argv, capture_stdout=True, capture_stderr=True,
+                                      check=False)
+    return _parse(done.stdout, index, len(probe_plan(targets)),
+                  f"exit {done.returncode}: "
+                  + done.stderr.decode("utf-8", "replace")[-300:])
+
+
+async def _probe_as_init(make_isolator: Callable[[SpecHook], OciIsolator], spec: LaunchSpec,
+                         index: int, targets: ProbeTargets) -> list[Observation]:
+    """runsc: a process made by ``runsc exec`` does not carry the spec's seccomp filter,
+    while everything the agent itself can start does. So the attacker runs as the init
+    process of a second sandbox for the same session: the production spec, the same
+    binds, the same uid, with the toolkit in place of the agent."""
+    script = "exec 1>&2; " + _script(targets)
+
+    def as_attacker(config: dict[str, Any]) -> dict[str, Any]:
+        config["process"]["args"] = [str(TOOLKIT_MOUNT / "busybox"), "sh", "-c", script]
+        return config
+
+    isolator = make_isolator(as_attacker)
+    output, note = b"", "no exit"
+    try:
+        with trio.fail_after(300):
+            await isolator.run(spec, container_name=f"ic-probe-{index}-{spec.session_id}")
+    except SandboxExited as exited:
+        output, note = exited.stderr_tail, f"exit {exited.returncode}"
+    return _parse(output, index, len(probe_plan(targets)), note)
+
+
+def _session_spec(state: Path, keys: Path, session_id: str) -> LaunchSpec:
+    layout = SessionLayout.under(state, session_id)
+    run_dir = layout.root / "run-redteam"
+    run_dir.mkdir(mode=0o711, exist_ok=True)
+    config = AgentConfig(session_id=session_id, agent_group_id=DEMO_GROUP,
+                         provider=ProviderConfig(api=ModelApi.ANTHROPIC_MESSAGES,
+                                                 host=MOCK_MODEL_HOST, model="mock"))
+    return LaunchSpec(session_id=session_id, agent_group_id=DEMO_GROUP,
+                      queues=layout.queues, key_file=keys / session_id / "session.key",
+                      socket_dir=layout.socket_dir,
+                      workspace=state / "workspaces" / DEMO_GROUP, run_dir=run_dir,
+                      config=config)
 
 
 async def _self_modification(plane: ControlPlaneHandles, conversation: str) -> Observation:
@@ -234,11 +292,21 @@ async def run_redteam(kind: RuntimeKind, workdir: Path, *, sessions: int = 1,
     marker_dir.mkdir(mode=0o755, exist_ok=True)
     (marker_dir / "marker.txt").write_text(marker + "\n")
     (marker_dir / "marker.txt").chmod(0o644)  # world-readable: only the wall protects it
-    isolator = OciIsolator(
-        runtime, PinnedImage(state, cache_dir=image_cache), state_dir=state, mapping=mapping,
-        extra_binds=(ExtraBind(toolkit, TOOLKIT_MOUNT),),
-        spec_hook=_weaken(weakening, state, workdir, mapping),
-        allow_weakened=weakening is not None, own_dirs=(keys.parent,))
+    weaken = _weaken(weakening, state, workdir, mapping)
+    image = PinnedImage(state, cache_dir=image_cache)
+
+    def make_isolator(extra_hook: SpecHook | None = None) -> OciIsolator:
+        def hook(config: dict[str, Any]) -> dict[str, Any]:
+            config = weaken(config) if weaken is not None else config
+            return extra_hook(config) if extra_hook is not None else config
+
+        return OciIsolator(
+            runtime, image, state_dir=state, mapping=mapping,
+            extra_binds=(ExtraBind(toolkit, TOOLKIT_MOUNT),),
+            spec_hook=hook if (weaken or extra_hook) else None,
+            allow_weakened=weakening is not None, own_dirs=(keys.parent,))
+
+    isolator = make_isolator()
     config = ControlPlaneConfig(
         state_dir=state, dev=True, runtime=kind.value, key_dir=keys, safety_poll_s=0.5,
         heartbeat_interval_s=1.0, user_mapping=mapping,
@@ -279,8 +347,13 @@ async def run_redteam(kind: RuntimeKind, workdir: Path, *, sessions: int = 1,
 
         async def attack(index: int, conversation: str) -> None:
             async with limiter:
-                observations.extend(await _probe_session(runtime, ids[conversation], index,
-                                                         targets))
+                if runtime.gvisor:
+                    found = await _probe_as_init(
+                        make_isolator, _session_spec(state, keys, ids[conversation]), index,
+                        targets)
+                else:
+                    found = await _probe_by_exec(runtime, ids[conversation], index, targets)
+                observations.extend(found)
 
         async with trio.open_nursery() as attacking:
             for index, conversation in enumerate(conversations[:-1]):

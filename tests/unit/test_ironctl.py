@@ -308,6 +308,9 @@ async def test_status(fake: FakeApi) -> None:
     result = await ironctl(fake, "status")
     assert result.code == 0
     assert "sessions   2 (1 live)" in result.out and "pending    1 change(s)" in result.out
+    assert "sandbox    runc (shared-kernel)" in result.out
+    assert "WARNING: runc shares the host kernel" in result.out
+    assert "channel    local/default: up" in result.out
     fake.ready = False
     result = await ironctl(fake, "--json", "status")
     assert result.code == 1
@@ -326,6 +329,7 @@ async def test_doctor(fake: FakeApi, tmp_path: Path) -> None:
     good = await ironctl(fake, "doctor", "--state-dir", str(state), env=env)
     assert good.code == 0, good.out
     assert "PASS  runtime" in good.out and "PASS  state dir" in good.out
+    assert "WARN  sandbox" in good.out and "PASS  channel local/default" in good.out
     assert "ANTHROPIC_API_KEY" in good.out and "sk-secret-value" not in good.out
     os.chmod(state, 0o755)
     (state / "loose").write_text("")
@@ -363,3 +367,16 @@ async def test_usage_messages_redact_a_token_given_by_mistake(fake: FakeApi) -> 
     result = await ironctl(fake, "--token", TOKEN, TOKEN)  # the token where a command goes
     assert result.code == 2
     assert TOKEN not in result.err and "***" in result.err
+
+
+async def test_doctor_checks_the_channel_config_locally(fake: FakeApi, tmp_path: Path) -> None:
+    config = tmp_path / "ironclaw.toml"
+    config.write_text('[[channels]]\ntype = "telegram"\n\n[[channels]]\ntype = "fax"\n')
+    result = await ironctl(fake, "doctor", "--config", str(config), env={"PATH": ""})
+    assert result.code == 1
+    assert "FAIL  config telegram/default" in result.out
+    assert "IRONCLAW_TELEGRAM_TOKEN" in result.out  # says how to fix it
+    assert "unknown channel type 'fax'" in result.out
+    config.write_text("[[channels]\n")
+    broken = await ironctl(fake, "doctor", "--config", str(config), env={"PATH": ""})
+    assert broken.code == 1 and "FAIL  config" in broken.out

@@ -103,6 +103,11 @@ class FakeApi:
         match method, parts:
             case "GET", ["v1", "whoami"]:
                 return ok(200, json={"name": who, "roles": [who]})
+            case "GET", ["v1", "status"]:
+                return ok(200, json={"runtime": "runc", "runtime_strength": "shared-kernel",
+                                     "runtime_warning": "runc shares the host kernel",
+                                     "channels": [{"channel": "local", "instance": "",
+                                                   "status": "up"}]})
             case "POST", ["v1", "changes"]:
                 cid = f"chg_n{next(self.ids)}"
                 before: Any = None if body["kind"] == "create_agent" else {}

@@ -51,6 +51,7 @@ async def cmd_status(ctx: Ctx) -> int:
     sessions = (await ctx.api.get("/v1/sessions")).get("sessions", [])
     pending = (await ctx.api.get("/v1/changes/pending", limit=PENDING_LIMIT)
                ).get("changes", [])
+    plane = await ctx.api.get("/v1/status")
     healthy = health_code == 200 and isinstance(health, dict) and health.get("status") == "ok"
     is_ready = ready_code == 200
     live = sum(1 for s in sessions if s.get("live"))
@@ -59,6 +60,9 @@ async def cmd_status(ctx: Ctx) -> int:
         "health": health, "ready": ready, "principal": who,
         "sessions": {"total": len(sessions), "live": live},
         "pending_changes": len(pending),
+        "runtime": {key: plane.get(key) for key in
+                    ("runtime", "runtime_strength", "runtime_warning")},
+        "channels": plane.get("channels", []),
     }
     if ctx.json_mode:
         ctx.console.json(report)
@@ -75,6 +79,12 @@ async def cmd_status(ctx: Ctx) -> int:
         out.line(f"sessions   {len(sessions)} ({live} live)")
         more = "+" if len(pending) >= PENDING_LIMIT else ""
         out.line(f"pending    {len(pending)}{more} change(s)")
+        out.line(f"sandbox    {plane.get('runtime')} ({plane.get('runtime_strength')})")
+        if plane.get("runtime_warning"):
+            out.line(f"           WARNING: {plane['runtime_warning']}")
+        for channel in plane.get("channels", []):
+            name = f"{channel.get('channel')}/{channel.get('instance') or 'default'}"
+            out.line(f"channel    {name}: {channel.get('status')}")
     return OK if healthy and is_ready else FAILED
 
 
@@ -112,6 +122,23 @@ async def _api_checks(ctx: Ctx) -> list[Check]:
     else:
         failing = ", ".join(_failing(ready)) or f"HTTP {code}"
         checks.append(Check("readiness", FAIL, f"not ready: {failing}"))
+    try:
+        plane = await ctx.api.get("/v1/status")
+    except ApiFailure as exc:
+        plane = {}
+        checks.append(Check("sandbox", FAIL, f"status unavailable: {exc.message}"))
+    strength = plane.get("runtime_strength")
+    if strength == "gvisor":
+        checks.append(Check("sandbox", PASS, f"{plane.get('runtime')}: gVisor between "
+                                             "agents and the host kernel"))
+    elif strength is not None:
+        checks.append(Check("sandbox", WARN, f"{plane.get('runtime')}: "
+                                             f"{plane.get('runtime_warning') or strength}"))
+    for channel in plane.get("channels", []):
+        name = f"channel {channel.get('channel')}/{channel.get('instance') or 'default'}"
+        state = channel.get("status")
+        checks.append(Check(name, PASS if state == "up" else
+                            WARN if state == "starting" else FAIL, str(state)))
     if not ctx.target.loopback and ctx.target.scheme == "http":
         checks.append(Check("transport", WARN, "plain HTTP to a non-loopback address: the "
                                                "token crosses the network unencrypted"))
@@ -156,8 +183,11 @@ def state_dir_check(where: Path) -> Check:
     mode = stat.S_IMODE(info.st_mode)
     if info.st_uid != os.geteuid():
         problems.append(f"owned by uid {info.st_uid}, not by this user ({os.geteuid()})")
-    if mode & 0o077:
-        problems.append(f"mode {mode:04o} lets group/others in (want 0700)")
+    # 0711 is what the OCI isolator sets: others may enter (a sandbox's runtime must
+    # reach its binds from inside a user namespace) but never list or read.
+    if mode & 0o066:
+        problems.append(f"mode {mode:04o} lets group/others read or write "
+                        "(want 0700, or 0711 with OCI runtimes)")
     try:
         for entry in sorted(os.scandir(where), key=lambda e: e.name)[:1000]:
             sub = entry.stat(follow_symlinks=False)
@@ -171,12 +201,31 @@ def state_dir_check(where: Path) -> Check:
     return Check("state dir", PASS, f"{where} is private (mode {mode:04o})")
 
 
+def channel_config_checks(path: Path) -> list[Check]:
+    """The daemon config's channels, checked locally (no platform is contacted)."""
+    from ironclaw.host.channels.adapters import check_settings
+    from ironclaw.host.configfile import ConfigFileError, load_config_file
+
+    try:
+        loaded = load_config_file(path)
+    except ConfigFileError as exc:
+        return [Check("config", FAIL, str(exc))]
+    checks = [Check("config", PASS, f"{path}: {len(loaded['channels'])} channel(s)")]
+    for settings in loaded["channels"]:
+        problems = check_settings(settings)
+        checks.append(Check(f"config {settings.label}", FAIL if problems else PASS,
+                            "; ".join(problems) if problems else "settings look usable"))
+    return checks
+
+
 async def cmd_doctor(ctx: Ctx) -> int:
     checks = await _api_checks(ctx)
     checks.append(runtime_check(ctx.env))
     checks.append(credentials_check(ctx.env))
     if ctx.args.state_dir is not None:
         checks.append(state_dir_check(Path(ctx.args.state_dir)))
+    if getattr(ctx.args, "config", None) is not None:
+        checks.extend(channel_config_checks(Path(ctx.args.config)))
     failed = any(c.status == FAIL for c in checks)
     if ctx.json_mode:
         ctx.console.json({"ok": not failed, "checks": [attrs.asdict(c) for c in checks]})

@@ -6,7 +6,7 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
-from . import agents, audit, changes, chat, events, health, owners, views
+from . import agents, audit, changes, chat, events, health, owners, redteam, views
 from .client import DEFAULT_ADDR, ENV_ADDR, ENV_TOKEN
 from .templates import TEMPLATES
 
@@ -213,6 +213,26 @@ def build_parser() -> argparse.ArgumentParser:
                    help="use HTTP polling instead of the chat websocket")
 
     b.leaf(top, "status", health.cmd_status, "health, readiness and counts")
+
+    # Not a leaf with the common options: it talks to no API, and its --json takes
+    # the report's path (``ironctl --json redteam`` still prints JSON).
+    about = ("attack a live sandbox from inside (local, as root); exit 0 only if every "
+             "probe is contained")
+    p = top.add_parser("redteam", help=about, description=about)
+    p.set_defaults(handler=redteam.cmd_redteam)
+    p.add_argument("--runtime", default="auto", choices=("auto", "runsc", "runc", "crun"),
+                   help="the runtime to attack (default: the strongest present)")
+    p.add_argument("--json", dest="json_report", metavar="PATH",
+                   help="also write the full report (runtime, version, kernel, image "
+                        "digest, every observation) to PATH")
+    p.add_argument("--sessions", type=positive_int, default=1,
+                   help="sandboxes to attack at once (default 1)")
+    p.add_argument("--weaken", metavar="KIND",
+                   help="negative control: weaken the sandbox on purpose (network, "
+                        "writable-rootfs, state-dir); the verdict must turn red")
     p = b.leaf(top, "doctor", health.cmd_doctor, "check this setup (exit 1 on any FAIL)")
     p.add_argument("--state-dir", help="also check this state directory's permissions")
+    p.add_argument("--config", metavar="FILE",
+                   help="also check the daemon's config file and each channel's settings "
+                        "(locally: no platform is contacted)")
     return parser

@@ -104,6 +104,16 @@ def create_app(ctx: ApiContext) -> QuartTrio:
         who = g.principal
         return {"name": who.name, "roles": sorted(who.roles)}
 
+    @app.get("/v1/status")
+    @access(Access.READ)
+    async def status() -> dict[str, object]:
+        handles = ctx.handles
+        return {"runtime": handles.runtime, "runtime_strength": handles.runtime_strength,
+                "runtime_warning": handles.runtime_warning,
+                "channels": [{"channel": channel, "instance": instance, "status": state.value}
+                             for (channel, instance), state in sorted(
+                                 handles.channels.status().items())]}
+
     changes.register(app, ctx)
     audit.register(app, ctx)
     local.register(app, ctx)

@@ -115,6 +115,9 @@ def _paths() -> dict[str, Any]:
             {"type": "object"}, "this document")), ())},
         "/v1/whoami": {"get": _op("Who am I", "meta", (200, _json(
             ref("Whoami"), "the principal the token names")), ())},
+        "/v1/status": {"get": _op("Status", "meta", (200, _json(
+            ref("Status"), "the sandbox runtime and its strength, and each channel's "
+            "connection")), ())},
         "/v1/changes": {"post": _op(
             "Submit change", "changes", (202, _json(ref("ChangeAccepted"),
                                                     "submitted: its id and status")),

@@ -126,6 +126,13 @@ COMPONENTS: dict[str, Schema] = {
         "checks": {"type": "object", "additionalProperties": obj(
             {"ok": BOOL, "detail": STR}, ["ok"])}}),
     "Whoami": obj({"name": STR, "roles": array_of({"type": "string", "enum": ROLES})}),
+    "Status": obj({
+        "runtime": STR,
+        "runtime_strength": {"type": "string", "enum": ["gvisor", "shared-kernel", "none"]},
+        "runtime_warning": nullable("string"),
+        "channels": array_of(obj({"channel": STR, "instance": STR, "status": {
+            "type": "string",
+            "enum": ["starting", "up", "down", "parked", "stopped"]}}))}),
     "ChangeSubmit": CHANGE_SUBMIT,
     "DecisionRequest": DECISION,
     "LocalMessage": LOCAL_MESSAGE,

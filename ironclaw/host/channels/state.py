@@ -28,7 +28,7 @@ from ironclaw.contract.clock import now_us
 from ..store.actor import HostStore
 from .base import InboundEvent
 
-__all__ = ["ChannelState"]
+__all__ = ["ChannelState", "prune_seen_events"]
 
 # Seen ids older than this are forgotten by ``prune``; platforms redeliver within
 # minutes or hours, never weeks.
@@ -123,6 +123,11 @@ class ChannelState:
 
     async def prune(self, *, retention_us: int = DEFAULT_SEEN_RETENTION_US) -> int:
         return await self._store.transaction(_prune, now_us() - retention_us)
+
+
+async def prune_seen_events(store: HostStore, before_us: int) -> int:
+    """Forget every channel's seen event ids recorded before ``before_us``."""
+    return await store.transaction(_prune, before_us)
 
 
 def _with_accepted(event: InboundEvent, accepted: trio.Event) -> InboundEvent:

@@ -117,9 +117,12 @@ class OciIsolator:
         return image
 
     async def run(self, spec: LaunchSpec, *,
-                  task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+                  task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+                  container_name: str | None = None) -> None:
+        """``container_name`` overrides the session's container id: the red-team
+        harness launches a second sandbox beside a session's own."""
         image = await self._image.verified()
-        cid = container_id(spec.session_id)
+        cid = container_name or container_id(spec.session_id)
         bundle = self._bundles / cid
         try:
             await trio.to_thread.run_sync(self._prepare, spec, image, cid, bundle)
@@ -132,7 +135,7 @@ class OciIsolator:
                     await child.wait()
             except ProcessFailed as exc:
                 raise SandboxExited(exc.returncode, exc.stderr_tail) from None
-            raise SandboxExited(0, b"")
+            raise SandboxExited(0, child.stderr_tail)
         finally:
             with trio.CancelScope(shield=True):
                 await trio.to_thread.run_sync(self._cleanup, cid, bundle)
@@ -164,7 +167,7 @@ class OciIsolator:
         for entry in spec.socket_dir.iterdir():
             if entry.is_socket():
                 os.chown(entry, uid, uid, follow_symlinks=False)
-                entry.chmod(0o666)
+                entry.chmod(0o600)
         needed = [image.rootfs, spec.queues.inbound_dir,
                   spec.queues.outbound_dir, spec.key_file, config_file,
                   spec.socket_dir, spec.workspace,

@@ -16,7 +16,7 @@ from __future__ import annotations
 import errno
 from typing import Any
 
-__all__ = ["ALLOWED_SYSCALLS", "FORBIDDEN_SYSCALLS", "seccomp_profile"]
+__all__ = ["ALLOWED_SYSCALLS", "CLONE_NAMESPACE_FLAGS", "FORBIDDEN_SYSCALLS", "seccomp_profile"]
 
 # Each of these would let the agent reach past its sandbox: debug or read another
 # process, change mounts or namespaces, load kernel code, or use kernel interfaces
@@ -91,7 +91,7 @@ ALLOWED_SYSCALLS = (
 
 # clone's flags word must have none of these: CLONE_NEWNS, NEWCGROUP, NEWUTS, NEWIPC,
 # NEWUSER, NEWPID, NEWNET.
-_CLONE_NAMESPACE_FLAGS = 0x7E020000
+CLONE_NAMESPACE_FLAGS = 0x7E020000
 
 
 def seccomp_profile(*, gvisor: bool = False) -> dict[str, Any]:
@@ -113,7 +113,7 @@ def seccomp_profile(*, gvisor: bool = False) -> dict[str, Any]:
         "syscalls": [
             {"names": plain, "action": "SCMP_ACT_ALLOW"},
             {"names": ["clone"], "action": "SCMP_ACT_ALLOW",
-             "args": [{"index": 0, "value": _CLONE_NAMESPACE_FLAGS, "valueTwo": 0,
+             "args": [{"index": 0, "value": CLONE_NAMESPACE_FLAGS, "valueTwo": 0,
                        "op": "SCMP_CMP_MASKED_EQ"}]},
             {"names": ["clone3"], "action": "SCMP_ACT_ALLOW"} if gvisor else
             {"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": errno.ENOSYS},

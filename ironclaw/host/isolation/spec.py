@@ -24,7 +24,7 @@ from ironclaw.contract.layout import (
     SANDBOX_WORKSPACE,
 )
 
-from .seccomp import FORBIDDEN_SYSCALLS, seccomp_profile
+from .seccomp import CLONE_NAMESPACE_FLAGS, FORBIDDEN_SYSCALLS, seccomp_profile
 
 __all__ = ["AGENT_UID", "BundleInputs", "SandboxLimits", "UserMapping", "WeakSpec",
            "build_spec", "validate_spec"]
@@ -220,7 +220,7 @@ def validate_spec(spec: dict[str, Any], inputs: BundleInputs) -> None:
     if spec.get("hooks"):
         problems.append("hooks run commands on the host; none are allowed")
     _check_namespaces(linux, inputs.mapping, problems)
-    _check_seccomp(linux.get("seccomp"), problems)
+    _check_seccomp(linux.get("seccomp"), problems, gvisor=inputs.gvisor)
     _check_resources(linux, inputs, problems)
     if linux.get("devices"):
         problems.append("no device nodes may be added")
@@ -273,7 +273,7 @@ def _check_namespaces(linux: dict[str, Any], mapping: UserMapping,
                 problems.append(f"{key} differs from the configured mapping")
 
 
-def _check_seccomp(seccomp: Any, problems: list[str]) -> None:
+def _check_seccomp(seccomp: Any, problems: list[str], *, gvisor: bool) -> None:
     if not isinstance(seccomp, dict):
         problems.append("a seccomp profile is required")
         return
@@ -282,9 +282,22 @@ def _check_seccomp(seccomp: Any, problems: list[str]) -> None:
         problems.append("seccomp must deny by default (an allowlist)")
     for rule in seccomp.get("syscalls") or ():
         if rule.get("action") in ("SCMP_ACT_ALLOW", "SCMP_ACT_LOG", "SCMP_ACT_TRACE"):
-            allowed = FORBIDDEN_SYSCALLS.intersection(rule.get("names") or ())
+            names = set(rule.get("names") or ())
+            allowed = FORBIDDEN_SYSCALLS.intersection(names)
             if allowed:
                 problems.append(f"seccomp allows forbidden syscalls {sorted(allowed)}")
+            if "clone" in names and not _masks_namespaces(rule.get("args") or ()):
+                problems.append("seccomp allows clone with namespace flags")
+            if "clone3" in names and not gvisor:
+                # Its flags live in memory seccomp cannot read: only gVisor's own
+                # kernel may see it (see seccomp.py).
+                problems.append("seccomp allows clone3 outside gVisor")
+
+
+def _masks_namespaces(args: Any) -> bool:
+    return any(arg.get("index") == 0 and arg.get("op") == "SCMP_CMP_MASKED_EQ"
+               and int(arg.get("value", 0)) & CLONE_NAMESPACE_FLAGS == CLONE_NAMESPACE_FLAGS
+               and int(arg.get("valueTwo", -1)) == 0 for arg in args)
 
 
 def _check_resources(linux: dict[str, Any], inputs: BundleInputs,

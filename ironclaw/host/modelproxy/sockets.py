@@ -22,7 +22,10 @@ import trio
 
 __all__ = ["BoundSocket", "UnsafeSocketPath", "bind_unix_socket", "unlink_if_ours"]
 
-SOCKET_MODE = 0o666
+# Owner only: under the process runtime the agent runs as the control plane's own user;
+# an OCI isolator hands each socket to the sandbox's uid at launch. Nobody else may
+# connect, ever (a connection to model.sock spends the operator's credentials).
+SOCKET_MODE = 0o600
 # sun_path is 108 bytes on Linux including the terminating NUL.
 MAX_SUN_PATH = 100
 BACKLOG = 128

@@ -48,7 +48,7 @@ async def test_socket_is_reachable_by_another_uid_but_guarded_by_its_directory(
         base: Path) -> None:
     async with open_world(base, UPSTREAM) as world:
         mode = os.lstat(world.route.socket_path).st_mode
-        assert stat.S_ISSOCK(mode) and stat.S_IMODE(mode) == 0o666
+        assert stat.S_ISSOCK(mode) and stat.S_IMODE(mode) == 0o600
         assert not os.lstat(world.route.socket_path.parent).st_mode & 0o022
         await world.broker.stop_session(world.route.session_id)
         assert not world.route.socket_path.exists()

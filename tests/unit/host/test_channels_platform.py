@@ -198,3 +198,16 @@ def test_http_client_logs_never_carry_request_urls(caplog: pytest.LogCaptureFixt
     caplog.set_level(logging.DEBUG)
     assert not logging.getLogger("httpx").isEnabledFor(logging.INFO)
     assert not logging.getLogger("httpcore").isEnabledFor(logging.INFO)
+
+
+async def test_seen_event_ids_are_forgotten_after_retention(tmp_path: Path) -> None:
+    from ironclaw.host.channels.state import prune_seen_events
+
+    async with open_host_store(tmp_path / "host.db", secrets.token_bytes(32)) as store:
+        for channel in ("telegram", "slack"):
+            await ChannelState(store, channel, "").settle(f"{channel}-1")
+        assert await prune_seen_events(store, 0) == 0  # nothing is that old
+        import time
+
+        assert await prune_seen_events(store, int(time.time() * 1e6) + 1) == 2
+        assert not await ChannelState(store, "slack", "").seen("slack-1")

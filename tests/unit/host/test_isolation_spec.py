@@ -130,6 +130,17 @@ def _seccomp_mount(spec: Spec) -> None:
         {"names": ["mount", "unshare", "bpf"], "action": "SCMP_ACT_ALLOW"})
 
 
+def _clone_unmasked(spec: Spec) -> None:
+    for rule in spec["linux"]["seccomp"]["syscalls"]:
+        if rule["names"] == ["clone"]:
+            rule.pop("args")
+
+
+def _clone3_allowed(spec: Spec) -> None:
+    spec["linux"]["seccomp"]["syscalls"].append({"names": ["clone3"],
+                                                 "action": "SCMP_ACT_ALLOW"})
+
+
 def _no_memory(spec: Spec) -> None:
     del spec["linux"]["resources"]["memory"]
 
@@ -226,6 +237,8 @@ WEAKENINGS: dict[str, tuple[Callable[[Spec], None], str]] = {
     "seccomp denylist": (_seccomp_denylist, "deny by default"),
     "seccomp allows ptrace": (_seccomp_ptrace, "ptrace"),
     "seccomp allows mount": (_seccomp_mount, "mount"),
+    "clone with namespace flags": (_clone_unmasked, "clone with namespace flags"),
+    "clone3 outside gVisor": (_clone3_allowed, "clone3"),
     "no memory limit": (_no_memory, "memory limit"),
     "memory above the limit": (_more_memory, "memory limit"),
     "no pids limit": (_no_pids, "pids limit"),

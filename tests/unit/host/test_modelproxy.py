@@ -370,7 +370,7 @@ async def test_socket_mode_stale_socket_and_cleanup_on_stop(base: Path) -> None:
     async with open_proxy() as (proxy, _):
         path = await proxy.serve_session(route)
         info = os.lstat(path)
-        assert stat.S_ISSOCK(info.st_mode) and stat.S_IMODE(info.st_mode) == 0o666
+        assert stat.S_ISSOCK(info.st_mode) and stat.S_IMODE(info.st_mode) == 0o600
         assert route.session_id in proxy.sessions
         async with client(path, MOCK_MODEL_HOST) as c:
             assert (await c.get("/v1/models")).status_code == 200
@@ -453,7 +453,7 @@ async def test_long_socket_path_binds_through_proc_fd(base: Path) -> None:
     assert len(str(route.socket_path)) > 108
     async with open_proxy() as (proxy, _):
         path = await proxy.serve_session(route)
-        assert stat.S_IMODE(os.lstat(path).st_mode) == 0o666
+        assert stat.S_IMODE(os.lstat(path).st_mode) == 0o600
         fd = os.open(path.parent, os.O_PATH | os.O_DIRECTORY)
         try:
             stream = await trio.open_unix_socket(f"/proc/self/fd/{fd}/model.sock")
