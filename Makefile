@@ -38,13 +38,17 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy ironclaw
 
+# Benchmarks (bench/README.md). `bench` runs the four suites in full, one after the
+# other, and writes bench/results/<suite>-<host>-<date>.{json,md,png}; `bench-quick`
+# runs a reduced version of each (under 5 minutes in all) into bench/results/quick/.
 bench: $(STAMP)
-	$(VENV)/bin/python -m bench queue-floor
-	$(VENV)/bin/python -m bench e2e
+	$(VENV)/bin/python -m bench sandbox
+	$(VENV)/bin/python -m bench queue
+	$(VENV)/bin/python -m bench scale
+	$(VENV)/bin/python -m bench api
 
 bench-quick: $(STAMP)
-	$(VENV)/bin/python -m bench queue-floor --quick --no-write
-	$(VENV)/bin/python -m bench e2e --quick --no-write
+	$(VENV)/bin/python -m bench all --quick --out bench/results/quick > /dev/null
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info

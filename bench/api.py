@@ -1,8 +1,9 @@
 """The human's side under load: API latency with many concurrent clients, and event
 fan-out to many websocket subscribers.
 
-- API latency: C concurrent clients (50, then 200) each issue authenticated
-  ``GET /v1/sessions`` requests back to back; p50/p99 per request. The per-principal
+- API latency: C concurrent clients (50, then 200; fewer with --quick and --smoke)
+  each issue authenticated ``GET /v1/sessions`` requests back to back; p50/p99 per
+  request. The per-principal
   rate limit (50/s by default) is lifted: every client shares one token here, and the
   point is the server's latency, not the limiter's.
 - Event fan-out: N websocket subscribers on ``/v1/events`` while events are published
@@ -15,7 +16,6 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -31,7 +31,10 @@ from ironclaw.host.app import ControlPlane
 from ironclaw.host.config import ControlPlaneConfig
 from ironclaw.host.modelproxy import Credentials
 
-from .stats import summarise
+from . import charts
+from .progress import Progress
+from .report import SuiteResult, Table, cell
+from .stats import ratio, summarise
 
 TOKEN = "icw_bench_token_" + "b" * 32
 
@@ -41,10 +44,6 @@ class BenchTick:
     type: ClassVar[str] = "bench.tick"
     n: int
     sent: float  # time.time() at publish
-
-
-def _progress(text: str) -> None:
-    print(f"  {text}", file=sys.stderr, flush=True)
 
 
 async def _latency(base: str, clients: int, per_client: int) -> dict[str, Any]:
@@ -123,11 +122,11 @@ async def _fanout(plane: Any, ws_base: str, subscribers: int, rate: float, secon
             await all_seen.wait()
         nursery.cancel_scope.cancel()
     return {"subscribers": subscribers, "events": total, "rate_per_s": rate,
-            "delivered": received, "dropped": missed, **summarise(lags or [0.0])}
+            "delivered": received, "dropped": missed, **summarise(lags)}
 
 
 async def _run(clients: tuple[int, ...], per_client: int, subscribers: int, rate: float,
-               seconds: float) -> dict[str, Any]:
+               seconds: float, progress: Progress) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         config = ControlPlaneConfig(state_dir=root / "state", dev=True, runtime="process",
@@ -142,33 +141,90 @@ async def _run(clients: tuple[int, ...], per_client: int, subscribers: int, rate
                 serve_api, plane, settings, token_key=plane.api_token_key))
             latency = []
             for count in clients:
-                _progress(f"API latency, {count} concurrent clients")
-                latency.append(await _latency(base, count, per_client))
+                with progress.phase(f"API latency, {count} concurrent clients"):
+                    latency.append(await _latency(base, count, per_client))
             ws_base = base.replace("http://", "ws://")
-            _progress("event fan-out, 1 subscriber (baseline)")
-            one = await _fanout(plane, ws_base, 1, rate, seconds)
-            _progress(f"event fan-out, {subscribers} subscribers")
-            many = await _fanout(plane, ws_base, subscribers, rate, seconds)
+            with progress.phase("event fan-out, 1 subscriber (baseline)"):
+                one = await _fanout(plane, ws_base, 1, rate, seconds)
+            with progress.phase(f"event fan-out, {subscribers} subscribers"):
+                many = await _fanout(plane, ws_base, subscribers, rate, seconds)
             nursery.cancel_scope.cancel()
     return {"latency": latency, "fanout": [one, many]}
 
 
-def run(*, quick: bool = False) -> dict[str, Any]:
+@attrs.frozen
+class Params:
+    clients: tuple[int, ...]
+    per_client: int
+    subscribers: int
+    rate: float
+    seconds: float
+
+
+MODES = {
+    "full": Params(clients=(50, 200), per_client=20, subscribers=100, rate=200.0, seconds=3.0),
+    "quick": Params(clients=(10, 20), per_client=5, subscribers=10, rate=100.0, seconds=1.0),
+    "smoke": Params(clients=(5, 10), per_client=3, subscribers=5, rate=50.0, seconds=0.5),
+}
+STAT_KEYS = ("status", "unit", "n", "median", "p90", "p99", "min", "max", "mean")
+
+
+def run(*, mode: str = "quick", progress: Progress) -> SuiteResult:
+    p = MODES[mode]
     logging.getLogger("ironclaw").setLevel(logging.ERROR)
-    measured = trio.run(functools.partial(
-        _run, (10, 20) if quick else (50, 200), 5 if quick else 20,
-        10 if quick else 100, 100.0 if quick else 200.0, 1.0 if quick else 3.0))
+    measured = trio.run(functools.partial(_run, p.clients, p.per_client, p.subscribers,
+                                          p.rate, p.seconds, progress))
     one, many = measured["fanout"]
-    results = {f"api_{t['clients']}_clients": {k: t[k] for k in (
-        "n", "median_ms", "p90_ms", "p99_ms", "min_ms", "max_ms")}
-        for t in measured["latency"]}
-    results["fanout_lag_1"] = {k: one[k] for k in ("n", "median_ms", "p90_ms", "p99_ms",
-                                                   "min_ms", "max_ms")}
-    results[f"fanout_lag_{many['subscribers']}"] = {k: many[k] for k in (
-        "n", "median_ms", "p90_ms", "p99_ms", "min_ms", "max_ms")}
-    return {"results": results, "latency": measured["latency"],
-            "fanout": measured["fanout"],
-            "ratios": {"fanout_p50_lag_many_over_one": many["median_ms"]
-                       / max(one["median_ms"], 1e-6),
-                       "api_p99_most_over_fewest_clients": measured["latency"][-1]["p99_ms"]
-                       / measured["latency"][0]["p99_ms"]}}
+    latency = {f"{t['clients']} clients": {k: t.get(k) for k in (*STAT_KEYS, "reason")
+                                           if k in t} for t in measured["latency"]}
+    fanout = {"1 subscriber": {k: one.get(k) for k in (*STAT_KEYS, "reason") if k in one},
+              f"{many['subscribers']} subscribers": {k: many.get(k) for k in
+                                                    (*STAT_KEYS, "reason") if k in many}}
+    results = {"api_latency": latency, "fanout_lag": fanout}
+    ratios = {"fanout p50 lag, many / one": ratio(many, one),
+              "api p99, most / fewest clients": ratio(measured["latency"][-1],
+                                                     measured["latency"][0], "p99")}
+    rows = [[f"API GET /v1/sessions, {t['clients']} clients", cell(t), cell(t, "p90"),
+             cell(t, "p99"), f"{t['requests_per_s']:.0f} req/s, {t['errors']} errors"]
+            for t in measured["latency"]]
+    rows += [[f"event fan-out, {f['subscribers']} subscriber(s)", cell(f), cell(f, "p90"),
+              cell(f, "p99"), f"{f['events']} events at {f['rate_per_s']:.0f}/s, "
+              f"{f['delivered']} frames delivered, {f['dropped']} dropped"]
+             for f in measured["fanout"]]
+    method = {
+        "API latency": f"{', '.join(map(str, p.clients))} concurrent clients, each "
+                       f"{p.per_client} authenticated GET /v1/sessions back to back; "
+                       "per-principal rate limit lifted (all clients share one token)",
+        "fan-out": f"1 then {p.subscribers} websocket subscribers on /v1/events while "
+                   f"{p.rate:.0f} events/s are published for {p.seconds:g} s; lag = publish "
+                   "to receipt",
+        "where the clients run": "in the server's process and Trio thread (pessimistic)",
+    }
+    result = SuiteResult("api", mode, method, results, ratios,
+                         [Table("API latency and event fan-out",
+                                ["measure", "p50", "p90", "p99", "notes"], rows)],
+                         {"latency": measured["latency"], "fanout": measured["fanout"]})
+    result.charts = charts_for(result.payload({}, "", 0.0, []))
+    return result
+
+
+def charts_for(payload: dict[str, Any]) -> dict[str, charts.ChartFn]:
+    """The api charts, drawn from a saved result (``python -m bench render``)."""
+    latency, fanout = payload["results"]["api_latency"], payload["results"]["fanout_lag"]
+    keys = (("p50", "median"), ("p90", "p90"), ("p99", "p99"))
+    return {
+        "latency": lambda path, sub: charts.grouped_bars(
+            path, title="api: request latency under concurrent clients", subtitle=sub,
+            groups=["p50", "p90", "p99"], variants=list(latency),
+            data={k: {v: _pick(latency[v], key) for v in latency} for k, key in keys},
+            ylabel="milliseconds"),
+        "fanout": lambda path, sub: charts.grouped_bars(
+            path, title="api: event fan-out lag (publish to receipt)", subtitle=sub,
+            groups=["p50", "p90", "p99"], variants=list(fanout),
+            data={k: {v: _pick(fanout[v], key) for v in fanout} for k, key in keys},
+            ylabel="milliseconds"),
+    }
+
+
+def _pick(entry: dict[str, Any], key: str) -> Any:
+    return entry[key] if entry.get("status") == "ok" else entry

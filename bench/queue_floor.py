@@ -1,21 +1,24 @@
-"""The floor of the message path: the queue pair alone, no agent, no model.
+"""The floor of the message path: the queue pair, no agent logic.
 
-Three measurements, interleaved round by round so machine drift hits all alike:
-- in-process round trip: host enqueues, sandbox reads (snapshot), sandbox commits a
-  reply and its ack in one transaction, host reads the reply;
-- cross-process round trip: the same, with the sandbox side in a second process
-  woken by one byte on a pipe (the doorbell's job, minimally);
-- cost of opening a SQLCipher file with a raw key versus a passphrase (PBKDF2).
+A round trip, the floor of a reply:
+1. the host commits one inbound row;
+2. the "sandbox" side (a second process, woken by one byte on a pipe: the doorbell's
+   job, minimally) takes a snapshot read of it;
+3. optionally, it makes one HTTP round trip to the model proxy over the session's
+   unix socket (the mock model), as the agent does once per plain turn;
+4. it commits the reply and the completed ack in one transaction;
+5. the host takes a snapshot read of the reply.
+
+Also here, for ``queue-floor``: the same round trip in one process, and the cost of
+opening a SQLCipher file with a raw key versus a passphrase (PBKDF2).
 """
 
 from __future__ import annotations
 
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 import sqlcipher3
 
@@ -26,37 +29,75 @@ from ironclaw.contract.layout import QueuePaths
 from ironclaw.contract.queue import InboundReader, InboundWriter, OutboundReader, OutboundWriter
 from ironclaw.contract.rows import NewInboundMessage, NewOutboundMessage
 
-from .stats import summarise
+__all__ = ["CrossProcessFloor", "HostSide", "SandboxEcho", "make_queues", "open_cost"]
 
 ECHO = """
 import sys
 from pathlib import Path
 from ironclaw.contract.cipher import SessionKeys
+from ironclaw.contract.layout import QueuePaths
 from bench.queue_floor import SandboxEcho
 keys = SessionKeys.parse_file(sys.stdin.readline().replace("|", "\\n"))
-echo = SandboxEcho(QueuePaths(Path(sys.argv[1]), Path(sys.argv[2])), keys)
+proxy = sys.argv[3] if len(sys.argv) > 3 else None
+echo = SandboxEcho(QueuePaths(Path(sys.argv[1]), Path(sys.argv[2])), keys, proxy)
 sys.stdout.write("ready\\n"); sys.stdout.flush()
-while sys.stdin.readline():
-    echo.answer_pending()
+while line := sys.stdin.readline():
+    echo.answer_pending(via_proxy=line.startswith("p"))
     sys.stdout.write("\\n"); sys.stdout.flush()
 """
 
 
 class SandboxEcho:
-    """The sandbox's half of a turn, with no agent logic: read, reply, ack."""
+    """The sandbox's half of a turn, with no agent logic: read, (proxy), reply, ack."""
 
-    def __init__(self, queues: QueuePaths, keys: SessionKeys) -> None:
+    def __init__(self, queues: QueuePaths, keys: SessionKeys,
+                 proxy_socket: str | None = None) -> None:
         self.reader = InboundReader(queues.inbound_db, keys.inbound)
         self.writer = OutboundWriter(queues.outbound_db, keys.outbound)
         self.after = 0
+        self._proxy_socket = proxy_socket
+        self._http: object | None = None
 
-    def answer_pending(self) -> int:
+    def _model_call(self, text: str) -> str:
+        """One POST to the mock model through the proxy socket, on a kept-alive
+        connection (as the agent's HTTP client keeps one)."""
+        import http.client
+        import json
+        import socket
+
+        from ironclaw.contract.agent_config import MOCK_MODEL_HOST
+
+        path = self._proxy_socket
+        assert path is not None
+
+        class UnixConnection(http.client.HTTPConnection):
+            def connect(self) -> None:
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                sock.connect(str(path))
+                self.sock = sock
+
+        if self._http is None:
+            self._http = UnixConnection(MOCK_MODEL_HOST)
+        conn = self._http
+        assert isinstance(conn, http.client.HTTPConnection)
+        body = json.dumps({"model": "mock", "max_tokens": 64,
+                           "messages": [{"role": "user", "content": text}]})
+        conn.request("POST", "/v1/messages", body=body,
+                     headers={"content-type": "application/json",
+                              "anthropic-version": "2023-06-01"})
+        response = conn.getresponse()
+        data = json.loads(response.read())
+        if response.status != 200:
+            raise RuntimeError(f"model proxy answered {response.status}: {data}")
+        return str(data["content"][0]["text"])
+
+    def answer_pending(self, *, via_proxy: bool = False) -> int:
         poll = self.reader.poll(after_seq=self.after)
         for message in poll.messages:
+            text = self._model_call(message.content) if via_proxy else message.content
             with self.writer.batch() as batch:
                 batch.send(NewOutboundMessage(id=new_message_id("out"), kind=MessageKind.CHAT,
-                                              content=message.content,
-                                              in_reply_to=message.id))
+                                              content=text, in_reply_to=message.id))
                 batch.ack([message.id], AckStatus.COMPLETED)
             self.after = message.seq
         return len(poll.messages)
@@ -81,11 +122,56 @@ class HostSide:
         return any(m.in_reply_to == message_id for m in poll.messages)
 
 
-def _queues(root: Path) -> QueuePaths:
+def make_queues(root: Path) -> QueuePaths:
     q = QueuePaths(root / "in", root / "out")
     q.inbound_dir.mkdir(parents=True)
     q.outbound_dir.mkdir()
     return q
+
+
+class CrossProcessFloor:
+    """The host half here, the sandbox half in a child process. Blocking calls."""
+
+    def __init__(self, root: Path, proxy_socket: Path | None = None) -> None:
+        self.queues = make_queues(root)
+        keys = SessionKeys.generate()
+        self.host = HostSide(self.queues, keys)
+        argv = [sys.executable, "-c", ECHO, str(self.queues.inbound_dir),
+                str(self.queues.outbound_dir)]
+        if proxy_socket is not None:
+            argv.append(str(proxy_socket))
+        self.child = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                      text=True, cwd=Path(__file__).resolve().parents[1])
+        assert self.child.stdin and self.child.stdout
+        self.child.stdin.write(keys.render_file().replace("\n", "|") + "\n")
+        self.child.stdin.flush()
+        if self.child.stdout.readline().strip() != "ready":
+            raise RuntimeError("the floor's echo process did not start")
+        self._n = 0
+
+    def roundtrip(self, *, via_proxy: bool = False) -> float:
+        assert self.child.stdin and self.child.stdout
+        self._n += 1
+        start = time.perf_counter()
+        mid = self.host.send(f"ping {self._n}")
+        self.child.stdin.write("p\n" if via_proxy else "\n")
+        self.child.stdin.flush()
+        if self.child.stdout.readline() == "":
+            raise RuntimeError(f"the floor's echo process died (rc {self.child.poll()})")
+        if not self.host.reply_to(mid):
+            raise RuntimeError("the floor's reply was not there")
+        return time.perf_counter() - start
+
+    def close(self) -> None:
+        if self.child.stdin:
+            self.child.stdin.close()
+        try:
+            self.child.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.child.kill()
+            self.child.wait()
+        if self.child.stdout:
+            self.child.stdout.close()
 
 
 def open_cost(path: Path, pragma: str) -> float:
@@ -95,71 +181,3 @@ def open_cost(path: Path, pragma: str) -> float:
     conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
     conn.close()
     return time.perf_counter() - start
-
-
-def run(iterations: int = 200, warmup: int = 20) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        keys = SessionKeys.generate()
-        local = _queues(root / "local")
-        host, echo = HostSide(local, keys), SandboxEcho(local, keys)
-        remote_q = _queues(root / "remote")
-        remote_keys = SessionKeys.generate()
-        remote_host = HostSide(remote_q, remote_keys)
-        child = subprocess.Popen(
-            [sys.executable, "-c", "from ironclaw.contract.layout import QueuePaths\n" + ECHO,
-             str(remote_q.inbound_dir), str(remote_q.outbound_dir)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-            cwd=Path(__file__).resolve().parents[1])
-        assert child.stdin and child.stdout
-        child.stdin.write(remote_keys.render_file().replace("\n", "|") + "\n")
-        child.stdin.flush()
-        assert child.stdout.readline().strip() == "ready"
-
-        raw_db, pass_db = root / "raw.db", root / "pass.db"
-        for db, pragma in ((raw_db, keys.inbound.pragma()),
-                           (pass_db, "PRAGMA key = 'correct horse battery staple'")):
-            conn = sqlcipher3.connect(str(db))
-            conn.execute(pragma)
-            conn.execute("CREATE TABLE t (x)")
-            conn.commit()
-            conn.close()
-
-        samples: dict[str, list[float]] = {k: [] for k in (
-            "roundtrip_in_process", "roundtrip_cross_process", "open_raw_key",
-            "open_passphrase")}
-        for i in range(warmup + iterations):
-            start = time.perf_counter()
-            mid = host.send(f"ping {i}")
-            echo.answer_pending()
-            assert host.reply_to(mid)
-            local_s = time.perf_counter() - start
-
-            start = time.perf_counter()
-            mid = remote_host.send(f"ping {i}")
-            child.stdin.write("\n")
-            child.stdin.flush()
-            child.stdout.readline()
-            assert remote_host.reply_to(mid)
-            remote_s = time.perf_counter() - start
-
-            raw_s = open_cost(raw_db, keys.inbound.pragma())
-            pass_s = open_cost(pass_db, "PRAGMA key = 'correct horse battery staple'") if (
-                i % 10 == 0) else None  # ~200 ms each: sample every tenth round
-            if i >= warmup:
-                samples["roundtrip_in_process"].append(local_s)
-                samples["roundtrip_cross_process"].append(remote_s)
-                samples["open_raw_key"].append(raw_s)
-                if pass_s is not None:
-                    samples["open_passphrase"].append(pass_s)
-        child.stdin.close()
-        child.wait(timeout=30)
-        child.stdout.close()
-    summary = {name: summarise(values) for name, values in samples.items() if values}
-    ratios = {
-        "cross_over_in_process": summary["roundtrip_cross_process"]["median_ms"]
-        / summary["roundtrip_in_process"]["median_ms"],
-        "passphrase_over_raw_key": summary["open_passphrase"]["median_ms"]
-        / summary["open_raw_key"]["median_ms"],
-    }
-    return {"iterations": iterations, "warmup": warmup, "results": summary, "ratios": ratios}

@@ -18,7 +18,7 @@ import trio
 
 from ironclaw.contract.agent_config import SANDBOX_CONFIG_FILE
 
-from . import selfcheck
+from . import selfcheck, workloads
 from .agent import find_fatal, serve_agent
 from .startup import StartupError, load_config, load_keys
 
@@ -34,9 +34,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--self-check", action="store_true",
                         help="check this build's imports, Trio and SQLCipher; print "
                              "versions as JSON and exit")
+    # Benchmark workloads (bench sandbox): hidden, they read no config, key or queue.
+    parser.add_argument("--workload", help=argparse.SUPPRESS)
+    parser.add_argument("--iterations", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--seconds", type=float, default=0.0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.self_check:
         return selfcheck.main()
+    if args.workload is not None:
+        return workloads.main(args.workload, args.iterations, args.seconds)
     logging.basicConfig(stream=sys.stderr, level=logging.INFO,
                         format="sandbox_agent %(levelname)s %(name)s: %(message)s")
     try:

@@ -1,0 +1,295 @@
+"""``scale``: how many live sandboxes one host holds.
+
+For each runtime (runsc first, then runc), idle agents are started one after another
+in steps (1, 2, 4, 8, ...) and left running. After each step the suite reads every
+sandbox's process tree (PSS), the host's MemAvailable, and the start latencies of the
+sandboxes that step added (launch to first heartbeat). It stops at the first of:
+
+- memory: the host has given up more than ``MEM_FRACTION`` of the MemAvailable it had
+  when the ramp started;
+- latency: the step's p90 start latency passed ``LATENCY_FACTOR`` times the median
+  start latency of a lone sandbox (measured just before the ramp);
+- a sandbox failed to start;
+- the count cap or the time cap of the mode.
+
+The knee is the last step that broke no bound. Everything started is stopped at the
+end, on error or on Ctrl-C too, and the work directory is reconciled.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import attrs
+
+from ironclaw.host.isolation.spec import SandboxLimits, UserMapping
+
+from . import charts
+from .progress import Progress
+from .report import SuiteResult, Table, fmt_value
+from .sandboxkit import (
+    HOST_SIDE,
+    Live,
+    Slot,
+    Target,
+    Workdir,
+    Workload,
+    find_image,
+    make_targets,
+    tree_memory,
+    wait_ready,
+)
+from .stats import absent, failed, percentile
+
+__all__ = ["LATENCY_FACTOR", "MEM_FRACTION", "run"]
+
+MEM_FRACTION = 0.5
+LATENCY_FACTOR = 4.0
+
+
+@attrs.frozen
+class Params:
+    steps: tuple[int, ...]
+    time_cap_s: float
+    baseline_runs: int
+    settle_s: float
+
+
+MODES = {
+    "full": Params(steps=(1, 2, 4, 8, 12, 16, 24, 32, 40, 48, 56, 64), time_cap_s=300,
+                   baseline_runs=3, settle_s=2.0),
+    "quick": Params(steps=(1, 2, 4, 8), time_cap_s=60, baseline_runs=2, settle_s=1.0),
+    "smoke": Params(steps=(1, 2), time_cap_s=30, baseline_runs=1, settle_s=0.5),
+}
+DEFAULT_RUNTIMES = ("runsc", "runc")
+
+
+def _mem_available_mib() -> float:
+    with open("/proc/meminfo") as handle:
+        for line in handle:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("no MemAvailable in /proc/meminfo")
+
+
+def _stop_all(target: Target, lives: list[Live]) -> None:
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(lambda live: _quiet_stop(target, live), lives))
+    lives.clear()
+
+
+def _quiet_stop(target: Target, live: Live) -> None:
+    try:
+        target.stop(live)
+    except Exception as exc:  # cleanup goes on; reconcile catches what is left
+        print(f"  could not stop {live.cid}: {exc}")
+
+
+def _ramp(target: Target, workdir: Workdir, p: Params, progress: Progress
+          ) -> dict[str, Any]:
+    mapping = UserMapping()
+
+    def slot(_i: int) -> Slot:
+        return Slot.make(workdir, mapping)  # a new session for every launch
+
+    # A lone sandbox's start latency, the reference for the latency bound.
+    singles: list[float] = []
+    for _ in range(p.baseline_runs):
+        live = target.launch(Workload("agent"), slot(0))
+        try:
+            singles.append(wait_ready(live))
+        finally:
+            target.stop(live)
+    baseline = statistics.median(singles)
+    lives: list[Live] = []
+    curve: list[dict[str, Any]] = []
+    started = time.monotonic()
+    avail0 = _mem_available_mib()
+    stop_reason = "count cap reached, no bound broken"
+    knee: int | None = None
+    try:
+        with progress.phase(f"scale {target.name}: ramp to {p.steps[-1]}",
+                            total=p.steps[-1]) as ph:
+            for count in p.steps:
+                if time.monotonic() - started > p.time_cap_s:
+                    stop_reason = f"time cap ({p.time_cap_s:.0f} s) reached"
+                    break
+                step_latencies: list[float] = []
+                broke = None
+                while len(lives) < count:
+                    live = target.launch(Workload("agent"), slot(len(lives)))
+                    lives.append(live)
+                    try:
+                        step_latencies.append(wait_ready(live, timeout=120))
+                    except Exception as exc:
+                        broke = f"sandbox {len(lives)} failed to start: {exc}"
+                        break
+                    ph.advance()
+                    ph.note(f"scale {target.name}: {len(lives)} live")
+                if broke:
+                    stop_reason = broke
+                    break
+                time.sleep(p.settle_s)
+                pss = 0.0
+                for live in lives:
+                    if live.popen.poll() is not None:
+                        broke = f"a sandbox exited while idle (rc {live.popen.returncode})"
+                    pss += sum(m["pss_mib"] for m in tree_memory(target.roles(live)).values())
+                avail = _mem_available_mib()
+                lat = sorted(step_latencies)
+                point = {"count": count, "pss_per_sandbox_mib": pss / count,
+                         "pss_total_mib": pss, "host_used_mib": avail0 - avail,
+                         "host_used_per_sandbox_mib": (avail0 - avail) / count,
+                         "mem_available_mib": avail,
+                         "start_p50_ms": statistics.median(lat) * 1000,
+                         "start_p90_ms": percentile(lat, 0.9) * 1000,
+                         "started_this_step": len(lat),
+                         "elapsed_s": round(time.monotonic() - started, 1)}
+                curve.append(point)
+                if broke:
+                    stop_reason = broke
+                    break
+                if avail0 - avail > MEM_FRACTION * avail0:
+                    stop_reason = (f"memory bound: {avail0 - avail:.0f} MiB used > "
+                                   f"{MEM_FRACTION:.0%} of {avail0:.0f} MiB available")
+                    break
+                if point["start_p90_ms"] > LATENCY_FACTOR * baseline * 1000:
+                    stop_reason = (f"latency bound: p90 start {point['start_p90_ms']:.0f} ms >"
+                                   f" {LATENCY_FACTOR:g} x {baseline * 1000:.0f} ms (1 sandbox)")
+                    break
+                knee = count
+    finally:
+        with progress.phase(f"scale {target.name}: stopping {len(lives)} sandboxes"):
+            _stop_all(target, lives)
+    return {"status": "ok", "baseline_start_ms": baseline * 1000,
+            "baseline_samples_ms": [s * 1000 for s in singles], "curve": curve,
+            "knee": knee, "stop_reason": stop_reason,
+            "mem_available_at_start_mib": avail0,
+            "max_live": max((pt["count"] for pt in curve), default=0)}
+
+
+def run(*, mode: str = "quick", progress: Progress, runtimes: tuple[str, ...] | None = None,
+        image_preference: str = "sealed") -> SuiteResult:
+    p = MODES[mode]
+    names = runtimes or DEFAULT_RUNTIMES
+    with Workdir() as workdir:
+        with progress.phase("preparing the image"):
+            image, notes = find_image(workdir, prefer=image_preference)
+        targets, missing = make_targets(image, workdir, names)
+        ramps: dict[str, dict[str, Any]] = {}
+        for name in names:
+            if name in missing:
+                ramps[name] = absent(missing[name])
+                continue
+            try:
+                ramps[name] = _ramp(targets[name], workdir, p, progress)
+            except Exception as exc:
+                ramps[name] = failed(f"{type(exc).__name__}: {exc}")
+    results: dict[str, dict[str, dict[str, Any]]] = {"knee": {}, "pss_per_sandbox_at_knee": {}}
+    for name, ramp in ramps.items():
+        if ramp.get("status") != "ok":
+            results["knee"][name] = {k: v for k, v in ramp.items()}
+            results["pss_per_sandbox_at_knee"][name] = {k: v for k, v in ramp.items()}
+            continue
+        knee = ramp["knee"]
+        at = next((pt for pt in ramp["curve"] if pt["count"] == knee), None)
+        results["knee"][name] = ({"status": "ok", "unit": "sandboxes", "n": 1, "median": knee,
+                                  "bound_broken": bound_broken(ramp)}
+                                 if knee is not None else
+                                 failed("bound broken at the first step"))
+        results["pss_per_sandbox_at_knee"][name] = (
+            {"status": "ok", "unit": "MiB", "n": 1, "median": at["pss_per_sandbox_mib"]}
+            if at else failed("no knee"))
+    limits = SandboxLimits()
+    method = {
+        "steps": ", ".join(map(str, p.steps)) + " live sandboxes (idle agents)",
+        "bounds": f"stop when host memory used since the ramp began > {MEM_FRACTION:.0%} of "
+                  f"MemAvailable at its start, or a step's p90 start latency > "
+                  f"{LATENCY_FACTOR:g}x a lone sandbox's median start, or a start fails",
+        "caps": f"{p.steps[-1]} sandboxes, {p.time_cap_s:.0f} s per runtime",
+        "image": image.description,
+        "start latency": "launch (`<runtime> run`, foreground) to the agent's first heartbeat",
+        "host side": HOST_SIDE,
+        "per-sandbox limits": f"{limits.memory_bytes >> 20} MiB, {limits.cpus:g} CPU",
+        "memory": "PSS of every process in every sandbox's tree, divided by the count; "
+                  "host-used = drop in MemAvailable since the ramp began, per sandbox",
+    }
+    notes += [f"{n}: absent ({why})" for n, why in missing.items()]
+    extra = {"ramps": ramps,
+             "bounds": {"mem_fraction": MEM_FRACTION, "latency_factor": LATENCY_FACTOR}}
+    result = SuiteResult("scale", mode, method, results, {}, [], extra, notes,
+                         ratio_section=False)
+    result.tables = tables_for(result.payload({}, "", 0.0, []))
+    result.charts = charts_for(result.payload({}, "", 0.0, []))
+    return result
+
+
+def bound_broken(ramp: dict[str, Any]) -> bool:
+    """Did the ramp stop on a bound (a knee), or on a cap (the knee is above it)?"""
+    return not str(ramp.get("stop_reason", "")).startswith(("count cap", "time cap"))
+
+
+def knee_text(ramp: dict[str, Any]) -> str:
+    if ramp.get("knee") is None:
+        return "none (the first step broke a bound)"
+    if bound_broken(ramp):
+        return str(ramp["knee"])
+    return f">= {ramp['knee']} (cap reached, no bound broken)"
+
+
+def tables_for(payload: dict[str, Any]) -> list[Table]:
+    """The scale tables, from a saved result (``python -m bench render``)."""
+    rows, curve_rows = [], []
+    for name, ramp in payload["extra"]["ramps"].items():
+        if ramp.get("status") != "ok":
+            rows.append([name, ramp["status"], "-", "-", "-", ramp.get("reason", "")])
+            continue
+        at = next((pt for pt in ramp["curve"] if pt["count"] == ramp["knee"]), None)
+        rows.append([name, knee_text(ramp), fmt_value(ramp["baseline_start_ms"]),
+                     fmt_value(at["pss_per_sandbox_mib"], "MiB") if at else "-",
+                     str(ramp["max_live"]), ramp["stop_reason"]])
+        for pt in ramp["curve"]:
+            curve_rows.append([name, str(pt["count"]),
+                               fmt_value(pt["pss_per_sandbox_mib"], "MiB"),
+                               fmt_value(pt["host_used_mib"], "MiB"),
+                               fmt_value(pt["start_p50_ms"]), fmt_value(pt["start_p90_ms"]),
+                               f"{pt['elapsed_s']:.0f} s"])
+    return [
+        Table("Knee (live sandboxes before a bound broke)",
+              ["runtime", "knee", "lone start", "PSS per sandbox at knee", "max live",
+               "stopped because"], rows,
+              "A knee written '>= N' means the ramp reached its cap with no bound broken: "
+              "the host holds at least N; where it would break is not measured."),
+        Table("Curve", ["runtime", "live", "PSS per sandbox", "host memory used",
+                        "start p50 (step)", "start p90 (step)", "elapsed"], curve_rows,
+              "host memory used = the drop in MemAvailable since the ramp began (other "
+              "tenants' work moves it too; PSS is the sandboxes' own)."),
+    ]
+
+
+def charts_for(payload: dict[str, Any]) -> dict[str, charts.ChartFn]:
+    """The scale chart, drawn from a saved result (``python -m bench render``)."""
+    ramps = payload["extra"]["ramps"]
+    bounds = payload["extra"]["bounds"]
+    ok = {n: r for n, r in ramps.items() if r.get("status") == "ok"}
+    panels = [
+        charts.Panel({n: [(pt["count"], pt["pss_per_sandbox_mib"]) for pt in r["curve"]]
+                      for n, r in ok.items()}, "PSS per sandbox (MiB)"),
+        charts.Panel({n: [(pt["count"], pt["host_used_mib"]) for pt in r["curve"]]
+                      for n, r in ok.items()},
+                     "host memory used since\nthe ramp began (MiB)",
+                     {n: bounds["mem_fraction"] * r["mem_available_at_start_mib"]
+                      for n, r in ok.items()}, "memory bound", log=False),
+        charts.Panel({n: [(pt["count"], pt["start_p90_ms"]) for pt in r["curve"]]
+                      for n, r in ok.items()}, "start p90 of the step (ms)",
+                     {n: bounds["latency_factor"] * r["baseline_start_ms"]
+                      for n, r in ok.items()}, "latency bound", log=False),
+    ]
+    marks = {n: (float(r["knee"]), ("knee" if bound_broken(r) else "cap reached")
+                 + f" ({r['knee']})") for n, r in ok.items() if r["knee"] is not None}
+    return {"curve": lambda path, sub: charts.curve_panels(
+        path, title="scale: memory and start latency as live sandboxes are added",
+        subtitle=sub, xlabel="live sandboxes (idle agents)", panels=panels, marks=marks)}
