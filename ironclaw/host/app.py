@@ -214,5 +214,7 @@ class ControlPlane:
                     api_token_key=keystore.subkey(Purpose.API_TOKEN_HASH)))
         finally:
             with trio.CancelScope(shield=True):
+                if isinstance(isolator, OciIsolator):
+                    await isolator.aclose()
                 await queues.aclose()
                 keystore.close()

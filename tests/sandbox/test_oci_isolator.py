@@ -59,6 +59,7 @@ async def test_sandbox_writes_only_outbound_as_its_mapped_uid(
     assert (out / "root").read_text().strip() == "no"
     assert (out / "key").read_text().startswith("inbound=")
     assert (out / "done").stat().st_uid == UserMapping().agent_host_uid
+    await isolator.aclose()
     assert leftover_runtime_state(state) == []
 
 
@@ -75,6 +76,7 @@ async def test_a_cancelled_launch_leaves_nothing_behind(
         await _wait_for(spec.queues.outbound_dir / "up")
         assert runtime.list_containers() == [container_id(spec.session_id)]
         nursery.cancel_scope.cancel()
+    await isolator.aclose()
     assert leftover_runtime_state(state) == []
 
 

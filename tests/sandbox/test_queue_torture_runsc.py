@@ -29,6 +29,11 @@ import pytest
 from ironclaw.contract.cipher import SessionKeys
 from ironclaw.contract.ids import new_session_id
 from ironclaw.contract.layout import SANDBOX_QUEUES, SessionLayout
+from ironclaw.host.isolation.cgroups import (
+    leftover_cgroups,
+    remove_container_cgroups,
+    remove_parent_cgroups,
+)
 from ironclaw.host.isolation.runtimes import RuntimeKind
 from ironclaw.host.isolation.spec import AGENT_UID, BundleInputs, build_spec
 
@@ -163,3 +168,6 @@ def test_torture_across_the_gvisor_wall(direction: str, sandbox_tmp: Path, keys:
             if stream:
                 stream.close()
         runtime.remove(cid)
+        remove_container_cgroups("ironclaw-torture", cid)
+        remove_parent_cgroups("ironclaw-torture")
+        assert not leftover_cgroups("ironclaw-torture")

@@ -12,7 +12,7 @@ import contextlib
 import os
 from pathlib import Path
 
-__all__ = ["leftover_cgroups", "remove_container_cgroups"]
+__all__ = ["leftover_cgroups", "remove_container_cgroups", "remove_parent_cgroups"]
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 
@@ -44,11 +44,20 @@ def remove_container_cgroups(parent: str, container_id: str, *,
             _rmdir_tree(candidate)
 
 
+def remove_parent_cgroups(parent: str, *, root: Path = CGROUP_ROOT) -> None:
+    """Remove ``parent`` itself wherever it is empty (a live sandbox keeps it)."""
+    for hierarchy in _hierarchies(root):
+        with contextlib.suppress(OSError):
+            os.rmdir(hierarchy / parent)
+
+
 def leftover_cgroups(parent: str, *, root: Path = CGROUP_ROOT) -> list[Path]:
-    """Container cgroups still present under ``parent`` in any hierarchy."""
+    """Cgroups of ours still present in any hierarchy: containers under ``parent``,
+    and ``parent`` itself."""
     found: list[Path] = []
     for hierarchy in _hierarchies(root):
         base = hierarchy / parent
         if base.is_dir():
+            found.append(base)
             found.extend(entry for entry in base.iterdir() if entry.is_dir())
     return sorted(found)

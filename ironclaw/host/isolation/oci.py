@@ -26,7 +26,7 @@ import trio
 from ironclaw.runtime import ProcessFailed, open_child_process
 
 from .base import LaunchSpec, SandboxExited
-from .cgroups import remove_container_cgroups
+from .cgroups import remove_container_cgroups, remove_parent_cgroups
 from .runtimes import OciRuntime
 from .spec import (
     BundleInputs,
@@ -101,6 +101,10 @@ class OciIsolator:
     @property
     def mapping(self) -> UserMapping:
         return self._mapping
+
+    async def aclose(self) -> None:
+        """After the last sandbox has stopped: remove our (now empty) parent cgroup."""
+        await trio.to_thread.run_sync(remove_parent_cgroups, self._cgroup_parent)
 
     async def check_image(self) -> VerifiedImage:
         """Fail at start, not at the first message, when the image is missing or does

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import attrs
 
-from .cgroups import leftover_cgroups, remove_container_cgroups
+from .cgroups import leftover_cgroups, remove_container_cgroups, remove_parent_cgroups
 from .oci import CONTAINER_PREFIX, cgroup_parent
 from .runtimes import OciRuntime, RuntimeKind
 
@@ -49,9 +49,10 @@ def reconcile_runtime_state(state_dir: Path) -> Reconciled:
     bundles = len(list(bundles_dir.iterdir())) if bundles_dir.is_dir() else 0
     shutil.rmtree(bundles_dir, ignore_errors=True)
     parent = cgroup_parent(state_dir)
-    stale = leftover_cgroups(parent)
+    stale = [path for path in leftover_cgroups(parent) if path.name != parent]
     for path in stale:
         remove_container_cgroups(parent, path.name)
+    remove_parent_cgroups(parent)
     if removed or bundles or stale:
         logger.warning("reconciled leftovers of an earlier run: %d container(s) %s, "
                        "%d bundle(s), %d cgroup(s)", len(removed), ", ".join(removed),
