@@ -17,11 +17,11 @@ from quart import g
 
 from ironclaw.host.gateway import Principal
 from ironclaw.host.gateway.rbac import ADMIN, DECIDER_ROLES, OWNER
+from ironclaw.runtime.ratelimit import KeyedRateLimiter
 
 from .errors import ApiError
 from .metrics import ApiMetrics
 from .principals import Principals
-from .ratelimit import RateLimiter
 from .settings import ApiSettings
 
 if TYPE_CHECKING:
@@ -55,7 +55,7 @@ class ApiContext:
     handles: ControlPlaneHandles
     settings: ApiSettings
     principals: Principals
-    limiter: RateLimiter
+    limiter: KeyedRateLimiter
     metrics: ApiMetrics
 
 

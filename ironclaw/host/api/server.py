@@ -21,11 +21,12 @@ import trio
 from hypercorn.config import Config, Sockets
 from hypercorn.trio import serve
 
+from ironclaw.runtime.ratelimit import KeyedRateLimiter
+
 from .app import create_app
 from .context import ApiContext
 from .metrics import ApiMetrics
 from .principals import Principals
-from .ratelimit import RateLimiter
 from .settings import ApiSettings, exposure_warning
 
 if TYPE_CHECKING:
@@ -68,7 +69,7 @@ def build_context(handles: ControlPlaneHandles, settings: ApiSettings, token_key
     return ApiContext(
         handles=handles, settings=settings,
         principals=Principals(handles.store, token_key, audit=handles.audit),
-        limiter=RateLimiter(settings.rate_per_second, settings.rate_burst),
+        limiter=KeyedRateLimiter(settings.rate_per_second, settings.rate_burst),
         metrics=ApiMetrics())
 
 

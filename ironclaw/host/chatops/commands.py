@@ -63,6 +63,7 @@ from ironclaw.host.gateway.rbac import OWNER
 from ironclaw.host.registry import namespace_user
 from ironclaw.host.store.changes import StoredChange
 from ironclaw.runtime import DiscardEvents, EventSink
+from ironclaw.runtime.ratelimit import KeyedRateLimiter, TokenBucket
 
 from . import render
 from .approvers import ChatApprovers
@@ -143,36 +144,6 @@ class ChatCommandSeen:
 
 
 @attrs.define
-class _Bucket:
-    tokens: float
-    at: float
-
-
-class _Buckets:
-    def __init__(self, rate: float, burst: int, max_keys: int = 4096) -> None:
-        self._rate = rate
-        self._burst = float(burst)
-        self._max_keys = max_keys
-        self._buckets: OrderedDict[str, _Bucket] = OrderedDict()
-
-    def take(self, key: str) -> bool:
-        now = trio.current_time()
-        bucket = self._buckets.get(key)
-        if bucket is None:
-            bucket = self._buckets[key] = _Bucket(self._burst, now)
-            while len(self._buckets) > self._max_keys:
-                self._buckets.popitem(last=False)
-        else:
-            self._buckets.move_to_end(key)
-            bucket.tokens = min(self._burst, bucket.tokens + (now - bucket.at) * self._rate)
-            bucket.at = now
-        if bucket.tokens < 1.0:
-            return False
-        bucket.tokens -= 1.0
-        return True
-
-
-@attrs.define
 class _Job:
     event: InboundEvent
     command: ChatCommand
@@ -196,8 +167,8 @@ class ChatCommands:
         self._audit = audit
         self._events = events or DiscardEvents()
         self._policy = policy or CommandPolicy()
-        self._senders = _Buckets(self._policy.sender_rate, self._policy.sender_burst)
-        self._all = _Buckets(self._policy.global_rate, self._policy.global_burst)
+        self._senders = KeyedRateLimiter(self._policy.sender_rate, self._policy.sender_burst)
+        self._all = TokenBucket(self._policy.global_rate, self._policy.global_burst)
         self._send, self._receive = trio.open_memory_channel[_Job](self._policy.mailbox)
         self._shown: OrderedDict[_ShownKey, tuple[str, float]] = OrderedDict()
 
@@ -209,7 +180,7 @@ class ChatCommands:
         if command is None:
             return False
         user = namespace_user(event.channel, event.sender_handle)
-        if not (self._senders.take(user) and self._all.take("*")):
+        if self._senders.take(user) > 0 or self._all.try_acquire() > 0:
             self._seen(user, event, command, "dropped")
             return True
         try:

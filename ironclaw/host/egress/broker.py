@@ -28,9 +28,9 @@ import httpx
 import trio
 
 from ironclaw.host.modelproxy.http import BadRequest, BodyTooLarge, RequestHead, ServerConnection
-from ironclaw.host.modelproxy.ratelimit import TokenBucket
 from ironclaw.host.modelproxy.sockets import bind_unix_socket, unlink_if_ours
 from ironclaw.runtime import DiscardEvents, EventSink
+from ironclaw.runtime.ratelimit import TokenBucket
 
 from .config import EgressConfig
 from .events import EgressRequest, EgressSessionFailed, Operation, Outcome

@@ -28,13 +28,13 @@ import httpx
 import trio
 
 from ironclaw.runtime import DiscardEvents, EventSink
+from ironclaw.runtime.ratelimit import TokenBucket
 
 from .credentials import Credentials, Secret
 from .events import ModelCall, Outcome, SessionSocketFailed
 from .http import BadRequest, BodyTooLarge, RequestHead, ServerConnection
 from .mailbox import ProxyLimits, ProxyMsg, Reply, ServeSession, SessionConflict, StopSession
 from .providers import ProviderKind, SessionRoute, normalize_host
-from .ratelimit import TokenBucket
 from .redact import Redactor
 from .relay import Aborted, Tally, forward, new_client, send_error, serve_mock
 from .sockets import bind_unix_socket, unlink_if_ours

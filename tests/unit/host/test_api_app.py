@@ -17,11 +17,11 @@ from ironclaw.host.api import ApiSettings, Principals
 from ironclaw.host.api.app import create_app
 from ironclaw.host.api.context import ApiContext
 from ironclaw.host.api.metrics import ApiMetrics
-from ironclaw.host.api.ratelimit import RateLimiter
 from ironclaw.host.api.readiness import Readiness, readiness
 from ironclaw.host.gateway import NotFound
 from ironclaw.host.store import HostStore, open_host_store
 from ironclaw.runtime import EventBus
+from ironclaw.runtime.ratelimit import KeyedRateLimiter
 
 KEY = secrets.token_bytes(32)
 
@@ -50,7 +50,7 @@ async def pipeline(store: HostStore) -> Pipeline:
     handles = SimpleNamespace(gateway=None, audit=None, local=None, registry=None,
                               events=EventBus(), questions=None, sessions=None)
     ctx = ApiContext(handles=cast(Any, handles), settings=settings, principals=principals,
-                     limiter=RateLimiter(settings.rate_per_second, settings.rate_burst),
+                     limiter=KeyedRateLimiter(settings.rate_per_second, settings.rate_burst),
                      metrics=ApiMetrics())
     return Pipeline(create_app(ctx).test_client(), tokens)
 

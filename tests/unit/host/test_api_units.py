@@ -21,11 +21,11 @@ from ironclaw.host.api import openapi as openapi_module
 from ironclaw.host.api.app import create_app
 from ironclaw.host.api.context import ApiContext
 from ironclaw.host.api.metrics import ApiMetrics
-from ironclaw.host.api.ratelimit import RateLimiter
 from ironclaw.host.api.render import envelope
 from ironclaw.host.api.schemas import ANSWER, CHANGE_SUBMIT, DECISION, LOCAL_MESSAGE
 from ironclaw.host.api.validate import assert_supported, problems
 from ironclaw.runtime import Envelope, EventBus
+from ironclaw.runtime.ratelimit import KeyedRateLimiter
 
 KEPT = Path(__file__).resolve().parents[3] / "docs" / "openapi.json"
 JSON_VALUES = st.recursive(
@@ -67,7 +67,7 @@ def test_api_addr_parses_host_and_port() -> None:
 
 async def test_a_bucket_allows_its_burst_then_refills(
         autojump_clock: trio.testing.MockClock) -> None:
-    limiter = RateLimiter(rate=2.0, burst=3)
+    limiter = KeyedRateLimiter(rate=2.0, burst=3)
     assert [limiter.take("a") for _ in range(3)] == [0.0, 0.0, 0.0]
     assert limiter.take("a") == pytest.approx(0.5)
     assert limiter.take("b") == 0.0  # keys are independent
@@ -80,7 +80,7 @@ async def test_a_bucket_allows_its_burst_then_refills(
 
 async def test_the_limiter_forgets_the_least_recent_keys(
         autojump_clock: trio.testing.MockClock) -> None:
-    limiter = RateLimiter(rate=1.0, burst=1, max_keys=2)
+    limiter = KeyedRateLimiter(rate=1.0, burst=1, max_keys=2)
     limiter.take("a")
     limiter.take("b")
     limiter.take("c")  # evicts "a"
@@ -136,7 +136,7 @@ def _app_rules() -> list[Any]:
                               events=EventBus(), questions=None, sessions=None)
     ctx = ApiContext(handles=cast(Any, handles), settings=ApiSettings(),
                      principals=cast(Any, SimpleNamespace()),
-                     limiter=RateLimiter(1.0, 1), metrics=ApiMetrics())
+                     limiter=KeyedRateLimiter(1.0, 1), metrics=ApiMetrics())
     return list(create_app(ctx).url_map.iter_rules())
 
 

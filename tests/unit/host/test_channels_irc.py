@@ -26,7 +26,7 @@ from ironclaw.host.channels.base import (
 from ironclaw.host.channels.ledger import MemoryDeliveryLedger
 from ironclaw.host.channels.platforms.irc import IrcAdapter
 from ironclaw.host.channels.platforms.irc.config import IrcConfig
-from ironclaw.host.channels.platforms.irc.link import IrcLinkLost, IrcRefused, TokenBucket
+from ironclaw.host.channels.platforms.irc.link import IrcLinkLost, IrcRefused
 from ironclaw.host.channels.platforms.irc.protocol import (
     MAX_LINE_BYTES,
     Casemap,
@@ -42,6 +42,7 @@ from ironclaw.host.channels.platforms.irc.protocol import (
 from ironclaw.host.channels.settings import ChannelSettings, InvalidChannelSettings
 from ironclaw.host.channels.state import ChannelState
 from ironclaw.host.store import open_host_store
+from ironclaw.runtime.ratelimit import TokenBucket
 
 # -- the line protocol -------------------------------------------------------------------
 
@@ -137,7 +138,7 @@ async def test_token_bucket_paces_after_the_burst(autojump_clock: trio.testing.M
     start = trio.current_time()
     times = []
     for _ in range(7):
-        await bucket.take()
+        await bucket.acquire()
         times.append(trio.current_time() - start)
     assert times[:3] == [0, 0, 0]
     assert times[3:] == pytest.approx([0.5, 1.0, 1.5, 2.0])

@@ -16,8 +16,8 @@ from ironclaw.host.modelproxy.providers import (
     request_headers_for_upstream,
     response_headers_for_sandbox,
 )
-from ironclaw.host.modelproxy.ratelimit import TokenBucket
 from ironclaw.host.modelproxy.redact import MAX_HOLD, Redactor
+from ironclaw.runtime.ratelimit import TokenBucket
 
 KEY = "sk-ant-api03-" + "A1b2C3d4" * 6
 

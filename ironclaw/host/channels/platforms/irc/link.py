@@ -30,6 +30,7 @@ import attrs
 import trio
 
 from ironclaw.host.channels.base import ChannelError, DeliveryFailed
+from ironclaw.runtime.ratelimit import TokenBucket
 
 from .config import IrcConfig
 from .protocol import (
@@ -46,7 +47,7 @@ from .protocol import (
     strip_formatting,
 )
 
-__all__ = ["IrcLinkLost", "IrcRefused", "Link", "Privmsg", "TokenBucket"]
+__all__ = ["IrcLinkLost", "IrcRefused", "Link", "Privmsg"]
 
 logger = logging.getLogger(__name__)
 
@@ -82,33 +83,6 @@ class Privmsg:
     mentioned: bool
     message_id: str  # the server's msgid tag, else a synthetic one
     server_id: bool  # whether message_id came from the server (usable for dedup)
-
-
-class TokenBucket:
-    """``burst`` lines at once, then ``rate`` lines per second."""
-
-    def __init__(self, rate: float, burst: int) -> None:
-        self._rate = rate
-        self._burst = float(burst)
-        self._tokens = float(burst)
-        self._stamp = trio.current_time()
-
-    def _refill(self) -> None:
-        now = trio.current_time()
-        self._tokens = min(self._burst, self._tokens + (now - self._stamp) * self._rate)
-        self._stamp = now
-
-    async def take(self) -> None:
-        self._refill()
-        while self._tokens < 1:
-            await trio.sleep((1 - self._tokens) / self._rate)
-            self._refill()
-        self._tokens -= 1
-
-    def take_if_free(self) -> None:
-        self._refill()
-        if self._tokens >= 1:
-            self._tokens -= 1
 
 
 @attrs.define
@@ -276,9 +250,9 @@ class Link:
         while True:
             line, urgent = await self._outbox.get()
             if urgent:
-                self._bucket.take_if_free()
+                self._bucket.try_acquire()  # spends one if there is one
             else:
-                await self._bucket.take()
+                await self._bucket.acquire()
             try:
                 await stream.send_all(line)
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
