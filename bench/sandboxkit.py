@@ -45,6 +45,7 @@ from ironclaw.contract.cipher import SessionKeys
 from ironclaw.contract.ids import new_session_id
 from ironclaw.contract.layout import HEARTBEAT_FILE
 from ironclaw.host.isolation.cgroups import remove_container_cgroups
+from ironclaw.host.isolation.mountpoints import MOUNT_POINTS_DIRS, MOUNT_POINTS_FILES
 from ironclaw.host.isolation.oci import CONTAINER_PREFIX, cgroup_parent
 from ironclaw.host.isolation.reconcile import reconcile_runtime_state
 from ironclaw.host.isolation.runtimes import OciRuntime, RuntimeKind
@@ -75,10 +76,9 @@ ROLE_AGENT = "agent / workload processes"
 ROLES = (ROLE_AGENT, ROLE_CLI, ROLE_SENTRY, ROLE_GOFER, ROLE_STUBS)
 BUSYBOX = Path("/bin/busybox")
 BUSYBOX_APPLETS = ("sh", "true", "sleep", "cat", "dd", "echo", "rm", "sync")
-# The sealed image's mount points (ironclaw.host.isolation.mountpoints on main).
-MOUNT_DIRS = ("proc", "dev", "sys", "tmp", "queue/inbound", "queue/outbound",
-              "run/ironclaw/sock", "workspace")
-MOUNT_FILES = ("run/ironclaw/session.key", "run/ironclaw/agent.json")
+# The sealed image's mount points, relative to a rootfs.
+MOUNT_DIRS = tuple(path.lstrip("/") for path in MOUNT_POINTS_DIRS)
+MOUNT_FILES = tuple(path.lstrip("/") for path in MOUNT_POINTS_FILES)
 
 
 # -- work directory --------------------------------------------------------------------
@@ -193,8 +193,9 @@ def busybox_script(work: Workload) -> str:
     raise ValueError(f"unknown workload {work.name!r}")
 
 
-def build_busybox_rootfs(dest: Path) -> Path:
-    """A static busybox with the sealed image's mount points (a development stand-in)."""
+def build_busybox_rootfs(dest: Path, applets: tuple[str, ...] = BUSYBOX_APPLETS) -> Path:
+    """A static busybox with the sealed image's mount points: a stand-in image for
+    measuring (and testing) runtimes and the spec rather than the agent."""
     if not BUSYBOX.exists():
         raise FileNotFoundError("busybox-static is not installed (/bin/busybox)")
     rootfs = dest / "rootfs"
@@ -204,7 +205,7 @@ def build_busybox_rootfs(dest: Path) -> Path:
         (rootfs / name).touch()
     (rootfs / "bin").mkdir(exist_ok=True)
     shutil.copy2(BUSYBOX, rootfs / "bin" / "busybox")
-    for applet in BUSYBOX_APPLETS:
+    for applet in applets:
         (rootfs / "bin" / applet).symlink_to("busybox")
     (rootfs / "etc").mkdir(exist_ok=True)
     (rootfs / "etc" / "passwd").write_text("agent:x:65532:65532::/workspace:/bin/sh\n")

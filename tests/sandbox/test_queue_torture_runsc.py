@@ -26,6 +26,7 @@ from typing import Any
 
 import pytest
 
+from bench.sandboxkit import MOUNT_DIRS, MOUNT_FILES
 from ironclaw.contract.cipher import SessionKeys
 from ironclaw.contract.ids import new_session_id
 from ironclaw.contract.layout import SANDBOX_QUEUES, SessionLayout
@@ -38,7 +39,7 @@ from ironclaw.host.isolation.runtimes import RuntimeKind
 from ironclaw.host.isolation.spec import AGENT_UID, BundleInputs, build_spec
 
 from ..conftest import Worker
-from .toolkit import MOUNT_DIRS, MOUNT_FILES, require_runtime
+from .toolkit import require_runtime
 
 pytestmark = [pytest.mark.slow, pytest.mark.runsc,
               pytest.mark.skipif(os.geteuid() != 0, reason="runsc needs root here")]

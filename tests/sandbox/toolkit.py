@@ -7,11 +7,12 @@ shell for the test's script. Tests of the agent itself use the real sealed image
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
 
+from bench.sandboxkit import BUSYBOX
+from bench.sandboxkit import build_busybox_rootfs as build_busybox
 from ironclaw.contract.agent_config import AgentConfig, ModelApi, ProviderConfig
 from ironclaw.contract.ids import new_session_id
 from ironclaw.contract.layout import SessionLayout
@@ -19,12 +20,8 @@ from ironclaw.host.isolation import LaunchSpec
 from ironclaw.host.isolation.oci import VerifiedImage
 from ironclaw.host.isolation.runtimes import OciRuntime, RuntimeKind
 
-BUSYBOX = Path("/bin/busybox")
 APPLETS = ("sh", "cat", "id", "ip", "ls", "sleep", "touch", "echo", "nc", "wget",
            "mount", "grep", "stat", "test", "true", "false", "kill")
-MOUNT_DIRS = ("proc", "dev", "sys", "tmp", "queue/inbound", "queue/outbound",
-              "run/ironclaw/sock", "workspace", "opt/redteam")
-MOUNT_FILES = ("run/ironclaw/session.key", "run/ironclaw/agent.json")
 OCI_KINDS = [RuntimeKind.RUNSC, RuntimeKind.RUNC, RuntimeKind.CRUN]
 
 
@@ -36,22 +33,10 @@ def require_runtime(kind: RuntimeKind, state_dir: Path) -> OciRuntime:
 
 
 def build_busybox_rootfs(root: Path) -> Path:
+    """The benchmark's busybox stand-in image, with a test's applets."""
     if not BUSYBOX.exists():
         pytest.skip("busybox-static is not installed (/bin/busybox)")
-    rootfs = root / "rootfs"
-    for name in MOUNT_DIRS:
-        (rootfs / name).mkdir(parents=True, exist_ok=True)
-    for name in MOUNT_FILES:
-        (rootfs / name).touch()
-    (rootfs / "bin").mkdir(exist_ok=True)
-    shutil.copy2(BUSYBOX, rootfs / "bin" / "busybox")
-    for applet in APPLETS:
-        (rootfs / "bin" / applet).symlink_to("busybox")
-    (rootfs / "etc").mkdir(exist_ok=True)
-    (rootfs / "etc" / "passwd").write_text("agent:x:65532:65532::/workspace:/bin/sh\n")
-    (rootfs / "etc" / "group").write_text("agent:x:65532:\n")
-    (rootfs / "tmp").chmod(0o1777)
-    return rootfs
+    return build_busybox(root, APPLETS)
 
 
 class ScriptImage:
