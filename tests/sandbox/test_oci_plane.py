@@ -31,6 +31,7 @@ from ironclaw.host.isolation.runtimes import OciRuntime, RuntimeKind
 from ironclaw.host.modelproxy import Credentials
 from ironclaw.runtime import BackoffPolicy
 
+from ..e2e.test_control_plane import until_agent_says
 from .toolkit import require_runtime
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="OCI runtimes need root here")
@@ -65,17 +66,6 @@ async def ask(plane: ControlPlaneHandles, text: str) -> str:
     await plane.local.post(CONV, "operator", text)
     with trio.fail_after(90):
         return (await plane.local.wait_for_reply(CONV, after_index=mark)).text
-
-
-async def until_agent_says(plane: ControlPlaneHandles, predicate: object) -> None:
-    mark = -1
-    while True:
-        lines = [e for e in plane.local.transcript(CONV) if e.role == "agent"]
-        if any(predicate(e.text) for e in lines):  # type: ignore[operator]
-            return
-        if lines:
-            mark = max(mark, lines[-1].index)
-        await plane.local.wait_for_reply(CONV, after_index=mark)
 
 
 @pytest.mark.parametrize("plane", RUNTIMES, indirect=True)
