@@ -19,6 +19,7 @@ request, allowed or not, is reported as an :class:`EgressRequest` (metadata only
 
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
 from typing import Protocol
@@ -28,6 +29,7 @@ import httpx
 import trio
 
 from ironclaw.host.modelproxy.http import BadRequest, BodyTooLarge, RequestHead, ServerConnection
+from ironclaw.host.modelproxy.serving import SessionMailbox, accept_connections
 from ironclaw.host.modelproxy.sockets import bind_unix_socket, unlink_if_ours
 from ironclaw.runtime import DiscardEvents, EventSink
 from ironclaw.runtime.ratelimit import TokenBucket
@@ -35,7 +37,7 @@ from ironclaw.runtime.ratelimit import TokenBucket
 from .config import EgressConfig
 from .events import EgressRequest, EgressSessionFailed, Operation, Outcome
 from .fetch import Policy, Tally, fetch, search
-from .mailbox import EgressMsg, EgressRoute, Reply, ServeEgress, SessionConflict, StopEgress
+from .mailbox import EgressMsg, EgressRoute, ServeEgress, StopEgress
 from .policy import Allowlist, Refused
 from .upstream import PinnedBackend, Resolver, make_ssl_context, open_upstream_client
 from .wire import error_body, parse_fetch, parse_search, render_fetch, render_search
@@ -44,7 +46,6 @@ __all__ = ["EgressBroker", "EgressGrants"]
 
 logger = logging.getLogger(__name__)
 
-_ACCEPT_BACKOFF_ERRNOS = frozenset({23, 24, 12, 105})  # ENFILE, EMFILE, ENOMEM, ENOBUFS
 _PATHS = {"/v1/fetch": Operation.FETCH, "/v1/search": Operation.SEARCH}
 _JSON = ("content-type", "application/json")
 
@@ -83,7 +84,8 @@ class EgressBroker:
                          PinnedBackend(local_hosts=local, pins=pins))
         self._send, self._receive = trio.open_memory_channel[EgressMsg](mailbox_size)
         self._sessions: dict[str, _Session] = {}
-        self._open: list[EgressMsg] = []
+        self._mailbox = SessionMailbox(self._receive, stop_type=StopEgress,
+                                       what="the egress broker")
         self._ran = False
 
     @property
@@ -127,59 +129,11 @@ class EgressBroker:
         try:
             async with trio.open_nursery() as nursery:
                 task_status.started()
-                async for msg in self._receive:
-                    self._open = [m for m in self._open if not m.reply.done.is_set()]
-                    self._open.append(msg)
-                    await self._handle(msg, nursery)
+                await self._mailbox.serve(
+                    nursery, self._sessions,
+                    lambda route: nursery.start(self._serve_session, route))
         finally:
-            # Nobody waits forever on a broker that is gone; every socket is removed by
-            # now (the nursery has exited), so a pending stop has in fact happened.
-            while True:
-                try:
-                    self._open.append(self._receive.receive_nowait())
-                except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
-                    break
-            self._receive.close()
-            for msg in self._open:
-                if msg.reply.done.is_set():
-                    continue
-                if isinstance(msg, StopEgress):
-                    msg.reply.ok()
-                else:
-                    msg.reply.fail(RuntimeError("the egress broker stopped"))
-
-    async def _handle(self, msg: EgressMsg, nursery: trio.Nursery) -> None:
-        if isinstance(msg, StopEgress):
-            session = self._sessions.get(msg.session_id)
-            if session is None:
-                msg.reply.ok()
-                return
-            session.scope.cancel()
-            nursery.start_soon(self._reply_when_done, session, msg.reply)
-            return
-        route = msg.route
-        current = self._sessions.get(route.session_id)
-        if current is not None:
-            if current.route == route:
-                msg.reply.ok(route.socket_path)
-            else:
-                msg.reply.fail(SessionConflict(f"session {route.session_id} is served "
-                                               "with another route"))
-            return
-        if any(s.route.socket_path == route.socket_path for s in self._sessions.values()):
-            msg.reply.fail(SessionConflict("another session is served on that socket"))
-            return
-        try:
-            await nursery.start(self._serve_session, route)
-        except Exception as exc:
-            msg.reply.fail(exc)
-        else:
-            msg.reply.ok(route.socket_path)
-
-    @staticmethod
-    async def _reply_when_done(session: _Session, reply: Reply) -> None:
-        await session.done.wait()
-        reply.ok()
+            self._mailbox.close()
 
     async def _serve_session(self, route: EgressRoute, *,
                              task_status: trio.TaskStatus[None]) -> None:
@@ -200,7 +154,12 @@ class EgressBroker:
                     task_status.started()
                     started = True
                     async with trio.open_nursery() as connections:
-                        await self._accept_loop(session, listener, connections, client)
+                        await accept_connections(
+                            listener, session,
+                            max_connections=limits.max_connections_per_session,
+                            connections=connections,
+                            handle=functools.partial(self._connection, session,
+                                                     client=client))
         except Exception as exc:
             if not started:
                 raise
@@ -218,22 +177,6 @@ class EgressBroker:
                 self._report(session, Operation.OTHER, tally, trio.current_time(),
                              cheap=False)
             session.done.set()
-
-    async def _accept_loop(self, session: _Session, listener: trio.SocketListener,
-                           connections: trio.Nursery, client: httpx.AsyncClient) -> None:
-        while True:
-            try:
-                stream = await listener.accept()
-            except OSError as exc:
-                if exc.errno not in _ACCEPT_BACKOFF_ERRNOS:
-                    raise
-                await trio.sleep(0.1)
-                continue
-            if session.connections >= self._config.limits.max_connections_per_session:
-                await stream.aclose()
-                continue
-            session.connections += 1
-            connections.start_soon(self._connection, session, stream, client)
 
     async def _connection(self, session: _Session, stream: trio.SocketStream,
                           client: httpx.AsyncClient) -> None:

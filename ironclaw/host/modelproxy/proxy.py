@@ -20,6 +20,7 @@ connection of that session, aborts its upstream calls and unlinks its socket fil
 
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
 
@@ -33,17 +34,17 @@ from ironclaw.runtime.ratelimit import TokenBucket
 from .credentials import Credentials, Secret
 from .events import ModelCall, Outcome, SessionSocketFailed
 from .http import BadRequest, BodyTooLarge, RequestHead, ServerConnection
-from .mailbox import ProxyLimits, ProxyMsg, Reply, ServeSession, SessionConflict, StopSession
+from .mailbox import ProxyLimits, ProxyMsg, ServeSession, StopSession
 from .providers import ProviderKind, SessionRoute, normalize_host
 from .redact import Redactor
 from .relay import Aborted, Tally, forward, new_client, send_error, serve_mock
+from .serving import SessionMailbox, accept_connections
 from .sockets import bind_unix_socket, unlink_if_ours
 
 __all__ = ["ModelProxy"]
 
 logger = logging.getLogger(__name__)
 
-_ACCEPT_BACKOFF_ERRNOS = frozenset({23, 24, 12, 105})  # ENFILE, EMFILE, ENOMEM, ENOBUFS
 
 
 @attrs.define(eq=False)
@@ -69,7 +70,8 @@ class ModelProxy:
         self._send, self._receive = trio.open_memory_channel[ProxyMsg](mailbox_size)
         self._sessions: dict[str, _Session] = {}
         # Messages taken from the mailbox whose reply is not yet sent.
-        self._open: list[ProxyMsg] = []
+        self._mailbox = SessionMailbox(self._receive, stop_type=StopSession,
+                                       what="the model proxy")
         self._ran = False
 
     @property
@@ -114,60 +116,11 @@ class ModelProxy:
                 trio.open_nursery() as nursery,
             ):
                 task_status.started()
-                async for msg in self._receive:
-                    self._open = [m for m in self._open if not m.reply.done.is_set()]
-                    self._open.append(msg)
-                    await self._handle(msg, nursery, client)
+                await self._mailbox.serve(
+                    nursery, self._sessions,
+                    lambda route: nursery.start(self._serve_session, route, client))
         finally:
-            # Nobody waits forever on a proxy that is gone. Every socket is removed by
-            # now (the nursery has exited), so a pending stop has in fact happened.
-            while True:
-                try:
-                    self._open.append(self._receive.receive_nowait())
-                except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
-                    break
-            self._receive.close()
-            for msg in self._open:
-                if msg.reply.done.is_set():
-                    continue
-                if isinstance(msg, StopSession):
-                    msg.reply.ok()
-                else:
-                    msg.reply.fail(RuntimeError("the model proxy stopped"))
-
-    async def _handle(self, msg: ProxyMsg, nursery: trio.Nursery,
-                      client: httpx.AsyncClient) -> None:
-        if isinstance(msg, StopSession):
-            session = self._sessions.get(msg.session_id)
-            if session is None:
-                msg.reply.ok()
-                return
-            session.scope.cancel()
-            nursery.start_soon(self._reply_when_done, session, msg.reply)
-            return
-        route = msg.route
-        current = self._sessions.get(route.session_id)
-        if current is not None:
-            if current.route == route:
-                msg.reply.ok(route.socket_path)
-            else:
-                msg.reply.fail(SessionConflict(f"session {route.session_id} is served "
-                                               "with another route"))
-            return
-        if any(s.route.socket_path == route.socket_path for s in self._sessions.values()):
-            msg.reply.fail(SessionConflict("another session is served on that socket"))
-            return
-        try:
-            await nursery.start(self._serve_session, route, client)
-        except Exception as exc:
-            msg.reply.fail(exc)
-        else:
-            msg.reply.ok(route.socket_path)
-
-    @staticmethod
-    async def _reply_when_done(session: _Session, reply: Reply) -> None:
-        await session.done.wait()
-        reply.ok()
+            self._mailbox.close()
 
     def _learn_secret(self, secret: Secret | None) -> None:
         if secret is not None and secret not in self._secrets:
@@ -188,7 +141,10 @@ class ModelProxy:
             with session.scope:
                 task_status.started()
                 async with trio.open_nursery() as connections:
-                    await self._accept_loop(session, listener, connections, client)
+                    await accept_connections(
+                        listener, session, max_connections=limits.max_connections_per_session,
+                        connections=connections,
+                        handle=functools.partial(self._connection, session, client=client))
         except Exception as exc:
             # One session's failure must not take the others down.
             logger.error("model proxy: session %s stopped serving (%s)",
@@ -200,22 +156,6 @@ class ModelProxy:
             if self._sessions.get(route.session_id) is session:
                 del self._sessions[route.session_id]
             session.done.set()
-
-    async def _accept_loop(self, session: _Session, listener: trio.SocketListener,
-                           connections: trio.Nursery, client: httpx.AsyncClient) -> None:
-        while True:
-            try:
-                stream = await listener.accept()
-            except OSError as exc:
-                if exc.errno not in _ACCEPT_BACKOFF_ERRNOS:
-                    raise
-                await trio.sleep(0.1)
-                continue
-            if session.connections >= self._limits.max_connections_per_session:
-                await stream.aclose()
-                continue
-            session.connections += 1
-            connections.start_soon(self._connection, session, stream, client)
 
     async def _connection(self, session: _Session, stream: trio.SocketStream,
                           client: httpx.AsyncClient) -> None:
