@@ -111,9 +111,10 @@ class OciIsolator:
         not match its pin. A source that can prepare itself (build when nothing is
         pinned yet) does so first."""
         prepare = getattr(self._image, "prepare", None)
-        if prepare is not None:
-            await prepare()
-        image = await self._image.verified()
+        # ``prepare`` verifies what it returns: hashing the image twice at start buys
+        # nothing.
+        image: VerifiedImage = await (prepare() if prepare is not None
+                                      else self._image.verified())
         sessions = self._bundles.parent.parent / "sessions"
         await trio.to_thread.run_sync(sessions.mkdir, 0o711, True, True)
         await trio.to_thread.run_sync(_open_for_search, [sessions], self._own_dirs)
