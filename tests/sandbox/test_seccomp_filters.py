@@ -40,7 +40,7 @@ def toolkit(sandbox_tmp_session: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def rootfs(sandbox_tmp_session: Path) -> Path:
-    return build_busybox_rootfs(sandbox_tmp_session / "busybox")
+    return build_busybox_rootfs(sandbox_tmp_session / "busybox-seccomp")
 
 
 def _unfiltered(spec: dict[str, Any]) -> dict[str, Any]:
