@@ -160,7 +160,8 @@ class Volumes:
 
     def mount_existing(self) -> list[Path]:
         """At start: mount every volume whose directory exists (adopting what a killed
-        control plane left mounted); release mounts whose directory is gone."""
+        control plane left mounted). One that will not mount is logged and left: its
+        session fails at launch, every other one starts."""
         mounted = []
         with self._lock:
             for image in sorted(self._images.glob("*/*.img")):
@@ -168,7 +169,11 @@ class Volumes:
                 if not target.is_dir():
                     continue
                 if not os.path.ismount(target):
-                    self._mount_moving_entries(image, target)
+                    try:
+                        self._mount_moving_entries(image, target)
+                    except (VolumeError, OSError) as exc:
+                        logger.error("cannot mount the disk volume of %s: %s", target, exc)
+                        continue
                 mounted.append(target)
         return mounted
 

@@ -134,3 +134,15 @@ def test_only_workspaces_and_outbound_directories_get_volumes(state: Path) -> No
         volumes.image_for(state / "sessions" / "s1" / "inbound")
     with pytest.raises(ValueError):
         DiskCaps(workspace_bytes=1024)
+
+
+@needs_mount
+def test_a_volume_that_will_not_mount_does_not_stop_the_others(state: Path) -> None:
+    volumes = Volumes(state, DiskCaps(CAP, CAP))
+    workspace, outbound = state / "workspaces" / "demo", state / "sessions" / "s1" / "outbound"
+    volumes.ensure(workspace, CAP)
+    volumes.ensure(outbound, CAP)
+    volumes.release_all()
+    volumes.image_for(workspace).write_bytes(b"not an ext4 filesystem")
+    assert volumes.mount_existing() == [outbound.resolve()]
+    assert not os.path.ismount(workspace)
