@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -177,3 +180,71 @@ async def test_a_plane_agent_filling_its_workspace_fails_only_itself(
     assert await _ask(plane, BYSTANDER, "and you?") == "echo: and you?"
     assert (await plane.registry.get_agent_group(BYSTANDER)).name == "Bystander"
     assert [entry.kind for entry in await plane.audit.tail(50)]
+
+
+KILLED_PLANE = """
+import sys, trio
+from pathlib import Path
+sys.path.insert(0, {repo!r})
+from ironclaw.host.app import ControlPlane
+from ironclaw.host.config import ControlPlaneConfig
+from ironclaw.host.isolation.volumes import DiskCaps
+from ironclaw.host.modelproxy import Credentials
+
+async def main():
+    config = ControlPlaneConfig(state_dir=Path({state!r}), dev=True, runtime="runc",
+                                key_dir=Path({keys!r}), sandbox_disk=DiskCaps({cap}, {cap}))
+    async with trio.open_nursery() as nursery:
+        plane = await nursery.start(ControlPlane(config, credentials=Credentials()).run)
+        await plane.local.post("demo", "operator", "before the kill")
+        await plane.local.wait_for_reply("demo", after_index=0)
+        print("ready", flush=True)
+        await trio.sleep_forever()
+
+trio.run(main)
+"""
+
+
+@pytest.mark.runc
+def test_a_killed_planes_volumes_are_adopted_at_start_and_released_at_stop(
+        sandbox_tmp: Path, sandbox_image: SandboxImage) -> None:
+    state, keys = sandbox_tmp / "state", sandbox_tmp / "keys"
+    require_runtime(RuntimeKind.RUNC, state)
+    state.mkdir(mode=0o711)
+    pin_image(state, sandbox_image)
+    repo = str(Path(__file__).resolve().parents[2])
+    child = subprocess.Popen(
+        [sys.executable, "-c", KILLED_PLANE.format(repo=repo, state=str(state),
+                                                   keys=str(keys), cap=CAP)],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None
+        with child.stdout:
+            assert child.stdout.readline().strip() == "ready"
+        child.send_signal(signal.SIGKILL)  # no chance to unmount anything
+        child.wait()
+        left = leftover_volumes(state)
+        assert any(entry.startswith("mount:") and entry.endswith("/outbound")
+                   for entry in left), left
+
+        async def restart() -> None:
+            config = ControlPlaneConfig(state_dir=state, dev=True, runtime="runc",
+                                        key_dir=keys, sandbox_disk=DiskCaps(CAP, CAP))
+            async with trio.open_nursery() as nursery:
+                plane = await nursery.start(
+                    ControlPlane(config, credentials=Credentials()).run)
+                mounts = [e for e in leftover_volumes(state) if e.startswith("mount:")]
+                assert sorted(mounts) == sorted(e for e in left if e.startswith("mount:"))
+                await plane.local.post(DEMO_CONVERSATION, "operator", "after")
+                with trio.fail_after(90):
+                    await until_agent_says(plane, lambda text: text == "echo: after")
+                nursery.cancel_scope.cancel()
+
+        trio.run(restart)
+        assert leftover_volumes(state) == []
+        assert leftover_runtime_state(state) == []
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+        release_volumes(state)
