@@ -13,9 +13,9 @@ Lifetime: the host reads a session's outbound directory when no sandbox runs (th
 recovery at start looks for undelivered replies), so a volume, once mounted, stays
 mounted until the control plane stops (:meth:`Volumes.release_all`). At start,
 :meth:`Volumes.mount_existing` mounts every volume whose directory still exists,
-before any session starts, adopting mounts a killed control plane left and releasing
-those whose directory is gone. ``mount -o loop`` sets the loop device to clear itself
-on unmount, so releasing a mount releases its loop device too.
+before any session starts, adopting the mounts a killed control plane left.
+``mount -o loop`` sets the loop device to clear itself on unmount, so releasing a
+mount releases its loop device too.
 
 Blocking throughout: callers run these on worker threads.
 """
@@ -196,10 +196,15 @@ class Volumes:
 
     def _mount_moving_entries(self, image: Path, target: Path) -> None:
         target.mkdir(mode=0o700, parents=True, exist_ok=True)
-        waiting = list(target.iterdir())
         aside = target.with_name(target.name + ".moving")
+        if aside.exists():  # a move that a crash interrupted: start it again
+            if any(target.iterdir()):
+                raise VolumeError(f"both {target} and {aside} hold entries (an "
+                                  "interrupted move into a disk volume): merge them")
+            target.rmdir()
+            aside.rename(target)
+        waiting = list(target.iterdir())
         if waiting:
-            shutil.rmtree(aside, ignore_errors=True)
             target.rename(aside)
             target.mkdir(mode=0o700)
         _run([_tool("mount"), "-t", "ext4", "-o", MOUNT_OPTIONS, str(image), str(target)])

@@ -96,6 +96,18 @@ def test_what_was_written_before_the_volume_moves_into_it(state: Path) -> None:
 
 
 @needs_mount
+def test_a_move_a_crash_interrupted_is_taken_up_again(state: Path) -> None:
+    workspace = state / "workspaces" / "demo"
+    aside = workspace.with_name("demo.moving")
+    workspace.rename(aside)  # as a crash between the rename and the mount leaves it
+    workspace.mkdir()
+    (aside / "notes.txt").write_text("mid-move")
+    Volumes(state, DiskCaps(CAP, CAP)).ensure(workspace, CAP)
+    assert (workspace / "notes.txt").read_text() == "mid-move"
+    assert not aside.exists()
+
+
+@needs_mount
 def test_what_does_not_fit_under_the_cap_stays_where_it_was(state: Path) -> None:
     workspace = state / "workspaces" / "demo"
     (workspace / "big").write_bytes(b"x" * 2 * CAP)
