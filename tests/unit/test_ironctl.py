@@ -347,6 +347,21 @@ async def test_doctor(fake: FakeApi, tmp_path: Path) -> None:
     assert (await ironctl(fake, "doctor")).code == 1
 
 
+async def test_doctor_says_why_the_daemon_may_refuse_the_environment_token(
+        fake: FakeApi) -> None:
+    stale = "icw_" + "r" * 40  # the env token of an owner that has been revoked
+    result = await ironctl(fake, "--json", "doctor", env={"PATH": ""}, token=stale)
+    token = {c["name"]: c for c in result.json()["checks"]}["token"]
+    assert token["status"] == "FAIL" and "HTTP 401" in token["detail"]
+    assert "'owner' principal has been revoked" in token["detail"]
+    assert "api.env_token_refused" in token["detail"] and stale not in token["detail"]
+    # A token given on the command line is not the daemon's: no such hint.
+    result = await ironctl(fake, "--json", "--token", stale, "doctor", env={"PATH": ""},
+                           token=None)
+    token = {c["name"]: c for c in result.json()["checks"]}["token"]
+    assert token["status"] == "FAIL" and "revoked" not in token["detail"]
+
+
 async def test_doctor_reports_an_unreachable_api() -> None:
     result = await ironctl(None, "--addr", "http://127.0.0.1:9", "--timeout", "2", "doctor")
     assert result.code == 1
