@@ -19,11 +19,17 @@ once, then every new transcript entry, user and agent alike, in order::
 plus ``{"type": "accepted", "message_id"}`` for each message of ours the router took,
 and ``{"type": "error", "error", "detail"}`` for one it did not (the socket stays
 open). ``since_index`` in the query replays retained entries after that index first.
+
+Each message spends a token from the principal's chat bucket (``ws_chat_rate_per_second``,
+``ws_chat_burst``; shared by all of the principal's chat connections), checked before
+the frame is even parsed. Without one the message is dropped and answered
+``{"type": "error", "error": "rate_limited", "detail", "retry_after": <s>}``.
 """
 
 from __future__ import annotations
 
 import json
+import math
 
 import trio
 from quart import Response, websocket
@@ -98,6 +104,11 @@ def register(app: QuartTrio, ctx: ApiContext) -> None:
 
     async def _one_message(who: Principal, conversation: str, raw: str | bytes
                            ) -> dict[str, object]:
+        wait = ctx.chat_limiter.take(who.name)
+        if wait:
+            seconds = max(1, math.ceil(wait))
+            return {"type": "error", "error": "rate_limited", "retry_after": seconds,
+                    "detail": f"too many messages; retry after {seconds} s"}
         try:
             message = json.loads(raw) if len(raw) <= ctx.settings.ws_max_message_bytes \
                 else None
