@@ -8,7 +8,8 @@ Client to server::
 
     {"type": "message", "text": "hello", "sender": "alice"}   # sender optional
 
-``sender`` defaults to the principal's name; only owners and admins may name another.
+``sender`` defaults to the principal's name; only owners and admins may name another,
+and never for a chat command (``check_sender``).
 
 Server to client: ``{"type": "ready", "conversation", "agent_group", "last_index"}``
 once, then every new transcript entry, user and agent alike, in order::
@@ -39,9 +40,9 @@ from ironclaw.host.channels import ChannelUnavailable
 from ironclaw.host.gateway import Principal
 
 from .. import render
-from ..context import ApiContext, is_operator
+from ..context import ApiContext
 from ..errors import ApiError, handshake_refusal
-from ..routes.local import resolve_conversation
+from ..routes.local import check_sender, resolve_conversation
 from ..schemas import ENTITY_PATTERN, MAX_TEXT, SENDER_PATTERN
 from ..validate import problems
 from . import auth
@@ -119,9 +120,10 @@ def register(app: QuartTrio, ctx: ApiContext) -> None:
             return {"type": "error", "error": "bad_request", "detail": found}
         assert isinstance(message, dict)
         sender = message.get("sender", who.name)
-        if sender != who.name and not is_operator(who):
-            return {"type": "error", "error": "forbidden",
-                    "detail": f"{who.name} may post only as {who.name!r}"}
+        try:
+            check_sender(who, sender, message["text"])
+        except ApiError as exc:
+            return {"type": "error", "error": "forbidden", "detail": exc.detail}
         try:
             message_id = await local.post(conversation, sender, message["text"])
         except (ValueError, ChannelUnavailable) as exc:
