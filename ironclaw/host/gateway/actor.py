@@ -233,7 +233,7 @@ class Gateway:
         groups = await self._store.call(grants.wired_agent_groups, request.messaging_group_id)
         after = {"request": request.id, "user": request.user_id,
                  "messaging_group": request.messaging_group_id, "member_of": groups}
-        ttl_us = self._ttl(self._config.request_ttl_seconds)
+        ttl_us = self._ttl(self._config.access_ttl_seconds)
         return cast(StoredChange, await self._ask(lambda reply: SubmitChange(
             ChangeKind.ACCESS, groups[0] if groups else request.messaging_group_id,
             canonical_json(after), "system:router", "access request", ttl_us,

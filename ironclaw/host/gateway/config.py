@@ -99,6 +99,14 @@ class GatewayConfig:
     request_ttl_seconds: int | None = 7 * DAY
     max_ttl_seconds: int = attrs.field(default=90 * DAY, validator=_positive)
     max_pending_per_requester: int = attrs.field(default=32, validator=_positive)
+    # Access requests (pairing) are raised by strangers, so they never share one pool
+    # that a few strangers could fill for everyone (with IRC nick rotation, one person
+    # is any number of strangers). Pending ones are capped per sender, per chat and per
+    # channel instance, and live a day, not a week. See docs/channels/pairing-...md.
+    access_ttl_seconds: int = attrs.field(default=DAY, validator=_positive)
+    access_max_pending_per_sender: int = attrs.field(default=2, validator=_positive)
+    access_max_pending_per_chat: int = attrs.field(default=8, validator=_positive)
+    access_max_pending_per_channel: int = attrs.field(default=64, validator=_positive)
     known_tools: frozenset[str] | None = None  # None: any well-formed tool name
     providers: frozenset[str] | None = None  # None: any well-formed provider name
     default_provider: str = "mock"

@@ -99,7 +99,7 @@ class ChangeEngine:
             decision = Decision(change.id, DecisionOutcome.APPROVE, UserId(POLICY), now,
                                 "approved by policy")
         stored, created = await self._store.transaction(
-            records.record_submit, change, decision, self._config.max_pending_per_requester)
+            records.record_submit, change, decision, self._config)
         if not created:
             return stored
         await self._audit.append("change.submit", change_id=change.id, kind=change.kind.value,

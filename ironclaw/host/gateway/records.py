@@ -23,10 +23,13 @@ from ironclaw.host.store.changes import (
 )
 
 from . import grants as g
+from .config import GatewayConfig
 from .messages import access_change_id
 from .rbac import TooManyPending
 
 Conn = Any
+
+ROUTER = "system:router"  # who raises access requests
 
 
 def find(conn: Conn, change_id: str) -> StoredChange | None:
@@ -50,20 +53,52 @@ def _close_access_request(conn: Conn, change: ChangeRequest, decided_by: str,
 
 
 def record_submit(conn: Conn, change: ChangeRequest, decision: Decision | None,
-                  max_pending: int) -> tuple[StoredChange, bool]:
+                  config: GatewayConfig) -> tuple[StoredChange, bool]:
     """Store the change (and the chain's decision, if it made one). Idempotent by id:
     an existing change is returned as it is, with ``False``."""
     existing = find(conn, change.id)
     if existing is not None:
         return existing, False
-    if decision is None and g.count_pending(conn, change.requested_by) >= max_pending:
-        raise TooManyPending(f"{change.requested_by} already has {max_pending} pending changes")
+    if decision is None:
+        _check_quota(conn, change, config)
     stored = _put(conn, change)
     if decision is not None:
         stored = _decide(conn, decision)
         if decision.outcome is DecisionOutcome.REJECT:
             _close_access_request(conn, change, decision.decided_by, decision.decided_at)
     return stored, True
+
+
+def _check_quota(conn: Conn, change: ChangeRequest, config: GatewayConfig) -> None:
+    """Pending changes per requester; for the router's access requests, per sender, per
+    chat and per channel instance instead, so strangers fill only their own share."""
+    request = _access_request_of(change)
+    if request is None:
+        limit = config.max_pending_per_requester
+        if g.count_pending(conn, change.requested_by) >= limit:
+            raise TooManyPending(f"{change.requested_by} already has {limit} pending changes")
+        return
+    for scope, count, limit in (
+        ("sender", g.pending_access_by_sender(conn, request),
+         config.access_max_pending_per_sender),
+        ("chat", g.pending_access_in_chat(conn, request), config.access_max_pending_per_chat),
+        ("channel", g.pending_access_on_channel(conn, request),
+         config.access_max_pending_per_channel),
+    ):
+        if count >= limit:
+            raise TooManyPending(f"access requests: this {scope} already has {limit} pending")
+
+
+def _access_request_of(change: ChangeRequest) -> str | None:
+    """The access request a router-raised ``access`` change was made for (its id is
+    derived from the request's, so nothing else can pass for one)."""
+    if change.kind is not ChangeKind.ACCESS or change.requested_by != ROUTER:
+        return None
+    after = parse_json(change.after, max_bytes=MAX_CHANGE_BYTES)
+    request = after.get("request") if isinstance(after, dict) else None
+    if isinstance(request, str) and change.id == access_change_id(request):
+        return request
+    return None
 
 
 def record_decision(conn: Conn, decision: Decision) -> StoredChange:
