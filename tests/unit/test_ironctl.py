@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from ironclaw.cli.ironctl.changes import decision_line
 from ironclaw.cli.ironctl.output import change_diff, diff_lines
 from tests.unit.test_ironctl_support import (
     APPROVER,
@@ -395,3 +396,11 @@ async def test_doctor_checks_the_channel_config_locally(fake: FakeApi, tmp_path:
     config.write_text("[[channels]\n")
     broken = await ironctl(fake, "doctor", "--config", str(config), env={"PATH": ""})
     assert broken.code == 1 and "FAIL  config" in broken.out
+
+
+def test_a_first_of_two_approvals_says_it_is_still_pending() -> None:
+    first = decision_line({"id": "chg_1", "status": "pending", "decision": None}, "approve")
+    assert "needs a second, different approver" in first and "still pending" in first
+    done = decision_line({"id": "chg_1", "status": "applied",
+                          "decision": {"decided_by": "ada"}}, "approve")
+    assert done == "change chg_1 approved by ada: now applied"

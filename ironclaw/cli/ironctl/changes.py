@@ -148,5 +148,8 @@ def decision_line(decided: Mapping[str, Any], outcome: str) -> str:
     decision = decided.get("decision")
     who = decision.get("decided_by") if isinstance(decision, Mapping) else None
     verb = "approved" if outcome == "approve" else "rejected"
+    if outcome == "approve" and decided.get("status") == "pending":
+        return (f"change {decided.get('id')}: your approval is recorded; it needs a second, "
+                "different approver (the two-person rule), so it is still pending")
     by = f" by {who}" if who else ""
     return f"change {decided.get('id')} {verb}{by}: now {decided.get('status')}"

@@ -295,6 +295,9 @@ class ChatCommands:
             return
         if decided.status is ChangeStatus.APPLIED:
             text = f"Approved and applied: {change.id} ({change.kind.value})."
+        elif decided.status is ChangeStatus.PENDING:
+            text = (f"Your approval of {change.id} is recorded. It needs a second approver "
+                    "(the two-person rule), so it is still pending.")
         else:
             text = (f"Approved: {change.id} is now {decided.status.value}. If its apply "
                     f"failed, an operator can retry it.")

@@ -101,8 +101,31 @@ def _access_request_of(change: ChangeRequest) -> str | None:
     return None
 
 
+def approvers_of(conn: Conn, change_id: str) -> list[str]:
+    """Who approved a pending two-approver change so far, in order."""
+    return [name for (name,) in conn.execute(
+        "SELECT approver FROM change_approvals WHERE change_id = ? "
+        "ORDER BY approved_at, approver", (change_id,))]
+
+
+def record_first_approval(conn: Conn, change_id: str, approver: str, now: int
+                          ) -> StoredChange:
+    """One approval of a change that needs two; it stays pending."""
+    current = _get(conn, change_id)
+    if current.status is not ChangeStatus.PENDING:
+        raise ChangeConflict(f"{change_id} is already {current.status}")
+    conn.execute("INSERT OR IGNORE INTO change_approvals (change_id, approver, approved_at) "
+                 "VALUES (?, ?, ?)", (change_id, approver, now))
+    return current
+
+
+def _forget_approvals(conn: Conn, change_id: str) -> None:
+    conn.execute("DELETE FROM change_approvals WHERE change_id = ?", (change_id,))
+
+
 def record_decision(conn: Conn, decision: Decision) -> StoredChange:
     stored = _decide(conn, decision)
+    _forget_approvals(conn, decision.change_id)
     if decision.outcome is DecisionOutcome.REJECT:
         _close_access_request(conn, stored.change, decision.decided_by, decision.decided_at)
     return stored
@@ -113,5 +136,6 @@ def record_expiry(conn: Conn, change_id: str, now: int) -> StoredChange:
     if current.status is not ChangeStatus.PENDING:
         raise ChangeConflict(f"{change_id} is already {current.status}")
     stored = _expire(conn, change_id, now)
+    _forget_approvals(conn, change_id)
     _close_access_request(conn, stored.change, "expiry", now)
     return stored
