@@ -34,9 +34,9 @@ from .credentials import Credentials, Secret
 
 __all__ = [
     "ANTHROPIC_VERSION",
+    "REQUEST_HEADER_ALLOWLIST",
     "ProviderEndpoint",
     "ProviderKind",
-    "REQUEST_HEADER_ALLOWLIST",
     "SessionRoute",
     "normalize_host",
     "request_headers_for_upstream",

@@ -41,10 +41,12 @@ class Audit:
 class Replies:
     def __init__(self) -> None:
         self.sent: list[OutboundDelivery] = []
+        self.first = trio.Event()
 
     async def deliver(self, delivery: OutboundDelivery) -> DeliveryReceipt:
         await trio.lowlevel.checkpoint()
         self.sent.append(delivery)
+        self.first.set()
         return DeliveryReceipt(delivery.outbound_id, "m1", False)
 
 
@@ -112,8 +114,7 @@ async def test_a_stored_opt_in_is_dropped_at_start_and_commands_are_refused(
                              direct=True)
         assert await commands.intercept(event)
         with trio.fail_after(10):
-            while not replies.sent:
-                await trio.sleep(0.01)
+            await replies.first.wait()
         nursery.cancel_scope.cancel()
     assert [r.text for r in replies.sent] == [cmd.REFUSED_UNAUTHENTICATED]
     (refusal,) = [f for kind, f in world.audit.entries if kind == "chat.command_refused"]
