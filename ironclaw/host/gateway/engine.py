@@ -49,6 +49,7 @@ from .rbac import (
     NotFound,
     Principal,
     StaleChange,
+    chat_principal_name,
     may_approve,
 )
 from .state import ChangeContext, snapshot
@@ -181,11 +182,11 @@ class ChangeEngine:
         by the principal who gave the first. Returns the approvals already given."""
         if not self._config.approver_must_differ(change.kind):
             return []
-        if principal.name == change.requested_by:
+        if _person(principal.name) == _person(change.requested_by):
             raise Forbidden(f"two-person rule: {principal.name} submitted {change.id}, so "
                             f"another principal must approve it")
         earlier = await self._store.call(records.approvers_of, change.id)
-        if principal.name in earlier:
+        if _person(principal.name) in map(_person, earlier):
             raise Conflict(f"{principal.name} already approved {change.id}; it waits for "
                            "a second, different approver")
         return earlier
@@ -316,6 +317,17 @@ class ChangeEngine:
                 log.exception("gateway callback %s failed", getattr(fn, "__name__", fn))
         if scope.cancelled_caught:
             log.warning("gateway callback %s timed out", getattr(fn, "__name__", fn))
+
+
+LOCAL_CHAT = chat_principal_name("local:")
+
+
+def _person(name: str) -> str:
+    """Who is behind a deciding or requesting name, for the two-person rule. A local
+    chat sender is the API principal that posted under its own name (or the daemon's
+    terminal, the operator's), so ``chat:local:<name>`` and ``<name>`` are one person.
+    Other chat identities cannot be linked to a principal and count as their own."""
+    return name.removeprefix(LOCAL_CHAT)
 
 
 def _origin(via: ChatOrigin | None, digest: str | None) -> dict[str, str | None]:

@@ -11,7 +11,7 @@ import pytest
 from test_gateway_support import ADMIN, CONFIG, OWNER, open_gateway
 
 from ironclaw.contract.enums import ChangeKind, ChangeStatus
-from ironclaw.host.gateway import Conflict, Forbidden, GatewayConfig, Principal
+from ironclaw.host.gateway import ChatOrigin, Conflict, Forbidden, GatewayConfig, Principal
 
 OSCAR = Principal("oscar", frozenset({"owner"}))
 RULE = attrs.evolve(CONFIG, separate_approver={"persona"}, two_approvers={"enabled_tools"})
@@ -70,6 +70,26 @@ async def test_two_distinct_approvers_and_the_first_survives_a_restart(
             {"change_id": change_id, "outcome": "approve", "decided_by": "oscar",
              "first_approver": "adam"}]
         assert (await h.registry.get_agent_group("demo")).enabled_tools == ("search", "fetch")
+
+
+async def test_a_local_chat_identity_is_the_principal_that_posted_it(tmp_path: Path) -> None:
+    # An API principal may post a chat command in the local chat under its own name,
+    # so chat:local:<name> is that principal, not a second person.
+    olivia_in_chat = Principal("chat:local:olivia", frozenset({"owner"}),
+                               via=ChatOrigin("local:olivia", "local", "", "dm"))
+    async with open_gateway(tmp_path / "host.db", config=RULE) as h:
+        own = await h.gateway.submit("persona", "demo", {"soul": "a"}, requested_by=OWNER)
+        with pytest.raises(Forbidden, match="two-person rule"):
+            await h.gateway.decide(own.change.id, "approve", olivia_in_chat)
+        two = await h.gateway.submit("enabled_tools", "demo", ["fetch"], requested_by=ADMIN)
+        await h.gateway.decide(two.change.id, "approve", OWNER)
+        with pytest.raises(Conflict):
+            await h.gateway.decide(two.change.id, "approve", olivia_in_chat)
+        # Another platform's identity cannot be linked to a principal: its own person.
+        elsewhere = Principal("chat:telegram:42", frozenset({"owner"}),
+                              via=ChatOrigin("telegram:42", "telegram", "", "42"))
+        done = await h.gateway.decide(two.change.id, "approve", elsewhere)
+        assert done.status is ChangeStatus.APPLIED
 
 
 async def test_one_approval_then_a_reject_ends_it_and_leaves_nothing(tmp_path: Path) -> None:
