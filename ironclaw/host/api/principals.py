@@ -25,6 +25,7 @@ principal is left, the bootstrap mints a new owner under a fresh name.
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import hmac
 import itertools
@@ -62,8 +63,9 @@ class PrincipalRevoked(PrincipalError):
     """The name belongs to a revoked principal, which stays revoked."""
 
     def __init__(self, name: str, revoked_at: int) -> None:
-        super().__init__(f"principal {name!r} was revoked (at {revoked_at} us since the "
-                         "epoch) and stays revoked")
+        when = datetime.datetime.fromtimestamp(revoked_at / 1e6, datetime.UTC)
+        super().__init__(f"principal {name!r} was revoked at {when:%Y-%m-%d %H:%M:%S} UTC "
+                         "and stays revoked")
         self.name = name
         self.revoked_at = revoked_at
 
@@ -122,11 +124,6 @@ def _put(conn: Any, name: str, roles: str, digest: str, at: int, replace: bool) 
     conn.execute("UPDATE principals SET roles = ?, token_hash = ?, created_at = ? "
                  "WHERE name = ? AND revoked_at IS NULL", (roles, digest, at, name))
     return True
-
-
-def _revoked_at(conn: Any, name: str) -> int | None:
-    row = conn.execute("SELECT revoked_at FROM principals WHERE name = ?", (name,)).fetchone()
-    return None if row is None or row[0] is None else int(row[0])
 
 
 def _taken_names(conn: Any) -> set[str]:
@@ -226,9 +223,6 @@ class Principals:
 
     async def active_count(self) -> int:
         return await self._store.call(_count_active)
-
-    async def revoked_at(self, name: str) -> int | None:
-        return await self._store.call(_revoked_at, name)
 
     async def free_owner_name(self) -> str:
         """``owner``, or when that name is taken (a revoked owner keeps it), the first
