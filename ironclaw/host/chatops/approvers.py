@@ -83,8 +83,10 @@ class ChatApprovers:
                 continue
             if await self._store.transaction(q.disable_approver, approver.user_id):
                 dropped.append(approver.user_id)
-                log.warning("chat approvals turned off for %s: %s", approver.user_id,
-                            UnauthenticatedChannel(approver.user_id))
+                log.warning("chat approvals turned off for %s at start: %s",
+                            approver.user_id,
+                            str(UnauthenticatedChannel(approver.user_id)).replace(
+                                "cannot be turned on", "cannot stay on", 1))
                 await self._audit.append("chat.approvals_disabled",
                                          user_id=approver.user_id, by=SYSTEM_CHECK)
         return dropped
