@@ -108,6 +108,9 @@ def print_change(console: Console, change: Mapping[str, Any], *, full: bool = Fa
         fields.append(("expires", when(change.get("expires_at"))))
     if change.get("reason"):
         fields.append(("reason", change.get("reason")))
+    if change.get("approvals"):
+        fields.append(("approved by", ", ".join(map(str, change["approvals"]))
+                       + " (waits for a second approver)"))
     decision = change.get("decision")
     if isinstance(decision, Mapping):
         text = f"{decision.get('outcome')} by {decision.get('decided_by')} at " \

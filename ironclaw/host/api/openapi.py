@@ -133,11 +133,13 @@ def _paths() -> dict[str, Any]:
                 "status", "query", {"type": "string", "enum": statuses},
                 "only changes in this status")))},
         "/v1/changes/{change_id}": {"get": _op(
-            "Show change", "changes", (200, _json(ref("Change"), "the change, with its "
-                                                  "diff")), (404,), params=(change_id,))},
+            "Show change", "changes", (200, _json(ref("ChangeWithApprovals"), "the change, "
+                                                  "with its diff and who approved it so far "
+                                                  "under the two-person rule")),
+            (404,), params=(change_id,))},
         "/v1/changes/{change_id}/decision": {"post": _op(
-            "Decide change", "changes", (200, _json(ref("Change"), "the change after the "
-                                                    "decision")),
+            "Decide change", "changes", (200, _json(ref("ChangeWithApprovals"), "the change "
+                                                    "after the decision")),
             (403, 404, 409, 422, 503), params=(change_id,), body="DecisionRequest",
             description="Approve or reject as the token's principal. 403: the role may "
                         "not approve this kind (any decider may reject), or the "
