@@ -135,7 +135,9 @@ class ControlPlane:
         keystore = await trio.to_thread.run_sync(
             KeyStore.open, state, FileMasterKeySource.in_state_dir(state))
         bus = EventBus()
-        queues = SessionQueues(state, keystore)
+        queues = SessionQueues(state, keystore,
+                               max_inbound_bytes=config.sandbox_disk.inbound_bytes,
+                               events=bus)
         try:
             # The store is a context around the nursery, not a task in it: it must
             # close only after every actor that uses it has finished unwinding.

@@ -47,6 +47,18 @@ class SessionWakeRequested:
 
 
 @attrs.frozen
+class InboundFull:
+    """A row for the session was refused: its inbound.db is at its byte cap. Published
+    at most once a minute per session (``refused`` counts the rows since the last)."""
+
+    type: ClassVar[str] = "session.inbound_full"
+    session_id: str
+    used_bytes: int
+    cap_bytes: int
+    refused: int
+
+
+@attrs.frozen
 class SessionStarted:
     type: ClassVar[str] = "session.started"
     session_id: str

@@ -4,6 +4,13 @@ Router, delivery and sweeper all enqueue through one ``SessionQueues`` so that e
 session's inbound file has one writer object in this process. The fence serialises
 writers anyway; one object also keeps one connection per file. Opening and writing
 block on SQLite, so they run on worker threads.
+
+Every writer it opens carries the per-session byte cap (``DiskCaps.inbound_bytes``).
+A hostile agent drives what the host writes into inbound (tasks it schedules,
+messages it sends other agents, chats it provokes), so the cap bounds the host's own
+writes: a row that does not fit raises ``QueueFull`` for that session alone, and
+:meth:`SessionQueues.inbound_full` reports it as a rate-limited ``session.inbound_full``
+event.
 """
 
 from __future__ import annotations
@@ -17,8 +24,14 @@ import trio
 
 from ironclaw.contract.cipher import SessionKeys
 from ironclaw.contract.layout import QueuePaths, SessionLayout
-from ironclaw.contract.queue import InboundWriter
+from ironclaw.contract.queue import InboundWriter, QueueFull
 from ironclaw.contract.rows import InboundMessage, NewInboundMessage
+from ironclaw.runtime import DiscardEvents, EventSink
+
+from .events import InboundFull
+
+# At most one session.inbound_full event per session per this many seconds.
+INBOUND_FULL_REPORT_EVERY_S = 60.0
 
 
 class SessionSecrets(Protocol):
@@ -33,13 +46,18 @@ class InboundSink(Protocol):
 
 
 class SessionQueues:
-    def __init__(self, state_dir: Path, secrets: SessionSecrets, *, max_open: int = 256
+    def __init__(self, state_dir: Path, secrets: SessionSecrets, *, max_open: int = 256,
+                 max_inbound_bytes: int | None = None, events: EventSink | None = None
                  ) -> None:
         self._state_dir = state_dir
         self._secrets = secrets
         self._max_open = max_open
+        self._max_inbound_bytes = max_inbound_bytes or None
+        self._events = events or DiscardEvents()
         self._writers: OrderedDict[str, InboundWriter] = OrderedDict()
         self._opening = trio.Lock()
+        # session id -> (when last reported, rows refused since)
+        self._full_reports: dict[str, tuple[float, int]] = {}
 
     def keys(self, session_id: str) -> SessionKeys:
         return SessionKeys.from_secret(self._secrets.ensure_session(session_id))
@@ -49,7 +67,8 @@ class SessionQueues:
 
     def _open(self, session_id: str) -> InboundWriter:
         queues = SessionLayout.under(self._state_dir, session_id).create()
-        return InboundWriter(queues.inbound_db, self.keys(session_id).inbound)
+        return InboundWriter(queues.inbound_db, self.keys(session_id).inbound,
+                             max_bytes=self._max_inbound_bytes)
 
     async def inbound(self, session_id: str) -> InboundWriter:
         async with self._opening:
@@ -67,7 +86,28 @@ class SessionQueues:
     async def enqueue(self, session_id: str, messages: Sequence[NewInboundMessage]
                       ) -> list[InboundMessage]:
         writer = await self.inbound(session_id)
-        return await trio.to_thread.run_sync(writer.enqueue_many, list(messages))
+        try:
+            return await trio.to_thread.run_sync(writer.enqueue_many, list(messages))
+        except QueueFull as full:
+            self.inbound_full(session_id, full)
+            raise
+
+    def inbound_full(self, session_id: str, error: QueueFull) -> None:
+        """Report a refused write; publishes at most once per session per
+        ``INBOUND_FULL_REPORT_EVERY_S``, so a flood cannot flood the event stream."""
+        now = trio.current_time()
+        last, refused = self._full_reports.get(session_id, (None, 0))
+        refused += 1
+        if last is not None and now - last < INBOUND_FULL_REPORT_EVERY_S:
+            self._full_reports[session_id] = (last, refused)
+            return
+        if len(self._full_reports) > 4096:  # forget sessions quiet for a whole period
+            self._full_reports = {
+                s: seen for s, seen in self._full_reports.items()
+                if now - seen[0] < INBOUND_FULL_REPORT_EVERY_S}
+        self._full_reports[session_id] = (now, 0)
+        self._events.publish(InboundFull(session_id, error.used_bytes, error.cap_bytes,
+                                         refused))
 
     async def aclose(self) -> None:
         writers, self._writers = list(self._writers.values()), OrderedDict()

@@ -4,7 +4,11 @@ For each wiring of the event's messaging group, highest priority first (ties by
 wiring id), in this order: engage evaluation, mention-sticky continuation, the access
 gate, the sender-scope gate, then enqueue. An engaged message is written with
 ``engages = 1`` and its session is woken; an accumulated one with ``engages = 0`` and
-no wake; a dropped one is not written and resolves no session.
+no wake; a dropped one is not written and resolves no session. A session whose
+inbound queue is at its byte cap takes no row (``inbound_full``, reported by the
+queues as ``session.inbound_full``); when that leaves the event with no row committed
+anywhere, the event is refused (``event.refusal``), so its channel acknowledges
+nothing. Rows already committed for other wirings stand: they are durable.
 
 Unknown senders (no role and no membership for the wiring's agent group) meet the
 messaging group's policy: ``strict`` drops them, ``request_approval`` raises one
@@ -37,6 +41,7 @@ from ironclaw.contract.enums import (
     UnknownSenderPolicy,
 )
 from ironclaw.contract.ids import new_message_id
+from ironclaw.contract.queue import QueueFull
 from ironclaw.contract.rows import MAX_CONTENT_BYTES, NewInboundMessage
 from ironclaw.runtime import DiscardEvents, EventSink
 
@@ -89,6 +94,7 @@ class Decision(enum.StrEnum):
     ACCESS_DENIED = "access_denied"
     ACCESS_REQUESTED = "access_requested"
     SCOPE_DENIED = "scope_denied"
+    INBOUND_FULL = "inbound_full"  # the session's inbound queue is at its byte cap
 
 
 @attrs.frozen
@@ -173,6 +179,9 @@ class Router:
                                                outcome.decision.value, outcome.session_id,
                                                outcome.message_id))
             outcomes.append(outcome)
+        full = [o for o in outcomes if o.decision is Decision.INBOUND_FULL]
+        if full and not any(o.message_id for o in outcomes):
+            event.refusal.append("the session's inbound queue is full")
         if event.accepted is not None:
             event.accepted.set()
         return outcomes
@@ -213,10 +222,14 @@ class Router:
 
         session = await self._registry.resolve_session(
             wiring.agent_group_id, group.id, event.thread_id, wiring.session_mode)
-        (written,) = await self._queues.enqueue(session.id, [NewInboundMessage(
-            id=new_message_id("in"), kind=MessageKind.CHAT, content=_cap_content(event.text),
-            engages=engaged, platform_id=event.platform_id, channel_type=event.channel,
-            thread_id=event.thread_id)])
+        try:
+            (written,) = await self._queues.enqueue(session.id, [NewInboundMessage(
+                id=new_message_id("in"), kind=MessageKind.CHAT,
+                content=_cap_content(event.text), engages=engaged,
+                platform_id=event.platform_id, channel_type=event.channel,
+                thread_id=event.thread_id)])
+        except QueueFull:
+            return outcome(Decision.INBOUND_FULL, session.id)
         if not engaged:
             return outcome(Decision.ACCUMULATED, session.id, written.id)
         await self._wakes.send(Wake(session.id))

@@ -11,6 +11,9 @@ from .errors import (
     QueueError as QueueError,
 )
 from .errors import (
+    QueueFull as QueueFull,
+)
+from .errors import (
     QueueNotReady as QueueNotReady,
 )
 from .errors import (

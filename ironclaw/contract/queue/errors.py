@@ -33,3 +33,14 @@ class QueueTooLarge(QueueError):
 
 class QueueWriteRefused(QueueError):
     """A write was refused before it reached the file: bad input or a closed writer."""
+
+
+class QueueFull(QueueWriteRefused):
+    """A write that would grow the file past its byte cap was rolled back: nothing of
+    it is in the file. Writes that do not grow it (acks, pruning) still go through,
+    and once pruning frees pages, growing writes fit again."""
+
+    def __init__(self, message: str, *, used_bytes: int, cap_bytes: int) -> None:
+        super().__init__(message)
+        self.used_bytes = used_bytes
+        self.cap_bytes = cap_bytes

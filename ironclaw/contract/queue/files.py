@@ -6,6 +6,16 @@ Every use of the connection happens inside a fence window (see fence.py), includ
 the first read after open, because that read may roll back a hot journal left by a
 crashed writer and so modify the file.
 
+Byte cap (optional, the host's inbound writer sets one): a transaction opened with
+``capped=True`` is rolled back with ``QueueFull`` when it would leave the file's pages
+in use, plus its live journal, above the cap. It is checked twice inside the fence
+window: before the transaction's statements run (a full file costs no work) and
+after them, before COMMIT, on the transaction's own view of the file; so the file
+never holds more than the cap. Pages freed by a DELETE go to SQLite's free list and
+are reused before the file grows, so the file's size stays at the most it ever held
+in use, never above the cap. Transactions that only settle or delete rows (acks,
+progress, pruning) are not capped: refusing them would keep a full file full.
+
 Reader: never opens the live file with SQLite. It copies the file's bytes while the
 fence holds one even value before and after the copy, writes the copy (still
 ciphertext) to a private scratch file, and opens that read-only and immutable. So a
@@ -33,6 +43,7 @@ from ..cipher import BUSY_TIMEOUT_MS, CIPHER_COMPATIBILITY, RawKey
 from .errors import (
     QueueBusy,
     QueueError,
+    QueueFull,
     QueueNotReady,
     QueueSchemaError,
     QueueTooLarge,
@@ -91,8 +102,9 @@ class FencedWriterFile:
     same side are serialised by the fence's lock."""
 
     def __init__(self, db_path: Path, key: RawKey, ddl: str, *, vfs: str | None = None,
-                 durable_fence: bool = True) -> None:
+                 durable_fence: bool = True, max_bytes: int | None = None) -> None:
         self.db_path = db_path
+        self.max_bytes = max_bytes
         self._lock = threading.Lock()
         self._fence = WriterFence(fence_path_for(db_path), durable=durable_fence)
         self._closed = False
@@ -122,15 +134,21 @@ class FencedWriterFile:
             raise
 
     @contextlib.contextmanager
-    def transaction(self) -> Iterator[Connection]:
-        """One committed transaction inside one fence window."""
+    def transaction(self, *, capped: bool = False) -> Iterator[Connection]:
+        """One committed transaction inside one fence window. With ``capped`` (and a
+        ``max_bytes``), one that would leave the file above its cap is rolled back
+        and raises QueueFull."""
         with self._lock:
             if self._closed:
                 raise QueueWriteRefused("writer is closed")
             with self._fence.writing(self._file_size):
                 self._conn.execute("BEGIN IMMEDIATE")
                 try:
+                    if capped:
+                        self._check_cap()
                     yield self._conn
+                    if capped:
+                        self._check_cap()
                 except BaseException:
                     self._conn.execute("ROLLBACK")
                     raise
@@ -168,6 +186,27 @@ class FencedWriterFile:
                         yield self._conn
                     finally:
                         self._conn.execute("COMMIT")
+
+    def used_bytes(self) -> int:
+        """Bytes the file's pages in use and its live journal take, as this
+        connection sees them (inside a transaction: including its own changes)."""
+        (page_size,) = self._conn.execute("PRAGMA page_size").fetchone()
+        (pages,) = self._conn.execute("PRAGMA page_count").fetchone()
+        (free,) = self._conn.execute("PRAGMA freelist_count").fetchone()
+        try:
+            journal = os.stat(self.db_path.with_name(self.db_path.name + "-journal")).st_size
+        except OSError:
+            journal = 0
+        # SQLCipher answers some pragmas as text.
+        return (int(pages) - int(free)) * int(page_size) + journal
+
+    def _check_cap(self) -> None:
+        if self.max_bytes is None:
+            return
+        used = self.used_bytes()
+        if used > self.max_bytes:
+            raise QueueFull(f"{self.db_path.name} would hold {used} bytes, over its cap "
+                            f"of {self.max_bytes}", used_bytes=used, cap_bytes=self.max_bytes)
 
     def _file_size(self) -> int:
         try:

@@ -47,12 +47,17 @@ _ACK_PREDECESSORS: dict[AckStatus, tuple[str, ...]] = {
 
 
 class InboundWriter:
-    """Sole writer of a session's inbound.db. Creates the file and schema if absent."""
+    """Sole writer of a session's inbound.db. Creates the file and schema if absent.
+
+    With ``max_bytes``, enqueueing is capped (see files.py): a batch that would take
+    the file past the cap raises QueueFull and writes nothing. Acks, progress,
+    routing, destinations and pruning are never refused for size: they settle or
+    delete rows, or are sized by the host's own configuration."""
 
     def __init__(self, db_path: Path, key: RawKey, *, vfs: str | None = None,
-                 durable_fence: bool = True) -> None:
+                 durable_fence: bool = True, max_bytes: int | None = None) -> None:
         self._file = FencedWriterFile(db_path, key, INBOUND_DDL, vfs=vfs,
-                                      durable_fence=durable_fence)
+                                      durable_fence=durable_fence, max_bytes=max_bytes)
 
     def close(self) -> None:
         self._file.close()
@@ -69,7 +74,8 @@ class InboundWriter:
 
     def enqueue_many(self, messages: Sequence[r.NewInboundMessage], *,
                      now: int | None = None) -> list[r.InboundMessage]:
-        """All in one commit: either every row is durable or none is."""
+        """All in one commit: either every row is durable or none is (QueueFull when
+        the batch does not fit under the cap)."""
         stamp = now if now is not None else now_us()
         for message in messages:
             try:
@@ -77,7 +83,7 @@ class InboundWriter:
             except (r.RowInvalid, ValueError) as exc:
                 raise QueueWriteRefused(str(exc)) from None
         written = []
-        with self._file.transaction() as conn:
+        with self._file.transaction(capped=True) as conn:
             for m in messages:
                 due_later = m.process_after is not None and m.process_after > stamp
                 status = InboundStatus.SCHEDULED if due_later else InboundStatus.QUEUED
@@ -149,6 +155,11 @@ class InboundWriter:
                 (*done, finished_before))
             return int(conn.execute(f"DELETE FROM messages_in WHERE {where}",
                                     (*done, finished_before)).rowcount)
+
+    def used_bytes(self) -> int:
+        """What the cap counts: bytes of pages in use plus any live journal."""
+        with self._file.reading():
+            return self._file.used_bytes()
 
     def unfinished_count(self, *, now: int | None = None) -> int:
         """Rows the sandbox still owes an answer for, due by ``now``: the host's way

@@ -16,6 +16,7 @@ from ironclaw.host.channels.base import Deliver as Deliver
 from ironclaw.host.channels.base import DeliveryFailed as DeliveryFailed
 from ironclaw.host.channels.base import DeliveryReceipt as DeliveryReceipt
 from ironclaw.host.channels.base import InboundEvent as InboundEvent
+from ironclaw.host.channels.base import InboundRefused as InboundRefused
 from ironclaw.host.channels.base import OutboundDelivery as OutboundDelivery
 from ironclaw.host.channels.base import safe_reason as safe_reason
 from ironclaw.host.channels.channels import Channels as Channels

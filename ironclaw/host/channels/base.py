@@ -65,6 +65,10 @@ class InboundEvent:
     # Set by the router once every row for this event is committed: an adapter that
     # must only acknowledge durable messages (invariant 10) waits on it.
     accepted: trio.Event | None = attrs.field(default=None, eq=False, repr=False)
+    # Filled by the router, before it sets ``accepted``, when it committed none of the
+    # event's rows because the session's inbound queue is full: the reason. Nothing is
+    # durable then, so nothing may be acknowledged (see InboundRefused).
+    refusal: list[str] = attrs.field(factory=list, eq=False, repr=False)
 
 
 @attrs.frozen
@@ -116,6 +120,12 @@ class DeliveryFailed(ChannelError):
 
 class ChannelUnavailable(ChannelError):
     """No adapter can take this right now: not configured, stopped, or not serving."""
+
+
+class InboundRefused(ChannelUnavailable):
+    """The router committed nothing of a message: its session's inbound queue is at its
+    byte cap. Nothing is durable, so the platform must not be told it was taken; it
+    may send it again once the session has worked through its queue."""
 
 
 @attrs.frozen(eq=False)

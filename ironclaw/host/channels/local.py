@@ -32,6 +32,7 @@ from ironclaw.host.channels.base import (
     DeliveryFailed,
     DeliveryReceipt,
     InboundEvent,
+    InboundRefused,
     OutboundDelivery,
 )
 from ironclaw.host.channels.ledger import DeliveryLedger, IdempotentDelivery, MemoryDeliveryLedger
@@ -175,7 +176,8 @@ class LocalChannel:
         ``direct`` marks the conversation as a one-to-one chat with the bot (where
         owners may decide changes from chat). Waits while the router is behind
         (back-pressure). Raises
-        :class:`ChannelUnavailable` when the channel is not being served, and
+        :class:`ChannelUnavailable` when the channel is not being served
+        (:class:`InboundRefused` when the session's inbound queue is full), and
         ``ValueError`` for an empty conversation or sender or an oversized text.
         """
         if not conversation or not sender:
@@ -210,6 +212,8 @@ class LocalChannel:
             with trio.fail_after(self._accept_timeout):
                 assert event.accepted is not None
                 await event.accepted.wait()
+            if event.refusal:
+                raise InboundRefused(event.refusal[0])
         except BaseException as exc:
             # Not accepted (cancelled, or the channel went away): it never happened.
             if entry in state.entries:

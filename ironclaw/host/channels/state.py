@@ -14,10 +14,17 @@ row for the event, and only then mark the event seen and move the cursor, in one
 transaction. A crash between the commit and that transaction makes the platform give
 the event again and it is routed a second time: a window one event wide, the usual
 at-least-once. Marking first would close it by losing the event instead.
+
+When the router refuses an event (its session's inbound queue is full) nothing was
+committed, so the event is not marked seen: a platform that redelivers (a webhook
+retry) routes it again. A cursor still moves past it, because a polling stream cannot
+hold one message back without stalling every conversation behind it; the refusal is
+logged and published as ``session.inbound_full``.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import attrs
@@ -26,9 +33,11 @@ import trio
 from ironclaw.contract.clock import now_us
 
 from ..store.actor import HostStore
-from .base import InboundEvent
+from .base import InboundEvent, InboundRefused
 
 __all__ = ["ChannelState", "prune_seen_events"]
+
+logger = logging.getLogger(__name__)
 
 # Seen ids older than this are forgotten by ``prune``; platforms redeliver within
 # minutes or hours, never weeks.
@@ -103,18 +112,32 @@ class ChannelState:
 
     async def hand_over(self, events: trio.MemorySendChannel[InboundEvent],
                         event: InboundEvent, *, event_id: str | None,
-                        cursor: tuple[str, str] | None = None) -> bool:
+                        cursor: tuple[str, str] | None = None,
+                        raise_refused: bool = False) -> bool:
         """Route ``event`` unless ``event_id`` was seen before, wait until the router has
         committed it, then settle. Returns False for a duplicate (dropped, but the cursor
         still moves past it). ``event.accepted`` is supplied here; pass an event without
-        one."""
+        one. A refused event (its session's inbound is full) is not marked seen; it
+        raises :class:`InboundRefused` with ``raise_refused`` (for an adapter that can
+        answer its platform with a failure), and is otherwise logged and returns
+        False."""
         if event_id is not None and await self.seen(event_id):
             if cursor is not None:
                 await self.save_cursor(*cursor)
             return False
         accepted = trio.Event()
-        await events.send(_with_accepted(event, accepted))
+        handed = _with_accepted(event, accepted)
+        await events.send(handed)
         await accepted.wait()
+        if handed.refusal:
+            with trio.CancelScope(shield=True):
+                if cursor is not None:
+                    await self.save_cursor(*cursor)
+            if raise_refused:
+                raise InboundRefused(handed.refusal[0])
+            logger.warning("%s/%s: a message was refused: %s", self.channel,
+                           self.instance or "default", handed.refusal[0])
+            return False
         # The rows are committed: settle even if we are being cancelled now, or a
         # restart would route this event again.
         with trio.CancelScope(shield=True):

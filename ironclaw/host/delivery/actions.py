@@ -28,6 +28,7 @@ from ironclaw.contract.actions import (
     UnknownAction,
     parse_system_action,
 )
+from ironclaw.contract.queue import QueueFull
 from ironclaw.contract.rows import OutboundMessage
 from ironclaw.host.mailboxes import CapabilityGate
 from ironclaw.host.questions import Question, QuestionConflict, Questions
@@ -74,7 +75,9 @@ class ActionDispatcher:
             return Refused(f"malformed system action: {public_reason(action.reason)}")
         try:
             return await self._dispatch(session_id, agent_group_id, key, row, action)
-        except (ValueError, LookupError, QuestionConflict) as exc:
+        except (ValueError, LookupError, QuestionConflict, QueueFull) as exc:
+            # QueueFull: the session's own inbound is at its cap (a list_tasks answer
+            # did not fit); refused like any other permanent failure, never retried.
             name = type(exc).__name__
             return Refused(f"{name}: {public_reason(str(exc))}" if str(exc) else name)
 

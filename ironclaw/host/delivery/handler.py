@@ -17,6 +17,7 @@ from typing import Protocol
 import attrs
 
 from ironclaw.contract.enums import MessageKind
+from ironclaw.contract.queue import QueueFull
 from ironclaw.contract.rows import OutboundMessage, RowRejection
 from ironclaw.host.channels.base import (
     ChannelUnavailable,
@@ -92,7 +93,7 @@ class RowHandler:
             if isinstance(target, Denied):
                 return await self._deny(session_id, key, row, target.reason)
             if isinstance(target, AgentTarget):
-                return await self._to_agent(context, key, row, target)
+                return await self._to_agent(context, key, row, target, attempt)
             return await self._send(session_id, key, row, target, row.content, ledger,
                                     attempt)
         if row.kind is MessageKind.SYSTEM:
@@ -124,11 +125,17 @@ class RowHandler:
         return (await self._channels.deliver(delivery)).platform_message_id
 
     async def _to_agent(self, context: SessionContext, key: str, row: OutboundMessage,
-                        target: AgentTarget) -> Outcome:
+                        target: AgentTarget, attempt: int) -> Outcome:
         session_id = context.session_id
-        sent = await self._relay.relay(session_id=session_id,
-                                       sender_group_id=context.agent_group_id, key=key,
-                                       row=row, target=target)
+        try:
+            sent = await self._relay.relay(session_id=session_id,
+                                           sender_group_id=context.agent_group_id,
+                                           key=key, row=row, target=target)
+        except QueueFull:
+            # The target's inbound is at its cap: a permanent failure for this row
+            # (retrying would only press on a full queue), settled at once.
+            return await self.dead_letter(session_id, row, attempt,
+                                          "the target session's inbound is full")
         if isinstance(sent, Denied):
             return await self._deny(session_id, key, row, sent.reason)
         assert isinstance(sent, Relayed)

@@ -31,6 +31,8 @@ from pathlib import Path
 
 import attrs
 
+from ironclaw.contract.queue.files import DEFAULT_MAX_FILE_BYTES
+
 __all__ = ["DiskCaps", "VolumeError", "Volumes", "leftover_volumes", "release_volumes"]
 
 logger = logging.getLogger(__name__)
@@ -49,16 +51,25 @@ class VolumeError(RuntimeError):
 class DiskCaps:
     """Bytes each writable bind may hold. The workspace is shared by an agent group's
     sessions; outbound is one session's. 0 turns a cap off (the directory then lives
-    on the state directory's own filesystem, uncapped)."""
+    on the state directory's own filesystem, uncapped).
+
+    ``inbound_bytes`` is no volume: the host is inbound.db's only writer, so the host
+    enforces it at its own writer (``InboundWriter``, see ``ironclaw.host.queues``).
+    It may not exceed what the sandbox's reader copies (``DEFAULT_MAX_FILE_BYTES``):
+    a larger file could never be read."""
 
     workspace_bytes: int = 1024 * MiB
     outbound_bytes: int = 256 * MiB
+    inbound_bytes: int = 64 * MiB
 
     def __attrs_post_init__(self) -> None:
         for name in ("workspace_bytes", "outbound_bytes"):
             value = getattr(self, name)
             if value and not (16 * MiB <= value <= 1 << 40):
                 raise ValueError(f"{name} must be 0 (off) or between 16 MiB and 1 TiB")
+        if self.inbound_bytes and not (MiB <= self.inbound_bytes <= DEFAULT_MAX_FILE_BYTES):
+            raise ValueError("inbound_bytes must be 0 (off) or between 1 MiB and "
+                             f"{DEFAULT_MAX_FILE_BYTES // MiB} MiB")
 
     @classmethod
     def from_table(cls, table: object) -> DiskCaps:
@@ -66,7 +77,7 @@ class DiskCaps:
         types are errors, never ignored."""
         if not isinstance(table, dict):
             raise ValueError("sandbox_disk must be a table")
-        fields = ("workspace_bytes", "outbound_bytes")
+        fields = ("workspace_bytes", "outbound_bytes", "inbound_bytes")
         unknown = sorted(set(table) - set(fields))
         if unknown:
             raise ValueError(f"sandbox_disk: unknown key(s) {', '.join(unknown)}")

@@ -14,7 +14,7 @@ from typing import Protocol
 
 import trio
 
-from ironclaw.contract.queue import InboundWriter, QueueWriteRefused
+from ironclaw.contract.queue import InboundWriter, QueueFull, QueueWriteRefused
 from ironclaw.contract.rows import MAX_CONTENT_BYTES, NewInboundMessage
 from ironclaw.host.mailboxes import SessionsMessage, Wake, WakeSink
 
@@ -25,6 +25,10 @@ class InboundQueues(Protocol):
     """What :class:`ironclaw.host.queues.SessionQueues` offers: the session's writer."""
 
     async def inbound(self, session_id: str) -> InboundWriter: ...
+
+    def inbound_full(self, session_id: str, error: QueueFull) -> None:
+        """Report that ``session_id``'s inbound refused a row for size."""
+        ...
 
 
 def cap_content(text: str, max_bytes: int = MAX_CONTENT_BYTES) -> str:
@@ -51,18 +55,29 @@ class SessionInbox:
                   wake_reason: str) -> bool:
         """Enqueue ``message`` unless a row with its id exists; wake the session if the
         row engages (also when it already existed: a crash may have come between the
-        write and the wake, and a spare wake is harmless). True if newly written."""
+        write and the wake, and a spare wake is harmless). True if newly written.
+        Raises QueueFull, after reporting it, when the session's inbound is at its cap:
+        nothing was written, and the caller settles what caused the row."""
+        try:
+            written = await self._write(session_id, message)
+        except QueueFull as full:
+            self._queues.inbound_full(session_id, full)
+            raise
+        if message.engages:
+            await self._wakes.wake(session_id, wake_reason)
+        return written
+
+    async def _write(self, session_id: str, message: NewInboundMessage) -> bool:
         try:
             writer = await self._queues.inbound(session_id)
-            written = await trio.to_thread.run_sync(_enqueue_once, writer, message)
+            return await trio.to_thread.run_sync(_enqueue_once, writer, message)
+        except QueueFull:
+            raise
         except QueueWriteRefused:
             # The writer may have been closed under us (the queues' LRU evicted it):
             # fetch it again once. A refusal of the row itself repeats and propagates.
             writer = await self._queues.inbound(session_id)
-            written = await trio.to_thread.run_sync(_enqueue_once, writer, message)
-        if message.engages:
-            await self._wakes.wake(session_id, wake_reason)
-        return written
+            return await trio.to_thread.run_sync(_enqueue_once, writer, message)
 
     async def writer(self, session_id: str) -> InboundWriter:
         return await self._queues.inbound(session_id)

@@ -5,7 +5,9 @@ actions (delivery calls them; the anchor left them unrecognised and so escalated
 to a human). ``fire_due`` is called by the sweeper: each due task becomes one inbound
 ``task`` row (``engages = 1``, ``series_id`` = the task id, content = the prompt) in its
 session, which is then woken; a recurring task moves to its first slot strictly after
-now, a one-shot one is done.
+now, a one-shot one is done. When the session's inbound is at its byte cap the slot is
+skipped the same way (``task.fire_failed`` with reason ``QueueFull``), so a task never
+retries into a full queue.
 
 Exactly once per slot, across crashes: the inbound row's id is ``<task id>.<slot>``, so
 re-firing a slot whose row was written before a crash writes nothing; and the task
@@ -25,6 +27,7 @@ from ironclaw.contract.clock import to_iso
 from ironclaw.contract.enums import MessageKind
 from ironclaw.contract.ids import new_message_id, validate_message_id
 from ironclaw.contract.jsonvalue import canonical_json
+from ironclaw.contract.queue import QueueFull
 from ironclaw.contract.rows import NewInboundMessage
 from ironclaw.host.store import HostStore
 from ironclaw.runtime import DiscardEvents, EventSink
@@ -214,9 +217,16 @@ class Scheduler:
         slot = task.next_run_at
         assert slot is not None  # due() selects next_run_at <= now
         inbound_id = validate_message_id(f"{task.id}.{slot}")
-        await self._inbox.put(task.session_id, NewInboundMessage(
-            id=inbound_id, kind=MessageKind.TASK, content=task.prompt, engages=True,
-            series_id=task.id, recurrence=task.recurrence), wake_reason="task")
+        try:
+            await self._inbox.put(task.session_id, NewInboundMessage(
+                id=inbound_id, kind=MessageKind.TASK, content=task.prompt, engages=True,
+                series_id=task.id, recurrence=task.recurrence), wake_reason="task")
+            skipped = False
+        except QueueFull:
+            # The session's own inbound is at its cap (its agent scheduled more than
+            # it finishes): the slot is skipped, never retried into a full queue. A
+            # series moves on to its next slot; a one-shot task is done.
+            skipped = True
         rule = parse_recurrence(task.recurrence)
         status, next_run = t.TaskStatus.DONE, None
         if rule is not None:
@@ -228,11 +238,16 @@ class Scheduler:
             except InvalidSchedule:
                 pass  # the rule has no further slot: the series is over
         after = attrs.evolve(task, status=status, next_run_at=next_run, last_run_at=now,
-                             fired_count=task.fired_count + 1, updated_at=now)
+                             fired_count=task.fired_count + (0 if skipped else 1),
+                             updated_at=now)
         try:
             await self._store.transaction(t.replace, task, after)
         except t.TaskConflict:
             return False  # cancelled or advanced meanwhile; the row exists at most once
+        if skipped:
+            logger.warning("task %s skipped a slot: its session's inbound is full", task.id)
+            self._events.publish(TaskFireFailed(task.id, task.session_id, "QueueFull"))
+            return False
         self._events.publish(TaskFired(task.id, task.session_id, slot, next_run, inbound_id))
         return True
 

@@ -135,7 +135,12 @@ def test_the_config_file_sets_the_caps(tmp_path: Path) -> None:
     config.write_text("[sandbox_disk]\nworkspace_bytes = \"1G\"\n")
     with pytest.raises(ConfigFileError, match="whole number"):
         load_config_file(config)
+    config.write_text("[sandbox_disk]\ninbound_bytes = 2097152\n")
+    assert load_config_file(config)["sandbox_disk"] == DiskCaps(inbound_bytes=2 * 1024 * 1024)
     config.write_text("[sandbox_disk]\ninbound_bytes = 1\n")
+    with pytest.raises(ConfigFileError, match="inbound_bytes must be"):
+        load_config_file(config)
+    config.write_text("[sandbox_disk]\nhost_bytes = 1\n")
     with pytest.raises(ConfigFileError, match="unknown"):
         load_config_file(config)
 

@@ -15,6 +15,9 @@ a quart-trio app, on ``listen``, loopback by default). A request is answered, in
    (it is behind) or too many requests are in flight. The event may still be committed
    later; a retry with the same ``id`` then gets ``"duplicate": true``, never a second
    routing (the hand-over runs on in the adapter's own nursery, not in the request).
+   Also 503 with ``Retry-After`` when the router refused the event because its
+   session's inbound queue is full: nothing was committed, and a retry with the same
+   ``id`` is routed afresh.
 
 Outbound, each reply (split at ``max_text_chars``) is POSTed to ``url`` as
 ``{"id", "chat", "thread", "text"}``, signed the same way with ``outbound_secret``
@@ -49,6 +52,7 @@ from ironclaw.host.channels.base import (
     DeliveryFailed,
     DeliveryReceipt,
     InboundEvent,
+    InboundRefused,
     OutboundDelivery,
 )
 from ironclaw.host.channels.ledger import IdempotentDelivery
@@ -105,6 +109,7 @@ class _HandOver:
     done: trio.Event = attrs.field(factory=trio.Event)
     committed: bool = False  # the router has it (now or before): safe to answer 200
     routed: bool = False  # False: the id had been seen before (a duplicate)
+    refused: str | None = None  # the router committed nothing: why (answer 503)
 
 
 class _Rejected(Exception):
@@ -249,6 +254,9 @@ class WebhookAdapter:
             nursery.start_soon(self._hand_over, events, event_id, event, hand_over)
         with trio.move_on_after(self.config.accept_timeout):
             await hand_over.done.wait()
+        if hand_over.refused is not None:
+            raise _Rejected(503, "unavailable", hand_over.refused,
+                            {"Retry-After": str(RETRY_AFTER_S)})
         if not hand_over.committed:
             raise _Rejected(503, "unavailable", "the event was not committed in time; "
                             "retry with the same id", {"Retry-After": str(RETRY_AFTER_S)})
@@ -257,8 +265,11 @@ class WebhookAdapter:
     async def _hand_over(self, events: trio.MemorySendChannel[InboundEvent], event_id: str,
                          event: InboundEvent, hand_over: _HandOver) -> None:
         try:
-            hand_over.routed = await self._state.hand_over(events, event, event_id=event_id)
+            hand_over.routed = await self._state.hand_over(events, event, event_id=event_id,
+                                                           raise_refused=True)
             hand_over.committed = True
+        except InboundRefused as refused:
+            hand_over.refused = str(refused)  # nothing committed: the sender retries
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass  # the router is gone: we are stopping, the sender will retry
         finally:
