@@ -187,15 +187,17 @@ class Harness:
 
 
 @asynccontextmanager
-async def open_harness(tmp: Path, clock: WallClock | None = None) -> AsyncIterator[Harness]:
+async def open_harness(tmp: Path, clock: WallClock | None = None, *,
+                       max_inbound_bytes: int | None = None) -> AsyncIterator[Harness]:
     state = tmp / "state"
     keystore = KeyStore.open(state, FileMasterKeySource.in_state_dir(state))
     clock = clock or TrioClock(EPOCH_US)
     async with open_host_store(tmp / "host.db", secrets.token_bytes(32)) as store, \
             open_audit_log(state, secrets.token_bytes(32)) as audit:
         registry = Registry(store)
-        queues = SessionQueues(state, keystore)
         events, wakes = RecordingSink(), WakeRecorder()
+        queues = SessionQueues(state, keystore, max_inbound_bytes=max_inbound_bytes,
+                               events=events)
         inbox = SessionInbox(queues, wakes)
         changes = ChangeStore(store)
         local = ScriptedLocal()
