@@ -117,10 +117,13 @@ class Endpoint:
         self.routed: list[InboundEvent] = []
         self.held: list[InboundEvent] = []  # given to the router, not yet committed
         self.hold = False
+        self.refuse = False  # answer as the router does for a full inbound queue
 
     async def route(self, receive: trio.MemoryReceiveChannel[InboundEvent]) -> None:
         async for event in receive:
             self.routed.append(event)
+            if self.refuse:
+                event.refusal.append("the session's inbound queue is full")
             if self.hold:
                 self.held.append(event)
             else:
@@ -177,6 +180,21 @@ async def test_a_router_that_is_behind_gets_503_and_the_retry_is_a_duplicate(
             third = await endpoint.post(_event("slow-1"))
             assert third.json() == {"accepted": True, "duplicate": True}
             assert len(endpoint.routed) == 1
+
+
+async def test_an_event_refused_for_a_full_inbound_gets_503_and_is_routed_again(
+        tmp_path: Path) -> None:
+    with trio.fail_after(20):
+        async with open_endpoint(tmp_path) as endpoint:
+            endpoint.refuse = True
+            refused = await endpoint.post(_event("full-1"))
+            assert refused.status_code == 503 and refused.headers["Retry-After"] == "5"
+            assert "inbound queue is full" in refused.json()["detail"]
+            # Nothing was committed, so the retry is no duplicate: it is routed afresh.
+            endpoint.refuse = False
+            retried = await endpoint.post(_event("full-1"))
+            assert retried.json() == {"accepted": True, "duplicate": False}
+            assert len(endpoint.routed) == 2
 
 
 async def test_a_chunked_body_over_the_cap_is_413(tmp_path: Path) -> None:
