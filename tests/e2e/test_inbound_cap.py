@@ -66,18 +66,20 @@ async def ask(plane: ControlPlaneHandles, conversation: str, text: str) -> str:
             mark = reply.index
 
 
-async def flood(plane: ControlPlaneHandles) -> int:
+async def flood(plane: ControlPlaneHandles, later: dt.datetime) -> int:
     """Ask the demo session for one big task after another until a chat is refused;
-    return how many were asked for."""
+    return how many were asked for. Every other task is due at once (task rows and the
+    chats asking for them fill the queue together); the rest come due ``later``, after
+    the queue is full."""
     for asked in range(500):
-        run_at = dt.datetime.now(dt.UTC).isoformat()
-        directive = json.dumps({"prompt": PROMPT, "run_at": run_at})
+        due = dt.datetime.now(dt.UTC) if asked % 2 == 0 else later
+        directive = json.dumps({"prompt": PROMPT, "run_at": due.isoformat()})
         try:
             await plane.local.post(DEMO_CONVERSATION, "operator",
                                    f"tool:schedule_task {directive}")
         except InboundRefused:
             return asked
-        await trio.sleep(0.05)  # give the sweeper a turn: tasks fire meanwhile
+        await trio.sleep(0.05)  # let the agent take its turns
     raise AssertionError("the flooded inbound was never refused")
 
 
@@ -100,13 +102,14 @@ async def test_a_task_flood_fills_only_its_own_inbound(
                     answered.append(await ask(plane, BYSTANDER, f"ping {turn}"))
 
             nursery.start_soon(bystander)
-            asked = await flood(plane)
+            later = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=15)
+            asked = await flood(plane, later)
             nursery.cancel_scope.cancel()
         assert asked > 10
         with trio.fail_after(30):
             reported = await full_events.receive()
         # The skipped slots: tasks that came due after the queue filled.
-        with trio.fail_after(30):
+        with trio.fail_after(60):
             skip = await skipped.receive()
     assert isinstance(reported, Envelope) and isinstance(skip, Envelope)
     report, failure = reported.event, skip.event
@@ -117,6 +120,16 @@ async def test_a_task_flood_fills_only_its_own_inbound(
     flooded = sessions[demo_group.id]
     assert (report.session_id, report.cap_bytes) == (flooded, CAP)
     assert failure.session_id == flooded
+    # Task rows took part in filling it: some fired before it was full.
+    fired = 0
+    async with plane.events.subscribe("task.fired", since=0) as fired_events:
+        while True:
+            try:
+                fired_events.receive_nowait()
+            except trio.WouldBlock:
+                break
+            fired += 1
+    assert fired >= 1
 
     # The bystander answered all along, and still does; its inbound is far from full.
     assert answered == [f"echo: ping {turn}" for turn in range(len(answered))]
