@@ -33,7 +33,7 @@ from ironclaw.contract.schema import OUTBOUND_DDL
 HOSTILE_SQL = ("CREATE TABLE messages_out (id PRIMARY KEY, seq UNIQUE, in_reply_to, "
                "timestamp, deliver_after, recurrence, kind, platform_id, channel_type, "
                "thread_id, destination, content)")
-CONTRACT_SQL = next(row[3] for row in expected_schema(OUTBOUND_DDL)
+CONTRACT_SQL = next(row[3] or b"" for row in expected_schema(OUTBOUND_DDL)
                     if row[1] == b"messages_out")
 
 any_value = st.one_of(

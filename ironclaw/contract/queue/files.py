@@ -241,13 +241,24 @@ class SnapshotReader:
         self._scratch = scratch_dir or default_scratch_dir()
         self._max_bytes = max_bytes
         self._budget_s = budget_s
+        self.last_copy_bytes = 0
 
     def verify(self) -> None:
         """Fail now on a wrong key or a foreign schema, rather than at first use."""
         self.read(lambda conn: None)
 
+    def fence(self) -> int | None:
+        """The fence counter, read through the hardened opener; None if missing or
+        torn. Raises QueueFileUnsafe for anything but a plain small file."""
+        try:
+            with _opened_hostile(fence_path_for(self.db_path), MAX_FENCE_BYTES) as fd:
+                return decode_fence(os.pread(fd, 16, 0))
+        except (QueueNotReady, FenceUnreadable):
+            return None
+
     def read(self, query: Callable[[Connection], T]) -> T:
         data = copy_snapshot(self.db_path, max_bytes=self._max_bytes, budget_s=self._budget_s)
+        self.last_copy_bytes = len(data)
         fd, name = tempfile.mkstemp(prefix="ironclaw-snap-", suffix=".db", dir=self._scratch)
         try:
             with os.fdopen(fd, "wb") as handle:

@@ -202,6 +202,16 @@ class OutboundReader:
     def verify(self) -> None:
         self._reader.verify()
 
+    def fence(self) -> int | None:
+        """The commit fence's counter now (None while it is missing or torn): a caller
+        that saw the same even value at its last complete read need not copy again."""
+        return self._reader.fence()
+
+    @property
+    def last_copy_bytes(self) -> int:
+        """Bytes copied by the last snapshot: what the last read cost."""
+        return self._reader.last_copy_bytes
+
     def poll(self, *, after_seq: int = 0, limit: int = 256, ack_limit: int = 4096
              ) -> OutboundPoll:
         return self._reader.read(lambda conn: _poll(conn, after_seq, limit, ack_limit))
