@@ -22,7 +22,13 @@ from ironclaw.contract.layout import QueuePaths, write_heartbeat
 from ironclaw.contract.queue import OutboundWriter
 from ironclaw.contract.rows import NewOutboundMessage, ProcessingAck
 from ironclaw.host.mailboxes import OutboundBatch
-from ironclaw.host.sessions.tail import CopyBudget, CopyPolicy, OutboundTail
+from ironclaw.host.sessions.tail import (
+    WAKE_BURST,
+    WAKES_PER_S,
+    CopyBudget,
+    CopyPolicy,
+    OutboundTail,
+)
 
 STORM = 3000
 
@@ -62,12 +68,17 @@ async def test_a_storm_without_commits_costs_no_copies(tmp_path: Path) -> None:
         with trio.fail_after(30):
             while not batches:  # noqa: ASYNC110 (the tail's own pace)
                 await trio.sleep(0.01)
-        copies_before = tail.state.copies
+        copies_before, wakes_before = tail.state.copies, tail.state.wakes
+        started = trio.current_time()
         await trio.to_thread.run_sync(storm, queues.outbound_dir)
         await trio.sleep(0.3)  # a few safety polls as well
+        elapsed = trio.current_time() - started
         # The storm woke the tail, and it copied nothing: the fence never moved.
         assert tail.state.skipped_polls > 0
         assert tail.state.copies == copies_before
+        # Nine thousand events; the wake-ups are paced whatever the machine's speed
+        # (a slower machine only means fewer of them).
+        assert tail.state.wakes - wakes_before <= WAKE_BURST + WAKES_PER_S * elapsed + 1
         with OutboundWriter(queues.outbound_db, key) as writer:
             writer.send(NewOutboundMessage(id=new_message_id("m"), kind=MessageKind.CHAT,
                                            content="two"))

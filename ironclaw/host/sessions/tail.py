@@ -16,10 +16,11 @@ bounded per session, whatever the sandbox does:
   (``ironclaw.contract.untrusted_files``), on this session's own one-thread limiter,
   under a deadline: a stuck read holds one thread of this session, never the event
   loop and never Trio's shared thread limiter;
-* a snapshot is copied only when the commit fence moved since the last complete read,
-  and copies are paced by a token bucket that charges by size (:class:`CopyBudget`),
-  so an inotify storm cannot make the host copy and decrypt more than the agent
-  commits, nor more than a fixed rate;
+* wake-ups are paced (a storm of directory events coalesces into at most
+  ``WAKES_PER_S`` a second), a snapshot is copied only when the commit fence moved
+  since the last complete read, and copies are paced by a token bucket that charges
+  by size (:class:`CopyBudget`), so an inotify storm cannot make the host copy and
+  decrypt more than the agent commits, nor more than a fixed rate;
 * a file that proves the sandbox hostile (a schema that is not the contract's, a
   symlink, FIFO, device or hard link where a queue file belongs) is reported through
   ``on_hostile`` once, and the tail stops reading it.
@@ -62,6 +63,11 @@ BATCH_LIMIT = 256
 READ_DEADLINE_S = 15.0
 # What proves a sandbox hostile: no honest agent produces either.
 HOSTILE = (QueueSchemaError, QueueFileUnsafe)
+# Wake-ups a second (and banked): each costs a fence read and perhaps a heartbeat
+# read, so a storm of directory events may not wake the tail faster than this. An
+# honest turn is a handful of wake-ups; events that arrive meanwhile coalesce.
+WAKES_PER_S = 50.0
+WAKE_BURST = 10
 
 
 @attrs.frozen
@@ -107,6 +113,7 @@ class TailState:
     oldest_claim_at: int | None = None
     rows_seen: int = 0
     busy_polls: int = 0
+    wakes: int = 0  # wake-ups by directory events or the safety poll
     copies: int = 0  # snapshots copied
     skipped_polls: int = 0  # polls answered by an unmoved fence, without a copy
     hostile: str | None = None  # why the outbound file proved the sandbox hostile
@@ -133,6 +140,7 @@ class OutboundTail:
         # This session's own thread: its reads never queue behind another session's.
         self._limiter = trio.CapacityLimiter(1)
         self._budget = CopyBudget(copy_policy or CopyPolicy())
+        self._wakes = TokenBucket(WAKES_PER_S, WAKE_BURST)
         self._read_fence: int | None = None  # the fence as of the last complete read
         self.state = TailState(cursor=cursor)
 
@@ -146,6 +154,8 @@ class OutboundTail:
             while self.state.hostile is None:
                 with trio.move_on_after(self._safety_poll_s):
                     await trio.lowlevel.wait_readable(notify.fileno())
+                await self._wakes.acquire()
+                self.state.wakes += 1
                 # Drained in one go: a storm of events is one wake-up, not many.
                 names = {event.name for event in notify.read(timeout=0)}
                 if HEARTBEAT_FILE in names:
