@@ -16,6 +16,7 @@ import trio
 import trio.testing
 
 from ironclaw.contract.cipher import RawKey
+from ironclaw.contract.clock import now_us
 from ironclaw.contract.enums import MessageKind
 from ironclaw.contract.ids import new_message_id
 from ironclaw.contract.layout import QueuePaths, write_heartbeat
@@ -69,7 +70,7 @@ async def test_a_storm_without_commits_costs_no_copies(tmp_path: Path) -> None:
             while not batches:  # noqa: ASYNC110 (the tail's own pace)
                 await trio.sleep(0.01)
         copies_before, wakes_before = tail.state.copies, tail.state.wakes
-        started = trio.current_time()
+        started, started_us = trio.current_time(), now_us()
         await trio.to_thread.run_sync(storm, queues.outbound_dir)
         await trio.sleep(0.3)  # a few safety polls as well
         elapsed = trio.current_time() - started
@@ -79,6 +80,8 @@ async def test_a_storm_without_commits_costs_no_copies(tmp_path: Path) -> None:
         # Nine thousand events; the wake-ups are paced whatever the machine's speed
         # (a slower machine only means fewer of them).
         assert tail.state.wakes - wakes_before <= WAKE_BURST + WAKES_PER_S * elapsed + 1
+        # Skipping the copy does not skip the heartbeat: the storm's beats were seen.
+        assert (tail.state.heartbeat_at or 0) >= started_us
         with OutboundWriter(queues.outbound_db, key) as writer:
             writer.send(NewOutboundMessage(id=new_message_id("m"), kind=MessageKind.CHAT,
                                            content="two"))

@@ -38,7 +38,7 @@ import trio
 
 from ironclaw.contract.cipher import RawKey
 from ironclaw.contract.enums import AckStatus
-from ironclaw.contract.layout import HEARTBEAT_FILE, QueuePaths, read_heartbeat
+from ironclaw.contract.layout import QueuePaths, read_heartbeat
 from ironclaw.contract.queue import (
     OutboundPoll,
     OutboundReader,
@@ -156,20 +156,12 @@ class OutboundTail:
                     await trio.lowlevel.wait_readable(notify.fileno())
                 await self._wakes.acquire()
                 self.state.wakes += 1
-                # Drained in one go: a storm of events is one wake-up, not many.
-                names = {event.name for event in notify.read(timeout=0)}
-                if HEARTBEAT_FILE in names:
-                    await self._read_heartbeat()
+                # Drained in one go: a storm of events is one wake-up, not many. Every
+                # poll reads the heartbeat too, so which files changed does not matter.
+                notify.read(timeout=0)
                 await self.poll()
         finally:
             notify.close()
-
-    async def _read_heartbeat(self) -> None:
-        path = self._queues.heartbeat
-        with contextlib.suppress(trio.TooSlowError):
-            self.state.heartbeat_at = await run_untrusted(
-                lambda: read_heartbeat(path), limiter=self._limiter,
-                deadline_s=READ_DEADLINE_S)
 
     async def poll(self) -> None:
         """Read until caught up: a backlog is drained batch by batch."""
@@ -190,34 +182,37 @@ class OutboundTail:
                                 self._sid, self.state.hostile)
                 self._on_hostile(self.state.hostile)
                 return
+            self._absorb_heartbeat(read.heartbeat_at)
             if read.snapshot is None:
                 self.state.skipped_polls += 1
                 return
             self.state.copies += 1
             self._budget.charge(read.copied_bytes)
-            await self._absorb(read.snapshot, read.heartbeat_at)
+            await self._absorb(read.snapshot)
             if len(read.snapshot.messages) + len(read.snapshot.rejections) < BATCH_LIMIT:
                 self._read_fence = read.fence
                 return
 
     def _read_once(self) -> _Read:
-        """On this session's thread (so it touches no tail state): the fence as read
-        before the copy, and the snapshot unless nothing was committed since the last
-        complete read."""
+        """On this session's thread (so it touches no tail state): the heartbeat, the
+        fence as read before the copy, and the snapshot unless nothing was committed
+        since the last complete read."""
+        beat = read_heartbeat(self._queues.heartbeat)
         fence = self._reader.fence()
         if fence is not None and fence == self._read_fence:
-            return _Read(fence, None, 0, None)
+            return _Read(fence, None, 0, beat)
         snapshot = self._reader.poll(after_seq=self.state.cursor, limit=BATCH_LIMIT)
-        return _Read(fence, snapshot, self._reader.last_copy_bytes,
-                     read_heartbeat(self._queues.heartbeat))
+        return _Read(fence, snapshot, self._reader.last_copy_bytes, beat)
 
-    async def _absorb(self, snapshot: OutboundPoll, beat: int | None) -> None:
+    def _absorb_heartbeat(self, beat: int | None) -> None:
+        if beat is not None:
+            self.state.heartbeat_at = max(self.state.heartbeat_at or 0, beat)
+
+    async def _absorb(self, snapshot: OutboundPoll) -> None:
         state = self.state
         state.container = snapshot.container
         if snapshot.container is not None:
             state.heartbeat_at = max(state.heartbeat_at or 0, snapshot.container.heartbeat_at)
-        if beat is not None:
-            state.heartbeat_at = max(state.heartbeat_at or 0, beat)
         changed = [a for a in snapshot.acks if self._acked.get(a.message_id) != a.status]
         if changed:
             await self._apply_acks(changed)
