@@ -63,7 +63,7 @@ BATCH_LIMIT = 256
 READ_DEADLINE_S = 15.0
 # What proves a sandbox hostile: no honest agent produces either.
 HOSTILE = (QueueSchemaError, QueueFileUnsafe)
-# Wake-ups a second (and banked): each costs a fence read and perhaps a heartbeat
+# Wake-ups a second (and banked): each costs a fence read and a heartbeat
 # read, so a storm of directory events may not wake the tail faster than this. An
 # honest turn is a handful of wake-ups; events that arrive meanwhile coalesce.
 WAKES_PER_S = 50.0
