@@ -34,6 +34,8 @@ from ironclaw.host.isolation.runtimes import OciRuntime, RuntimeKind
 from tests.fakes.ngircd import free_port
 from tests.fakes.webhook_receiver import WebhookReceiver, open_webhook_receiver, signed_headers
 
+from .test_faults import agent_pids
+
 CHILD = Path(__file__).with_name("webhook_plane_child.py")
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "in-" + secrets.token_hex(16)
@@ -167,5 +169,7 @@ async def test_every_accepted_event_is_answered_once_through_plane_kills(
             f"(different idempotency keys), {len(stray)} stray, after "
             f"{plane.starts - 1} kills: {missing} {doubled} {stray}")
         await plane.stop()
-    if runtime != "process":
+    if runtime == "process":
+        assert agent_pids(state) == set()
+    else:
         assert await trio.to_thread.run_sync(leftover_runtime_state, state) == []
