@@ -40,6 +40,8 @@ HARDENED = "the hardened opener itself"
 HOST_PRIVATE = "a host-private path (state, keys, image, audit); no sandbox writes there"
 SANDBOX_SIDE = "runs inside the sandbox, on its own files"
 NOT_A_FILE = "an object's own open method, not a file open"
+KERNEL_FILE = ("procfs, sysfs or cgroupfs: the kernel generates it; nothing can plant a "
+               "FIFO or a link there")
 OWN_WRITER = ("the host's own inbound queue: bound read-only into the sandbox under "
               "every isolating runtime")
 
@@ -116,6 +118,25 @@ REVIEWED: dict[tuple[str, str, str], str] = {
         "a host-owned directory the sandbox cannot write",
     ("ironclaw/host/isolation/process.py", "ProcessIsolator.run", "(...).symlink_to"):
         "a fresh mkdtemp directory",
+    ("ironclaw/host/isolation/oci.py", "_give_key_file", "os.open"):
+        "the key file in the checked private key directory, opened O_NOFOLLOW|O_NONBLOCK "
+        "and checked by fstat before fchown/fchmod on the descriptor",
+    ("ironclaw/host/isolation/oci.py", "_give_tree", "os.open"):
+        "a directory opened O_DIRECTORY|O_NOFOLLOW: a link or FIFO in its place fails "
+        "at once; the walk below reads nothing, it changes owners through descriptors",
+    ("ironclaw/host/isolation/processes.py", "SandboxProcesses.find",
+     "Path(...).read_bytes"): KERNEL_FILE,
+    ("ironclaw/host/isolation/processes.py", "SandboxProcesses._in_cgroups",
+     "Path(...).read_text"): KERNEL_FILE,
+    ("ironclaw/host/isolation/processes.py", "_alive", "Path(...).read_bytes"):
+        KERNEL_FILE,
+    ("ironclaw/host/isolation/volumes.py", "Volumes._create", "os.open"):
+        HOST_PRIVATE + " (O_EXCL in the 0700 volumes directory)",
+    ("ironclaw/host/isolation/volumes.py", "_loop_devices", "backing.read_text"):
+        KERNEL_FILE,
+    ("ironclaw/host/isolation/volumes.py", "_mount_points", "open"): KERNEL_FILE,
+    ("ironclaw/host/public_suffix.py", "_above_a_public_suffix", "open"):
+        "the Public Suffix List shipped inside an installed package",
     ("ironclaw/host/isolation/process.py", "ProcessIsolator._run", "tmp.write_text"):
         "process runtime only (no isolation at all, --dev)",
     ("ironclaw/host/isolation/process.py", "ProcessIsolator._run", "pid_file.write_text"):
