@@ -23,6 +23,7 @@ from typing import Protocol
 import trio
 
 from ironclaw.contract.cipher import SessionKeys
+from ironclaw.contract.ids import MessageId
 from ironclaw.contract.layout import QueuePaths, SessionLayout
 from ironclaw.contract.queue import InboundWriter, QueueFull
 from ironclaw.contract.rows import InboundMessage, NewInboundMessage
@@ -43,6 +44,10 @@ class SessionSecrets(Protocol):
 class InboundSink(Protocol):
     async def enqueue(self, session_id: str, messages: Sequence[NewInboundMessage]
                       ) -> list[InboundMessage]: ...
+
+    async def holds(self, session_id: str, message_id: str) -> bool:
+        """Whether the session's inbound file has a row with this id."""
+        ...
 
 
 class SessionQueues:
@@ -108,6 +113,11 @@ class SessionQueues:
         self._full_reports[session_id] = (now, 0)
         self._events.publish(InboundFull(session_id, error.used_bytes, error.cap_bytes,
                                          refused))
+
+    async def holds(self, session_id: str, message_id: str) -> bool:
+        writer = await self.inbound(session_id)
+        found = await trio.to_thread.run_sync(writer.statuses, [MessageId(message_id)])
+        return bool(found)
 
     async def aclose(self) -> None:
         writers, self._writers = list(self._writers.values()), OrderedDict()

@@ -35,6 +35,11 @@ class QueueWriteRefused(QueueError):
     """A write was refused before it reached the file: bad input or a closed writer."""
 
 
+class QueueFileUnsafe(QueueError):
+    """Where a queue file or its fence should be there is something else: a symlink,
+    FIFO, socket, device, directory or hard link. Only a hostile writer makes one."""
+
+
 class QueueFull(QueueWriteRefused):
     """A write that would grow the file past its byte cap was rolled back: nothing of
     it is in the file. Writes that do not grow it (acks, pruning) still go through,

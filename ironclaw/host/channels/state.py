@@ -126,7 +126,7 @@ class ChannelState:
                 await self.save_cursor(*cursor)
             return False
         accepted = trio.Event()
-        handed = _with_accepted(event, accepted)
+        handed = attrs.evolve(_with_accepted(event, accepted), event_id=event_id)
         await events.send(handed)
         await accepted.wait()
         if handed.refusal:
