@@ -67,6 +67,8 @@ REVIEWED: dict[tuple[str, str, str], str] = {
      "self.db_path.with_name(...).exists"): "a writer's own journal; stat opens nothing",
     ("ironclaw/contract/queue/files.py", "FencedWriterFile._file_size", "os.stat"):
         "a writer's own file; stat opens nothing",
+    ("ironclaw/contract/queue/files.py", "FencedWriterFile.used_bytes", "os.stat"):
+        "a writer's own journal (the inbound cap counts it); stat opens nothing",
     ("ironclaw/contract/queue/files.py", "copy_snapshot", "os.path.lexists"):
         "lstat: opens nothing, follows nothing",
     ("ironclaw/contract/queue/files.py", "SnapshotReader.read", "os.fdopen"):
