@@ -2,6 +2,8 @@
 
 Tools are ``{name, description, input_schema}``; the model calls them with
 ``tool_use`` blocks and hears back through ``tool_result`` blocks in a user message.
+The stop reason (``end_turn``, ``tool_use``, ``max_tokens``, ``refusal``, ...) is kept
+for the turn to act on; thinking blocks carry nothing the agent acts on.
 """
 
 from __future__ import annotations
@@ -108,4 +110,4 @@ def decode_reply(raw: Any) -> ModelReply:
         # Other block kinds (thinking, ...) carry nothing we act on.
     stop = raw.get("stop_reason")
     return ModelReply(AssistantMessage("".join(texts), tuple(calls)),
-                      stop if isinstance(stop, str) else "unknown")
+                      stop[:64] if isinstance(stop, str) else "unknown")
