@@ -1,21 +1,110 @@
 """How the agent behaves when the model is slow, overloaded or down.
 
-Retries absorb the short blips (a 429, a 503, a dropped connection); the breaker stops
-the agent from hammering a provider that is plainly down, so a backlog of messages
-fails fast with an apology instead of each one waiting out a full retry ladder.
-Both read time from Trio's clock, so tests drive them with a virtual clock.
+Retries absorb the short blips; the breaker stops the agent from hammering a provider
+that is plainly down, so a backlog of messages fails fast with an apology instead of
+each one waiting out a full retry ladder. Both read time from Trio's clock, so tests
+drive them with a virtual clock.
+
+What is retried follows the official SDKs' rules (:func:`should_retry`): a dropped
+connection, 408, 409, 429 and every 5xx, unless the server says otherwise in
+``x-should-retry``. How long to wait comes from ``retry-after-ms``, then
+``retry-after`` (seconds, fractional allowed, or an HTTP date), else exponential backoff
+with jitter. Error bodies, in Anthropic's, OpenAI's or the proxy's shape, are parsed into
+a :class:`ProviderFailure` with a kind from a closed set.
 """
 
 from __future__ import annotations
 
 import email.utils
 import enum
+import math
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import attrs
 import trio
+
+RETRYABLE_STATUSES = frozenset({408, 409, 429})
+MAX_ERROR_MESSAGE = 300
+
+
+class FailureKind(enum.StrEnum):
+    """What a provider's error body says went wrong, in a closed vocabulary."""
+
+    OVERLOADED = "overloaded"
+    RATE_LIMITED = "rate_limited"
+    QUOTA = "quota"
+    AUTH = "auth"
+    PERMISSION = "permission"
+    INVALID_REQUEST = "invalid_request"
+    NOT_FOUND = "not_found"
+    TOO_LARGE = "too_large"
+    TIMEOUT = "timeout"
+    SERVER = "server"
+    UNKNOWN = "unknown"
+
+
+# Anthropic's error.type and OpenAI's error.type / error.code words.
+_KINDS: Mapping[str, FailureKind] = {
+    "overloaded_error": FailureKind.OVERLOADED, "rate_limit_error": FailureKind.RATE_LIMITED,
+    "rate_limit_exceeded": FailureKind.RATE_LIMITED, "requests": FailureKind.RATE_LIMITED,
+    "tokens": FailureKind.RATE_LIMITED, "insufficient_quota": FailureKind.QUOTA,
+    "billing_error": FailureKind.QUOTA, "authentication_error": FailureKind.AUTH,
+    "invalid_api_key": FailureKind.AUTH, "permission_error": FailureKind.PERMISSION,
+    "invalid_request_error": FailureKind.INVALID_REQUEST,
+    "not_found_error": FailureKind.NOT_FOUND, "model_not_found": FailureKind.NOT_FOUND,
+    "request_too_large": FailureKind.TOO_LARGE, "timeout_error": FailureKind.TIMEOUT,
+    "api_error": FailureKind.SERVER, "server_error": FailureKind.SERVER,
+}
+_STATUS_KINDS: Mapping[int, FailureKind] = {
+    400: FailureKind.INVALID_REQUEST, 401: FailureKind.AUTH, 403: FailureKind.PERMISSION,
+    404: FailureKind.NOT_FOUND, 408: FailureKind.TIMEOUT, 413: FailureKind.TOO_LARGE,
+    429: FailureKind.RATE_LIMITED, 529: FailureKind.OVERLOADED,
+}
+
+
+@attrs.frozen
+class ProviderFailure:
+    """A provider's error answer, parsed: its status, kind and (bounded) message."""
+
+    status: int
+    kind: FailureKind
+    message: str = ""
+
+
+def parse_failure(status: int, body: Any) -> ProviderFailure:
+    """Read an error body in Anthropic's (``{"type": "error", "error": {"type",
+    "message"}}``), OpenAI's (``{"error": {"type", "code", "message"}}``) or the proxy's
+    (``{"error": word, "detail"}``) shape; anything else falls back on the status."""
+    kind: FailureKind | None = None
+    message = ""
+    error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, dict):
+        for field in ("type", "code"):
+            word = error.get(field)
+            if isinstance(word, str) and word in _KINDS:
+                kind = _KINDS[word]
+                break
+        if isinstance(error.get("message"), str):
+            message = error["message"]
+    elif isinstance(error, str) and isinstance(body, dict):
+        message = body.get("detail") if isinstance(body.get("detail"), str) else error
+    if kind is None:
+        kind = _STATUS_KINDS.get(status, FailureKind.SERVER if status >= 500
+                                 else FailureKind.UNKNOWN)
+    return ProviderFailure(status, kind, message[:MAX_ERROR_MESSAGE])
+
+
+def should_retry(status: int, headers: Mapping[str, str]) -> bool:
+    """The SDKs' rule: the server's ``x-should-retry`` wins; else 408, 409, 429, 5xx."""
+    verdict = headers.get("x-should-retry", "").strip().lower()
+    if verdict == "true":
+        return True
+    if verdict == "false":
+        return False
+    return status in RETRYABLE_STATUSES or status >= 500
 
 
 class ProviderError(Exception):
@@ -31,12 +120,14 @@ class BreakerOpen(ProviderUnavailable):
 
 
 class ProviderRejected(ProviderError):
-    """The proxy or provider refused the request (a 4xx other than 429). Retrying the
-    same request would get the same answer."""
+    """The proxy or provider refused the request, and said not to retry (or the status
+    is one a retry would only repeat)."""
 
-    def __init__(self, status: int, detail: str) -> None:
+    def __init__(self, status: int, detail: str,
+                 failure: ProviderFailure | None = None) -> None:
         super().__init__(f"HTTP {status}: {detail}")
         self.status = status
+        self.failure = failure or ProviderFailure(status, FailureKind.UNKNOWN, detail)
 
 
 class ProviderProtocolError(ProviderError):
@@ -63,15 +154,35 @@ class RetryPolicy:
         delay = parse_retry_after(header)
         return None if delay is None else min(delay, self.max_retry_after_s)
 
+    def server_delay(self, headers: Mapping[str, str]) -> float | None:
+        """The wait the server asked for (``retry-after-ms`` first), capped; None when
+        it asked for none."""
+        millis = _number(headers.get("retry-after-ms"))
+        if millis is not None:
+            return min(millis / 1000, self.max_retry_after_s)
+        return self.honour_retry_after(headers.get("retry-after"))
+
+
+def _number(text: str | None) -> float | None:
+    if text is None:
+        return None
+    try:
+        value = float(text.strip())
+    except ValueError:
+        return None
+    return value if math.isfinite(value) and value >= 0 else None
+
 
 def parse_retry_after(header: str | None, *, now: Callable[[], float] | None = None
                       ) -> float | None:
-    """Seconds to wait, from either form of Retry-After: delta-seconds or an HTTP date."""
+    """Seconds to wait, from either form of Retry-After: delta-seconds (fractional
+    allowed, as the SDKs accept) or an HTTP date."""
     if header is None:
         return None
     value = header.strip()
-    if value.isdigit():
-        return float(int(value))
+    seconds = _number(value)
+    if seconds is not None:
+        return seconds
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError):
