@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["KEY_CONTEXTS", "HYPHENATED", "ordinary_corpus", "real_format_keys"]
+__all__ = ["HYPHENATED", "KEY_CONTEXTS", "ordinary_corpus", "real_format_keys"]
 
 REPO = Path(__file__).resolve().parent.parent
 URLSAFE = string.ascii_letters + string.digits + "-_"

@@ -10,11 +10,14 @@ answered (text and/or tool calls), and the results of those tool calls.
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import attrs
+
+# StopKind is re-exported: the turn and the providers take it from here.
+from ironclaw.contract.modelwire import StopKind as StopKind
+from ironclaw.contract.modelwire import classify_stop
 
 JSONObject = dict[str, Any]
 
@@ -57,34 +60,6 @@ class ToolResults:
 
 
 Message = UserMessage | AssistantMessage | ToolResults
-
-
-class StopKind(enum.StrEnum):
-    """Why the model stopped, in our words (every provider's vocabulary maps here)."""
-
-    COMPLETE = "complete"  # it finished its answer
-    TOOL_USE = "tool_use"  # it wants its tool calls run
-    TRUNCATED = "truncated"  # cut off by the output limit: the answer is incomplete
-    REFUSED = "refused"  # the model declined
-    FILTERED = "filtered"  # the provider's content filter withheld the answer
-    UNKNOWN = "unknown"
-
-
-# Anthropic Messages and OpenAI Chat Completions stop words (they do not collide).
-STOP_REASONS: Mapping[str, StopKind] = {
-    "end_turn": StopKind.COMPLETE, "stop_sequence": StopKind.COMPLETE,
-    "stop": StopKind.COMPLETE, "tool_use": StopKind.TOOL_USE,
-    "tool_calls": StopKind.TOOL_USE, "function_call": StopKind.TOOL_USE,
-    "max_tokens": StopKind.TRUNCATED, "length": StopKind.TRUNCATED,
-    "model_context_window_exceeded": StopKind.TRUNCATED,
-    # A paused server-side tool loop: what came back is not the whole answer.
-    "pause_turn": StopKind.TRUNCATED,
-    "refusal": StopKind.REFUSED, "content_filter": StopKind.FILTERED,
-}
-
-
-def classify_stop(stop_reason: str) -> StopKind:
-    return STOP_REASONS.get(stop_reason, StopKind.UNKNOWN)
 
 
 @attrs.frozen

@@ -4,9 +4,8 @@ hosts, real upstream, credential). Both come from here so they cannot disagree."
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
-
 from types import MappingProxyType
+from urllib.parse import urlsplit
 
 from ironclaw.contract.agent_config import (
     MOCK_MODEL_HOST,

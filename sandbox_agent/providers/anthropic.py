@@ -37,18 +37,24 @@ class AnthropicMessages:
 
     async def complete(self, system: str, messages: Sequence[Message],
                        tools: Sequence[ToolSpec]) -> ModelReply:
-        body: JSONObject = {
-            "model": self._config.model,
-            "max_tokens": self._config.max_tokens,
-            "system": system,
-            "messages": encode_messages(messages),
-        }
-        if tools:
-            body["tools"] = [{"name": t.name, "description": t.description,
-                              "input_schema": t.input_schema} for t in tools]
         raw = await self._client.post_json(
-            MESSAGES_PATH, body, headers={"anthropic-version": ANTHROPIC_VERSION})
+            MESSAGES_PATH, build_request(self._config, system, messages, tools),
+            headers={"anthropic-version": ANTHROPIC_VERSION})
         return decode_reply(raw)
+
+
+def build_request(config: ProviderConfig, system: str, messages: Sequence[Message],
+                  tools: Sequence[ToolSpec]) -> JSONObject:
+    body: JSONObject = {
+        "model": config.model,
+        "max_tokens": config.max_tokens,
+        "system": system,
+        "messages": encode_messages(messages),
+    }
+    if tools:
+        body["tools"] = [{"name": t.name, "description": t.description,
+                          "input_schema": t.input_schema} for t in tools]
+    return body
 
 
 def encode_messages(messages: Sequence[Message]) -> list[JSONObject]:

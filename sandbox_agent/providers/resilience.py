@@ -21,80 +21,19 @@ import math
 import random
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
 
 import attrs
 import trio
 
+from ironclaw.contract.modelwire import FailureKind, ProviderFailure, parse_failure
+
+__all__ = [
+    "BreakerOpen", "CircuitBreaker", "FailureKind", "ProviderError", "ProviderFailure",
+    "ProviderProtocolError", "ProviderRejected", "ProviderUnavailable", "RetryPolicy",
+    "parse_failure", "parse_retry_after", "should_retry",
+]
+
 RETRYABLE_STATUSES = frozenset({408, 409, 429})
-MAX_ERROR_MESSAGE = 300
-
-
-class FailureKind(enum.StrEnum):
-    """What a provider's error body says went wrong, in a closed vocabulary."""
-
-    OVERLOADED = "overloaded"
-    RATE_LIMITED = "rate_limited"
-    QUOTA = "quota"
-    AUTH = "auth"
-    PERMISSION = "permission"
-    INVALID_REQUEST = "invalid_request"
-    NOT_FOUND = "not_found"
-    TOO_LARGE = "too_large"
-    TIMEOUT = "timeout"
-    SERVER = "server"
-    UNKNOWN = "unknown"
-
-
-# Anthropic's error.type and OpenAI's error.type / error.code words.
-_KINDS: Mapping[str, FailureKind] = {
-    "overloaded_error": FailureKind.OVERLOADED, "rate_limit_error": FailureKind.RATE_LIMITED,
-    "rate_limit_exceeded": FailureKind.RATE_LIMITED, "requests": FailureKind.RATE_LIMITED,
-    "tokens": FailureKind.RATE_LIMITED, "insufficient_quota": FailureKind.QUOTA,
-    "billing_error": FailureKind.QUOTA, "authentication_error": FailureKind.AUTH,
-    "invalid_api_key": FailureKind.AUTH, "permission_error": FailureKind.PERMISSION,
-    "invalid_request_error": FailureKind.INVALID_REQUEST,
-    "not_found_error": FailureKind.NOT_FOUND, "model_not_found": FailureKind.NOT_FOUND,
-    "request_too_large": FailureKind.TOO_LARGE, "timeout_error": FailureKind.TIMEOUT,
-    "api_error": FailureKind.SERVER, "server_error": FailureKind.SERVER,
-}
-_STATUS_KINDS: Mapping[int, FailureKind] = {
-    400: FailureKind.INVALID_REQUEST, 401: FailureKind.AUTH, 403: FailureKind.PERMISSION,
-    404: FailureKind.NOT_FOUND, 408: FailureKind.TIMEOUT, 413: FailureKind.TOO_LARGE,
-    429: FailureKind.RATE_LIMITED, 529: FailureKind.OVERLOADED,
-}
-
-
-@attrs.frozen
-class ProviderFailure:
-    """A provider's error answer, parsed: its status, kind and (bounded) message."""
-
-    status: int
-    kind: FailureKind
-    message: str = ""
-
-
-def parse_failure(status: int, body: Any) -> ProviderFailure:
-    """Read an error body in Anthropic's (``{"type": "error", "error": {"type",
-    "message"}}``), OpenAI's (``{"error": {"type", "code", "message"}}``) or the proxy's
-    (``{"error": word, "detail"}``) shape; anything else falls back on the status."""
-    kind: FailureKind | None = None
-    message = ""
-    error = body.get("error") if isinstance(body, dict) else None
-    if isinstance(error, dict):
-        for field in ("type", "code"):
-            word = error.get(field)
-            if isinstance(word, str) and word in _KINDS:
-                kind = _KINDS[word]
-                break
-        if isinstance(error.get("message"), str):
-            message = error["message"]
-    elif isinstance(error, str) and isinstance(body, dict):
-        message = body.get("detail") if isinstance(body.get("detail"), str) else error
-    if kind is None:
-        kind = _STATUS_KINDS.get(status, FailureKind.SERVER if status >= 500
-                                 else FailureKind.UNKNOWN)
-    return ProviderFailure(status, kind, message[:MAX_ERROR_MESSAGE])
 
 
 def should_retry(status: int, headers: Mapping[str, str]) -> bool:

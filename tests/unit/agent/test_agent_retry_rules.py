@@ -6,11 +6,10 @@ import httpx
 import pytest
 import trio
 import trio.testing
+from test_agent_model_client import Script, client_for, ok, status
 
 from sandbox_agent.providers import FailureKind, ProviderRejected
 from sandbox_agent.providers.resilience import parse_failure, parse_retry_after, should_retry
-
-from test_agent_model_client import Script, client_for, ok, status
 
 
 @pytest.mark.parametrize("code", [408, 409, 429, 500, 529])
