@@ -56,6 +56,9 @@ def agent_provider(group: AgentGroup, credentials: Credentials) -> ProviderConfi
     host = urlsplit(credentials.local_url or "").hostname
     if not host:
         raise UnknownProvider("provider 'local' needs IRONCLAW_LOCAL_MODEL_URL")
+    if credentials.local_max_tokens is not None:
+        return ProviderConfig(ModelApi.OPENAI_CHAT, host, group.model,
+                              credentials.local_max_tokens, quirks)
     return ProviderConfig(ModelApi.OPENAI_CHAT, host, group.model, quirks=quirks)
 
 
