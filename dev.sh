@@ -13,8 +13,10 @@ cd "$(dirname "$0")"
 # - busybox-static, gcc, libc6-dev: the red-team harness's attacker toolkit (a static
 #   busybox and a probe compiled static).
 # - ngircd: a real IRC server the IRC channel's tests talk to.
+# - cmake, g++: llama-cpp-python (the local model server the real-model test and
+#   docs/operations.md's air-gapped setup use) builds from source.
 APT_PACKAGES=(make python3 python3-venv binutils runsc runc crun busybox-static gcc
-              libc6-dev ngircd)
+              libc6-dev ngircd cmake g++)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
