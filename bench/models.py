@@ -55,7 +55,12 @@ def run(*, mode: str = "quick", progress: Progress) -> SuiteResult:
     with progress.phase("redactor over the corpus", total=1) as phase:
         redaction = _redaction(mode)
         phase.advance()
-    latency = _latency(replies, progress)
+    if mode == "smoke":
+        why = ("--smoke leaves the real model out (its path is covered by "
+               "tests/sandbox/test_real_model.py)")
+        latency = {"replies": {"mock": skipped(why), "local": skipped(why)}, "reason": why}
+    else:
+        latency = _latency(replies, progress)
     results = {"redaction_throughput": redaction.pop("throughput"),
                "reply_latency": latency.pop("replies")}
     share = latency.get("plane_share")
@@ -72,7 +77,7 @@ def run(*, mode: str = "quick", progress: Progress) -> SuiteResult:
     replies_table = Table("Reply latency under runsc", ["agent", "median", "p90"], [
         [name, cell(entry), cell(entry, "p90")]
         for name, entry in results["reply_latency"].items()])
-    return SuiteResult(
+    result = SuiteResult(
         suite="models", mode=mode,
         method={"replies_per_agent": replies, "max_tokens": MAX_TOKENS,
                 "local_model": "SmolLM2-135M-Instruct Q4_1 (llama-cpp-python server)",
@@ -80,11 +85,29 @@ def run(*, mode: str = "quick", progress: Progress) -> SuiteResult:
         results=results, ratios={"plane_share_of_real_reply": share if isinstance(
             share, float) else None, "local_over_mock_reply": latency.get("ratio")},
         tables=[table, replies_table], extra={"redaction": redaction, **latency},
-        notes=notes)
+        notes=notes, ratio_section=isinstance(share, float))
+    result.charts = charts_for(result.payload({}, "", 0.0, []))
+    return result
 
 
 def charts_for(payload: dict[str, Any]) -> dict[str, charts.ChartFn]:
-    return {}
+    """The models charts, drawn from a saved result (``python -m bench render``)."""
+    replies = payload["results"]["reply_latency"]
+    throughput = payload["results"]["redaction_throughput"]
+    return {
+        "replies": lambda path, sub: charts.grouped_bars(
+            path, title="models: reply latency under runsc, mock vs a real local model",
+            subtitle=sub, groups=["reply"], variants=list(replies),
+            data={"reply": replies}, ylabel="milliseconds"),
+        "redaction": lambda path, sub: charts.grouped_bars(
+            path, title="models: redactor throughput on ordinary text", subtitle=sub,
+            groups=["throughput"], variants=list(throughput),
+            data={"throughput": throughput}, ylabel="MB/s"),
+    }
+
+
+def skipped(reason: str) -> dict[str, Any]:
+    return {"status": "skipped", "reason": reason}
 
 
 # -- the redactor ----------------------------------------------------------------------
