@@ -16,7 +16,7 @@ import attrs
 import httpx
 import trio
 
-from ironclaw.host.keys import FileMasterKeySource, KeyStore, Purpose
+from ironclaw.host.keys import FileMasterKeySource, KeyStore, Purpose, ensure_session_key_dir
 from ironclaw.runtime import EventBus
 
 from .audit import AuditLog, open_audit_log
@@ -92,7 +92,8 @@ def make_isolator(config: ControlPlaneConfig) -> tuple[Isolator, str | None]:
                         refresh_stale=config.dev)
     return OciIsolator(found, image, state_dir=config.state_dir,
                        limits=config.sandbox_limits, mapping=config.user_mapping,
-                       own_dirs=(config.key_directory().parent,)), warning
+                       own_dirs=(config.key_directory().parent,),
+                       disk=config.sandbox_disk), warning
 
 
 def _platform_adapter(settings: ChannelSettings, store: HostStore,
@@ -117,6 +118,8 @@ class ControlPlane:
         config = self.config
         state = config.state_dir
         state.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # Refuse to start, rather than hand keys to a directory someone else controls.
+        await trio.to_thread.run_sync(ensure_session_key_dir, config.key_directory())
         if self._isolator is not None:
             isolator, warning = self._isolator, None
         else:
@@ -128,6 +131,7 @@ class ControlPlane:
             # would be a second writer on its session's outbound queue.
             await trio.to_thread.run_sync(reconcile_runtime_state, state)
             await isolator.check_image()
+            await isolator.mount_volumes()
         keystore = await trio.to_thread.run_sync(
             KeyStore.open, state, FileMasterKeySource.in_state_dir(state))
         bus = EventBus()
@@ -173,7 +177,6 @@ class ControlPlane:
                                     inbox=inbox, progress=progress, gate=gateway,
                                     scheduler=scheduler, questions=questions, events=bus)
                 key_dir = config.key_directory()
-                key_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
                 sessions = Sessions(SessionDeps(
                     state_dir=state, registry=registry, queues=queues, isolator=isolator,
                     models=proxy, credentials=self._credentials, delivery=delivery,

@@ -15,15 +15,25 @@ Values given on the command line win over the file.
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from .channels.settings import InvalidChannelSettings, parse_channel_tables
 from .egress import EgressConfig
+from .gateway import GatewayConfig
+from .isolation.volumes import DiskCaps
 
 __all__ = ["ConfigFileError", "load_config_file"]
 
-TOP_LEVEL_KEYS = frozenset({"state_dir", "runtime", "idle_timeout_s", "channels", "egress"})
+TOP_LEVEL_KEYS = frozenset({"state_dir", "runtime", "idle_timeout_s", "channels", "egress",
+                            "sandbox_disk", "gateway"})
+# Tables parsed by their own settings class: key -> from_table.
+SECTION_PARSERS: dict[str, Callable[[Any], Any]] = {
+    "egress": EgressConfig.from_table,
+    "sandbox_disk": DiskCaps.from_table,
+    "gateway": GatewayConfig.from_table,
+}
 MAX_CONFIG_BYTES = 1024 * 1024
 
 
@@ -52,11 +62,12 @@ def load_config_file(path: Path) -> dict[str, Any]:
         values["channels"] = parse_channel_tables(table.get("channels"))
     except InvalidChannelSettings as exc:
         raise ConfigFileError(f"{path}: {exc}") from None
-    if "egress" in table:
-        try:
-            values["egress"] = EgressConfig.from_table(table["egress"])
-        except (TypeError, ValueError) as exc:
-            raise ConfigFileError(f"{path}: {exc}") from None
+    for key, parse in SECTION_PARSERS.items():
+        if key in table:
+            try:
+                values[key] = parse(table[key])
+            except (TypeError, ValueError) as exc:
+                raise ConfigFileError(f"{path}: {exc}") from None
     if "state_dir" in table:
         values["state_dir"] = Path(str(table["state_dir"]))
     if "runtime" in table:

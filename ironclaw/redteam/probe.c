@@ -61,12 +61,38 @@ static void syscall_probe(const char *probe, long rc, int err) {
     else report(probe, 0, "succeeded (returned %ld)", rc);
 }
 
+static void probe_interfaces_procfs(int netlink_errno) {
+    FILE *dev = fopen("/proc/net/dev", "r");
+    char line[512], names[512] = "";
+    int others = 0, lineno = 0;
+    if (!dev) {
+        report("net.interfaces", 1, "getifaddrs: %s; /proc/net/dev: %s",
+               strerror(netlink_errno), strerror(errno));
+        return;
+    }
+    while (fgets(line, sizeof line, dev)) {
+        char *colon = strchr(line, ':'), *name = line;
+        if (++lineno <= 2 || !colon) continue;  /* two header lines */
+        *colon = 0;
+        while (*name == ' ') name++;
+        if (strlen(names) + strlen(name) + 2 < sizeof names) {
+            strcat(names, name);
+            strcat(names, " ");
+        }
+        if (strcmp(name, "lo") != 0) others = 1;
+    }
+    fclose(dev);
+    report("net.interfaces", !others, "interfaces (procfs; getifaddrs: %s): %s",
+           strerror(netlink_errno), names);
+}
+
 static void probe_interfaces(void) {
     struct ifaddrs *list, *it;
     char names[512] = "";
     int others = 0;
     if (getifaddrs(&list) != 0) {
-        report("net.interfaces", 1, "getifaddrs failed: %s", strerror(errno));
+        /* seccomp refuses the netlink socket getifaddrs uses; procfs still tells. */
+        probe_interfaces_procfs(errno);
         return;
     }
     for (it = list; it; it = it->ifa_next) {
@@ -321,6 +347,35 @@ static void probe_http_refused(const char *probe, const char *sock, const char *
     else report(probe, 0, "answered HTTP %d", status);
 }
 
+/* Kernel surface the seccomp filter closes: socket families the agent never needs
+ * (AF_ALG reaches the kernel's crypto API, AF_VSOCK is not isolated by a network
+ * namespace), and code run from a memfd, which no noexec mount ever held. */
+static void probe_socket_family(const char *probe, int family, int type) {
+    int fd = socket(family, type, 0);
+    if (fd < 0) { report(probe, 1, "refused: %s", strerror(errno)); return; }
+    close(fd);
+    report(probe, 0, "socket of family %d created", family);
+}
+
+static void probe_memfd_exec(char **argv) {
+    int fd = (int)syscall(SYS_memfd_create, "probe", 0);
+    if (fd < 0) { report("memfd.exec", 1, "memfd_create refused: %s", strerror(errno)); return; }
+    int self = open("/proc/self/exe", O_RDONLY);
+    char buf[65536], path[64];
+    ssize_t n;
+    while (self >= 0 && (n = read(self, buf, sizeof buf)) > 0)
+        if (write(fd, buf, (size_t)n) != n) break;
+    if (self >= 0) close(self);
+    char *child[] = {argv[0], "memfd-child", NULL}, *env[] = {NULL};
+    /* Both ways in: execveat on the descriptor, and execve through procfs. */
+    syscall(SYS_execveat, fd, "", child, env, AT_EMPTY_PATH);
+    int via_execveat = errno;
+    snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+    execve(path, child, env);
+    report("memfd.exec", 1, "memfd created, but execveat: %s; execve %s: %s",
+           strerror(via_execveat), path, strerror(errno));
+}
+
 int main(int argc, char **argv) {
     if (argc < 2) {
         fprintf(stderr, "usage: ironclaw-probe NAME [ARG...]\n");
@@ -377,6 +432,14 @@ int main(int argc, char **argv) {
     } else if (!strcmp(p, "setuid")) {
         long rc = setuid(0);
         syscall_probe("escalate.setuid0", rc == 0 && getuid() == 0 ? 0 : -1, EPERM);
+    } else if (!strcmp(p, "af-alg")) {
+        probe_socket_family("socket.af_alg", AF_ALG, SOCK_SEQPACKET);
+    } else if (!strcmp(p, "af-vsock")) {
+        probe_socket_family("socket.af_vsock", AF_VSOCK, SOCK_STREAM);
+    } else if (!strcmp(p, "memfd-exec")) {
+        probe_memfd_exec(argv);
+    } else if (!strcmp(p, "memfd-child")) {
+        report("memfd.exec", 0, "ran code from a memfd");
     } else if (!strcmp(p, "model-proxy")) {
         char request[1024];
         snprintf(request, sizeof request,

@@ -21,6 +21,7 @@ from ironclaw.host.app import ControlPlane, ControlPlaneHandles
 from ironclaw.host.channels.settings import ChannelSettings
 from ironclaw.host.config import ControlPlaneConfig
 from ironclaw.host.devseed import DEMO_GROUP
+from ironclaw.host.gateway import GatewayConfig
 from ironclaw.host.modelproxy import Credentials
 from ironclaw.host.registry import MessagingGroup, Wiring
 from ironclaw.runtime import BackoffPolicy
@@ -41,12 +42,13 @@ class ChatWiring:
     unknown_sender_policy: UnknownSenderPolicy = UnknownSenderPolicy.PUBLIC
 
 
-def plane_config(tmp_path: Path, channels: Sequence[ChannelSettings]) -> ControlPlaneConfig:
+def plane_config(tmp_path: Path, channels: Sequence[ChannelSettings],
+                 gateway: GatewayConfig | None = None) -> ControlPlaneConfig:
     return ControlPlaneConfig(
         state_dir=tmp_path / "state", dev=True, runtime="process", key_dir=tmp_path / "keys",
         safety_poll_s=0.5, heartbeat_interval_s=0.5, sweep_interval_s=0.2,
         sandbox_backoff=FAST_BACKOFF, channel_backoff=FAST_BACKOFF,
-        channels=tuple(channels))
+        channels=tuple(channels), gateway=gateway or GatewayConfig())
 
 
 async def wire(plane: ControlPlaneHandles, chat: ChatWiring) -> MessagingGroup:
@@ -65,7 +67,8 @@ async def wire(plane: ControlPlaneHandles, chat: ChatWiring) -> MessagingGroup:
 
 @contextlib.asynccontextmanager
 async def open_channel_plane(tmp_path: Path, channels: Sequence[ChannelSettings],
-                             wirings: Sequence[ChatWiring] = ()
+                             wirings: Sequence[ChatWiring] = (), *,
+                             gateway: GatewayConfig | None = None
                              ) -> AsyncIterator[ControlPlaneHandles]:
     """Start the plane with ``channels`` configured, wire ``wirings``, yield, stop.
 
@@ -74,7 +77,8 @@ async def open_channel_plane(tmp_path: Path, channels: Sequence[ChannelSettings]
     """
     async with trio.open_nursery() as nursery:
         handles: ControlPlaneHandles = await nursery.start(
-            ControlPlane(plane_config(tmp_path, channels), credentials=Credentials()).run)
+            ControlPlane(plane_config(tmp_path, channels, gateway),
+                         credentials=Credentials()).run)
         for chat in wirings:
             await wire(handles, chat)
         yield handles

@@ -17,7 +17,7 @@ from ironclaw.host.app import ControlPlaneHandles
 from ironclaw.host.chatops import commands as cmd
 from ironclaw.host.chatops.render import code_of
 from ironclaw.host.devseed import DEMO_CONVERSATION, DEV_OWNER
-from ironclaw.host.gateway import Principal
+from ironclaw.host.gateway import Forbidden, GatewayConfig, Principal
 from ironclaw.host.registry import Role, RoleGrant
 
 from .plane import open_channel_plane
@@ -262,3 +262,26 @@ async def test_an_owner_grants_a_strangers_access_request_from_chat(tmp_path: Pa
             assert await say(plane, "lobby", "stranger", "hi", direct=False) == "echo: hi"
             (request,) = await plane.registry.list_access_requests()
             assert request.decided_by == f"chat:{DEV_OWNER}"
+
+
+async def test_the_two_person_rule_holds_for_a_decision_from_chat(tmp_path: Path) -> None:
+    # The chat path decides through the same gateway: under two_approvers the owner's
+    # chat approval is the first of two, and a second principal completes it.
+    rule = GatewayConfig(two_approvers={"persona"})
+    async with open_channel_plane(tmp_path, [], gateway=rule) as plane:
+        await plane.chat_approvers.enable(DEV_OWNER, by="owner")
+        change_id = await persona_change(plane)
+        digest = (await plane.gateway.get(change_id)).change.digest()
+        await say(plane, DM, "operator", f"/show {change_id}")
+        first = await say(plane, DM, "operator", f"/approve {change_id} {code_of(digest)}")
+        assert "needs a second approver" in first
+        assert (await plane.gateway.get(change_id)).status is ChangeStatus.PENDING
+        (approval,) = await audit_entries(plane, "change.approval")
+        assert (approval["approved_by"], approval["via_channel"]) == \
+            (f"chat:{DEV_OWNER}", "local")
+        # The API owner submitted it, so it may not be the second approver.
+        with pytest.raises(Forbidden):
+            await plane.gateway.decide(change_id, "approve", API_OWNER)
+        done = await plane.gateway.decide(change_id, "approve",
+                                          Principal("ada", frozenset({"admin"})))
+        assert done.status is ChangeStatus.APPLIED

@@ -112,3 +112,26 @@ async def test_a_grant_made_while_the_plane_was_down_is_told_after_restart(
             assert await next_reply(plane, -1) == TEXTS[NoticeKind.GRANTED]
             assert await notice_rows(plane, 1) == [("access_requested", "sent"),
                                                    ("access_granted", "sent")]
+
+
+async def test_a_flood_of_strangers_in_one_chat_does_not_stop_pairing_elsewhere(
+        tmp_path: Path) -> None:
+    # The attack: one person rotating names (IRC nicks, say) raises request after
+    # request in one chat. With one shared quota, 32 of them blocked pairing everywhere.
+    hall = ChatWiring("local", "hall",
+                      unknown_sender_policy=UnknownSenderPolicy.REQUEST_APPROVAL)
+    with trio.fail_after(180):
+        async with open_channel_plane(tmp_path, [], [WIRING, hall]) as plane:
+            per_chat = plane.config.gateway.access_max_pending_per_chat
+            for n in range(40):
+                await plane.local.post(LOBBY, f"nick{n}", "let me in")
+            lobby = [r for r in await plane.registry.list_access_requests(
+                AccessRequestStatus.PENDING)]
+            assert len(lobby) == per_chat
+            mark = plane.local.cursor("hall")
+            await plane.local.post("hall", "newcomer", "hello")
+            assert await next_reply(plane, mark, "hall") == TEXTS[NoticeKind.REQUESTED]
+            pending = [c for c in await plane.gateway.pending()
+                       if c.change.kind is ChangeKind.ACCESS]
+            assert len(pending) == per_chat + 1
+            assert any("local:newcomer" in c.change.after for c in pending)

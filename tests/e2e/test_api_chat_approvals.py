@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from ironclaw.host.devseed import DEV_OWNER
+from ironclaw.host.registry import Role, RoleGrant
 
 from .test_api_support import Api, default_settings, running_api  # noqa: F401
 
@@ -80,3 +81,25 @@ async def test_ironctl_turns_chat_approvals_on_and_off(api: Api) -> None:
     assert result.out == f"chat approvals are now off for {DEV_OWNER}\n"
     assert "(chat approvals are off for every owner)" in \
         (await run("owners", "chat-approvals", "list")).out
+
+
+async def test_chat_approvals_are_refused_where_nobody_authenticates_the_sender(
+        api: Api) -> None:
+    for user in ("irc:alice", "webhook:bob"):
+        await api.handles.registry.grant_role(RoleGrant(user, Role.OWNER))
+        refused = await api.post(ROUTE, {"user_id": user, "enabled": True})
+        assert refused.status_code == 422, user
+        assert "does not authenticate its senders" in refused.json()["detail"]
+    assert (await api.get(ROUTE)).json() == {"approvers": []}
+
+
+async def test_a_chat_command_is_posted_only_under_the_posters_own_name(api: Api) -> None:
+    # An admin may post as any local sender, but not a command as the local owner:
+    # that would decide a change as someone else (and pass a two-person rule alone).
+    route = "/v1/channels/local/messages"
+    body = {"agent_group": "demo", "sender": "operator", "text": "/pending"}
+    refused = await api.post(route, body, who="admin")
+    assert refused.status_code == 403 and "own name" in refused.json()["detail"]
+    assert (await api.post(route, {**body, "text": "hello"}, who="admin")).status_code == 202
+    own = await api.post(route, {**body, "sender": "admin"}, who="admin")
+    assert own.status_code == 202

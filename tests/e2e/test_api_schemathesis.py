@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import schemathesis
 import trio
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import HealthCheck, Phase, assume, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis.checks import not_a_server_error
 from schemathesis.core.result import Ok
@@ -70,6 +70,9 @@ def run_schemathesis(base_url: str, token: str, known: dict[str, str]
                       phases=[Phase.generate], suppress_health_check=list(HealthCheck))
             @given(case=operation.as_strategy(generation_mode=mode, path_parameters=ids))
             def check(case: Any) -> None:
+                # A query parameter whose value is an empty list is not sent at all, so
+                # it cannot make a negative case invalid on the wire.
+                assume(mode is not NEGATIVE or [] not in (case.query or {}).values())  # noqa: B023
                 response = case.call_and_validate(base_url=base_url, headers=headers,
                                                   checks=CHECKS, timeout=30)
                 seen.setdefault(key, set()).add(response.status_code)  # noqa: B023

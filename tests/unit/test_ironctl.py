@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from ironclaw.cli.ironctl.changes import decision_line
 from ironclaw.cli.ironctl.output import change_diff, diff_lines
 from tests.unit.test_ironctl_support import (
     APPROVER,
@@ -347,6 +348,21 @@ async def test_doctor(fake: FakeApi, tmp_path: Path) -> None:
     assert (await ironctl(fake, "doctor")).code == 1
 
 
+async def test_doctor_says_why_the_daemon_may_refuse_the_environment_token(
+        fake: FakeApi) -> None:
+    stale = "icw_" + "r" * 40  # the env token of an owner that has been revoked
+    result = await ironctl(fake, "--json", "doctor", env={"PATH": ""}, token=stale)
+    token = {c["name"]: c for c in result.json()["checks"]}["token"]
+    assert token["status"] == "FAIL" and "HTTP 401" in token["detail"]
+    assert "'owner' principal has been revoked" in token["detail"]
+    assert "api.env_token_refused" in token["detail"] and stale not in token["detail"]
+    # A token given on the command line is not the daemon's: no such hint.
+    result = await ironctl(fake, "--json", "--token", stale, "doctor", env={"PATH": ""},
+                           token=None)
+    token = {c["name"]: c for c in result.json()["checks"]}["token"]
+    assert token["status"] == "FAIL" and "revoked" not in token["detail"]
+
+
 async def test_doctor_reports_an_unreachable_api() -> None:
     result = await ironctl(None, "--addr", "http://127.0.0.1:9", "--timeout", "2", "doctor")
     assert result.code == 1
@@ -380,3 +396,11 @@ async def test_doctor_checks_the_channel_config_locally(fake: FakeApi, tmp_path:
     config.write_text("[[channels]\n")
     broken = await ironctl(fake, "doctor", "--config", str(config), env={"PATH": ""})
     assert broken.code == 1 and "FAIL  config" in broken.out
+
+
+def test_a_first_of_two_approvals_says_it_is_still_pending() -> None:
+    first = decision_line({"id": "chg_1", "status": "pending", "decision": None}, "approve")
+    assert "needs a second, different approver" in first and "still pending" in first
+    done = decision_line({"id": "chg_1", "status": "applied",
+                          "decision": {"decided_by": "ada"}}, "approve")
+    assert done == "change chg_1 approved by ada: now applied"

@@ -108,6 +108,9 @@ def print_change(console: Console, change: Mapping[str, Any], *, full: bool = Fa
         fields.append(("expires", when(change.get("expires_at"))))
     if change.get("reason"):
         fields.append(("reason", change.get("reason")))
+    if change.get("approvals"):
+        fields.append(("approved by", ", ".join(map(str, change["approvals"]))
+                       + " (waits for a second approver)"))
     decision = change.get("decision")
     if isinstance(decision, Mapping):
         text = f"{decision.get('outcome')} by {decision.get('decided_by')} at " \
@@ -148,5 +151,8 @@ def decision_line(decided: Mapping[str, Any], outcome: str) -> str:
     decision = decided.get("decision")
     who = decision.get("decided_by") if isinstance(decision, Mapping) else None
     verb = "approved" if outcome == "approve" else "rejected"
+    if outcome == "approve" and decided.get("status") == "pending":
+        return (f"change {decided.get('id')}: your approval is recorded; it needs a second, "
+                "different approver (the two-person rule), so it is still pending")
     by = f" by {who}" if who else ""
     return f"change {decided.get('id')} {verb}{by}: now {decided.get('status')}"

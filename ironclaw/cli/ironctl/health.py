@@ -115,7 +115,8 @@ async def _api_checks(ctx: Ctx) -> list[Check]:
             checks.append(Check("token", PASS, f"valid: principal {who.get('name')} "
                                                f"({', '.join(who.get('roles') or [])})"))
         except ApiFailure as exc:
-            checks.append(Check("token", FAIL, f"refused: {exc.message}"))
+            checks.append(Check("token", FAIL, f"refused: {exc.message}"
+                                + _revoked_owner_hint(ctx, exc)))
     code, ready = await _probe(ctx, "/readyz")
     if code == 200:
         checks.append(Check("readiness", PASS, "ready"))
@@ -143,6 +144,17 @@ async def _api_checks(ctx: Ctx) -> list[Check]:
         checks.append(Check("transport", WARN, "plain HTTP to a non-loopback address: the "
                                                "token crosses the network unencrypted"))
     return checks
+
+
+def _revoked_owner_hint(ctx: Ctx, failure: ApiFailure) -> str:
+    """Why the daemon may refuse the environment's token: the API does not tell an
+    unauthenticated caller whose token it was, so doctor names the likely cause."""
+    if failure.status != 401 or not ctx.token or ctx.token != ctx.env.get(ENV_TOKEN):
+        return ""
+    return (f". If this {ENV_TOKEN} is the daemon's own, note that the daemon refuses it "
+            "once the 'owner' principal has been revoked (a revoked principal stays "
+            "revoked; its log says 'IRONCLAW_API_TOKEN is refused' and the audit has an "
+            "api.env_token_refused entry): use another owner's token")
 
 
 def runtime_check(env: Mapping[str, str]) -> Check:

@@ -3,7 +3,8 @@
 Off by default, per owner. An owner with it on can send ``/pending``, ``/show``,
 ``/approve`` and ``/reject`` to the bot in a direct chat; every decision is audited with
 the chat it came from. A chat account is a weaker credential than an API token: read
-docs/threat-model.md before turning it on. Only an owner token may turn it on or off.
+docs/threat-model.md before turning it on. Only an owner token may turn it on or off,
+and only on a channel whose platform authenticates the sender (docs/channels.md).
 """
 
 from __future__ import annotations

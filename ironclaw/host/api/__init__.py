@@ -15,7 +15,13 @@ authentication, :mod:`.openapi` for the document.
 """
 
 from .openapi import document as openapi_document
-from .principals import ENV_TOKEN, PrincipalError, Principals, bootstrap_owner
+from .principals import (
+    ENV_TOKEN,
+    PrincipalError,
+    PrincipalRevoked,
+    Principals,
+    bootstrap_owner,
+)
 from .server import serve_api
 from .settings import ApiSettings, BindRefused, exposure_warning, is_loopback
 
@@ -24,6 +30,7 @@ __all__ = [
     "ApiSettings",
     "BindRefused",
     "PrincipalError",
+    "PrincipalRevoked",
     "Principals",
     "bootstrap_owner",
     "exposure_warning",

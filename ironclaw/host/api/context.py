@@ -57,6 +57,11 @@ class ApiContext:
     principals: Principals
     limiter: KeyedRateLimiter
     metrics: ApiMetrics
+    # Messages posted through the chat websocket, per principal (one HTTP upgrade
+    # passes ``limiter`` once, then carries any number of messages).
+    chat_limiter: KeyedRateLimiter = attrs.field(default=attrs.Factory(
+        lambda self: KeyedRateLimiter(self.settings.ws_chat_rate_per_second,
+                                      self.settings.ws_chat_burst), takes_self=True))
 
 
 def bearer_token(header: str | None) -> str | None:

@@ -133,15 +133,21 @@ def _paths() -> dict[str, Any]:
                 "status", "query", {"type": "string", "enum": statuses},
                 "only changes in this status")))},
         "/v1/changes/{change_id}": {"get": _op(
-            "Show change", "changes", (200, _json(ref("Change"), "the change, with its "
-                                                  "diff")), (404,), params=(change_id,))},
+            "Show change", "changes", (200, _json(ref("ChangeWithApprovals"), "the change, "
+                                                  "with its diff and who approved it so far "
+                                                  "under the two-person rule")),
+            (404,), params=(change_id,))},
         "/v1/changes/{change_id}/decision": {"post": _op(
-            "Decide change", "changes", (200, _json(ref("Change"), "the change after the "
-                                                    "decision")),
+            "Decide change", "changes", (200, _json(ref("ChangeWithApprovals"), "the change "
+                                                    "after the decision")),
             (403, 404, 409, 422, 503), params=(change_id,), body="DecisionRequest",
             description="Approve or reject as the token's principal. 403: the role may "
-                        "not approve this kind (any decider may reject); 409: already "
-                        "decided, or refused now because the state moved.")},
+                        "not approve this kind (any decider may reject), or the "
+                        "two-person rule refuses the submitter's own approval; 409: "
+                        "already decided, already approved by this principal, or "
+                        "refused now because the state moved. Under the two-person rule "
+                        "a first approval leaves the change pending until a second, "
+                        "different principal approves.")},
         "/v1/audit": {"get": _op(
             "Audit tail", "audit", (200, _json(ref("AuditTail"), "oldest first")),
             (400, 503), params=(_limit(1000, 100),))},

@@ -15,12 +15,20 @@ Bootstrap (:func:`bootstrap_owner`): a fresh control plane has no principal, so 
 first run mints an owner token and returns it for the daemon to print, once. With
 ``IRONCLAW_API_TOKEN`` set, that value is the owner's token instead (and nothing is
 printed, the operator already has it).
+
+Revocation is for good: a revoked principal keeps its row (its past decisions still
+name it) and its name is never re-keyed or re-activated, neither by :meth:`create` nor
+by the bootstrap. A revoked ``owner`` makes the daemon refuse ``IRONCLAW_API_TOKEN``
+(logged and audited with the reason) instead of bringing the owner back; if no active
+principal is left, the bootstrap mints a new owner under a fresh name.
 """
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import hmac
+import itertools
 import logging
 import re
 import secrets
@@ -49,6 +57,17 @@ KEY_BYTES = 32
 
 class PrincipalError(ValueError):
     """A name, role set or token that cannot be used."""
+
+
+class PrincipalRevoked(PrincipalError):
+    """The name belongs to a revoked principal, which stays revoked."""
+
+    def __init__(self, name: str, revoked_at: int) -> None:
+        when = datetime.datetime.fromtimestamp(revoked_at / 1e6, datetime.UTC)
+        super().__init__(f"principal {name!r} was revoked at {when:%Y-%m-%d %H:%M:%S} UTC "
+                         "and stays revoked")
+        self.name = name
+        self.revoked_at = revoked_at
 
 
 def token_hash(key: bytes, token: str) -> str:
@@ -85,10 +104,12 @@ def _listing(conn: Any) -> list[tuple[str, str, int, int | None]]:
 
 
 def _put(conn: Any, name: str, roles: str, digest: str, at: int, replace: bool) -> bool:
-    """Insert (or, with ``replace``, re-key and re-activate) a principal."""
+    """Insert (or, with ``replace``, re-key) a principal. A revoked one is refused."""
     row = conn.execute("SELECT revoked_at, roles, token_hash FROM principals WHERE name = ?",
                        (name,)).fetchone()
-    if row is not None and row[0] is None and (row[1], row[2]) == (roles, digest):
+    if row is not None and row[0] is not None:
+        raise PrincipalRevoked(name, int(row[0]))
+    if row is not None and (row[1], row[2]) == (roles, digest):
         return False  # already exactly so
     clash = conn.execute("SELECT name FROM principals WHERE token_hash = ? AND name != ?",
                          (digest, name)).fetchone()
@@ -98,11 +119,15 @@ def _put(conn: Any, name: str, roles: str, digest: str, at: int, replace: bool) 
         conn.execute("INSERT INTO principals (name, roles, token_hash, created_at) "
                      "VALUES (?, ?, ?, ?)", (name, roles, digest, at))
         return True
-    if row[0] is None and not replace:
+    if not replace:
         raise PrincipalError(f"principal {name!r} already exists")
-    conn.execute("UPDATE principals SET roles = ?, token_hash = ?, created_at = ?, "
-                 "revoked_at = NULL WHERE name = ?", (roles, digest, at, name))
+    conn.execute("UPDATE principals SET roles = ?, token_hash = ?, created_at = ? "
+                 "WHERE name = ? AND revoked_at IS NULL", (roles, digest, at, name))
     return True
+
+
+def _taken_names(conn: Any) -> set[str]:
+    return {name for (name,) in conn.execute("SELECT name FROM principals")}
 
 
 def _revoke(conn: Any, name: str, at: int) -> bool:
@@ -199,6 +224,19 @@ class Principals:
     async def active_count(self) -> int:
         return await self._store.call(_count_active)
 
+    async def free_owner_name(self) -> str:
+        """``owner``, or when that name is taken (a revoked owner keeps it), the first
+        free ``owner-N``."""
+        taken = await self._store.call(_taken_names)
+        candidates = itertools.chain([BOOTSTRAP_OWNER],
+                                     (f"{BOOTSTRAP_OWNER}-{n}" for n in itertools.count(2)))
+        return next(name for name in candidates if name not in taken)
+
+    async def record_env_token_refused(self, refusal: PrincipalRevoked) -> None:
+        if self._audit is not None:
+            await self._audit.append("api.env_token_refused", principal=refusal.name,
+                                     reason="revoked", revoked_at=refusal.revoked_at)
+
 
 async def bootstrap_owner(principals: Principals, *, env_token: str | None = None
                           ) -> str | None:
@@ -206,13 +244,24 @@ async def bootstrap_owner(principals: Principals, *, env_token: str | None = Non
     once, or None when there is nothing to print.
 
     * ``env_token`` given (``IRONCLAW_API_TOKEN``): the ``owner`` principal's token is
-      that value from now on (created or re-keyed); returns None.
-    * otherwise, if no active principal exists: mints the ``owner`` token and returns it.
+      that value from now on (created or re-keyed); returns None. If ``owner`` was
+      revoked, the token is refused instead (logged and audited with the reason): a
+      revoked principal stays revoked.
+    * otherwise, if no active principal exists: mints an owner token and returns it,
+      for ``owner``, or for the first free ``owner-N`` when ``owner`` was revoked.
     * otherwise: None.
     """
     if env_token:
-        await principals.create(BOOTSTRAP_OWNER, {"owner"}, token=env_token, replace=True)
-        return None
+        try:
+            await principals.create(BOOTSTRAP_OWNER, {"owner"}, token=env_token,
+                                    replace=True)
+            return None
+        except PrincipalRevoked as exc:
+            log.error("%s is refused: %s. Unset it and log in with another owner's "
+                      "token (or, with no active principal left, the new owner token "
+                      "printed below)", ENV_TOKEN, exc)
+            await principals.record_env_token_refused(exc)
     if await principals.active_count() > 0:
         return None
-    return await principals.create(BOOTSTRAP_OWNER, {"owner"}, replace=True)
+    name = await principals.free_owner_name()
+    return await principals.create(name, {"owner"})

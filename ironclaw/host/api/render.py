@@ -28,6 +28,12 @@ from ironclaw.runtime import Envelope
 JSON = dict[str, Any]
 
 
+def change_with_approvals(stored: StoredChange, approvals: list[str]) -> JSON:
+    """One change as ``GET /v1/changes/{id}`` shows it: with who approved it so far
+    under the two-person rule (empty unless it waits for a second approver)."""
+    return {**change(stored), "approvals": approvals}
+
+
 def change(stored: StoredChange) -> JSON:
     c = stored.change
     decision = stored.decision

@@ -158,6 +158,7 @@ COMPONENTS: dict[str, Schema] = {
         "diff": array_of(ref("DiffEntry")), "diff_lines": array_of(STR),
         "decision": {"oneOf": [ref("Decision"), {"type": "null"}]},
         "applied_at": nullable("integer")}),
+    "ChangeWithApprovals": {"allOf": [ref("Change"), obj({"approvals": array_of(STR)})]},
     "ChangeList": obj({"changes": array_of(ref("Change"))}),
     "AuditEntry": obj({"seq": INT, "at": INT, "kind": STR,
                        "fields": {"type": "object"}, "prev": STR, "mac": STR}),

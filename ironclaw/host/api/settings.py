@@ -52,6 +52,10 @@ class ApiSettings:
     event_buffer: int = attrs.field(default=512, validator=_positive)
     event_max_missed: int = attrs.field(default=5_000, validator=_positive)
     ws_send_timeout: float = attrs.field(default=10.0, validator=_positive)
+    # Chat over a websocket: a token bucket per principal (shared by all of its chat
+    # connections) for the messages it posts; each one wakes an agent.
+    ws_chat_rate_per_second: float = attrs.field(default=1.0, validator=_positive)
+    ws_chat_burst: int = attrs.field(default=10, validator=_positive)
     # A connection whose peer takes no data for this long is aborted (TCP_USER_TIMEOUT).
     stall_timeout: float = attrs.field(default=30.0, validator=_positive)
     graceful_timeout: float = attrs.field(default=5.0, validator=_positive)

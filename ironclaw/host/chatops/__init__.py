@@ -15,6 +15,7 @@ one of the gateway's notifiers; :class:`ChatCommands` is the router's
 from .approvers import ApproverView as ApproverView
 from .approvers import ChatApprovers as ChatApprovers
 from .approvers import NotAnOwner as NotAnOwner
+from .approvers import UnauthenticatedChannel as UnauthenticatedChannel
 from .commands import ChatCommands as ChatCommands
 from .commands import CommandPolicy as CommandPolicy
 from .commands import parse_command as parse_command

@@ -6,13 +6,21 @@ turned it on for them (``POST /v1/chat-approvals``, ``ironctl owners chat-approv
 enable``). Enabling and disabling are audited. Disabling is always allowed (it is the
 safe direction, e.g. after a suspected account takeover); enabling is only for a
 current owner, and every chat command checks both the role and the opt-in again.
+
+Only on a channel whose platform authenticates the sender
+(:mod:`ironclaw.host.channels.trust`): an IRC nick or a webhook's ``sender`` field is
+anyone's to claim, so enabling one is refused, an opt-in stored for one is removed at
+start (:meth:`ChatApprovers.drop_unauthenticated`), and no command from one is obeyed.
 """
 
 from __future__ import annotations
 
+import logging
+
 import attrs
 
 from ironclaw.contract.clock import now_us
+from ironclaw.host.channels.trust import SENDER_AUTHENTICATION, authenticates_senders
 from ironclaw.host.gateway import AuditSink
 from ironclaw.host.gateway.rbac import is_chat_user_id
 from ironclaw.host.registry import Registry, RegistryError, Role
@@ -20,9 +28,27 @@ from ironclaw.host.store import HostStore
 
 from . import store as q
 
+log = logging.getLogger(__name__)
+
+# Who removed an opt-in that the start-up check refused (audit ``by``).
+SYSTEM_CHECK = "system:sender-authentication"
+
 
 class NotAnOwner(RegistryError):
     """Chat approvals are for owners only."""
+
+
+class UnauthenticatedChannel(RegistryError):
+    """Chat approvals need a platform that authenticates the sender."""
+
+    def __init__(self, user_id: str) -> None:
+        channel = user_id.partition(":")[0]
+        known = SENDER_AUTHENTICATION.get(channel)
+        why = known.why if known is not None else "an unknown channel vouches for nobody"
+        trusted = ", ".join(c for c, a in SENDER_AUTHENTICATION.items() if a.authenticated)
+        super().__init__(
+            f"chat approvals cannot be turned on for {user_id!r:.80}: {channel!r:.40} does "
+            f"not authenticate its senders ({why}). Channels that do: {trusted}")
 
 
 @attrs.frozen
@@ -48,11 +74,30 @@ class ChatApprovers:
         return (await self.is_owner(user_id),
                 await self._store.call(q.is_approver, user_id))
 
+    async def drop_unauthenticated(self) -> list[str]:
+        """Remove (and audit, and log) every opt-in on a channel that does not
+        authenticate its senders, stored before that was refused. Returns their ids."""
+        dropped = []
+        for approver in await self._store.call(q.list_approvers):
+            if authenticates_senders(approver.user_id.partition(":")[0]):
+                continue
+            if await self._store.transaction(q.disable_approver, approver.user_id):
+                dropped.append(approver.user_id)
+                log.warning("chat approvals turned off for %s at start: %s",
+                            approver.user_id,
+                            str(UnauthenticatedChannel(approver.user_id)).replace(
+                                "cannot be turned on", "cannot stay on", 1))
+                await self._audit.append("chat.approvals_disabled",
+                                         user_id=approver.user_id, by=SYSTEM_CHECK)
+        return dropped
+
     async def enable(self, user_id: str, *, by: str) -> bool:
         """Turn chat approvals on for ``user_id``; True if it was off. Raises
         :class:`NotAnOwner` (a RegistryError) for anyone who is not an owner."""
         if not is_chat_user_id(user_id):
             raise NotAnOwner(f"{user_id!r:.80} is not a chat user id (<channel>:<handle>)")
+        if not authenticates_senders(user_id.partition(":")[0]):
+            raise UnauthenticatedChannel(user_id)
         if not await self.is_owner(user_id):
             raise NotAnOwner(f"{user_id} is not an owner; chat approvals are for owners")
         changed = await self._store.transaction(q.enable_approver, user_id, by, now_us())

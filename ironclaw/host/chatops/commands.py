@@ -48,6 +48,7 @@ from ironclaw.contract.enums import ChangeStatus, DecisionOutcome
 from ironclaw.contract.gateway import MAX_CHANGE_BYTES
 from ironclaw.contract.jsonvalue import parse_json
 from ironclaw.host.channels.base import InboundEvent, OutboundDelivery, safe_reason
+from ironclaw.host.channels.trust import authenticates_senders
 from ironclaw.host.gateway import (
     AuditSink,
     ChatOrigin,
@@ -82,6 +83,8 @@ REFUSED_OTHERS = ("Refused. Only an owner who has turned on chat approvals can d
 REFUSED_NOT_ENABLED = ("Refused: chat approvals are off for you. An owner can turn them on "
                        "with: ironctl owners chat-approvals enable {user}")
 REFUSED_NOT_DIRECT = "Refused: changes are decided only in a direct chat with the bot."
+REFUSED_UNAUTHENTICATED = ("Refused: this platform does not authenticate who sends a "
+                           "message, so changes are never decided from it.")
 REFUSED_OWNER_GRANT = ("Refused: a change that makes someone an owner is approved only "
                        "through the API (ironctl change approve), never from chat.")
 USAGE = ("Commands: /pending, /show <change id>, /approve <change id> [code], "
@@ -195,6 +198,7 @@ class ChatCommands:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
                   ) -> None:
+        await self.approvers.drop_unauthenticated()
         task_status.started()
         async with self._receive:
             async for job in self._receive:
@@ -207,6 +211,11 @@ class ChatCommands:
 
     async def _handle(self, job: _Job) -> None:
         event, command = job.event, job.command
+        if not authenticates_senders(event.channel):
+            # Checked first: on such a channel, even "not an owner" would tell a
+            # claimed nick something about who the owners are.
+            return await self._refuse(job, "unauthenticated_channel",
+                                      REFUSED_UNAUTHENTICATED)
         is_owner, enabled = await self.approvers.allowed(job.user)
         if not is_owner:
             return await self._refuse(job, "not_owner", REFUSED_OTHERS)
@@ -286,6 +295,9 @@ class ChatCommands:
             return
         if decided.status is ChangeStatus.APPLIED:
             text = f"Approved and applied: {change.id} ({change.kind.value})."
+        elif decided.status is ChangeStatus.PENDING:
+            text = (f"Your approval of {change.id} is recorded. It needs a second approver "
+                    "(the two-person rule), so it is still pending.")
         else:
             text = (f"Approved: {change.id} is now {decided.status.value}. If its apply "
                     f"failed, an operator can retry it.")

@@ -22,6 +22,8 @@ import attrs
 import httpx
 import idna
 
+from ironclaw.host.public_suffix import wildcard_problem
+
 from .events import Outcome
 
 __all__ = [
@@ -108,8 +110,10 @@ class Allowlist:
 
     ``*.example.org`` matches any name *under* example.org, at any depth, and not
     ``example.org`` itself (grant that separately). A ``:443`` suffix is accepted and
-    means the same as none; an entry naming another port, or anything malformed (the
-    gateway's verifier refuses both), matches nothing.
+    means the same as none; an entry naming another port, a wildcard over a public
+    suffix (``*.co.uk``, ``*.github.io``, ``*.amazonaws.com``: see
+    ``ironclaw.host.public_suffix``), or anything malformed (the gateway's verifier
+    refuses all three) matches nothing.
     """
 
     exact: frozenset[str]
@@ -130,7 +134,8 @@ class Allowlist:
             if host is None:
                 continue
             if wildcard:
-                suffixes.add("." + host)
+                if wildcard_problem(host) is None:
+                    suffixes.add("." + host)
             else:
                 exact.add(host)
         return cls(frozenset(exact), tuple(sorted(suffixes)))

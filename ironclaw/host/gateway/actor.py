@@ -33,7 +33,7 @@ from ironclaw.host.store import HostStore
 from ironclaw.host.store.changes import ChangeStore, StoredChange
 from ironclaw.runtime import DiscardEvents, EventSink
 
-from . import grants
+from . import grants, records
 from .config import GatewayConfig
 from .engine import ChangeEngine
 from .messages import (
@@ -233,7 +233,7 @@ class Gateway:
         groups = await self._store.call(grants.wired_agent_groups, request.messaging_group_id)
         after = {"request": request.id, "user": request.user_id,
                  "messaging_group": request.messaging_group_id, "member_of": groups}
-        ttl_us = self._ttl(self._config.request_ttl_seconds)
+        ttl_us = self._ttl(self._config.access_ttl_seconds)
         return cast(StoredChange, await self._ask(lambda reply: SubmitChange(
             ChangeKind.ACCESS, groups[0] if groups else request.messaging_group_id,
             canonical_json(after), "system:router", "access request", ttl_us,
@@ -242,6 +242,11 @@ class Gateway:
     async def get(self, change_id: str) -> StoredChange:
         """Raises NotFound."""
         return await self._engine.get(change_id)
+
+    async def approvals(self, change_id: str) -> list[str]:
+        """Who has approved a pending change that needs two approvers (two-person
+        rule), so far; empty otherwise."""
+        return await self._store.call(records.approvers_of, change_id)
 
     async def pending(self, limit: int = 1000) -> list[StoredChange]:
         return await self._changes.pending(limit)

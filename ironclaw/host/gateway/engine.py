@@ -42,7 +42,16 @@ from .protocols import (
     Notifier,
     Respawner,
 )
-from .rbac import ChatOrigin, Conflict, Forbidden, NotFound, StaleChange, may_approve
+from .rbac import (
+    ChatOrigin,
+    Conflict,
+    Forbidden,
+    NotFound,
+    Principal,
+    StaleChange,
+    chat_principal_name,
+    may_approve,
+)
 from .state import ChangeContext, snapshot
 from .verifiers import VERIFIER, build_chain, policy_may_approve, run_chain
 
@@ -99,7 +108,7 @@ class ChangeEngine:
             decision = Decision(change.id, DecisionOutcome.APPROVE, UserId(POLICY), now,
                                 "approved by policy")
         stored, created = await self._store.transaction(
-            records.record_submit, change, decision, self._config.max_pending_per_requester)
+            records.record_submit, change, decision, self._config)
         if not created:
             return stored
         await self._audit.append("change.submit", change_id=change.id, kind=change.kind.value,
@@ -140,13 +149,18 @@ class ChangeEngine:
         if change.is_expired(self._clock.now_us()):
             await self.on_expire(change.id)
             raise Conflict(f"{change.id} has expired")
+        first_approver: str | None = None
         if m.outcome is DecisionOutcome.APPROVE:
             after = parse_json(change.after, max_bytes=MAX_CHANGE_BYTES)
             if not may_approve(m.principal, change.kind,
                                grants_owner=grants_owner(change.kind, after),
                                approvals=self._config.approvals):
                 raise Forbidden(f"{m.principal.name} may not approve {change.kind.value}")
+            earlier = await self._two_person_rule(change, m.principal)
             await self._recheck(change, after)
+            if len(earlier) + 1 < self._config.approvals_needed(change.kind):
+                return await self._record_first_approval(change, m)
+            first_approver = earlier[0] if earlier else None
         decision = Decision(change.id, m.outcome, UserId(m.principal.name),
                             self._clock.now_us(), m.reason)
         try:
@@ -155,10 +169,41 @@ class ChangeEngine:
             raise Conflict(str(exc)) from None
         self._disarm(change.id)
         await self._audit_decision(decision, m.principal.via,
-                                   change.digest() if m.digest is not None else None)
+                                   change.digest() if m.digest is not None else None,
+                                   first_approver)
         if m.outcome is DecisionOutcome.APPROVE:
             return await self._apply(change.id)
         await self._notify(change, ChangeStatus.REJECTED)
+        return stored
+
+    async def _two_person_rule(self, change: ChangeRequest, principal: Principal
+                               ) -> list[str]:
+        """Refuse a self-approval where the kind's rule says so, and a second approval
+        by the principal who gave the first. Returns the approvals already given."""
+        if not self._config.approver_must_differ(change.kind):
+            return []
+        if _person(principal.name) == _person(change.requested_by):
+            raise Forbidden(f"two-person rule: {principal.name} submitted {change.id}, so "
+                            f"another principal must approve it")
+        earlier = await self._store.call(records.approvers_of, change.id)
+        if _person(principal.name) in map(_person, earlier):
+            raise Conflict(f"{principal.name} already approved {change.id}; it waits for "
+                           "a second, different approver")
+        return earlier
+
+    async def _record_first_approval(self, change: ChangeRequest, m: DecideChange
+                                     ) -> StoredChange:
+        """The first of two approvals: kept (durably), audited; the change stays
+        pending for a second, distinct principal."""
+        try:
+            stored = await self._store.transaction(records.record_first_approval, change.id,
+                                                   m.principal.name, self._clock.now_us())
+        except ChangeConflict as exc:
+            raise Conflict(str(exc)) from None
+        origin = _origin(m.principal.via, change.digest() if m.digest is not None else None)
+        await self._audit.append("change.approval", change_id=change.id,
+                                 approved_by=m.principal.name, approvals=1,
+                                 needed=self._config.approvals_needed(change.kind), **origin)
         return stored
 
     async def _recheck(self, change: ChangeRequest, after: JSONValue) -> None:
@@ -246,13 +291,14 @@ class ChangeEngine:
 
 
     async def _audit_decision(self, decision: Decision, via: ChatOrigin | None = None,
-                              digest: str | None = None) -> None:
+                              digest: str | None = None, first_approver: str | None = None
+                              ) -> None:
         """A decision from chat also names the chat it came from, and the digest the
-        owner confirmed (ids only: the channel, its instance, the chat's platform id)."""
-        origin: dict[str, str | None] = {}
-        if via is not None:
-            origin = {"via_channel": via.channel, "via_instance": via.instance or None,
-                      "via_chat": via.platform_id, "digest": digest}
+        owner confirmed (ids only: the channel, its instance, the chat's platform id).
+        The second of two approvals also names the first approver."""
+        origin = _origin(via, digest)
+        if first_approver is not None:
+            origin["first_approver"] = first_approver
         await self._audit.append("change.decision", change_id=decision.change_id,
                                  outcome=decision.outcome.value,
                                  decided_by=decision.decided_by, **origin)
@@ -271,6 +317,24 @@ class ChangeEngine:
                 log.exception("gateway callback %s failed", getattr(fn, "__name__", fn))
         if scope.cancelled_caught:
             log.warning("gateway callback %s timed out", getattr(fn, "__name__", fn))
+
+
+LOCAL_CHAT = chat_principal_name("local:")
+
+
+def _person(name: str) -> str:
+    """Who is behind a deciding or requesting name, for the two-person rule. A local
+    chat sender is the API principal that posted under its own name (or the daemon's
+    terminal, the operator's), so ``chat:local:<name>`` and ``<name>`` are one person.
+    Other chat identities cannot be linked to a principal and count as their own."""
+    return name.removeprefix(LOCAL_CHAT)
+
+
+def _origin(via: ChatOrigin | None, digest: str | None) -> dict[str, str | None]:
+    if via is None:
+        return {}
+    return {"via_channel": via.channel, "via_instance": via.instance or None,
+            "via_chat": via.platform_id, "digest": digest}
 
 
 def _subject(kind: ChangeKind, agent_group: str, after: JSONValue) -> str:

@@ -111,6 +111,33 @@ def count_pending(conn: Conn, requested_by: str) -> int:
     return int(row[0])
 
 
+# Pending access requests other than ``request_id`` itself (already stored, pending,
+# by the router before it asks the gateway), sharing its sender, chat or channel.
+
+def pending_access_by_sender(conn: Conn, request_id: str) -> int:
+    return int(conn.execute(
+        "SELECT count(*) FROM access_requests a, access_requests r WHERE r.id = ? "
+        "AND a.status = 'pending' AND a.id != r.id AND a.user_id = r.user_id",
+        (request_id,)).fetchone()[0])
+
+
+def pending_access_in_chat(conn: Conn, request_id: str) -> int:
+    return int(conn.execute(
+        "SELECT count(*) FROM access_requests a, access_requests r WHERE r.id = ? "
+        "AND a.status = 'pending' AND a.id != r.id "
+        "AND a.messaging_group_id = r.messaging_group_id", (request_id,)).fetchone()[0])
+
+
+def pending_access_on_channel(conn: Conn, request_id: str) -> int:
+    return int(conn.execute(
+        "SELECT count(*) FROM access_requests a "
+        "JOIN messaging_groups ma ON ma.id = a.messaging_group_id, "
+        "access_requests r JOIN messaging_groups mr ON mr.id = r.messaging_group_id "
+        "WHERE r.id = ? AND a.status = 'pending' AND a.id != r.id "
+        "AND ma.channel = mr.channel AND ma.instance = mr.instance",
+        (request_id,)).fetchone()[0])
+
+
 class Grants:
     """Read-only view of approved capabilities for the layers that enforce them."""
 

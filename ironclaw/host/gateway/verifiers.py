@@ -23,6 +23,7 @@ from ironclaw.contract.gateway import (
     chain_verdict,
 )
 from ironclaw.contract.jsonvalue import JSONRejected, JSONValue, parse_json
+from ironclaw.host.public_suffix import wildcard_problem
 
 from .config import NEVER_AUTO_APPROVE, GatewayConfig, is_canonical_abs_path
 from .payloads import (
@@ -244,7 +245,8 @@ def host_problem(entry: str) -> str | None:
     host, _, port = entry.partition(":")
     if port and port != "443":
         return f"{entry!r:.80}: only port 443 is allowed"
-    if host.startswith("*."):
+    wildcard = host.startswith("*.")
+    if wildcard:
         host = host[2:]
     if "*" in host:
         return f"{entry!r:.80}: a wildcard is only allowed as a leading '*.'"
@@ -261,12 +263,13 @@ def host_problem(entry: str) -> str | None:
         return f"{entry!r:.80}: the top-level label must start with a letter"
     if any(host == s or host.endswith("." + s) for s in LOCAL_SUFFIXES):
         return f"{entry!r:.80} names a local or IP-embedding domain"
-    return None
+    return wildcard_problem(host) if wildcard else None
 
 
 class EgressVerifier(_Base):
     """Hostnames only (never an IP literal, never a local name), a wildcard only as a
-    leading ``*.``, port 443 only, and a bounded count. The egress broker must still
+    leading ``*.`` and never over a public suffix (``ironclaw.host.public_suffix``),
+    port 443 only, and a bounded count. The egress broker must still
     refuse a name that resolves into private, loopback or link-local space."""
 
     name = "egress-hosts"

@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import shutil
+import stat
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
@@ -26,7 +27,8 @@ import trio
 from ironclaw.runtime import ProcessFailed, open_child_process
 
 from .base import LaunchSpec, SandboxExited
-from .cgroups import remove_container_cgroups, remove_parent_cgroups
+from .cgroups import leftover_cgroups, remove_container_cgroups, remove_parent_cgroups
+from .processes import SandboxProcesses, runtime_programs
 from .runtimes import OciRuntime
 from .spec import (
     BundleInputs,
@@ -37,6 +39,7 @@ from .spec import (
     build_spec,
     validate_spec,
 )
+from .volumes import DiskCaps, Volumes
 
 __all__ = ["ImageSource", "OciIsolator", "VerifiedImage", "cgroup_parent", "container_id"]
 
@@ -76,7 +79,7 @@ class OciIsolator:
                  limits: SandboxLimits | None = None, mapping: UserMapping | None = None,
                  grace_period: float = 5.0, extra_binds: tuple[ExtraBind, ...] = (),
                  spec_hook: SpecHook | None = None, allow_weakened: bool = False,
-                 own_dirs: tuple[Path, ...] = ()) -> None:
+                 own_dirs: tuple[Path, ...] = (), disk: DiskCaps | None = None) -> None:
         self.runtime = runtime
         self.name = runtime.kind.value
         self.strength = runtime.strength
@@ -86,11 +89,15 @@ class OciIsolator:
         # for search by others (0711: enter, never list).
         self._own_dirs = (state_dir.resolve(), *(d.resolve() for d in own_dirs))
         self._cgroup_parent = cgroup_parent(state_dir)
+        self._programs = runtime_programs([runtime.binary])
         self._limits = limits or SandboxLimits()
         self._mapping = mapping or UserMapping()
         self._grace = grace_period
         self._extra_binds = extra_binds
         self._spec_hook = spec_hook
+        # Capped filesystems under the workspace and outbound binds (volumes.py); None
+        # leaves them on the state directory's filesystem, uncapped.
+        self._volumes = Volumes(state_dir, disk) if disk is not None else None
         # Only the red-team harness's negative control sets this, to prove that the
         # harness notices a weak sandbox. It is loud on purpose.
         self._allow_weakened = allow_weakened
@@ -103,8 +110,27 @@ class OciIsolator:
         return self._mapping
 
     async def aclose(self) -> None:
-        """After the last sandbox has stopped: remove our (now empty) parent cgroup."""
+        """After the last sandbox has stopped: remove our (now empty) parent cgroup,
+        and release the disk volumes (nothing reads them until the next start)."""
         await trio.to_thread.run_sync(remove_parent_cgroups, self._cgroup_parent)
+        if self._volumes is not None:
+            await trio.to_thread.run_sync(self._volumes.release_all)
+
+    async def mount_volumes(self) -> None:
+        """At start, before any session (the recovery reads outbound directories):
+        mount every existing disk volume, adopting what a killed plane left."""
+        if self._volumes is not None:
+            await trio.to_thread.run_sync(self._volumes.mount_existing)
+
+    async def prepare_host(self, spec: LaunchSpec) -> None:
+        """Before the session's outbound directory is watched: an inotify watch made
+        before its volume is mounted would watch the directory underneath."""
+        await trio.to_thread.run_sync(self._ensure_volumes, spec)
+
+    def _ensure_volumes(self, spec: LaunchSpec) -> None:
+        if self._volumes is not None:
+            self._volumes.ensure(spec.workspace, self._volumes.caps.workspace_bytes)
+            self._volumes.ensure(spec.queues.outbound_dir, self._volumes.caps.outbound_bytes)
 
     async def check_image(self) -> VerifiedImage:
         """Fail at start, not at the first message, when the image is missing or does
@@ -151,10 +177,10 @@ class OciIsolator:
                  bundle: Path) -> None:
         self._cleanup(cid, bundle)  # a crashed control plane's leftover, if any
         uid = self._mapping.agent_host_uid
+        self._ensure_volumes(spec)
         config_file = spec.run_dir / "agent.json"
         _write_private(config_file, spec.config.render().encode(), uid)
-        os.chown(spec.key_file, uid, uid)
-        os.chmod(spec.key_file, 0o400)
+        _give_key_file(spec.key_file, uid)
         for writable in (spec.queues.outbound_dir, spec.workspace):
             writable.mkdir(parents=True, exist_ok=True)
             _give_tree(writable, uid)
@@ -200,6 +226,14 @@ class OciIsolator:
         _write_private(bundle / "config.json", json.dumps(config, indent=1).encode(), None)
 
     def _cleanup(self, cid: str, bundle: Path) -> None:
+        """Prove the container gone before anything may launch it again: kill every
+        process of it (its runtime invocations name its bundle; its container
+        processes sit in its cgroup) and outwait them, then delete it. A runtime's
+        ``delete`` alone is not proof: a ``run`` of a killed control plane may still be
+        creating the container, which the runtime does not list yet."""
+        cgroups = tuple(path for path in leftover_cgroups(self._cgroup_parent)
+                        if path.name == cid)
+        SandboxProcesses(self._programs, bundle, cgroups).kill_all()
         self.runtime.remove(cid)
         shutil.rmtree(bundle, ignore_errors=True)
         remove_container_cgroups(self._cgroup_parent, cid)
@@ -247,14 +281,51 @@ def _write_private(path: Path, data: bytes, owner: int | None) -> None:
     tmp.replace(path)
 
 
+class UnsafeKeyFile(RuntimeError):
+    """The session key file is not a plain file of its own: something replaced it."""
+
+
+def _give_key_file(path: Path, uid: int) -> None:
+    """The key file to the sandbox uid, read-only. Through a descriptor opened without
+    following a symlink, and checked on that descriptor: a path-based chown or chmod
+    would follow a link planted in its place to whatever it names."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+            raise UnsafeKeyFile(f"{path} is not a regular file with one link")
+        os.fchown(fd, uid, uid)
+        os.fchmod(fd, 0o400)
+    finally:
+        os.close(fd)
+
+
 def _give_tree(root: Path, uid: int) -> None:
     """Make ``root`` and what is in it the sandbox uid's. Only what is not already
-    theirs is touched, so a large workspace costs a walk, not a rewrite. Symlinks are
-    changed themselves, never followed: the sandbox may have planted them."""
-    for path in (root, *root.rglob("*")):
-        try:
-            info = path.lstat()
-            if info.st_uid != uid or info.st_gid != uid:
-                os.chown(path, uid, uid, follow_symlinks=False)
-        except FileNotFoundError:
-            continue
+    theirs is touched, so a large workspace costs a walk, not a rewrite.
+
+    A live sibling sandbox shares the workspace and may swap any directory in it for a
+    symlink while we walk. So the walk goes through descriptors: every directory is
+    held open (``os.fwalk`` opens each one relative to its parent's descriptor and
+    skips it unless it is the very directory it listed), and every change is made
+    relative to the held descriptor, on a single name, never following a link. A swap
+    can make us miss an entry; it cannot send a chown outside the tree."""
+    root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        info = os.fstat(root_fd)
+        if info.st_uid != uid or info.st_gid != uid:
+            os.fchown(root_fd, uid, uid)
+        for _path, dirnames, filenames, dir_fd in os.fwalk(".", dir_fd=root_fd):
+            for name in (*dirnames, *filenames):
+                _give_entry(name, dir_fd, uid)
+    finally:
+        os.close(root_fd)
+
+
+def _give_entry(name: str, dir_fd: int, uid: int) -> None:
+    try:
+        info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        if info.st_uid != uid or info.st_gid != uid:
+            os.chown(name, uid, uid, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        pass  # removed by the sandbox while we walked

@@ -36,6 +36,7 @@ from ..queues import SessionQueues
 from ..registry import AgentGroup, ContainerStatus, Registry, Session
 from .doorbell import Doorbell
 from .progress import SessionProgress
+from .quarantine import Quarantine
 from .tail import OutboundTail
 
 logger = logging.getLogger(__name__)
@@ -82,12 +83,18 @@ class SessionDeps:
     settings: SessionSettings
     # The egress broker; None: no session gets egress, whatever its grants say.
     egress: EgressSockets | None = None
+    quarantine: Quarantine = attrs.Factory(Quarantine)
 
 
 class SessionActor:
-    def __init__(self, session: Session, deps: SessionDeps) -> None:
+    def __init__(self, session: Session, deps: SessionDeps, *,
+                 previous_run_blamed: bool = False) -> None:
+        """``previous_run_blamed``: the session's last sandbox was put down for its own
+        fault (stuck). Otherwise the host ended it, or died, and the first launch here
+        tells the agent so; a relaunch after the sandbox exited on its own never does."""
         self.session = session
         self._deps = deps
+        self._next_launch_blameless = not previous_run_blamed
         self._last_activity = 0.0
         self._scope: trio.CancelScope | None = None
         self._doorbell: Doorbell | None = None
@@ -145,13 +152,15 @@ class SessionActor:
         # and the broker re-reads the allowlist on every request anyway (revocation).
         egress = deps.egress if deps.egress and await deps.egress.granted(group.id) else None
         spec = await trio.to_thread.run_sync(self._prepare, group, egress is not None)
+        await deps.isolator.prepare_host(spec)  # before the tail watches outbound
         keys = await trio.to_thread.run_sync(deps.queues.keys, session.id)
         self._doorbell = Doorbell(spec.socket_dir / WAKE_SOCKET)
         self._tail = OutboundTail(
             session_id=session.id, agent_group_id=group.id, queues=spec.queues,
             key=keys.outbound, cursor=await deps.progress.cursor(session.id),
             submit=deps.delivery.submit, apply_acks=self._apply_acks,
-            on_activity=self._touch, safety_poll_s=deps.settings.safety_poll_s)
+            on_activity=self._touch, safety_poll_s=deps.settings.safety_poll_s,
+            on_hostile=self._quarantine)
         self._supervisor = Supervisor(
             f"sandbox:{session.id}", functools.partial(self._sandbox, spec),
             policy=deps.settings.sandbox_backoff, events=deps.events)
@@ -230,6 +239,11 @@ class SessionActor:
                        task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
         deps = self._deps
         runtime = deps.isolator.name
+        spec = attrs.evolve(spec, config=attrs.evolve(
+            spec.config, previous_run_blameless=self._next_launch_blameless))
+        # Any later launch follows a sandbox that exited on its own (crashed, killed
+        # for memory): its unfinished turn counts.
+        self._next_launch_blameless = False
         await deps.registry.set_container_status(spec.session_id, ContainerStatus.RUNNING)
 
         async def launched(*, task_status: trio.TaskStatus[int]) -> None:
@@ -257,6 +271,14 @@ class SessionActor:
                 # We stopped it (retire, shutdown, respawn): a kill, and audited as one.
                 deps.events.publish(SandboxStopped(spec.session_id, runtime,
                                                    "stopped by the control plane"))
+
+    def _quarantine(self, reason: str) -> None:
+        """The sandbox proved hostile: stop it and keep the session from restarting."""
+        event = self._deps.quarantine.hold(self.session.id, self.session.agent_group_id,
+                                           reason)
+        if event is not None:
+            self._deps.events.publish(event)
+        self.stop("quarantined")
 
     async def _apply_acks(self, acks: Sequence[ProcessingAck]) -> None:
         writer = await self._deps.queues.inbound(self.session.id)

@@ -254,4 +254,16 @@ CREATE TABLE chat_notices (
 CREATE INDEX chat_notices_due ON chat_notices (status, next_at)
 """
 
-MIGRATIONS: tuple[str, ...] = (V1, V2, V3, V4, V5, V6)
+# V7 (the gateway's two-person rule): first approvals of changes whose kind needs two
+# distinct approvers. The change stays pending (and its row here says who approved
+# first) until a second principal approves; a restart keeps the first approval.
+V7 = """
+CREATE TABLE change_approvals (
+    change_id   TEXT NOT NULL,
+    approver    TEXT NOT NULL,
+    approved_at INTEGER NOT NULL,
+    PRIMARY KEY (change_id, approver)
+) STRICT
+"""
+
+MIGRATIONS: tuple[str, ...] = (V1, V2, V3, V4, V5, V6, V7)

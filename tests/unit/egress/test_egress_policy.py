@@ -57,6 +57,18 @@ def test_allowlist_semantics() -> None:
     assert not Allowlist.from_grant([]) and not Allowlist.from_grant(["*.*.x", 3])
 
 
+def test_a_stored_wildcard_over_a_public_suffix_matches_nothing() -> None:
+    # A grant written before the verifier refused these (or by a hand-edited host.db)
+    # still cannot open every github.io page or S3 bucket to the agent.
+    allow = Allowlist.from_grant(["*.github.io", "*.co.uk", "*.amazonaws.com",
+                                  "*.octocat.github.io", "*.example.co.uk"])
+    for host in ("evil.github.io", "attacker.co.uk", "bucket.s3.amazonaws.com",
+                 "x.eu-west-1.compute.amazonaws.com"):
+        assert not allow.allows(host), host
+    assert allow.allows("docs.octocat.github.io") and allow.allows("www.example.co.uk")
+    assert not allow.allows("octocat.github.io")  # a wildcard never matches its base
+
+
 def test_check_target_normalises_what_it_lets_through() -> None:
     allow = Allowlist.from_grant(["example.com"])
     target = check_target(parse_url("https://EXAMPLE.com.:443/p?q=1#frag"), allow)

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ironclaw.host.api import PrincipalError, Principals, bootstrap_owner
+from ironclaw.host.api import PrincipalError, PrincipalRevoked, Principals, bootstrap_owner
 from ironclaw.host.api import principals as principals_module
 from ironclaw.host.api.principals import token_hash
 from ironclaw.host.store import HostStore, open_host_store
@@ -140,3 +140,48 @@ async def test_the_environment_token_becomes_the_owners(store: HostStore) -> Non
     taken = await principals.create("grace", {"viewer"})
     with pytest.raises(PrincipalError):
         await bootstrap_owner(principals, env_token=taken)
+
+
+async def test_a_revoked_owner_stays_revoked_whatever_the_environment_says(
+        store: HostStore, caplog: pytest.LogCaptureFixture) -> None:
+    audit = RecordingAudit()
+    principals = Principals(store, KEY, audit=audit)  # type: ignore[arg-type]
+    chosen = "env-owner-token-" + secrets.token_hex(8)
+    assert await bootstrap_owner(principals, env_token=chosen) is None
+    admin = await principals.create("ada", {"admin"})
+    assert await principals.revoke("owner")
+    # Every restart with the same IRONCLAW_API_TOKEN: the owner is not re-keyed, not
+    # re-activated, and the refusal says why, in the log and the audit.
+    for _ in range(2):
+        assert await bootstrap_owner(principals, env_token=chosen) is None
+        assert await principals.authenticate(chosen) is None
+        (owner,) = [p for p in await principals.list() if p["name"] == "owner"]
+        assert owner["revoked_at"] is not None
+    assert "IRONCLAW_API_TOKEN is refused" in caplog.text and "revoked" in caplog.text
+    refusals = [f for kind, f in audit.entries if kind == "api.env_token_refused"]
+    assert len(refusals) == 2 and refusals[0]["principal"] == "owner"
+    assert chosen not in caplog.text and all(chosen not in str(f) for f in refusals)
+    assert await principals.authenticate(admin) is not None  # nobody else is touched
+    # Neither does create() bring a revoked name back, with or without a token.
+    with pytest.raises(PrincipalRevoked):
+        await principals.create("owner", {"owner"}, token=chosen, replace=True)
+    with pytest.raises(PrincipalRevoked):
+        await principals.create("owner", {"viewer"})
+    assert await principals.authenticate(chosen) is None
+
+
+async def test_with_everyone_revoked_the_bootstrap_mints_a_new_owner_name(
+        store: HostStore) -> None:
+    principals = Principals(store, KEY)
+    first = await bootstrap_owner(principals)
+    assert first is not None
+    assert await principals.revoke("owner")
+    minted = await bootstrap_owner(principals, env_token="env-owner-token-" + "x" * 12)
+    assert minted is not None  # the env token is refused, so a fresh one is printed
+    who = await principals.authenticate(minted)
+    assert who is not None and who.name == "owner-2" and who.roles == {"owner"}
+    assert await principals.authenticate(first) is None
+    assert await principals.revoke("owner-2")
+    third = await bootstrap_owner(principals)
+    assert third is not None
+    assert (await principals.authenticate(third)).name == "owner-3"  # type: ignore[union-attr]

@@ -130,6 +130,24 @@ def test_good_egress_hosts_go_to_a_human(host: str) -> None:
     assert judge("egress", {"hosts": [host]}) == (Verdict.REQUIRE_HUMAN, "human-floor")
 
 
+@pytest.mark.parametrize("host", [
+    "*.co.uk", "*.github.io", "*.amazonaws.com", "*.s3.amazonaws.com", "*.herokuapp.com",
+    "*.com.au", "*.blogspot.com", "*.x.compute.amazonaws.com", "*.co.uk:443",
+])
+def test_a_wildcard_over_a_public_suffix_is_rejected(host: str) -> None:
+    # Each would grant names that strangers register (pages, buckets, apps).
+    problem = host_problem(host)
+    assert problem is not None and "public suffix" in problem
+    assert judge("egress", {"hosts": [host]}) == (Verdict.REJECT, "egress-hosts")
+
+
+@pytest.mark.parametrize("host", ["*.example.co.uk", "*.octocat.github.io",
+                                  "*.github.com", "co.uk.example.org", "github.io"])
+def test_a_wildcard_inside_one_registrant_is_fine(host: str) -> None:
+    assert host_problem(host) is None
+    assert judge("egress", {"hosts": [host]}) == (Verdict.REQUIRE_HUMAN, "human-floor")
+
+
 @given(st.ip_addresses())
 def test_no_ip_address_is_an_egress_host(address: ipaddress.IPv4Address) -> None:
     assert host_problem(str(address)) is not None

@@ -159,12 +159,12 @@ async def test_odd_but_legal_bytes_are_forwarded_exactly(base: Path,
         path = await proxy.serve_session(make_route(base, anthropic(upstream)))
         reply = await raw_exchange(path, (
             b"POST /v1/messages?beta=true&x=%zz HTTP/1.1\r\nHost: api.anthropic.com\r\n"
-            b"X-Obs-Text: caf\xe9 \xff\r\nContent-Length: " + str(len(body)).encode()
+            b"User-Agent: caf\xe9 \xff\r\nContent-Length: " + str(len(body)).encode()
             + b"\r\n\r\n" + body))
     assert reply.startswith(b"HTTP/1.1 200 ")
     [seen] = upstream.requests
     assert seen.query == b"beta=true&x=%zz"
-    assert seen.header("x-obs-text") == ["caf\xe9 \xff"]
+    assert seen.header("user-agent") == ["caf\xe9 \xff"]
 
 
 async def test_openai_bearer_injected(base: Path, upstream: FakeUpstream) -> None:

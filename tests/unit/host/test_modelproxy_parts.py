@@ -124,6 +124,54 @@ def test_request_headers_strip_auth_identity_and_hop_by_hop() -> None:
                    ("accept-encoding", "identity"), ("x-api-key", KEY)]
 
 
+# What the official Python SDKs send by default (anthropic and openai, read from their
+# _base_client.py and _client.py): none of it names anyone, so all of it passes.
+SDK_DEFAULTS = [
+    ("accept", "application/json"), ("content-type", "application/json"),
+    ("user-agent", "OpenAI/Python 1.0"), ("x-stainless-lang", "python"),
+    ("x-stainless-package-version", "1.0"), ("x-stainless-os", "Linux"),
+    ("x-stainless-arch", "x64"), ("x-stainless-runtime", "CPython"),
+    ("x-stainless-runtime-version", "3.12.3"), ("x-stainless-async", "false"),
+    ("x-stainless-retry-count", "0"), ("x-stainless-read-timeout", "600"),
+]
+
+
+def test_openai_org_and_project_never_reach_the_provider() -> None:
+    # An agent that names another organisation or project would bill it on the
+    # operator's key; so would anything naming an account, a workspace or a base URL.
+    hostile = [("openai-organization", "org-victim"), ("openai-project", "proj_victim"),
+               ("openai-beta", "assistants=v2"), ("x-openai-account", "a"),
+               ("x-base-url", "https://evil.example"), ("x-stainless-org", "o"),
+               ("idempotency-key", "k"), ("x-request-id", "r")]
+    out = request_headers_for_upstream(SDK_DEFAULTS + hostile,
+                                       ProviderEndpoint.openai(Secret(KEY)))
+    assert out == [*SDK_DEFAULTS, ("openai-beta", "assistants=v2"),
+                   ("accept-encoding", "identity"), ("authorization", f"Bearer {KEY}")]
+    for kind in ProviderKind:
+        names = {name for name, _ in request_headers_for_upstream(hostile, _endpoint(kind))}
+        assert not names & {"openai-organization", "openai-project", "x-openai-account",
+                            "x-base-url", "x-stainless-org"}, kind
+
+
+def test_anthropic_workspace_and_organisation_headers_are_dropped() -> None:
+    hostile = [("anthropic-workspace-id", "wrkspc_x"), ("anthropic-organization-id", "o"),
+               ("anthropic-user-profile-id", "p"), ("openai-beta", "b"),
+               ("anthropic-beta", "tools-2024-04-04"), ("anthropic-version", "2023-06-01")]
+    out = request_headers_for_upstream(SDK_DEFAULTS + hostile,
+                                       ProviderEndpoint.anthropic(Secret(KEY)))
+    assert out == [*SDK_DEFAULTS, ("anthropic-beta", "tools-2024-04-04"),
+                   ("anthropic-version", "2023-06-01"), ("accept-encoding", "identity"),
+                   ("x-api-key", KEY)]
+
+
+def _endpoint(kind: ProviderKind) -> ProviderEndpoint:
+    if kind is ProviderKind.MOCK:
+        return ProviderEndpoint.mock()
+    if kind is ProviderKind.LOCAL:
+        return ProviderEndpoint.local()
+    return ProviderEndpoint.from_credentials(kind, Credentials())
+
+
 def test_response_headers_drop_cookies_auth_and_framing() -> None:
     upstream = [("set-cookie", "a=b"), ("www-authenticate", "x"), ("content-length", "5"),
                 ("content-encoding", "gzip"), ("transfer-encoding", "chunked"),

@@ -52,7 +52,8 @@ def register(app: QuartTrio, ctx: ApiContext) -> None:
     @app.get("/v1/changes/<change_id>")
     @access(Access.READ)
     async def show_change(change_id: str) -> dict[str, object]:
-        return render.change(await gateway.get(change_id))
+        stored = await gateway.get(change_id)
+        return render.change_with_approvals(stored, await gateway.approvals(change_id))
 
     @app.post("/v1/changes/<change_id>/decision")
     @access(Access.WRITE)
@@ -60,4 +61,4 @@ def register(app: QuartTrio, ctx: ApiContext) -> None:
         body = await json_body(DECISION, limit_body)
         stored = await gateway.decide(change_id, body["outcome"], principal(),
                                       body.get("reason"))
-        return render.change(stored)
+        return render.change_with_approvals(stored, await gateway.approvals(change_id))

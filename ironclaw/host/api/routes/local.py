@@ -7,13 +7,15 @@ would change what an agent listens to without the gateway, so an unwired group i
 
 Who may speak as whom: the router makes the sender ``local:<sender>``, and access
 to an agent is decided on that identity, so only owners and admins may pick any
-sender; an approver posts under its own principal name; a viewer may not post.
+sender; an approver posts under its own principal name; a viewer may not post. A chat
+command (``/approve``...) is posted only under the poster's own name, by anyone.
 """
 
 from __future__ import annotations
 
 from quart_trio import QuartTrio
 
+from ironclaw.host.chatops import parse_command
 from ironclaw.host.gateway import Principal
 from ironclaw.host.registry import NotFound
 
@@ -57,9 +59,15 @@ async def resolve_conversation(ctx: ApiContext, agent_group: str,
     return agent_group if agent_group in wired else wired[0]
 
 
-def check_sender(who: Principal, sender: str) -> None:
+def check_sender(who: Principal, sender: str, text: str) -> None:
+    """An operator may post as anyone, except a chat command (``/approve``...): that is
+    posted only under the poster's own name, so that nobody can decide a change from
+    the local chat as an owner they are not (docs/channels.md)."""
     if not is_operator(who) and sender != who.name:
         raise ApiError(403, f"{who.name} may post only as sender {who.name!r}")
+    if sender != who.name and parse_command(text) is not None:
+        raise ApiError(403, f"a chat command is posted only under your own name "
+                            f"({who.name!r}), never as another sender")
 
 
 def register(app: QuartTrio, ctx: ApiContext) -> None:
@@ -69,7 +77,7 @@ def register(app: QuartTrio, ctx: ApiContext) -> None:
     @access(Access.WRITE)
     async def post_local_message() -> tuple[dict[str, object], int]:
         body = await json_body(LOCAL_MESSAGE, ctx.settings.max_body_bytes)
-        check_sender(principal(), body["sender"])
+        check_sender(principal(), body["sender"], body["text"])
         conversation = await resolve_conversation(ctx, body["agent_group"],
                                                   body.get("conversation"))
         try:

@@ -8,7 +8,8 @@ Client to server::
 
     {"type": "message", "text": "hello", "sender": "alice"}   # sender optional
 
-``sender`` defaults to the principal's name; only owners and admins may name another.
+``sender`` defaults to the principal's name; only owners and admins may name another,
+and never for a chat command (``check_sender``).
 
 Server to client: ``{"type": "ready", "conversation", "agent_group", "last_index"}``
 once, then every new transcript entry, user and agent alike, in order::
@@ -19,11 +20,17 @@ once, then every new transcript entry, user and agent alike, in order::
 plus ``{"type": "accepted", "message_id"}`` for each message of ours the router took,
 and ``{"type": "error", "error", "detail"}`` for one it did not (the socket stays
 open). ``since_index`` in the query replays retained entries after that index first.
+
+Each message spends a token from the principal's chat bucket (``ws_chat_rate_per_second``,
+``ws_chat_burst``; shared by all of the principal's chat connections), checked before
+the frame is even parsed. Without one the message is dropped and answered
+``{"type": "error", "error": "rate_limited", "detail", "retry_after": <s>}``.
 """
 
 from __future__ import annotations
 
 import json
+import math
 
 import trio
 from quart import Response, websocket
@@ -33,9 +40,9 @@ from ironclaw.host.channels import ChannelUnavailable
 from ironclaw.host.gateway import Principal
 
 from .. import render
-from ..context import ApiContext, is_operator
+from ..context import ApiContext
 from ..errors import ApiError, handshake_refusal
-from ..routes.local import resolve_conversation
+from ..routes.local import check_sender, resolve_conversation
 from ..schemas import ENTITY_PATTERN, MAX_TEXT, SENDER_PATTERN
 from ..validate import problems
 from . import auth
@@ -98,6 +105,11 @@ def register(app: QuartTrio, ctx: ApiContext) -> None:
 
     async def _one_message(who: Principal, conversation: str, raw: str | bytes
                            ) -> dict[str, object]:
+        wait = ctx.chat_limiter.take(who.name)
+        if wait:
+            seconds = max(1, math.ceil(wait))
+            return {"type": "error", "error": "rate_limited", "retry_after": seconds,
+                    "detail": f"too many messages; retry after {seconds} s"}
         try:
             message = json.loads(raw) if len(raw) <= ctx.settings.ws_max_message_bytes \
                 else None
@@ -108,9 +120,10 @@ def register(app: QuartTrio, ctx: ApiContext) -> None:
             return {"type": "error", "error": "bad_request", "detail": found}
         assert isinstance(message, dict)
         sender = message.get("sender", who.name)
-        if sender != who.name and not is_operator(who):
-            return {"type": "error", "error": "forbidden",
-                    "detail": f"{who.name} may post only as {who.name!r}"}
+        try:
+            check_sender(who, sender, message["text"])
+        except ApiError as exc:
+            return {"type": "error", "error": "forbidden", "detail": exc.detail}
         try:
             message_id = await local.post(conversation, sender, message["text"])
         except (ValueError, ChannelUnavailable) as exc:
