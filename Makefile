@@ -8,16 +8,37 @@ STAMP := $(VENV)/.installed
 STATE ?= $(if $(filter 0,$(shell id -u)),/var/lib/ironclaw-dev,$(CURDIR)/state)
 # Where built sandbox images live; empty: $$IRONCLAW_IMAGE_CACHE, else ~/.cache/ironclaw/images.
 SANDBOX_IMAGE_CACHE ?=
+# The local model's server (llama-cpp-python) is built from source once, into a wheel
+# cache that outlives the venv: a second run, or a fresh venv, installs the cached wheel.
+# Keep LLAMA_CPP_VERSION equal to the pin in pyproject.toml's test extra.
+LLAMA_CPP_VERSION := 0.3.36
+LOCAL_MODEL_WHEELS ?= $(if $(filter 0,$(shell id -u)),/var/cache/ironclaw/wheels,$(HOME)/.cache/ironclaw/wheels)
+# A native build may use CPU features (AMX) a VM advertises but faults on: name them.
+LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
+LLAMA_WHEEL_STAMP = $(LOCAL_MODEL_WHEELS)/.llama-cpp-python-$(LLAMA_CPP_VERSION)-$(shell $(PYTHON) -c 'import sys; print("cp%d%d" % sys.version_info[:2])')
 
-.PHONY: run test venv image lint typecheck bench bench-quick clean
+.PHONY: run test venv image lint typecheck bench bench-quick clean local-model
 
-$(STAMP): pyproject.toml
+$(VENV)/bin/pip:
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
-	$(VENV)/bin/pip install --quiet -e '.[dev]'
+
+# Built niced (it takes minutes of both cores) and only when the cache lacks it.
+$(LLAMA_WHEEL_STAMP): | $(VENV)/bin/pip
+	mkdir -p $(LOCAL_MODEL_WHEELS)
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" nice -n 10 $(VENV)/bin/pip wheel --quiet --no-deps \
+		--wheel-dir $(LOCAL_MODEL_WHEELS) llama-cpp-python==$(LLAMA_CPP_VERSION)
+	touch $@
+
+# The test extra pins llama-cpp-python; --find-links makes pip take the cached wheel.
+$(STAMP): pyproject.toml $(LLAMA_WHEEL_STAMP)
+	$(VENV)/bin/pip install --quiet --find-links $(LOCAL_MODEL_WHEELS) -e '.[dev]'
 	touch $(STAMP)
 
 venv: $(STAMP)
+
+# The local model and its server (docs/operations.md#running-on-a-local-model-air-gapped).
+local-model: $(STAMP)
 
 run: $(STAMP)
 	$(VENV)/bin/ironclaw-controlplane --dev --state-dir $(STATE)

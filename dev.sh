@@ -16,8 +16,10 @@ cd "$(dirname "$0")"
 # - e2fsprogs, mount, kmod: the sandboxes' disk caps; each workspace and outbound
 #   directory is a loop-mounted ext4 image (mkfs.ext4, mount/umount/losetup, and
 #   modprobe for the loop driver where it is a module).
+# - cmake, g++: llama-cpp-python (the local model server the real-model test and
+#   docs/operations.md's air-gapped setup use) builds from source.
 APT_PACKAGES=(make python3 python3-venv binutils runsc runc crun busybox-static gcc
-              libc6-dev ngircd e2fsprogs mount kmod)
+              libc6-dev ngircd e2fsprogs mount kmod cmake g++)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

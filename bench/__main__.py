@@ -1,7 +1,8 @@
 """python -m bench <suite> [--quick | --smoke] [--out DIR] [--no-write]
 
 Suites: sandbox (the price of the wall), queue (the message path), scale (live
-sandboxes per host), api (API latency and event fan-out), or all. ``queue-floor`` and
+sandboxes per host), api (API latency and event fan-out), models (a real local model's
+reply against the mock's, and the redactor's cost), or all. ``queue-floor`` and
 ``e2e`` are the old names: the queue suite's floor alone, and the queue suite.
 ``python -m bench render FILE.json...`` redraws a saved run's Markdown and charts.
 
@@ -24,7 +25,7 @@ from .context import host_facts
 from .progress import Progress
 from .report import RESULTS, SuiteResult, write_report
 
-SUITES = ("sandbox", "queue", "scale", "api")
+SUITES = ("sandbox", "queue", "scale", "api", "models")
 ALIASES = {"queue-floor": "queue", "e2e": "queue"}
 
 
@@ -44,6 +45,9 @@ def run_suite(name: str, args: argparse.Namespace, progress: Progress) -> SuiteR
         from . import scale
         return scale.run(mode=mode, progress=progress, runtimes=runtimes,
                          image_preference=args.image)
+    if name == "models":
+        from . import models
+        return models.run(mode=mode, progress=progress)
     from . import api
     return api.run(mode=mode, progress=progress)
 

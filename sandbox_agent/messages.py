@@ -15,6 +15,10 @@ from typing import Any
 
 import attrs
 
+# StopKind is re-exported: the turn and the providers take it from here.
+from ironclaw.contract.modelwire import StopKind as StopKind
+from ironclaw.contract.modelwire import classify_stop
+
 JSONObject = dict[str, Any]
 
 
@@ -64,6 +68,10 @@ class ModelReply:
 
     message: AssistantMessage
     stop_reason: str
+    stop: StopKind = attrs.field(
+        default=attrs.Factory(lambda self: classify_stop(self.stop_reason), takes_self=True))
+    # What the model said when it declined (OpenAI's ``message.refusal``), if anything.
+    refusal: str = ""
 
     @property
     def tool_calls(self) -> tuple[ToolCall, ...]:

@@ -244,6 +244,19 @@ def test_api_suite_writes_well_formed_results(out_root: Path) -> None:
     assert many["delivered"] + many["dropped"] == many["events"] * many["subscribers"]
 
 
+def test_models_suite_writes_well_formed_results(out_root: Path) -> None:
+    run = smoke("models", out_root)
+    doc = run["doc"]
+    check_doc(doc, "models")
+    check_files(run, "models")
+    redaction = doc["extra"]["redaction"]
+    assert redaction["false_positives"] == 0 and redaction["misses"] == 0
+    assert redaction["previous_false_positives"] > 0  # the corpus does trip the old one
+    replies = doc["results"]["reply_latency"]
+    if replies["local"]["status"] == "ok":
+        assert 0 <= doc["extra"]["plane_share"] < 1
+
+
 # -- the pieces ------------------------------------------------------------------------
 
 def test_summaries_and_ratios() -> None:

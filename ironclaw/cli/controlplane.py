@@ -37,6 +37,12 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dev", action="store_true",
                         help="development mode: loopback, mock model, demo agent")
+    parser.add_argument("--provider", default=None,
+                        choices=("mock", "anthropic", "openai", "openrouter", "local"),
+                        help="with --dev: the demo agent's model provider (default mock; "
+                             "local needs IRONCLAW_LOCAL_MODEL_URL)")
+    parser.add_argument("--model", default=None,
+                        help="with --dev: the demo agent's model name")
     parser.add_argument("--config", type=Path, default=None, metavar="FILE",
                         help="TOML config file (channels, runtime, ...); flags win over it")
     parser.add_argument("--state-dir", type=Path, default=None,
@@ -133,6 +139,12 @@ def main(argv: list[str] | None = None) -> int:
         from_file.pop("state_dir", None)
         if args.runtime is not None:
             from_file["runtime"] = args.runtime
+        if args.provider is not None or args.model is not None:
+            if not args.dev:
+                raise ValueError("--provider and --model choose the --dev demo agent's "
+                                 "model; other agents get theirs through the gateway")
+            from_file["dev_provider"] = args.provider or "mock"
+            from_file["dev_model"] = args.model or args.provider or "mock"
         config = ControlPlaneConfig(state_dir=state_dir.resolve(), dev=args.dev,
                                     allow_insecure_runtime=args.allow_insecure_runtime,
                                     **from_file)

@@ -52,6 +52,35 @@ def _names(values: Iterable[str]) -> tuple[str, ...]:
     return tuple(values)
 
 
+class MaxTokensField(enum.StrEnum):
+    """What an OpenAI-shaped request calls its output cap."""
+
+    MAX_TOKENS = "max_tokens"  # what most compatible servers understand
+    MAX_COMPLETION_TOKENS = "max_completion_tokens"  # OpenAI's own (o-series refuse the other)
+
+
+class ToolCallContent(enum.StrEnum):
+    """What an OpenAI-shaped assistant turn that only calls tools carries as content."""
+
+    NULL = "null"  # the API's documented form
+    EMPTY = "empty"  # "": some local servers refuse null with a 500
+
+
+@attrs.frozen
+class WireQuirks:
+    """Where OpenAI-compatible servers differ. The host picks them per provider
+    (``ironclaw.host.providers.PROVIDER_QUIRKS``); the agent only follows them."""
+
+    max_tokens_field: MaxTokensField = attrs.field(default=MaxTokensField.MAX_TOKENS,
+                                                   converter=MaxTokensField)
+    tool_call_content: ToolCallContent = attrs.field(default=ToolCallContent.NULL,
+                                                     converter=ToolCallContent)
+
+
+def _quirks(value: WireQuirks | dict[str, Any]) -> WireQuirks:
+    return value if isinstance(value, WireQuirks) else WireQuirks(**value)
+
+
 @attrs.frozen
 class ProviderConfig:
     api: ModelApi = attrs.field(converter=ModelApi)
@@ -59,6 +88,7 @@ class ProviderConfig:
     host: str
     model: str
     max_tokens: int = 4096
+    quirks: WireQuirks = attrs.field(factory=WireQuirks, converter=_quirks)
 
 
 @attrs.frozen

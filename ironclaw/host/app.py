@@ -149,7 +149,8 @@ class ControlPlane:
                 registry = Registry(store)
                 changes = ChangeStore(store)
                 if config.dev:
-                    await seed_dev(registry)
+                    await seed_dev(registry, provider=config.dev_provider,
+                                   model=config.dev_model)
                 proxy = ModelProxy(events=bus, credentials=self._credentials,
                                    limits=config.model_limits)
                 await nursery.start(proxy.run)

@@ -30,6 +30,9 @@ SHARED_KERNEL_WARNING = (
 class ControlPlaneConfig:
     state_dir: Path = attrs.field(converter=Path)
     dev: bool = False
+    # The demo agent's provider and model in --dev ("mock" unless --provider says).
+    dev_provider: str = "mock"
+    dev_model: str = "mock"
     runtime: str = attrs.field(default="auto")
     allow_insecure_runtime: bool = False
     key_dir: Path | None = None  # default: a tmpfs directory (see key_directory)

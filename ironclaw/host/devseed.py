@@ -1,7 +1,11 @@
-"""What --dev starts with: a demo agent on the mock model, reachable from the local
-channel. Seeding is idempotent, so restarting in dev mode keeps what was there."""
+"""What --dev starts with: a demo agent on the mock model (or the provider and model
+``--provider`` and ``--model`` name), reachable from the local channel. Seeding is
+idempotent, so restarting in dev mode keeps what was there; only a provider or model
+named explicitly replaces the demo agent's."""
 
 from __future__ import annotations
+
+import attrs
 
 from ironclaw.contract.enums import EngageMode, UnknownSenderPolicy
 
@@ -21,14 +25,19 @@ DEMO_CONVERSATION = "demo"
 DEV_OWNER = "local:operator"
 
 
-async def seed_dev(registry: Registry) -> MessagingGroup:
-    groups = {g.id for g in await registry.list_agent_groups()}
-    if DEMO_GROUP not in groups:
+async def seed_dev(registry: Registry, *, provider: str = "mock",
+                   model: str = "mock") -> MessagingGroup:
+    groups = {g.id: g for g in await registry.list_agent_groups()}
+    demo = groups.get(DEMO_GROUP)
+    if demo is None:
         await registry.put_agent_group(AgentGroup(
-            id=DEMO_GROUP, name="Demo", folder="demo", provider="mock", model="mock",
+            id=DEMO_GROUP, name="Demo", folder="demo", provider=provider, model=model,
             persona=Persona(identity="You are Demo, IronClaw's demonstration agent.",
                             soul="Helpful, brief, honest about what you cannot do.",
                             instructions="Answer the user. Use tools when asked.")))
+    elif (provider, model) != ("mock", "mock") and (demo.provider, demo.model) != (
+            provider, model):
+        await registry.put_agent_group(attrs.evolve(demo, provider=provider, model=model))
     await registry.put_user(User(DEV_OWNER, "Operator"))
     await registry.grant_role(RoleGrant(DEV_OWNER, Role.OWNER))
     group = await registry.ensure_messaging_group("local", DEMO_CONVERSATION)

@@ -2,6 +2,8 @@
 
 Tools are ``{name, description, input_schema}``; the model calls them with
 ``tool_use`` blocks and hears back through ``tool_result`` blocks in a user message.
+The stop reason (``end_turn``, ``tool_use``, ``max_tokens``, ``refusal``, ...) is kept
+for the turn to act on; thinking blocks carry nothing the agent acts on.
 """
 
 from __future__ import annotations
@@ -35,18 +37,24 @@ class AnthropicMessages:
 
     async def complete(self, system: str, messages: Sequence[Message],
                        tools: Sequence[ToolSpec]) -> ModelReply:
-        body: JSONObject = {
-            "model": self._config.model,
-            "max_tokens": self._config.max_tokens,
-            "system": system,
-            "messages": encode_messages(messages),
-        }
-        if tools:
-            body["tools"] = [{"name": t.name, "description": t.description,
-                              "input_schema": t.input_schema} for t in tools]
         raw = await self._client.post_json(
-            MESSAGES_PATH, body, headers={"anthropic-version": ANTHROPIC_VERSION})
+            MESSAGES_PATH, build_request(self._config, system, messages, tools),
+            headers={"anthropic-version": ANTHROPIC_VERSION})
         return decode_reply(raw)
+
+
+def build_request(config: ProviderConfig, system: str, messages: Sequence[Message],
+                  tools: Sequence[ToolSpec]) -> JSONObject:
+    body: JSONObject = {
+        "model": config.model,
+        "max_tokens": config.max_tokens,
+        "system": system,
+        "messages": encode_messages(messages),
+    }
+    if tools:
+        body["tools"] = [{"name": t.name, "description": t.description,
+                          "input_schema": t.input_schema} for t in tools]
+    return body
 
 
 def encode_messages(messages: Sequence[Message]) -> list[JSONObject]:
@@ -108,4 +116,4 @@ def decode_reply(raw: Any) -> ModelReply:
         # Other block kinds (thinking, ...) carry nothing we act on.
     stop = raw.get("stop_reason")
     return ModelReply(AssistantMessage("".join(texts), tuple(calls)),
-                      stop if isinstance(stop, str) else "unknown")
+                      stop[:64] if isinstance(stop, str) else "unknown")

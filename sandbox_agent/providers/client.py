@@ -25,10 +25,13 @@ from ironclaw.contract.jsonvalue import JSONRejected, parse_json
 from .resilience import (
     CircuitBreaker,
     HostUnreachable,
+    ProviderFailure,
     ProviderProtocolError,
     ProviderRejected,
     ProviderUnavailable,
     RetryPolicy,
+    parse_failure,
+    should_retry,
 )
 
 log = logging.getLogger(__name__)
@@ -75,14 +78,12 @@ class ModelClient:
                         raise
                     self.breaker.record_success()
                     return decoded
-                if status == 429:
-                    failure = "rate limited (429)"
-                    delay = self.policy.honour_retry_after(response.headers.get("retry-after"))
-                elif status >= 500:
-                    failure = f"server error ({status})"
-                else:
+                parsed = _failure(response)
+                if not should_retry(status, response.headers):
                     # The provider is up and answering; this request is what it refuses.
-                    raise ProviderRejected(status, _snippet(response))
+                    raise ProviderRejected(status, _snippet(response), parsed)
+                failure = f"HTTP {status} ({parsed.kind})"
+                delay = self.policy.server_delay(response.headers)
             if not unreachable:
                 self.breaker.record_failure()
             log.info("model attempt %d failed: %s", attempt + 1, failure)
@@ -103,6 +104,14 @@ def _decode(response: httpx.Response) -> Any:
         return parse_json(response.content, max_bytes=MAX_RESPONSE_BYTES)
     except JSONRejected as exc:
         raise ProviderProtocolError(f"model response is not JSON: {exc}") from None
+
+
+def _failure(response: httpx.Response) -> ProviderFailure:
+    try:
+        body = parse_json(response.content, max_bytes=MAX_RESPONSE_BYTES)
+    except JSONRejected:
+        body = None
+    return parse_failure(response.status_code, body)
 
 
 def _snippet(response: httpx.Response) -> str:

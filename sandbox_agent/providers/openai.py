@@ -2,8 +2,19 @@
 
 Tools are ``{"type": "function", "function": {name, description, parameters}}``; the
 model calls them through ``tool_calls`` (arguments as a JSON *string*) and hears back
-through one ``role: tool`` message per call. Many self-hosted servers speak this
-shape too, which is why ``max_tokens`` (the widely understood name) is used.
+through one ``role: tool`` message per call. Many self-hosted servers (llama.cpp,
+Ollama, vLLM) speak this shape too, each with small differences; the host names them in
+the provider's ``quirks`` and this module follows them rather than guess:
+
+- the output cap is ``max_completion_tokens`` for OpenAI itself, ``max_tokens`` for
+  servers that know only that;
+- a tool-call-only assistant turn carries ``content: null`` (the API's form) or ``""``
+  (llama.cpp refuses null).
+
+Whatever the server, ``tool_choice: "auto"`` goes with every list of tools (some servers
+never call a tool without it), and an assistant turn with neither text nor tool calls is
+never sent (the API documents it as invalid). A refusal (``message.refusal``) is decoded
+as one.
 """
 
 from __future__ import annotations
@@ -12,7 +23,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from ironclaw.contract.agent_config import ProviderConfig
+from ironclaw.contract.agent_config import ProviderConfig, ToolCallContent
 from ironclaw.contract.jsonvalue import JSONRejected, parse_json
 
 from ..messages import (
@@ -20,6 +31,7 @@ from ..messages import (
     JSONObject,
     Message,
     ModelReply,
+    StopKind,
     ToolCall,
     ToolResults,
     UserMessage,
@@ -39,25 +51,39 @@ class OpenAIChat:
 
     async def complete(self, system: str, messages: Sequence[Message],
                        tools: Sequence[ToolSpec]) -> ModelReply:
-        body: JSONObject = {
-            "model": self._config.model,
-            "max_tokens": self._config.max_tokens,
-            "messages": encode_messages(system, messages),
-        }
-        if tools:
-            body["tools"] = [{"type": "function", "function": {
-                "name": t.name, "description": t.description, "parameters": t.input_schema,
-            }} for t in tools]
-        return decode_reply(await self._client.post_json(COMPLETIONS_PATH, body))
+        return decode_reply(await self._client.post_json(
+            COMPLETIONS_PATH, build_request(self._config, system, messages, tools)))
 
 
-def encode_messages(system: str, messages: Sequence[Message]) -> list[JSONObject]:
+def build_request(config: ProviderConfig, system: str, messages: Sequence[Message],
+                  tools: Sequence[ToolSpec]) -> JSONObject:
+    quirks = config.quirks
+    body: JSONObject = {
+        "model": config.model,
+        quirks.max_tokens_field.value: config.max_tokens,
+        "messages": encode_messages(system, messages,
+                                    tool_call_content=quirks.tool_call_content),
+    }
+    if tools:
+        body["tools"] = [{"type": "function", "function": {
+            "name": t.name, "description": t.description, "parameters": t.input_schema,
+        }} for t in tools]
+        body["tool_choice"] = "auto"
+    return body
+
+
+def encode_messages(system: str, messages: Sequence[Message], *,
+                    tool_call_content: ToolCallContent = ToolCallContent.NULL
+                    ) -> list[JSONObject]:
     wire: list[JSONObject] = [{"role": "system", "content": system}]
+    empty = None if tool_call_content is ToolCallContent.NULL else ""
     for message in messages:
         if isinstance(message, UserMessage):
             wire.append({"role": "user", "content": message.text})
         elif isinstance(message, AssistantMessage):
-            entry: JSONObject = {"role": "assistant", "content": message.text or None}
+            if not message.text and not message.tool_calls:
+                continue  # an empty assistant turn is invalid; it said nothing anyway
+            entry: JSONObject = {"role": "assistant", "content": message.text or empty}
             if message.tool_calls:
                 entry["tool_calls"] = [{
                     "id": c.id, "type": "function",
@@ -90,8 +116,12 @@ def decode_reply(raw: Any) -> ModelReply:
         raise ProviderProtocolError("tool_calls must be a list")
     calls = tuple(_decode_call(call, index) for index, call in enumerate(raw_calls))
     finish = choice.get("finish_reason")
-    return ModelReply(AssistantMessage(content or "", calls),
-                      finish if isinstance(finish, str) else "unknown")
+    stop_reason = finish[:64] if isinstance(finish, str) else "unknown"
+    refusal = message.get("refusal")
+    if isinstance(refusal, str) and refusal:
+        return ModelReply(AssistantMessage(content or "", calls), stop_reason,
+                          StopKind.REFUSED, refusal)
+    return ModelReply(AssistantMessage(content or "", calls), stop_reason)
 
 
 def _decode_call(raw: object, index: int) -> ToolCall:

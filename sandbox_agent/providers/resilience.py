@@ -1,21 +1,49 @@
 """How the agent behaves when the model is slow, overloaded or down.
 
-Retries absorb the short blips (a 429, a 503, a dropped connection); the breaker stops
-the agent from hammering a provider that is plainly down, so a backlog of messages
-fails fast with an apology instead of each one waiting out a full retry ladder.
-Both read time from Trio's clock, so tests drive them with a virtual clock.
+Retries absorb the short blips; the breaker stops the agent from hammering a provider
+that is plainly down, so a backlog of messages fails fast with an apology instead of
+each one waiting out a full retry ladder. Both read time from Trio's clock, so tests
+drive them with a virtual clock.
+
+What is retried follows the official SDKs' rules (:func:`should_retry`): a dropped
+connection, 408, 409, 429 and every 5xx, unless the server says otherwise in
+``x-should-retry``. How long to wait comes from ``retry-after-ms``, then
+``retry-after`` (seconds, fractional allowed, or an HTTP date), else exponential backoff
+with jitter. Error bodies, in Anthropic's, OpenAI's or the proxy's shape, are parsed into
+a :class:`ProviderFailure` with a kind from a closed set.
 """
 
 from __future__ import annotations
 
 import email.utils
 import enum
+import math
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import attrs
 import trio
+
+from ironclaw.contract.modelwire import FailureKind, ProviderFailure, parse_failure
+
+__all__ = [
+    "BreakerOpen", "CircuitBreaker", "FailureKind", "ProviderError", "ProviderFailure",
+    "ProviderProtocolError", "ProviderRejected", "ProviderUnavailable", "RetryPolicy",
+    "parse_failure", "parse_retry_after", "should_retry",
+]
+
+RETRYABLE_STATUSES = frozenset({408, 409, 429})
+
+
+def should_retry(status: int, headers: Mapping[str, str]) -> bool:
+    """The SDKs' rule: the server's ``x-should-retry`` wins; else 408, 409, 429, 5xx."""
+    verdict = headers.get("x-should-retry", "").strip().lower()
+    if verdict == "true":
+        return True
+    if verdict == "false":
+        return False
+    return status in RETRYABLE_STATUSES or status >= 500
 
 
 class ProviderError(Exception):
@@ -38,12 +66,14 @@ class BreakerOpen(ProviderUnavailable):
 
 
 class ProviderRejected(ProviderError):
-    """The proxy or provider refused the request (a 4xx other than 429). Retrying the
-    same request would get the same answer."""
+    """The proxy or provider refused the request, and said not to retry (or the status
+    is one a retry would only repeat)."""
 
-    def __init__(self, status: int, detail: str) -> None:
+    def __init__(self, status: int, detail: str,
+                 failure: ProviderFailure | None = None) -> None:
         super().__init__(f"HTTP {status}: {detail}")
         self.status = status
+        self.failure = failure or ProviderFailure(status, FailureKind.UNKNOWN, detail)
 
 
 class ProviderProtocolError(ProviderError):
@@ -70,15 +100,35 @@ class RetryPolicy:
         delay = parse_retry_after(header)
         return None if delay is None else min(delay, self.max_retry_after_s)
 
+    def server_delay(self, headers: Mapping[str, str]) -> float | None:
+        """The wait the server asked for (``retry-after-ms`` first), capped; None when
+        it asked for none."""
+        millis = _number(headers.get("retry-after-ms"))
+        if millis is not None:
+            return min(millis / 1000, self.max_retry_after_s)
+        return self.honour_retry_after(headers.get("retry-after"))
+
+
+def _number(text: str | None) -> float | None:
+    if text is None:
+        return None
+    try:
+        value = float(text.strip())
+    except ValueError:
+        return None
+    return value if math.isfinite(value) and value >= 0 else None
+
 
 def parse_retry_after(header: str | None, *, now: Callable[[], float] | None = None
                       ) -> float | None:
-    """Seconds to wait, from either form of Retry-After: delta-seconds or an HTTP date."""
+    """Seconds to wait, from either form of Retry-After: delta-seconds (fractional
+    allowed, as the SDKs accept) or an HTTP date."""
     if header is None:
         return None
     value = header.strip()
-    if value.isdigit():
-        return float(int(value))
+    seconds = _number(value)
+    if seconds is not None:
+        return seconds
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError):

@@ -12,6 +12,8 @@ it receives (method, path, headers, body) and answers as a test scripts it:
 - ``GET /v1/models``: a one-model list.
 - ``script.hang``: accept the request and never answer (for timeouts).
 - ``script.status``, ``script.headers``: the status and extra response headers.
+- ``script.body`` (with ``script.content_type``): answer with exactly these bytes, in
+  ``script.chunk_size`` pieces (the SDK contract tests build them from the SDKs' types).
 """
 
 from __future__ import annotations
@@ -54,6 +56,8 @@ class Script:
     chunk_size: int | None = None
     chunk_pause: float = 0.002
     hang: bool = False
+    body: bytes | None = None
+    content_type: str = "application/json"
 
 
 def _last_user_text(request: dict[str, Any]) -> str:
@@ -107,6 +111,11 @@ class FakeUpstream:
     async def _answer(self, method: str, path: str, body: bytes, script: Script,
                       send: Any) -> None:
         # Suffix matches, so a provider mounted under a prefix (OpenRouter's /api) works.
+        if script.body is not None:
+            size = script.chunk_size or max(1, len(script.body))
+            pieces = [script.body[i:i + size] for i in range(0, len(script.body), size)]
+            await self._send(send, script, script.content_type, pieces or [b""])
+            return
         if method == "GET" and path.endswith("/v1/models"):
             await self._send(send, script, "application/json",
                              [json.dumps({"data": [{"id": "fake-model"}]}).encode()])

@@ -15,6 +15,8 @@ import trio
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from ironclaw.contract.modelwire import FailureKind, StopKind
+from ironclaw.host.modelproxy import ProviderKind
 from ironclaw.runtime import EventBus, Lagged
 
 if TYPE_CHECKING:
@@ -24,6 +26,10 @@ CONTENT_TYPE = CONTENT_TYPE_LATEST
 METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
 CHANGE_EVENTS = frozenset({"change.submitted", "change.decided", "change.applied",
                            "change.apply_failed", "change.expired"})
+# Label values come from these closed sets only.
+STOP_WORDS = frozenset(kind.value for kind in StopKind)
+FAILURE_WORDS = frozenset(kind.value for kind in FailureKind)
+PROVIDER_WORDS = frozenset(kind.value for kind in ProviderKind)
 SUBSCRIBER_BUFFER = 8192
 MAX_COUNT = 100_000
 
@@ -40,6 +46,14 @@ class ApiMetrics:
                                  "to channels (first delivery only)", registry=r)
         self.model_calls = Counter("ironclaw_model_calls", "Model-proxy calls",
                                    ["outcome"], registry=r)
+        self.model_stops = Counter("ironclaw_model_stops", "Model answers by why the model "
+                                   "stopped (complete, tool_use, truncated, refused, "
+                                   "filtered, unknown)", ["stop"], registry=r)
+        self.model_failures = Counter("ironclaw_model_failures", "Provider error answers "
+                                      "by kind", ["kind"], registry=r)
+        self.providers_failing = Counter("ironclaw_model_provider_failing", "Times a "
+                                         "provider was reported failing call after call",
+                                         ["provider", "kind"], registry=r)
         self.changes = Counter("ironclaw_changes", "Gateway change events", ["event"],
                                registry=r)
         self.sessions_started = Counter("ironclaw_sessions_started", "Session actors "
@@ -82,6 +96,15 @@ class ApiMetrics:
             status = getattr(event, "status", 0)
             ok = isinstance(status, int) and 200 <= status < 400
             self.model_calls.labels(outcome="ok" if ok else "error").inc()
+            stop, failure = getattr(event, "stop", ""), getattr(event, "failure", "")
+            if stop in STOP_WORDS:
+                self.model_stops.labels(stop=stop).inc()
+            if failure in FAILURE_WORDS:
+                self.model_failures.labels(kind=failure).inc()
+        elif event_type == "model.provider_failing":
+            provider, kind = getattr(event, "provider", ""), getattr(event, "failure", "")
+            if provider in PROVIDER_WORDS and kind in FAILURE_WORDS:
+                self.providers_failing.labels(provider=provider, kind=kind).inc()
         elif event_type in CHANGE_EVENTS:
             self.changes.labels(event=event_type.removeprefix("change.")).inc()
         elif event_type == "session.started":

@@ -8,6 +8,8 @@ from ironclaw.host.modelproxy.credentials import Credentials as Credentials
 from ironclaw.host.modelproxy.credentials import Secret as Secret
 from ironclaw.host.modelproxy.events import ModelCall as ModelCall
 from ironclaw.host.modelproxy.events import Outcome as Outcome
+from ironclaw.host.modelproxy.events import ProviderFailing as ProviderFailing
+from ironclaw.host.modelproxy.events import ProviderRecovered as ProviderRecovered
 from ironclaw.host.modelproxy.events import SessionSocketFailed as SessionSocketFailed
 from ironclaw.host.modelproxy.mailbox import ProxyLimits as ProxyLimits
 from ironclaw.host.modelproxy.mailbox import ProxyMsg as ProxyMsg

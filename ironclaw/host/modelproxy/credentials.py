@@ -27,6 +27,7 @@ ENV_OPENAI = "OPENAI_API_KEY"
 ENV_OPENROUTER = "OPENROUTER_API_KEY"
 ENV_LOCAL_URL = "IRONCLAW_LOCAL_MODEL_URL"
 ENV_LOCAL_KEY = "IRONCLAW_LOCAL_MODEL_API_KEY"
+ENV_LOCAL_MAX_TOKENS = "IRONCLAW_LOCAL_MODEL_MAX_TOKENS"
 
 
 class Secret:
@@ -88,17 +89,24 @@ class Credentials:
     openrouter: Secret | None = None
     local_url: str | None = None
     local_key: Secret | None = None
+    # The output cap asked of the local model: a small model's context may not hold the
+    # default cap on top of the prompt (a server then refuses every request).
+    local_max_tokens: int | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Credentials:
         env = os.environ if environ is None else environ
         local_url = env.get(ENV_LOCAL_URL, "").strip() or None
+        max_tokens = env.get(ENV_LOCAL_MAX_TOKENS, "").strip()
+        if max_tokens and (not max_tokens.isdigit() or int(max_tokens) < 1):
+            raise ValueError(f"{ENV_LOCAL_MAX_TOKENS} must be a positive whole number")
         return cls(
             anthropic=_secret(env, ENV_ANTHROPIC),
             openai=_secret(env, ENV_OPENAI),
             openrouter=_secret(env, ENV_OPENROUTER),
             local_url=local_url,
             local_key=_secret(env, ENV_LOCAL_KEY),
+            local_max_tokens=int(max_tokens) if max_tokens else None,
         )
 
     def secrets(self) -> Iterator[Secret]:

@@ -12,7 +12,8 @@ from typing import ClassVar
 
 import attrs
 
-__all__ = ["ModelCall", "Outcome", "SessionSocketFailed"]
+__all__ = ["ModelCall", "Outcome", "ProviderFailing", "ProviderRecovered",
+           "SessionSocketFailed"]
 
 
 class Outcome(enum.StrEnum):
@@ -52,6 +53,10 @@ class ModelCall:
     # Cheap rejections (4xx the proxy answers itself) are reported at a bounded rate so a
     # flood cannot flood the audit log; this counts those left out since the last report.
     suppressed: int = 0
+    # Why the model stopped (a StopKind word; "" when the answer was no completion) and
+    # what an upstream error said (a FailureKind word; "" when there was none).
+    stop: str = ""
+    failure: str = ""
 
 
 @attrs.frozen
@@ -63,3 +68,25 @@ class SessionSocketFailed:
 
     session_id: str
     error: str  # the exception's type name only
+
+
+@attrs.frozen
+class ProviderFailing:
+    """A provider answered with the same kind of failure (overloaded, quota, auth, ...)
+    several calls in a row: something for the operator to look at, not a blip."""
+
+    type: ClassVar[str] = "model.provider_failing"
+
+    provider: str
+    failure: str  # a FailureKind word
+    consecutive: int
+
+
+@attrs.frozen
+class ProviderRecovered:
+    """A provider reported failing answered a call successfully again."""
+
+    type: ClassVar[str] = "model.provider_recovered"
+
+    provider: str
+    failed_calls: int

@@ -32,7 +32,8 @@ from ironclaw.runtime import DiscardEvents, EventSink
 from ironclaw.runtime.ratelimit import TokenBucket
 
 from .credentials import Credentials, Secret
-from .events import ModelCall, Outcome, SessionSocketFailed
+from .events import ModelCall, Outcome, ProviderFailing, ProviderRecovered, SessionSocketFailed
+from .health import ProviderHealth
 from .http import BadRequest, BodyTooLarge, RequestHead, ServerConnection
 from .mailbox import ProxyLimits, ProxyMsg, ServeSession, StopSession
 from .providers import ProviderKind, SessionRoute, normalize_host
@@ -67,6 +68,7 @@ class ModelProxy:
         self._limits = ProxyLimits() if limits is None else limits
         self._secrets: set[Secret] = set(credentials.secrets()) if credentials else set()
         self._redactor = Redactor(self._secrets)
+        self._health = ProviderHealth()
         self._send, self._receive = trio.open_memory_channel[ProxyMsg](mailbox_size)
         self._sessions: dict[str, _Session] = {}
         # Messages taken from the mailbox whose reply is not yet sent.
@@ -286,10 +288,19 @@ class ModelProxy:
             redactions=tally.redactions,
             outcome=tally.outcome,
             suppressed=suppressed,
+            stop=tally.stop,
+            failure=tally.failure,
         )
         self._publish(call)
+        notice = self._health.observe(call)
+        if notice is not None:
+            logger.warning("model proxy: provider %s %s", notice.provider,
+                           f"keeps failing ({notice.failure})"
+                           if isinstance(notice, ProviderFailing) else "recovered")
+            self._publish(notice)
 
-    def _publish(self, event: ModelCall | SessionSocketFailed) -> None:
+    def _publish(self, event: ModelCall | SessionSocketFailed | ProviderFailing
+                 | ProviderRecovered) -> None:
         try:
             self._events.publish(event)
         except Exception as exc:

@@ -21,6 +21,7 @@ import httpx
 import trio
 
 from . import mock
+from .answers import AnswerReader
 from .events import Outcome
 from .http import RequestHead, ServerConnection
 from .providers import (
@@ -48,6 +49,9 @@ class Tally:
     response_bytes: int = 0
     redactions: int = 0
     outcome: Outcome = Outcome.OK
+    # Why the model stopped, or what the provider's error said (answers.py).
+    stop: str = ""
+    failure: str = ""
 
 
 def new_client(*, connect_timeout: float, read_timeout: float) -> httpx.AsyncClient:
@@ -88,14 +92,19 @@ async def _relay(conn: ServerConnection, tally: Tally, status: int,
     tally.status = status
     await conn.start(status, safe)
     scrubber = redactor.stream()
+    content_type = next((value for name, value in safe if name == "content-type"), "")
+    reader = AnswerReader(status, content_type)
     try:
         async for chunk in source:
+            reader.feed(chunk)
             out = scrubber.feed(chunk)
             tally.response_bytes += len(out)
             await conn.send(out)
         out = scrubber.finish()
         tally.response_bytes += len(out)
         await conn.send(out)
+        summary = reader.finish()
+        tally.stop, tally.failure = summary.stop, summary.failure
     except BaseException:
         await _unwind(source)
         raise

@@ -9,6 +9,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from ironclaw.contract.agent_config import (
+    MaxTokensField,
+    ModelApi,
+    ProviderConfig,
+    ToolCallContent,
+    WireQuirks,
+)
 from sandbox_agent.messages import (
     AssistantMessage,
     Message,
@@ -19,7 +26,7 @@ from sandbox_agent.messages import (
     transcript_from_json,
     transcript_to_json,
 )
-from sandbox_agent.providers import ProviderProtocolError
+from sandbox_agent.providers import ProviderProtocolError, ToolSpec
 from sandbox_agent.providers import anthropic as anthropic_wire
 from sandbox_agent.providers import openai as openai_wire
 
@@ -104,3 +111,40 @@ def test_any_answer_decodes_or_raises_a_protocol_error(decode: Any, raw: Any) ->
     assert isinstance(reply.message.text, str)
     for call in reply.tool_calls:
         assert isinstance(call.input, dict) and isinstance(call.name, str)
+
+
+# -- OpenAI-shaped servers and their quirks ----------------------------------------
+
+def openai_config(quirks: WireQuirks) -> ProviderConfig:
+    return ProviderConfig(ModelApi.OPENAI_CHAT, "api.openai.com", "gpt-x", 256, quirks)
+
+
+SPEC = ToolSpec("read_file", "read", {"type": "object", "properties": {}})
+
+
+def test_openai_sends_max_completion_tokens_and_tool_choice_auto() -> None:
+    config = openai_config(WireQuirks(MaxTokensField.MAX_COMPLETION_TOKENS))
+    body = openai_wire.build_request(config, "S", TRANSCRIPT, [SPEC])
+    assert body["max_completion_tokens"] == 256 and "max_tokens" not in body
+    assert body["tool_choice"] == "auto"
+    plain = openai_wire.build_request(config, "S", TRANSCRIPT, [])
+    assert "tool_choice" not in plain and "tools" not in plain
+
+
+def test_tool_call_only_turns_carry_null_or_empty_text_as_the_server_needs() -> None:
+    transcript: list[Message] = [UserMessage("read"), AssistantMessage("", (CALL,)),
+                                 ToolResults((ToolResult("toolu_1", "x"),))]
+    for content, expected in ((ToolCallContent.NULL, None), (ToolCallContent.EMPTY, "")):
+        body = openai_wire.build_request(
+            openai_config(WireQuirks(MaxTokensField.MAX_TOKENS, content)), "S", transcript,
+            [SPEC])
+        assert body["max_tokens"] == 256
+        assert body["messages"][2]["content"] == expected
+        assert body["messages"][2]["tool_calls"][0]["id"] == "toolu_1"
+
+
+def test_an_empty_assistant_turn_is_never_sent() -> None:
+    transcript: list[Message] = [UserMessage("hi"), AssistantMessage(""), UserMessage("?")]
+    for encode in (lambda: openai_wire.encode_messages("S", transcript),
+                   lambda: anthropic_wire.encode_messages(transcript)):
+        assert all(m["role"] != "assistant" for m in encode())

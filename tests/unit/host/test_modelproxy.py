@@ -304,14 +304,14 @@ async def test_rate_bucket_refills_with_time(base: Path, autojump_clock: trio.ab
 
 async def test_secret_echoed_in_json_body_and_header_is_redacted(
         base: Path, upstream: FakeUpstream) -> None:
-    upstream.script.text = f"your key is {HOST_SECRET}; another: sk-ant-{'k' * 40}"
+    upstream.script.text = f"your key is {HOST_SECRET}; another: sk-ant-api03-{'k7Q' * 14}"
     upstream.script.headers = [("x-echo", f"Bearer {HOST_SECRET}")]
     async with open_proxy() as (proxy, sink):
         path = await proxy.serve_session(make_route(base, anthropic(upstream)))
         async with client(path) as c:
             response = await c.post("/v1/messages", json=hello())
     assert response.status_code == 200
-    assert HOST_SECRET not in response.text and "k" * 40 not in response.text
+    assert HOST_SECRET not in response.text and "k7Q" * 14 not in response.text
     assert response.json()["content"][0]["text"] == (
         "your key is [REDACTED]; another: [REDACTED]")
     assert response.headers["x-echo"] == "Bearer [REDACTED]"
