@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ from ironclaw.cli.controlplane import main
 from ironclaw.contract.cipher import SessionKeys
 from ironclaw.contract.enums import MessageKind, SessionMode
 from ironclaw.contract.ids import new_message_id
-from ironclaw.contract.queue import OutboundReader
+from ironclaw.contract.queue import OutboundReader, QueueBusy, QueueNotReady
 from ironclaw.contract.rows import NewInboundMessage
 from ironclaw.host.app import ControlPlane
 from ironclaw.host.config import ControlPlaneConfig
@@ -37,6 +38,22 @@ def test_the_process_runtime_needs_dev_or_an_explicit_flag(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--runtime", "process", "--no-api", "--state-dir", str(tmp_path / "s")]) == 1
     assert "no isolation" in capsys.readouterr().err
+
+
+def _replies_reader(state: Path, session_id: str) -> Callable[[], list[str]]:
+    """What the session's agent has answered so far (none while its file is not ready)."""
+    keys = KeyStore.open(state, FileMasterKeySource.in_state_dir(state))
+    secret = SessionKeys.from_secret(keys.get_session(session_id))
+    reader = OutboundReader(state / "sessions" / session_id / "outbound" / "outbound.db",
+                            secret.outbound)
+
+    def replies() -> list[str]:
+        try:
+            return [m.content for m in reader.poll().messages]
+        except (QueueNotReady, QueueBusy):
+            return []
+
+    return replies
 
 
 def _agents(under: Path) -> set[int]:
@@ -90,7 +107,10 @@ def test_sigterm_shuts_down_cleanly_with_no_orphans(tmp_path: Path) -> None:
         time.sleep(0.05)
     assert pid_file.exists(), "recovery never launched the agent"
     agent = int(pid_file.read_text())
-    time.sleep(1.0)  # let it answer
+    replies_now = _replies_reader(state, session_id)
+    deadline = time.monotonic() + 60
+    while not replies_now() and time.monotonic() < deadline:
+        time.sleep(0.05)  # let it answer: the point is a clean stop of a working plane
     daemon.send_signal(signal.SIGTERM)
     assert daemon.wait(timeout=30) == 0
     log = daemon.stderr.read()
@@ -100,11 +120,7 @@ def test_sigterm_shuts_down_cleanly_with_no_orphans(tmp_path: Path) -> None:
     assert _agents(state) <= before
     assert "Traceback" not in log
     # Recovery answered the message the first plane left behind.
-    keys = KeyStore.open(state, FileMasterKeySource.in_state_dir(state))
-    secret = SessionKeys.from_secret(keys.get_session(session_id))
-    outbound = state / "sessions" / session_id / "outbound" / "outbound.db"
-    replies = [m.content for m in OutboundReader(outbound, secret.outbound).poll().messages]
-    assert replies == ["echo: left behind"]
+    assert replies_now() == ["echo: left behind"]
 
 
 def test_a_public_api_bind_needs_its_flag(tmp_path: Path,
