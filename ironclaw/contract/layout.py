@@ -15,10 +15,13 @@ import attrs
 
 from .clock import is_plausible, now_us
 from .ids import SessionId, validate_session_id
+from .untrusted_files import read_untrusted
 
 INBOUND_DB = "inbound.db"
 OUTBOUND_DB = "outbound.db"
 HEARTBEAT_FILE = "heartbeat"
+# A beat is 20 bytes; anything much larger is not one.
+MAX_HEARTBEAT_BYTES = 64
 MODEL_SOCKET = "model.sock"
 EGRESS_SOCKET = "egress.sock"
 WAKE_SOCKET = "wake.sock"
@@ -106,10 +109,12 @@ def write_heartbeat(path: Path, at_us: int | None = None) -> None:
 
 
 def read_heartbeat(path: Path) -> int | None:
-    """The last beat in microseconds, or None if absent or unreadable (untrusted)."""
+    """The last beat in microseconds, or None if absent, unreadable or not a plain
+    small file. The sandbox writes it, so it is read as hostile (untrusted_files.py):
+    a FIFO, symlink or device there costs the reader nothing. Blocking: call it off
+    the event loop."""
     try:
-        with open(path, "rb") as handle:
-            raw = handle.read(64)
+        raw = read_untrusted(path, max_bytes=MAX_HEARTBEAT_BYTES)
     except OSError:
         return None
     try:

@@ -36,6 +36,7 @@ AUDITED: dict[str, tuple[str, ...]] = {
     "sandbox.exited": ("session_id", "runtime", "returncode"),
     "sandbox.stopped": ("session_id", "runtime", "reason"),
     "session.failed": ("session_id", "error"),
+    "session.quarantined": ("session_id", "agent_group_id", "reason"),
     "model.call": ("session_id", "agent_group_id", "provider", "host", "method", "path",
                    "status", "request_bytes", "response_bytes", "duration_ms",
                    "redactions"),

@@ -1,9 +1,13 @@
 """Hostile bytes from a compromised sandbox never crash the host's reader.
 
-The sandbox holds its outbound key, so it can rebuild its tables without STRICT and
-store anything in any column: wrong types, invalid UTF-8, NUL bytes, oversized
-content, unknown kinds, path-like ids. The reader must answer with typed rows and
-typed rejections; only a file-level problem may raise, and then a QueueError.
+The sandbox holds its outbound key, so it can store anything in any column: wrong
+types, invalid UTF-8, NUL bytes, oversized content, unknown kinds, path-like ids. A
+rebuilt table is refused by the schema check (tests/security/test_hostile_schema.py),
+so these tests go further: rows written through a table without STRICT, then the
+schema text put back to the contract's own (``writable_schema``), so the reader sees
+exactly the contract's schema over rows STRICT would never have let in. The reader
+must answer with typed rows and typed rejections; only a file-level problem may
+raise, and then a QueueError.
 """
 
 from __future__ import annotations
@@ -21,13 +25,16 @@ from ironclaw.contract.cipher import RawKey
 from ironclaw.contract.queue import OutboundReader, OutboundWriter, QueueSchemaError
 from ironclaw.contract.queue.fence import WriterFence
 from ironclaw.contract.queue.files import fence_path_for
+from ironclaw.contract.queue.snapshot_db import expected_schema
 from ironclaw.contract.rows import MAX_CONTENT_BYTES, OutboundMessage, RowRejection
+from ironclaw.contract.schema import OUTBOUND_DDL
 
-HOSTILE_TABLE = """
-DROP TABLE messages_out;
-CREATE TABLE messages_out (id, seq, in_reply_to, timestamp, deliver_after, recurrence,
-    kind, platform_id, channel_type, thread_id, destination, content);
-"""
+# Same constraints, hence the same automatic indexes, as the contract's table; no types.
+HOSTILE_SQL = ("CREATE TABLE messages_out (id PRIMARY KEY, seq UNIQUE, in_reply_to, "
+               "timestamp, deliver_after, recurrence, kind, platform_id, channel_type, "
+               "thread_id, destination, content)")
+CONTRACT_SQL = next(row[3] or b"" for row in expected_schema(OUTBOUND_DDL)
+                    if row[1] == b"messages_out")
 
 any_value = st.one_of(
     st.none(),
@@ -59,17 +66,30 @@ class HostileWriter:
         self.fence = WriterFence(fence_path_for(self.db))
         self.conn = sqlcipher3.connect(str(self.db), isolation_level=None)
         self.conn.execute(self.key.pragma())
-        with self.fence.writing():
-            self.conn.executescript(HOSTILE_TABLE)
 
-    def replace_rows(self, rows: list[tuple[object, ...]], *, invalid_utf8: bool) -> None:
+    def _set_table_sql(self, sql: bytes | str) -> None:
+        sql = sql.decode() if isinstance(sql, bytes) else sql
+        (version,) = self.conn.execute("PRAGMA schema_version").fetchone()
+        self.conn.execute("PRAGMA writable_schema = ON")
+        self.conn.execute("UPDATE sqlite_master SET sql = ? WHERE name = 'messages_out'",
+                          (sql,))
+        self.conn.execute(f"PRAGMA schema_version = {version + 1}")
+        self.conn.execute("PRAGMA writable_schema = OFF")
+
+    def replace_rows(self, rows: list[tuple[object, ...]], *, invalid_utf8: bool) -> int:
+        """Store ``rows`` (a duplicate id or seq is skipped); returns how many stored."""
         with self.fence.writing():
+            self._set_table_sql(HOSTILE_SQL)
             self.conn.execute("DELETE FROM messages_out")
             for row in rows:
                 marks = ", ".join(
                     "CAST(? AS TEXT)" if invalid_utf8 and isinstance(v, bytes) else "?"
                     for v in row)
-                self.conn.execute(f"INSERT INTO messages_out VALUES ({marks})", row)
+                self.conn.execute(f"INSERT OR IGNORE INTO messages_out VALUES ({marks})",
+                                  row)
+            self._set_table_sql(CONTRACT_SQL)
+            self.stored = self.conn.execute("SELECT seq FROM messages_out").fetchall()
+        return len(self.stored)
 
     def close(self) -> None:
         self.conn.close()
@@ -90,17 +110,15 @@ def test_reader_is_total_over_hostile_rows(rows: list[dict[str, object]],
     with tempfile.TemporaryDirectory() as root:
         hostile = HostileWriter(Path(root))
         try:
-            raw_rows = [_row(r) for r in rows]
-            hostile.replace_rows(raw_rows, invalid_utf8=invalid_utf8)
+            hostile.replace_rows([_row(r) for r in rows], invalid_utf8=invalid_utf8)
             poll = OutboundReader(hostile.db, hostile.key).poll()
         finally:
             hostile.close()
-    pageable = [r for r in raw_rows
-                if isinstance(r[1], int) and not isinstance(r[1], bool) and r[1] > 0]
+    seqs = [seq for (seq,) in hostile.stored]
+    pageable = [seq for seq in seqs if isinstance(seq, int) and seq > 0]
     assert len(poll.messages) + len(
         [x for x in poll.rejections if x.table == "messages_out"]) == len(pageable)
-    assert poll.unpageable_rows == sum(
-        1 for r in raw_rows if not isinstance(r[1], int) or isinstance(r[1], bool))
+    assert poll.unpageable_rows == sum(1 for seq in seqs if not isinstance(seq, int))
     for message in poll.messages:
         assert isinstance(message, OutboundMessage)
         assert message.seq % 2 == 1

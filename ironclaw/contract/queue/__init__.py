@@ -11,6 +11,9 @@ from .errors import (
     QueueError as QueueError,
 )
 from .errors import (
+    QueueFileUnsafe as QueueFileUnsafe,
+)
+from .errors import (
     QueueNotReady as QueueNotReady,
 )
 from .errors import (

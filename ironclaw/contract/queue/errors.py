@@ -33,3 +33,8 @@ class QueueTooLarge(QueueError):
 
 class QueueWriteRefused(QueueError):
     """A write was refused before it reached the file: bad input or a closed writer."""
+
+
+class QueueFileUnsafe(QueueError):
+    """Where a queue file or its fence should be there is something else: a symlink,
+    FIFO, socket, device, directory or hard link. Only a hostile writer makes one."""

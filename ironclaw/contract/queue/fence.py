@@ -31,6 +31,8 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from ..untrusted_files import open_untrusted
+
 # counter, inverted counter, monotonic nanoseconds at which the last commit ended
 _FORMAT = struct.Struct("<QQQ")
 _COUNTER = struct.Struct("<QQ")
@@ -56,15 +58,13 @@ def decode_fence(data: bytes) -> int:
 
 
 def read_fence(path: Path) -> int:
-    """Return the counter. Raises FenceUnreadable on a missing or torn fence."""
+    """Return the counter. Raises FenceUnreadable on a missing or torn fence, and on
+    anything but a plain small file there (the other side writes this directory)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError as exc:
-        raise FenceUnreadable("no fence") from exc
-    try:
-        return decode_fence(os.pread(fd, _COUNTER.size, 0))
-    finally:
-        os.close(fd)
+        with open_untrusted(path, max_bytes=4096) as (fd, _size):
+            return decode_fence(os.pread(fd, _COUNTER.size, 0))
+    except OSError as exc:
+        raise FenceUnreadable(f"no usable fence: {exc}") from exc
 
 
 def pacing_gap(file_bytes: int) -> float:

@@ -11,7 +11,9 @@ fence holds one even value before and after the copy, writes the copy (still
 ciphertext) to a private scratch file, and opens that read-only and immutable. So a
 reader never sees a torn commit, never trips over the writer's journal, and holds
 the live file for one ``pread`` only, which a continuously committing writer cannot
-starve.
+starve. The live file and its fence belong to the other side, so both are opened
+as hostile (untrusted_files.py), and the copy's schema is checked before any query
+(snapshot_db.py).
 """
 
 from __future__ import annotations
@@ -22,24 +24,25 @@ import random
 import tempfile
 import threading
 import time
-import urllib.parse
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeAlias, TypeVar
 
 import sqlcipher3
 
-from ..cipher import BUSY_TIMEOUT_MS, CIPHER_COMPATIBILITY, RawKey
+from ..cipher import BUSY_TIMEOUT_MS, RawKey
+from ..untrusted_files import UnsafeFile, UntrustedFileTooLarge, open_untrusted, read_bounded
 from .errors import (
     QueueBusy,
     QueueError,
+    QueueFileUnsafe,
     QueueNotReady,
-    QueueSchemaError,
     QueueTooLarge,
     QueueWriteRefused,
     WrongKeyOrCorrupt,
 )
 from .fence import FenceUnreadable, WriterFence, decode_fence
+from .snapshot_db import apply_key, open_snapshot, query_failed, split_ddl, uri
 
 # sqlcipher3 ships no type information; a connection is typed loosely on purpose.
 Connection: TypeAlias = Any
@@ -57,32 +60,12 @@ def fence_path_for(db_path: Path) -> Path:
     return db_path.with_name(db_path.name + ".fence")
 
 
-def _uri(path: Path, **params: str) -> str:
-    query = "&".join(f"{k}={urllib.parse.quote(v)}" for k, v in params.items())
-    return f"file:{urllib.parse.quote(str(path))}" + (f"?{query}" if query else "")
-
-
-def _apply_key(conn: Connection, key: RawKey) -> None:
-    conn.execute(key.pragma())
-    conn.execute(f"PRAGMA cipher_compatibility = {CIPHER_COMPATIBILITY}")
-    conn.execute("PRAGMA cipher_log_level = NONE")
-
-
 def _force_first_read(conn: Connection) -> None:
     """PRAGMA key always answers ok; only reading a page tells a wrong key."""
     try:
         conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
     except sqlcipher3.DatabaseError as exc:
         raise WrongKeyOrCorrupt(f"cannot decrypt: {exc}") from None
-
-
-def _check_tables(conn: Connection, required: tuple[str, ...]) -> None:
-    names = {row[0] for row in conn.execute(
-        "SELECT name FROM sqlite_master WHERE type = 'table'")}
-    names = {n.decode() if isinstance(n, bytes) else n for n in names}
-    missing = [t for t in required if t not in names]
-    if missing:
-        raise QueueSchemaError(f"missing tables: {', '.join(missing)}")
 
 
 class FencedWriterFile:
@@ -100,17 +83,17 @@ class FencedWriterFile:
         try:
             with self._fence.writing():
                 self._conn = sqlcipher3.connect(
-                    _uri(db_path, **params), uri=True, isolation_level=None,
+                    uri(db_path, **params), uri=True, isolation_level=None,
                     check_same_thread=False)
                 try:
-                    _apply_key(self._conn, key)
+                    apply_key(self._conn, key)
                     _force_first_read(self._conn)
                     self._conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
                     self._conn.execute("PRAGMA journal_mode = DELETE").fetchone()
                     self._conn.execute("PRAGMA synchronous = FULL")
                     self._conn.execute("PRAGMA mmap_size = 0")
                     self._conn.execute("BEGIN IMMEDIATE")
-                    for statement in _split_ddl(ddl):
+                    for statement in split_ddl(ddl):
                         self._conn.execute(statement)
                     self._conn.execute("COMMIT")
                 except BaseException:
@@ -183,9 +166,22 @@ class FencedWriterFile:
                 self._fence.close()
 
 
-def _split_ddl(ddl: str) -> list[str]:
-    # executescript() would COMMIT our open transaction first; run statements one by one.
-    return [s.strip() for s in ddl.split(";") if s.strip()]
+# The fence is 24 bytes; a reader accepts a little slack, never a large file.
+MAX_FENCE_BYTES = 4096
+
+
+@contextlib.contextmanager
+def _opened_hostile(path: Path, max_bytes: int) -> Iterator[int]:
+    """A file the other side writes, opened as hostile: typed queue errors only."""
+    try:
+        with open_untrusted(path, max_bytes=max_bytes) as (fd, _size):
+            yield fd
+    except FileNotFoundError:
+        raise QueueNotReady(f"{path.name} does not exist yet") from None
+    except UnsafeFile as exc:
+        raise QueueFileUnsafe(f"{path.name}: {exc.strerror}") from None
+    except UntrustedFileTooLarge:
+        raise QueueTooLarge(f"{path.name} exceeds {max_bytes} bytes") from None
 
 
 def copy_snapshot(db_path: Path, *, max_bytes: int = DEFAULT_MAX_FILE_BYTES,
@@ -196,29 +192,28 @@ def copy_snapshot(db_path: Path, *, max_bytes: int = DEFAULT_MAX_FILE_BYTES,
     While the fence reads odd the reader spins on it for a moment, so that it starts
     copying at the very beginning of the next even window instead of sleeping past
     it; only when the writer stays odd (a long commit, or a crashed writer) does it
-    back off with jittered sleeps."""
-    fence = fence_path_for(db_path)
+    back off with jittered sleeps. Both files are opened as hostile (a symlink, FIFO,
+    device or hard link raises QueueFileUnsafe), and the budget bounds the whole
+    call: no step of it can wait on the writer."""
     deadline = time.monotonic() + budget_s
     pause = 0.0005
-    try:
-        fence_fd = os.open(fence, os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        raise QueueNotReady(f"{db_path.name} does not exist yet") from None
-    try:
+    with _opened_hostile(fence_path_for(db_path), MAX_FENCE_BYTES) as fence_fd:
         while True:
             spin_until = time.monotonic() + SPIN_S
             while True:
                 try:
                     before = decode_fence(os.pread(fence_fd, 16, 0))
                 except FenceUnreadable:
-                    if not db_path.exists():
+                    if not os.path.lexists(db_path):  # lstat: opens nothing
                         raise QueueNotReady(f"{db_path.name} does not exist yet") from None
                     before = -1
                 if before >= 0 and before % 2 == 0:
-                    try:
-                        data = _read_all(db_path, max_bytes)
-                    except FileNotFoundError:
-                        raise QueueNotReady(f"{db_path.name} does not exist yet") from None
+                    with _opened_hostile(db_path, max_bytes) as db_fd:
+                        try:
+                            data = read_bounded(db_fd, max_bytes)
+                        except UntrustedFileTooLarge:
+                            raise QueueTooLarge(
+                                f"{db_path.name} exceeds {max_bytes} bytes") from None
                     if decode_fence(os.pread(fence_fd, 16, 0)) == before:
                         return data
                 if time.monotonic() >= spin_until:
@@ -228,64 +223,52 @@ def copy_snapshot(db_path: Path, *, max_bytes: int = DEFAULT_MAX_FILE_BYTES,
             # Jitter so a reader does not fall into lock-step with a periodic writer.
             time.sleep(pause * (0.5 + random.random()))
             pause = min(pause * 2, 0.02)
-    finally:
-        os.close(fence_fd)
-
-
-def _read_all(path: Path, max_bytes: int) -> bytes:
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        chunks: list[bytes] = []
-        total = 0
-        while True:
-            chunk = os.pread(fd, 1 << 20, total)
-            if not chunk:
-                return b"".join(chunks)
-            total += len(chunk)
-            if total > max_bytes:
-                raise QueueTooLarge(f"{path.name} exceeds {max_bytes} bytes")
-            chunks.append(chunk)
-    finally:
-        os.close(fd)
 
 
 class SnapshotReader:
     """Reads one queue file through snapshots. Holds no connection between reads, so
-    every read sees the latest committed state."""
+    every read sees the latest committed state. ``ddl`` is the contract's DDL for the
+    file: a snapshot whose schema differs is refused (QueueSchemaError) before any
+    query runs on it."""
 
-    def __init__(self, db_path: Path, key: RawKey, required_tables: tuple[str, ...], *,
+    def __init__(self, db_path: Path, key: RawKey, ddl: str, *,
                  scratch_dir: Path | None = None,
                  max_bytes: int = DEFAULT_MAX_FILE_BYTES,
                  budget_s: float = DEFAULT_SNAPSHOT_BUDGET_S) -> None:
         self.db_path = db_path
         self._key = key
-        self._required = required_tables
+        self._ddl = ddl
         self._scratch = scratch_dir or default_scratch_dir()
         self._max_bytes = max_bytes
         self._budget_s = budget_s
+        self.last_copy_bytes = 0
 
     def verify(self) -> None:
         """Fail now on a wrong key or a foreign schema, rather than at first use."""
         self.read(lambda conn: None)
 
+    def fence(self) -> int | None:
+        """The fence counter, read through the hardened opener; None if missing or
+        torn. Raises QueueFileUnsafe for anything but a plain small file."""
+        try:
+            with _opened_hostile(fence_path_for(self.db_path), MAX_FENCE_BYTES) as fd:
+                return decode_fence(os.pread(fd, 16, 0))
+        except (QueueNotReady, FenceUnreadable):
+            return None
+
     def read(self, query: Callable[[Connection], T]) -> T:
         data = copy_snapshot(self.db_path, max_bytes=self._max_bytes, budget_s=self._budget_s)
+        self.last_copy_bytes = len(data)
         fd, name = tempfile.mkstemp(prefix="ironclaw-snap-", suffix=".db", dir=self._scratch)
         try:
             with os.fdopen(fd, "wb") as handle:
                 handle.write(data)
-            conn = sqlcipher3.connect(_uri(Path(name), mode="ro", immutable="1"), uri=True,
-                                      isolation_level=None)
+            conn = open_snapshot(Path(name), self._key, self._ddl)
             try:
-                conn.text_factory = bytes
-                _apply_key(conn, self._key)
-                conn.execute("PRAGMA query_only = ON")
-                _force_first_read(conn)
-                _check_tables(conn, self._required)
                 try:
                     return query(conn)
                 except sqlcipher3.DatabaseError as exc:
-                    raise QueueSchemaError(f"query failed on a clean snapshot: {exc}") from None
+                    raise query_failed(exc) from None
             finally:
                 conn.close()
         finally:

@@ -22,7 +22,7 @@ from ..schema import (
     HOST_SEQ_EXPR,
     INBOUND_DDL,
     MESSAGES_OUT_COLUMNS,
-    OUTBOUND_TABLES,
+    OUTBOUND_DDL,
 )
 from . import codec
 from .errors import QueueWriteRefused
@@ -196,11 +196,21 @@ class OutboundReader:
 
     def __init__(self, db_path: Path, key: RawKey, *, scratch_dir: Path | None = None,
                  max_bytes: int = DEFAULT_MAX_FILE_BYTES, budget_s: float = 5.0) -> None:
-        self._reader = SnapshotReader(db_path, key, OUTBOUND_TABLES, scratch_dir=scratch_dir,
+        self._reader = SnapshotReader(db_path, key, OUTBOUND_DDL, scratch_dir=scratch_dir,
                                       max_bytes=max_bytes, budget_s=budget_s)
 
     def verify(self) -> None:
         self._reader.verify()
+
+    def fence(self) -> int | None:
+        """The commit fence's counter now (None while it is missing or torn): a caller
+        that saw the same even value at its last complete read need not copy again."""
+        return self._reader.fence()
+
+    @property
+    def last_copy_bytes(self) -> int:
+        """Bytes copied by the last snapshot: what the last read cost."""
+        return self._reader.last_copy_bytes
 
     def poll(self, *, after_seq: int = 0, limit: int = 256, ack_limit: int = 4096
              ) -> OutboundPoll:

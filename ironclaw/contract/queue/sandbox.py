@@ -20,7 +20,7 @@ from ..enums import AckStatus
 from ..ids import MessageId
 from ..schema import (
     DESTINATION_COLUMNS,
-    INBOUND_TABLES,
+    INBOUND_DDL,
     MESSAGES_IN_COLUMNS,
     OUTBOUND_DDL,
     SANDBOX_SEQ_EXPR,
@@ -58,7 +58,7 @@ class InboundPoll:
 class InboundReader:
     def __init__(self, db_path: Path, key: RawKey, *, scratch_dir: Path | None = None,
                  max_bytes: int = DEFAULT_MAX_FILE_BYTES, budget_s: float = 5.0) -> None:
-        self._reader = SnapshotReader(db_path, key, INBOUND_TABLES, scratch_dir=scratch_dir,
+        self._reader = SnapshotReader(db_path, key, INBOUND_DDL, scratch_dir=scratch_dir,
                                       max_bytes=max_bytes, budget_s=budget_s)
 
     def verify(self) -> None:

@@ -36,6 +36,7 @@ from ..queues import SessionQueues
 from ..registry import AgentGroup, ContainerStatus, Registry, Session
 from .doorbell import Doorbell
 from .progress import SessionProgress
+from .quarantine import Quarantine
 from .tail import OutboundTail
 
 logger = logging.getLogger(__name__)
@@ -82,6 +83,7 @@ class SessionDeps:
     settings: SessionSettings
     # The egress broker; None: no session gets egress, whatever its grants say.
     egress: EgressSockets | None = None
+    quarantine: Quarantine = attrs.Factory(Quarantine)
 
 
 class SessionActor:
@@ -151,7 +153,8 @@ class SessionActor:
             session_id=session.id, agent_group_id=group.id, queues=spec.queues,
             key=keys.outbound, cursor=await deps.progress.cursor(session.id),
             submit=deps.delivery.submit, apply_acks=self._apply_acks,
-            on_activity=self._touch, safety_poll_s=deps.settings.safety_poll_s)
+            on_activity=self._touch, safety_poll_s=deps.settings.safety_poll_s,
+            on_hostile=self._quarantine)
         self._supervisor = Supervisor(
             f"sandbox:{session.id}", functools.partial(self._sandbox, spec),
             policy=deps.settings.sandbox_backoff, events=deps.events)
@@ -257,6 +260,14 @@ class SessionActor:
                 # We stopped it (retire, shutdown, respawn): a kill, and audited as one.
                 deps.events.publish(SandboxStopped(spec.session_id, runtime,
                                                    "stopped by the control plane"))
+
+    def _quarantine(self, reason: str) -> None:
+        """The sandbox proved hostile: stop it and keep the session from restarting."""
+        event = self._deps.quarantine.hold(self.session.id, self.session.agent_group_id,
+                                           reason)
+        if event is not None:
+            self._deps.events.publish(event)
+        self.stop("quarantined")
 
     async def _apply_acks(self, acks: Sequence[ProcessingAck]) -> None:
         writer = await self._deps.queues.inbound(self.session.id)

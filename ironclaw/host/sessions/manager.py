@@ -16,6 +16,7 @@ import trio
 
 from ironclaw.contract.clock import now_us
 from ironclaw.contract.queue import OutboundReader, QueueError
+from ironclaw.contract.untrusted_files import run_untrusted
 
 from ..events import SessionFailed, SessionRetired, SessionStarted
 from ..mailboxes import (
@@ -119,6 +120,9 @@ class Sessions:
 
     async def _start(self, session_id: str) -> _Live | None:
         assert self._nursery is not None
+        if self._deps.quarantine.held(session_id) is not None:
+            logger.warning("not starting quarantined session %s", session_id)
+            return None
         try:
             session = await self._deps.registry.get_session(session_id)
         except NotFound:
@@ -171,7 +175,7 @@ class Sessions:
             try:
                 if await self._has_outstanding_work(session.id):
                     await self.wake(session.id, "recovery")
-            except (QueueError, OSError) as exc:
+            except (QueueError, OSError, trio.TooSlowError) as exc:
                 logger.warning("cannot check %s for outstanding work: %s", session.id, exc)
 
     async def _has_outstanding_work(self, session_id: str) -> bool:
@@ -186,7 +190,8 @@ class Sessions:
             return False
         keys = await trio.to_thread.run_sync(deps.queues.keys, session_id)
         cursor = await deps.progress.cursor(session_id)
-        poll = await trio.to_thread.run_sync(
+        # The sandbox's file: hostile until read, on a thread of its own, with a deadline.
+        poll = await run_untrusted(
             lambda: OutboundReader(paths.outbound_db, keys.outbound).poll(
-                after_seq=cursor, limit=1))
+                after_seq=cursor, limit=1), limiter=trio.CapacityLimiter(1))
         return bool(poll.messages or poll.rejections)

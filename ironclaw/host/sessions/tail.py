@@ -8,6 +8,21 @@ Per poll it reads one consistent snapshot, hands new rows to delivery in seq ord
 (waiting if delivery applies back-pressure to this session), advances inbound status
 from new or changed acks (one inbound commit only when something changed), and keeps
 what the sweeper needs to tell busy from stuck.
+
+Everything in the outbound directory is the sandbox's, so the host's work on it is
+bounded per session, whatever the sandbox does:
+
+* every read (heartbeat, fence, snapshot) goes through the hardened opener
+  (``ironclaw.contract.untrusted_files``), on this session's own one-thread limiter,
+  under a deadline: a stuck read holds one thread of this session, never the event
+  loop and never Trio's shared thread limiter;
+* a snapshot is copied only when the commit fence moved since the last complete read,
+  and copies are paced by a token bucket that charges by size (:class:`CopyBudget`),
+  so an inotify storm cannot make the host copy and decrypt more than the agent
+  commits, nor more than a fixed rate;
+* a file that proves the sandbox hostile (a schema that is not the contract's, a
+  symlink, FIFO, device or hard link where a queue file belongs) is reported through
+  ``on_hostile`` once, and the tail stops reading it.
 """
 
 from __future__ import annotations
@@ -23,8 +38,17 @@ import trio
 from ironclaw.contract.cipher import RawKey
 from ironclaw.contract.enums import AckStatus
 from ironclaw.contract.layout import HEARTBEAT_FILE, QueuePaths, read_heartbeat
-from ironclaw.contract.queue import OutboundPoll, OutboundReader, QueueBusy, QueueNotReady
+from ironclaw.contract.queue import (
+    OutboundPoll,
+    OutboundReader,
+    QueueBusy,
+    QueueFileUnsafe,
+    QueueNotReady,
+    QueueSchemaError,
+)
 from ironclaw.contract.rows import ContainerState, ProcessingAck
+from ironclaw.contract.untrusted_files import run_untrusted
+from ironclaw.runtime.ratelimit import TokenBucket
 
 from ..mailboxes import OutboundBatch
 
@@ -33,6 +57,46 @@ logger = logging.getLogger(__name__)
 _WATCH = (inotify_simple.flags.CLOSE_WRITE | inotify_simple.flags.MODIFY
           | inotify_simple.flags.MOVED_TO | inotify_simple.flags.CREATE)
 BATCH_LIMIT = 256
+# A read of the outbound file (copy, decrypt, query) gets this long before the tail
+# stops waiting for it; the snapshot's own retry budget is 5 s of it.
+READ_DEADLINE_S = 15.0
+# What proves a sandbox hostile: no honest agent produces either.
+HOSTILE = (QueueSchemaError, QueueFileUnsafe)
+
+
+@attrs.frozen
+class CopyPolicy:
+    """How much snapshot copying one session may cause: ``rate`` tokens a second, at
+    most ``burst`` banked, and a copy costs one token plus one per started MiB."""
+
+    rate: float = 20.0
+    burst: int = 20
+    bytes_per_token: int = 1 << 20
+
+
+class CopyBudget:
+    def __init__(self, policy: CopyPolicy) -> None:
+        self._policy = policy
+        self._bucket = TokenBucket(policy.rate, policy.burst)
+        self._owed = 0
+
+    def charge(self, file_bytes: int) -> None:
+        """Record a copy; the next :meth:`wait` pays for it."""
+        self._owed += 1 + file_bytes // self._policy.bytes_per_token
+
+    async def wait(self) -> None:
+        """Sleep until every copy so far is paid for (spending banked tokens first)."""
+        while self._owed > 0:
+            await self._bucket.acquire()
+            self._owed -= 1
+
+
+@attrs.frozen
+class _Read:
+    fence: int | None
+    snapshot: OutboundPoll | None
+    copied_bytes: int
+    heartbeat_at: int | None
 
 
 @attrs.define
@@ -43,6 +107,9 @@ class TailState:
     oldest_claim_at: int | None = None
     rows_seen: int = 0
     busy_polls: int = 0
+    copies: int = 0  # snapshots copied
+    skipped_polls: int = 0  # polls answered by an unmoved fence, without a copy
+    hostile: str | None = None  # why the outbound file proved the sandbox hostile
 
 
 class OutboundTail:
@@ -50,7 +117,9 @@ class OutboundTail:
                  key: RawKey, cursor: int,
                  submit: Callable[[OutboundBatch], Awaitable[None]],
                  apply_acks: Callable[[Sequence[ProcessingAck]], Awaitable[None]],
-                 on_activity: Callable[[], None], safety_poll_s: float = 2.0) -> None:
+                 on_activity: Callable[[], None], safety_poll_s: float = 2.0,
+                 on_hostile: Callable[[str], None] = lambda reason: None,
+                 copy_policy: CopyPolicy | None = None) -> None:
         self._sid = session_id
         self._group = agent_group_id
         self._queues = queues
@@ -58,8 +127,13 @@ class OutboundTail:
         self._submit = submit
         self._apply_acks = apply_acks
         self._on_activity = on_activity
+        self._on_hostile = on_hostile
         self._safety_poll_s = safety_poll_s
         self._acked: dict[str, AckStatus] = {}
+        # This session's own thread: its reads never queue behind another session's.
+        self._limiter = trio.CapacityLimiter(1)
+        self._budget = CopyBudget(copy_policy or CopyPolicy())
+        self._read_fence: int | None = None  # the fence as of the last complete read
         self.state = TailState(cursor=cursor)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
@@ -69,38 +143,69 @@ class OutboundTail:
             notify.add_watch(str(self._queues.outbound_dir), _WATCH)
             task_status.started()
             await self.poll()
-            while True:
+            while self.state.hostile is None:
                 with trio.move_on_after(self._safety_poll_s):
                     await trio.lowlevel.wait_readable(notify.fileno())
+                # Drained in one go: a storm of events is one wake-up, not many.
                 names = {event.name for event in notify.read(timeout=0)}
                 if HEARTBEAT_FILE in names:
-                    self.state.heartbeat_at = read_heartbeat(self._queues.heartbeat)
+                    await self._read_heartbeat()
                 await self.poll()
         finally:
             notify.close()
 
+    async def _read_heartbeat(self) -> None:
+        path = self._queues.heartbeat
+        with contextlib.suppress(trio.TooSlowError):
+            self.state.heartbeat_at = await run_untrusted(
+                lambda: read_heartbeat(path), limiter=self._limiter,
+                deadline_s=READ_DEADLINE_S)
+
     async def poll(self) -> None:
         """Read until caught up: a backlog is drained batch by batch."""
-        while True:
+        while self.state.hostile is None:
+            await self._budget.wait()
             try:
-                snapshot: OutboundPoll = await trio.to_thread.run_sync(
-                    lambda: self._reader.poll(after_seq=self.state.cursor, limit=BATCH_LIMIT))
+                read = await run_untrusted(self._read_once, limiter=self._limiter,
+                                           deadline_s=READ_DEADLINE_S)
             except QueueNotReady:
                 return  # the agent has not created its file yet
-            except QueueBusy:
+            except (QueueBusy, trio.TooSlowError):
                 # Only a writer that ignores pacing (or died mid-commit) gets here.
                 self.state.busy_polls += 1
                 return
-            await self._absorb(snapshot)
-            if len(snapshot.messages) + len(snapshot.rejections) < BATCH_LIMIT:
+            except HOSTILE as exc:
+                self.state.hostile = f"{type(exc).__name__}: {exc}"[:300]
+                logger.critical("session %s: its outbound file proves it hostile: %s",
+                                self._sid, self.state.hostile)
+                self._on_hostile(self.state.hostile)
+                return
+            if read.snapshot is None:
+                self.state.skipped_polls += 1
+                return
+            self.state.copies += 1
+            self._budget.charge(read.copied_bytes)
+            await self._absorb(read.snapshot, read.heartbeat_at)
+            if len(read.snapshot.messages) + len(read.snapshot.rejections) < BATCH_LIMIT:
+                self._read_fence = read.fence
                 return
 
-    async def _absorb(self, snapshot: OutboundPoll) -> None:
+    def _read_once(self) -> _Read:
+        """On this session's thread (so it touches no tail state): the fence as read
+        before the copy, and the snapshot unless nothing was committed since the last
+        complete read."""
+        fence = self._reader.fence()
+        if fence is not None and fence == self._read_fence:
+            return _Read(fence, None, 0, None)
+        snapshot = self._reader.poll(after_seq=self.state.cursor, limit=BATCH_LIMIT)
+        return _Read(fence, snapshot, self._reader.last_copy_bytes,
+                     read_heartbeat(self._queues.heartbeat))
+
+    async def _absorb(self, snapshot: OutboundPoll, beat: int | None) -> None:
         state = self.state
         state.container = snapshot.container
         if snapshot.container is not None:
             state.heartbeat_at = max(state.heartbeat_at or 0, snapshot.container.heartbeat_at)
-        beat = read_heartbeat(self._queues.heartbeat)
         if beat is not None:
             state.heartbeat_at = max(state.heartbeat_at or 0, beat)
         changed = [a for a in snapshot.acks if self._acked.get(a.message_id) != a.status]

@@ -1,0 +1,121 @@
+"""The one way the host opens a file under a directory a sandbox can write.
+
+A sandbox owns what is in its outbound directory and its workspace (and, under the
+process runtime, everything the control plane's user can reach). Where the host
+expects a small regular file it may find a FIFO that never answers, a symlink to a
+huge or host-private file, a device, or a hard link to another file. So every such
+open goes through :func:`open_untrusted`, and every such read through
+:func:`read_untrusted`:
+
+* ``O_NOFOLLOW``: a symlink in the last component is refused (the directories above
+  it are the host's own; the sandbox cannot swap them);
+* ``O_NONBLOCK``: opening a FIFO with no writer returns at once instead of waiting
+  for one forever; the flag is cleared again before any read;
+* ``fstat`` on the open descriptor (not the path, which can change in between): a
+  regular file, with exactly one link, no larger than the caller's cap;
+* reads are ``pread`` on that descriptor, bounded by the cap even if the file grows.
+
+A read of a regular file cannot block forever, but it can be slow (a large file, a
+loaded disk). :func:`run_untrusted` runs such work off the event loop, under a
+deadline, on a limiter the caller owns (one per session), and abandons the thread if
+the deadline passes: the thread finishes on its own, holding only that session's
+limiter, never Trio's shared one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import stat
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TypeVar
+
+import trio
+
+T = TypeVar("T")
+
+__all__ = [
+    "OPEN_FLAGS",
+    "UnsafeFile",
+    "UntrustedFileTooLarge",
+    "open_untrusted",
+    "read_untrusted",
+    "run_untrusted",
+]
+
+OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+READ_CHUNK = 1 << 20
+# How long untrusted-file work may take before the caller stops waiting for it.
+DEFAULT_DEADLINE_S = 10.0
+
+
+class UnsafeFile(OSError):
+    """Something other than a plain regular file is where one was expected: a symlink,
+    FIFO, socket, device, directory or hard link. No honest sandbox makes one."""
+
+
+class UntrustedFileTooLarge(OSError):
+    """The file is larger than the caller's cap."""
+
+
+@contextlib.contextmanager
+def open_untrusted(path: Path | str, *, max_bytes: int) -> Iterator[tuple[int, int]]:
+    """Open ``path`` for reading as described above; yield ``(fd, size)``.
+
+    Raises FileNotFoundError if nothing is there, UnsafeFile if something other than a
+    lone regular file is, UntrustedFileTooLarge past ``max_bytes``."""
+    try:
+        fd = os.open(path, OPEN_FLAGS)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise UnsafeFile(errno.ELOOP, "a symlink where a file was expected") from None
+        if exc.errno == errno.ENXIO:  # a unix socket
+            raise UnsafeFile(errno.ENXIO, "a socket where a file was expected") from None
+        raise
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise UnsafeFile(errno.EINVAL, f"not a regular file (mode {info.st_mode:o})")
+        if info.st_nlink != 1:
+            # A hard link lets a sandbox under the process runtime present a file the
+            # host owns (host.db, a key file) as its own.
+            raise UnsafeFile(errno.EMLINK, f"a file with {info.st_nlink} links")
+        if info.st_size > max_bytes:
+            raise UntrustedFileTooLarge(errno.EFBIG,
+                                        f"{info.st_size} bytes exceed the cap of {max_bytes}")
+        os.set_blocking(fd, True)
+        yield fd, info.st_size
+    finally:
+        os.close(fd)
+
+
+def read_untrusted(path: Path | str, *, max_bytes: int) -> bytes:
+    """The whole file, through :func:`open_untrusted`. A file that grows past the cap
+    while it is read is refused too."""
+    with open_untrusted(path, max_bytes=max_bytes) as (fd, _size):
+        return read_bounded(fd, max_bytes)
+
+
+def read_bounded(fd: int, max_bytes: int) -> bytes:
+    """Every byte of an already vetted descriptor, or UntrustedFileTooLarge."""
+    chunks: list[bytes] = []
+    total = 0
+    while True:
+        chunk = os.pread(fd, min(READ_CHUNK, max_bytes + 1 - total), total)
+        if not chunk:
+            return b"".join(chunks)
+        total += len(chunk)
+        if total > max_bytes:
+            raise UntrustedFileTooLarge(errno.EFBIG, f"grew past the cap of {max_bytes}")
+        chunks.append(chunk)
+
+
+async def run_untrusted(work: Callable[[], T], *, limiter: trio.CapacityLimiter,
+                        deadline_s: float = DEFAULT_DEADLINE_S) -> T:
+    """Run blocking work on untrusted files off the event loop, on ``limiter``, for at
+    most ``deadline_s`` (then trio.TooSlowError). Cancellation never waits for the
+    thread: it is abandoned, finishes on its own, and frees ``limiter`` when it does."""
+    with trio.fail_after(deadline_s):
+        return await trio.to_thread.run_sync(work, limiter=limiter, abandon_on_cancel=True)

@@ -1,0 +1,237 @@
+"""No read of a sandbox-writable file bypasses the hardened opener.
+
+The rule (docs/threat-model.md, "Files the sandbox can write"): every file the host
+opens under a sandbox-writable directory is opened through
+``ironclaw.contract.untrusted_files``. A taint analysis of paths would miss aliases,
+so this test takes the stricter road for opens: **every** call in the host's code
+that opens a file (``open``, ``os.open``, ``os.fdopen``, ``Path.open``/``read_*``/
+``write_*``, ``sqlcipher3.connect``) must appear in ``REVIEWED`` with the reason it
+is safe. A new open anywhere fails this test until someone has looked at where its
+path comes from and written the reason down.
+
+Metadata calls (``stat``, ``exists``, ``chmod``, ``unlink``, ``mkdir``...) open
+nothing, so a FIFO cannot block them; they are checked by name instead: one whose
+expression mentions a sandbox-writable place (outbound, inbound, heartbeat,
+workspace, socket directory, fence, queue paths) must be reviewed too.
+
+``sandbox_agent`` is not scanned: it is the sandbox.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+OPEN_ATTRS = frozenset({"open", "read_bytes", "read_text", "write_bytes", "write_text",
+                        "fdopen"})
+OPEN_CALLEES = frozenset({"open", "os.open", "io.open", "sqlcipher3.connect"})
+METADATA_ATTRS = frozenset({
+    "stat", "lstat", "exists", "lexists", "is_file", "is_dir", "is_fifo", "is_socket",
+    "is_symlink", "iterdir", "rglob", "glob", "scandir", "listdir", "walk", "getsize",
+    "chmod", "chown", "lchown", "unlink", "remove", "rename", "replace", "rmtree",
+    "mkdir", "symlink_to", "touch", "resolve", "readlink", "add_watch"})
+SANDBOX_WRITABLE = re.compile(
+    r"outbound|inbound|heartbeat|workspace|socket_dir|fence|db_path|\bqueues\b")
+
+HARDENED = "the hardened opener itself"
+HOST_PRIVATE = "a host-private path (state, keys, image, audit); no sandbox writes there"
+SANDBOX_SIDE = "runs inside the sandbox, on its own files"
+NOT_A_FILE = "an object's own open method, not a file open"
+OWN_WRITER = ("the host's own inbound queue: bound read-only into the sandbox under "
+              "every isolating runtime")
+
+REVIEWED: dict[tuple[str, str, str], str] = {
+    ("ironclaw/contract/untrusted_files.py", "open_untrusted", "os.open"): HARDENED,
+    # The contract, imported by both sides.
+    ("ironclaw/contract/agent_config.py", "AgentConfig.load", "path.read_bytes"):
+        SANDBOX_SIDE,
+    ("ironclaw/contract/layout.py", "write_heartbeat", "os.open"): SANDBOX_SIDE,
+    ("ironclaw/contract/layout.py", "SessionLayout.create", "queues.inbound_dir.mkdir"):
+        "the host creates the directory before any sandbox exists",
+    ("ironclaw/contract/layout.py", "SessionLayout.create", "queues.outbound_dir.mkdir"):
+        "the host creates the directory before any sandbox exists",
+    ("ironclaw/contract/layout.py", "SessionLayout.create", "self.socket_dir.mkdir"):
+        "a host-owned directory (the sandbox cannot write it)",
+    ("ironclaw/contract/queue/fence.py", "WriterFence.__init__", "os.open"):
+        "a writer's own fence: " + OWN_WRITER + " (host) or the agent's own (sandbox)",
+    ("ironclaw/contract/queue/files.py", "FencedWriterFile.__init__",
+     "sqlcipher3.connect"): "a writer's own file: " + OWN_WRITER,
+    ("ironclaw/contract/queue/files.py", "FencedWriterFile.__init__", "os.chmod"):
+        "a writer's own file: " + OWN_WRITER,
+    ("ironclaw/contract/queue/files.py", "FencedWriterFile.reading",
+     "self.db_path.with_name(...).exists"): "a writer's own journal; stat opens nothing",
+    ("ironclaw/contract/queue/files.py", "FencedWriterFile._file_size", "os.stat"):
+        "a writer's own file; stat opens nothing",
+    ("ironclaw/contract/queue/files.py", "copy_snapshot", "os.path.lexists"):
+        "lstat: opens nothing, follows nothing",
+    ("ironclaw/contract/queue/files.py", "SnapshotReader.read", "os.fdopen"):
+        "the reader's private scratch copy (mkstemp)",
+    ("ironclaw/contract/queue/snapshot_db.py", "expected_schema", "sqlcipher3.connect"):
+        "an in-memory database",
+    ("ironclaw/contract/queue/snapshot_db.py", "open_snapshot", "sqlcipher3.connect"):
+        "the reader's private scratch copy, hardened before its first page is read",
+    # The control plane.
+    ("ironclaw/host/audit/files.py", "open_log_for_append", "os.open"): HOST_PRIVATE,
+    ("ironclaw/host/audit/files.py", "read_fd", "os.open"): HOST_PRIVATE,
+    ("ironclaw/host/audit/log.py", "AuditLog.run", "self.open"): NOT_A_FILE,
+    ("ironclaw/host/audit/log.py", "AuditLog.open", "LogWriter.open"): HOST_PRIVATE,
+    ("ironclaw/host/audit/log.py", "open_audit_log", "log.open"): NOT_A_FILE,
+    ("ironclaw/host/audit/verify.py", "verify_file", "os.open"): HOST_PRIVATE,
+    ("ironclaw/host/audit/verify.py", "verify_file", "os.fdopen"): HOST_PRIVATE,
+    ("ironclaw/host/configfile.py", "load_config_file", "path.read_bytes"):
+        "the operator's configuration file",
+    ("ironclaw/host/isolation/elf.py", "is_elf", "open"): "the image build's own files",
+    ("ironclaw/host/isolation/elf.py", "read_elf", "path.read_bytes"):
+        "the image build's own files",
+    ("ironclaw/host/isolation/image.py", "load_pinned", "path.read_text"): HOST_PRIVATE,
+    ("ironclaw/host/isolation/imagebuild.py", "load_cached", "(...).read_text"):
+        HOST_PRIVATE,
+    ("ironclaw/host/isolation/imagebuild.py", "_lookup", "(...).read_text"): HOST_PRIVATE,
+    ("ironclaw/host/isolation/imagebuild.py", "_build_into", "(...).write_bytes"):
+        HOST_PRIVATE,
+    ("ironclaw/host/isolation/imagebuild.py", "_build_into", "(...).write_text"):
+        HOST_PRIVATE,
+    ("ironclaw/host/isolation/imagebuild.py", "freeze_agent", "entry.write_text"):
+        HOST_PRIVATE,
+    ("ironclaw/host/isolation/imagebuild.py", "_cache_lock", "open"): HOST_PRIVATE,
+    ("ironclaw/host/isolation/imagebuild.py", "write_atomic", "os.fdopen"): HOST_PRIVATE,
+    ("ironclaw/host/isolation/imagebuild.py", "_sha256_file", "open"): HOST_PRIVATE,
+    ("ironclaw/host/isolation/manifest.py", "_entry", "open"):
+        "the read-only image, verified against its digest",
+    ("ironclaw/host/isolation/manifest.py", "_explain", "(...).read_bytes"): HOST_PRIVATE,
+    ("ironclaw/host/isolation/oci.py", "_write_private", "os.open"):
+        "a host-private run directory (only agent.json is bound in, read-only); "
+        "O_EXCL on a fresh name",
+    ("ironclaw/host/isolation/oci.py", "OciIsolator._prepare", "os.chown"):
+        "inbound is made the sandbox's before launch; bound read-only, it cannot "
+        "plant anything there",
+    ("ironclaw/host/isolation/oci.py", "OciIsolator._prepare",
+     "spec.queues.inbound_dir.chmod"): "as above: the directory itself, host-created",
+    ("ironclaw/host/isolation/oci.py", "OciIsolator._prepare", "spec.socket_dir.chmod"):
+        "a host-owned directory",
+    ("ironclaw/host/isolation/oci.py", "OciIsolator._prepare", "spec.socket_dir.iterdir"):
+        "a host-owned directory the sandbox cannot write",
+    ("ironclaw/host/isolation/process.py", "ProcessIsolator.run", "(...).symlink_to"):
+        "a fresh mkdtemp directory",
+    ("ironclaw/host/isolation/process.py", "ProcessIsolator._run", "tmp.write_text"):
+        "process runtime only (no isolation at all, --dev)",
+    ("ironclaw/host/isolation/process.py", "ProcessIsolator._run", "pid_file.write_text"):
+        "process runtime only (no isolation at all, --dev)",
+    ("ironclaw/host/isolation/process.py", "reap_stale_agent", "Path(...).read_bytes"):
+        "/proc",
+    ("ironclaw/host/isolation/process.py", "_wait_gone", "Path(...).read_text"): "/proc",
+    ("ironclaw/host/isolation/rootfs.py", "_write_etc", "(...).write_text"): HOST_PRIVATE,
+    ("ironclaw/host/isolation/rootfs.py", "_make_mount_points", "path.write_bytes"):
+        HOST_PRIVATE,
+    ("ironclaw/host/isolation/runtimes.py", "cgroup_unified_is_hybrid",
+     "(...).read_text"): "/sys/fs/cgroup",
+    ("ironclaw/host/modelproxy/sockets.py", "bind_unix_socket", "os.open"):
+        "O_PATH of the socket directory, checked host-owned and not group/other writable",
+    ("ironclaw/host/private_files.py", "fsync_dir", "os.open"): HOST_PRIVATE,
+    ("ironclaw/host/private_files.py", "_write_temp", "os.open"): HOST_PRIVATE,
+    ("ironclaw/host/private_files.py", "_write_temp", "os.fdopen"): HOST_PRIVATE,
+    ("ironclaw/host/private_files.py", "read_private_file", "os.open"): HOST_PRIVATE,
+    ("ironclaw/host/private_files.py", "read_private_file", "os.fdopen"): HOST_PRIVATE,
+    ("ironclaw/host/sessions/actor.py", "SessionActor._prepare", "workspace.mkdir"):
+        "mkdir opens nothing; exist_ok on a directory the host created",
+    ("ironclaw/host/sessions/manager.py", "Sessions._has_outstanding_work",
+     "paths.inbound_db.exists"): "stat opens nothing; the read itself is hardened",
+    ("ironclaw/host/sessions/manager.py", "Sessions._has_outstanding_work",
+     "paths.outbound_db.exists"): "stat opens nothing; the read itself is hardened",
+    ("ironclaw/host/sessions/tail.py", "OutboundTail.run", "notify.add_watch"):
+        "inotify on the directory, which the host created; opens no file in it",
+    ("ironclaw/host/store/actor.py", "HostStore.run", "self.open"): NOT_A_FILE,
+    ("ironclaw/host/store/actor.py", "open_host_store", "store.open"): NOT_A_FILE,
+    ("ironclaw/host/store/database.py", "open_database", "sqlcipher3.connect"):
+        HOST_PRIVATE,
+    # Operator tools.
+    ("ironclaw/cli/ironctl/app.py", "main", "open"): "os.devnull",
+    ("ironclaw/cli/ironctl/client.py", "read_token_file", "open"):
+        "a file the operator names",
+    ("ironclaw/cli/ironctl/context.py", "read_text_arg", "open"):
+        "a file the operator names",
+    ("ironclaw/cli/ironctl/redteam.py", "cmd_redteam", "trio.Path(...).write_text"):
+        "the report file the operator names",
+    ("ironclaw/redteam/harness.py", "_resolver", "Path(...).read_text"):
+        "/etc/resolv.conf",
+    ("ironclaw/redteam/harness.py", "run_redteam", "(...).write_text"):
+        "the harness's own temporary state",
+    ("ironclaw/redteam/toolkit.py", "build_toolkit", "PROBE_SOURCE.read_bytes"):
+        "the package's own source",
+    ("ironclaw/redteam/toolkit.py", "build_toolkit", "busybox.read_bytes"):
+        "the host's busybox binary",
+    ("ironclaw/runtime/_process_group.py", "_has_live_member", "open"): "/proc",
+}
+
+
+class _Finder(ast.NodeVisitor):
+    def __init__(self, module: str) -> None:
+        self.module = module
+        self.scope: list[str] = []
+        self.found: list[tuple[tuple[str, str, str], int]] = []
+
+    def visit_FunctionDef(self, node: ast.FunctionDef | ast.AsyncFunctionDef
+                          | ast.ClassDef) -> None:
+        self.scope.append(node.name)
+        self.generic_visit(node)
+        self.scope.pop()
+
+    visit_AsyncFunctionDef = visit_FunctionDef  # type: ignore[assignment]
+    visit_ClassDef = visit_FunctionDef  # type: ignore[assignment]
+
+    def visit_Call(self, node: ast.Call) -> None:
+        callee = ast.unparse(node.func)
+        attr = node.func.attr if isinstance(node.func, ast.Attribute) else None
+        opens = callee in OPEN_CALLEES or attr in OPEN_ATTRS
+        touches = (attr in METADATA_ATTRS
+                   and SANDBOX_WRITABLE.search(ast.unparse(node)) is not None)
+        if opens or touches:
+            key = (self.module, ".".join(self.scope) or "<module>",
+                   re.sub(r"\(.*\)", "(...)", callee))
+            self.found.append((key, node.lineno))
+        self.generic_visit(node)
+
+
+def file_calls(source: str, module: str) -> list[tuple[tuple[str, str, str], int]]:
+    finder = _Finder(module)
+    finder.visit(ast.parse(source))
+    return finder.found
+
+
+def host_file_calls() -> Iterator[tuple[tuple[str, str, str], int]]:
+    for path in sorted((ROOT / "ironclaw").rglob("*.py")):
+        yield from file_calls(path.read_text(), str(path.relative_to(ROOT)))
+
+
+def test_every_file_open_in_the_host_is_hardened_or_reviewed() -> None:
+    found = list(host_file_calls())
+    unreviewed = sorted(f"{key[0]}:{line} {key[1]}: {key[2]}"
+                        for key, line in found if key not in REVIEWED)
+    assert not unreviewed, (
+        "file access not reviewed; route a read of a sandbox-writable file through "
+        "ironclaw.contract.untrusted_files, or add the call to REVIEWED with its reason:\n"
+        + "\n".join(unreviewed))
+    stale = sorted(set(REVIEWED) - {key for key, _ in found})
+    assert not stale, f"REVIEWED lists calls that no longer exist: {stale}"
+
+
+def test_the_scan_sees_the_reads_that_once_stalled_the_plane() -> None:
+    """A negative control: the very shapes of the bugs this rule fixed are found."""
+    old_heartbeat = (
+        "def read_heartbeat(path):\n"
+        "    with open(path, 'rb') as handle:\n"
+        "        return handle.read(64)\n")
+    old_snapshot = (
+        "def _read_all(path, max_bytes):\n"
+        "    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)\n")
+    aliased = "def f(queues):\n    return Path(queues.heartbeat).read_bytes()\n"
+    metadata = "def g(spec):\n    spec.queues.outbound_dir.chmod(0o700)\n"
+    found = {key for source in (old_heartbeat, old_snapshot, aliased, metadata)
+             for key, _ in file_calls(source, "m.py")}
+    assert found == {("m.py", "read_heartbeat", "open"), ("m.py", "_read_all", "os.open"),
+                     ("m.py", "f", "Path(...).read_bytes"),
+                     ("m.py", "g", "spec.queues.outbound_dir.chmod")}
+    assert not found & set(REVIEWED)
