@@ -16,7 +16,7 @@ import attrs
 import httpx
 import trio
 
-from ironclaw.host.keys import FileMasterKeySource, KeyStore, Purpose
+from ironclaw.host.keys import FileMasterKeySource, KeyStore, Purpose, ensure_session_key_dir
 from ironclaw.runtime import EventBus, LoopLagMonitor
 
 from .audit import AuditLog, open_audit_log
@@ -118,6 +118,8 @@ class ControlPlane:
         config = self.config
         state = config.state_dir
         state.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # Refuse to start, rather than hand keys to a directory someone else controls.
+        await trio.to_thread.run_sync(ensure_session_key_dir, config.key_directory())
         if self._isolator is not None:
             isolator, warning = self._isolator, None
         else:
@@ -173,7 +175,6 @@ class ControlPlane:
                                     inbox=inbox, progress=progress, gate=gateway,
                                     scheduler=scheduler, questions=questions, events=bus)
                 key_dir = config.key_directory()
-                key_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
                 sessions = Sessions(SessionDeps(
                     state_dir=state, registry=registry, queues=queues, isolator=isolator,
                     models=proxy, credentials=self._credentials, delivery=delivery,

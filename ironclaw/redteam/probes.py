@@ -64,4 +64,6 @@ def probe_plan(t: ProbeTargets) -> list[list[str]]:
         ["setuid-binary", SUID_BUSYBOX],
         ["model-proxy", t.model_socket, "evil.example.com"],
         ["egress", t.egress_socket, t.unapproved_host],
+        # the seccomp filter's argument and syscall limits
+        ["af-alg"], ["af-vsock"], ["memfd-exec"],
     ]

@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import shutil
+import stat
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
@@ -153,8 +154,7 @@ class OciIsolator:
         uid = self._mapping.agent_host_uid
         config_file = spec.run_dir / "agent.json"
         _write_private(config_file, spec.config.render().encode(), uid)
-        os.chown(spec.key_file, uid, uid)
-        os.chmod(spec.key_file, 0o400)
+        _give_key_file(spec.key_file, uid)
         for writable in (spec.queues.outbound_dir, spec.workspace):
             writable.mkdir(parents=True, exist_ok=True)
             _give_tree(writable, uid)
@@ -247,14 +247,51 @@ def _write_private(path: Path, data: bytes, owner: int | None) -> None:
     tmp.replace(path)
 
 
+class UnsafeKeyFile(RuntimeError):
+    """The session key file is not a plain file of its own: something replaced it."""
+
+
+def _give_key_file(path: Path, uid: int) -> None:
+    """The key file to the sandbox uid, read-only. Through a descriptor opened without
+    following a symlink, and checked on that descriptor: a path-based chown or chmod
+    would follow a link planted in its place to whatever it names."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+            raise UnsafeKeyFile(f"{path} is not a regular file with one link")
+        os.fchown(fd, uid, uid)
+        os.fchmod(fd, 0o400)
+    finally:
+        os.close(fd)
+
+
 def _give_tree(root: Path, uid: int) -> None:
     """Make ``root`` and what is in it the sandbox uid's. Only what is not already
-    theirs is touched, so a large workspace costs a walk, not a rewrite. Symlinks are
-    changed themselves, never followed: the sandbox may have planted them."""
-    for path in (root, *root.rglob("*")):
-        try:
-            info = path.lstat()
-            if info.st_uid != uid or info.st_gid != uid:
-                os.chown(path, uid, uid, follow_symlinks=False)
-        except FileNotFoundError:
-            continue
+    theirs is touched, so a large workspace costs a walk, not a rewrite.
+
+    A live sibling sandbox shares the workspace and may swap any directory in it for a
+    symlink while we walk. So the walk goes through descriptors: every directory is
+    held open (``os.fwalk`` opens each one relative to its parent's descriptor and
+    skips it unless it is the very directory it listed), and every change is made
+    relative to the held descriptor, on a single name, never following a link. A swap
+    can make us miss an entry; it cannot send a chown outside the tree."""
+    root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        info = os.fstat(root_fd)
+        if info.st_uid != uid or info.st_gid != uid:
+            os.fchown(root_fd, uid, uid)
+        for _path, dirnames, filenames, dir_fd in os.fwalk(".", dir_fd=root_fd):
+            for name in (*dirnames, *filenames):
+                _give_entry(name, dir_fd, uid)
+    finally:
+        os.close(root_fd)
+
+
+def _give_entry(name: str, dir_fd: int, uid: int) -> None:
+    try:
+        info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        if info.st_uid != uid or info.st_gid != uid:
+            os.chown(name, uid, uid, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        pass  # removed by the sandbox while we walked

@@ -9,14 +9,24 @@ Never allowed (the spec validator checks these by name, so a careless edit of th
 cannot slip one in): see :data:`FORBIDDEN_SYSCALLS`. ``clone`` is allowed only without
 namespace flags, and ``clone3`` (whose flags live in memory seccomp cannot read)
 answers ENOSYS so glibc falls back to ``clone``.
+
+Three calls are allowed only with certain arguments, each checked by the validator:
+``socket`` and ``socketpair`` only for :data:`SOCKET_FAMILIES` (AF_UNIX: the agent
+talks to the host's unix sockets and Trio wakes itself through a socketpair; AF_ALG,
+AF_VSOCK, AF_NETLINK and the rest are kernel surface it never needs), and ``ioctl``
+only for :data:`IOCTL_REQUESTS`. Both lists are what the frozen agent was seen to ask
+for, under strace, through a whole conversation in a runc sandbox.
 """
 
 from __future__ import annotations
 
 import errno
+import socket
+import termios
 from typing import Any
 
-__all__ = ["ALLOWED_SYSCALLS", "CLONE_NAMESPACE_FLAGS", "FORBIDDEN_SYSCALLS", "seccomp_profile"]
+__all__ = ["ALLOWED_SYSCALLS", "ARGUMENT_FILTERED", "CLONE_NAMESPACE_FLAGS",
+           "FORBIDDEN_SYSCALLS", "IOCTL_REQUESTS", "SOCKET_FAMILIES", "seccomp_profile"]
 
 # Each of these would let the agent reach past its sandbox: debug or read another
 # process, change mounts or namespaces, load kernel code, or use kernel interfaces
@@ -40,7 +50,28 @@ FORBIDDEN_SYSCALLS = frozenset({
     "setfsuid", "setfsgid", "setgroups", "capset",
     "mbind", "set_mempolicy", "move_pages", "migrate_pages",
     "fanotify_init", "landlock_create_ruleset",
+    # memfd_create then execveat runs a file that no noexec mount ever held; the agent
+    # (a PyInstaller onedir, started by execve) needs neither.
+    "memfd_create", "execveat",
+    # The 32-bit multiplexer keeps its arguments in memory, out of seccomp's sight:
+    # it would get around the socket family filter.
+    "socketcall",
 })
+
+# The only socket families: the host's unix sockets, and Trio's wake-up socketpair.
+SOCKET_FAMILIES = frozenset({socket.AF_UNIX})
+# ioctl requests the agent makes: FIONBIO (set a socket non-blocking), TCGETS
+# (isatty, on every file Python opens), TIOCGWINSZ (the terminal size, asked of
+# stdout); and FIOCLEX/FIONCLEX, which CPython's os.set_inheritable prefers to fcntl
+# and which only flip close-on-exec, as fcntl (allowed) does anyway.
+IOCTL_REQUESTS = frozenset({termios.FIONBIO, termios.TCGETS, termios.TIOCGWINSZ,
+                            termios.FIOCLEX, termios.FIONCLEX})
+# Syscall -> (index of the filtered argument, the values it may take).
+ARGUMENT_FILTERED: dict[str, tuple[int, frozenset[int]]] = {
+    "socket": (0, SOCKET_FAMILIES),
+    "socketpair": (0, SOCKET_FAMILIES),
+    "ioctl": (1, IOCTL_REQUESTS),
+}
 
 ALLOWED_SYSCALLS = (
     # files and directories
@@ -54,13 +85,13 @@ ALLOWED_SYSCALLS = (
     "fallocate", "fadvise64", "fsync", "fdatasync", "sync_file_range", "syncfs", "flock",
     "fcntl", "dup", "dup2", "dup3", "pipe", "pipe2", "getcwd", "chdir", "fchdir",
     "umask", "utime", "utimes", "utimensat", "futimesat", "copy_file_range",
-    "sendfile", "splice", "tee", "memfd_create", "mknodat", "getxattr", "lgetxattr",
-    "fgetxattr", "listxattr", "llistxattr", "flistxattr", "ioctl",
+    "sendfile", "splice", "tee", "mknodat", "getxattr", "lgetxattr",
+    "fgetxattr", "listxattr", "llistxattr", "flistxattr",
     # memory
     "brk", "mmap", "munmap", "mremap", "mprotect", "madvise", "mlock", "mlock2",
     "munlock", "mincore", "msync", "get_mempolicy", "membarrier",
     # processes, threads, signals
-    "clone", "fork", "vfork", "execve", "execveat", "exit", "exit_group", "wait4",
+    "clone", "fork", "vfork", "execve", "exit", "exit_group", "wait4",
     "waitid", "kill", "tgkill", "tkill", "getpid", "getppid", "gettid", "getpgid",
     "setpgid", "getpgrp", "getsid", "setsid", "getuid", "geteuid", "getgid", "getegid",
     "getresuid", "getresgid", "getgroups", "capget", "prctl", "arch_prctl",
@@ -82,9 +113,9 @@ ALLOWED_SYSCALLS = (
     "epoll_ctl", "epoll_wait", "epoll_pwait", "epoll_pwait2", "eventfd", "eventfd2",
     "signalfd", "signalfd4", "inotify_init", "inotify_init1", "inotify_add_watch",
     "inotify_rm_watch",
-    # sockets: unix sockets to the host's model proxy and doorbell; the network
-    # namespace has only lo, so inet sockets reach nothing.
-    "socket", "socketpair", "connect", "bind", "listen", "accept", "accept4",
+    # sockets: unix sockets to the host's model proxy and doorbell (``socket`` and
+    # ``socketpair`` themselves are in ARGUMENT_FILTERED: AF_UNIX only).
+    "connect", "bind", "listen", "accept", "accept4",
     "getsockname", "getpeername", "sendto", "recvfrom", "sendmsg", "recvmsg",
     "sendmmsg", "recvmmsg", "shutdown", "setsockopt", "getsockopt",
 )
@@ -106,6 +137,9 @@ def seccomp_profile(*, gvisor: bool = False) -> dict[str, Any]:
     overlap = FORBIDDEN_SYSCALLS.intersection(ALLOWED_SYSCALLS)
     if overlap:  # an edit error in this module; refuse to build a profile from it
         raise AssertionError(f"syscalls both allowed and forbidden: {sorted(overlap)}")
+    unfiltered = set(ARGUMENT_FILTERED).intersection(ALLOWED_SYSCALLS)
+    if unfiltered:  # the same: these may only be allowed with their argument filter
+        raise AssertionError(f"syscalls allowed without their filter: {sorted(unfiltered)}")
     return {
         "defaultAction": "SCMP_ACT_ERRNO",
         "defaultErrnoRet": errno.EPERM,
@@ -117,5 +151,15 @@ def seccomp_profile(*, gvisor: bool = False) -> dict[str, Any]:
                        "op": "SCMP_CMP_MASKED_EQ"}]},
             {"names": ["clone3"], "action": "SCMP_ACT_ALLOW"} if gvisor else
             {"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": errno.ENOSYS},
+            *_argument_rules(),
         ],
     }
+
+
+def _argument_rules() -> list[dict[str, Any]]:
+    """One rule per allowed value: rules for one syscall are alternatives in every
+    runtime, while several conditions inside one rule are not read alike by all."""
+    return [{"names": [name], "action": "SCMP_ACT_ALLOW",
+             "args": [{"index": index, "value": value, "op": "SCMP_CMP_EQ"}]}
+            for name, (index, values) in sorted(ARGUMENT_FILTERED.items())
+            for value in sorted(values)]

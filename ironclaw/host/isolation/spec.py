@@ -24,7 +24,12 @@ from ironclaw.contract.layout import (
     SANDBOX_WORKSPACE,
 )
 
-from .seccomp import CLONE_NAMESPACE_FLAGS, FORBIDDEN_SYSCALLS, seccomp_profile
+from .seccomp import (
+    ARGUMENT_FILTERED,
+    CLONE_NAMESPACE_FLAGS,
+    FORBIDDEN_SYSCALLS,
+    seccomp_profile,
+)
 
 __all__ = ["AGENT_UID", "BundleInputs", "SandboxLimits", "UserMapping", "WeakSpec",
            "build_spec", "validate_spec"]
@@ -292,12 +297,25 @@ def _check_seccomp(seccomp: Any, problems: list[str], *, gvisor: bool) -> None:
                 # Its flags live in memory seccomp cannot read: only gVisor's own
                 # kernel may see it (see seccomp.py).
                 problems.append("seccomp allows clone3 outside gVisor")
+            for name in sorted(names.intersection(ARGUMENT_FILTERED)):
+                index, values = ARGUMENT_FILTERED[name]
+                if not _only_values(rule.get("args") or (), index, values):
+                    problems.append(f"seccomp allows {name} with argument {index} "
+                                    "outside its allowlist")
 
 
 def _masks_namespaces(args: Any) -> bool:
     return any(arg.get("index") == 0 and arg.get("op") == "SCMP_CMP_MASKED_EQ"
                and int(arg.get("value", 0)) & CLONE_NAMESPACE_FLAGS == CLONE_NAMESPACE_FLAGS
                and int(arg.get("valueTwo", -1)) == 0 for arg in args)
+
+
+def _only_values(args: Any, index: int, values: frozenset[int]) -> bool:
+    """Every condition pins argument ``index`` to one allowed value. runc reads several
+    conditions on one argument as alternatives, so each must be allowed by itself."""
+    return bool(args) and all(
+        arg.get("index") == index and arg.get("op") == "SCMP_CMP_EQ"
+        and int(arg.get("value", -1)) in values for arg in args)
 
 
 def _check_resources(linux: dict[str, Any], inputs: BundleInputs,

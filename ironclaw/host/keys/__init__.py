@@ -17,9 +17,11 @@ from ironclaw.host.keys.errors import (
     MasterKeyCorrupt,
     MasterKeyMissing,
     MasterKeyPermissionError,
+    SessionKeyDirUnsafe,
     UnsealError,
 )
 from ironclaw.host.keys.handoff import (
+    ensure_session_key_dir,
     render_session_key_file,
     split_queue_keys,
     write_session_key_file,
@@ -42,8 +44,10 @@ __all__ = [
     "MasterKeyPermissionError",
     "MasterKeySource",
     "Purpose",
+    "SessionKeyDirUnsafe",
     "UnsealError",
     "derive_subkey",
+    "ensure_session_key_dir",
     "master_fingerprint",
     "render_session_key_file",
     "split_queue_keys",

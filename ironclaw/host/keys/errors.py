@@ -15,6 +15,11 @@ class KeyFilePermissionError(KeyCustodyError):
     """A key file or key directory is not private to this user (mode, owner, symlink)."""
 
 
+class SessionKeyDirUnsafe(KeyFilePermissionError):
+    """The directory session key files go in (or its parent) is not ours alone: a
+    symlink, another user's directory, or one others can write."""
+
+
 class MasterKeyPermissionError(KeyFilePermissionError):
     """The master key file is not mode 0600, not owned by us, or not a regular file."""
 

@@ -4,13 +4,19 @@ variant: one test per invariant of DESIGN.md §2."""
 from __future__ import annotations
 
 import copy
+import socket
+import termios
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from ironclaw.host.isolation.seccomp import ALLOWED_SYSCALLS, FORBIDDEN_SYSCALLS
+from ironclaw.host.isolation.seccomp import (
+    ALLOWED_SYSCALLS,
+    ARGUMENT_FILTERED,
+    FORBIDDEN_SYSCALLS,
+)
 from ironclaw.host.isolation.spec import (
     BundleInputs,
     ExtraBind,
@@ -72,8 +78,24 @@ def test_gvisor_gets_its_own_pids_limit(inputs: BundleInputs) -> None:
 def test_seccomp_lists_are_disjoint_and_cover_the_named_dangers() -> None:
     assert not FORBIDDEN_SYSCALLS.intersection(ALLOWED_SYSCALLS)
     for name in ("ptrace", "mount", "bpf", "unshare", "setns", "keyctl", "kexec_load",
-                 "init_module", "finit_module", "delete_module"):
+                 "init_module", "finit_module", "delete_module", "memfd_create",
+                 "execveat", "socketcall"):
         assert name in FORBIDDEN_SYSCALLS
+    assert not set(ARGUMENT_FILTERED).intersection(ALLOWED_SYSCALLS)
+
+
+def test_socket_and_ioctl_are_allowed_only_for_the_agents_own_arguments(
+        inputs: BundleInputs) -> None:
+    syscalls = build_spec(inputs)["linux"]["seccomp"]["syscalls"]
+    allowed = {(rule["names"][0], arg["index"], arg["value"]) for rule in syscalls
+               if rule.get("args") and rule["names"][0] != "clone" for arg in rule["args"]}
+    assert allowed == {
+        ("socket", 0, socket.AF_UNIX), ("socketpair", 0, socket.AF_UNIX),
+        *(("ioctl", 1, request) for request in (
+            termios.FIONBIO, termios.TCGETS, termios.TIOCGWINSZ, termios.FIOCLEX,
+            termios.FIONCLEX))}
+    assert all(arg["op"] == "SCMP_CMP_EQ" for rule in syscalls if rule["names"][0] != "clone"
+               for arg in rule.get("args") or ())
 
 
 def _net(spec: Spec) -> None:
@@ -139,6 +161,73 @@ def _clone_unmasked(spec: Spec) -> None:
 def _clone3_allowed(spec: Spec) -> None:
     spec["linux"]["seccomp"]["syscalls"].append({"names": ["clone3"],
                                                  "action": "SCMP_ACT_ALLOW"})
+
+
+def _rules(spec: Spec, name: str) -> list[dict[str, Any]]:
+    return [rule for rule in spec["linux"]["seccomp"]["syscalls"] if name in rule["names"]]
+
+
+def _socket_any_family(spec: Spec) -> None:
+    _rules(spec, "socket")[0].pop("args")
+
+
+def _socket_alg(spec: Spec) -> None:
+    _rules(spec, "socket")[0]["args"][0]["value"] = socket.AF_ALG
+
+
+def _socket_vsock_alongside(spec: Spec) -> None:
+    # A second condition on the same argument: runc reads the two as alternatives.
+    _rules(spec, "socket")[0]["args"].append(
+        {"index": 0, "value": socket.AF_VSOCK, "op": "SCMP_CMP_EQ"})
+
+
+def _socket_netlink_rule(spec: Spec) -> None:
+    spec["linux"]["seccomp"]["syscalls"].append(
+        {"names": ["socket"], "action": "SCMP_ACT_ALLOW",
+         "args": [{"index": 0, "value": socket.AF_NETLINK, "op": "SCMP_CMP_EQ"}]})
+
+
+def _socket_families_above(spec: Spec) -> None:
+    _rules(spec, "socket")[0]["args"][0]["op"] = "SCMP_CMP_GE"
+
+
+def _socketpair_any_family(spec: Spec) -> None:
+    _rules(spec, "socketpair")[0].pop("args")
+
+
+def _socket_in_plain_list(spec: Spec) -> None:
+    spec["linux"]["seccomp"]["syscalls"][0]["names"].append("socket")
+
+
+def _socket_filters_type_not_family(spec: Spec) -> None:
+    _rules(spec, "socket")[0]["args"][0]["index"] = 1
+
+
+def _ioctl_unfiltered(spec: Spec) -> None:
+    spec["linux"]["seccomp"]["syscalls"].append({"names": ["ioctl"],
+                                                 "action": "SCMP_ACT_ALLOW"})
+
+
+def _ioctl_tiocsti(spec: Spec) -> None:
+    _rules(spec, "ioctl")[0]["args"][0]["value"] = termios.TIOCSTI
+
+
+def _ioctl_logged(spec: Spec) -> None:
+    spec["linux"]["seccomp"]["syscalls"].append({"names": ["ioctl"],
+                                                 "action": "SCMP_ACT_LOG"})
+
+
+def _memfd_create(spec: Spec) -> None:
+    spec["linux"]["seccomp"]["syscalls"][0]["names"].append("memfd_create")
+
+
+def _execveat(spec: Spec) -> None:
+    spec["linux"]["seccomp"]["syscalls"].append({"names": ["execveat"],
+                                                 "action": "SCMP_ACT_ALLOW"})
+
+
+def _socketcall(spec: Spec) -> None:
+    spec["linux"]["seccomp"]["syscalls"][0]["names"].append("socketcall")
 
 
 def _no_memory(spec: Spec) -> None:
@@ -239,6 +328,24 @@ WEAKENINGS: dict[str, tuple[Callable[[Spec], None], str]] = {
     "seccomp allows mount": (_seccomp_mount, "mount"),
     "clone with namespace flags": (_clone_unmasked, "clone with namespace flags"),
     "clone3 outside gVisor": (_clone3_allowed, "clone3"),
+    "socket for any family": (_socket_any_family, "socket with argument 0"),
+    "socket for AF_ALG": (_socket_alg, "socket with argument 0"),
+    "socket for AF_VSOCK beside AF_UNIX": (_socket_vsock_alongside,
+                                           "socket with argument 0"),
+    "socket for AF_NETLINK by its own rule": (_socket_netlink_rule,
+                                              "socket with argument 0"),
+    "socket for families from AF_UNIX up": (_socket_families_above,
+                                           "socket with argument 0"),
+    "socketpair for any family": (_socketpair_any_family, "socketpair with argument 0"),
+    "socket in the plain allowlist": (_socket_in_plain_list, "socket with argument 0"),
+    "socket filtered on its type": (_socket_filters_type_not_family,
+                                    "socket with argument 0"),
+    "ioctl unfiltered": (_ioctl_unfiltered, "ioctl with argument 1"),
+    "ioctl TIOCSTI": (_ioctl_tiocsti, "ioctl with argument 1"),
+    "ioctl logged, not filtered": (_ioctl_logged, "ioctl with argument 1"),
+    "memfd_create allowed": (_memfd_create, "memfd_create"),
+    "execveat allowed": (_execveat, "execveat"),
+    "socketcall allowed": (_socketcall, "socketcall"),
     "no memory limit": (_no_memory, "memory limit"),
     "memory above the limit": (_more_memory, "memory limit"),
     "no pids limit": (_no_pids, "pids limit"),
