@@ -27,9 +27,11 @@ A probe is **contained** when, during its window:
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 import platform
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -71,10 +73,15 @@ Progress = Callable[[str], None]
 # --weaken for this family: each turns one defence off and must turn its probe red.
 HOST_WEAKENINGS = {
     # seccomp allows socket() for every address family again
-    "socket-families": "host.socket.af_vsock",
+    "socket-families": "socket.af_vsock",
     # seccomp allows memfd_create and execveat again
-    "memfd-exec": "host.memfd_exec",
+    "memfd-exec": "memfd.exec",
+    # snapshots are opened unhardened and their schema is not compared
+    "schema-check": "host.schema.generated_column",
+    # sandbox-written files are opened blocking, and read on the event loop
+    "untrusted-reads": "host.heartbeat.fifo",
 }
+SPEC_WEAKENINGS = ("socket-families", "memfd-exec")
 
 
 @attrs.frozen
@@ -113,10 +120,8 @@ class HostAttackReport:
 
 
 def _weaken_seccomp(kind: str | None) -> Callable[[dict[str, Any]], dict[str, Any]] | None:
-    if kind is None:
+    if kind is None or kind not in SPEC_WEAKENINGS:
         return None
-    if kind not in HOST_WEAKENINGS:
-        raise ValueError(f"unknown weakening {kind!r}; known: {', '.join(HOST_WEAKENINGS)}")
     names = ["socket"] if kind == "socket-families" else ["memfd_create", "execveat"]
 
     def hook(spec: dict[str, Any]) -> dict[str, Any]:
@@ -128,12 +133,16 @@ def _weaken_seccomp(kind: str | None) -> Callable[[dict[str, Any]], dict[str, An
     return hook
 
 
-def judge(probe: HostProbe, inside: tuple[bool, str], figures: WindowFigures,
+def judge(probe: HostProbe, inside: tuple[bool | None, str], figures: WindowFigures,
           baseline: WindowFigures, *, quarantined: bool, stopped: bool) -> tuple[bool, str]:
     """Contained or not, and why, from one window's figures (see the module doc)."""
     problems = []
     inside_ok, _ = inside
-    if not inside_ok:
+    if inside_ok is None and not quarantined:
+        # Silence is a blind spot, unless the quarantine killed the attacker with the
+        # sandbox it stood in (runc exec's process dies with its container).
+        problems.append("the probe reported nothing")
+    elif inside_ok is False:
         problems.append("the probe got through from inside")
     limit = REPLY_P99_FACTOR * baseline.reply_p99_s
     if figures.unanswered or not figures.replies_s:
@@ -158,10 +167,52 @@ def judge(probe: HostProbe, inside: tuple[bool, str], figures: WindowFigures,
                   f"{figures.rss_growth / 2**20:.0f} MiB, attacked session {fate}")
 
 
+class _AnySchema:
+    """Equal to every schema: the schema check, switched off."""
+
+    def __eq__(self, other: object) -> bool:
+        return True
+
+    def __ne__(self, other: object) -> bool:
+        return False
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+@contextlib.contextmanager
+def _weaken_host(kind: str | None) -> Iterator[None]:
+    """Switch a host-side defence off in this process (the control plane runs here),
+    for the run's length only."""
+    from ironclaw.contract import untrusted_files
+    from ironclaw.contract.queue import snapshot_db
+    from ironclaw.host.sessions import tail
+
+    async def on_the_loop(work: Callable[[], Any], **_ignored: Any) -> Any:
+        return work()
+
+    swaps: list[tuple[Any, str, Any]] = []
+    if kind == "schema-check":
+        swaps = [(snapshot_db, "harden", lambda conn, path: None),
+                 (snapshot_db, "expected_schema", lambda ddl: _AnySchema()),
+                 (snapshot_db, "_bound_work", lambda conn: None)]
+    elif kind == "untrusted-reads":
+        swaps = [(untrusted_files, "OPEN_FLAGS", os.O_RDONLY | os.O_CLOEXEC),
+                 (tail, "run_untrusted", on_the_loop)]
+    saved = [(module, name, getattr(module, name)) for module, name, _ in swaps]
+    for module, name, value in swaps:
+        setattr(module, name, value)
+    try:
+        yield
+    finally:
+        for module, name, value in saved:
+            setattr(module, name, value)
+
+
 async def _run_attacker(runtime: OciRuntime, make_isolator: Callable[[SpecHook], OciIsolator],
                         state: Path, keys: Path, session_id: str, probe: HostProbe
-                        ) -> tuple[bool, str]:
-    """Run the probe where the agent stands; its line says what it did."""
+                        ) -> tuple[bool | None, str]:
+    """Run the probe where the agent stands; its line says what it did (None: it said
+    nothing)."""
     script = probe.script()
     if runtime.gvisor:
         def as_attacker(config: dict[str, Any]) -> dict[str, Any]:
@@ -186,8 +237,8 @@ async def _run_attacker(runtime: OciRuntime, make_isolator: Callable[[SpecHook],
         note = f"exit {done.returncode}: " + done.stderr.decode("utf-8", "replace")[-300:]
     found = _parse(output, 0, 1, note)
     mine = [o for o in found if o.probe == probe.name]
-    if not mine:  # a probe that said nothing is a blind spot: red
-        return False, f"the probe reported nothing ({note[:200]})"
+    if not mine:
+        return None, f"the probe reported nothing ({note[:200]})"
     return mine[0].contained, mine[0].observed
 
 
@@ -215,6 +266,16 @@ async def run_host_attacks(kind: RuntimeKind, workdir: Path, *, quick: bool = Tr
     everything = host_probe_plan(hold)
     plan = ([p for p in everything if p.name in only] if only
             else [p for p in everything if p.quick or not quick])
+    if weakening is not None and weakening not in HOST_WEAKENINGS:
+        raise ValueError(f"unknown weakening {weakening!r}; known: "
+                         f"{', '.join(HOST_WEAKENINGS)}")
+    with _weaken_host(weakening):
+        return await _run(kind, workdir, plan, hold, weakening, image_cache, progress)
+
+
+async def _run(kind: RuntimeKind, workdir: Path, plan: list[HostProbe], hold: float,
+               weakening: str | None, image_cache: Path | None, progress: Progress
+               ) -> HostAttackReport:
     state, keys = workdir / "state", workdir / "keys"
     runtime = OciRuntime.find(kind, state)
     if runtime is None:
@@ -274,8 +335,12 @@ async def run_host_attacks(kind: RuntimeKind, workdir: Path, *, quick: bool = Tr
             async with trio.open_nursery() as watching:
                 watching.start_soon(watch_quarantine)
                 async with measure_window(plane, "bystander", outbound, hold) as window:
+                    started = trio.current_time()
                     inside = await _run_attacker(runtime, make_isolator, state, keys,
                                                  session_id, probe)
+                    # A probe that is over at once still gets a window of the hold's
+                    # length, so the bystander is timed as often as for any other.
+                    await trio.sleep_until(started + hold)
                 await trio.sleep(0)
                 stopped = await _stop_session(plane, session_id)
                 watching.cancel_scope.cancel()

@@ -92,8 +92,10 @@ def _hostile_db(name: str, sql: str, hold_s: float, *, quarantine: bool,
 
 
 def baseline_probe(hold_s: float) -> HostProbe:
-    """The same launch and hold, attacking nothing: the bystander's baseline."""
-    return HostProbe("host.baseline", (PROBE, "idle", str(hold_s)), "none")
+    """The same launch and hold, attacking nothing but spending the sandbox's whole CPU
+    budget (a busy, honest agent): the bystander's baseline. A hostile session may
+    exhaust its own budget; the baseline holds the host to what that costs."""
+    return HostProbe("host.baseline", (PROBE, "spin", str(hold_s)), "none")
 
 
 def host_probe_plan(hold_s: float) -> list[HostProbe]:
@@ -126,9 +128,11 @@ def host_probe_plan(hold_s: float) -> list[HostProbe]:
                    f"host.connect_flood.{name.split('.')[0]}"),
                   "hostile-files", quick=name == "model.sock")
         for name in ("model.sock", "egress.sock", "wake.sock")]
+    # The first family runs these too (probes.py); here they run beside a timed
+    # bystander, and carry this family's negative controls.
     plan += [
-        HostProbe("host.socket.af_alg", (PROBE, "af-alg"), "isolation", quick=True),
-        HostProbe("host.socket.af_vsock", (PROBE, "af-vsock"), "isolation", quick=True),
-        HostProbe("host.memfd_exec", (PROBE, "memfd-exec", BUSYBOX), "isolation", quick=True),
+        HostProbe("socket.af_alg", (PROBE, "af-alg"), "isolation", quick=True),
+        HostProbe("socket.af_vsock", (PROBE, "af-vsock"), "isolation", quick=True),
+        HostProbe("memfd.exec", (PROBE, "memfd-exec"), "isolation", quick=True),
     ]
     return plan

@@ -396,10 +396,27 @@ static void sleep_s(double seconds) {
     while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {}
 }
 
+/* Move a commit fence to its next even value ("a commit just ended"), so that a host
+ * that reads only after the fence moves reads now. */
+static void nudge_fence(const char *fence) {
+    int fd = open(fence, O_RDWR | O_NOFOLLOW | O_NONBLOCK);
+    if (fd < 0) return;
+    struct stat st;
+    unsigned long long words[2] = {0, 0};
+    if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) &&
+        pread(fd, words, sizeof words, 0) == (ssize_t)sizeof words) {
+        unsigned long long even = (words[0] | 1) + 1;
+        unsigned long long out[2] = {even, ~even};
+        pwrite(fd, out, sizeof out, 0);
+    }
+    close(fd);
+}
+
 /* Put a FIFO, a symlink to /dev/zero or a character device where the host expects a
- * small regular file, for `seconds`; then put the original back. A reader the FIFO
- * caught in a blocking open is released at the end (a writer opens it), so a host
- * without the defence stalls for the whole hold, not forever. */
+ * small regular file, for `seconds`, nudging the fence beside it twice a second so
+ * the host keeps reading; then put the original back. A reader the FIFO caught in a
+ * blocking open is released at the end, so a host without the defence stalls for the
+ * whole hold, not forever. */
 static void probe_plant(const char *kind, const char *path, double seconds,
                         const char *probe) {
     char aside[4096];
@@ -415,7 +432,14 @@ static void probe_plant(const char *kind, const char *path, double seconds,
         report(probe, 1, "no %s at %s: %s", kind, path, strerror(err));
         return;
     }
-    sleep_s(seconds);
+    char fence[4096];
+    snprintf(fence, sizeof fence, "%.*s/outbound.db.fence",
+             (int)(strrchr(path, '/') ? strrchr(path, '/') - path : 0), path);
+    double until = now_s() + seconds;
+    while (now_s() < until) {
+        if (strcmp(fence, path) != 0) nudge_fence(fence);
+        sleep_s(until - now_s() < 0.5 ? until - now_s() : 0.5);
+    }
     /* Release: hold a writer open (O_RDWR never blocks on a FIFO) so that every
      * reader's open completes, unlink the FIFO so that no new reader can reach it,
      * then close the writer so that every reader's read ends. */
@@ -620,9 +644,12 @@ int main(int argc, char **argv) {
                  "POST /v1/fetch HTTP/1.1\r\nHost: egress\r\nContent-Type: application/json\r\n"
                  "Content-Length: %zu\r\nConnection: close\r\n\r\n%s", strlen(payload), payload);
         probe_http_refused("egress.unapproved_host", a, request);
-    } else if (!strcmp(p, "idle")) {
-        sleep_s(atof(a));
-        report("host.baseline", 1, "slept %s s", a);
+    } else if (!strcmp(p, "spin")) {
+        /* An honest but busy sandbox: all of its own CPU budget, nothing hostile. */
+        double until = now_s() + atof(a);
+        volatile unsigned long spins = 0;
+        while (now_s() < until) for (int i = 0; i < 100000; i++) spins++;
+        report("host.baseline", 1, "spun for %s s", a);
     } else if (!strcmp(p, "plant")) {
         probe_plant(a, b, argc > 4 ? atof(argv[4]) : 3, argc > 5 ? argv[5] : "host.plant");
     } else if (!strcmp(p, "fence-odd")) probe_fence_odd(a, atof(b));
