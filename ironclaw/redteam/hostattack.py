@@ -11,8 +11,11 @@ then, one probe at a time (:mod:`.hostprobes`):
    bystander and samples the host;
 3. stops the attacked session and waits for it to be gone.
 
-The first window runs the ``idle`` probe: the same launch and hold, attacking nothing.
-Its bystander p99 is the baseline every other window is held to.
+The first and the last window run the baseline probe: the same launch and hold,
+attacking nothing, but spending the sandbox's whole CPU budget (a busy, honest agent;
+a hostile session may exhaust its own budget). The higher of their two bystander p99s
+is the baseline every other window is held to: on a shared machine the run's own noise
+is not the attack's doing.
 
 A probe is **contained** when, during its window:
 - the bystander answered every ping, with a reply p99 within 2x the baseline's;
@@ -304,7 +307,7 @@ async def _run(kind: RuntimeKind, workdir: Path, plan: list[HostProbe], hold: fl
         state_dir=state, dev=True, runtime=kind.value, key_dir=keys, safety_poll_s=0.5,
         heartbeat_interval_s=1.0, user_mapping=mapping, egress=EgressConfig(enabled=True))
     observations: list[HostObservation] = []
-    baseline: WindowFigures | None = None
+    windows: list[tuple[HostProbe, tuple[bool | None, str], WindowFigures, dict[str, Any]]] = []
     progress(f"starting a control plane on {kind.value}")
     async with trio.open_nursery() as nursery:
         plane: ControlPlaneHandles = await nursery.start(ControlPlane(
@@ -314,7 +317,8 @@ async def _run(kind: RuntimeKind, workdir: Path, plan: list[HostProbe], hold: fl
         await _engage(plane, "bystander")
         for _ in range(WARM_UP_PINGS):  # a warm bystander, so the baseline is not a start
             await _ping(plane, "bystander")
-        for index, probe in enumerate([baseline_probe(hold), *plan]):
+        # The baseline brackets the attacks: once first and once last.
+        for index, probe in enumerate([baseline_probe(hold), *plan, baseline_probe(hold)]):
             conversation = f"attacked-{index}"
             await _wire(plane, conversation)
             session_id = await _engage(plane, conversation)
@@ -341,26 +345,26 @@ async def _run(kind: RuntimeKind, workdir: Path, plan: list[HostProbe], hold: fl
                     # A probe that is over at once still gets a window of the hold's
                     # length, so the bystander is timed as often as for any other.
                     await trio.sleep_until(started + hold)
-                await trio.sleep(0)
                 stopped = await _stop_session(plane, session_id)
                 watching.cancel_scope.cancel()
-            figures = window.figures
-            assert figures is not None
-            if baseline is None:
-                baseline = figures
-                continue
-            contained, verdict = judge(probe, inside, figures, baseline,
-                                       quarantined=quarantined, stopped=stopped)
-            observations.append(HostObservation(
-                probe.name, probe.defence, contained, inside[1], verdict,
-                {**figures.to_json(), "quarantined": quarantined, "stopped": stopped,
-                 "fifo_releases_by_harness": window.fifo_releases}))
+            assert window.figures is not None
+            windows.append((probe, inside, window.figures,
+                            {"quarantined": quarantined, "stopped": stopped,
+                             "fifo_releases_by_harness": window.fifo_releases}))
         nursery.cancel_scope.cancel()
+    # The noisier of the two baselines: the machine's own noise in this run is not
+    # the attack's doing.
+    first, last = windows[0][2], windows[-1][2]
+    baseline = first if first.reply_p99_s >= last.reply_p99_s else last
+    for probe, inside, figures, fate in windows[1:-1]:
+        contained, verdict = judge(probe, inside, figures, baseline,
+                                   quarantined=fate["quarantined"], stopped=fate["stopped"])
+        observations.append(HostObservation(probe.name, probe.defence, contained, inside[1],
+                                            verdict, {**figures.to_json(), **fate}))
     left = await trio.to_thread.run_sync(leftover_runtime_state, state)
     if left:
         observations.append(HostObservation(
             "cleanup.no_leftovers", "none", False, "", ", ".join(left)[:300], {}))
-    assert baseline is not None
     return HostAttackReport(
         runtime=kind.value,
         runtime_version=await trio.to_thread.run_sync(runtime_version, runtime.binary),

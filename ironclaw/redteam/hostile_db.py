@@ -59,7 +59,7 @@ def _bump_fence() -> int:
                                                                           b"\0"))
         even = (value | 1) + 1
         os.pwrite(fd, COUNTER.pack(even, even ^ MASK), 0)
-        return even
+        return int(even)
     finally:
         os.close(fd)
 

@@ -128,11 +128,12 @@ def host_probe_plan(hold_s: float) -> list[HostProbe]:
                    f"host.connect_flood.{name.split('.')[0]}"),
                   "hostile-files", quick=name == "model.sock")
         for name in ("model.sock", "egress.sock", "wake.sock")]
-    # The first family runs these too (probes.py); here they run beside a timed
-    # bystander, and carry this family's negative controls.
+    # The first family runs these too (probes.py), so they are left out of the short
+    # form; here they run beside a timed bystander, and carry this family's negative
+    # controls.
     plan += [
-        HostProbe("socket.af_alg", (PROBE, "af-alg"), "isolation", quick=True),
-        HostProbe("socket.af_vsock", (PROBE, "af-vsock"), "isolation", quick=True),
-        HostProbe("memfd.exec", (PROBE, "memfd-exec"), "isolation", quick=True),
+        HostProbe("socket.af_alg", (PROBE, "af-alg"), "isolation"),
+        HostProbe("socket.af_vsock", (PROBE, "af-vsock"), "isolation"),
+        HostProbe("memfd.exec", (PROBE, "memfd-exec"), "isolation"),
     ]
     return plan
