@@ -24,7 +24,7 @@ from .context import host_facts
 from .progress import Progress
 from .report import RESULTS, SuiteResult, write_report
 
-SUITES = ("sandbox", "queue", "scale", "api")
+SUITES = ("sandbox", "queue", "scale", "api", "redteam")
 ALIASES = {"queue-floor": "queue", "e2e": "queue"}
 
 
@@ -44,6 +44,9 @@ def run_suite(name: str, args: argparse.Namespace, progress: Progress) -> SuiteR
         from . import scale
         return scale.run(mode=mode, progress=progress, runtimes=runtimes,
                          image_preference=args.image)
+    if name == "redteam":
+        from . import redteam
+        return redteam.run(mode=mode, progress=progress, runtimes=runtimes)
     from . import api
     return api.run(mode=mode, progress=progress)
 

@@ -86,7 +86,8 @@ class WindowFigures:
                 "loop_lag_max_ms": round(self.loop_lag_max_s * 1000, 1),
                 "rss_start_mib": round(self.rss_start / 2**20, 1),
                 "rss_peak_mib": round(self.rss_peak / 2**20, 1),
-                "rss_growth_mib": round(self.rss_growth / 2**20, 1)}
+                "rss_growth_mib": round(self.rss_growth / 2**20, 1),
+                "replies_ms": [round(r * 1000, 1) for r in self.replies_s]}
 
 
 class _RssSampler(threading.Thread):
