@@ -6,6 +6,8 @@ must turn its probe red, so the family can never go quietly blind."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -91,3 +93,16 @@ async def test_the_whole_family(kind: RuntimeKind, sandbox_tmp: Path,
             assert not o.contained, f"{o.probe} now holds: update NOT_YET_DEFENDED\n{table}"
         else:
             assert o.contained, table
+
+
+@pytest.mark.runsc
+def test_ironctl_refuses_a_weakening_of_the_other_family(sandbox_tmp: Path) -> None:
+    if OciRuntime.find(RuntimeKind.RUNSC, sandbox_tmp) is None:
+        pytest.skip("runsc is not installed on this host")
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "ironctl"), "redteam", "--runtime", "runsc",
+         "--family", "host", "--weaken", "network"], capture_output=True, text=True,
+        timeout=120)
+    assert done.returncode == 2
+    assert "--weaken for the host family must be one of" in done.stdout + done.stderr
+    assert "untrusted-reads" in done.stdout + done.stderr
