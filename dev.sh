@@ -13,8 +13,11 @@ cd "$(dirname "$0")"
 # - busybox-static, gcc, libc6-dev: the red-team harness's attacker toolkit (a static
 #   busybox and a probe compiled static).
 # - ngircd: a real IRC server the IRC channel's tests talk to.
+# - e2fsprogs, mount, kmod: the sandboxes' disk caps; each workspace and outbound
+#   directory is a loop-mounted ext4 image (mkfs.ext4, mount/umount/losetup, and
+#   modprobe for the loop driver where it is a module).
 APT_PACKAGES=(make python3 python3-venv binutils runsc runc crun busybox-static gcc
-              libc6-dev ngircd)
+              libc6-dev ngircd e2fsprogs mount kmod)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
@@ -40,6 +43,13 @@ if ((${#missing[@]})) && command -v apt-get >/dev/null 2>&1; then
     else
         echo "dev.sh: missing system packages: ${missing[*]} (run as root, or install them)" >&2
     fi
+fi
+
+# The disk caps need loop devices. Kernels that build the driver as a module load it
+# on the first mount; a container host may need it loaded up front.
+if [ "$(id -u)" -eq 0 ] && [ ! -e /dev/loop-control ] && command -v modprobe >/dev/null 2>&1; then
+    modprobe loop || echo "dev.sh: cannot load the loop driver: OCI sandboxes' disk caps" \
+        "will fail (set sandbox_disk caps to 0 to run without them)" >&2
 fi
 
 target=${1:-run}

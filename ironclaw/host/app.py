@@ -93,7 +93,8 @@ def make_isolator(config: ControlPlaneConfig) -> tuple[Isolator, str | None]:
                         refresh_stale=config.dev)
     return OciIsolator(found, image, state_dir=config.state_dir,
                        limits=config.sandbox_limits, mapping=config.user_mapping,
-                       own_dirs=(config.key_directory().parent,)), warning
+                       own_dirs=(config.key_directory().parent,),
+                       disk=config.sandbox_disk), warning
 
 
 def _platform_adapter(settings: ChannelSettings, store: HostStore,
@@ -131,6 +132,7 @@ class ControlPlane:
             # would be a second writer on its session's outbound queue.
             await trio.to_thread.run_sync(reconcile_runtime_state, state)
             await isolator.check_image()
+            await isolator.mount_volumes()
         keystore = await trio.to_thread.run_sync(
             KeyStore.open, state, FileMasterKeySource.in_state_dir(state))
         bus = EventBus()

@@ -14,6 +14,7 @@ from .channels.settings import ChannelSettings
 from .egress import EgressConfig
 from .gateway import GatewayConfig
 from .isolation.spec import SandboxLimits, UserMapping
+from .isolation.volumes import DiskCaps
 from .modelproxy import ProxyLimits
 
 RUNTIMES = ("auto", "runsc", "runc", "crun", "process")
@@ -45,6 +46,9 @@ class ControlPlaneConfig:
     # OCI sandboxes: cgroup limits, the user-namespace mapping, where images are cached.
     sandbox_limits: SandboxLimits = attrs.Factory(SandboxLimits)
     user_mapping: UserMapping = attrs.Factory(UserMapping)
+    # Kernel-enforced disk caps for OCI sandboxes: the workspace (per agent group) and
+    # outbound (per session) each live on a size-capped filesystem (docs/sandbox.md).
+    sandbox_disk: DiskCaps = attrs.Factory(DiskCaps)
     image_cache_dir: Path | None = None
     # The egress broker: limits, local services, search backend, extra CA. Which hosts
     # a group reaches is its grant (approved egress changes), never this.

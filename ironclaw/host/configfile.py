@@ -20,10 +20,12 @@ from typing import Any
 
 from .channels.settings import InvalidChannelSettings, parse_channel_tables
 from .egress import EgressConfig
+from .isolation.volumes import DiskCaps
 
 __all__ = ["ConfigFileError", "load_config_file"]
 
-TOP_LEVEL_KEYS = frozenset({"state_dir", "runtime", "idle_timeout_s", "channels", "egress"})
+TOP_LEVEL_KEYS = frozenset({"state_dir", "runtime", "idle_timeout_s", "channels", "egress",
+                            "sandbox_disk"})
 MAX_CONFIG_BYTES = 1024 * 1024
 
 
@@ -55,6 +57,11 @@ def load_config_file(path: Path) -> dict[str, Any]:
     if "egress" in table:
         try:
             values["egress"] = EgressConfig.from_table(table["egress"])
+        except (TypeError, ValueError) as exc:
+            raise ConfigFileError(f"{path}: {exc}") from None
+    if "sandbox_disk" in table:
+        try:
+            values["sandbox_disk"] = DiskCaps.from_table(table["sandbox_disk"])
         except (TypeError, ValueError) as exc:
             raise ConfigFileError(f"{path}: {exc}") from None
     if "state_dir" in table:

@@ -1,6 +1,6 @@
 """The whole control plane with agents in real OCI sandboxes running the sealed image.
 
-Under runsc (and runc where present): a conversation, a tool call, a scheduled task
+Under runsc (and runc and crun where present): a conversation, a tool call, a scheduled task
 and the approval flow for a capability change; and an agent killed mid-turn, again and
 again, loses nothing and answers nothing twice.
 """
@@ -38,7 +38,9 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="OCI runtimes need roo
 
 CONV = DEMO_CONVERSATION
 RUNTIMES = [pytest.param(RuntimeKind.RUNSC, marks=pytest.mark.runsc, id="runsc"),
-            pytest.param(RuntimeKind.RUNC, marks=pytest.mark.runc, id="runc")]
+            pytest.param(RuntimeKind.RUNC, marks=pytest.mark.runc, id="runc"),
+            # crun reads the seccomp profile's argument filters with its own code.
+            pytest.param(RuntimeKind.CRUN, id="crun")]
 
 
 @pytest.fixture
@@ -70,7 +72,7 @@ async def ask(plane: ControlPlaneHandles, text: str) -> str:
 
 @pytest.mark.parametrize("plane", RUNTIMES, indirect=True)
 async def test_conversation_tool_schedule_and_approval(plane: ControlPlaneHandles) -> None:
-    assert plane.runtime in ("runsc", "runc")
+    assert plane.runtime in ("runsc", "runc", "crun")
     assert await ask(plane, "hello") == "echo: hello"
     persona = await ask(plane, "tool:read_persona {}")
     assert persona.startswith("tool result:") and "Demo" in persona

@@ -58,6 +58,12 @@ class Isolator(Protocol):
     name: str
     strength: Strength
 
+    async def prepare_host(self, spec: LaunchSpec) -> None:
+        """Host-side set-up the session's directories need before the host first
+        reads or watches them (the OCI isolator mounts the session's capped disk
+        volumes here). Idempotent."""
+        ...
+
     async def run(self, spec: LaunchSpec, *,
                   task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
         """Launch, report the pid through ``task_status``, and wait. Raise

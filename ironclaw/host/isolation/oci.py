@@ -38,6 +38,7 @@ from .spec import (
     build_spec,
     validate_spec,
 )
+from .volumes import DiskCaps, Volumes
 
 __all__ = ["ImageSource", "OciIsolator", "VerifiedImage", "cgroup_parent", "container_id"]
 
@@ -77,7 +78,7 @@ class OciIsolator:
                  limits: SandboxLimits | None = None, mapping: UserMapping | None = None,
                  grace_period: float = 5.0, extra_binds: tuple[ExtraBind, ...] = (),
                  spec_hook: SpecHook | None = None, allow_weakened: bool = False,
-                 own_dirs: tuple[Path, ...] = ()) -> None:
+                 own_dirs: tuple[Path, ...] = (), disk: DiskCaps | None = None) -> None:
         self.runtime = runtime
         self.name = runtime.kind.value
         self.strength = runtime.strength
@@ -92,6 +93,9 @@ class OciIsolator:
         self._grace = grace_period
         self._extra_binds = extra_binds
         self._spec_hook = spec_hook
+        # Capped filesystems under the workspace and outbound binds (volumes.py); None
+        # leaves them on the state directory's filesystem, uncapped.
+        self._volumes = Volumes(state_dir, disk) if disk is not None else None
         # Only the red-team harness's negative control sets this, to prove that the
         # harness notices a weak sandbox. It is loud on purpose.
         self._allow_weakened = allow_weakened
@@ -104,8 +108,27 @@ class OciIsolator:
         return self._mapping
 
     async def aclose(self) -> None:
-        """After the last sandbox has stopped: remove our (now empty) parent cgroup."""
+        """After the last sandbox has stopped: remove our (now empty) parent cgroup,
+        and release the disk volumes (nothing reads them until the next start)."""
         await trio.to_thread.run_sync(remove_parent_cgroups, self._cgroup_parent)
+        if self._volumes is not None:
+            await trio.to_thread.run_sync(self._volumes.release_all)
+
+    async def mount_volumes(self) -> None:
+        """At start, before any session (the recovery reads outbound directories):
+        mount every existing disk volume, adopting what a killed plane left."""
+        if self._volumes is not None:
+            await trio.to_thread.run_sync(self._volumes.mount_existing)
+
+    async def prepare_host(self, spec: LaunchSpec) -> None:
+        """Before the session's outbound directory is watched: an inotify watch made
+        before its volume is mounted would watch the directory underneath."""
+        await trio.to_thread.run_sync(self._ensure_volumes, spec)
+
+    def _ensure_volumes(self, spec: LaunchSpec) -> None:
+        if self._volumes is not None:
+            self._volumes.ensure(spec.workspace, self._volumes.caps.workspace_bytes)
+            self._volumes.ensure(spec.queues.outbound_dir, self._volumes.caps.outbound_bytes)
 
     async def check_image(self) -> VerifiedImage:
         """Fail at start, not at the first message, when the image is missing or does
@@ -152,6 +175,7 @@ class OciIsolator:
                  bundle: Path) -> None:
         self._cleanup(cid, bundle)  # a crashed control plane's leftover, if any
         uid = self._mapping.agent_host_uid
+        self._ensure_volumes(spec)
         config_file = spec.run_dir / "agent.json"
         _write_private(config_file, spec.config.render().encode(), uid)
         _give_key_file(spec.key_file, uid)

@@ -43,6 +43,9 @@ class ProcessIsolator:
         self._grace = grace_period
         logger.warning(WARNING)
 
+    async def prepare_host(self, spec: LaunchSpec) -> None:
+        """Nothing: a bare process writes the host's own directories, uncapped."""
+
     async def run(self, spec: LaunchSpec, *,
                   task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
         # A unix socket path must fit in ~100 bytes and a state directory may not: the

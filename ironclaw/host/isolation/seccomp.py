@@ -62,8 +62,10 @@ FORBIDDEN_SYSCALLS = frozenset({
 SOCKET_FAMILIES = frozenset({socket.AF_UNIX})
 # ioctl requests the agent makes: FIONBIO (set a socket non-blocking), TCGETS
 # (isatty, on every file Python opens), TIOCGWINSZ (the terminal size, asked of
-# stdout); and FIOCLEX/FIONCLEX, which CPython's os.set_inheritable prefers to fcntl
-# and which only flip close-on-exec, as fcntl (allowed) does anyway.
+# stdout). And FIOCLEX/FIONCLEX, not seen in the trace but reachable: CPython's
+# os.set_inheritable tries them first and falls back to fcntl only on ENOTTY or
+# EACCES, so EPERM would make it raise. They only flip close-on-exec, as the allowed
+# fcntl does anyway.
 IOCTL_REQUESTS = frozenset({termios.FIONBIO, termios.TCGETS, termios.TIOCGWINSZ,
                             termios.FIOCLEX, termios.FIONCLEX})
 # Syscall -> (index of the filtered argument, the values it may take).

@@ -147,6 +147,7 @@ class SessionActor:
         # and the broker re-reads the allowlist on every request anyway (revocation).
         egress = deps.egress if deps.egress and await deps.egress.granted(group.id) else None
         spec = await trio.to_thread.run_sync(self._prepare, group, egress is not None)
+        await deps.isolator.prepare_host(spec)  # before the tail watches outbound
         keys = await trio.to_thread.run_sync(deps.queues.keys, session.id)
         self._doorbell = Doorbell(spec.socket_dir / WAKE_SOCKET)
         self._tail = OutboundTail(

@@ -400,3 +400,11 @@ def test_limits_and_mapping_reject_nonsense() -> None:
     with pytest.raises(ValueError):
         UserMapping(host_base=0)
     assert UserMapping(host_base=300_000).agent_host_uid == 365_532
+
+
+def test_the_sandbox_doc_counts_the_weakened_variants() -> None:
+    import re
+
+    doc = (Path(__file__).parents[3] / "docs" / "sandbox.md").read_text()
+    counted = re.search(r"\((\d+) in\s+`WEAKENINGS`\)", doc)
+    assert counted is not None and int(counted.group(1)) == len(WEAKENINGS)
