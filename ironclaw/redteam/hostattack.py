@@ -83,6 +83,8 @@ HOST_WEAKENINGS = {
     "schema-check": "host.schema.generated_column",
     # sandbox-written files are opened blocking, and read on the event loop
     "untrusted-reads": "host.heartbeat.fifo",
+    # no kernel-enforced disk cap: outbound and the workspace live on the state disk
+    "disk-cap": "host.disk_fill",
 }
 SPEC_WEAKENINGS = ("socket-families", "memfd-exec")
 
@@ -292,20 +294,23 @@ async def _run(kind: RuntimeKind, workdir: Path, plan: list[HostProbe], hold: fl
     weaken = _weaken_seccomp(weakening)
     image = PinnedImage(state, cache_dir=image_cache)
 
+    config = ControlPlaneConfig(
+        state_dir=state, dev=True, runtime=kind.value, key_dir=keys, safety_poll_s=0.5,
+        heartbeat_interval_s=1.0, user_mapping=mapping, egress=EgressConfig(enabled=True))
+
     def make_isolator(extra_hook: SpecHook | None = None) -> OciIsolator:
-        def hook(config: dict[str, Any]) -> dict[str, Any]:
-            config = weaken(config) if weaken is not None else config
-            return extra_hook(config) if extra_hook is not None else config
+        def hook(spec: dict[str, Any]) -> dict[str, Any]:
+            spec = weaken(spec) if weaken is not None else spec
+            return extra_hook(spec) if extra_hook is not None else spec
 
         return OciIsolator(
             runtime, image, state_dir=state, mapping=mapping,
             extra_binds=(ExtraBind(toolkit, TOOLKIT_MOUNT),),
             spec_hook=hook if (weaken or extra_hook) else None,
-            allow_weakened=weakening is not None, own_dirs=(keys.parent,))
+            allow_weakened=weakening is not None, own_dirs=(keys.parent,),
+            # The production caps (app.py passes config.sandbox_disk too).
+            disk=None if weakening == "disk-cap" else config.sandbox_disk)
 
-    config = ControlPlaneConfig(
-        state_dir=state, dev=True, runtime=kind.value, key_dir=keys, safety_poll_s=0.5,
-        heartbeat_interval_s=1.0, user_mapping=mapping, egress=EgressConfig(enabled=True))
     observations: list[HostObservation] = []
     windows: list[tuple[HostProbe, tuple[bool | None, str], WindowFigures, dict[str, Any]]] = []
     progress(f"starting a control plane on {kind.value}")

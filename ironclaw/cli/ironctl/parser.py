@@ -235,8 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "form)")
     p.add_argument("--weaken", metavar="KIND",
                    help="negative control: weaken a defence on purpose (wall: network, "
-                        "writable-rootfs, state-dir; host: socket-families, memfd-exec); "
-                        "the verdict must turn red")
+                        "writable-rootfs, state-dir; host: untrusted-reads, schema-check, "
+                        "socket-families, memfd-exec, disk-cap); the verdict must turn red")
     p = b.leaf(top, "doctor", health.cmd_doctor, "check this setup (exit 1 on any FAIL)")
     p.add_argument("--state-dir", help="also check this state directory's permissions")
     p.add_argument("--config", metavar="FILE",
