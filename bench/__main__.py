@@ -1,7 +1,8 @@
 """python -m bench <suite> [--quick | --smoke] [--out DIR] [--no-write]
 
 Suites: sandbox (the price of the wall), queue (the message path), scale (live
-sandboxes per host), api (API latency and event fan-out), or all. ``queue-floor`` and
+sandboxes per host), api (API latency and event fan-out), or all; and, only when
+named, redteam (what a hostile sandbox costs the other sessions). ``queue-floor`` and
 ``e2e`` are the old names: the queue suite's floor alone, and the queue suite.
 ``python -m bench render FILE.json...`` redraws a saved run's Markdown and charts.
 
