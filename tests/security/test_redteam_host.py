@@ -17,6 +17,7 @@ from ironclaw.host.isolation.runtimes import OciRuntime, RuntimeKind
 from ironclaw.redteam.hostattack import (
     HOST_WEAKENINGS,
     HostAttackReport,
+    HostObservation,
     render_host_table,
     run_host_attacks,
 )
@@ -38,12 +39,30 @@ async def _attack(kind: RuntimeKind, sandbox_tmp: Path, cache: Path, **options: 
                                   **options)  # type: ignore[arg-type]
 
 
+# Red for timing alone: the bystander's p99 or the loop's lag, figures a shared
+# 2-core machine disturbs by itself (stalls of 250 to 550 ms were seen in windows whose
+# probe did nothing to the host, its mknod refused).
+TIMING_REASONS = ("bystander p99 ", "the event loop stalled ")
+
+
+def _timing_only(o: HostObservation) -> bool:
+    return not o.contained and all(reason.startswith(TIMING_REASONS)
+                                   for reason in o.verdict.split("; "))
+
+
 @pytest.mark.parametrize("kind", RUNTIMES)
 async def test_the_short_form_is_contained(kind: RuntimeKind, sandbox_tmp: Path,
                                            sandbox_image: SandboxImage,
                                            sandbox_image_cache: Path) -> None:
     report = await _attack(kind, sandbox_tmp, sandbox_image_cache, quick=True)
-    assert report.contained, render_host_table(report)
+    # A probe red on timing alone runs once more, in a run of its own: a real defect
+    # is red again, a noisy moment of the machine is not.
+    noisy = tuple(o.probe for o in report.observations if _timing_only(o))
+    if noisy:
+        again = await _attack(kind, sandbox_tmp / "again", sandbox_image_cache, only=noisy)
+        assert again.contained, render_host_table(report) + "\n" + render_host_table(again)
+    assert all(o.contained or o.probe in noisy for o in report.observations), \
+        render_host_table(report)
     expected = {p.name for p in host_probe_plan(report.hold_s) if p.quick}
     assert {o.probe for o in report.observations} == expected
     assert report.baseline["bystander_replies"] > 0
