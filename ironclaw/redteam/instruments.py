@@ -22,6 +22,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import attrs
 import trio
@@ -78,7 +79,7 @@ class WindowFigures:
     def rss_growth(self) -> int:
         return self.rss_peak - self.rss_start
 
-    def to_json(self) -> dict[str, float | int]:
+    def to_json(self) -> dict[str, Any]:
         return {"bystander_replies": len(self.replies_s), "unanswered": self.unanswered,
                 "reply_p50_ms": round(self.reply_p50_s * 1000, 1),
                 "reply_p99_ms": round(self.reply_p99_s * 1000, 1),
