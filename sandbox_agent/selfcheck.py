@@ -4,8 +4,9 @@ The frozen agent (PyInstaller onedir in the sealed image) can only import what t
 freezer found; a module or shared library it missed fails at the first message, not
 at build time. So the image build and its tests run this: it imports the whole agent,
 runs Trio (with a worker thread, as the queue code does), builds the UDS transport the
-model client uses, and keys a real SQLCipher database. It prints one JSON line of
-versions and returns 0, or raises.
+model client uses, keys a real SQLCipher database, and reads a queue file back through
+the hardened snapshot reader (which reaches SQLite's C API through ctypes). It prints
+one JSON line of versions and returns 0, or raises.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from __future__ import annotations
 import json
 import platform
 import sys
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -22,6 +25,7 @@ import trio
 
 from ironclaw import __version__ as ironclaw_version
 from ironclaw.contract.cipher import CIPHER_COMPATIBILITY, RawKey
+from ironclaw.contract.queue import OutboundReader, OutboundWriter
 
 from . import agent  # noqa: F401  (imported for its side effect: every agent module loads)
 
@@ -46,6 +50,13 @@ def _check_sqlcipher() -> dict[str, str]:
     return {"sqlcipher": str(cipher_version), "sqlite": str(sqlite_version)}
 
 
+def _check_snapshot_reader() -> None:
+    with tempfile.TemporaryDirectory() as scratch:
+        db, key = Path(scratch) / "outbound.db", RawKey.generate()
+        OutboundWriter(db, key).close()
+        OutboundReader(db, key, scratch_dir=Path(scratch)).verify()
+
+
 async def _check_trio() -> None:
     # The queue handles run on a worker thread; make sure threads start in this build.
     answer = await trio.to_thread.run_sync(lambda: 6 * 7)
@@ -68,6 +79,7 @@ def run_self_check() -> dict[str, Any]:
         "attrs": attrs.__version__,
     }
     report.update(_check_sqlcipher())
+    _check_snapshot_reader()
     return report
 
 

@@ -4,7 +4,7 @@ control plane (process runtime).
 Session A's agent is frozen (SIGSTOP, so it cannot rescue a blocked reader by opening
 the other end of a FIFO), and something else is put where the host expects a small
 file: a FIFO at ``heartbeat`` (this once stopped the whole plane: ``/healthz`` timed
-out and other chats got no reply), a FIFO, a symlink or a hard link at the queue file
+out and other chats got no reply), a FIFO, symlink, device or hard link at the queue file
 or its fence, a schema with a generated column. Session B, an innocent conversation
 on the same plane, must keep getting replies; a file that proves A hostile
 quarantines A (stopped, evented, audited, not restarted), and a FIFO heartbeat only
@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import stat
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
@@ -92,6 +93,16 @@ def replace_with_symlink_to_big_file(path: Path) -> None:
     path.symlink_to(big)
 
 
+def replace_with_device(path: Path) -> None:
+    """/dev/zero's numbers: reading it never ends. Making one needs CAP_MKNOD (so no
+    sandbox can; the test needs root), but a plain open() would have read it."""
+    path.unlink()
+    try:
+        os.mknod(path, 0o600 | stat.S_IFCHR, os.makedev(1, 5))
+    except PermissionError:
+        pytest.skip("making a device node needs CAP_MKNOD")
+
+
 def replace_with_hard_link(path: Path) -> None:
     other = path.with_name("copy-of-" + path.name)
     other.write_bytes(path.read_bytes())
@@ -153,6 +164,7 @@ PLANTS: dict[str, tuple[str, Callable[[Path], None]]] = {
     "fifo at the fence": ("outbound.db.fence", replace_with_fifo),
     "symlink at the queue file": ("outbound.db", replace_with_symlink_to_big_file),
     "hard link at the fence": ("outbound.db.fence", replace_with_hard_link),
+    "device at the queue file": ("outbound.db", replace_with_device),
 }
 
 

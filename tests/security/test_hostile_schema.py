@@ -127,3 +127,9 @@ def test_the_reader_connection_is_limited_and_defensive(tmp_path: Path) -> None:
     assert "ATTACH DATABASE ':memory:' AS other" in refused  # no attached databases
     assert reader.read(lambda conn: conn.execute(
         "PRAGMA trusted_schema").fetchone()[0]) == 0
+
+    def writable_schema_after_asking(conn: sqlcipher3.Connection) -> int:
+        conn.execute("PRAGMA writable_schema = ON")
+        return int(conn.execute("PRAGMA writable_schema").fetchone()[0])
+
+    assert reader.read(writable_schema_after_asking) == 0  # defensive mode ignores it

@@ -7,7 +7,15 @@ they differ only in what a connection does.
   it and answer once its socket is gone), and when the server stops answers every
   message still waiting, so nobody waits forever on a server that is gone.
 * :func:`accept_connections` accepts until cancelled, caps a session's connections,
-  and rides out the transient errors ``accept`` gives under descriptor pressure.
+  and rides out the transient errors ``accept`` gives under descriptor pressure. The
+  doorbell uses it too: every per-session socket has one accept loop.
+
+The socket's client is the sandbox, so what it can make the host do is bounded per
+socket: at most ``max_connections`` open at once, and while that many are open the
+loop does not call ``accept`` at all (a new connection waits in the kernel's backlog,
+and once that is full the sandbox's ``connect`` fails, at no cost to the host); and
+at most ``accept_rate`` accepts a second, so a connect-and-close loop cannot turn
+into as many host tasks.
 """
 
 from __future__ import annotations
@@ -19,12 +27,18 @@ from typing import Any, Protocol
 
 import trio
 
+from ironclaw.runtime.ratelimit import TokenBucket
+
 from .mailbox import Reply, SessionConflict
 
 __all__ = ["SessionMailbox", "accept_connections"]
 
 # accept() errors that mean "try again shortly", not "the listener is broken".
 ACCEPT_BACKOFF_ERRNOS = frozenset({errno.ENFILE, errno.EMFILE, errno.ENOMEM, errno.ENOBUFS})
+# Accepts per second on one session's socket, and the burst banked: far above what an
+# honest agent needs (a model call or fetch per connection, one doorbell connection).
+ACCEPT_RATE = 50.0
+ACCEPT_BURST = 50
 
 
 class _Route(Protocol):
@@ -121,22 +135,40 @@ async def _reply_when_done(session: ServedSession, reply: Reply) -> None:
     reply.ok()
 
 
-async def accept_connections(listener: trio.SocketListener, session: ServedSession, *,
-                             max_connections: int, connections: trio.Nursery,
-                             handle: Callable[[trio.SocketStream], Awaitable[None]]
-                             ) -> None:
+async def accept_connections(listener: trio.SocketListener, session: ServedSession | None,
+                             *, max_connections: int, connections: trio.Nursery,
+                             handle: Callable[[trio.SocketStream], Awaitable[None]],
+                             accept_rate: float = ACCEPT_RATE,
+                             accept_burst: int = ACCEPT_BURST) -> None:
     """Accept on ``listener`` until cancelled; each connection runs ``handle`` in
-    ``connections``. Beyond ``max_connections`` open ones, a new one is closed."""
+    ``connections``. With ``max_connections`` open, the next ``accept`` waits for one
+    to end; accepts are paced to ``accept_rate`` a second. ``session.connections``
+    (if given) counts the open ones; ``handle`` decrements it when it ends."""
+    slots = trio.Semaphore(max_connections)
+    pace = TokenBucket(accept_rate, accept_burst)
     while True:
+        await slots.acquire()
         try:
-            stream = await listener.accept()
-        except OSError as exc:
-            if exc.errno not in ACCEPT_BACKOFF_ERRNOS:
-                raise
-            await trio.sleep(0.1)
-            continue
-        if session.connections >= max_connections:
-            await stream.aclose()
-            continue
-        session.connections += 1
-        connections.start_soon(handle, stream)
+            await pace.acquire()
+            try:
+                stream = await listener.accept()
+            except OSError as exc:
+                if exc.errno not in ACCEPT_BACKOFF_ERRNOS:
+                    raise
+                await trio.sleep(0.1)
+                slots.release()
+                continue
+            if session is not None:
+                session.connections += 1
+            connections.start_soon(_handle_in_slot, handle, stream, slots)
+        except BaseException:
+            slots.release()
+            raise
+
+
+async def _handle_in_slot(handle: Callable[[trio.SocketStream], Awaitable[None]],
+                          stream: trio.SocketStream, slots: trio.Semaphore) -> None:
+    try:
+        await handle(stream)
+    finally:
+        slots.release()

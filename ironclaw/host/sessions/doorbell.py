@@ -13,6 +13,7 @@ from pathlib import Path
 
 import trio
 
+from ..modelproxy.serving import accept_connections
 from ..modelproxy.sockets import bind_unix_socket, unlink_if_ours
 
 MAX_CONNECTIONS = 4
@@ -50,12 +51,9 @@ class Doorbell:
         try:
             async with listener, trio.open_nursery() as nursery:
                 task_status.started()
-                while True:
-                    stream = await listener.accept()
-                    if len(self._bells) >= MAX_CONNECTIONS:
-                        await stream.aclose()
-                        continue
-                    nursery.start_soon(self._serve_connection, stream)
+                # The shared accept loop: at most MAX_CONNECTIONS open, accepts paced.
+                await accept_connections(listener, None, max_connections=MAX_CONNECTIONS,
+                                         connections=nursery, handle=self._serve_connection)
         finally:
             unlink_if_ours(self.path, identity)
 

@@ -16,10 +16,11 @@ bounded per session, whatever the sandbox does:
   (``ironclaw.contract.untrusted_files``), on this session's own one-thread limiter,
   under a deadline: a stuck read holds one thread of this session, never the event
   loop and never Trio's shared thread limiter;
-* a snapshot is copied only when the commit fence moved since the last complete read,
-  and copies are paced by a token bucket that charges by size (:class:`CopyBudget`),
-  so an inotify storm cannot make the host copy and decrypt more than the agent
-  commits, nor more than a fixed rate;
+* wake-ups are paced (a storm of directory events coalesces into at most
+  ``WAKES_PER_S`` a second), a snapshot is copied only when the commit fence moved
+  since the last complete read, and copies are paced by a token bucket that charges
+  by size (:class:`CopyBudget`), so an inotify storm cannot make the host copy and
+  decrypt more than the agent commits, nor more than a fixed rate;
 * a file that proves the sandbox hostile (a schema that is not the contract's, a
   symlink, FIFO, device or hard link where a queue file belongs) is reported through
   ``on_hostile`` once, and the tail stops reading it.
@@ -37,7 +38,7 @@ import trio
 
 from ironclaw.contract.cipher import RawKey
 from ironclaw.contract.enums import AckStatus
-from ironclaw.contract.layout import HEARTBEAT_FILE, QueuePaths, read_heartbeat
+from ironclaw.contract.layout import QueuePaths, read_heartbeat
 from ironclaw.contract.queue import (
     OutboundPoll,
     OutboundReader,
@@ -62,6 +63,11 @@ BATCH_LIMIT = 256
 READ_DEADLINE_S = 15.0
 # What proves a sandbox hostile: no honest agent produces either.
 HOSTILE = (QueueSchemaError, QueueFileUnsafe)
+# Wake-ups a second (and banked): each costs a fence read and a heartbeat
+# read, so a storm of directory events may not wake the tail faster than this. An
+# honest turn is a handful of wake-ups; events that arrive meanwhile coalesce.
+WAKES_PER_S = 50.0
+WAKE_BURST = 10
 
 
 @attrs.frozen
@@ -107,6 +113,7 @@ class TailState:
     oldest_claim_at: int | None = None
     rows_seen: int = 0
     busy_polls: int = 0
+    wakes: int = 0  # wake-ups by directory events or the safety poll
     copies: int = 0  # snapshots copied
     skipped_polls: int = 0  # polls answered by an unmoved fence, without a copy
     hostile: str | None = None  # why the outbound file proved the sandbox hostile
@@ -133,6 +140,7 @@ class OutboundTail:
         # This session's own thread: its reads never queue behind another session's.
         self._limiter = trio.CapacityLimiter(1)
         self._budget = CopyBudget(copy_policy or CopyPolicy())
+        self._wakes = TokenBucket(WAKES_PER_S, WAKE_BURST)
         self._read_fence: int | None = None  # the fence as of the last complete read
         self.state = TailState(cursor=cursor)
 
@@ -146,20 +154,14 @@ class OutboundTail:
             while self.state.hostile is None:
                 with trio.move_on_after(self._safety_poll_s):
                     await trio.lowlevel.wait_readable(notify.fileno())
-                # Drained in one go: a storm of events is one wake-up, not many.
-                names = {event.name for event in notify.read(timeout=0)}
-                if HEARTBEAT_FILE in names:
-                    await self._read_heartbeat()
+                await self._wakes.acquire()
+                self.state.wakes += 1
+                # Drained in one go: a storm of events is one wake-up, not many. Every
+                # poll reads the heartbeat too, so which files changed does not matter.
+                notify.read(timeout=0)
                 await self.poll()
         finally:
             notify.close()
-
-    async def _read_heartbeat(self) -> None:
-        path = self._queues.heartbeat
-        with contextlib.suppress(trio.TooSlowError):
-            self.state.heartbeat_at = await run_untrusted(
-                lambda: read_heartbeat(path), limiter=self._limiter,
-                deadline_s=READ_DEADLINE_S)
 
     async def poll(self) -> None:
         """Read until caught up: a backlog is drained batch by batch."""
@@ -180,34 +182,37 @@ class OutboundTail:
                                 self._sid, self.state.hostile)
                 self._on_hostile(self.state.hostile)
                 return
+            self._absorb_heartbeat(read.heartbeat_at)
             if read.snapshot is None:
                 self.state.skipped_polls += 1
                 return
             self.state.copies += 1
             self._budget.charge(read.copied_bytes)
-            await self._absorb(read.snapshot, read.heartbeat_at)
+            await self._absorb(read.snapshot)
             if len(read.snapshot.messages) + len(read.snapshot.rejections) < BATCH_LIMIT:
                 self._read_fence = read.fence
                 return
 
     def _read_once(self) -> _Read:
-        """On this session's thread (so it touches no tail state): the fence as read
-        before the copy, and the snapshot unless nothing was committed since the last
-        complete read."""
+        """On this session's thread (so it touches no tail state): the heartbeat, the
+        fence as read before the copy, and the snapshot unless nothing was committed
+        since the last complete read."""
+        beat = read_heartbeat(self._queues.heartbeat)
         fence = self._reader.fence()
         if fence is not None and fence == self._read_fence:
-            return _Read(fence, None, 0, None)
+            return _Read(fence, None, 0, beat)
         snapshot = self._reader.poll(after_seq=self.state.cursor, limit=BATCH_LIMIT)
-        return _Read(fence, snapshot, self._reader.last_copy_bytes,
-                     read_heartbeat(self._queues.heartbeat))
+        return _Read(fence, snapshot, self._reader.last_copy_bytes, beat)
 
-    async def _absorb(self, snapshot: OutboundPoll, beat: int | None) -> None:
+    def _absorb_heartbeat(self, beat: int | None) -> None:
+        if beat is not None:
+            self.state.heartbeat_at = max(self.state.heartbeat_at or 0, beat)
+
+    async def _absorb(self, snapshot: OutboundPoll) -> None:
         state = self.state
         state.container = snapshot.container
         if snapshot.container is not None:
             state.heartbeat_at = max(state.heartbeat_at or 0, snapshot.container.heartbeat_at)
-        if beat is not None:
-            state.heartbeat_at = max(state.heartbeat_at or 0, beat)
         changed = [a for a in snapshot.acks if self._acked.get(a.message_id) != a.status]
         if changed:
             await self._apply_acks(changed)

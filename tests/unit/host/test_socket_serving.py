@@ -1,0 +1,99 @@
+"""The per-session accept loop bounds what a sandbox can make the host do: connections
+beyond the cap are not accepted at all, and accepts are paced."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import trio
+import trio.testing
+
+from ironclaw.host.modelproxy.serving import accept_connections
+from ironclaw.host.sessions.doorbell import MAX_CONNECTIONS, Doorbell
+
+
+async def open_listener(path: Path) -> trio.SocketListener:
+    sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    await sock.bind(str(path))
+    sock.listen(256)
+    return trio.SocketListener(sock)
+
+
+async def test_accepts_are_paced_whatever_the_client_does(
+        tmp_path: Path, autojump_clock: trio.abc.Clock) -> None:
+    listener = await open_listener(tmp_path / "s.sock")
+    accepted_at: list[float] = []
+    all_in = trio.Event()
+
+    async def handle(stream: trio.SocketStream) -> None:
+        accepted_at.append(trio.current_time())
+        await stream.aclose()
+        if len(accepted_at) == 30:
+            all_in.set()
+
+    # Rates whose steps are exact in binary, so virtual time adds up exactly.
+    async with listener, trio.open_nursery() as nursery:
+        nursery.start_soon(lambda: accept_connections(
+            listener, None, max_connections=100, connections=nursery, handle=handle,
+            accept_rate=8.0, accept_burst=4))
+        for _ in range(30):  # a connect-and-close loop
+            await (await trio.open_unix_socket(str(tmp_path / "s.sock"))).aclose()
+        await all_in.wait()
+        nursery.cancel_scope.cancel()
+    # 4 banked, then 8 a second: the 30th accept comes 26/8 virtual seconds in.
+    assert accepted_at[-1] - accepted_at[0] >= 26 / 8
+
+
+async def test_over_the_cap_nothing_is_accepted_until_a_connection_ends(
+        tmp_path: Path) -> None:
+    listener = await open_listener(tmp_path / "s.sock")
+    release = trio.Event()
+    open_now = 0
+    handled = 0
+
+    async def handle(stream: trio.SocketStream) -> None:
+        nonlocal open_now, handled
+        open_now += 1
+        handled += 1
+        async with stream:
+            await release.wait()
+        open_now -= 1
+
+    async with listener, trio.open_nursery() as nursery:
+        nursery.start_soon(lambda: accept_connections(
+            listener, None, max_connections=3, connections=nursery, handle=handle))
+        clients = [await trio.open_unix_socket(str(tmp_path / "s.sock")) for _ in range(10)]
+        await trio.testing.wait_all_tasks_blocked()
+        assert handled == 3 and open_now == 3  # seven wait in the kernel, unaccepted
+        release.set()
+        with trio.fail_after(10):
+            while handled < 10:  # noqa: ASYNC110 (counting, not an event)
+                await trio.sleep(0.01)
+        for client in clients:
+            await client.aclose()
+        nursery.cancel_scope.cancel()
+
+
+async def test_the_doorbell_serves_at_most_its_cap(tmp_path: Path) -> None:
+    (tmp_path / "sock").mkdir(mode=0o755)
+    bell = Doorbell(tmp_path / "sock" / "wake.sock")
+    async with trio.open_nursery() as nursery:
+        await nursery.start(bell.serve)
+        clients = [await trio.open_unix_socket(str(bell.path))
+                   for _ in range(MAX_CONNECTIONS + 3)]
+        await trio.testing.wait_all_tasks_blocked()
+        assert bell.connected == MAX_CONNECTIONS
+        bell.ring()
+        for client in clients[:MAX_CONNECTIONS]:
+            with trio.fail_after(10):
+                assert await client.receive_some(1) == b"\x01"
+        await clients[0].aclose()  # one leaves: the first one waiting is let in
+        await trio.testing.wait_all_tasks_blocked()
+        assert bell.connected == MAX_CONNECTIONS
+        bell.ring()
+        with trio.fail_after(10):
+            assert await clients[MAX_CONNECTIONS].receive_some(1) == b"\x01"
+        for client in clients[1:]:
+            await client.aclose()
+        nursery.cancel_scope.cancel()
