@@ -67,6 +67,8 @@ LOOP_LAG_LIMIT_S = 0.25
 RSS_GROWTH_LIMIT = 100 * 2**20
 STOP_TIMEOUT_S = 30.0
 WARM_UP_PINGS = 5
+# An attacker still running this long after its start is killed, and said nothing (red).
+ATTACKER_DEADLINE_S = 60.0
 QUICK_HOLD_S = 3.0
 # Kept across runs: freezing the hostile-db tool takes a while.
 TOOLKIT_CACHE = Path("/var/tmp/ironclaw-redteam-toolkits")
@@ -224,22 +226,23 @@ async def _run_attacker(runtime: OciRuntime, make_isolator: Callable[[SpecHook],
             config["process"]["args"] = [BUSYBOX, "sh", "-c", script]
             return config
 
-        output, note = b"", "no exit"
-        try:
-            with trio.fail_after(600):
+        output, note = b"", f"no exit within {ATTACKER_DEADLINE_S:.0f} s: killed"
+        with trio.move_on_after(ATTACKER_DEADLINE_S):
+            try:
                 await make_isolator(as_attacker).run(
                     _session_spec(state, keys, session_id),
                     container_name=f"ic-probe-h-{session_id}")
-        except SandboxExited as exited:
-            output, note = exited.stderr_tail, f"exit {exited.returncode}"
+            except SandboxExited as exited:
+                output, note = exited.stderr_tail, f"exit {exited.returncode}"
     else:
         argv = runtime.exec_argv(container_id(session_id), [BUSYBOX, "sh", "-c", script],
                                  uid=AGENT_UID)
-        with trio.fail_after(600):
+        output, note = b"", f"no exit within {ATTACKER_DEADLINE_S:.0f} s: killed"
+        with trio.move_on_after(ATTACKER_DEADLINE_S):
             done = await trio.run_process(argv, capture_stdout=True, capture_stderr=True,
                                           check=False)
-        output = done.stdout + done.stderr
-        note = f"exit {done.returncode}: " + done.stderr.decode("utf-8", "replace")[-300:]
+            output = done.stdout + done.stderr
+            note = f"exit {done.returncode}: " + done.stderr.decode("utf-8", "replace")[-300:]
     found = _parse(output, 0, 1, note)
     mine = [o for o in found if o.probe == probe.name]
     if not mine:

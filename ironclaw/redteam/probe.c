@@ -510,6 +510,10 @@ static void probe_connect_flood(const char *sock, int total, double seconds,
     for (int c = 0; c < children; c++) {
         if (fork() != 0) continue;
         close(out[0]);
+        /* A connect that blocks (gVisor's host-socket connect can, once the host stops
+         * accepting) must not outlive the hold: the alarm ends this child, and the
+         * parent counts it as stuck. */
+        alarm((unsigned)seconds + 5);
         int want = total - c * per < per ? total - c * per : per;
         int held = 0, refused = 0, last_err = 0;
         for (int i = 0; i < want; i++) {
@@ -527,15 +531,16 @@ static void probe_connect_flood(const char *sock, int total, double seconds,
         _exit(0);
     }
     close(out[1]);
-    int held = 0, refused = 0, last_err = 0, counts[3];
+    int held = 0, refused = 0, last_err = 0, counts[3], reported = 0;
     while (read(out[0], counts, sizeof counts) == (ssize_t)sizeof counts) {
-        held += counts[0]; refused += counts[1];
+        held += counts[0]; refused += counts[1]; reported++;
         if (counts[2]) last_err = counts[2];
     }
     close(out[0]);
     while (wait(NULL) > 0) {}
-    report(probe, 1, "%d of %d connections to %s held for %.0f s, %d refused (%s)", held,
-           total, sock, seconds, refused, last_err ? strerror(last_err) : "none");
+    report(probe, 1, "%d of %d connections to %s held for %.0f s, %d refused (%s); %d of %d "
+           "children stuck in connect until their alarm", held, total, sock, seconds,
+           refused, last_err ? strerror(last_err) : "none", children - reported, children);
 }
 
 /* Write until the kernel says no (ENOSPC, EDQUOT) or `limit_mb` MiB, then delete it all. */
