@@ -71,7 +71,8 @@ async def test_the_short_form_is_contained(kind: RuntimeKind, sandbox_tmp: Path,
     assert report.baseline["bystander_replies"] > 0
     for o in report.observations:
         assert o.figures["bystander_replies"] > 0, o
-        assert o.figures["loop_lag_max_ms"] <= 250 and o.figures["rss_growth_mib"] < 100
+        assert o.figures["rss_growth_mib"] < 100, o
+        assert o.probe in noisy or o.figures["loop_lag_max_ms"] <= 250, o
     quarantined = {o.probe for o in report.observations if o.figures["quarantined"]}
     assert "host.schema.generated_column" in quarantined
 
