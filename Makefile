@@ -17,7 +17,7 @@ LOCAL_MODEL_WHEELS ?= $(if $(filter 0,$(shell id -u)),/var/cache/ironclaw/wheels
 LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
 LLAMA_WHEEL_STAMP = $(LOCAL_MODEL_WHEELS)/.llama-cpp-python-$(LLAMA_CPP_VERSION)-$(shell $(PYTHON) -c 'import sys; print("cp%d%d" % sys.version_info[:2])')
 
-.PHONY: run test venv image lint typecheck bench bench-quick clean local-model
+.PHONY: run test venv image lint typecheck bench bench-quick clean local-model redteam-full
 
 $(VENV)/bin/pip:
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,11 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/pytest
+
+# The long form of the second red-team family (every probe, under runsc and runc); the
+# suite runs its short form and negative controls.
+redteam-full: $(STAMP)
+	$(VENV)/bin/pytest -m long tests/security/test_redteam_host.py
 
 # The sealed sandbox image, built from this checkout (a cache hit when nothing changed)
 # and pinned in $(STATE), where the daemon checks it before every launch.

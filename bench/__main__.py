@@ -2,7 +2,8 @@
 
 Suites: sandbox (the price of the wall), queue (the message path), scale (live
 sandboxes per host), api (API latency and event fan-out), models (a real local model's
-reply against the mock's, and the redactor's cost), or all. ``queue-floor`` and
+reply against the mock's, and the redactor's cost), or all; and, only when
+named, redteam (what a hostile sandbox costs the other sessions). ``queue-floor`` and
 ``e2e`` are the old names: the queue suite's floor alone, and the queue suite.
 ``python -m bench render FILE.json...`` redraws a saved run's Markdown and charts.
 
@@ -26,6 +27,7 @@ from .progress import Progress
 from .report import RESULTS, SuiteResult, write_report
 
 SUITES = ("sandbox", "queue", "scale", "api", "models")
+ON_DEMAND = ("redteam",)  # run only when named, never by "all"
 ALIASES = {"queue-floor": "queue", "e2e": "queue"}
 
 
@@ -48,6 +50,9 @@ def run_suite(name: str, args: argparse.Namespace, progress: Progress) -> SuiteR
     if name == "models":
         from . import models
         return models.run(mode=mode, progress=progress)
+    if name == "redteam":
+        from . import redteam
+        return redteam.run(mode=mode, progress=progress, runtimes=runtimes)
     from . import api
     return api.run(mode=mode, progress=progress)
 
@@ -81,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         return render(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("suite", choices=(*SUITES, *ALIASES, "all"))
+    parser.add_argument("suite", choices=(*SUITES, *ON_DEMAND, *ALIASES, "all"))
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--quick", dest="mode", action="store_const", const="quick",
                       help="a reduced run (every suite together in under 5 minutes)")

@@ -257,6 +257,23 @@ def test_models_suite_writes_well_formed_results(out_root: Path) -> None:
         assert 0 <= doc["extra"]["plane_share"] < 1
 
 
+def test_redteam_suite_writes_well_formed_results(out_root: Path) -> None:
+    run = smoke("redteam", out_root)
+    doc = run["doc"]
+    check_doc(doc, "redteam")
+    replies = doc["results"]["bystander_reply"]
+    for name in ("runsc", "runc"):
+        report = doc["extra"]["reports"][name]
+        if not oci_ready(name):
+            assert report["status"] == "absent"
+            continue
+        assert report["baseline"]["bystander_replies"] > 0
+        assert [o["probe"] for o in report["observations"]] == ["host.heartbeat.fifo"]
+        assert replies[f"{name}: host.heartbeat.fifo"]["status"] == "ok"
+    if any(oci_ready(name) for name in ("runsc", "runc")):
+        check_files(run, "redteam")
+
+
 # -- the pieces ------------------------------------------------------------------------
 
 def test_summaries_and_ratios() -> None:

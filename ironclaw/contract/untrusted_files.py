@@ -13,7 +13,9 @@ open goes through :func:`open_untrusted`, and every such read through
   for one forever; the flag is cleared again before any read;
 * ``fstat`` on the open descriptor (not the path, which can change in between): a
   regular file, with exactly one link, no larger than the caller's cap;
-* reads are ``pread`` on that descriptor, bounded by the cap even if the file grows.
+* reads are ``pread`` on that descriptor, bounded by the cap even if the file grows;
+  a large file is copied to a file of the reader's own with ``sendfile``
+  (:func:`copy_bounded`), so its bytes never pass through the reader's memory.
 
 A read of a regular file cannot block forever, but it can be slow (a large file, a
 loaded disk). :func:`run_untrusted` runs such work off the event loop, under a
@@ -40,6 +42,7 @@ __all__ = [
     "OPEN_FLAGS",
     "UnsafeFile",
     "UntrustedFileTooLarge",
+    "copy_bounded",
     "open_untrusted",
     "read_untrusted",
     "run_untrusted",
@@ -110,6 +113,22 @@ def read_bounded(fd: int, max_bytes: int) -> bytes:
         if total > max_bytes:
             raise UntrustedFileTooLarge(errno.EFBIG, f"grew past the cap of {max_bytes}")
         chunks.append(chunk)
+
+
+def copy_bounded(fd: int, dest_fd: int, max_bytes: int) -> int:
+    """Every byte of an already vetted descriptor into ``dest_fd`` (emptied first), in
+    the kernel: however large the file, the copy costs the caller no memory. Returns
+    the count, or raises UntrustedFileTooLarge."""
+    os.ftruncate(dest_fd, 0)
+    os.lseek(dest_fd, 0, os.SEEK_SET)
+    total = 0
+    while True:
+        sent = os.sendfile(dest_fd, fd, total, min(READ_CHUNK, max_bytes + 1 - total))
+        if not sent:
+            return total
+        total += sent
+        if total > max_bytes:
+            raise UntrustedFileTooLarge(errno.EFBIG, f"grew past the cap of {max_bytes}")
 
 
 async def run_untrusted(work: Callable[[], T], *, limiter: trio.CapacityLimiter,

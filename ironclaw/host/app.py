@@ -17,7 +17,7 @@ import httpx
 import trio
 
 from ironclaw.host.keys import FileMasterKeySource, KeyStore, Purpose, ensure_session_key_dir
-from ironclaw.runtime import EventBus
+from ironclaw.runtime import EventBus, LoopLagMonitor
 
 from .audit import AuditLog, open_audit_log
 from .channels import ChannelAdapter, Channels, InboundEvent
@@ -76,6 +76,7 @@ class ControlPlaneHandles:
     gateway: Gateway
     audit: AuditLog
     chat_approvers: ChatApprovers
+    loop_lag: LoopLagMonitor  # how long the event loop stalls (``/metrics``, red team)
     # For the API's token hashes: a sub-key of the sealed root, stable across rotation.
     api_token_key: bytes = attrs.field(repr=False)
 
@@ -195,6 +196,8 @@ class ControlPlane:
                 router = Router(registry, queues, sessions_mailbox[0], events=bus,
                                 access_gate=gateway, notices=notices, commands=commands)
 
+                loop_lag = LoopLagMonitor()
+                await nursery.start(loop_lag.run)
                 await nursery.start(AuditRecorder(bus, audit).run)
                 bus.publish(RuntimeSelected(isolator.name, isolator.strength.value, warning))
                 await nursery.start(gateway.run)
@@ -217,6 +220,7 @@ class ControlPlane:
                     delivery=delivery,
                     scheduler=scheduler, questions=questions, events=bus, store=store,
                     gateway=gateway, audit=audit, chat_approvers=commands.approvers,
+                    loop_lag=loop_lag,
                     api_token_key=keystore.subkey(Purpose.API_TOKEN_HASH)))
         finally:
             with trio.CancelScope(shield=True):

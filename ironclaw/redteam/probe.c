@@ -1,6 +1,9 @@
 /* ironclaw-probe: the red-team harness's attacker, run INSIDE a sandbox as its uid.
  *
- * Each probe tries one way out of the sandbox and prints one JSON line:
+ * Two families. The first tries ways out of the sandbox; the second (the "host."
+ * probes, below main's first half) attacks the host's readers of what the sandbox
+ * writes, for a fixed time, while the harness measures the host from outside.
+ * Each probe prints one JSON line:
  *   {"probe": NAME, "contained": true|false, "observed": "..."}
  * "contained" is true when the attempt failed the way the sandbox promises. The harness
  * decides nothing from exit codes; it reads these lines. Built static by the harness
@@ -20,6 +23,9 @@
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/personality.h>
+#include <sys/resource.h>
+#include <sys/sysmacros.h>
+#include <time.h>
 #include <sys/ptrace.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -376,6 +382,196 @@ static void probe_memfd_exec(char **argv) {
            strerror(via_execveat), path, strerror(errno));
 }
 
+/* ---- the second family: attacks on the host's readers ---- */
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static void sleep_s(double seconds) {
+    if (seconds <= 0) return;
+    struct timespec ts = {(time_t)seconds, (long)((seconds - (time_t)seconds) * 1e9)};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {}
+}
+
+/* Move a commit fence to its next even value ("a commit just ended"), so that a host
+ * that reads only after the fence moves reads now. */
+static void nudge_fence(const char *fence) {
+    int fd = open(fence, O_RDWR | O_NOFOLLOW | O_NONBLOCK);
+    if (fd < 0) return;
+    struct stat st;
+    unsigned long long words[2] = {0, 0};
+    if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) &&
+        pread(fd, words, sizeof words, 0) == (ssize_t)sizeof words) {
+        unsigned long long even = (words[0] | 1) + 1;
+        unsigned long long out[2] = {even, ~even};
+        pwrite(fd, out, sizeof out, 0);
+    }
+    close(fd);
+}
+
+/* Put a FIFO, a symlink to /dev/zero or a character device where the host expects a
+ * small regular file, for `seconds`, nudging the fence beside it twice a second so
+ * the host keeps reading; then put the original back. A reader the FIFO caught in a
+ * blocking open is released at the end, so a host without the defence stalls for the
+ * whole hold, not forever. */
+static void probe_plant(const char *kind, const char *path, double seconds,
+                        const char *probe) {
+    char aside[4096];
+    snprintf(aside, sizeof aside, "%s.rt-orig", path);
+    int had = rename(path, aside) == 0;
+    int made;
+    if (!strcmp(kind, "fifo")) made = mkfifo(path, 0644);
+    else if (!strcmp(kind, "symlink")) made = symlink("/dev/zero", path);
+    else made = mknod(path, S_IFCHR | 0644, makedev(1, 5));
+    if (made != 0) {
+        int err = errno;
+        if (had) rename(aside, path);
+        report(probe, 1, "no %s at %s: %s", kind, path, strerror(err));
+        return;
+    }
+    char fence[4096];
+    snprintf(fence, sizeof fence, "%.*s/outbound.db.fence",
+             (int)(strrchr(path, '/') ? strrchr(path, '/') - path : 0), path);
+    double until = now_s() + seconds;
+    while (now_s() < until) {
+        if (strcmp(fence, path) != 0) nudge_fence(fence);
+        sleep_s(until - now_s() < 0.5 ? until - now_s() : 0.5);
+    }
+    /* Release: hold a writer open (O_RDWR never blocks on a FIFO) so that every
+     * reader's open completes, unlink the FIFO so that no new reader can reach it,
+     * then close the writer so that every reader's read ends. */
+    int writer = -1;
+    if (!strcmp(kind, "fifo")) writer = open(path, O_RDWR | O_NONBLOCK);
+    sleep_s(0.05);
+    unlink(path);
+    if (had) rename(aside, path);
+    if (writer >= 0) close(writer);
+    report(probe, 1, "a %s sat at %s for %.0f s%s", kind, path, seconds,
+           writer >= 0 ? ", then its readers were released" : "");
+}
+
+/* Hold the commit fence odd (a writer forever mid-commit), rewriting it faster than
+ * the real agent's commits can set it even. */
+static void probe_fence_odd(const char *fence, double seconds) {
+    int fd = open(fence, O_RDWR);
+    if (fd < 0) { report("host.fence.stuck_odd", 1, "%s: %s", fence, strerror(errno)); return; }
+    unsigned long long words[2] = {0, 0};
+    pread(fd, words, sizeof words, 0);
+    unsigned long long odd = (words[0] + 1) | 1;
+    long writes = 0;
+    double until = now_s() + seconds;
+    while (now_s() < until) {
+        unsigned long long out[2] = {odd, ~odd};
+        if (pwrite(fd, out, sizeof out, 0) == (ssize_t)sizeof out) writes++;
+        sleep_s(0.005);
+    }
+    unsigned long long even[2] = {odd + 1, ~(odd + 1)};
+    pwrite(fd, even, sizeof even, 0);
+    close(fd);
+    report("host.fence.stuck_odd", 1, "fence held odd (%llu) for %.0f s, %ld rewrites", odd,
+           seconds, writes);
+}
+
+/* Make the host's inotify watch on the outbound directory fire as fast as we can. */
+static void probe_inotify_storm(const char *dir, double seconds) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/.rt-storm", dir);
+    long rounds = 0;
+    double until = now_s() + seconds;
+    while (now_s() < until) {
+        int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        if (fd < 0) break;
+        write(fd, "x", 1);
+        close(fd);
+        unlink(path);
+        rounds++;
+    }
+    report("host.inotify_storm", 1, "%ld create/write/close/unlink rounds in %.0f s", rounds,
+           seconds);
+}
+
+/* `total` connections to a host socket, held open (sending nothing) for `seconds`:
+ * forked children each hold as many as RLIMIT_NOFILE allows. */
+static void probe_connect_flood(const char *sock, int total, double seconds,
+                                const char *probe) {
+    struct rlimit lim;
+    getrlimit(RLIMIT_NOFILE, &lim);
+    lim.rlim_cur = lim.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &lim);
+    int per = lim.rlim_cur > 64 ? (int)lim.rlim_cur - 32 : 32;
+    if (per > 1000) per = 1000;
+    int children = (total + per - 1) / per;
+    int out[2];
+    if (pipe(out) != 0) { report(probe, 0, "pipe failed"); return; }
+    double until = now_s() + seconds;
+    for (int c = 0; c < children; c++) {
+        if (fork() != 0) continue;
+        close(out[0]);
+        /* A connect that blocks (gVisor's host-socket connect can, once the host stops
+         * accepting) must not outlive the hold: the alarm ends this child, and the
+         * parent counts it as stuck. */
+        alarm((unsigned)seconds + 5);
+        int want = total - c * per < per ? total - c * per : per;
+        int held = 0, refused = 0, last_err = 0;
+        for (int i = 0; i < want; i++) {
+            struct sockaddr_un addr = {.sun_family = AF_UNIX};
+            snprintf(addr.sun_path, sizeof addr.sun_path, "%s", sock);
+            int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0);
+            if (fd < 0) { refused++; last_err = errno; continue; }
+            if (connect(fd, (struct sockaddr *)&addr, sizeof addr) == 0 || errno == EINPROGRESS)
+                held++;
+            else { refused++; last_err = errno; close(fd); }
+        }
+        sleep_s(until - now_s());
+        int counts[3] = {held, refused, last_err};
+        write(out[1], counts, sizeof counts);
+        _exit(0);
+    }
+    close(out[1]);
+    int held = 0, refused = 0, last_err = 0, counts[3], reported = 0;
+    while (read(out[0], counts, sizeof counts) == (ssize_t)sizeof counts) {
+        held += counts[0]; refused += counts[1]; reported++;
+        if (counts[2]) last_err = counts[2];
+    }
+    close(out[0]);
+    while (wait(NULL) > 0) {}
+    report(probe, 1, "%d of %d connections to %s held for %.0f s, %d refused (%s); %d of %d "
+           "children stuck in connect until their alarm", held, total, sock, seconds,
+           refused, last_err ? strerror(last_err) : "none", children - reported, children);
+}
+
+/* Write until the kernel says no (ENOSPC, EDQUOT) or `limit_mb` MiB, then delete it all. */
+static void probe_disk_fill(const char *dir, long limit_mb) {
+    static char chunk[1 << 20];
+    memset(chunk, 'f', sizeof chunk);
+    long written_mb = 0;
+    int files = 0, err = 0;
+    char path[4096];
+    while (written_mb < limit_mb && !err) {
+        snprintf(path, sizeof path, "%s/.rt-fill-%d", dir, files++);
+        int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        if (fd < 0) { err = errno; break; }
+        for (int i = 0; i < 64 && written_mb < limit_mb; i++) {
+            ssize_t w = write(fd, chunk, sizeof chunk);
+            if (w < (ssize_t)sizeof chunk) { err = w < 0 ? errno : ENOSPC; break; }
+            written_mb++;
+        }
+        if (!err && fsync(fd) != 0) err = errno;
+        close(fd);
+    }
+    for (int i = 0; i < files; i++) {
+        snprintf(path, sizeof path, "%s/.rt-fill-%d", dir, i);
+        unlink(path);
+    }
+    if (err) report("host.disk_fill", 1, "the kernel stopped us after %ld MiB in %s: %s",
+                    written_mb, dir, strerror(err));
+    else report("host.disk_fill", 0, "wrote %ld MiB into %s and nothing stopped us",
+                written_mb, dir);
+}
+
 int main(int argc, char **argv) {
     if (argc < 2) {
         fprintf(stderr, "usage: ironclaw-probe NAME [ARG...]\n");
@@ -453,7 +649,21 @@ int main(int argc, char **argv) {
                  "POST /v1/fetch HTTP/1.1\r\nHost: egress\r\nContent-Type: application/json\r\n"
                  "Content-Length: %zu\r\nConnection: close\r\n\r\n%s", strlen(payload), payload);
         probe_http_refused("egress.unapproved_host", a, request);
-    } else {
+    } else if (!strcmp(p, "spin")) {
+        /* An honest but busy sandbox: all of its own CPU budget, nothing hostile. */
+        double until = now_s() + atof(a);
+        volatile unsigned long spins = 0;
+        while (now_s() < until) for (int i = 0; i < 100000; i++) spins++;
+        report("host.baseline", 1, "spun for %s s", a);
+    } else if (!strcmp(p, "plant")) {
+        probe_plant(a, b, argc > 4 ? atof(argv[4]) : 3, argc > 5 ? argv[5] : "host.plant");
+    } else if (!strcmp(p, "fence-odd")) probe_fence_odd(a, atof(b));
+    else if (!strcmp(p, "inotify-storm")) probe_inotify_storm(a, atof(b));
+    else if (!strcmp(p, "connect-flood")) {
+        probe_connect_flood(a, atoi(b), argc > 4 ? atof(argv[4]) : 3,
+                            argc > 5 ? argv[5] : "host.connect_flood");
+    } else if (!strcmp(p, "disk-fill")) probe_disk_fill(a, atol(b));
+    else {
         fprintf(stderr, "unknown probe %s\n", p);
         return 2;
     }

@@ -1,4 +1,5 @@
-"""Generic Trio actor toolkit: supervision, child processes, and an event bus.
+"""Generic Trio actor toolkit: supervision, child processes, an event bus, and the
+loop-lag instrument.
 
 Knows nothing of agents, sessions or chats; the host builds on it.
 """
@@ -11,6 +12,8 @@ from ironclaw.runtime.eventbus import TypeFilter as TypeFilter
 from ironclaw.runtime.events import DiscardEvents as DiscardEvents
 from ironclaw.runtime.events import Event as Event
 from ironclaw.runtime.events import EventSink as EventSink
+from ironclaw.runtime.looplag import LoopLagMonitor as LoopLagMonitor
+from ironclaw.runtime.looplag import LoopLagSnapshot as LoopLagSnapshot
 from ironclaw.runtime.process import ChildProcess as ChildProcess
 from ironclaw.runtime.process import ProcessFailed as ProcessFailed
 from ironclaw.runtime.process import TailBuffer as TailBuffer

@@ -309,6 +309,8 @@ async def test_metrics_count_what_the_bus_carries(api: Api) -> None:
     assert "ironclaw_changes_pending 1.0" in text
     assert 'ironclaw_changes_total{event="submitted"} 1.0' in text
     assert "ironclaw_sessions_live 1.0" in text
+    assert re.search(r"ironclaw_event_loop_lag_seconds_count [1-9]", text)
+    assert "ironclaw_event_loop_lag_max_seconds " in text
     assert re.search(r'ironclaw_api_requests_total\{method="POST",status="202"\} 2\.0', text)
     assert (await api.client.get(api.url + "/metrics")).status_code == 401
 

@@ -227,9 +227,16 @@ def build_parser() -> argparse.ArgumentParser:
                         "digest, every observation) to PATH")
     p.add_argument("--sessions", type=positive_int, default=1,
                    help="sandboxes to attack at once (default 1)")
+    p.add_argument("--family", choices=("wall", "host"), default="wall",
+                   help="wall: the sandbox's way out (default); host: the agent attacks "
+                        "the host's readers, sockets and disk while a bystander is timed")
+    p.add_argument("--full", action="store_true",
+                   help="host family: every probe, with a longer hold (default: the short "
+                        "form)")
     p.add_argument("--weaken", metavar="KIND",
-                   help="negative control: weaken the sandbox on purpose (network, "
-                        "writable-rootfs, state-dir); the verdict must turn red")
+                   help="negative control: weaken a defence on purpose (wall: network, "
+                        "writable-rootfs, state-dir; host: untrusted-reads, schema-check, "
+                        "socket-families, memfd-exec, disk-cap); the verdict must turn red")
     p = b.leaf(top, "doctor", health.cmd_doctor, "check this setup (exit 1 on any FAIL)")
     p.add_argument("--state-dir", help="also check this state directory's permissions")
     p.add_argument("--config", metavar="FILE",

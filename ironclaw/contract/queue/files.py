@@ -41,7 +41,7 @@ from typing import Any, TypeAlias, TypeVar
 import sqlcipher3
 
 from ..cipher import BUSY_TIMEOUT_MS, RawKey
-from ..untrusted_files import UnsafeFile, UntrustedFileTooLarge, open_untrusted, read_bounded
+from ..untrusted_files import UnsafeFile, UntrustedFileTooLarge, copy_bounded, open_untrusted
 from .errors import (
     QueueBusy,
     QueueError,
@@ -223,10 +223,12 @@ def _opened_hostile(path: Path, max_bytes: int) -> Iterator[int]:
         raise QueueTooLarge(f"{path.name} exceeds {max_bytes} bytes") from None
 
 
-def copy_snapshot(db_path: Path, *, max_bytes: int = DEFAULT_MAX_FILE_BYTES,
-                  budget_s: float = DEFAULT_SNAPSHOT_BUDGET_S) -> bytes:
-    """Bytes of the file as of one committed state. Retries while the writer is
-    mid-commit; raises QueueBusy if no clean window appears within the budget.
+def copy_snapshot(db_path: Path, dest_fd: int, *, max_bytes: int = DEFAULT_MAX_FILE_BYTES,
+                  budget_s: float = DEFAULT_SNAPSHOT_BUDGET_S) -> int:
+    """Copy the file as of one committed state into ``dest_fd`` (the reader's own
+    scratch file) and return its size. The copy runs in the kernel, so a file at the
+    cap costs the reader no memory. Retries while the writer is mid-commit; raises
+    QueueBusy if no clean window appears within the budget.
 
     While the fence reads odd the reader spins on it for a moment, so that it starts
     copying at the very beginning of the next even window instead of sleeping past
@@ -249,12 +251,12 @@ def copy_snapshot(db_path: Path, *, max_bytes: int = DEFAULT_MAX_FILE_BYTES,
                 if before >= 0 and before % 2 == 0:
                     with _opened_hostile(db_path, max_bytes) as db_fd:
                         try:
-                            data = read_bounded(db_fd, max_bytes)
+                            size = copy_bounded(db_fd, dest_fd, max_bytes)
                         except UntrustedFileTooLarge:
                             raise QueueTooLarge(
                                 f"{db_path.name} exceeds {max_bytes} bytes") from None
                     if decode_fence(os.pread(fence_fd, 16, 0)) == before:
-                        return data
+                        return size
                 if time.monotonic() >= spin_until:
                     break
             if time.monotonic() >= deadline:
@@ -296,12 +298,13 @@ class SnapshotReader:
             return None
 
     def read(self, query: Callable[[Connection], T]) -> T:
-        data = copy_snapshot(self.db_path, max_bytes=self._max_bytes, budget_s=self._budget_s)
-        self.last_copy_bytes = len(data)
         fd, name = tempfile.mkstemp(prefix="ironclaw-snap-", suffix=".db", dir=self._scratch)
         try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
+            try:
+                self.last_copy_bytes = copy_snapshot(
+                    self.db_path, fd, max_bytes=self._max_bytes, budget_s=self._budget_s)
+            finally:
+                os.close(fd)
             conn = open_snapshot(Path(name), self._key, self._ddl)
             try:
                 try:

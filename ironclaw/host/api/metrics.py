@@ -4,20 +4,26 @@ Counters are derived from the event bus by one subscriber (:meth:`ApiMetrics.run
 so nothing in the runtime has to know about metrics; gauges are read from the live
 objects at scrape time. Each API instance has its own ``CollectorRegistry`` (no
 process-global state, so two control planes in one test process do not collide).
-Label values come from closed sets only, never from request input.
+Label values come from closed sets only, never from request input. The event loop's
+lag comes from the control plane's :class:`~ironclaw.runtime.LoopLagMonitor`, read at
+scrape time by a collector (the monitor keeps its own cumulative buckets).
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import trio
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
 
 from ironclaw.contract.modelwire import FailureKind, StopKind
 from ironclaw.host.modelproxy import ProviderKind
-from ironclaw.runtime import EventBus, Lagged
+from ironclaw.runtime import EventBus, Lagged, LoopLagMonitor
 
 if TYPE_CHECKING:
     from ironclaw.host.app import ControlPlaneHandles
@@ -34,10 +40,30 @@ SUBSCRIBER_BUFFER = 8192
 MAX_COUNT = 100_000
 
 
+class LoopLagCollector(Collector):
+    """``ironclaw_event_loop_lag_seconds`` (histogram) and its maximum, from the monitor."""
+
+    def __init__(self, monitor: LoopLagMonitor) -> None:
+        self._monitor = monitor
+
+    def collect(self) -> Iterator[Metric]:
+        snap = self._monitor.snapshot()
+        yield HistogramMetricFamily(
+            "ironclaw_event_loop_lag_seconds", "How late the event loop woke a task that "
+            "slept a fixed interval: a stall of the loop shows as lag",
+            buckets=[("+Inf" if math.isinf(bound) else repr(bound), count)
+                     for bound, count in snap.buckets],
+            sum_value=snap.sum_s)
+        yield GaugeMetricFamily("ironclaw_event_loop_lag_max_seconds", "The largest event "
+                                "loop lag since the control plane started", value=snap.max_s)
+
+
 class ApiMetrics:
-    def __init__(self) -> None:
+    def __init__(self, loop_lag: LoopLagMonitor | None = None) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
+        if loop_lag is not None:
+            r.register(LoopLagCollector(loop_lag))
         self.received = Counter("ironclaw_messages_received", "Messages received from "
                                 "channels", registry=r)
         self.routed = Counter("ironclaw_messages_routed", "Routing decisions, per wiring",

@@ -70,7 +70,7 @@ def build_context(handles: ControlPlaneHandles, settings: ApiSettings, token_key
         handles=handles, settings=settings,
         principals=Principals(handles.store, token_key, audit=handles.audit),
         limiter=KeyedRateLimiter(settings.rate_per_second, settings.rate_burst),
-        metrics=ApiMetrics())
+        metrics=ApiMetrics(handles.loop_lag))
 
 
 async def serve_api(handles: ControlPlaneHandles, settings: ApiSettings, *,

@@ -124,8 +124,8 @@ def test_snapshot_copy_refuses_planted_files(tmp_path: Path, victim: str,
         path.symlink_to(big)
     else:
         os.link(big, path)
-    with pytest.raises(QueueFileUnsafe):
-        copy_snapshot(db, budget_s=1.0)
+    with pytest.raises(QueueFileUnsafe), open(tmp_path / "scratch", "wb") as scratch:
+        copy_snapshot(db, scratch.fileno(), budget_s=1.0)
 
 
 def test_snapshot_copy_refuses_an_oversized_file_by_its_size(tmp_path: Path) -> None:
@@ -133,8 +133,8 @@ def test_snapshot_copy_refuses_an_oversized_file_by_its_size(tmp_path: Path) -> 
     with open(db, "wb") as handle:
         handle.truncate(1 << 30)  # sparse: reading it would cost a gigabyte
     fence_path_for(db).write_bytes(EVEN_FENCE)
-    with pytest.raises(QueueTooLarge):
-        copy_snapshot(db, max_bytes=1 << 20)
+    with pytest.raises(QueueTooLarge), open(tmp_path / "scratch", "wb") as scratch:
+        copy_snapshot(db, scratch.fileno(), max_bytes=1 << 20)
 
 
 async def test_run_untrusted_gives_up_at_its_deadline_and_frees_the_caller() -> None:
