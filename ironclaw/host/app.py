@@ -50,6 +50,7 @@ from .sessions import SessionDeps, SessionProgress, Sessions, SessionSettings
 from .store import HostStore, open_host_store
 from .store.changes import ChangeStore
 from .store.deliveries import DurableDeliveryLedger
+from .store.transcripts import DurableTranscripts
 from .sweeper import Sweeper, SweepPolicy
 
 logger = logging.getLogger(__name__)
@@ -159,7 +160,7 @@ class ControlPlane:
                 questions = Questions(store, inbox, events=bus)
                 progress = SessionProgress(store, queues)
                 router_send, router_receive = trio.open_memory_channel[InboundEvent](1024)
-                local = LocalChannel()
+                local = LocalChannel(transcripts=DurableTranscripts(store))
                 remote = [_platform_adapter(settings, store, http)
                           for settings in config.channels]
                 channels = Channels([local, *remote], router_send, events=bus,
