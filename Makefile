@@ -9,7 +9,7 @@ STATE ?= $(if $(filter 0,$(shell id -u)),/var/lib/ironclaw-dev,$(CURDIR)/state)
 # Where built sandbox images live; empty: $$IRONCLAW_IMAGE_CACHE, else ~/.cache/ironclaw/images.
 SANDBOX_IMAGE_CACHE ?=
 
-.PHONY: run test venv image lint typecheck bench bench-quick clean
+.PHONY: run test venv image lint typecheck bench bench-quick chaos clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +49,12 @@ bench: $(STAMP)
 
 bench-quick: $(STAMP)
 	$(VENV)/bin/python -m bench all --quick --out bench/results/quick > /dev/null
+
+# The chaos suite (bench/README.md): webhook chats while the control plane and agents
+# are killed, under process, runc and runsc; over 100 control-plane kills under runsc.
+# Counts events lost and doubled and measures recovery; results in bench/results/.
+chaos: $(STAMP)
+	$(VENV)/bin/python -m bench chaos
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info

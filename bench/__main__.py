@@ -1,7 +1,9 @@
 """python -m bench <suite> [--quick | --smoke] [--out DIR] [--no-write]
 
 Suites: sandbox (the price of the wall), queue (the message path), scale (live
-sandboxes per host), api (API latency and event fan-out), or all. ``queue-floor`` and
+sandboxes per host), api (API latency and event fan-out), or all; and chaos (nothing
+lost or doubled while the control plane and agents are killed), which ``all`` leaves
+out because it breaks things on purpose. ``queue-floor`` and
 ``e2e`` are the old names: the queue suite's floor alone, and the queue suite.
 ``python -m bench render FILE.json...`` redraws a saved run's Markdown and charts.
 
@@ -25,6 +27,7 @@ from .progress import Progress
 from .report import RESULTS, SuiteResult, write_report
 
 SUITES = ("sandbox", "queue", "scale", "api")
+EXTRA_SUITES = ("chaos",)  # run only when named
 ALIASES = {"queue-floor": "queue", "e2e": "queue"}
 
 
@@ -44,6 +47,11 @@ def run_suite(name: str, args: argparse.Namespace, progress: Progress) -> SuiteR
         from . import scale
         return scale.run(mode=mode, progress=progress, runtimes=runtimes,
                          image_preference=args.image)
+    if name == "chaos":
+        from . import chaos
+        return chaos.run(mode=mode, progress=progress,
+                         runtimes=tuple(r for r in runtimes if r != "crun")
+                         if runtimes else None)
     from . import api
     return api.run(mode=mode, progress=progress)
 
@@ -77,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         return render(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("suite", choices=(*SUITES, *ALIASES, "all"))
+    parser.add_argument("suite", choices=(*SUITES, *EXTRA_SUITES, *ALIASES, "all"))
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--quick", dest="mode", action="store_const", const="quick",
                       help="a reduced run (every suite together in under 5 minutes)")

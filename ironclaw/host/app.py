@@ -202,7 +202,11 @@ class ControlPlane:
                 await nursery.start(Sweeper(
                     scheduler=scheduler, questions=questions, records=delivery.records,
                     sessions=sessions, sessions_mailbox=sessions_mailbox[0], queues=queues,
-                    events=bus, policy=SweepPolicy(interval=config.sweep_interval_s),
+                    events=bus, policy=SweepPolicy(
+                        interval=config.sweep_interval_s,
+                        heartbeat_timeout=config.stuck_heartbeat_s,
+                        stop_cooldown=config.stuck_stop_cooldown_s,
+                        inbound_retention=config.inbound_retention_s),
                     seen_events=functools.partial(prune_seen_events, store)).run)
                 task_status.started(ControlPlaneHandles(
                     config=config, runtime=isolator.name,
