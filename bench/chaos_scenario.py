@@ -294,10 +294,7 @@ class Chaos:
             before = {pid for b in await self._sandboxes() for pid in b.pids}
             await self.plane.start()
             with trio.move_on_after(STEP_TIMEOUT_S):
-                # Polled: processes appearing under /proc signal no event.
-                while not any(  # noqa: ASYNC110
-                        set(b.pids) - before for b in await self._sandboxes()):
-                    await trio.sleep(0.01)
+                await self._until(lambda boxes: any(set(b.pids) - before for b in boxes))
                 await trio.sleep(self.rng.uniform(0, 0.15))
                 await self.plane.kill()
             if self.plane.process is not None:
@@ -335,11 +332,11 @@ class Chaos:
         # On to the next fault once the session has a new sandbox (or needs none yet):
         # waiting for a reply after every kill would make the short form too slow.
         with trio.move_on_after(AGENT_BACK_S):
-            while any(b.session_id == box.session_id and set(b.pids) & set(fresh.pids)
-                      for b in await self._sandboxes()):
-                await trio.sleep(0.05)  # noqa: ASYNC110 (polling /proc)
-            while not any(b.session_id == box.session_id for b in await self._sandboxes()):
-                await trio.sleep(0.05)  # noqa: ASYNC110 (polling /proc)
+            await self._until(lambda boxes: not any(
+                b.session_id == box.session_id and set(b.pids) & set(fresh.pids)
+                for b in boxes))
+            await self._until(lambda boxes: any(b.session_id == box.session_id
+                                                for b in boxes))
 
     async def _stop_agent(self) -> None:
         box = await self._pick_sandbox()
@@ -364,11 +361,15 @@ class Chaos:
     async def _sandboxes(self) -> list[Sandbox]:
         return await trio.to_thread.run_sync(live_sandboxes, self.state, self.plan.runtime)
 
+    async def _until(self, done: Callable[[list[Sandbox]], bool]) -> list[Sandbox]:
+        """Poll the sandboxes until ``done`` (processes under /proc signal no event)."""
+        while not done(boxes := await self._sandboxes()):  # noqa: ASYNC110
+            await trio.sleep(0.01)
+        return boxes
+
     async def _pick_sandbox(self) -> Sandbox | None:
         with trio.move_on_after(STEP_TIMEOUT_S):
-            while not (boxes := await self._sandboxes()):  # noqa: ASYNC110 (/proc)
-                await trio.sleep(0.05)
-            return self.rng.choice(boxes)
+            return self.rng.choice(await self._until(bool))
         self.outcome.stalls.append("no live sandbox to signal")
         return None
 
