@@ -145,3 +145,14 @@ async def test_a_post_the_router_never_takes_leaves_nothing_in_host_db(
         assert await rows(store) == []
         assert local.transcript("c1") == []
         nursery.cancel_scope.cancel()
+
+
+async def test_a_serving_channel_prunes_by_age_as_it_goes(served: Served) -> None:
+    async with served(max_age_s=0.3, prune_interval_s=0.05) as local:
+        await local.post("c1", "alice", "soon old")
+        assert [e.text for e in local.transcript("c1")] == ["soon old"]
+        with trio.fail_after(10):
+            while local.transcript("c1"):  # noqa: ASYNC110 (pruning signals nothing)
+                await trio.sleep(0.05)
+    async with served() as local:  # and from host.db, not only from memory
+        assert local.transcript("c1") == []
