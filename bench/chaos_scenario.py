@@ -209,7 +209,11 @@ class Chaos:
             await self._run(image_cache)
         finally:
             with trio.CancelScope(shield=True):
-                await self.plane.kill()  # a run that failed must not leave it running
+                # A run that failed must not leave the plane running, nor its agents
+                # (a killed plane's agents outlive it until the next one starts).
+                await self.plane.kill()
+                for box in await self._sandboxes():
+                    signal_sandbox(box, signal.SIGKILL)
         await self._count()
         self.outcome.elapsed_s = time.monotonic() - started
         return self.outcome
