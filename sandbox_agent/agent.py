@@ -30,7 +30,13 @@ from ironclaw.contract.queue import QueueBusy, QueueError, QueueNotReady
 from .doorbell import serve_doorbell
 from .processing import TurnProcessor
 from .prompt import build_system_prompt
-from .providers import CircuitBreaker, RetryPolicy, make_provider, open_model_client
+from .providers import (
+    CircuitBreaker,
+    HostUnreachable,
+    RetryPolicy,
+    make_provider,
+    open_model_client,
+)
 from .queue_io import open_agent_queues
 from .tools import build_registry
 
@@ -137,6 +143,9 @@ class Agent:
                 log.debug("inbound not created yet")
             except QueueBusy:
                 log.info("inbound busy; retrying at the next wake")
+            except HostUnreachable:
+                log.warning("the control plane is not serving this sandbox; the turn "
+                            "stays unanswered until it does")
             except QueueError as exc:
                 raise AgentFatal(f"{type(exc).__name__}: {exc}") from exc
             self.passes += 1

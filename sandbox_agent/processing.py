@@ -7,6 +7,16 @@ outbound transaction. A crash before that commit leaves the row pending (acked a
 the first attempt was ever visible; a crash after it leaves the row acked, and the
 next pass drops it. Nothing in between exists.
 
+A turn cut short by the host rather than by the message (the control plane stopped
+the sandbox, or died; the model socket is gone) is not the message's fault: the host
+says so at launch (``AgentConfig.previous_run_blameless``), and the model socket
+refusing us ends the pass without a commit (``HostUnreachable``). Only the other
+interruptions count towards ``MAX_TURN_ATTEMPTS``.
+
+Everything a turn writes carries an id derived from the inbound row it answers
+(``tools.turn_row_id``), so a turn run again after a restart sends under the same
+delivery keys as any earlier run.
+
 Rows with ``engages = 0`` are context: they ride along in the next engaging row's
 turn and are acked with it. Until then they simply stay pending in inbound, which is
 therefore the agent's buffer; there is no second copy to keep in step.
@@ -21,7 +31,7 @@ from collections.abc import Sequence
 from ironclaw.contract.agent_config import AgentConfig
 from ironclaw.contract.clock import now_us
 from ironclaw.contract.enums import AckStatus, MessageKind
-from ironclaw.contract.ids import MessageId, new_message_id
+from ironclaw.contract.ids import MessageId
 from ironclaw.contract.jsonvalue import JSONRejected, parse_json
 from ironclaw.contract.queue import OutboundBatch, QueueWriteRefused
 from ironclaw.contract.rows import (
@@ -36,9 +46,9 @@ from .commands import parse_command, run_command
 from .diagnostics import describe_failure
 from .history import HISTORY_KEY, bound_history, decode_history, encode_history
 from .messages import Message
-from .providers import Provider, ProviderError
+from .providers import HostUnreachable, Provider, ProviderError
 from .queue_io import AgentQueues
-from .tools import ToolContext, ToolRegistry
+from .tools import ToolContext, ToolRegistry, turn_row_id
 from .turn import run_turn
 from .workspace import Workspace
 
@@ -73,6 +83,11 @@ class TurnProcessor:
         """Load the conversation, and clear a tool marker a crashed run left behind."""
         self.history = decode_history(await self._queues.get_state(HISTORY_KEY))
         self._attempts = decode_attempts(await self._queues.get_state(ATTEMPTS_KEY))
+        if self._config.previous_run_blameless:
+            # The host ended the last run (or died): the turn that run left unfinished
+            # was not the message's doing. One turn runs at a time, so each claimed row
+            # lost at most that one attempt. Written with the next claim.
+            self._attempts = {row: n - 1 for row, n in self._attempts.items() if n > 1}
         await self._queues.commit(lambda batch: batch.set_container_state())
 
     async def process_pending(self) -> None:
@@ -117,13 +132,18 @@ class TurnProcessor:
 
         await self._queues.commit(started)
         ctx = ToolContext(workspace=self._workspace, persona=self._config.persona,
-                          destinations=destinations)
+                          destinations=destinations, turn=row.id)
         try:
             outcome = await run_turn(
                 provider=self._provider, system=self._system_prompt, history=self.history,
                 user_text=compose_user_text(row, context), registry=self._registry,
                 ctx=ctx, max_tool_iterations=self._config.limits.max_tool_iterations,
                 observer=self)
+        except HostUnreachable:
+            # Nobody serves us: leave the row claimed and unanswered for whichever agent
+            # the next control plane runs, and take back this attempt.
+            self._attempts[row.id] = tried
+            raise
         except ProviderError as exc:
             log.warning("turn for %s failed: %s", row.id, type(exc).__name__)
             await self._fail(row, APOLOGY)
@@ -237,9 +257,11 @@ def decode_attempts(stored: str | None) -> dict[str, int]:
 
 def chat_reply(in_reply_to: MessageId, text: str) -> NewOutboundMessage:
     # Platform, channel, thread and destination stay empty: the host routes a reply to
-    # the chat its inbound row came from, which the agent cannot name or forge.
-    return NewOutboundMessage(id=new_message_id("out"), kind=MessageKind.CHAT,
-                              content=text, in_reply_to=in_reply_to)
+    # the chat its inbound row came from, which the agent cannot name or forge. The id
+    # is the row's: a row is settled by one commit, and its answer (a reply, a command's
+    # answer or an apology) has the same id whichever run writes it.
+    return NewOutboundMessage(id=turn_row_id("out", in_reply_to, "reply"),
+                              kind=MessageKind.CHAT, content=text, in_reply_to=in_reply_to)
 
 
 def compose_user_text(row: InboundMessage, context: Sequence[InboundMessage]) -> str:

@@ -96,6 +96,10 @@ class AgentConfig:
     limits: AgentLimits = AgentLimits()
     heartbeat_interval_s: float = 5.0
     safety_poll_interval_s: float = 2.0
+    # The host ended this session's previous sandbox itself (stopped it, or the control
+    # plane died), so a turn that run left unfinished does not count against its
+    # message (RFC-0004).
+    previous_run_blameless: bool = False
 
     def render(self) -> str:
         def encode(value: Any) -> Any:

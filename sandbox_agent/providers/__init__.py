@@ -10,6 +10,7 @@ from .openai import OpenAIChat
 from .resilience import (
     BreakerOpen,
     CircuitBreaker,
+    HostUnreachable,
     ProviderError,
     ProviderProtocolError,
     ProviderRejected,
@@ -22,6 +23,7 @@ __all__ = [
     "AnthropicMessages",
     "BreakerOpen",
     "CircuitBreaker",
+    "HostUnreachable",
     "ModelClient",
     "OpenAIChat",
     "Provider",

@@ -24,6 +24,7 @@ from ironclaw.contract.jsonvalue import JSONRejected, parse_json
 
 from .resilience import (
     CircuitBreaker,
+    HostUnreachable,
     ProviderProtocolError,
     ProviderRejected,
     ProviderUnavailable,
@@ -52,11 +53,16 @@ class ModelClient:
     async def post_json(self, path: str, body: Mapping[str, Any],
                         headers: Mapping[str, str] | None = None) -> Any:
         failure = "no attempt made"
+        unreachable = False
         for attempt in range(self.policy.retries + 1):
             self.breaker.check()
             delay: float | None = None
+            unreachable = False
             try:
                 response = await self._http.post(path, json=body, headers=headers)
+            except httpx.ConnectError:
+                # The proxy's socket refuses us: the host, not the model, is away.
+                failure, unreachable = "the model socket refused the connection", True
             except httpx.TransportError as exc:
                 failure = f"transport error ({type(exc).__name__})"
             else:
@@ -77,12 +83,15 @@ class ModelClient:
                 else:
                     # The provider is up and answering; this request is what it refuses.
                     raise ProviderRejected(status, _snippet(response))
-            self.breaker.record_failure()
+            if not unreachable:
+                self.breaker.record_failure()
             log.info("model attempt %d failed: %s", attempt + 1, failure)
             if attempt == self.policy.retries:
                 break
             await trio.sleep(delay if delay is not None
                              else self.policy.backoff(attempt, self._rng))
+        if unreachable:
+            raise HostUnreachable(failure)
         raise ProviderUnavailable(f"model unavailable after "
                                   f"{self.policy.retries + 1} attempts: {failure}")
 

@@ -22,6 +22,13 @@ class ProviderError(Exception):
     """The turn cannot get an answer from the model."""
 
 
+class HostUnreachable(Exception):
+    """Nobody listens on the model proxy's socket: the control plane is not serving this
+    sandbox (it died, or it is stopping us). That says nothing about the model, so it
+    is not a ``ProviderError``: the turn is left unfinished, not failed with an
+    apology, and runs again once a control plane serves the session."""
+
+
 class ProviderUnavailable(ProviderError):
     """Transient trouble that outlasted the retries, or the breaker is open."""
 

@@ -13,6 +13,7 @@ from .base import (
     ToolError,
     ToolRegistry,
     ToolRegistryError,
+    turn_row_id,
 )
 from .files import FILE_TOOLS
 from .host_requests import HOST_REQUEST_TOOLS
@@ -29,6 +30,7 @@ __all__ = [
     "ToolRegistryError",
     "all_tools",
     "build_registry",
+    "turn_row_id",
 ]
 
 

@@ -12,6 +12,7 @@ after restart cannot send anything twice.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
@@ -21,7 +22,7 @@ import attrs
 from ironclaw.contract.actions import SystemAction, render_system_action
 from ironclaw.contract.agent_config import PersonaDocs
 from ironclaw.contract.enums import MessageKind
-from ironclaw.contract.ids import new_message_id
+from ironclaw.contract.ids import MessageId, new_message_id, validate_message_id
 from ironclaw.contract.rows import MAX_CONTENT_BYTES, Destination, NewOutboundMessage
 
 from ..workspace import Workspace
@@ -50,14 +51,31 @@ class ToolRegistryError(ValueError):
     pass
 
 
+def turn_row_id(prefix: str, inbound_id: str, slot: str) -> MessageId:
+    """The id of an outbound row a turn writes: a function of the inbound row it
+    answers and of the row's place in the turn, never random. A turn runs again after
+    a crash or a restart (its first run never committed), and whatever it sends then
+    carries the same ids, and so the same delivery keys, as any earlier run's: a
+    channel that dedups by idempotency key recognises a repeat."""
+    digest = hashlib.sha256(f"{inbound_id}\0{slot}".encode()).hexdigest()[:24]
+    return validate_message_id(f"{prefix}_{digest}")
+
+
 @attrs.define
 class ToolContext:
-    """What one turn's tools can see and do."""
+    """What one turn's tools can see and do. ``turn`` is the inbound row being answered
+    (the rows the tools queue take their ids from it); empty outside a turn."""
 
     workspace: Workspace
     persona: PersonaDocs
     destinations: Sequence[Destination]
     outbox: list[NewOutboundMessage] = attrs.Factory(list)
+    turn: str = ""
+
+    def _next_id(self, prefix: str) -> MessageId:
+        if not self.turn:
+            return new_message_id(prefix)
+        return turn_row_id(prefix, self.turn, f"tool:{len(self.outbox)}")
 
     def destination_named(self, name: str | None) -> str | None:
         """Resolve ``to``: omitted or "current" is the origin chat (None on the wire)."""
@@ -74,13 +92,13 @@ class ToolContext:
             raise ToolError(f"message exceeds {MAX_CONTENT_BYTES} bytes")
         # No in_reply_to: that marks the one answer to an inbound row (the turn's
         # reply), which the host may thread or dedup on; this is a message of its own.
-        row = NewOutboundMessage(id=new_message_id("out"), kind=MessageKind.CHAT,
+        row = NewOutboundMessage(id=self._next_id("out"), kind=MessageKind.CHAT,
                                  content=text, destination=destination)
         self.outbox.append(row)
         return row
 
     def emit_system(self, action: SystemAction) -> NewOutboundMessage:
-        row = NewOutboundMessage(id=new_message_id("act"), kind=MessageKind.SYSTEM,
+        row = NewOutboundMessage(id=self._next_id("act"), kind=MessageKind.SYSTEM,
                                  content=render_system_action(action))
         self.outbox.append(row)
         return row

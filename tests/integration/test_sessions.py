@@ -13,6 +13,7 @@ import attrs
 import pytest
 import trio
 
+from ironclaw.contract.agent_config import AgentConfig
 from ironclaw.contract.enums import MessageKind, SessionMode
 from ironclaw.contract.ids import new_message_id
 from ironclaw.contract.rows import NewInboundMessage, OutboundMessage
@@ -170,3 +171,49 @@ async def test_stop_and_restart_keeps_the_cursor(plane: Plane) -> None:
         replies = await plane.delivery.wait_for(2)
     # The restarted tail began at the durable cursor: "first" was not handed over again.
     assert [r.content for r in replies] == ["echo: first", "echo: second"]
+
+
+async def _nth_launch(plane: Plane, n: int) -> int:
+    """The pid of the session's ``n``-th launch (1-based), once it has happened."""
+    seen = 0
+    async with plane.bus.subscribe("sandbox.launched", since=0) as events:
+        with trio.fail_after(60):
+            async for item in events:
+                event = getattr(item, "event", None)
+                if event is not None and event.type == "sandbox.launched":
+                    seen += 1
+                    if seen == n:
+                        return int(event.pid)
+    raise AssertionError("the event bus closed")
+
+
+def _launched_config(plane: Plane) -> AgentConfig:
+    run_dir = Path(plane.queues.paths(plane.session_id).inbound_dir).parent / "run"
+    return AgentConfig.load(run_dir / "agent.json")
+
+
+async def test_the_agent_is_told_whether_its_last_run_was_its_own_fault(
+        plane: Plane) -> None:
+    """A first launch follows a run the host ended (or a plane that died): blameless.
+    A relaunch after the agent died on its own, or after the sweeper put a stuck one
+    down (a stop with restart), is not: its unfinished turn counts."""
+    await plane.say("one")
+    with trio.fail_after(60):
+        await plane.delivery.wait_for(1)
+    first = await _nth_launch(plane, 1)
+    assert _launched_config(plane).previous_run_blameless
+    os.kill(first, 9)  # dies on its own: the supervisor relaunches
+    await _nth_launch(plane, 2)
+    assert not _launched_config(plane).previous_run_blameless
+    await plane.sessions.mailbox.send(StopSession(plane.session_id, "stuck", restart=True))
+    await _nth_launch(plane, 3)
+    assert not _launched_config(plane).previous_run_blameless
+    await plane.sessions.mailbox.send(StopSession(plane.session_id, "idle", restart=False))
+    with trio.fail_after(30):
+        await plane.sessions.wait_retired(plane.session_id)
+    await plane.say("two")
+    await _nth_launch(plane, 4)
+    assert _launched_config(plane).previous_run_blameless
+    with trio.fail_after(60):
+        replies = await plane.delivery.wait_for(2)
+    assert [r.content for r in replies] == ["echo: one", "echo: two"]

@@ -127,3 +127,49 @@ def test_reconcile_removes_what_a_killed_control_plane_left(
     last = beat.read_text()
     time.sleep(0.5)
     assert beat.read_text() == last
+
+
+def _runtime_run_started(state: Path) -> bool:
+    """A ``<runtime> ... run`` of this state directory is under way."""
+    root = str(state / "runtime").encode()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                args = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if b"run" in args and any(root in arg for arg in args):
+                return True
+    return False
+
+
+@pytest.mark.parametrize("kind", OCI_KINDS, ids=lambda k: k.value)
+def test_reconcile_outruns_a_launch_a_killed_control_plane_left_in_flight(
+        kind: RuntimeKind, rootfs: Path, sandbox_tmp: Path) -> None:
+    """The control plane dies the moment its runtime's ``run`` has started: that ``run``
+    carries on alone and creates the container a moment later, when the runtime may
+    not list it yet. Reconcile must kill it all the same, and no sandbox may ever start
+    writing the session's outbound directory afterwards (a second writer beside the
+    next plane's agent)."""
+    state = sandbox_tmp / "state"
+    require_runtime(kind, state)
+    repo = str(Path(__file__).resolve().parents[2])
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD.format(tests=repo, state=str(state),
+                                            keys=str(sandbox_tmp / "keys"), kind=kind.value,
+                                            rootfs=str(rootfs))],
+        stdout=subprocess.PIPE, text=True)
+    assert child.stdout is not None
+    with child.stdout:
+        outbound = Path(child.stdout.readline().strip())
+    deadline = time.monotonic() + 60
+    while not _runtime_run_started(state) and time.monotonic() < deadline:
+        time.sleep(0.001)
+    child.send_signal(signal.SIGKILL)  # mid-launch
+    child.wait()
+    beat = outbound / "beat"
+    assert not beat.exists(), "the sandbox was already up: the test proves nothing"
+    reconcile_runtime_state(state)
+    time.sleep(3)  # an orphaned run would have started the sandbox by now
+    assert not beat.exists()
+    assert leftover_runtime_state(state) == []

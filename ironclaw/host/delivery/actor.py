@@ -94,7 +94,13 @@ class Delivery:
         while True:
             if self._nursery is None:
                 return
-            worker = self._workers.get(batch.session_id) or self._spawn(batch)
+            worker = self._workers.get(batch.session_id)
+            if worker is None:
+                try:
+                    worker = self._spawn(batch)
+                except RuntimeError:
+                    # The nursery is closing: delivery is stopping, as above.
+                    return
             try:
                 await worker.mailbox.send(batch)
                 return
@@ -112,8 +118,8 @@ class Delivery:
             progress=self._progress, events=self._events, policy=self._policy,
             clock=self._clock, reported=self._reported.get(batch.session_id, 0),
             on_report=self._note_report, on_exit=self._forget)
-        self._workers[batch.session_id] = worker
         self._nursery.start_soon(worker.run)
+        self._workers[batch.session_id] = worker
         return worker
 
     def _note_report(self, session_id: str, seq: int) -> None:

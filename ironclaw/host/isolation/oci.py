@@ -26,7 +26,8 @@ import trio
 from ironclaw.runtime import ProcessFailed, open_child_process
 
 from .base import LaunchSpec, SandboxExited
-from .cgroups import remove_container_cgroups, remove_parent_cgroups
+from .cgroups import leftover_cgroups, remove_container_cgroups, remove_parent_cgroups
+from .processes import SandboxProcesses, runtime_programs
 from .runtimes import OciRuntime
 from .spec import (
     BundleInputs,
@@ -86,6 +87,7 @@ class OciIsolator:
         # for search by others (0711: enter, never list).
         self._own_dirs = (state_dir.resolve(), *(d.resolve() for d in own_dirs))
         self._cgroup_parent = cgroup_parent(state_dir)
+        self._programs = runtime_programs([runtime.binary])
         self._limits = limits or SandboxLimits()
         self._mapping = mapping or UserMapping()
         self._grace = grace_period
@@ -200,6 +202,14 @@ class OciIsolator:
         _write_private(bundle / "config.json", json.dumps(config, indent=1).encode(), None)
 
     def _cleanup(self, cid: str, bundle: Path) -> None:
+        """Prove the container gone before anything may launch it again: kill every
+        process of it (its runtime invocations name its bundle; its container
+        processes sit in its cgroup) and outwait them, then delete it. A runtime's
+        ``delete`` alone is not proof: a ``run`` of a killed control plane may still be
+        creating the container, which the runtime does not list yet."""
+        cgroups = tuple(path for path in leftover_cgroups(self._cgroup_parent)
+                        if path.name == cid)
+        SandboxProcesses(self._programs, bundle, cgroups).kill_all()
         self.runtime.remove(cid)
         shutil.rmtree(bundle, ignore_errors=True)
         remove_container_cgroups(self._cgroup_parent, cid)

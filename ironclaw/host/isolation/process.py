@@ -9,6 +9,7 @@ says loudly what it is.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import logging
 import os
 import shutil
@@ -71,7 +72,8 @@ class ProcessIsolator:
         # An empty environment: no provider key or token of the host's leaks in.
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8",
                "PYTHONDONTWRITEBYTECODE": "1"}
-        argv = [sys.executable, "-I", "-m", "sandbox_agent", "--config", str(config_path)]
+        argv = [sys.executable, "-I", "-c", _RUN_AGENT, str(_agent_source_root()),
+                "sandbox_agent", "--config", str(config_path)]
         pid_file = spec.run_dir / "agent.pid"
         await trio.to_thread.run_sync(reap_stale_agent, pid_file, config_path)
         try:
@@ -85,6 +87,20 @@ class ProcessIsolator:
         finally:
             pid_file.unlink(missing_ok=True)
         raise SandboxExited(0, b"")
+
+
+# ``-I`` keeps the environment and the working directory (the agent's workspace) off
+# the import path; the agent is then imported from the tree the host runs from, not
+# from whatever an installed package points at (a second checkout, an older build).
+_RUN_AGENT = ("import runpy, sys; sys.path.insert(0, sys.argv.pop(1)); sys.argv.pop(1); "
+              "runpy.run_module('sandbox_agent', run_name='__main__', alter_sys=True)")
+
+
+def _agent_source_root() -> Path:
+    spec = importlib.util.find_spec("sandbox_agent")
+    if spec is None or spec.origin is None:
+        raise RuntimeError("the sandbox_agent package is not importable")
+    return Path(spec.origin).resolve().parent.parent
 
 
 def reap_stale_agent(pid_file: Path, config_path: Path) -> bool:

@@ -1,12 +1,22 @@
 """Start-up reconciliation: nothing a killed control plane left running survives it.
 
-A control plane killed with SIGKILL cannot clean up. Its runtimes' foreground
-processes die with it, but a gVisor sandbox (Sentry and gofer) outlives its ``runsc
-run`` parent, and any runtime leaves its state, bundle and cgroups behind. A sandbox
-still running would keep writing its outbound queue while a new one started for the
-same session: two writers on one file, which the queue contract forbids. So before
-any session starts, every container in our runtime roots is killed and deleted, the
-bundles directory is emptied, and our empty cgroups are removed.
+A control plane killed with SIGKILL cannot clean up, and nothing it started dies with
+it: the runtime's foreground ``run`` process is in a process group of its own and
+carries on alone, and a gVisor sandbox (Sentry and gofer) outlives even that. A plane
+killed in the middle of a launch leaves a ``run`` that goes on to *create and start*
+the container on its own, up to a second later: a container the runtime does not list
+yet when the next plane looks, and whose agent would then write its session's outbound
+queue beside the new plane's agent. Two writers on one file across the gVisor wall lose
+rows, because locks do not cross it (docs/contract.md §1).
+
+So before any session starts, leftovers are *proven gone*, not merely listed:
+
+1. every process of this state directory's sandboxes and runtimes is killed, scan after
+   scan until none is found, and outwaited (``processes.SandboxProcesses``);
+2. only then is every container in our runtime roots deleted, the bundles directory
+   emptied and our empty cgroups removed.
+
+The per-launch cleanup (``OciIsolator``) runs the same hunt, narrowed to one container.
 """
 
 from __future__ import annotations
@@ -19,9 +29,11 @@ import attrs
 
 from .cgroups import leftover_cgroups, remove_container_cgroups, remove_parent_cgroups
 from .oci import CONTAINER_PREFIX, cgroup_parent
+from .processes import SandboxProcesses, runtime_programs
 from .runtimes import OciRuntime, RuntimeKind
 
-__all__ = ["Reconciled", "leftover_runtime_state", "reconcile_runtime_state"]
+__all__ = ["Reconciled", "leftover_runtime_state", "our_processes",
+           "reconcile_runtime_state"]
 
 logger = logging.getLogger(__name__)
 
@@ -31,14 +43,26 @@ class Reconciled:
     containers: tuple[str, ...]  # "<runtime>:<id>" removed
     bundles: int
     cgroups: int
+    processes: int = 0  # leftover runtime and sandbox processes killed
 
 
 def _runtimes(state_dir: Path) -> list[OciRuntime]:
     return [rt for kind in RuntimeKind if (rt := OciRuntime.find(kind, state_dir))]
 
 
+def our_processes(state_dir: Path) -> SandboxProcesses:
+    """Every sandbox and runtime process of this state directory, whatever plane
+    started it."""
+    parent = cgroup_parent(state_dir)
+    return SandboxProcesses(
+        programs=runtime_programs(rt.binary for rt in _runtimes(state_dir)),
+        path=state_dir / "runtime",
+        cgroups=tuple(path for path in leftover_cgroups(parent) if path.name == parent))
+
+
 def reconcile_runtime_state(state_dir: Path) -> Reconciled:
     """Remove every trace of earlier sandboxes of this state directory (blocking)."""
+    processes = our_processes(state_dir).kill_all()
     removed: list[str] = []
     for runtime in _runtimes(state_dir):
         for cid in runtime.list_containers():
@@ -53,18 +77,19 @@ def reconcile_runtime_state(state_dir: Path) -> Reconciled:
     for path in stale:
         remove_container_cgroups(parent, path.name)
     remove_parent_cgroups(parent)
-    if removed or bundles or stale:
-        logger.warning("reconciled leftovers of an earlier run: %d container(s) %s, "
-                       "%d bundle(s), %d cgroup(s)", len(removed), ", ".join(removed),
-                       bundles, len(stale))
-    return Reconciled(tuple(removed), bundles, len(stale))
+    if removed or bundles or stale or processes:
+        logger.warning("reconciled leftovers of an earlier run: %d process(es) killed, "
+                       "%d container(s) %s, %d bundle(s), %d cgroup(s)", processes,
+                       len(removed), ", ".join(removed), bundles, len(stale))
+    return Reconciled(tuple(removed), bundles, len(stale), processes)
 
 
 def leftover_runtime_state(state_dir: Path) -> list[str]:
-    """What is left of our sandboxes, for tests and ``ironctl doctor``: containers,
-    bundles and cgroups. Empty when the host is clean."""
-    left = [f"{rt.kind.value}:{cid}" for rt in _runtimes(state_dir)
-            for cid in rt.list_containers()]
+    """What is left of our sandboxes, for tests and ``ironctl doctor``: live
+    processes, containers, bundles and cgroups. Empty when the host is clean."""
+    left = [f"process:{pid}" for pid in our_processes(state_dir).find()]
+    left += [f"{rt.kind.value}:{cid}" for rt in _runtimes(state_dir)
+             for cid in rt.list_containers()]
     bundles_dir = state_dir / "runtime" / "bundles"
     if bundles_dir.is_dir():
         left += [f"bundle:{entry.name}" for entry in bundles_dir.iterdir()]

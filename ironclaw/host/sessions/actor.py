@@ -85,9 +85,14 @@ class SessionDeps:
 
 
 class SessionActor:
-    def __init__(self, session: Session, deps: SessionDeps) -> None:
+    def __init__(self, session: Session, deps: SessionDeps, *,
+                 previous_run_blamed: bool = False) -> None:
+        """``previous_run_blamed``: the session's last sandbox was put down for its own
+        fault (stuck). Otherwise the host ended it, or died, and the first launch here
+        tells the agent so; a relaunch after the sandbox exited on its own never does."""
         self.session = session
         self._deps = deps
+        self._next_launch_blameless = not previous_run_blamed
         self._last_activity = 0.0
         self._scope: trio.CancelScope | None = None
         self._doorbell: Doorbell | None = None
@@ -230,6 +235,11 @@ class SessionActor:
                        task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
         deps = self._deps
         runtime = deps.isolator.name
+        spec = attrs.evolve(spec, config=attrs.evolve(
+            spec.config, previous_run_blameless=self._next_launch_blameless))
+        # Any later launch follows a sandbox that exited on its own (crashed, killed
+        # for memory): its unfinished turn counts.
+        self._next_launch_blameless = False
         await deps.registry.set_container_status(spec.session_id, ContainerStatus.RUNNING)
 
         async def launched(*, task_status: trio.TaskStatus[int]) -> None:

@@ -3,8 +3,10 @@ idle, stopped (and perhaps restarted) on request.
 
 A failing session never takes the control plane down: its actor's errors are
 caught here, published as ``session.failed``, and the next wake starts it afresh.
-At start it recovers: sessions with work outstanding (unfinished inbound rows, or
-outbound rows beyond the durable cursor) are woken, so a crash loses nothing.
+At start it recovers: every session with work outstanding (an accepted row still
+unanswered, claimed by a dead agent or never seen by one, or outbound rows beyond the
+durable cursor) is woken, however long ago it was last active, so a crash loses
+nothing.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ import logging
 import attrs
 import trio
 
-from ironclaw.contract.clock import now_us
 from ironclaw.contract.queue import OutboundReader, QueueError
 
 from ..events import SessionFailed, SessionRetired, SessionStarted
@@ -29,9 +30,6 @@ from ..registry import NotFound
 from .actor import SessionActor, SessionDeps
 
 logger = logging.getLogger(__name__)
-
-RECOVERY_WINDOW_US = 7 * 24 * 3600 * 1_000_000
-
 
 @attrs.define
 class _Live:
@@ -94,37 +92,45 @@ class Sessions:
             if isinstance(message, Wake):
                 await self._wake(message)
             elif isinstance(message, StopSession):
-                await self._stop(message)
+                # A stop with a restart is the sweeper putting down a stuck agent: the
+                # turn it hung in counts against its message.
+                await self._stop(message, blame=message.restart)
             else:
                 for live in list(self._live.values()):
                     if live.actor.session.agent_group_id == message.agent_group_id:
                         await self._stop(StopSession(live.actor.session_id,
-                                                     message.reason, restart=True))
+                                                     message.reason, restart=True),
+                                         blame=False)
 
-    async def _wake(self, message: Wake) -> None:
+    async def _wake(self, message: Wake, *, blame: bool = False) -> None:
         live = self._live.get(message.session_id)
         if live is None:
-            live = await self._start(message.session_id)
+            live = await self._start(message.session_id, blame=blame)
             if live is None:
                 return
         live.actor.ring()
 
-    async def _stop(self, message: StopSession) -> None:
+    async def _stop(self, message: StopSession, *, blame: bool) -> None:
         live = self._live.get(message.session_id)
         if live is not None:
             live.actor.stop(message.reason)
             await live.done.wait()
         if message.restart:
-            await self._wake(Wake(message.session_id, f"restart: {message.reason}"))
+            await self._wake(Wake(message.session_id, f"restart: {message.reason}"),
+                             blame=blame)
 
-    async def _start(self, session_id: str) -> _Live | None:
+    async def _start(self, session_id: str, *, blame: bool) -> _Live | None:
+        """``blame``: whether the session's previous sandbox was put down for its own
+        fault (stuck); otherwise the host ended it (or died), and a turn it left
+        unfinished is forgiven (``AgentConfig.previous_run_blameless``)."""
         assert self._nursery is not None
         try:
             session = await self._deps.registry.get_session(session_id)
         except NotFound:
             self._deps.events.publish(SessionFailed(session_id, "no such session"))
             return None
-        live = _Live(SessionActor(session, self._deps), trio.Event())
+        live = _Live(SessionActor(session, self._deps, previous_run_blamed=blame),
+                     trio.Event())
         self._live[session_id] = live
         try:
             await self._nursery.start(self._host, live)
@@ -162,11 +168,12 @@ class Sessions:
                     SessionRetired(sid, live.actor.retired_reason or "stopped"))
 
     async def _recover(self) -> None:
-        """Wake every recent session with work outstanding."""
+        """Wake every session with work outstanding, most recently active first. No
+        session is too old: an unanswered row waits for its answer however long the
+        plane was down."""
         deps = self._deps
-        cutoff = now_us() - RECOVERY_WINDOW_US
         for session in await deps.registry.list_sessions():
-            if session.last_active < cutoff or session.id in self._live:
+            if session.id in self._live:
                 continue
             try:
                 if await self._has_outstanding_work(session.id):
