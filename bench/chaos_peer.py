@@ -120,6 +120,8 @@ class Event:
     id: str
     text: str
     accepted_at: float | None = None  # monotonic, when the plane first answered 200
+    lost_answers: int = 0  # requests that got no answer (the plane died during them)
+    routed_fresh: bool | None = None  # the 200 said "duplicate": false
 
 
 class Sender:
@@ -144,11 +146,14 @@ class Sender:
                        "X-IronClaw-Signature": signature(self.secret, timestamp, body)}
             try:
                 answer = await self.client.post(self.url, content=body, headers=headers)
-            except httpx.HTTPError:
+            except httpx.HTTPError as exc:
+                if not isinstance(exc, httpx.ConnectError):  # it may have arrived
+                    event.lost_answers += 1
                 await trio.sleep(0.1)
                 continue
             if answer.status_code == 200:
                 event.accepted_at = time.monotonic()
+                event.routed_fresh = answer.json().get("duplicate") is False
                 self.accepted.unpark_all()
                 return
             self.refusals += 1

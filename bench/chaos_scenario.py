@@ -72,6 +72,9 @@ class ChaosOutcome:
     events: int = 0  # accepted
     lost: list[str] = attrs.Factory(list)
     doubled: list[str] = attrs.Factory(list)
+    # Of the doubled: events whose first request got no answer (the plane died during
+    # it) and whose retry was routed afresh ("duplicate": false), i.e. routed twice.
+    doubled_rerouted: list[str] = attrs.Factory(list)
     stray: list[str] = attrs.Factory(list)  # echoes of no event that was sent
     apologies: int = 0  # replies that are not an event's answer (the agent's apology)
     redelivered_same_key: int = 0  # retries the receiver absorbed by idempotency key
@@ -90,7 +93,9 @@ class ChaosOutcome:
                          f"{self.lost[:10]}")
         if self.doubled:
             found.append(f"{len(self.doubled)} event(s) answered under more than one "
-                         f"key: {self.doubled[:10]}")
+                         f"key: {self.doubled[:10]} ({len(self.doubled_rerouted)} of them "
+                         "routed twice: a request the plane died during, then a retry "
+                         "it routed afresh)")
         if self.stray:
             found.append(f"{len(self.stray)} stray repl(ies): {self.stray[:10]}")
         if self.apologies:
@@ -112,6 +117,7 @@ class ChaosOutcome:
                 "agent_kills": self.agent_kills, "stops": len(self.stops),
                 "sweeper_acted_s": self.stops, "events": self.events,
                 "lost": len(self.lost), "doubled": len(self.doubled),
+                "doubled_rerouted": len(self.doubled_rerouted),
                 "stray": len(self.stray), "apologies": self.apologies,
                 "redelivered_same_key": self.redelivered_same_key,
                 "leftovers": self.leftovers, "inbound_left": sum(self.inbound_left.values()),
@@ -425,6 +431,9 @@ class Chaos:
         out.events = len(accepted)
         out.lost = sorted(e.id for e in accepted if e.id not in keys_of)
         out.doubled = sorted(i for i, keys in keys_of.items() if len(keys) > 1)
+        events = self.sender.events
+        out.doubled_rerouted = [i for i in out.doubled
+                                if events[i].lost_answers and events[i].routed_fresh]
         out.leftovers = await trio.to_thread.run_sync(leftovers, self.state)
         out.inbound_left = await trio.to_thread.run_sync(inbound_rows_left, self.state)
 
