@@ -16,6 +16,7 @@ from typing import Protocol
 import trio
 
 from ironclaw.contract.cipher import SessionKeys
+from ironclaw.contract.ids import MessageId
 from ironclaw.contract.layout import QueuePaths, SessionLayout
 from ironclaw.contract.queue import InboundWriter
 from ironclaw.contract.rows import InboundMessage, NewInboundMessage
@@ -30,6 +31,10 @@ class SessionSecrets(Protocol):
 class InboundSink(Protocol):
     async def enqueue(self, session_id: str, messages: Sequence[NewInboundMessage]
                       ) -> list[InboundMessage]: ...
+
+    async def holds(self, session_id: str, message_id: str) -> bool:
+        """Whether the session's inbound file has a row with this id."""
+        ...
 
 
 class SessionQueues:
@@ -68,6 +73,11 @@ class SessionQueues:
                       ) -> list[InboundMessage]:
         writer = await self.inbound(session_id)
         return await trio.to_thread.run_sync(writer.enqueue_many, list(messages))
+
+    async def holds(self, session_id: str, message_id: str) -> bool:
+        writer = await self.inbound(session_id)
+        found = await trio.to_thread.run_sync(writer.statuses, [MessageId(message_id)])
+        return bool(found)
 
     async def aclose(self) -> None:
         writers, self._writers = list(self._writers.values()), OrderedDict()

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import hashlib
 import logging
 from collections import OrderedDict
 from typing import Protocol
@@ -36,7 +37,7 @@ from ironclaw.contract.enums import (
     SenderScope,
     UnknownSenderPolicy,
 )
-from ironclaw.contract.ids import new_message_id
+from ironclaw.contract.ids import MessageId, new_message_id, validate_message_id
 from ironclaw.contract.rows import MAX_CONTENT_BYTES, NewInboundMessage
 from ironclaw.runtime import DiscardEvents, EventSink
 
@@ -134,6 +135,16 @@ def _cap_content(text: str) -> str:
     return raw[:MAX_CONTENT_BYTES].decode("utf-8", "ignore")
 
 
+def inbound_row_id(event: InboundEvent) -> MessageId:
+    """The inbound row's id: derived from the adapter's dedup identity where it has one
+    (the same event routed twice is one row, so one answer under one key), random
+    otherwise."""
+    if event.event_id is None:
+        return new_message_id("in")
+    key = f"{event.channel}\0{event.instance}\0{event.event_id}"
+    return validate_message_id("in_" + hashlib.sha256(key.encode()).hexdigest()[:24])
+
+
 class Router:
     def __init__(self, registry: Registry, queues: InboundSink,
                  wakes: trio.MemorySendChannel[Wake], events: EventSink | None = None,
@@ -213,14 +224,19 @@ class Router:
 
         session = await self._registry.resolve_session(
             wiring.agent_group_id, group.id, event.thread_id, wiring.session_mode)
-        (written,) = await self._queues.enqueue(session.id, [NewInboundMessage(
-            id=new_message_id("in"), kind=MessageKind.CHAT, content=_cap_content(event.text),
-            engages=engaged, platform_id=event.platform_id, channel_type=event.channel,
-            thread_id=event.thread_id)])
+        row_id = inbound_row_id(event)
+        if event.event_id is None or not await self._queues.holds(session.id, row_id):
+            (written,) = await self._queues.enqueue(session.id, [NewInboundMessage(
+                id=row_id, kind=MessageKind.CHAT, content=_cap_content(event.text),
+                engages=engaged, platform_id=event.platform_id, channel_type=event.channel,
+                thread_id=event.thread_id)])
+            row_id = written.id
+        # else: routed before, and a crash cut the adapter's seen record short. The row
+        # is there once; the wake below is harmless.
         if not engaged:
-            return outcome(Decision.ACCUMULATED, session.id, written.id)
+            return outcome(Decision.ACCUMULATED, session.id, row_id)
         await self._wakes.send(Wake(session.id))
-        return outcome(Decision.STICKY if sticky else Decision.ENGAGED, session.id, written.id)
+        return outcome(Decision.STICKY if sticky else Decision.ENGAGED, session.id, row_id)
 
     async def _submit_access(self, request: AccessRequest) -> bool:
         """Hand a new access request to the gateway, where an owner grants it like any

@@ -29,10 +29,12 @@ import pytest
 import trio
 
 from ironclaw.host.isolation.image import SandboxImage, pin_image
-from ironclaw.host.isolation.reconcile import leftover_runtime_state
+from ironclaw.host.isolation.reconcile import leftover_runtime_state, reconcile_runtime_state
 from ironclaw.host.isolation.runtimes import OciRuntime, RuntimeKind
 from tests.fakes.ngircd import free_port
 from tests.fakes.webhook_receiver import WebhookReceiver, open_webhook_receiver, signed_headers
+
+from .test_faults import agent_pids
 
 CHILD = Path(__file__).with_name("webhook_plane_child.py")
 ROOT = Path(__file__).resolve().parents[2]
@@ -40,7 +42,7 @@ SECRET = "in-" + secrets.token_hex(16)
 OUT_SECRET = "out-" + secrets.token_hex(16)
 
 CHATS = 3
-EVENTS_PER_CHAT = 6
+EVENTS_PER_CHAT = 4
 KILLS = 4
 
 RUNTIMES = [pytest.param("process", id="process"),
@@ -77,6 +79,17 @@ class Plane:
         await self.process.wait()
         assert self.process.stdout is not None
         await self.process.stdout.aclose()
+
+    async def abandon(self, state: Path, runtime: str) -> None:
+        """After a failure: kill the plane and whatever sandboxes it left, so a failed
+        run leaves nothing running on the machine."""
+        if self.process is not None and self.process.returncode is None:
+            await self.kill()
+        if runtime == "process":
+            for pid in agent_pids(state):
+                os.kill(pid, signal.SIGKILL)
+        else:
+            await trio.to_thread.run_sync(reconcile_runtime_state, state)
 
     async def stop(self) -> None:
         assert self.process is not None
@@ -141,31 +154,38 @@ async def test_every_accepted_event_is_answered_once_through_plane_kills(
             "listen": f"127.0.0.1:{port}", "url": receiver.url, "secret": SECRET,
             "outbound_secret": OUT_SECRET, "chats": chats}))
         plane = Plane(config_file)
-        await plane.start()
-        url = f"http://127.0.0.1:{port}/hooks/default"
-        async with trio.open_nursery() as peers:
-            for chat in chats:
-                peers.start_soon(peer, client, url, chat, accepted)
-            # The first kill lands while the chats' first sandboxes are starting.
-            await trio.sleep(0.3)
-            for _ in range(KILLS):
-                await plane.kill()
-                await plane.start()
-                await trio.sleep(rng.uniform(0.3, 1.5))
-        assert sorted(accepted) == sorted(f"{c}-m{k}" for c in chats
-                                          for k in range(EVENTS_PER_CHAT))
-        want = Counter(f"echo: {text}" for text in accepted)
-        with trio.move_on_after(60):
-            await receiver.wait_for(lambda post: post.body["text"] in want, len(want))
-        await trio.sleep(2.0)  # a second answer would land in this window
-        got = replies(receiver)
-        missing = sorted(set(want) - set(got))
-        doubled = sorted(text for text, n in got.items() if n > 1)
-        stray = sorted(set(got) - set(want))
-        assert (missing, doubled, stray) == ([], [], []), (
-            f"{runtime}: {len(missing)} unanswered, {len(doubled)} answered twice "
-            f"(different idempotency keys), {len(stray)} stray, after "
-            f"{plane.starts - 1} kills: {missing} {doubled} {stray}")
+        try:
+            await plane.start()
+            url = f"http://127.0.0.1:{port}/hooks/default"
+            async with trio.open_nursery() as peers:
+                for chat in chats:
+                    peers.start_soon(peer, client, url, chat, accepted)
+                # The first kill lands while the chats' first sandboxes are starting.
+                await trio.sleep(0.3)
+                for _ in range(KILLS):
+                    await plane.kill()
+                    await plane.start()
+                    await trio.sleep(rng.uniform(0.2, 1.0))
+            assert sorted(accepted) == sorted(f"{c}-m{k}" for c in chats
+                                              for k in range(EVENTS_PER_CHAT))
+            want = Counter(f"echo: {text}" for text in accepted)
+            with trio.move_on_after(60):
+                await receiver.wait_for(lambda post: post.body["text"] in want, len(want))
+            await trio.sleep(1.5)  # a second answer would land in this window
+            got = replies(receiver)
+            missing = sorted(set(want) - set(got))
+            doubled = sorted(text for text, n in got.items() if n > 1)
+            stray = sorted(set(got) - set(want))
+            assert (missing, doubled, stray) == ([], [], []), (
+                f"{runtime}: {len(missing)} unanswered, {len(doubled)} answered twice "
+                f"(different idempotency keys), {len(stray)} stray, after "
+                f"{plane.starts - 1} kills: {missing} {doubled} {stray}")
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                await plane.abandon(state, runtime)
+            raise
         await plane.stop()
-    if runtime != "process":
+    if runtime == "process":
+        assert agent_pids(state) == set()
+    else:
         assert await trio.to_thread.run_sync(leftover_runtime_state, state) == []

@@ -62,6 +62,11 @@ class InboundEvent:
     platform_message_id: str | None = None
     sender_display_name: str | None = None
     received_at: int = attrs.field(factory=now_us)  # integer microseconds, UTC
+    # The adapter's dedup identity for the event (what it records as seen), set when it
+    # hands the event over. The router derives the inbound row's id from it, so an
+    # event routed again after a crash between the router's commit and the seen record
+    # is written once, not answered twice.
+    event_id: str | None = None
     # Set by the router once every row for this event is committed: an adapter that
     # must only acknowledge durable messages (invariant 10) waits on it.
     accepted: trio.Event | None = attrs.field(default=None, eq=False, repr=False)

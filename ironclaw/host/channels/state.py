@@ -113,7 +113,7 @@ class ChannelState:
                 await self.save_cursor(*cursor)
             return False
         accepted = trio.Event()
-        await events.send(_with_accepted(event, accepted))
+        await events.send(attrs.evolve(_with_accepted(event, accepted), event_id=event_id))
         await accepted.wait()
         # The rows are committed: settle even if we are being cancelled now, or a
         # restart would route this event again.

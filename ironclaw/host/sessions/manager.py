@@ -31,6 +31,7 @@ from .actor import SessionActor, SessionDeps
 
 logger = logging.getLogger(__name__)
 
+
 @attrs.define
 class _Live:
     actor: SessionActor

@@ -27,7 +27,8 @@ async def test_turns_cut_short_by_the_host_do_not_fail_the_message(
     for life in range(MAX_TURN_ATTEMPTS + 1):
         async with trio.open_nursery() as sandbox:
             await sandbox.start(Agent(host.config, host.keys, FAST).run)
-            await fake_model.wait_for_requests(life + 1)
+            with trio.fail_after(10):  # a row failed for its attempts asks no model
+                await fake_model.wait_for_requests(life + 1)
             sandbox.cancel_scope.cancel()  # the host stops it mid-turn
     fake_model.release()
     async with trio.open_nursery() as sandbox:
@@ -66,7 +67,8 @@ async def test_a_reply_has_the_same_id_whichever_run_writes_it(
     message = host.enqueue("answer me once")
     async with trio.open_nursery() as sandbox:
         await sandbox.start(Agent(host.config, host.keys, FAST).run)
-        await fake_model.wait_for_requests(1)
+        with trio.fail_after(10):
+            await fake_model.wait_for_requests(1)
         sandbox.cancel_scope.cancel()
     fake_model.release()
     async with trio.open_nursery() as sandbox:

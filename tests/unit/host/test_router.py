@@ -315,3 +315,20 @@ async def test_hooks_a_refused_submission_and_a_taken_command(h: Harness) -> Non
     assert taken.accepted is not None and taken.accepted.is_set()
     assert await h.registry.list_sessions() == []
     assert (await router.route(attrs.evolve(taken, text="hello")))[0].engaged
+
+
+async def test_an_event_routed_again_after_a_crash_is_written_once(h: Harness) -> None:
+    """The adapter records an event as seen only after the router committed it; a
+    plane killed in between gets the event again from the platform's retry. Its row id
+    comes from the event's dedup id, so the second routing writes nothing new: one
+    row, one answer, one idempotency key."""
+    await h.wire("w1", "g1")
+    [first] = await h.send("alice", "once", event_id="evt-1")
+    [again] = await h.send("alice", "once", event_id="evt-1")
+    assert first.decision is again.decision is Decision.ENGAGED
+    assert first.message_id == again.message_id
+    assert first.session_id is not None
+    assert h.rows(first.session_id) == [("once", True, None)]
+    [other] = await h.send("alice", "once", event_id="evt-2")
+    assert other.message_id != first.message_id
+    assert len(h.rows(first.session_id)) == 2
