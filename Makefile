@@ -17,7 +17,7 @@ LOCAL_MODEL_WHEELS ?= $(if $(filter 0,$(shell id -u)),/var/cache/ironclaw/wheels
 LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
 LLAMA_WHEEL_STAMP = $(LOCAL_MODEL_WHEELS)/.llama-cpp-python-$(LLAMA_CPP_VERSION)-$(shell $(PYTHON) -c 'import sys; print("cp%d%d" % sys.version_info[:2])')
 
-.PHONY: run test venv image lint typecheck bench bench-quick clean local-model redteam-full
+.PHONY: run test venv image lint typecheck bench bench-quick chaos clean local-model redteam-full
 
 $(VENV)/bin/pip:
 	$(PYTHON) -m venv $(VENV)
@@ -75,6 +75,12 @@ bench: $(STAMP)
 
 bench-quick: $(STAMP)
 	$(VENV)/bin/python -m bench all --quick --out bench/results/quick > /dev/null
+
+# The chaos suite (bench/README.md): webhook chats while the control plane and agents
+# are killed, under process, runc and runsc; over 100 control-plane kills under runsc.
+# Counts events lost and doubled and measures recovery; results in bench/results/.
+chaos: $(STAMP)
+	$(VENV)/bin/python -m bench chaos
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info

@@ -2,8 +2,10 @@
 
 Suites: sandbox (the price of the wall), queue (the message path), scale (live
 sandboxes per host), api (API latency and event fan-out), models (a real local model's
-reply against the mock's, and the redactor's cost), or all; and, only when
-named, redteam (what a hostile sandbox costs the other sessions). ``queue-floor`` and
+reply against the mock's, and the redactor's cost), or all; and, only when named,
+redteam (what a hostile sandbox costs the other sessions) and chaos (nothing lost or
+doubled while the control plane and agents are killed), which ``all`` leaves out
+because they break things on purpose. ``queue-floor`` and
 ``e2e`` are the old names: the queue suite's floor alone, and the queue suite.
 ``python -m bench render FILE.json...`` redraws a saved run's Markdown and charts.
 
@@ -27,7 +29,7 @@ from .progress import Progress
 from .report import RESULTS, SuiteResult, write_report
 
 SUITES = ("sandbox", "queue", "scale", "api", "models")
-ON_DEMAND = ("redteam",)  # run only when named, never by "all"
+ON_DEMAND = ("redteam", "chaos")  # run only when named, never by "all"
 ALIASES = {"queue-floor": "queue", "e2e": "queue"}
 
 
@@ -53,6 +55,11 @@ def run_suite(name: str, args: argparse.Namespace, progress: Progress) -> SuiteR
     if name == "redteam":
         from . import redteam
         return redteam.run(mode=mode, progress=progress, runtimes=runtimes)
+    if name == "chaos":
+        from . import chaos
+        return chaos.run(mode=mode, progress=progress,
+                         runtimes=tuple(r for r in runtimes if r != "crun")
+                         if runtimes else None)
     from . import api
     return api.run(mode=mode, progress=progress)
 

@@ -50,6 +50,7 @@ from .sessions import SessionDeps, SessionProgress, Sessions, SessionSettings
 from .store import HostStore, open_host_store
 from .store.changes import ChangeStore
 from .store.deliveries import DurableDeliveryLedger
+from .store.transcripts import DurableTranscripts
 from .sweeper import Sweeper, SweepPolicy
 
 logger = logging.getLogger(__name__)
@@ -167,7 +168,7 @@ class ControlPlane:
                 questions = Questions(store, inbox, events=bus)
                 progress = SessionProgress(store, queues)
                 router_send, router_receive = trio.open_memory_channel[InboundEvent](1024)
-                local = LocalChannel()
+                local = LocalChannel(transcripts=DurableTranscripts(store))
                 remote = [_platform_adapter(settings, store, http)
                           for settings in config.channels]
                 channels = Channels([local, *remote], router_send, events=bus,
@@ -210,7 +211,11 @@ class ControlPlane:
                 await nursery.start(Sweeper(
                     scheduler=scheduler, questions=questions, records=delivery.records,
                     sessions=sessions, sessions_mailbox=sessions_mailbox[0], queues=queues,
-                    events=bus, policy=SweepPolicy(interval=config.sweep_interval_s),
+                    events=bus, policy=SweepPolicy(
+                        interval=config.sweep_interval_s,
+                        heartbeat_timeout=config.stuck_heartbeat_s,
+                        stop_cooldown=config.stuck_stop_cooldown_s,
+                        inbound_retention=config.inbound_retention_s),
                     seen_events=functools.partial(prune_seen_events, store)).run)
                 task_status.started(ControlPlaneHandles(
                     config=config, runtime=isolator.name,

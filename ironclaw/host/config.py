@@ -40,6 +40,11 @@ class ControlPlaneConfig:
     safety_poll_s: float = 2.0
     heartbeat_interval_s: float = 5.0
     sweep_interval_s: float = 10.0
+    # The sweeper's stuck-sandbox and retention knobs (SweepPolicy); the chaos harness
+    # shortens them so a stopped agent is acted on, and inbound pruned, within a run.
+    stuck_heartbeat_s: float = 120.0
+    stuck_stop_cooldown_s: float = 120.0
+    inbound_retention_s: float = 86_400.0
     sandbox_backoff: BackoffPolicy = attrs.Factory(BackoffPolicy)
     gateway: GatewayConfig = attrs.Factory(GatewayConfig)
     # Per-session model call caps; the defaults protect a provider budget (5/s, burst 20).

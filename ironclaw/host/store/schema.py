@@ -266,4 +266,25 @@ CREATE TABLE change_approvals (
 ) STRICT
 """
 
-MIGRATIONS: tuple[str, ...] = (V1, V2, V3, V4, V5, V6, V7)
+# V8 (local channel): the local channel's transcript, so a conversation read through
+# the API or ``ironctl chat`` survives a restart. ``idx`` counts entries per
+# conversation and is never reused; an agent entry keeps the ``outbound_id`` it
+# delivered, unique, so a redelivery after a crash finds it instead of adding a second.
+V8 = """
+CREATE TABLE local_transcript (
+    instance     TEXT NOT NULL,
+    conversation TEXT NOT NULL,
+    idx          INTEGER NOT NULL,
+    role         TEXT NOT NULL,
+    sender       TEXT NOT NULL,
+    text         TEXT NOT NULL,
+    message_id   TEXT NOT NULL,
+    at           INTEGER NOT NULL,
+    thread_id    TEXT,
+    outbound_id  TEXT UNIQUE,
+    PRIMARY KEY (instance, conversation, idx)
+) STRICT;
+CREATE INDEX local_transcript_by_age ON local_transcript (at)
+"""
+
+MIGRATIONS: tuple[str, ...] = (V1, V2, V3, V4, V5, V6, V7, V8)
