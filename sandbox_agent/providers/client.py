@@ -66,6 +66,11 @@ class ModelClient:
             except httpx.ConnectError:
                 # The proxy's socket refuses us: the host, not the model, is away.
                 failure, unreachable = "the model socket refused the connection", True
+            except (httpx.NetworkError, httpx.RemoteProtocolError) as exc:
+                # The host-owned socket broke mid-call (reset, closed before an answer):
+                # the proxy itself went away, as when the control plane is killed. An
+                # upstream failure would have come back as an HTTP status instead.
+                failure, unreachable = f"the model socket broke ({type(exc).__name__})", True
             except httpx.TransportError as exc:
                 failure = f"transport error ({type(exc).__name__})"
             else:

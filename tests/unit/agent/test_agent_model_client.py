@@ -19,6 +19,7 @@ import trio.testing
 from sandbox_agent.providers import (
     BreakerOpen,
     CircuitBreaker,
+    HostUnreachable,
     ModelClient,
     ProviderRejected,
     ProviderUnavailable,
@@ -100,6 +101,30 @@ async def test_transport_errors_are_retried(autojump_clock: trio.testing.MockClo
     async with client_for(script) as client:
         assert await client.post_json("/v1/messages", {}) == {"ok": True}
     assert len(script.times) == 3
+
+
+@pytest.mark.parametrize("broken", [
+    httpx.ConnectError("refused"), httpx.ReadError("reset by peer"),
+    httpx.RemoteProtocolError("server disconnected without sending a response")],
+    ids=["refused", "reset", "closed"])
+async def test_a_model_socket_that_breaks_means_the_host_is_away(
+        broken: Exception, autojump_clock: trio.testing.MockClock) -> None:
+    """A control plane killed mid-call breaks the socket under the request, then nobody
+    listens: the host is away, not the model, so no apology may be written (the turn
+    stays for the next plane's agent) and the breaker learns nothing of the model."""
+    script = Script([httpx.ReadError("reset by peer"), broken, broken])
+    async with client_for(script, retries=2, breaker_failures=1) as client:
+        with pytest.raises(HostUnreachable):
+            await client.post_json("/v1/messages", {})
+        assert client.breaker.consecutive_failures == 0
+
+
+async def test_a_slow_proxy_is_the_model_failing_not_the_host(
+        autojump_clock: trio.testing.MockClock) -> None:
+    script = Script([httpx.ReadTimeout("slow")] * 2)
+    async with client_for(script, retries=1) as client:
+        with pytest.raises(ProviderUnavailable):
+            await client.post_json("/v1/messages", {})
 
 
 async def test_retries_run_out(autojump_clock: trio.testing.MockClock) -> None:
