@@ -85,6 +85,9 @@ class SessionHealth:
     tool_declared_timeout_ms: int | None
     oldest_claim_at: int | None  # oldest inbound row acked "processing", not finished
     last_activity: int
+    # When the running sandbox was launched: a sandbox is judged from its own start, never
+    # by a predecessor's last heartbeat or claim.
+    launched_at: int | None = None
 
 
 class SessionsView(Protocol):

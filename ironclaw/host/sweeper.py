@@ -101,14 +101,22 @@ def _age_s(now: int, then: int | None) -> float | None:
     return None if then is None else max(0, now - then) / US
 
 
+def _since_launch(then: int | None, launched_at: int | None) -> int | None:
+    """A heartbeat or claim left by the sandbox before this one counts from this one's
+    launch: a sandbox slower to start than the timeout is not stuck yet."""
+    if then is None or launched_at is None:
+        return then
+    return max(then, launched_at)
+
+
 def stuck_reason(health: SessionHealth, now: int, policy: SweepPolicy) -> str | None:
     """Why this session's sandbox counts as stuck, or ``None`` if it does not."""
     if not health.running:
         return None
-    heartbeat = _age_s(now, health.heartbeat_at)
+    heartbeat = _age_s(now, _since_launch(health.heartbeat_at, health.launched_at))
     if heartbeat is not None and heartbeat > policy.heartbeat_timeout:
         return f"no heartbeat for {heartbeat:.0f}s"
-    claim = _age_s(now, health.oldest_claim_at)
+    claim = _age_s(now, _since_launch(health.oldest_claim_at, health.launched_at))
     if claim is None:
         return None
     allowed = policy.claim_timeout

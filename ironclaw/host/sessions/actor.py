@@ -100,6 +100,7 @@ class SessionActor:
         self._doorbell: Doorbell | None = None
         self._tail: OutboundTail | None = None
         self._supervisor: Supervisor | None = None
+        self._launched_at: int | None = None
         self.retired_reason: str | None = None
 
     @property
@@ -130,7 +131,8 @@ class SessionActor:
             tool_started_at=container.tool_started_at if container else None,
             tool_declared_timeout_ms=container.tool_declared_timeout_ms if container else None,
             oldest_claim_at=tail.oldest_claim_at if tail else None,
-            last_activity=now_us() - int((trio.current_time() - self._last_activity) * 1e6))
+            last_activity=now_us() - int((trio.current_time() - self._last_activity) * 1e6),
+            launched_at=self._launched_at)
 
     @property
     def parked(self) -> bool:
@@ -254,6 +256,7 @@ class SessionActor:
         try:
             async with trio.open_nursery() as nursery:
                 pid = await nursery.start(launched)
+                self._launched_at = now_us()
                 deps.events.publish(SandboxLaunched(spec.session_id, runtime, pid))
                 task_status.started(pid)
         except* SandboxExited as group:

@@ -224,8 +224,10 @@ async def open_harness(tmp: Path, clock: WallClock | None = None, *,
 
 def health(session_id: str, *, running: bool = True, heartbeat_at: int | None = None,
            oldest_claim_at: int | None = None, tool: str | None = None,
-           tool_timeout_ms: int | None = None) -> SessionHealth:
+           tool_timeout_ms: int | None = None, launched_at: int | None = None
+           ) -> SessionHealth:
     return SessionHealth(session_id=session_id, agent_group_id="g1", running=running,
                          heartbeat_at=heartbeat_at, current_tool=tool,
                          tool_started_at=oldest_claim_at, tool_declared_timeout_ms=tool_timeout_ms,
-                         oldest_claim_at=oldest_claim_at, last_activity=heartbeat_at or 0)
+                         oldest_claim_at=oldest_claim_at, last_activity=heartbeat_at or 0,
+                         launched_at=launched_at)

@@ -87,6 +87,22 @@ async def test_a_stale_heartbeat_restarts_the_session_once_per_cooldown(
     assert [s.session_id for s in rig.stopped()] == ["ses_" + "1" * 16]
 
 
+async def test_a_new_sandbox_is_judged_from_its_own_launch(h: Harness) -> None:
+    """A sandbox just relaunched (after a crash, a kill, a plane restart) inherits the
+    last heartbeat and claim its predecessor left; it is not stuck until it has had
+    the whole timeout of its own, however slow the runtime is to start."""
+    rig = Rig(h)
+    now = h.clock.now_us()
+    fresh, old = "ses_" + "5" * 16, "ses_" + "6" * 16
+    rig.view.sessions = [
+        health(fresh, heartbeat_at=now - 300 * SECOND, oldest_claim_at=now - 20 * MINUTE,
+               launched_at=now - 10 * SECOND),
+        health(old, heartbeat_at=now - 300 * SECOND, launched_at=now - 200 * SECOND),
+    ]
+    await rig.sweeper.sweep()
+    assert [s.session_id for s in rig.stopped()] == [old]
+
+
 async def test_a_long_tool_call_is_left_alone_within_its_declared_timeout(
         h: Harness) -> None:
     rig = Rig(h)
