@@ -103,13 +103,16 @@ async def test_a_grant_made_while_the_plane_was_down_is_told_after_restart(
             mark = plane.local.cursor(LOBBY)
             await plane.local.post(LOBBY, "stranger", "hello")
             assert await next_reply(plane, mark) == TEXTS[NoticeKind.REQUESTED]
+            told = plane.local.cursor(LOBBY)
             (request,) = await plane.registry.list_access_requests()
             await plane.registry.decide_access_request(request.id, grant=True,
                                                        decided_by="operator")
             assert await notice_rows(plane, 1) == [("access_requested", "sent")]
         async with open_channel_plane(tmp_path, [], [WIRING]) as plane:
-            # The local channel is in memory: the restarted one starts empty.
-            assert await next_reply(plane, -1) == TEXTS[NoticeKind.GRANTED]
+            # The local channel's transcript is durable: the restarted one goes on
+            # after what the first one told.
+            assert await next_reply(plane, mark) == TEXTS[NoticeKind.REQUESTED]
+            assert await next_reply(plane, told) == TEXTS[NoticeKind.GRANTED]
             assert await notice_rows(plane, 1) == [("access_requested", "sent"),
                                                    ("access_granted", "sent")]
 
