@@ -3,11 +3,14 @@ unprivileged uid, and whatever ends a launch, nothing of it is left on the host.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -129,8 +132,9 @@ def test_reconcile_removes_what_a_killed_control_plane_left(
     assert beat.read_text() == last
 
 
-def _runtime_run_started(state: Path) -> bool:
-    """A ``<runtime> ... run`` of this state directory is under way."""
+def _runtime_run(state: Path) -> int | None:
+    """The pid of a ``<runtime> ... run`` of this state directory under way (or of the
+    wrapper that carries its arguments), if any."""
     root = str(state / "runtime").encode()
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -139,37 +143,94 @@ def _runtime_run_started(state: Path) -> bool:
             except OSError:
                 continue
             if b"run" in args and any(root in arg for arg in args):
-                return True
-    return False
+                return int(entry.name)
+    return None
+
+
+def _proc_status(pid: int) -> dict[str, str]:
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return {}
+    return dict(line.split(":\t", 1) for line in text.splitlines() if ":\t" in line)
+
+
+def _descendants(ancestor: int) -> dict[int, str]:
+    """Every process below ``ancestor``, with its state letter."""
+    family: dict[int, tuple[int, str]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and (status := _proc_status(int(entry.name))):
+            family[int(entry.name)] = (int(status["PPid"]), status["State"][:1])
+    below: dict[int, str] = {}
+    frontier = {ancestor}
+    while frontier:
+        frontier = {pid for pid, (ppid, _) in family.items()
+                    if ppid in frontier and pid not in below}
+        below.update((pid, family[pid][1]) for pid in frontier)
+    return below
+
+
+@contextlib.contextmanager
+def _orphans_reparented_to_us() -> Iterator[None]:
+    """Make this process the child subreaper: whatever a killed child leaves running
+    is re-parented here instead of to init, so it stays countable as a descendant,
+    however it forks, re-executes or detaches."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        pytest.skip(f"prctl(PR_SET_CHILD_SUBREAPER): errno {ctypes.get_errno()}")
+    try:
+        yield
+    finally:
+        libc.prctl(PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
+        for pid in _descendants(os.getpid()):  # reap the re-parented dead
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)
+
+
+PR_SET_CHILD_SUBREAPER = 36
 
 
 @pytest.mark.parametrize("kind", OCI_KINDS, ids=lambda k: k.value)
 def test_reconcile_outruns_a_launch_a_killed_control_plane_left_in_flight(
         kind: RuntimeKind, rootfs: Path, sandbox_tmp: Path) -> None:
     """The control plane dies the moment its runtime's ``run`` has started: that ``run``
-    carries on alone and creates the container a moment later, when the runtime may
-    not list it yet. Reconcile must kill it all the same, and no sandbox may ever start
-    writing the session's outbound directory afterwards (a second writer beside the
-    next plane's agent)."""
+    carries on alone and creates the container while reconcile hunts it. Once reconcile
+    returns, nothing of the killed plane's launch may be alive (a live one could still
+    start the container, a second writer beside the next plane's agent).
+
+    Nothing here rests on timing. The ``run`` is stopped (SIGSTOP) the moment it is
+    seen and resumed just before reconcile, so the launch is in flight, never already
+    up, whatever the load; whichever point of the launch reconcile meets, the test
+    process, as child subreaper, inherits every process the plane left, so "nothing
+    left alive" is a count, not a wait."""
     state = sandbox_tmp / "state"
     require_runtime(kind, state)
     repo = str(Path(__file__).resolve().parents[2])
-    child = subprocess.Popen(
-        [sys.executable, "-c", CHILD.format(tests=repo, state=str(state),
-                                            keys=str(sandbox_tmp / "keys"), kind=kind.value,
-                                            rootfs=str(rootfs))],
-        stdout=subprocess.PIPE, text=True)
-    assert child.stdout is not None
-    with child.stdout:
-        outbound = Path(child.stdout.readline().strip())
-    deadline = time.monotonic() + 60
-    while not _runtime_run_started(state) and time.monotonic() < deadline:
-        time.sleep(0.001)
-    child.send_signal(signal.SIGKILL)  # mid-launch
-    child.wait()
-    beat = outbound / "beat"
-    assert not beat.exists(), "the sandbox was already up: the test proves nothing"
-    reconcile_runtime_state(state)
-    time.sleep(3)  # an orphaned run would have started the sandbox by now
-    assert not beat.exists()
+    with _orphans_reparented_to_us():
+        before = set(_descendants(os.getpid()))
+        child = subprocess.Popen(
+            [sys.executable, "-c", CHILD.format(
+                tests=repo, state=str(state), keys=str(sandbox_tmp / "keys"),
+                kind=kind.value, rootfs=str(rootfs))],
+            stdout=subprocess.PIPE, text=True)
+        assert child.stdout is not None
+        with child.stdout:
+            outbound = Path(child.stdout.readline().strip())
+        deadline = time.monotonic() + 60
+        while (run := _runtime_run(state)) is None and time.monotonic() < deadline:
+            time.sleep(0.001)
+        assert run is not None, "the runtime never started"
+        os.kill(run, signal.SIGSTOP)
+        child.send_signal(signal.SIGKILL)  # mid-launch
+        child.wait()
+        orphans = {pid for pid, state_letter in _descendants(os.getpid()).items()
+                   if pid not in before and state_letter != "Z"}
+        assert run in orphans, "the killed plane left no launch behind: proves nothing"
+        assert not (outbound / "beat").exists()
+        os.kill(run, signal.SIGCONT)
+        reconcile_runtime_state(state)
+        survivors = {pid: state_letter
+                     for pid, state_letter in _descendants(os.getpid()).items()
+                     if pid not in before and state_letter != "Z"}
+    assert survivors == {}
     assert leftover_runtime_state(state) == []

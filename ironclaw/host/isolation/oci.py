@@ -27,7 +27,7 @@ import trio
 from ironclaw.runtime import ProcessFailed, open_child_process
 
 from .base import LaunchSpec, SandboxExited
-from .cgroups import leftover_cgroups, remove_container_cgroups, remove_parent_cgroups
+from .cgroups import remove_container_cgroups, remove_parent_cgroups
 from .processes import SandboxProcesses, runtime_programs
 from .runtimes import OciRuntime
 from .spec import (
@@ -231,9 +231,8 @@ class OciIsolator:
         processes sit in its cgroup) and outwait them, then delete it. A runtime's
         ``delete`` alone is not proof: a ``run`` of a killed control plane may still be
         creating the container, which the runtime does not list yet."""
-        cgroups = tuple(path for path in leftover_cgroups(self._cgroup_parent)
-                        if path.name == cid)
-        SandboxProcesses(self._programs, bundle, cgroups).kill_all()
+        SandboxProcesses(self._programs, bundle, cgroup_parent=self._cgroup_parent,
+                         container=cid).kill_all()
         self.runtime.remove(cid)
         shutil.rmtree(bundle, ignore_errors=True)
         remove_container_cgroups(self._cgroup_parent, cid)
