@@ -17,7 +17,13 @@ import pytest
 import trio
 
 from ironclaw.host.isolation import SandboxExited
-from ironclaw.host.isolation.oci import OciIsolator, container_id
+from ironclaw.host.isolation.cgroups import leftover_cgroups
+from ironclaw.host.isolation.oci import (
+    CONTAINER_PREFIX,
+    OciIsolator,
+    cgroup_parent,
+    container_id,
+)
 from ironclaw.host.isolation.reconcile import (
     leftover_runtime_state,
     reconcile_runtime_state,
@@ -132,9 +138,12 @@ def test_reconcile_removes_what_a_killed_control_plane_left(
     assert beat.read_text() == last
 
 
+RUNTIME_PROGRAMS = frozenset({b"runsc", b"runc", b"crun", b"unshare"})
+
+
 def _runtime_run(state: Path) -> int | None:
-    """The pid of a ``<runtime> ... run`` of this state directory under way (or of the
-    wrapper that carries its arguments), if any."""
+    """The pid of a ``<runtime> ... run`` of this state directory under way (or of
+    crun's ``unshare`` wrapper that carries its arguments), past the launch gate."""
     root = str(state / "runtime").encode()
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -142,7 +151,8 @@ def _runtime_run(state: Path) -> int | None:
                 args = (entry / "cmdline").read_bytes().split(b"\0")
             except OSError:
                 continue
-            if b"run" in args and any(root in arg for arg in args):
+            if (args[0].rsplit(b"/", 1)[-1] in RUNTIME_PROGRAMS and b"run" in args
+                    and any(root in arg for arg in args)):
                 return int(entry.name)
     return None
 
@@ -190,19 +200,31 @@ def _orphans_reparented_to_us() -> Iterator[None]:
 PR_SET_CHILD_SUBREAPER = 36
 
 
+def _launch_reached(stage: str, state: Path, outbound: Path) -> bool:
+    if stage == "resumed":
+        return True
+    if stage == "cgroup-made":
+        return any(path.name.startswith(CONTAINER_PREFIX)
+                   for path in leftover_cgroups(cgroup_parent(state)))
+    return (outbound / "beat").exists()  # "agent-running"
+
+
+@pytest.mark.parametrize("stage", ["resumed", "cgroup-made", "agent-running"])
 @pytest.mark.parametrize("kind", OCI_KINDS, ids=lambda k: k.value)
 def test_reconcile_outruns_a_launch_a_killed_control_plane_left_in_flight(
-        kind: RuntimeKind, rootfs: Path, sandbox_tmp: Path) -> None:
+        kind: RuntimeKind, stage: str, rootfs: Path, sandbox_tmp: Path) -> None:
     """The control plane dies the moment its runtime's ``run`` has started: that ``run``
     carries on alone and creates the container while reconcile hunts it. Once reconcile
     returns, nothing of the killed plane's launch may be alive (a live one could still
     start the container, a second writer beside the next plane's agent).
 
     Nothing here rests on timing. The ``run`` is stopped (SIGSTOP) the moment it is
-    seen and resumed just before reconcile, so the launch is in flight, never already
-    up, whatever the load; whichever point of the launch reconcile meets, the test
-    process, as child subreaper, inherits every process the plane left, so "nothing
-    left alive" is a count, not a wait."""
+    seen, so the launch is in flight, never already up, whatever the load. It is
+    resumed, and reconcile starts when the launch has reached ``stage``: at once, once
+    the container's cgroup exists, or once the agent runs (it then names nothing of
+    ours). Whichever point reconcile meets, the test process, as child subreaper,
+    inherits every process the plane left, so "nothing left alive" is a count, not a
+    wait."""
     state = sandbox_tmp / "state"
     require_runtime(kind, state)
     repo = str(Path(__file__).resolve().parents[2])
@@ -223,14 +245,17 @@ def test_reconcile_outruns_a_launch_a_killed_control_plane_left_in_flight(
         os.kill(run, signal.SIGSTOP)
         child.send_signal(signal.SIGKILL)  # mid-launch
         child.wait()
-        orphans = {pid for pid, state_letter in _descendants(os.getpid()).items()
-                   if pid not in before and state_letter != "Z"}
+        orphans = {pid for pid, letter in _descendants(os.getpid()).items()
+                   if pid not in before and letter != "Z"}
         assert run in orphans, "the killed plane left no launch behind: proves nothing"
         assert not (outbound / "beat").exists()
         os.kill(run, signal.SIGCONT)
+        deadline = time.monotonic() + 60
+        while not _launch_reached(stage, state, outbound) and time.monotonic() < deadline:
+            time.sleep(0.001)
+        assert _launch_reached(stage, state, outbound), f"the launch never reached {stage}"
         reconcile_runtime_state(state)
-        survivors = {pid: state_letter
-                     for pid, state_letter in _descendants(os.getpid()).items()
-                     if pid not in before and state_letter != "Z"}
+        survivors = {pid: letter for pid, letter in _descendants(os.getpid()).items()
+                     if pid not in before and letter != "Z"}
     assert survivors == {}
     assert leftover_runtime_state(state) == []
