@@ -123,14 +123,17 @@ REVIEWED: dict[tuple[str, str, str], str] = {
     ("ironclaw/host/isolation/oci.py", "_give_key_file", "os.open"):
         "the key file in the checked private key directory, opened O_NOFOLLOW|O_NONBLOCK "
         "and checked by fstat before fchown/fchmod on the descriptor",
+    ("ironclaw/host/isolation/oci.py", "_open_gate", "os.open"):
+        "a FIFO this call has just made in the 0700 root-owned bundle directory, "
+        "opened O_RDWR|O_NONBLOCK, which never blocks; the sandbox cannot reach it",
     ("ironclaw/host/isolation/oci.py", "_give_tree", "os.open"):
         "a directory opened O_DIRECTORY|O_NOFOLLOW: a link or FIFO in its place fails "
         "at once; the walk below reads nothing, it changes owners through descriptors",
-    ("ironclaw/host/isolation/processes.py", "SandboxProcesses.find",
+    ("ironclaw/host/isolation/processes.py", "SandboxProcesses._judge",
      "Path(...).read_bytes"): KERNEL_FILE,
     ("ironclaw/host/isolation/processes.py", "SandboxProcesses._in_cgroups",
      "Path(...).read_text"): KERNEL_FILE,
-    ("ironclaw/host/isolation/processes.py", "_alive", "Path(...).read_bytes"):
+    ("ironclaw/host/isolation/processes.py", "_stat", "Path(...).read_bytes"):
         KERNEL_FILE,
     ("ironclaw/host/isolation/volumes.py", "Volumes._create", "os.open"):
         HOST_PRIVATE + " (O_EXCL in the 0700 volumes directory)",

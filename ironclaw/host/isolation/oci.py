@@ -4,9 +4,9 @@ A launch: verify the sandbox image against its pinned digest (a mismatch fails
 closed), give the session's writable paths and key file to the sandbox's mapped uid,
 write the agent config and the bundle (``spec.build_spec``, validated again after any
 hook), remove a container of the same name left by a crashed control plane, then run
-the runtime in the foreground under the child-process supervisor. Whatever ends the
-launch, the container is killed and deleted, its bundle removed and its cgroups
-pruned, shielded from cancellation.
+the runtime in the foreground under the child-process supervisor, behind a gate that
+only a live control plane opens. Whatever ends the launch, the container is killed and
+deleted, its bundle removed and its cgroups pruned, shielded from cancellation.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import hashlib
 import json
 import logging
 import os
+import secrets
 import shutil
 import stat
 from collections.abc import Callable
@@ -27,7 +28,7 @@ import trio
 from ironclaw.runtime import ProcessFailed, open_child_process
 
 from .base import LaunchSpec, SandboxExited
-from .cgroups import leftover_cgroups, remove_container_cgroups, remove_parent_cgroups
+from .cgroups import remove_container_cgroups, remove_parent_cgroups
 from .processes import SandboxProcesses, runtime_programs
 from .runtimes import OciRuntime
 from .spec import (
@@ -155,9 +156,12 @@ class OciIsolator:
         image = await self._image.verified()
         cid = container_name or container_id(spec.session_id)
         bundle = self._bundles / cid
+        gate: int | None = None
         try:
             await trio.to_thread.run_sync(self._prepare, spec, image, cid, bundle)
-            argv = self.runtime.run_argv(bundle, cid)
+            gate_path = bundle / f"{secrets.token_hex(16)}.gate"
+            gate = await trio.to_thread.run_sync(_open_gate, gate_path)
+            argv = self.runtime.gated_run_argv(bundle, cid, gate_path)
             env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
             try:
                 async with open_child_process(argv, env=env, cwd=str(bundle),
@@ -168,6 +172,8 @@ class OciIsolator:
                 raise SandboxExited(exc.returncode, exc.stderr_tail) from None
             raise SandboxExited(0, child.stderr_tail)
         finally:
+            if gate is not None:
+                os.close(gate)
             with trio.CancelScope(shield=True):
                 await trio.to_thread.run_sync(self._cleanup, cid, bundle)
 
@@ -231,12 +237,22 @@ class OciIsolator:
         processes sit in its cgroup) and outwait them, then delete it. A runtime's
         ``delete`` alone is not proof: a ``run`` of a killed control plane may still be
         creating the container, which the runtime does not list yet."""
-        cgroups = tuple(path for path in leftover_cgroups(self._cgroup_parent)
-                        if path.name == cid)
-        SandboxProcesses(self._programs, bundle, cgroups).kill_all()
+        SandboxProcesses(self._programs, bundle, cgroup_parent=self._cgroup_parent,
+                         container=cid).kill_all()
         self.runtime.remove(cid)
         shutil.rmtree(bundle, ignore_errors=True)
         remove_container_cgroups(self._cgroup_parent, cid)
+
+
+def _open_gate(path: Path) -> int:
+    """The launch gate (``OciRuntime.gated_run_argv``): a fresh FIFO in the 0700 bundle
+    directory, under a name no earlier launch used, held open read-write by this
+    control plane alone (so opening never blocks), with ``go`` already written. The
+    word lives only as long as some process holds the FIFO open."""
+    os.mkfifo(path, 0o600)
+    fd = os.open(path, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+    os.write(fd, b"go\n")
+    return fd
 
 
 class UnreachablePath(RuntimeError):

@@ -53,11 +53,9 @@ def _runtimes(state_dir: Path) -> list[OciRuntime]:
 def our_processes(state_dir: Path) -> SandboxProcesses:
     """Every sandbox and runtime process of this state directory, whatever plane
     started it."""
-    parent = cgroup_parent(state_dir)
     return SandboxProcesses(
         programs=runtime_programs(rt.binary for rt in _runtimes(state_dir)),
-        path=state_dir / "runtime",
-        cgroups=tuple(path for path in leftover_cgroups(parent) if path.name == parent))
+        path=state_dir / "runtime", cgroup_parent=cgroup_parent(state_dir))
 
 
 def reconcile_runtime_state(state_dir: Path) -> Reconciled:

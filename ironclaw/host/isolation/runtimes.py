@@ -93,6 +93,17 @@ class OciRuntime:
     def run_argv(self, bundle: Path, container_id: str) -> list[str]:
         return self._wrap([*self._global(), "run", "--bundle", str(bundle), container_id])
 
+    def gated_run_argv(self, bundle: Path, container_id: str, gate: Path) -> list[str]:
+        """``run_argv`` behind a gate: a shell that runs it only once it has read ``go``
+        from the FIFO ``gate``, which the launching control plane holds open and has
+        written. Between its fork and its ``execve`` a child still carries the plane's
+        command line, naming nothing a reconcile scan looks for; if the plane dies then,
+        the FIFO loses its only writer and its word, so the child, once it is this
+        shell, blocks or finds no gate, and never runs the runtime. From the moment it
+        reads the gate it names the bundle, as does everything it becomes."""
+        script = 'read -r word < "$0" && [ "$word" = go ] && exec "$@"'
+        return ["/bin/sh", "-c", script, str(gate), *self.run_argv(bundle, container_id)]
+
     def exec_argv(self, container_id: str, argv: list[str], *, uid: int) -> list[str]:
         """Run ``argv`` inside a running container as ``uid``: it gets the container's
         namespaces, cgroup, seccomp profile and capabilities (none)."""

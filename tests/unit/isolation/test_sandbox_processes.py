@@ -59,3 +59,48 @@ def test_one_container_is_told_from_another_by_its_exact_bundle(
     hunt = SandboxProcesses(runtime_programs([]), bundles / "ic-ses_0123")
     assert hunt.find() == [short]
     assert longer in SandboxProcesses(runtime_programs([]), bundles / "ic-ses_01234").find()
+
+
+def _cgroup(root: Path, *parts: str, procs: list[int]) -> None:
+    """A cgroup directory in a hierarchy laid out like ``/sys/fs/cgroup``'s (a tree of
+    directories, each with its ``cgroup.procs``)."""
+    directory = root.joinpath(*parts)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "cgroup.procs").write_text("".join(f"{pid}\n" for pid in procs))
+
+
+def test_cgroups_made_after_the_hunt_began_are_searched(
+        tmp_path: Path, spawned: list[subprocess.Popen[bytes]]) -> None:
+    """A ``run`` caught mid-launch creates its container's cgroups while reconcile
+    hunts: a process that names nothing of ours (the agent after its ``execve``) is
+    found through a cgroup that did not exist when the hunt was set up."""
+    cgroups = tmp_path / "cgroup"
+    (cgroups / "memory").mkdir(parents=True)
+    agent = _sh(spawned, "sleep 60; :")
+    other = _sh(spawned, "sleep 60; :")
+    hunt = SandboxProcesses(runtime_programs([]), tmp_path / "runtime",
+                            cgroup_parent="ironclaw-0123", cgroup_root=cgroups)
+    assert agent not in hunt.find()
+    _cgroup(cgroups, "memory", "ironclaw-0123", "ic-ses_0123", procs=[agent])
+    _cgroup(cgroups, "memory", "ironclaw-9999", "ic-ses_0123", procs=[other])
+    assert hunt.find() == [agent]
+    assert hunt.kill_all() == 1
+    assert next(c for c in spawned if c.pid == agent).wait(timeout=10) == -9
+    assert next(c for c in spawned if c.pid == other).poll() is None
+
+
+def test_a_launch_hunt_searches_only_its_own_containers_cgroup(
+        tmp_path: Path, spawned: list[subprocess.Popen[bytes]]) -> None:
+    cgroups = tmp_path / "cgroup"
+    mine = _sh(spawned, "sleep 60; :")
+    sibling = _sh(spawned, "sleep 60; :")
+    _cgroup(cgroups, "pids", "ironclaw-0123", "ic-ses_0123", procs=[mine])
+    _cgroup(cgroups, "pids", "ironclaw-0123", "ic-ses_4567", procs=[sibling])
+    hunt = SandboxProcesses(runtime_programs([]), tmp_path / "runtime" / "ic-ses_0123",
+                            cgroup_parent="ironclaw-0123", container="ic-ses_0123",
+                            cgroup_root=cgroups)
+    assert hunt.find() == [mine]
+    whole = SandboxProcesses(runtime_programs([]), tmp_path / "runtime",
+                             cgroup_parent="ironclaw-0123", cgroup_root=cgroups)
+    assert whole.find() == sorted([mine, sibling])
+
