@@ -35,6 +35,7 @@ from .gateway import Gateway, Grants
 from .isolation import Isolator, ProcessIsolator
 from .isolation.oci import OciIsolator
 from .isolation.pinned import PinnedImage
+from .isolation.process import reap_stale_agents
 from .isolation.reconcile import reconcile_runtime_state
 from .isolation.runtimes import OciRuntime, RuntimeKind
 from .mailboxes import Respawns, Waker, open_sessions_mailbox
@@ -134,6 +135,8 @@ class ControlPlane:
             await trio.to_thread.run_sync(reconcile_runtime_state, state)
             await isolator.check_image()
             await isolator.mount_volumes()
+        elif isinstance(isolator, ProcessIsolator):
+            await trio.to_thread.run_sync(reap_stale_agents, state)
         keystore = await trio.to_thread.run_sync(
             KeyStore.open, state, FileMasterKeySource.in_state_dir(state))
         bus = EventBus()

@@ -146,7 +146,7 @@ REVIEWED: dict[tuple[str, str, str], str] = {
         "process runtime only (no isolation at all, --dev)",
     ("ironclaw/host/isolation/process.py", "ProcessIsolator._run", "pid_file.write_text"):
         "process runtime only (no isolation at all, --dev)",
-    ("ironclaw/host/isolation/process.py", "reap_stale_agent", "Path(...).read_bytes"):
+    ("ironclaw/host/isolation/process.py", "_reap_agents", "Path(...).read_bytes"):
         "/proc",
     ("ironclaw/host/isolation/process.py", "_wait_gone", "Path(...).read_text"): "/proc",
     ("ironclaw/host/isolation/rootfs.py", "_write_etc", "(...).write_text"): HOST_PRIVATE,

@@ -17,6 +17,7 @@ import signal
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import attrs
@@ -112,15 +113,33 @@ def reap_stale_agent(pid_file: Path, config_path: Path) -> bool:
     trusted to be that agent only if its command line runs ``sandbox_agent`` with this
     very config file. Every process is looked at, not only the pid file's: a control
     plane can die between spawning the agent and writing its pid."""
-    candidates = {int(entry.name) for entry in Path("/proc").iterdir() if entry.name.isdigit()}
     needle = str(config_path).encode()
+    reaped = _reap_agents(lambda config: config == needle)
+    pid_file.unlink(missing_ok=True)
+    return reaped
+
+
+def reap_stale_agents(state_dir: Path) -> bool:
+    """At start, before any session runs: kill every agent a killed control plane of
+    this state directory left running, not only those whose sessions get work again
+    (an idle session's orphan would otherwise live on until its next wake)."""
+    sessions = str(state_dir.resolve() / "sessions").encode() + b"/"
+    return _reap_agents(lambda config: config.startswith(sessions))
+
+
+def _reap_agents(wanted: Callable[[bytes], bool]) -> bool:
+    """Kill each agent process whose ``--config`` argument ``wanted`` accepts."""
+    candidates = {int(entry.name) for entry in Path("/proc").iterdir() if entry.name.isdigit()}
     reaped = False
     for pid in sorted(candidates):
         try:
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if b"sandbox_agent" not in cmdline or needle not in cmdline or pid == os.getpid():
+        if b"sandbox_agent" not in cmdline or b"--config" not in cmdline[:-1] \
+                or pid == os.getpid():
+            continue
+        if not wanted(cmdline[cmdline.index(b"--config") + 1]):
             continue
         logger.warning("killing agent pid %s left over from an earlier control plane", pid)
         with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -129,7 +148,6 @@ def reap_stale_agent(pid_file: Path, config_path: Path) -> bool:
             os.kill(pid, signal.SIGKILL)
         _wait_gone(pid)
         reaped = True
-    pid_file.unlink(missing_ok=True)
     return reaped
 
 
