@@ -85,7 +85,7 @@ async def test_the_short_form_is_contained(kind: RuntimeKind, sandbox_tmp: Path,
 # Which controls can show anything where: gVisor implements no AF_VSOCK even when
 # seccomp allows it, and a FIFO made inside gVisor never reaches the host.
 CONTROLS = [
-    pytest.param(kind, weakening, marks=[mark, *([] if quick else [pytest.mark.slow])],
+    pytest.param(kind, weakening, marks=[mark, *([] if quick else [pytest.mark.long])],
                  id=f"{kind.value}-{weakening}")
     for kind, mark, weakening, quick in (
         (RuntimeKind.RUNC, pytest.mark.runc, "untrusted-reads", True),
