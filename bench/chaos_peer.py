@@ -119,6 +119,7 @@ class Event:
     chat: str
     id: str
     text: str
+    sent_at: float = attrs.field(factory=time.monotonic)  # first posted
     accepted_at: float | None = None  # monotonic, when the plane first answered 200
     lost_answers: int = 0  # requests that got no answer (the plane died during them)
     routed_fresh: bool | None = None  # the 200 said "duplicate": false

@@ -8,7 +8,11 @@ The plan says how many faults of each kind; they are interleaved at random (seed
   *during a sandbox start* (right after a restart, as soon as a new sandbox has
   processes). After each kill the plane is restarted at once on the same state;
 - **agent, SIGKILL**: every process of one live sandbox (under runsc, the Sentry, gofer
-  and stubs), just after an event was accepted;
+  and stubs), just after an event was accepted. A message whose turn dies three times
+  is failed with an apology by design (the agent cannot tell an outside kill from a
+  message that crashes it), so no message is made to die that often: a session's
+  sandbox is killed again only once every event sent before its second-to-last kill
+  has been answered, which caps the kills any one turn sees at two;
 - **agent, SIGSTOP**: one live sandbox is frozen until the sweeper stops it (its
   heartbeat goes stale), then whatever is left is resumed.
 
@@ -50,6 +54,8 @@ SETTLE_S = 2.0  # after the last reply: any duplicate would land in this window
 STEP_TIMEOUT_S = 90.0  # for one fault's effect (a restart's first reply, say)
 CLEAN_STOP_S = 60.0
 AGENT_BACK_S = 10.0  # after an agent kill, for its session's next sandbox
+# Below the agent's limit of interrupted attempts per message (sandbox_agent.processing).
+KILLS_PER_TURN = 2
 
 
 @attrs.frozen
@@ -77,6 +83,7 @@ class ChaosOutcome:
     doubled_rerouted: list[str] = attrs.Factory(list)
     stray: list[str] = attrs.Factory(list)  # echoes of no event that was sent
     apologies: int = 0  # replies that are not an event's answer (the agent's apology)
+    apology_texts: list[str] = attrs.Factory(list)  # the first few, to tell which apology
     redelivered_same_key: int = 0  # retries the receiver absorbed by idempotency key
     leftovers: list[str] = attrs.Factory(list)
     inbound_left: dict[str, int] = attrs.Factory(dict)
@@ -119,6 +126,7 @@ class ChaosOutcome:
                 "lost": len(self.lost), "doubled": len(self.doubled),
                 "doubled_rerouted": len(self.doubled_rerouted),
                 "stray": len(self.stray), "apologies": self.apologies,
+                "apology_texts": self.apology_texts,
                 "redelivered_same_key": self.redelivered_same_key,
                 "leftovers": self.leftovers, "inbound_left": sum(self.inbound_left.values()),
                 "recovery_s": [round(s, 3) for s in self.recovery_s],
@@ -206,6 +214,7 @@ class Chaos:
         self.plane = PlaneProcess(root / "setup.json", root / "plane.log")
         self.sender: Sender | None = None
         self.stop_sending = trio.Event()
+        self.agent_kills_at: dict[str, list[float]] = {}  # session -> monotonic times
 
     # -- the run -------------------------------------------------------------------------
 
@@ -330,7 +339,7 @@ class Chaos:
         self.outcome.stalls.append("no backlog reply after a restart")
 
     async def _kill_agent(self) -> None:
-        box = await self._pick_sandbox()
+        box = await self._pick_sandbox(self._may_kill)
         if box is None:
             return
         await self._next_acceptance()
@@ -338,6 +347,7 @@ class Chaos:
         fresh = next((b for b in await self._sandboxes() if b.session_id == box.session_id),
                      box)
         signal_sandbox(fresh, signal.SIGKILL)
+        self.agent_kills_at.setdefault(box.session_id, []).append(time.monotonic())
         self.outcome.agent_kills += 1
         # On to the next fault once the session has a new sandbox (or needs none yet):
         # waiting for a reply after every kill would make the short form too slow.
@@ -347,6 +357,18 @@ class Chaos:
                 for b in boxes))
             await self._until(lambda boxes: any(b.session_id == box.session_id
                                                 for b in boxes))
+
+    def _may_kill(self, box: Sandbox) -> bool:
+        """Whether killing ``box`` now could not be the third death of one message's
+        turn: its session's turns in flight at its second-to-last kill are answered."""
+        kills = self.agent_kills_at.get(box.session_id, [])
+        if len(kills) < KILLS_PER_TURN:
+            return True
+        assert self.sender is not None
+        before = kills[-KILLS_PER_TURN]
+        answered = self._answered_ids()
+        return all(e.id in answered for e in self.sender.events.values()
+                   if e.sent_at < before)
 
     async def _stop_agent(self) -> None:
         box = await self._pick_sandbox()
@@ -377,9 +399,14 @@ class Chaos:
             await trio.sleep(0.01)
         return boxes
 
-    async def _pick_sandbox(self) -> Sandbox | None:
+    async def _pick_sandbox(self, allowed: Callable[[Sandbox], bool] = lambda _: True
+                            ) -> Sandbox | None:
         with trio.move_on_after(STEP_TIMEOUT_S):
-            return self.rng.choice(await self._until(bool))
+            while True:
+                boxes = [b for b in await self._until(bool) if allowed(b)]
+                if boxes:
+                    return self.rng.choice(boxes)
+                await trio.sleep(0.05)
         self.outcome.stalls.append("no live sandbox to signal")
         return None
 
@@ -401,10 +428,12 @@ class Chaos:
         chat, _, n = text[len("echo: "):].partition(" ")
         return f"{chat}-{n}"
 
+    def _answered_ids(self) -> set[str | None]:
+        return {self._event_of(r.text) for r in self.receiver.replies.values()}
+
     def _unanswered_ids(self) -> set[str]:
         assert self.sender is not None
-        answered = {self._event_of(r.text) for r in self.receiver.replies.values()}
-        return set(self.sender.events) - answered
+        return set(self.sender.events) - self._answered_ids()
 
     async def _drain(self) -> None:
         with trio.move_on_after(self.plan.drain_timeout_s):
@@ -421,6 +450,8 @@ class Chaos:
             event_id = self._event_of(reply.text)
             if event_id is None:
                 out.apologies += 1
+                if len(out.apology_texts) < 3:
+                    out.apology_texts.append(reply.text[:160])
                 continue
             if event_id not in self.sender.events:
                 out.stray.append(reply.text)

@@ -7,7 +7,8 @@ Each pass, in order (a failing step is reported and never stops the others):
 2. **Answers**: an answer recorded but not yet fed back to its session (a crash in
    between) is fed back.
 3. **Stuck sandboxes**, from :meth:`SessionsView.health`, for running sessions only:
-   * a *stale heartbeat*: none for ``heartbeat_timeout`` seconds;
+   * a *stale heartbeat*: none for ``heartbeat_timeout`` seconds (a sandbox that never
+     beat counts from its launch);
    * a *claim held too long*: the oldest inbound row the agent acked ``processing`` is
      older than ``max(declared tool timeout, claim_timeout)``. A tool that declared a
      longer timeout is left alone within it (the declaration is capped at
@@ -113,7 +114,11 @@ def stuck_reason(health: SessionHealth, now: int, policy: SweepPolicy) -> str | 
     """Why this session's sandbox counts as stuck, or ``None`` if it does not."""
     if not health.running:
         return None
-    heartbeat = _age_s(now, _since_launch(health.heartbeat_at, health.launched_at))
+    # A sandbox that has not beaten once (frozen or hung while it boots, before its
+    # first heartbeat file) is as silent as one that stopped beating: count from launch.
+    beat = (health.launched_at if health.heartbeat_at is None
+            else _since_launch(health.heartbeat_at, health.launched_at))
+    heartbeat = _age_s(now, beat)
     if heartbeat is not None and heartbeat > policy.heartbeat_timeout:
         return f"no heartbeat for {heartbeat:.0f}s"
     claim = _age_s(now, _since_launch(health.oldest_claim_at, health.launched_at))

@@ -103,6 +103,20 @@ async def test_a_new_sandbox_is_judged_from_its_own_launch(h: Harness) -> None:
     assert [s.session_id for s in rig.stopped()] == [old]
 
 
+async def test_a_sandbox_that_never_beats_is_stuck_from_its_launch(h: Harness) -> None:
+    """Frozen while it boots, before its first heartbeat: no beat ever arrives, and
+    the timeout runs from the launch (found by the chaos harness under runsc, where
+    boot takes long enough for a SIGSTOP to land in it)."""
+    rig = Rig(h)
+    now = h.clock.now_us()
+    silent, booting = "ses_" + "7" * 16, "ses_" + "8" * 16
+    rig.view.sessions = [health(silent, launched_at=now - 121 * SECOND),
+                         health(booting, launched_at=now - 5 * SECOND)]
+    await rig.sweeper.sweep()
+    (stop,) = rig.stopped()
+    assert stop.session_id == silent and "no heartbeat for 121s" in stop.reason
+
+
 async def test_a_long_tool_call_is_left_alone_within_its_declared_timeout(
         h: Harness) -> None:
     rig = Rig(h)
