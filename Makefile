@@ -44,7 +44,7 @@ run: $(STAMP)
 	$(VENV)/bin/ironclaw-controlplane --dev --state-dir $(STATE)
 
 test: $(STAMP)
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest --durations=30
 
 # The long form of the second red-team family (every probe and every negative control,
 # under runsc and runc); the suite runs its short form and one negative control.
@@ -80,7 +80,7 @@ bench-quick: $(STAMP)
 # are killed, under process, runc and runsc; over 100 control-plane kills under runsc.
 # Counts events lost and doubled and measures recovery; results in bench/results/.
 chaos: $(STAMP)
-	$(VENV)/bin/pytest -m long tests/e2e/test_plane_kills.py
+	$(VENV)/bin/pytest -m long tests/e2e/test_plane_kills.py tests/chaos/test_chaos.py
 	$(VENV)/bin/python -m bench chaos
 
 clean:
