@@ -196,8 +196,15 @@ def open_browser() -> Any:
 
 def wait_for(driver: Any, predicate: Callable[[Any], T], within: float = 30,
              what: str = "the console") -> T:
+    from selenium.common.exceptions import (
+        NoSuchElementException,
+        StaleElementReferenceException,
+    )
     from selenium.webdriver.support.ui import WebDriverWait
 
-    result: T = WebDriverWait(driver, within, poll_frequency=0.05).until(
+    # A view re-rendered while the predicate looked at it: look again.
+    ignored = (NoSuchElementException, StaleElementReferenceException)
+    result: T = WebDriverWait(driver, within, poll_frequency=0.05,
+                              ignored_exceptions=ignored).until(
         predicate, message=f"timed out waiting for {what}")
     return result

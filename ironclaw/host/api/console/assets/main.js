@@ -17,6 +17,7 @@ const $ = (id) => document.getElementById(id);
 const state = {
   roles: [], status: null, kept: [], paused: false, unseen: 0, missed: 0, marks: 0,
   refreshTimer: null, pendingRefresh: new Set(), debounce: null,
+  generation: 0,  // one per sign-in (and sign-out): late answers of an older one are dropped
 };
 
 const charts = new Charts($("chart-messages"), $("chart-messages-text"),
@@ -25,8 +26,7 @@ const charts = new Charts($("chart-messages"), $("chart-messages-text"),
 const stream = new EventStream({
   onEvent: (frame) => received(frame),
   onState: (kind, sentence) => {
-    $("stream-state").dataset.state = kind;
-    $("stream-state").textContent = sentence;
+    setStreamState(kind, sentence);
     if (kind === "refused") signOut("The control plane no longer accepts this token.");
   },
   onLagged: (missed) => {
@@ -35,6 +35,11 @@ const stream = new EventStream({
       "console fell behind.";
   },
 });
+
+function setStreamState(kind, sentence) {
+  $("stream-state").dataset.state = kind;
+  $("stream-state").textContent = sentence;
+}
 
 function say(sentence) {
   $("notice").textContent = sentence;
@@ -73,6 +78,7 @@ async function signIn(submitted) {
 }
 
 async function start(who) {
+  state.generation += 1;
   state.roles = Array.isArray(who.roles) ? who.roles : [];
   $("who").textContent = `Signed in as ${who.name} (${state.roles.join(", ")})`;
   $("sign-in").hidden = true;
@@ -80,6 +86,7 @@ async function start(who) {
   $("sign-out").hidden = false;
   say("");
   showView("events");
+  setStreamState("connecting", "Connecting…");
   stream.start();
   $("console").setAttribute("aria-busy", "true");
   await refresh(["status", "sessions", "pending", "history", "audit"]);
@@ -89,8 +96,10 @@ async function start(who) {
 }
 
 function signOut(sentence = "You are signed out.") {
+  state.generation += 1;
   token.clear();
   stream.stop();
+  setStreamState("signed-out", "");
   clearInterval(state.refreshTimer);
   Object.assign(state, { roles: [], status: null, kept: [], unseen: 0, missed: 0 });
   charts.reset();
@@ -119,39 +128,49 @@ function showView(name) {
   }
 }
 
+// Each loader fetches, then returns how to show what it fetched. Nothing is shown if
+// the user signed out (or in again) meanwhile: an answer meant for one principal never
+// lands in another's view.
 const loaders = {
   status: async () => {
-    state.status = await get("/v1/status");
-    views.banner($("banner"), state.status);
-    views.channels($("channels-body"), state.status.channels || []);
+    const status = await get("/v1/status");
+    return () => {
+      state.status = status;
+      views.banner($("banner"), status);
+      views.channels($("channels-body"), status.channels || []);
+    };
   },
   sessions: async () => {
-    if (!state.status) state.status = await get("/v1/status");
+    const status = state.status || await get("/v1/status");
     const found = await get("/v1/sessions");
-    views.sessions($("sessions-body"), found.sessions, state.status, $("sessions-summary"));
+    return () => views.sessions($("sessions-body"), found.sessions, status, $("sessions-summary"));
   },
   pending: async () => {
     const found = await get("/v1/changes/pending");
-    views.pending($("pending-list"), found.changes, state.roles, decide);
-    $("pending-count").textContent = found.changes.length ? ` (${found.changes.length})` : "";
+    return () => {
+      views.pending($("pending-list"), found.changes, state.roles, decide);
+      $("pending-count").textContent = found.changes.length ? ` (${found.changes.length})` : "";
+    };
   },
   history: async () => {
     const found = await get("/v1/changes/history?limit=50");
-    views.history($("history-body"), found.changes);
+    return () => views.history($("history-body"), found.changes);
   },
   audit: async () => {
     const found = await get("/v1/audit?limit=50");
-    views.audit($("audit-body"), found.entries);
+    return () => views.audit($("audit-body"), found.entries);
   },
 };
 
 async function refresh(names) {
+  const generation = state.generation;
   for (const name of names) {
-    if (!token.get()) return;
+    if (!token.get() || generation !== state.generation) return;
     try {
-      await loaders[name]();
+      const show = await loaders[name]();
+      if (generation === state.generation) show();
     } catch (error) {
-      failed(error);
+      if (generation === state.generation) failed(error);
     }
   }
 }

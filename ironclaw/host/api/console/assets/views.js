@@ -64,38 +64,43 @@ export function sessions(tbody, list, status, health) {
   health.textContent = `${list.filter((s) => s.live).length} live of ${list.length}`;
 }
 
+// Pending changes are keyed by id: a refresh keeps the cards still pending as they are
+// (a reason being typed, an answer being shown), adds new ones and drops decided ones.
 export function pending(container, list, roles, decide) {
-  clear(container);
+  const existing = new Map([...container.querySelectorAll("article[data-change-id]")]
+    .map((card) => [card.dataset.changeId, card]));
+  const cards = list.map((change) => existing.get(change.id) || changeCard(change, roles, decide));
+  container.replaceChildren(...cards);
   if (list.length === 0) {
     container.append(el("p", {}, "No change is waiting for a decision."));
-    return;
   }
+}
+
+function changeCard(change, roles, decide) {
   const allowed = mayDecide(roles);
-  for (const change of list) {
-    const reason = el("input", { type: "text", class: "decision-reason", maxlength: 2000,
-      "aria-label": "Reason for the decision (optional)" });
-    const result = el("p", { class: "decision-result", role: "status" });
-    const approve = el("button", { type: "button", class: "approve", disabled: !allowed },
-      "Approve");
-    const reject = el("button", { type: "button", class: "reject", disabled: !allowed },
-      "Reject");
-    approve.addEventListener("click", () => decide(change.id, "approve", reason, result));
-    reject.addEventListener("click", () => decide(change.id, "reject", reason, result));
-    container.append(el("article", { class: "change", "data-change-id": change.id },
-      el("h3", {}, `${change.kind} for ${change.agent_group}`),
-      el("dl", {},
-        el("dt", {}, "Change"), el("dd", { class: "id" }, change.id),
-        el("dt", {}, "Requested by"), el("dd", {}, change.requested_by),
-        el("dt", {}, "Reason"), el("dd", { class: "reason" }, change.reason || "none given"),
-        el("dt", {}, "Submitted"), el("dd", {}, dateTime(change.created_at)),
-        el("dt", {}, "Expires"), el("dd", {}, dateTime(change.expires_at))),
-      el("pre", { class: "diff", "aria-label": "What would change" },
-        (change.diff_lines || []).map(visible).join("\n") || "no difference"),
-      allowed ? null : el("p", { class: "role-note" },
-        `Your role (${roles.join(", ") || "none"}) may read changes but not decide them.`),
-      el("div", { class: "decide" }, el("label", {}, "Reason ", reason), approve, reject),
-      result));
-  }
+  const reason = el("input", { type: "text", class: "decision-reason", maxlength: 2000,
+    "aria-label": "Reason for the decision (optional)" });
+  const result = el("p", { class: "decision-result", role: "status" });
+  const approve = el("button", { type: "button", class: "approve", disabled: !allowed },
+    "Approve");
+  const reject = el("button", { type: "button", class: "reject", disabled: !allowed },
+    "Reject");
+  approve.addEventListener("click", () => decide(change.id, "approve", reason, result));
+  reject.addEventListener("click", () => decide(change.id, "reject", reason, result));
+  return el("article", { class: "change", "data-change-id": change.id },
+    el("h3", {}, `${change.kind} for ${change.agent_group}`),
+    el("dl", {},
+      el("dt", {}, "Change"), el("dd", { class: "id" }, change.id),
+      el("dt", {}, "Requested by"), el("dd", {}, change.requested_by),
+      el("dt", {}, "Reason"), el("dd", { class: "reason" }, change.reason || "none given"),
+      el("dt", {}, "Submitted"), el("dd", {}, dateTime(change.created_at)),
+      el("dt", {}, "Expires"), el("dd", {}, dateTime(change.expires_at) || "never")),
+    el("pre", { class: "diff", "aria-label": "What would change" },
+      (change.diff_lines || []).map(visible).join("\n") || "no difference"),
+    allowed ? null : el("p", { class: "role-note" },
+      `Your role (${roles.join(", ") || "none"}) may read changes but not decide them.`),
+    el("div", { class: "decide" }, el("label", {}, "Reason ", reason), approve, reject),
+    result);
 }
 
 export function history(tbody, list) {
