@@ -33,9 +33,9 @@ class Relay:
     connection and refuses new ones until :meth:`release`: a lost network, as the
     browser sees it."""
 
-    def __init__(self, upstream_port: int) -> None:
+    def __init__(self, upstream_port: int, port: int = 0) -> None:
         self.upstream_port = upstream_port
-        self.port = 0
+        self.port = port
         self.held = False
         self._scopes: set[trio.CancelScope] = set()
 
@@ -49,30 +49,27 @@ class Relay:
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
                     ) -> None:
-        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        listeners = await trio.open_tcp_listeners(self.port, host="127.0.0.1")
         self.port = listeners[0].socket.getsockname()[1]
         task_status.started()
         await trio.serve_listeners(self._handle, listeners)
 
     async def _handle(self, client: trio.SocketStream) -> None:
-        server: trio.SocketStream | None = None
-        scope = trio.CancelScope()
-        self._scopes.add(scope)
-        try:
-            with scope:
-                if self.held:
-                    return
-                server = await trio.open_tcp_stream("127.0.0.1", self.upstream_port)
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(_pipe, client, server, scope)
-                    nursery.start_soon(_pipe, server, client, scope)
-        except OSError:
-            pass
-        finally:
-            self._scopes.discard(scope)
-            await trio.aclose_forcefully(client)
-            if server is not None:
-                await trio.aclose_forcefully(server)
+        async with client:
+            if self.held:
+                return
+            scope = trio.CancelScope()
+            self._scopes.add(scope)
+            try:
+                with scope:
+                    server = await trio.open_tcp_stream("127.0.0.1", self.upstream_port)
+                    async with server, trio.open_nursery() as nursery:
+                        nursery.start_soon(_pipe, client, server, scope)
+                        nursery.start_soon(_pipe, server, client, scope)
+            except OSError:
+                pass
+            finally:
+                self._scopes.discard(scope)
 
 
 async def _pipe(source: trio.SocketStream, sink: trio.SocketStream,
@@ -90,9 +87,13 @@ class PlaneThread:
     loopback and principals of every role, served from a thread running ``trio.run``.
     ``url`` is the relay's address (what the browser uses); ``api_url`` the API's."""
 
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, *, relay_port: int = 0,
+                 tokens: dict[str, str] | None = None) -> None:
+        """``relay_port`` and ``tokens``: a restart on the same state directory, reached
+        at the same address with the principals it already has."""
         self.tmp = tmp
-        self.tokens: dict[str, str] = {}
+        self.relay_port = relay_port
+        self.tokens: dict[str, str] = dict(tokens or {})
         self.url = ""
         self.api_url = ""
         self.handles: ControlPlaneHandles | None = None
@@ -134,16 +135,18 @@ class PlaneThread:
         async with trio.open_nursery() as nursery:
             handles: ControlPlaneHandles = await nursery.start(
                 ControlPlane(plane_config(self.tmp), credentials=Credentials()).run)
-            principals = Principals(handles.store, handles.api_token_key, audit=handles.audit)
-            owner = await bootstrap_owner(principals)
-            assert owner is not None
-            self.tokens["owner"] = owner
-            for name, roles in ROLES:
-                self.tokens[name] = await principals.create(name, roles)
+            if not self.tokens:
+                principals = Principals(handles.store, handles.api_token_key,
+                                        audit=handles.audit)
+                owner = await bootstrap_owner(principals)
+                assert owner is not None
+                self.tokens["owner"] = owner
+                for name, roles in ROLES:
+                    self.tokens[name] = await principals.create(name, roles)
             binds = await nursery.start(functools.partial(
                 serve_api, handles, TEST_SETTINGS, token_key=handles.api_token_key))
             self.api_url = binds[0]
-            self.relay = Relay(int(self.api_url.rsplit(":", 1)[1]))
+            self.relay = Relay(int(self.api_url.rsplit(":", 1)[1]), self.relay_port)
             await nursery.start(self.relay.serve)
             self.url = f"http://127.0.0.1:{self.relay.port}"
             self.handles = handles

@@ -422,3 +422,25 @@ def test_lag_from_publish_to_render_at_100_events_per_second(
         ".reduce((sum, e) => sum + e.transferSize, 0)")
     print(f"\nconsole lag publish->render at {rate:.0f} events/s over {count} events: "
           f"p50 {p50:.1f} ms, p99 {p99:.1f} ms; page transfer {transfer} bytes")
+
+
+def test_after_a_control_plane_restart_the_console_says_there_may_be_a_gap(
+        browser: Any, tmp_path_factory: pytest.TempPathFactory) -> None:
+    state = tmp_path_factory.mktemp("restarted")
+    with PlaneThread(state) as first:
+        sign_in(browser, first, "owner")
+        for n in range(30):  # the browser's last seq is now past where a new bus starts
+            first.run_sync(first.handles.events.publish, ConsoleProbe(n))  # type: ignore[union-attr]
+        wait_for(browser, lambda d: len(rendered_seqs(d, ConsoleProbe.type)) == 30,
+                 what="the probes")
+        address, tokens = first.relay.port, first.tokens  # type: ignore[union-attr]
+    with PlaneThread(state, relay_port=address, tokens=tokens) as second:
+        assert last_seq(second) < 30
+        notice = wait_for(browser, lambda d: (t := by_id(d, "notice").text).startswith(
+            "The event stream could not resume") and t, what="the gap notice")
+        assert "events from the gap are not shown" in notice
+        wait_for(browser, lambda d: by_id(d, "stream-state").text == "Live.",
+                 what="a fresh stream")
+        second.run_sync(second.handles.events.publish, ConsoleProbe(99))  # type: ignore[union-attr]
+        wait_for(browser, lambda d: len(rendered_seqs(d, ConsoleProbe.type)) == 31,
+                 what="an event of the restarted plane")

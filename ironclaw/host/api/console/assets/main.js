@@ -27,6 +27,7 @@ const stream = new EventStream({
   onEvent: (frame) => received(frame),
   onState: (kind, sentence) => {
     setStreamState(kind, sentence);
+    if (kind === "gap") say(sentence);  // the stream's line moves on; this must stay
     if (kind === "refused") signOut("The control plane no longer accepts this token.");
   },
   onLagged: (missed) => {

@@ -9,9 +9,9 @@ const SUBPROTOCOL = "ironclaw.v1";
 const CLOSE_UNAUTHORIZED = 4401;
 const FIRST_RETRY_MS = 250;
 const MAX_RETRY_MS = 8000;
-// Refused resumes while the server answers its probe: since= is ahead of a restarted
+// Resumes refused while the server answers /healthz: since= is ahead of a restarted
 // control plane, so the console starts afresh and says there may be a gap.
-const MAX_REFUSED_RESUMES = 3;
+const MAX_REFUSED_RESUMES = 2;
 
 export class EventStream {
   constructor({ onEvent, onState, onLagged }) {
@@ -74,18 +74,23 @@ export class EventStream {
   }
 
   async retry(wasReady) {
-    this.failures = wasReady ? 1 : this.failures + 1;
+    let wait;
     if (!wasReady && this.lastSeq !== null && await reachable()) {
+      // The server answers, yet refused to resume: since= is ahead of a restarted
+      // control plane. Try once more at once, then start afresh and say so.
       this.refusedResumes += 1;
       if (this.refusedResumes >= MAX_REFUSED_RESUMES) {
         this.lastSeq = null;
         this.refusedResumes = 0;
-        this.onState("gap", "The stream could not resume where it stopped (the control " +
-          "plane may have restarted); events from the gap are not shown.");
+        this.onState("gap", "The event stream could not resume where it stopped (the " +
+          "control plane may have restarted); events from the gap are not shown.");
       }
+      wait = FIRST_RETRY_MS;
+    } else {
+      this.failures = wasReady ? 1 : this.failures + 1;
+      wait = Math.min(MAX_RETRY_MS, FIRST_RETRY_MS * 2 ** (this.failures - 1));
     }
     if (this.stopped) return;
-    const wait = Math.min(MAX_RETRY_MS, FIRST_RETRY_MS * 2 ** (this.failures - 1));
     this.onState("reconnecting", `The event stream was lost; reconnecting in ${
       Math.max(1, Math.round(wait / 1000))} s.`);
     clearTimeout(this.timer);
