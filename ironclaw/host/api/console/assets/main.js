@@ -179,7 +179,9 @@ async function refresh(names) {
 // Events change what other views show: refresh those, at most a few times a second.
 function refreshSoon(frame) {
   const type = frame.type;
-  if (type.startsWith("change.")) ["pending", "history", "audit"].forEach((n) => state.pendingRefresh.add(n));
+  if (type.startsWith("change.")) {
+    for (const name of ["pending", "history", "audit"]) state.pendingRefresh.add(name);
+  }
   if (type.startsWith("session.") || type.startsWith("sandbox.") || type === "delivery.delivered") {
     state.pendingRefresh.add("sessions");
   }

@@ -24,7 +24,6 @@ export class EventStream {
     this.refusedResumes = 0;
     this.timer = null;
     this.stopped = true;
-    this.reconnects = 0;
   }
 
   start() {
@@ -104,7 +103,6 @@ export class EventStream {
       if (!resumed && frame.event && Number.isInteger(frame.event.last_seq)) {
         this.lastSeq = frame.event.last_seq;
       }
-      if (resumed) this.reconnects += 1;
       this.failures = 0;
       this.refusedResumes = 0;
       this.onState("live", resumed ? "Live again; missed events were replayed." : "Live.");

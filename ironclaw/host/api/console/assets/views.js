@@ -46,7 +46,7 @@ export function banner(node, status) {
   node.hidden = false;
 }
 
-export function sessions(tbody, list, status, health) {
+export function sessions(tbody, list, status, summary) {
   clear(tbody);
   if (list.length === 0) {
     tbody.append(el("tr", {}, el("td", { colspan: 6 }, "No sessions yet.")));
@@ -61,7 +61,7 @@ export function sessions(tbody, list, status, health) {
       el("td", {}, s.live ? age(s.heartbeat_at) : "—"),
       el("td", {}, age(s.last_active))));
   }
-  health.textContent = `${list.filter((s) => s.live).length} live of ${list.length}`;
+  summary.textContent = `${list.filter((s) => s.live).length} live of ${list.length}`;
 }
 
 // Pending changes are keyed by id: a refresh keeps the cards still pending as they are
