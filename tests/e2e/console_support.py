@@ -20,6 +20,7 @@ import trio
 
 from ironclaw.host.api import Principals, bootstrap_owner, serve_api
 from ironclaw.host.app import ControlPlane, ControlPlaneHandles
+from ironclaw.host.devseed import DEMO_GROUP
 from ironclaw.host.modelproxy import Credentials
 
 from .test_api_support import TEST_SETTINGS, plane_config, retire_sessions
@@ -211,3 +212,60 @@ def wait_for(driver: Any, predicate: Callable[[Any], T], within: float = 30,
                               ignored_exceptions=ignored).until(
         predicate, message=f"timed out waiting for {what}")
     return result
+
+
+# Driving the console
+
+def by_id(driver: Any, element_id: str) -> Any:
+    return driver.find_element("id", element_id)
+
+
+def sign_in(driver: Any, plane: PlaneThread, who: str) -> None:
+    driver.get(plane.url + "/ui/")
+    wait_for(driver, lambda d: by_id(d, "sign-in").is_displayed()
+             or by_id(d, "console").is_displayed(), what="the page")
+    if by_id(driver, "sign-out").is_displayed():
+        by_id(driver, "sign-out").click()
+    field = wait_for(driver, lambda d: by_id(d, "token").is_displayed() and by_id(d, "token"))
+    field.send_keys(plane.tokens[who])
+    field.send_keys("\n")  # Enter submits the form: the keyboard path
+    wait_for(driver, lambda d: by_id(d, "console").get_attribute("aria-busy") == "false",
+             what="sign-in and the first load")
+    wait_for(driver, lambda d: by_id(d, "stream-state").get_attribute("data-state") == "live",
+             what="the live stream")
+
+
+def show(driver: Any, view: str) -> None:
+    driver.find_element("css selector", f'nav button[data-view="{view}"]').click()
+
+
+def rendered_seqs(driver: Any, event_type: str | None = None) -> list[int]:
+    selector = "#events-body tr[data-seq]" + (
+        f'[data-type="{event_type}"]' if event_type else "")
+    return [int(s) for s in driver.execute_script(
+        "return [...document.querySelectorAll(arguments[0])].map(r => r.dataset.seq)",
+        selector)]
+
+
+def post_message(plane: PlaneThread, text: str) -> str:
+    response = plane.http("POST", "/v1/channels/local/messages", json={
+        "agent_group": DEMO_GROUP, "sender": "operator", "text": text})
+    assert response.status_code == 202, response.text
+    return str(response.json()["message_id"])
+
+
+def submit_persona(plane: PlaneThread, soul: str, reason: str, who: str = "admin") -> str:
+    response = plane.http("POST", "/v1/changes", who, json={
+        "kind": "persona", "agent_group": DEMO_GROUP, "payload": {"soul": soul},
+        "reason": reason})
+    assert response.status_code == 202, response.text
+    return str(response.json()["id"])
+
+
+def change_status(plane: PlaneThread, change_id: str) -> str:
+    return str(plane.http("GET", f"/v1/changes/{change_id}").json()["status"])
+
+
+def last_seq(plane: PlaneThread) -> int:
+    assert plane.handles is not None
+    return plane.handles.events.last_seq
