@@ -18,8 +18,10 @@ cd "$(dirname "$0")"
 #   modprobe for the loop driver where it is a module).
 # - cmake, g++: llama-cpp-python (the local model server the real-model test and
 #   docs/operations.md's air-gapped setup use) builds from source.
+# - chromium, chromium-driver: the web console's tests run in a real browser, driven by
+#   selenium through this chromedriver (selenium must never download a browser).
 APT_PACKAGES=(make python3 python3-venv binutils runsc runc crun busybox-static gcc
-              libc6-dev ngircd e2fsprogs mount kmod cmake g++)
+              libc6-dev ngircd e2fsprogs mount kmod cmake g++ chromium chromium-driver)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

@@ -5,8 +5,9 @@ Every HTTP request passes, in order:
 1. body size: a declared ``Content-Length`` over the limit is refused with 413 (a
    chunked body is cut off at the limit when read, also 413);
 2. authentication: ``Authorization: Bearer <token>`` on everything except the probes
-   (401 otherwise, with ``WWW-Authenticate``); unknown paths need a token too, so
-   nobody can map the API without one;
+   and the console's static files under ``/ui/`` (401 otherwise, with
+   ``WWW-Authenticate``); unknown paths need a token too, so nobody can map the API
+   without one;
 3. the rate limit: a token bucket per principal, or per client address for requests
    that failed to authenticate (429 with ``Retry-After``);
 4. the route's access level: viewers may read, never write (403).
@@ -22,7 +23,7 @@ from quart_trio import QuartTrio
 
 from ironclaw import __version__
 
-from . import openapi
+from . import console, openapi
 from .context import Access, ApiContext, access, access_of, bearer_token, may_write
 from .errors import ApiError, error_response, install_error_handlers, rate_limited, unauthorized
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -121,6 +122,7 @@ def create_app(ctx: ApiContext) -> QuartTrio:
     chat_approvals.register(app, ctx)
     events.register(app, ctx)
     chat.register(app, ctx)
+    console.register(app, ctx)
     return app
 
 

@@ -32,7 +32,7 @@ ACCESS_ATTR = "_ironclaw_access"
 
 
 class Access(enum.Enum):
-    PUBLIC = "public"  # no token: /healthz and /readyz only
+    PUBLIC = "public"  # no token: /healthz, /readyz and the console's static files
     READ = "read"  # any principal, viewers included
     WRITE = "write"  # owner, admin or approver (the gateway checks each kind itself)
 

@@ -25,12 +25,12 @@ from .schemas import COMPONENTS, Schema, ref
 NDJSON = "application/x-ndjson"
 
 DESCRIPTION = """\
-The IronClaw control plane's API. Every route but `/healthz` and `/readyz` needs \
-`Authorization: Bearer <token>`; each token is a named principal with roles (owner, \
-admin, approver, viewer). Viewers read; owners, admins and approvers may also submit \
-changes, decide them (each role only the kinds it is allowed to approve; any of them \
-may reject), answer questions and post to the local channel. The deciding principal is \
-always the one the token names.
+The IronClaw control plane's API. Every route but `/healthz`, `/readyz` and the web \
+console's files under `/ui/` needs `Authorization: Bearer <token>`; each token is a \
+named principal with roles (owner, admin, approver, viewer). Viewers read; owners, \
+admins and approvers may also submit changes, decide them (each role only the kinds it \
+is allowed to approve; any of them may reject), answer questions and post to the local \
+channel. The deciding principal is always the one the token names.
 
 Nothing here writes the registry directly: every change to what an agent is or may do \
 is a ChangeRequest submitted to `POST /v1/changes`, held by the gateway until a human \
@@ -108,6 +108,15 @@ def _paths() -> dict[str, Any]:
         "/healthz": {"get": _op("Health", "probes", (200, _json(ref("Health"), "alive")),
                                 (), public=True)},
         "/readyz": {"get": _readyz()},
+        "/ui/": {"get": _op("Console", "console", (200, {
+            "description": "the web console's page (no token: it signs in itself)",
+            "content": {"text/html": {"schema": {"type": "string"}}}}), (), public=True)},
+        "/ui/{asset}": {"get": _op("Console asset", "console", (200, {
+            "description": "one of the console's scripts or its style sheet",
+            "content": {"text/javascript": {"schema": {"type": "string"}},
+                        "text/css": {"schema": {"type": "string"}},
+                        "text/html": {"schema": {"type": "string"}}}}), (404,),
+            params=(_path("asset", "the file's name"),), public=True)},
         "/metrics": {"get": _op("Metrics", "probes", (200, {
             "description": "Prometheus text exposition",
             "content": {"text/plain": {"schema": {"type": "string"}}}}), ())},

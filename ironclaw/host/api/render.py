@@ -64,12 +64,13 @@ def transcript_entry(entry: TranscriptEntry) -> JSON:
             "thread_id": entry.thread_id}
 
 
-def session(s: Session, live: bool) -> JSON:
+def session(s: Session, live: bool, heartbeat_at: int | None = None) -> JSON:
+    """``heartbeat_at``: the live sandbox's last heartbeat (µs), None when not live."""
     return {"id": s.id, "agent_group_id": s.agent_group_id,
             "messaging_group_id": s.messaging_group_id, "thread_id": s.thread_id,
             "mode": s.mode.value, "status": s.status.value,
             "container_status": s.container_status.value, "created_at": s.created_at,
-            "last_active": s.last_active, "live": live}
+            "last_active": s.last_active, "live": live, "heartbeat_at": heartbeat_at}
 
 
 def agent_group(g: AgentGroup) -> JSON:

@@ -101,5 +101,5 @@ async def serve_api(handles: ControlPlaneHandles, settings: ApiSettings, *,
             nursery.cancel_scope.cancel()  # stopped gracefully: so does the rest
 
         binds: list[str] = await nursery.start(run_server)
-        log.info("API listening on %s", ", ".join(binds))
+        log.info("API listening on %s (web console at %s/ui/)", ", ".join(binds), binds[0])
         task_status.started(binds)

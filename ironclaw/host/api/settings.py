@@ -99,6 +99,7 @@ def exposure_warning(settings: ApiSettings) -> str:
         f"THE IRONCLAW API IS BOUND TO {settings.bind}, WHICH IS NOT LOOPBACK. "
         "Anyone who can reach that address can try tokens against: change submission and "
         "decisions, the audit log, registry reads, sessions, questions, access requests, "
-        "local-channel chat, the live event stream and /metrics (/healthz and /readyz "
-        "need no token). It speaks plain HTTP: put it on a tailnet address or behind a "
-        "TLS-terminating proxy, never on the open internet.")
+        "local-channel chat, the live event stream and /metrics (/healthz, /readyz "
+        "and the console's static files under /ui/ need no token). It speaks plain HTTP: "
+        "put it on a tailnet address or behind a TLS-terminating proxy, never on the "
+        "open internet.")

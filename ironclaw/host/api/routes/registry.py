@@ -68,14 +68,17 @@ def register(app: QuartTrio, ctx: ApiContext) -> None:
     @access(Access.READ)
     async def list_sessions() -> dict[str, object]:
         live = set(handles.sessions.live_ids())
-        return {"sessions": [render.session(s, s.id in live)
+        beats = {h.session_id: h.heartbeat_at for h in handles.sessions.health()}
+        return {"sessions": [render.session(s, s.id in live, beats.get(s.id))
                              for s in await reg.list_sessions()]}
 
     @app.get("/v1/sessions/<session_id>")
     @access(Access.READ)
     async def show_session(session_id: str) -> dict[str, object]:
         found = await reg.get_session(session_id)
-        return render.session(found, found.id in set(handles.sessions.live_ids()))
+        beats = {h.session_id: h.heartbeat_at for h in handles.sessions.health()}
+        return render.session(found, found.id in set(handles.sessions.live_ids()),
+                              beats.get(found.id))
 
     @app.get("/v1/questions")
     @access(Access.READ)
