@@ -30,6 +30,7 @@ from typing import Any
 import attrs
 
 from ironclaw.host.isolation.spec import SandboxLimits, UserMapping
+from ironclaw.host.isolation.standin import build_busybox_rootfs
 
 from . import charts
 from .progress import Progress
@@ -47,7 +48,6 @@ from .sandboxkit import (
     Target,
     Workdir,
     Workload,
-    build_busybox_rootfs,
     cgroup_memory_mib,
     drop_caches,
     find_image,
