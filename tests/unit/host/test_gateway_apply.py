@@ -10,7 +10,7 @@ from test_gateway_support import OWNER, Harness, open_gateway
 
 from ironclaw.contract.enums import ChangeStatus, EngageMode
 from ironclaw.host.gateway import Grants, StaleChange
-from ironclaw.host.gateway.payloads import Mount
+from ironclaw.host.gateway.kinds.mounts import Mount
 from ironclaw.host.registry import AccessLevel, Role, RoleGrant
 from ironclaw.host.store.changes import StoredChange
 
