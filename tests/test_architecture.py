@@ -1,4 +1,4 @@
-"""The house rules of DESIGN.md §3, held by import-linter."""
+"""The house rules of docs/design.md ("The house"), held by import-linter."""
 
 from __future__ import annotations
 
