@@ -34,9 +34,9 @@ from ironclaw.host.isolation.volumes import DiskCaps, leftover_volumes, release_
 from ironclaw.host.modelproxy import Credentials
 from ironclaw.host.registry import AgentGroup, MessagingGroup, Persona, Wiring
 from ironclaw.runtime import BackoffPolicy
+from tests.support.sandbox import APPLETS, OCI_KINDS, ScriptImage, launch_spec, require_runtime
 
 from ..e2e.test_control_plane import until_agent_says
-from .toolkit import APPLETS, OCI_KINDS, ScriptImage, launch_spec, require_runtime
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="OCI runtimes need root here")
 

@@ -37,9 +37,9 @@ from ironclaw.host.isolation.cgroups import (
 from ironclaw.host.isolation.runtimes import RuntimeKind
 from ironclaw.host.isolation.spec import AGENT_UID, BundleInputs, build_spec
 from ironclaw.host.isolation.standin import MOUNT_DIRS, MOUNT_FILES
+from tests.support.sandbox import require_runtime
 
 from ..conftest import Worker
-from .toolkit import require_runtime
 
 pytestmark = [pytest.mark.slow, pytest.mark.runsc,
               pytest.mark.skipif(os.geteuid() != 0, reason="runsc needs root here")]

@@ -11,14 +11,7 @@ import pytest
 
 from ironclaw.changediff import change_diff, diff_lines
 from ironclaw.cli.ironctl.changes import decision_line
-from tests.unit.test_ironctl_support import (
-    APPROVER,
-    TOKEN,
-    VIEWER,
-    FakeApi,
-    change,
-    ironctl,
-)
+from tests.support.ironctl import APPROVER, TOKEN, VIEWER, FakeApi, change, ironctl
 
 
 @pytest.fixture

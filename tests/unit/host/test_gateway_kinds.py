@@ -11,7 +11,6 @@ import re
 from pathlib import Path
 
 import attrs
-from test_gateway_support import CONFIG, OWNER, open_gateway
 
 from ironclaw.contract.enums import ChangeKind, ChangeStatus
 from ironclaw.contract.gateway import ChangeRequest
@@ -20,6 +19,7 @@ from ironclaw.host.gateway import kinds
 from ironclaw.host.gateway.kinds import CHANGE_KINDS, ApplyJob, ChangeKindSpec, KindVerifier
 from ironclaw.host.gateway.kinds.base import ChangeContext, Conn
 from ironclaw.host.gateway.payloads import expect_object, expect_text
+from tests.support.gateway import CONFIG, OWNER, open_gateway
 
 GATEWAY = Path(kinds.__file__).resolve().parent.parent
 # The actor's entry points raise changes of a given kind (an action the contract does

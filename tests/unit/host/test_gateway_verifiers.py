@@ -8,7 +8,6 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from test_gateway_support import CONFIG
 
 from ironclaw.contract.enums import ChangeKind, Verdict
 from ironclaw.contract.gateway import ChangeRequest, VerifierResult
@@ -19,6 +18,7 @@ from ironclaw.host.gateway.kinds.egress import host_problem
 from ironclaw.host.gateway.kinds.packages import PACKAGE_GRAMMARS
 from ironclaw.host.gateway.kinds.wiring import WiringFacts
 from ironclaw.host.gateway.verifiers import build_chain, run_chain
+from tests.support.gateway import CONFIG
 
 CTX = ChangeContext(group_exists=True, group_ids=frozenset({"demo", "other"}),
                     group_names=frozenset({"demo", "other"}),
