@@ -30,6 +30,7 @@ from typing import Any
 import attrs
 
 from ironclaw.host.isolation.spec import SandboxLimits, UserMapping
+from ironclaw.host.isolation.standin import build_busybox_rootfs
 
 from . import charts
 from .progress import Progress
@@ -47,7 +48,6 @@ from .sandboxkit import (
     Target,
     Workdir,
     Workload,
-    build_busybox_rootfs,
     cgroup_memory_mib,
     drop_caches,
     find_image,
@@ -98,9 +98,8 @@ RATIO_PAIRS = (("runsc", "runc"), ("runsc", BARE), ("runc", BARE), ("crun", "run
                ("crun", BARE))
 
 # The anchor's figures for the same questions: THEIRS, an expectation profile taken
-# from gVisor guidance, not a measurement (anchor-behaviour.md §4.4), and their one
-# published CI run (§4.3: GitHub runner, runsc systrap platform, busybox bundle
-# without seccomp, median of 25).
+# from gVisor guidance, not a measurement, and their one published CI run (a GitHub
+# runner, runsc's systrap platform, a busybox bundle without seccomp, median of 25).
 SEED = {
     "expectation (theirs, not measured)": {
         "cpu": "near native (within a few percent)",

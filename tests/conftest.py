@@ -13,7 +13,7 @@ from ironclaw.contract.ids import new_session_id
 from ironclaw.contract.layout import QueuePaths, SessionLayout
 
 # Fixtures for every test: the sealed sandbox image, built once per session on first use.
-from tests.fixtures_image import sandbox_image, sandbox_image_cache  # noqa: F401
+from tests.support.image import sandbox_image, sandbox_image_cache  # noqa: F401
 
 WORKER = Path(__file__).with_name("queue_worker.py")
 

@@ -19,8 +19,7 @@ from ironclaw.host.chatops.render import code_of
 from ironclaw.host.devseed import DEMO_CONVERSATION, DEV_OWNER
 from ironclaw.host.gateway import Forbidden, GatewayConfig, Principal
 from ironclaw.host.registry import Role, RoleGrant
-
-from .plane import open_channel_plane
+from tests.support.channels import open_channel_plane
 
 DM = "dm-operator"
 API_OWNER = Principal("owner", frozenset({"owner"}))
@@ -237,8 +236,7 @@ async def test_an_owner_grants_a_strangers_access_request_from_chat(tmp_path: Pa
     from ironclaw.contract.enums import UnknownSenderPolicy
     from ironclaw.host.chatops.notices import TEXTS
     from ironclaw.host.chatops.store import NoticeKind
-
-    from .plane import ChatWiring
+    from tests.support.channels import ChatWiring
 
     lobby = ChatWiring("local", "lobby",
                        unknown_sender_policy=UnknownSenderPolicy.REQUEST_APPROVAL)

@@ -14,9 +14,9 @@ from ironclaw.contract.enums import EngageMode
 from ironclaw.host.app import ControlPlaneHandles
 from ironclaw.host.channels.platforms.discord import check_settings, nonce_for
 from ironclaw.host.channels.settings import ChannelSettings
-from tests.channels.plane import ChatWiring, open_channel_plane
-from tests.channels.ws_support import published, wait_published, wire_per_thread
 from tests.fakes.discord import FakeDiscord, open_fake_discord
+from tests.support.channels import ChatWiring, open_channel_plane, wire_per_thread
+from tests.support.events import published, wait_published
 
 TIMEOUT = 30
 GENERAL = "400000000000000001"

@@ -20,11 +20,11 @@ import pytest
 import trio
 
 from ironclaw.contract.enums import EngageMode
-from tests.channels.irc_support import NICK, ROOM, bot_in, from_bot, irc_settings, next_event
-from tests.channels.plane import ChatWiring, open_channel_plane
 from tests.fakes.irc_client import open_irc_client
 from tests.fakes.ngircd import NGIRCD, OPER_NAME, OPER_PASSWORD, open_ngircd
 from tests.fakes.tcp_relay import open_relay
+from tests.support.channels import ChatWiring, open_channel_plane
+from tests.support.irc import NICK, ROOM, bot_in, from_bot, irc_settings, next_event
 
 pytestmark = pytest.mark.skipif(NGIRCD is None,
                                 reason="ngircd is not installed (apt-get install ngircd)")

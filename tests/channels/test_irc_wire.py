@@ -11,7 +11,10 @@ import trio
 
 from ironclaw.host.channels.base import OutboundDelivery
 from ironclaw.host.channels.platforms.irc.link import IrcLinkLost
-from tests.channels.irc_support import (
+from tests.fakes.irc_client import open_irc_client
+from tests.fakes.ngircd import NGIRCD, open_ngircd
+from tests.fakes.tcp_relay import open_relay
+from tests.support.irc import (
     NICK,
     ROOM,
     Start,
@@ -20,9 +23,6 @@ from tests.channels.irc_support import (
     from_bot,
     irc_settings,
 )
-from tests.fakes.irc_client import open_irc_client
-from tests.fakes.ngircd import NGIRCD, open_ngircd
-from tests.fakes.tcp_relay import open_relay
 
 pytestmark = pytest.mark.skipif(NGIRCD is None,
                                 reason="ngircd is not installed (apt-get install ngircd)")

@@ -22,16 +22,13 @@ from ironclaw.host.channels.platforms.matrix.parse import (
 )
 from ironclaw.host.channels.settings import ChannelSettings
 from tests.fakes.matrix import BOT, TOKEN, FakeMatrix, open_fake_matrix
-
-from .helpers_http import (
+from tests.support.channels import (
+    ChatWiring,
     assert_secret_absent,
-    next_event,
-    published,
-    routed_decisions,
-    wait_delivered,
+    open_channel_plane,
     wire_per_thread,
 )
-from .plane import ChatWiring, open_channel_plane
+from tests.support.events import next_event, published, routed_decisions, wait_delivered
 
 ALICE = "@alice:fake.test"
 BOB = "@bob:fake.test"

@@ -15,8 +15,7 @@ from ironclaw.host.chatops.notices import TEXTS
 from ironclaw.host.chatops.store import NoticeKind
 from ironclaw.host.gateway import Principal
 from ironclaw.host.registry import AccessRequestStatus
-
-from .plane import ChatWiring, open_channel_plane
+from tests.support.channels import ChatWiring, open_channel_plane
 
 LOBBY = "lobby"
 OPERATOR = Principal("operator", frozenset({"owner"}))

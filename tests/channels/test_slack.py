@@ -13,9 +13,9 @@ from ironclaw.contract.enums import EngageMode
 from ironclaw.host.app import ControlPlaneHandles
 from ironclaw.host.channels.platforms.slack import check_settings
 from ironclaw.host.channels.settings import ChannelSettings
-from tests.channels.plane import ChatWiring, open_channel_plane
-from tests.channels.ws_support import published, wait_published, wire_per_thread
 from tests.fakes.slack import FakeSlack, open_fake_slack
+from tests.support.channels import ChatWiring, open_channel_plane, wire_per_thread
+from tests.support.events import published, wait_published
 
 TIMEOUT = 30
 

@@ -18,16 +18,13 @@ from ironclaw.host.channels.platforms._http import PlatformUnreachable, request
 from ironclaw.host.channels.platforms.telegram import BotIdentity, parse_message
 from ironclaw.host.channels.settings import ChannelSettings
 from tests.fakes.telegram import BOT, TOKEN, FakeTelegram, open_fake_telegram
-
-from .helpers_http import (
+from tests.support.channels import (
+    ChatWiring,
     assert_secret_absent,
-    next_event,
-    published,
-    routed_decisions,
-    wait_delivered,
+    open_channel_plane,
     wire_per_thread,
 )
-from .plane import ChatWiring, open_channel_plane
+from tests.support.events import next_event, published, routed_decisions, wait_delivered
 
 ALICE = {"id": 42, "is_bot": False, "first_name": "Alice", "username": "alice"}
 BOB = {"id": 43, "is_bot": False, "first_name": "Bob"}

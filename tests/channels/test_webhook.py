@@ -20,7 +20,6 @@ import trio
 from ironclaw.contract.enums import EngageMode, SessionMode
 from ironclaw.host.channels.settings import ChannelSettings
 from ironclaw.runtime import EventBus
-from tests.channels.plane import ChatWiring, open_channel_plane
 from tests.fakes.ngircd import free_port
 from tests.fakes.webhook_receiver import (
     Post,
@@ -28,6 +27,7 @@ from tests.fakes.webhook_receiver import (
     open_webhook_receiver,
     signed_headers,
 )
+from tests.support.channels import ChatWiring, open_channel_plane
 
 SECRET = "in-" + secrets.token_hex(16)
 OUT_SECRET = "out-" + secrets.token_hex(16)

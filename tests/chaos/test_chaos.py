@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 
 from bench.chaos_scenario import ChaosPlan, run_scenario
-from bench.sandboxkit import clean_state
 from ironclaw.host.isolation.image import SandboxImage
+from ironclaw.host.isolation.reconcile import clear_runtime_state
 
 PLANE_FAULTS, AGENT_KILLS, STOPS = 5, 10, 1
 RUNTIMES = [pytest.param("process", id="process"),
@@ -55,7 +55,7 @@ async def test_nothing_accepted_is_lost_or_doubled_through_kills(
         outcome = await run_scenario(plan, sandbox_tmp, image_cache=image_cache,
                                      log=lambda _: None)
     finally:
-        clean_state(sandbox_tmp / "state")  # a failed run must not leave sandboxes
+        clear_runtime_state(sandbox_tmp / "state")  # a failed run must not leave sandboxes
     summary = json.dumps(outcome.summary(), indent=1)
     assert outcome.problems() == [], summary
     assert outcome.stalls == [], summary

@@ -12,7 +12,7 @@ import trio
 from ironclaw.host.app import ControlPlane
 from ironclaw.host.devseed import DEMO_CONVERSATION
 from ironclaw.host.modelproxy import Credentials
-from tests.e2e.test_api_support import plane_config
+from tests.support.api import plane_config
 
 
 async def chat(tmp_path: Path, count: int) -> None:

@@ -7,8 +7,7 @@ from typing import Any
 
 from ironclaw.host.devseed import DEV_OWNER
 from ironclaw.host.registry import Role, RoleGrant
-
-from .test_api_support import Api, default_settings, running_api  # noqa: F401
+from tests.support.api import Api, default_settings, running_api  # noqa: F401
 
 ROUTE = "/v1/chat-approvals"
 
@@ -59,7 +58,7 @@ async def test_chat_approvals_are_for_registry_owners_only(api: Api) -> None:
 
 
 async def test_ironctl_turns_chat_approvals_on_and_off(api: Api) -> None:
-    from tests.unit.test_ironctl_support import ironctl
+    from tests.support.ironctl import ironctl
 
     def run(*argv: str, who: str = "owner") -> Any:
         return ironctl(None, "--addr", api.url, "--timeout", "30", *argv,

@@ -9,8 +9,7 @@ import json
 import pytest
 
 from ironclaw.host.api import ApiSettings
-
-from .test_api_support import Api, receive_json, running_api  # noqa: F401
+from tests.support.api import Api, receive_json, running_api  # noqa: F401
 
 BURST = 3
 # So slow a refill that none happens during the test: exactly BURST messages pass.

@@ -16,8 +16,7 @@ import trio_websocket
 
 from ironclaw.host.api import ApiSettings
 from ironclaw.runtime import Envelope
-
-from .test_api_support import Api, receive_json, running_api  # noqa: F401
+from tests.support.api import Api, receive_json, running_api  # noqa: F401
 
 SETTINGS = ApiSettings(host="127.0.0.1", port=0, rate_per_second=1000.0, rate_burst=5000,
                        event_buffer=32, event_max_missed=200, ws_auth_timeout=0.5,

@@ -14,8 +14,7 @@ import pytest
 import trio
 
 from ironclaw.host.api import ApiSettings, BindRefused, openapi_document, serve_api
-
-from .test_api_support import Api, default_settings, running_api  # noqa: F401
+from tests.support.api import Api, default_settings, running_api  # noqa: F401
 
 DEMO_TOOLS = {"tools": ["read_file", "list_dir"]}
 KEPT_DOCUMENT = Path(__file__).resolve().parents[2] / "docs" / "openapi.json"

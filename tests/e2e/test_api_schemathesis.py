@@ -26,8 +26,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from ironclaw.host.api import openapi_document
-
-from .test_api_support import Api, default_settings, running_api  # noqa: F401
+from tests.support.api import Api, default_settings, running_api  # noqa: F401
 
 EXAMPLES = 40
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,

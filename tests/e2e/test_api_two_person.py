@@ -5,14 +5,13 @@ principal applies it."""
 from __future__ import annotations
 
 from ironclaw.host.gateway import GatewayConfig
-
-from .test_api_support import Api, default_settings, running_api  # noqa: F401
+from tests.support.api import Api, default_settings, running_api  # noqa: F401
 
 GATEWAY = GatewayConfig(two_approvers={"persona"})
 
 
 async def test_two_distinct_approvers_through_the_api_and_ironctl(api: Api) -> None:
-    from tests.unit.test_ironctl_support import ironctl
+    from tests.support.ironctl import ironctl
 
     submitted = await api.post("/v1/changes", {"kind": "persona", "agent_group": "demo",
                                                "payload": {"soul": "Two minds."}})

@@ -27,8 +27,8 @@ from ironclaw.host.isolation.volumes import DiskCaps
 from ironclaw.host.modelproxy import Credentials
 from ironclaw.host.registry import Wiring
 from ironclaw.host.scheduling import TaskFireFailed
-from ironclaw.runtime import BackoffPolicy
 from ironclaw.runtime.eventbus import Envelope
+from tests.support.plane import dev_plane_config
 
 CAP = 1024 * 1024
 BYSTANDER = "bystander"
@@ -36,12 +36,8 @@ PROMPT = "flood " + "z" * (15 * 1024)
 
 
 def config(tmp_path: Path) -> ControlPlaneConfig:
-    return ControlPlaneConfig(
-        state_dir=tmp_path / "state", dev=True, runtime="process", key_dir=tmp_path / "keys",
-        safety_poll_s=0.5, heartbeat_interval_s=0.5, sweep_interval_s=0.2,
-        sandbox_disk=DiskCaps(inbound_bytes=CAP),
-        sandbox_backoff=BackoffPolicy(initial=0.05, cap=0.5, max_failures=None,
-                                      healthy_after=0.5))
+    return dev_plane_config(tmp_path / "state", tmp_path / "keys",
+                            sandbox_disk=DiskCaps(inbound_bytes=CAP))
 
 
 @pytest.fixture

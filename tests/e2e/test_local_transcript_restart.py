@@ -17,8 +17,7 @@ from ironclaw.host.api import Principals, bootstrap_owner, serve_api
 from ironclaw.host.app import ControlPlane, ControlPlaneHandles
 from ironclaw.host.devseed import DEMO_CONVERSATION
 from ironclaw.host.modelproxy import Credentials
-
-from .test_api_support import TEST_SETTINGS, plane_config, retire_sessions
+from tests.support.api import TEST_SETTINGS, plane_config, retire_sessions
 
 ROOT = Path(__file__).resolve().parents[2]
 CHILD = Path(__file__).with_name("local_chat_child.py")

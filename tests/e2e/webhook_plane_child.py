@@ -21,7 +21,7 @@ from ironclaw.host.channels.settings import ChannelSettings
 from ironclaw.host.config import ControlPlaneConfig
 from ironclaw.host.modelproxy import Credentials
 from ironclaw.runtime import BackoffPolicy
-from tests.channels.plane import ChatWiring, wire
+from tests.support.channels import ChatWiring, wire
 
 FAST = BackoffPolicy(initial=0.05, cap=0.5, max_failures=None, healthy_after=0.5)
 

@@ -28,7 +28,7 @@ import trio
 from hypercorn.config import Config
 from hypercorn.trio import serve
 
-__all__ = ["FakeUpstream", "Recorded", "RecordingSink", "Script", "open_fake_upstream",
+__all__ = ["FakeUpstream", "Recorded", "Script", "open_fake_upstream",
            "parse_sse"]
 
 
@@ -203,24 +203,3 @@ def parse_sse(raw: bytes) -> list[tuple[str | None, str]]:
                 data.append(line[5:].strip())
         events.append((name, "\n".join(data)))
     return events
-
-
-class RecordingSink:
-    """An EventSink that keeps what it is given."""
-
-    def __init__(self) -> None:
-        self.events: list[Any] = []
-        self._changed = trio.Event()
-
-    def publish(self, event: Any) -> None:
-        self.events.append(event)
-        self._changed.set()
-        self._changed = trio.Event()
-
-    async def wait_for(self, type_: str, count: int = 1) -> list[Any]:
-        while len(self.of_type(type_)) < count:
-            await self._changed.wait()
-        return self.of_type(type_)
-
-    def of_type(self, type_: str) -> list[Any]:
-        return [event for event in self.events if event.type == type_]

@@ -19,15 +19,14 @@ import trio
 from ironclaw.contract.enums import ChangeStatus, DecisionOutcome
 from ironclaw.contract.layout import EGRESS_SOCKET, SessionLayout
 from ironclaw.host.app import ControlPlane, ControlPlaneHandles
-from ironclaw.host.config import ControlPlaneConfig
 from ironclaw.host.devseed import DEMO_CONVERSATION, DEMO_GROUP
 from ironclaw.host.egress import EgressConfig
 from ironclaw.host.gateway import Principal
 from ironclaw.host.mailboxes import StopSession
 from ironclaw.host.modelproxy import Credentials
 from ironclaw.host.modelproxy.sockets import bind_unix_socket
-from ironclaw.runtime import BackoffPolicy
 from tests.fakes.https_upstream import NAMES, HttpsUpstream, open_https_upstream
+from tests.support.plane import dev_plane_config
 
 UPSTREAM = NAMES[0]
 OWNER = Principal("operator", frozenset({"owner"}))
@@ -45,12 +44,8 @@ async def setup() -> AsyncIterator[Setup]:
     base = Path(tempfile.mkdtemp(prefix="ege-", dir="/tmp"))
     try:
         async with open_https_upstream(base) as upstream, trio.open_nursery() as nursery:
-            config = ControlPlaneConfig(
-                state_dir=base / "state", dev=True, runtime="process", key_dir=base / "keys",
-                safety_poll_s=0.5, heartbeat_interval_s=0.5, sweep_interval_s=0.2,
-                sandbox_backoff=BackoffPolicy(initial=0.05, cap=0.5, max_failures=None,
-                                              healthy_after=0.5),
-                egress=EgressConfig(
+            config = dev_plane_config(
+                base / "state", base / "keys", egress=EgressConfig(
                     ca_bundle=upstream.ca_file, static_hosts={UPSTREAM: "127.0.0.1"},
                     allow_loopback_hosts=(f"{UPSTREAM}:{upstream.port}",)))
             plane = await nursery.start(ControlPlane(config, credentials=Credentials()).run)

@@ -83,7 +83,8 @@ from sandbox_agent.providers import anthropic as anthropic_wire
 from sandbox_agent.providers import openai as openai_wire
 from sandbox_agent.tools import all_tools
 from sandbox_agent.turn import tool_specs
-from tests.fakes.upstream_llm import FakeUpstream, RecordingSink, open_fake_upstream
+from tests.fakes.upstream_llm import FakeUpstream, open_fake_upstream
+from tests.support.events import RecordingSink
 
 SECRET = "sk-ant-api03-CONTRACTSECRET0-" + "Qx7" * 20
 ANTHROPIC_HOST = "api.anthropic.com"
@@ -180,7 +181,7 @@ class Relay:
         script = self.upstream.script
         script.body, script.status, script.content_type = body, status, content_type
         script.chunk_size, script.headers = chunk_size, headers or []
-        self._calls_before = len(self.sink.of_type("model.call"))
+        self._calls_before = len(self.sink.of("model.call"))
 
     async def call(self) -> ModelCall:
         """The proxy's report of the call made since ``serve`` (it is published once

@@ -24,7 +24,7 @@ from ironclaw.host.isolation.image import (
     pin_image,
     verify_image,
 )
-from tests.fixtures_image import copy_image
+from tests.support.image import copy_image
 
 LIBPYTHON = "app/_internal/libpython3.11.so.1.0"
 

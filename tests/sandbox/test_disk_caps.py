@@ -19,7 +19,6 @@ import attrs
 import pytest
 import trio
 
-from bench.sandboxkit import build_busybox_rootfs as build_busybox
 from ironclaw.contract.enums import ChangeStatus, DecisionOutcome, EngageMode, UnknownSenderPolicy
 from ironclaw.host.app import ControlPlane, ControlPlaneHandles
 from ironclaw.host.config import ControlPlaneConfig
@@ -30,13 +29,14 @@ from ironclaw.host.isolation.image import SandboxImage, pin_image
 from ironclaw.host.isolation.oci import OciIsolator
 from ironclaw.host.isolation.reconcile import leftover_runtime_state
 from ironclaw.host.isolation.runtimes import RuntimeKind
+from ironclaw.host.isolation.standin import build_busybox_rootfs as build_busybox
 from ironclaw.host.isolation.volumes import DiskCaps, leftover_volumes, release_volumes
 from ironclaw.host.modelproxy import Credentials
 from ironclaw.host.registry import AgentGroup, MessagingGroup, Persona, Wiring
 from ironclaw.runtime import BackoffPolicy
+from tests.support.sandbox import APPLETS, OCI_KINDS, ScriptImage, launch_spec, require_runtime
 
 from ..e2e.test_control_plane import until_agent_says
-from .toolkit import APPLETS, OCI_KINDS, ScriptImage, launch_spec, require_runtime
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="OCI runtimes need root here")
 

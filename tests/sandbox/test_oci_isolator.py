@@ -30,8 +30,13 @@ from ironclaw.host.isolation.reconcile import (
 )
 from ironclaw.host.isolation.runtimes import RuntimeKind
 from ironclaw.host.isolation.spec import UserMapping
-
-from .toolkit import OCI_KINDS, ScriptImage, build_busybox_rootfs, launch_spec, require_runtime
+from tests.support.sandbox import (
+    OCI_KINDS,
+    ScriptImage,
+    build_busybox_rootfs,
+    launch_spec,
+    require_runtime,
+)
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="OCI runtimes need root here")
 
@@ -93,7 +98,7 @@ CHILD = """
 import sys, trio
 from pathlib import Path
 sys.path.insert(0, {tests!r})
-from tests.sandbox.toolkit import ScriptImage, launch_spec
+from tests.support.sandbox import ScriptImage, launch_spec
 from ironclaw.host.isolation.oci import OciIsolator
 from ironclaw.host.isolation.runtimes import OciRuntime, RuntimeKind
 state = Path({state!r})

@@ -30,9 +30,9 @@ from ironclaw.host.isolation.reconcile import leftover_runtime_state
 from ironclaw.host.isolation.runtimes import OciRuntime, RuntimeKind
 from ironclaw.host.modelproxy import Credentials
 from ironclaw.runtime import BackoffPolicy
+from tests.support.sandbox import require_runtime
 
 from ..e2e.test_control_plane import until_agent_says
-from .toolkit import require_runtime
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="OCI runtimes need root here")
 
@@ -135,7 +135,7 @@ def test_a_tampered_image_is_refused_at_launch(sandbox_tmp: Path,
     """The digest check fails closed: a changed byte in the pinned rootfs stops the
     daemon at start, with the path that changed."""
     require_runtime(RuntimeKind.RUNC, sandbox_tmp / "state")
-    from tests.fixtures_image import copy_image
+    from tests.support.image import copy_image
 
     copy = copy_image(sandbox_image, sandbox_tmp / "image-copy")
     target = copy.rootfs / "etc" / "passwd"

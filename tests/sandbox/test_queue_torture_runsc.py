@@ -26,7 +26,6 @@ from typing import Any
 
 import pytest
 
-from bench.sandboxkit import MOUNT_DIRS, MOUNT_FILES
 from ironclaw.contract.cipher import SessionKeys
 from ironclaw.contract.ids import new_session_id
 from ironclaw.contract.layout import SANDBOX_QUEUES, SessionLayout
@@ -37,9 +36,10 @@ from ironclaw.host.isolation.cgroups import (
 )
 from ironclaw.host.isolation.runtimes import RuntimeKind
 from ironclaw.host.isolation.spec import AGENT_UID, BundleInputs, build_spec
+from ironclaw.host.isolation.standin import MOUNT_DIRS, MOUNT_FILES
+from tests.support.sandbox import require_runtime
 
 from ..conftest import Worker
-from .toolkit import require_runtime
 
 pytestmark = [pytest.mark.slow, pytest.mark.runsc,
               pytest.mark.skipif(os.geteuid() != 0, reason="runsc needs root here")]

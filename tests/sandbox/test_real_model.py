@@ -34,8 +34,7 @@ from ironclaw.host.modelproxy import Credentials, ModelCall
 from ironclaw.host.registry import AgentGroup, MessagingGroup, Persona, Wiring
 from ironclaw.runtime import BackoffPolicy
 from sandbox_agent.turn import CUT_OFF_NOTE
-
-from .toolkit import require_runtime
+from tests.support.sandbox import require_runtime
 
 pytestmark = [
     pytest.mark.runsc,

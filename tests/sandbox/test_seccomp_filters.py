@@ -22,8 +22,13 @@ from ironclaw.host.isolation.oci import OciIsolator, VerifiedImage
 from ironclaw.host.isolation.runtimes import RuntimeKind
 from ironclaw.host.isolation.spec import ExtraBind
 from ironclaw.redteam.toolkit import TOOLKIT_MOUNT, ToolkitUnavailable, build_toolkit
-
-from .toolkit import OCI_KINDS, ScriptImage, build_busybox_rootfs, launch_spec, require_runtime
+from tests.support.sandbox import (
+    OCI_KINDS,
+    ScriptImage,
+    build_busybox_rootfs,
+    launch_spec,
+    require_runtime,
+)
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="OCI runtimes need root here")
 

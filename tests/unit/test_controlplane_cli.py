@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import signal
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 import trio
 
+from ironclaw.cli import build_sandbox, controlplane
 from ironclaw.cli.controlplane import main
 from ironclaw.contract.cipher import SessionKeys
 from ironclaw.contract.enums import MessageKind, SessionMode
@@ -128,3 +130,19 @@ def test_a_public_api_bind_needs_its_flag(tmp_path: Path,
     assert main(["--dev", "--no-chat", "--api-addr", "0.0.0.0:8787",
                  "--state-dir", str(tmp_path / "s")]) == 2
     assert "api-addr" in capsys.readouterr().err
+
+
+# docs/operations.md's synopses are the parsers' own usage lines.
+
+def _synopsis(parser: argparse.ArgumentParser) -> str:
+    parser.formatter_class = lambda prog: argparse.HelpFormatter(prog, width=90)
+    lines = parser.format_usage().removeprefix("usage: ").rstrip("\n").splitlines()
+    return "\n".join([lines[0], *(line[len("usage: "):] for line in lines[1:])])
+
+
+@pytest.mark.parametrize("parser", [controlplane.build_parser, build_sandbox.build_parser],
+                         ids=["daemon", "build-sandbox"])
+def test_the_synopsis_in_operations_md_is_the_parsers_usage(
+        parser: Callable[[], argparse.ArgumentParser]) -> None:
+    operations = (Path(__file__).resolve().parents[2] / "docs" / "operations.md").read_text()
+    assert f"```\n{_synopsis(parser())}\n```" in operations

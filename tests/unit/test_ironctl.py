@@ -9,16 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from ironclaw.changediff import change_diff, diff_lines
 from ironclaw.cli.ironctl.changes import decision_line
-from ironclaw.cli.ironctl.output import change_diff, diff_lines
-from tests.unit.test_ironctl_support import (
-    APPROVER,
-    TOKEN,
-    VIEWER,
-    FakeApi,
-    change,
-    ironctl,
-)
+from tests.support.ironctl import APPROVER, TOKEN, VIEWER, FakeApi, change, ironctl
 
 
 @pytest.fixture

@@ -15,12 +15,11 @@ import trio
 
 from ironclaw.host.api import ApiSettings, Principals, bootstrap_owner, serve_api
 from ironclaw.host.app import ControlPlane, ControlPlaneHandles
-from ironclaw.host.config import ControlPlaneConfig
 from ironclaw.host.keys import FileMasterKeySource, KeyStore, Purpose
 from ironclaw.host.mailboxes import StopSession
 from ironclaw.host.modelproxy import Credentials
-from ironclaw.runtime import BackoffPolicy
-from tests.unit.test_ironctl_support import Result, ironctl
+from tests.support.ironctl import Result, ironctl
+from tests.support.plane import dev_plane_config
 
 TOKEN = "icw_e2e_owner_token_" + "k" * 24
 REQUEST = json.dumps({"kind": "enabled_tools",
@@ -47,11 +46,7 @@ def token_key_for(state_dir: Path) -> bytes:
 
 @pytest.fixture
 async def live(tmp_path: Path) -> AsyncIterator[Live]:
-    config = ControlPlaneConfig(
-        state_dir=tmp_path / "state", dev=True, runtime="process", key_dir=tmp_path / "keys",
-        safety_poll_s=0.5, heartbeat_interval_s=0.5, sweep_interval_s=0.2,
-        sandbox_backoff=BackoffPolicy(initial=0.05, cap=0.5, max_failures=None,
-                                      healthy_after=0.5))
+    config = dev_plane_config(tmp_path / "state", tmp_path / "keys")
     token_key = token_key_for(config.state_dir)
     async with trio.open_nursery() as nursery:
         handles: ControlPlaneHandles = await nursery.start(

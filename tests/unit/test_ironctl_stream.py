@@ -12,7 +12,7 @@ import pytest
 import trio
 from trio_websocket import WebSocketConnection, WebSocketRequest
 
-from tests.unit.test_ironctl_support import T0, TOKEN, FakeApi, ironctl, serve_ws
+from tests.support.ironctl import T0, TOKEN, FakeApi, ironctl, serve_ws
 
 
 def frame(seq: int, kind: str = "message.routed", **fields: Any) -> str:

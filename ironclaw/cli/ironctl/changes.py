@@ -5,9 +5,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from ironclaw.changediff import change_diff, diff_lines
+
 from .client import FAILED, OK, path
 from .context import Ctx, read_json_arg
-from .output import Column, Console, cell, change_diff, diff_lines, when
+from .output import Column, Console, cell, when
 
 CHANGE_COLUMNS: list[Column] = [
     ("ID", lambda c: c.get("id")),

@@ -1,6 +1,6 @@
 """How the API server is bound and limited.
 
-Loopback by default (DESIGN §2 invariant 9). Any other address needs ``allow_public``,
+Loopback by default (docs/design.md, invariant 9). Any other address needs ``allow_public``,
 and even then the server logs, loudly, what it exposes: a token is still required on
 every route but the probes, but the traffic is plain HTTP, so it belongs behind a
 tailnet or a TLS-terminating proxy.

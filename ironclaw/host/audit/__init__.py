@@ -1,4 +1,4 @@
-"""The tamper-evident audit log (DESIGN §2 invariant 8).
+"""The tamper-evident audit log (docs/design.md, invariant 8).
 
 Every submit, verdict, decision and apply at the gateway, and every gated action (model
 call and egress metadata, sandbox launch and kill) is appended here. Files, under

@@ -59,7 +59,7 @@ from ironclaw.host.gateway import (
     Principal,
     chat_principal_name,
 )
-from ironclaw.host.gateway.payloads import grants_owner
+from ironclaw.host.gateway.kinds import grants_owner
 from ironclaw.host.gateway.rbac import OWNER
 from ironclaw.host.registry import namespace_user
 from ironclaw.host.store.changes import StoredChange

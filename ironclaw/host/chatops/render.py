@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 
-from ironclaw.cli.ironctl.output import change_diff, diff_lines
+from ironclaw.changediff import change_diff, diff_lines
 from ironclaw.contract.gateway import MAX_CHANGE_BYTES
 from ironclaw.contract.jsonvalue import JSONValue, canonical_json, parse_json
 from ironclaw.host.store.changes import StoredChange

@@ -8,12 +8,14 @@ with ``await nursery.start(gateway.run)``. It implements
 """
 
 from .actor import Gateway as Gateway
-from .apply import ApplyError as ApplyError
 from .config import NEVER_AUTO_APPROVE as NEVER_AUTO_APPROVE
 from .config import RESPAWN_KINDS as RESPAWN_KINDS
 from .config import GatewayConfig as GatewayConfig
 from .config import MountRoot as MountRoot
 from .grants import Grants as Grants
+from .kinds import ApplyError as ApplyError
+from .kinds import ChangeKinds as ChangeKinds
+from .kinds import ChangeKindSpec as ChangeKindSpec
 from .messages import change_id_for as change_id_for
 from .protocols import AuditSink as AuditSink
 from .protocols import ChangeApplied as ChangeApplied

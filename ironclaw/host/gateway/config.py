@@ -2,24 +2,32 @@
 
 from __future__ import annotations
 
-import posixpath
 from collections.abc import Iterable, Mapping
 
 import attrs
 
 from ironclaw.contract.enums import ChangeKind
 
-from .rbac import DEFAULT_APPROVALS, KNOWN_ROLES
+from .kinds import CHANGE_KINDS, ChangeKinds
+from .payloads import is_canonical_abs_path
+from .rbac import ADMIN, APPROVER, KNOWN_ROLES, OWNER
 
 # Never approved by policy, whatever the configuration says: these widen what an agent
 # can reach (other agents, host paths, people, the network). Enforced twice: the
-# configuration refuses them, and the gateway re-checks every policy approval.
-NEVER_AUTO_APPROVE = frozenset({ChangeKind.CREATE_AGENT, ChangeKind.MOUNTS,
-                                ChangeKind.PERMISSIONS, ChangeKind.EGRESS, ChangeKind.ACCESS})
+# configuration refuses them, and the gateway re-checks every policy approval. Each
+# kind's module says whether it may be (``ChangeKindSpec.auto_approvable``).
+NEVER_AUTO_APPROVE = CHANGE_KINDS.never_auto_approved()
 
 # Kinds whose apply changes what a running sandbox was started with.
-RESPAWN_KINDS = frozenset({ChangeKind.PERSONA, ChangeKind.ENABLED_TOOLS, ChangeKind.MOUNTS,
-                           ChangeKind.PACKAGES, ChangeKind.EGRESS, ChangeKind.MCP_ACCESS})
+RESPAWN_KINDS = CHANGE_KINDS.respawning()
+
+# Who may approve what, unless the configuration says otherwise: owners and admins
+# every kind, approvers the kinds whose modules allow it.
+DEFAULT_APPROVALS: Mapping[str, frozenset[ChangeKind]] = {
+    OWNER: frozenset(CHANGE_KINDS),
+    ADMIN: frozenset(CHANGE_KINDS),
+    APPROVER: CHANGE_KINDS.approver_kinds(),
+}
 
 RESERVED_AGENT_NAMES = frozenset({
     "admin", "agent", "agents", "all", "api", "audit", "default", "gateway", "host",
@@ -28,13 +36,6 @@ RESERVED_AGENT_NAMES = frozenset({
 })
 
 DAY = 24 * 3600
-
-
-def is_canonical_abs_path(path: str) -> bool:
-    """Absolute, normalised (no ``.``/``..``/``//``/trailing slash), printable."""
-    return (isinstance(path, str) and path.startswith("/") and not path.startswith("//")
-            and path.isprintable() and ".." not in path.split("/")
-            and posixpath.normpath(path) == path)
 
 
 def _root_path(_instance: object, _attribute: object, value: str) -> None:
@@ -58,9 +59,9 @@ def _kinds(value: Iterable[ChangeKind | str]) -> frozenset[ChangeKind]:
     return frozenset(ChangeKind(v) for v in value)
 
 
-def _no_privileged_auto(_instance: object, _attribute: object,
+def _no_privileged_auto(instance: GatewayConfig, _attribute: object,
                         value: frozenset[ChangeKind]) -> None:
-    forbidden = sorted(k.value for k in value & NEVER_AUTO_APPROVE)
+    forbidden = sorted(k.value for k in value & instance.kinds.never_auto_approved())
     if forbidden:
         raise ValueError(f"auto-approval can never cover {', '.join(forbidden)}")
 
@@ -132,6 +133,8 @@ class GatewayConfig:
     reserved_agent_names: frozenset[str] = RESERVED_AGENT_NAMES
     package_denylist: frozenset[str] = frozenset()  # "<manager>:<name>", e.g. "npm:crossenv"
     callback_timeout: float = 10.0  # bound on a notifier or respawner call
+    # Everything kind-specific (kinds/): the registry the gateway consults.
+    kinds: ChangeKinds = CHANGE_KINDS
 
     def approver_must_differ(self, kind: ChangeKind) -> bool:
         return kind in self.separate_approver or kind in self.two_approvers

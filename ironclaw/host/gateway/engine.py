@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import trio
 
-from ironclaw.contract.enums import ChangeKind, ChangeStatus, DecisionOutcome, Verdict
+from ironclaw.contract.enums import ChangeStatus, DecisionOutcome, Verdict
 from ironclaw.contract.gateway import (
     MAX_CHANGE_BYTES,
     ChangeRequest,
@@ -28,9 +28,9 @@ from ironclaw.runtime import EventSink
 
 from . import records
 from .apply import apply_change
-from .config import NEVER_AUTO_APPROVE, RESPAWN_KINDS, GatewayConfig
+from .config import GatewayConfig
+from .kinds import ChangeContext
 from .messages import DecideChange, SubmitChange
-from .payloads import ENTITY_ID, grants_owner
 from .protocols import (
     AuditSink,
     ChangeApplied,
@@ -52,7 +52,7 @@ from .rbac import (
     chat_principal_name,
     may_approve,
 )
-from .state import ChangeContext, snapshot
+from .state import snapshot
 from .verifiers import VERIFIER, build_chain, policy_may_approve, run_chain
 
 log = logging.getLogger(__name__)
@@ -92,8 +92,9 @@ class ChangeEngine:
             if existing is not None:
                 return existing  # a re-delivered request: the change already exists
         after = parse_json(m.after, max_bytes=MAX_CHANGE_BYTES)
-        group = _subject(m.kind, m.agent_group, after)
-        before, context = await self._store.call(snapshot, m.kind, group, after)
+        kinds = self._config.kinds
+        group = kinds[m.kind].subject(m.agent_group, after)
+        before, context = await self._store.call(snapshot, kinds, m.kind, group, after)
         now = self._clock.now_us()
         change = ChangeRequest.of(
             id=m.change_id or new_change_id(), kind=m.kind, agent_group=AgentGroupId(group),
@@ -132,7 +133,7 @@ class ChangeEngine:
     def _verify(self, change: ChangeRequest, context: ChangeContext
                 ) -> tuple[Verdict, VerifierResult | None]:
         verdict, deciding = run_chain(build_chain(context, self._config, self._extra), change)
-        if verdict is Verdict.PASS and (change.kind in NEVER_AUTO_APPROVE
+        if verdict is Verdict.PASS and (not self._config.kinds[change.kind].auto_approvable
                                          or not policy_may_approve(self._config, change)):
             # Belt and braces: whatever the chain said, the floor holds.
             return Verdict.REQUIRE_HUMAN, VerifierResult("gateway", Verdict.REQUIRE_HUMAN,
@@ -152,8 +153,8 @@ class ChangeEngine:
         first_approver: str | None = None
         if m.outcome is DecisionOutcome.APPROVE:
             after = parse_json(change.after, max_bytes=MAX_CHANGE_BYTES)
-            if not may_approve(m.principal, change.kind,
-                               grants_owner=grants_owner(change.kind, after),
+            owner_grant = self._config.kinds[change.kind].grants_owner(after)
+            if not may_approve(m.principal, change.kind, grants_owner=owner_grant,
                                approvals=self._config.approvals):
                 raise Forbidden(f"{m.principal.name} may not approve {change.kind.value}")
             earlier = await self._two_person_rule(change, m.principal)
@@ -164,7 +165,8 @@ class ChangeEngine:
         decision = Decision(change.id, m.outcome, UserId(m.principal.name),
                             self._clock.now_us(), m.reason)
         try:
-            stored = await self._store.transaction(records.record_decision, decision)
+            stored = await self._store.transaction(records.record_decision, decision,
+                                                   self._config)
         except ChangeConflict as exc:
             raise Conflict(str(exc)) from None
         self._disarm(change.id)
@@ -208,8 +210,8 @@ class ChangeEngine:
 
     async def _recheck(self, change: ChangeRequest, after: JSONValue) -> None:
         """Refuse to apply what nobody saw: the state and the verdict must still hold."""
-        before, context = await self._store.call(snapshot, change.kind, change.agent_group,
-                                                 after)
+        before, context = await self._store.call(snapshot, self._config.kinds, change.kind,
+                                                 change.agent_group, after)
         verdict, deciding = self._verify(change, context)
         if verdict is Verdict.REJECT and deciding is not None:
             problem, verifier = deciding.reason, deciding.verifier
@@ -219,7 +221,7 @@ class ChangeEngine:
             return
         decision = Decision(change.id, DecisionOutcome.REJECT, UserId(VERIFIER),
                             self._clock.now_us(), problem)
-        await self._store.transaction(records.record_decision, decision)
+        await self._store.transaction(records.record_decision, decision, self._config)
         self._disarm(change.id)
         await self._audit.append("change.verdict", change_id=change.id, verdict="reject",
                                  verifier=verifier)
@@ -252,7 +254,7 @@ class ChangeEngine:
         change = result.stored.change
         if result.already:
             return result.stored
-        respawn = change.kind in RESPAWN_KINDS
+        respawn = self._config.kinds[change.kind].respawns
         await self._audit.append("change.apply", change_id=change.id, kind=change.kind.value,
                                  agent_group=change.agent_group, effects=result.effects,
                                  respawn=respawn)
@@ -268,7 +270,7 @@ class ChangeEngine:
         self._disarm(change_id)
         try:
             stored = await self._store.transaction(records.record_expiry, change_id,
-                                                   self._clock.now_us())
+                                                   self._clock.now_us(), self._config)
         except (ChangeConflict, ChangeNotFound):
             return  # decided meanwhile
         await self._audit.append("change.expire", change_id=change_id)
@@ -336,11 +338,3 @@ def _origin(via: ChatOrigin | None, digest: str | None) -> dict[str, str | None]
     return {"via_channel": via.channel, "via_instance": via.instance or None,
             "via_chat": via.platform_id, "digest": digest}
 
-
-def _subject(kind: ChangeKind, agent_group: str, after: JSONValue) -> str:
-    """A create_agent change is about the group it creates (its id is the folder)."""
-    if kind is ChangeKind.CREATE_AGENT and isinstance(after, dict):
-        folder = after.get("folder")
-        if isinstance(folder, str) and ENTITY_ID.fullmatch(folder):
-            return folder
-    return agent_group

@@ -7,7 +7,7 @@ what the registry has no column for, as canonical JSON exactly as approved:
   allowlist (deny-by-default: no row, no egress). A later egress change replaces the
   list, so an empty list revokes everything.
 * ``mounts``: ``[{"source", "target"?, "readonly"?}, ...]``; interpret it with
-  :func:`~ironclaw.host.gateway.payloads.parse_mounts` (it fills the defaults). The
+  :func:`~ironclaw.host.gateway.kinds.mounts.parse_mounts` (it fills the defaults). The
   isolation layer must still resolve symlinks at mount time and refuse anything that
   leaves the approved root: a verifier cannot see the filesystem of tomorrow.
 * ``packages``: ``{"apt": [...], "pip": [...], "npm": [...]}`` for the image layer.
@@ -19,14 +19,16 @@ isolation, image, egress and MCP layers.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ironclaw.contract.jsonvalue import JSONValue, canonical_json, parse_json
 from ironclaw.host.registry import Wiring
 from ironclaw.host.registry import queries as q
 from ironclaw.host.store import HostStore
 
-from .payloads import Mount, parse_mounts
+if TYPE_CHECKING:
+    from .kinds.mounts import Mount
+
 
 Conn = Any
 
@@ -149,6 +151,9 @@ class Grants:
         return tuple(value or ())
 
     async def mounts(self, agent_group_id: str) -> tuple[Mount, ...]:
+        # Imported here: the mounts kind writes its grant through this module.
+        from .kinds.mounts import parse_mounts
+
         value = await self._store.call(get_grant, agent_group_id, MOUNTS)
         return parse_mounts(value or [])
 

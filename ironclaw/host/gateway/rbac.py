@@ -43,14 +43,6 @@ _CHAT_USER = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}:[^\s:]{1,128}")
 # Requesters that are not principals: ``session:<id>`` (a sandbox) or ``system:<what>``.
 SYSTEM_REQUESTER = re.compile(r"(?:session|system):[A-Za-z0-9_.:-]{1,128}")
 
-ALL_KINDS = frozenset(ChangeKind)
-DEFAULT_APPROVALS: Mapping[str, frozenset[ChangeKind]] = {
-    OWNER: ALL_KINDS,
-    ADMIN: ALL_KINDS,
-    APPROVER: frozenset({ChangeKind.PERSONA, ChangeKind.ENABLED_TOOLS, ChangeKind.WIRING}),
-}
-
-
 class GatewayError(Exception):
     """Base of everything the gateway refuses; the API maps each subclass to a code."""
 

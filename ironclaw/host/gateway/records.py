@@ -1,17 +1,16 @@
 """The gateway's writes to the change store, each one host.db transaction.
 
 They compose the change store's own steps with what must move with them: a verdict
-recorded with the submit it decides, an access request closed with the change that
-denied it, the per-requester quota checked where the insert happens.
+recorded with the submit it decides, what the kind does when its change is refused or
+expires, the pending quota checked where the insert happens.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from ironclaw.contract.enums import ChangeKind, ChangeStatus, DecisionOutcome
-from ironclaw.contract.gateway import MAX_CHANGE_BYTES, ChangeRequest, Decision
-from ironclaw.contract.jsonvalue import parse_json
+from ironclaw.contract.enums import ChangeStatus, DecisionOutcome
+from ironclaw.contract.gateway import ChangeRequest, Decision
 from ironclaw.host.store.changes import (
     ChangeConflict,
     ChangeNotFound,
@@ -24,13 +23,9 @@ from ironclaw.host.store.changes import (
 
 from . import grants as g
 from .config import GatewayConfig
-from .messages import access_change_id
 from .rbac import TooManyPending
 
 Conn = Any
-
-ROUTER = "system:router"  # who raises access requests
-
 
 def find(conn: Conn, change_id: str) -> StoredChange | None:
     try:
@@ -39,17 +34,13 @@ def find(conn: Conn, change_id: str) -> StoredChange | None:
         return None
 
 
-def _close_access_request(conn: Conn, change: ChangeRequest, decided_by: str,
-                          now: int) -> None:
-    """A refused or expired access change denies its request, so the sender may ask
-    again later instead of being held by a request nobody can grant. Only the change
-    raised for that request may close it (a forged one names it in vain)."""
-    if change.kind is not ChangeKind.ACCESS:
-        return
-    after = parse_json(change.after, max_bytes=MAX_CHANGE_BYTES)
-    request = after.get("request") if isinstance(after, dict) else None
-    if isinstance(request, str) and change.id == access_change_id(request):
-        g.settle_access_request(conn, request, granted=False, decided_by=decided_by, now=now)
+def _refused(conn: Conn, change: ChangeRequest, decided_by: str, now: int,
+             config: GatewayConfig) -> None:
+    """What the change's kind does when it is refused or expires (an access change
+    denies its request, so the sender may ask again later)."""
+    on_refused = config.kinds[change.kind].on_refused
+    if on_refused is not None:
+        on_refused(conn, change, decided_by, now)
 
 
 def record_submit(conn: Conn, change: ChangeRequest, decision: Decision | None,
@@ -65,40 +56,19 @@ def record_submit(conn: Conn, change: ChangeRequest, decision: Decision | None,
     if decision is not None:
         stored = _decide(conn, decision)
         if decision.outcome is DecisionOutcome.REJECT:
-            _close_access_request(conn, change, decision.decided_by, decision.decided_at)
+            _refused(conn, change, decision.decided_by, decision.decided_at, config)
     return stored, True
 
 
 def _check_quota(conn: Conn, change: ChangeRequest, config: GatewayConfig) -> None:
-    """Pending changes per requester; for the router's access requests, per sender, per
-    chat and per channel instance instead, so strangers fill only their own share."""
-    request = _access_request_of(change)
-    if request is None:
-        limit = config.max_pending_per_requester
-        if g.count_pending(conn, change.requested_by) >= limit:
-            raise TooManyPending(f"{change.requested_by} already has {limit} pending changes")
+    """Pending changes per requester, unless the kind counts them its own way (the
+    router's access requests: per sender, per chat and per channel instance)."""
+    own_quota = config.kinds[change.kind].own_quota
+    if own_quota is not None and own_quota(conn, change, config):
         return
-    for scope, count, limit in (
-        ("sender", g.pending_access_by_sender(conn, request),
-         config.access_max_pending_per_sender),
-        ("chat", g.pending_access_in_chat(conn, request), config.access_max_pending_per_chat),
-        ("channel", g.pending_access_on_channel(conn, request),
-         config.access_max_pending_per_channel),
-    ):
-        if count >= limit:
-            raise TooManyPending(f"access requests: this {scope} already has {limit} pending")
-
-
-def _access_request_of(change: ChangeRequest) -> str | None:
-    """The access request a router-raised ``access`` change was made for (its id is
-    derived from the request's, so nothing else can pass for one)."""
-    if change.kind is not ChangeKind.ACCESS or change.requested_by != ROUTER:
-        return None
-    after = parse_json(change.after, max_bytes=MAX_CHANGE_BYTES)
-    request = after.get("request") if isinstance(after, dict) else None
-    if isinstance(request, str) and change.id == access_change_id(request):
-        return request
-    return None
+    limit = config.max_pending_per_requester
+    if g.count_pending(conn, change.requested_by) >= limit:
+        raise TooManyPending(f"{change.requested_by} already has {limit} pending changes")
 
 
 def approvers_of(conn: Conn, change_id: str) -> list[str]:
@@ -123,19 +93,20 @@ def _forget_approvals(conn: Conn, change_id: str) -> None:
     conn.execute("DELETE FROM change_approvals WHERE change_id = ?", (change_id,))
 
 
-def record_decision(conn: Conn, decision: Decision) -> StoredChange:
+def record_decision(conn: Conn, decision: Decision, config: GatewayConfig) -> StoredChange:
     stored = _decide(conn, decision)
     _forget_approvals(conn, decision.change_id)
     if decision.outcome is DecisionOutcome.REJECT:
-        _close_access_request(conn, stored.change, decision.decided_by, decision.decided_at)
+        _refused(conn, stored.change, decision.decided_by, decision.decided_at, config)
     return stored
 
 
-def record_expiry(conn: Conn, change_id: str, now: int) -> StoredChange:
+def record_expiry(conn: Conn, change_id: str, now: int, config: GatewayConfig
+                  ) -> StoredChange:
     current = _get(conn, change_id)
     if current.status is not ChangeStatus.PENDING:
         raise ChangeConflict(f"{change_id} is already {current.status}")
     stored = _expire(conn, change_id, now)
     _forget_approvals(conn, change_id)
-    _close_access_request(conn, stored.change, "expiry", now)
+    _refused(conn, stored.change, "expiry", now, config)
     return stored

@@ -21,6 +21,7 @@ The per-launch cleanup (``OciIsolator``) runs the same hunt, narrowed to one con
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 from pathlib import Path
@@ -32,7 +33,7 @@ from .oci import CONTAINER_PREFIX, cgroup_parent
 from .processes import SandboxProcesses, runtime_programs
 from .runtimes import OciRuntime, RuntimeKind
 
-__all__ = ["Reconciled", "leftover_runtime_state", "our_processes",
+__all__ = ["Reconciled", "clear_runtime_state", "leftover_runtime_state", "our_processes",
            "reconcile_runtime_state"]
 
 logger = logging.getLogger(__name__)
@@ -93,3 +94,11 @@ def leftover_runtime_state(state_dir: Path) -> list[str]:
         left += [f"bundle:{entry.name}" for entry in bundles_dir.iterdir()]
     left += [f"cgroup:{path}" for path in leftover_cgroups(cgroup_parent(state_dir))]
     return left
+
+
+def clear_runtime_state(state_dir: Path) -> None:
+    """Best effort, for a benchmark or a test tearing its sandboxes down: reconcile,
+    and should that fail part-way, still remove our parent cgroups where empty."""
+    with contextlib.suppress(Exception):
+        reconcile_runtime_state(state_dir)
+    remove_parent_cgroups(cgroup_parent(state_dir))

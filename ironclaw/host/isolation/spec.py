@@ -2,7 +2,7 @@
 
 :func:`build_spec` emits the ``config.json`` of a session's bundle from
 :class:`BundleInputs`; it validates its own output with :func:`validate_spec` before
-returning, so nothing weaker than DESIGN.md §2 can leave this module. The validator
+returning, so nothing weaker than invariant 2 of docs/design.md can leave this module. The validator
 is separate so that a spec changed afterwards (by a future edit, or deliberately by
 the red-team harness's negative control) is judged by the same rules; the isolator
 runs it again right before every launch. ``docs/sandbox.md`` explains every line.

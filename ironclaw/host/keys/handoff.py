@@ -1,7 +1,7 @@
 """Handing a session's queue keys to its sandbox.
 
 The keys travel as a file on a host tmpfs, bound read-only into the sandbox at
-``/run/ironclaw/session.key`` (DESIGN §2 invariant 4): never an environment
+``/run/ironclaw/session.key`` (docs/design.md, invariant 4): never an environment
 variable or argument, which other processes on the host can read from /proc.
 """
 

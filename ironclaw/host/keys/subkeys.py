@@ -22,7 +22,7 @@ class Purpose(StrEnum):
 
     # Raw SQLCipher key of the host's own database (host.db).
     HOST_DB = "ironclaw/host-db/v1"
-    # HMAC key of the audit log's hash chain (DESIGN §2 invariant 8).
+    # HMAC key of the audit log's hash chain (docs/design.md, invariant 8).
     AUDIT_CHAIN = "ironclaw/audit-chain/v1"
     # Keyed hash of stored API bearer tokens, so a leaked host.db holds no usable token.
     API_TOKEN_HASH = "ironclaw/api-token-hash/v1"

@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 import trio
-from agent_harness import FAST, HostSide
 
 from ironclaw.contract.agent_config import (
     MOCK_MODEL_HOST,
@@ -27,6 +26,7 @@ from ironclaw.contract.layout import SessionLayout
 from ironclaw.contract.queue import InboundWriter, OutboundReader
 from sandbox_agent.agent import Agent, AgentOptions
 from tests.fakes.model_server import FakeModelServer
+from tests.support.agent import FAST, HostSide
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ from collections.abc import Callable
 from typing import Any
 
 import attrs
-from agent_harness import HostSide
 
 from sandbox_agent.agent import Agent
 from sandbox_agent.commands import parse_command
@@ -20,6 +19,7 @@ from sandbox_agent.messages import (
     UserMessage,
 )
 from tests.fakes.model_server import FakeModelServer
+from tests.support.agent import HostSide
 
 
 async def test_help_and_status_need_no_model(

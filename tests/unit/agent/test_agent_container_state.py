@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 import trio
-from agent_harness import HostSide
 
 from ironclaw.contract.clock import now_us
 from sandbox_agent.messages import AssistantMessage, Message, ModelReply, ToolCall
@@ -17,6 +16,7 @@ from sandbox_agent.providers import ToolSpec
 from sandbox_agent.queue_io import AgentQueues, open_agent_queues
 from sandbox_agent.tools import Tool, ToolContext, ToolRegistry
 from sandbox_agent.tools.base import schema
+from tests.support.agent import HostSide
 
 
 class OneToolModel:

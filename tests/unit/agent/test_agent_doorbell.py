@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 import trio
-from agent_harness import HostSide
 
 from sandbox_agent.doorbell import serve_doorbell
 from tests.fakes.model_server import FakeModelServer
+from tests.support.agent import HostSide
 
 NEVER = 3600.0  # a safety poll that will not fire within any test
 

@@ -9,7 +9,6 @@ from typing import Any
 
 import attrs
 import trio
-from agent_harness import FAST, HostSide
 
 from ironclaw.contract.actions import CapabilityRequest, parse_system_action
 from ironclaw.contract.agent_config import MOCK_MODEL_HOST
@@ -19,6 +18,7 @@ from ironclaw.contract.layout import read_heartbeat
 from ironclaw.contract.rows import Destination
 from sandbox_agent.agent import Agent
 from tests.fakes.model_server import FakeModelServer
+from tests.support.agent import FAST, HostSide
 
 
 async def test_hello_is_answered_once_and_acked_completed(

@@ -9,10 +9,10 @@ import signal
 import subprocess
 
 import trio
-from agent_harness import HostSide
 
 from ironclaw.host.isolation.image import SandboxImage
 from tests.fakes.model_server import FakeModelServer
+from tests.support.agent import HostSide
 
 
 async def test_the_frozen_agent_answers_once_and_stops_cleanly(

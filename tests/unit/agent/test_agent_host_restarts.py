@@ -9,12 +9,12 @@ from collections.abc import Callable
 from typing import Any
 
 import trio
-from agent_harness import FAST, HostSide
 
 from sandbox_agent.agent import Agent
 from sandbox_agent.processing import MAX_TURN_ATTEMPTS
 from sandbox_agent.tools import turn_row_id
 from tests.fakes.model_server import FakeModelServer
+from tests.support.agent import FAST, HostSide
 
 
 async def test_turns_cut_short_by_the_host_do_not_fail_the_message(

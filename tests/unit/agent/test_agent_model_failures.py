@@ -7,11 +7,11 @@ from typing import Any
 
 import attrs
 import trio
-from agent_harness import FAST, HostSide
 
 from sandbox_agent.agent import Agent
 from sandbox_agent.processing import APOLOGY, APOLOGY_INTERNAL, MAX_TURN_ATTEMPTS
 from tests.fakes.model_server import FakeModelServer, Fault
+from tests.support.agent import FAST, HostSide
 
 
 async def test_429_twice_then_success_is_one_normal_reply(

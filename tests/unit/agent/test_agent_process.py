@@ -12,11 +12,11 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import trio
-from agent_harness import HostSide
 
 from ironclaw.contract.cipher import RawKey, SessionKeys
 from ironclaw.contract.queue import OutboundWriter
 from tests.fakes.model_server import FakeModelServer
+from tests.support.agent import HostSide
 
 ROOT = Path(__file__).resolve().parents[3]
 

@@ -8,10 +8,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from agent_harness import HostSide
 
 from sandbox_agent.__main__ import main
 from sandbox_agent.startup import StartupError, load_config, load_keys
+from tests.support.agent import HostSide
 
 
 def test_the_host_written_config_loads(host: HostSide) -> None:

@@ -4,7 +4,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_egress_support import scratch_dir
+
+from tests.support.egress import scratch_dir
 
 
 @pytest.fixture

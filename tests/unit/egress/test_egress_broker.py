@@ -10,9 +10,9 @@ import stat
 from pathlib import Path
 
 import trio
-from test_egress_support import NAMES, OTHER, SEARCH, UPSTREAM, open_world
 
 from ironclaw.host.egress import EgressLimits
+from tests.support.egress import NAMES, OTHER, SEARCH, UPSTREAM, open_world
 
 
 async def test_an_allowlisted_host_is_fetched_over_tls_with_the_name_as_sni(base: Path) -> None:

@@ -11,9 +11,9 @@ import trio
 import trio.testing
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_egress_support import UPSTREAM, open_world, scratch_dir
 
 from ironclaw.host.egress import EgressLimits
+from tests.support.egress import UPSTREAM, open_world, scratch_dir
 
 
 async def raw_exchange(path: Path, data: bytes) -> bytes:

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 import trio
-from test_egress_support import GROUP, OTHER, UPSTREAM, open_world
 
 from ironclaw.contract.ids import new_session_id
 from ironclaw.host.egress import EgressLimits, EgressRoute
 from ironclaw.host.registry import AgentGroup, Registry
+from tests.support.egress import GROUP, OTHER, UPSTREAM, open_world
 
 
 async def test_a_group_without_a_grant_is_not_granted_and_every_fetch_is_refused(

@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import pytest
-from test_egress_support import OTHER, SEARCH, UPSTREAM, World, open_world
 
 from ironclaw.contract.agent_config import MOCK_MODEL_HOST, AgentConfig, PersonaDocs, ProviderConfig
 from ironclaw.contract.cipher import SessionKeys
@@ -15,6 +14,7 @@ from ironclaw.contract.ids import new_session_id
 from sandbox_agent.agent import Agent
 from sandbox_agent.tools import FORBIDDEN_TOOL_NAMES, ToolContext, ToolError, all_tools
 from sandbox_agent.workspace import Workspace
+from tests.support.egress import OTHER, SEARCH, UPSTREAM, World, open_world
 
 WEB = {"http_fetch", "web_search"}
 

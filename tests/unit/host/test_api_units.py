@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import enum
 import json
+import re
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, ClassVar, cast
@@ -16,7 +17,7 @@ import trio
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ironclaw.host.api import ApiSettings, BindRefused, exposure_warning, is_loopback
+from ironclaw.host.api import ApiSettings, BindRefused, eventtable, exposure_warning, is_loopback
 from ironclaw.host.api import openapi as openapi_module
 from ironclaw.host.api.app import create_app
 from ironclaw.host.api.context import ApiContext
@@ -129,6 +130,31 @@ def test_the_document_in_the_repo_is_current() -> None:
     assert KEPT.read_text(encoding="utf-8") == openapi_module.document_text(), (
         "regenerate: python -c 'from ironclaw.host.api import openapi; openapi.main()' "
         "> docs/openapi.json")
+
+
+API_MD = KEPT.with_name("api.md")
+
+
+def _route_table_entries() -> set[str]:
+    """Each ``METHOD /path`` the routes table of docs/api.md names, parameters blanked."""
+    text = API_MD.read_text(encoding="utf-8")
+    table = text[text.index("## Routes"):text.index("## Metrics")]
+    found = re.findall(r"`(GET|POST|PUT|PATCH|DELETE) (/[^`]*)`", table)
+    return {f"{method} {re.sub(r'{[^}]*}', '{}', path.partition('?')[0])}"
+            for method, path in found}
+
+
+def test_the_routes_table_in_api_md_names_every_route_and_no_other() -> None:
+    served = {f"{method.upper()} {re.sub(r'{[^}]*}', '{}', path)}"
+              for path, item in openapi_module.document()["paths"].items() for method in item}
+    assert _route_table_entries() == served
+
+
+def test_the_event_table_in_api_md_is_current() -> None:
+    text = API_MD.read_text(encoding="utf-8")
+    begin, end = text.index(eventtable.BEGIN), text.index(eventtable.END) + len(eventtable.END)
+    assert text[begin:end] + "\n" == eventtable.table_text(), (
+        "regenerate: python -m ironclaw.host.api.eventtable, and paste it into docs/api.md")
 
 
 def _app_rules() -> list[Any]:

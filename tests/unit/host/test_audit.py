@@ -13,7 +13,17 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_audit_support import (
+
+from ironclaw.contract.jsonvalue import canonical_json
+from ironclaw.host.audit import (
+    GENESIS_MAC,
+    AuditLogCorrupt,
+    ChainVerifier,
+    open_audit_log,
+    verify_file,
+)
+from ironclaw.host.audit.entry import Head, encode_head
+from tests.support.audit import (
     KEY,
     OTHER_KEY,
     Clock,
@@ -26,16 +36,6 @@ from test_audit_support import (
     verify,
     write_lines,
 )
-
-from ironclaw.contract.jsonvalue import canonical_json
-from ironclaw.host.audit import (
-    GENESIS_MAC,
-    AuditLogCorrupt,
-    ChainVerifier,
-    open_audit_log,
-    verify_file,
-)
-from ironclaw.host.audit.entry import Head, encode_head
 
 
 def mode_of(path: Path) -> int:

@@ -12,19 +12,6 @@ from typing import Any
 
 import pytest
 import trio
-from test_audit_support import (
-    KEY,
-    Clock,
-    build_chain,
-    canonical_line,
-    entry_json,
-    file_size,
-    paths,
-    problems_text,
-    read_lines,
-    verify,
-    write_lines,
-)
 
 from ironclaw.host.audit import (
     MAX_TAIL,
@@ -38,6 +25,19 @@ from ironclaw.host.audit import (
 )
 from ironclaw.host.audit import files as audit_files
 from ironclaw.host.audit import writer as audit_writer
+from tests.support.audit import (
+    KEY,
+    Clock,
+    build_chain,
+    canonical_line,
+    entry_json,
+    file_size,
+    paths,
+    problems_text,
+    read_lines,
+    verify,
+    write_lines,
+)
 
 # --- tail ---------------------------------------------------------------------------
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import attrs
 import pytest
 import trio
@@ -23,32 +21,9 @@ from ironclaw.host.channels import (
     InboundEvent,
     OutboundDelivery,
 )
-from ironclaw.runtime import Event
+from tests.support.events import RecordingSink
 
 SECRET = "bot123456:SECRET-TOKEN"
-
-
-class RecordingSink:
-    """Keeps (virtual time, event) pairs and lets a test wait for a kind of event."""
-
-    def __init__(self) -> None:
-        self.records: list[tuple[float, Event]] = []
-        self._changed = trio.Event()
-
-    def publish(self, event: Event) -> None:
-        self.records.append((trio.current_time(), event))
-        self._changed.set()
-        self._changed = trio.Event()
-
-    def of(self, kind: type[Any]) -> list[Any]:
-        return [event for _, event in self.records if isinstance(event, kind)]
-
-    def times_of(self, kind: type[Any]) -> list[float]:
-        return [at for at, event in self.records if isinstance(event, kind)]
-
-    async def wait_for(self, kind: type[Any], count: int = 1) -> None:
-        while len(self.of(kind)) < count:
-            await self._changed.wait()
 
 
 def event(text: str, channel: str = "fake", instance: str = "x") -> InboundEvent:

@@ -16,7 +16,6 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
-from test_delivery_support import Harness, open_harness
 
 from ironclaw.contract.enums import ChangeKind, ChangeStatus, MessageKind, SessionMode
 from ironclaw.contract.rows import RowRejection
@@ -35,6 +34,7 @@ from ironclaw.host.delivery import (
     delivery_key,
 )
 from ironclaw.host.gateway import ChangeSubmitted
+from tests.support.delivery import Harness, open_harness
 
 
 @pytest.fixture

@@ -9,11 +9,11 @@ from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_delivery_support import Harness, open_harness
 
 from ironclaw.contract.enums import MessageKind
 from ironclaw.contract.rows import OutboundMessage
 from ironclaw.host.delivery import DeliveryPolicy, WorkerFailed
+from tests.support.delivery import Harness, open_harness
 
 _groups = itertools.count(1)
 

@@ -6,15 +6,6 @@ from pathlib import Path
 
 import pytest
 import trio
-from test_gateway_support import (
-    ADMIN,
-    APPROVER,
-    CONFIG,
-    OWNER,
-    VIEWER,
-    TestClock,
-    open_gateway,
-)
 
 from ironclaw.contract.enums import ChangeKind, ChangeStatus, Verdict
 from ironclaw.contract.gateway import VerifierResult
@@ -30,6 +21,7 @@ from ironclaw.host.gateway import (
 from ironclaw.host.gateway import apply as apply_mod
 from ironclaw.host.gateway.apply import apply_change
 from ironclaw.host.store.changes import ChangeStore
+from tests.support.gateway import ADMIN, APPROVER, CONFIG, OWNER, VIEWER, TestClock, open_gateway
 
 
 async def test_nothing_applies_before_approval_and_exactly_once_after(tmp_path: Path) -> None:

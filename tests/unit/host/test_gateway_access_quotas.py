@@ -11,11 +11,11 @@ import attrs
 import pytest
 import trio
 import trio.testing
-from test_gateway_support import CONFIG, Harness, open_gateway
 
 from ironclaw.contract.enums import ChangeStatus
 from ironclaw.host.gateway import TooManyPending
 from ironclaw.host.registry import AccessRequestStatus, Wiring
+from tests.support.gateway import CONFIG, Harness, open_gateway
 
 QUOTAS = attrs.evolve(CONFIG, access_max_pending_per_sender=2, access_max_pending_per_chat=4,
                       access_max_pending_per_channel=6)

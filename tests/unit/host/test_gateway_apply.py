@@ -6,13 +6,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_gateway_support import OWNER, Harness, open_gateway
 
 from ironclaw.contract.enums import ChangeStatus, EngageMode
 from ironclaw.host.gateway import Grants, StaleChange
-from ironclaw.host.gateway.payloads import Mount
+from ironclaw.host.gateway.kinds.mounts import Mount
 from ironclaw.host.registry import AccessLevel, Role, RoleGrant
 from ironclaw.host.store.changes import StoredChange
+from tests.support.gateway import OWNER, Harness, open_gateway
 
 
 async def approve(h: Harness, kind: str, after: Any, group: str = "demo") -> StoredChange:

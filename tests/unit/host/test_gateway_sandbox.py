@@ -6,13 +6,13 @@ import json
 from pathlib import Path
 
 import pytest
-from test_gateway_support import ADMIN, APPROVER, CONFIG, OWNER, open_gateway
 
 from ironclaw.contract.enums import ChangeKind, ChangeStatus
 from ironclaw.contract.jsonvalue import canonical_json
 from ironclaw.host.gateway import Forbidden, GatewayConfig, TooManyPending, change_id_for
 from ironclaw.host.mailboxes import CapabilityGate
 from ironclaw.host.registry import AccessRequestStatus
+from tests.support.gateway import ADMIN, APPROVER, CONFIG, OWNER, open_gateway
 
 SESSION = "ses_" + "ab" * 8
 

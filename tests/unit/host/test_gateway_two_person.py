@@ -8,10 +8,10 @@ from pathlib import Path
 
 import attrs
 import pytest
-from test_gateway_support import ADMIN, CONFIG, OWNER, open_gateway
 
 from ironclaw.contract.enums import ChangeKind, ChangeStatus
 from ironclaw.host.gateway import ChatOrigin, Conflict, Forbidden, GatewayConfig, Principal
+from tests.support.gateway import ADMIN, CONFIG, OWNER, open_gateway
 
 OSCAR = Principal("oscar", frozenset({"owner"}))
 RULE = attrs.evolve(CONFIG, separate_approver={"persona"}, two_approvers={"enabled_tools"})

@@ -8,23 +8,22 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from test_gateway_support import CONFIG
 
 from ironclaw.contract.enums import ChangeKind, Verdict
 from ironclaw.contract.gateway import ChangeRequest, VerifierResult
 from ironclaw.contract.ids import new_change_id
 from ironclaw.host.gateway import GatewayConfig, MountRoot
-from ironclaw.host.gateway.state import ChangeContext
-from ironclaw.host.gateway.verifiers import (
-    PACKAGE_GRAMMARS,
-    build_chain,
-    host_problem,
-    run_chain,
-)
+from ironclaw.host.gateway.kinds import ChangeContext
+from ironclaw.host.gateway.kinds.egress import host_problem
+from ironclaw.host.gateway.kinds.packages import PACKAGE_GRAMMARS
+from ironclaw.host.gateway.kinds.wiring import WiringFacts
+from ironclaw.host.gateway.verifiers import build_chain, run_chain
+from tests.support.gateway import CONFIG
 
 CTX = ChangeContext(group_exists=True, group_ids=frozenset({"demo", "other"}),
                     group_names=frozenset({"demo", "other"}),
-                    group_folders=frozenset({"demo", "other"}), group_wiring_ids=("w1",))
+                    group_folders=frozenset({"demo", "other"}),
+                    facts=WiringFacts(group_wiring_ids=("w1",)))
 
 
 def change(kind: str, after: Any, *, group: str = "demo",
@@ -251,9 +250,10 @@ def test_a_change_for_a_missing_agent_group_is_rejected() -> None:
 
 
 def test_wiring_rules_depend_on_who_owns_the_wiring() -> None:
-    mine = ChangeContext(group_exists=True, group_wiring_ids=("w1",), wiring_owner="demo")
-    theirs = ChangeContext(group_exists=True, wiring_owner="other")
-    new = ChangeContext(group_exists=True, messaging_group_exists=True)
+    mine = ChangeContext(group_exists=True, facts=WiringFacts(group_wiring_ids=("w1",),
+                                                              wiring_owner="demo"))
+    theirs = ChangeContext(group_exists=True, facts=WiringFacts(wiring_owner="other"))
+    new = ChangeContext(group_exists=True, facts=WiringFacts(messaging_group_exists=True))
     none = ChangeContext(group_exists=True)
     assert judge("wiring", {"wiring": "w1", "pattern": "x"}, ctx=mine)[0] is (
         Verdict.REQUIRE_HUMAN)

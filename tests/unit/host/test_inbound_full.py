@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 import trio
 import trio.testing
-from test_delivery_support import Harness, open_harness
 
 from ironclaw.contract.actions import ScheduleTask
 from ironclaw.contract.enums import AckStatus, MessageKind
@@ -31,6 +30,7 @@ from ironclaw.host.mailboxes import Wake
 from ironclaw.host.registry import Role, RoleGrant, Wiring
 from ironclaw.host.router import Decision, Router
 from ironclaw.host.scheduling.scheduler import TaskFireFailed
+from tests.support.delivery import Harness, open_harness
 
 CAP = 1024 * 1024
 BIG = "y" * (200 * 1024)

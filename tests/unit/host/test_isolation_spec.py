@@ -1,5 +1,5 @@
 """The spec builder emits the hardened spec, and the validator refuses every weaker
-variant: one test per invariant of DESIGN.md §2."""
+variant: one test per rule of invariant 2 in docs/design.md."""
 
 from __future__ import annotations
 

@@ -32,7 +32,8 @@ from ironclaw.host.modelproxy import (
     StopSession,
     UnsafeSocketPath,
 )
-from tests.fakes.upstream_llm import FakeUpstream, RecordingSink, open_fake_upstream, parse_sse
+from tests.fakes.upstream_llm import FakeUpstream, open_fake_upstream, parse_sse
+from tests.support.events import RecordingSink
 
 HOST_SECRET = "sk-ant-api03-HOSTSECRET-" + "q" * 32
 OPENAI_SECRET = "sk-proj-OPENAIHOSTSECRET" + "z" * 24
@@ -96,7 +97,7 @@ def hello(text: str = "hi", **extra: Any) -> dict[str, Any]:
 
 
 def calls(sink: RecordingSink) -> list[ModelCall]:
-    return sink.of_type("model.call")
+    return sink.of("model.call")
 
 
 async def test_credential_injected_and_sandbox_auth_never_forwarded(
@@ -583,7 +584,7 @@ async def test_a_failing_listener_ends_only_its_session(
         await trio.testing.wait_all_tasks_blocked()
         assert doomed.session_id not in proxy.sessions
         assert not doomed.socket_path.exists()
-        [failed] = sink.of_type("modelproxy.session_failed")
+        [failed] = sink.of("modelproxy.session_failed")
         assert (failed.session_id, failed.error) == (doomed.session_id, "OSError")
         async with client(healthy, MOCK_MODEL_HOST) as c:
             assert (await c.get("/v1/models")).status_code == 200

@@ -16,7 +16,8 @@ import trio
 from ironclaw.contract.ids import new_session_id
 from ironclaw.host.modelproxy import ModelProxy, ProviderEndpoint, Secret, SessionRoute
 from ironclaw.host.modelproxy.answers import MAX_READ, AnswerReader, AnswerSummary
-from tests.fakes.upstream_llm import RecordingSink, open_fake_upstream
+from tests.fakes.upstream_llm import open_fake_upstream
+from tests.support.events import RecordingSink
 
 
 def read(status: int, content_type: str, body: bytes, size: int = 5) -> AnswerSummary:
@@ -86,13 +87,13 @@ async def test_a_provider_that_keeps_failing_is_reported_once_then_its_recovery(
             with trio.fail_after(5):
                 await sink.wait_for("model.provider_recovered")
         nursery.cancel_scope.cancel()
-    [failing] = sink.of_type("model.provider_failing")
+    [failing] = sink.of("model.provider_failing")
     assert (failing.provider, failing.failure, failing.consecutive) == (
         "anthropic", "overloaded", 3)
-    [recovered] = sink.of_type("model.provider_recovered")
+    [recovered] = sink.of("model.provider_recovered")
     assert recovered.failed_calls == 4
-    assert [c.failure for c in sink.of_type("model.call")] == ["overloaded"] * 4 + [""]
-    assert sink.of_type("model.call")[-1].stop == "complete"
+    assert [c.failure for c in sink.of("model.call")] == ["overloaded"] * 4 + [""]
+    assert sink.of("model.call")[-1].stop == "complete"
 
 
 def test_metrics_count_each_stop_and_failure_from_closed_sets() -> None:

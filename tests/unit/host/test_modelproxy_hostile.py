@@ -24,7 +24,8 @@ from ironclaw.host.modelproxy import (
     Secret,
     SessionRoute,
 )
-from tests.fakes.upstream_llm import RecordingSink, open_fake_upstream
+from tests.fakes.upstream_llm import open_fake_upstream
+from tests.support.events import RecordingSink
 
 STATUS = re.compile(rb"HTTP/1\.[01] (\d{3}) ")
 BODY = b'{"messages":[{"role":"user","content":"x"}]}'

@@ -16,7 +16,8 @@ import trio
 from ironclaw.contract.agent_config import MOCK_MODEL_HOST
 from ironclaw.contract.ids import new_session_id
 from ironclaw.host.modelproxy import ModelProxy, ProviderEndpoint, SessionRoute, mock
-from tests.fakes.upstream_llm import RecordingSink, parse_sse
+from tests.fakes.upstream_llm import parse_sse
+from tests.support.events import RecordingSink
 
 
 def user(content: Any) -> dict[str, Any]:
@@ -206,5 +207,5 @@ async def test_mock_through_the_proxy_socket_stream_and_not() -> None:
     assert data[-1] == "[DONE]"
     assert "".join(json.loads(d)["choices"][0]["delta"].get("content") or ""
                    for d in data[:-1]) == "echo: yo"
-    assert [c.provider for c in sink.of_type("model.call")] == ["mock"] * 3
-    assert [c.host for c in sink.of_type("model.call")] == [MOCK_MODEL_HOST] * 3
+    assert [c.provider for c in sink.of("model.call")] == ["mock"] * 3
+    assert [c.host for c in sink.of("model.call")] == [MOCK_MODEL_HOST] * 3

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 import trio
-from test_delivery_support import Harness, open_harness
 
 from ironclaw.contract.actions import AskUserQuestion
 from ironclaw.contract.enums import MessageKind
@@ -24,6 +23,7 @@ from ironclaw.host.questions import (
 )
 from ironclaw.host.registry import Session
 from ironclaw.host.scheduling import SessionInbox
+from tests.support.delivery import Harness, open_harness
 
 
 @pytest.fixture

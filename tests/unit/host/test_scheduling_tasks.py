@@ -12,7 +12,6 @@ from zoneinfo import ZoneInfo
 import pytest
 import trio
 import trio.testing
-from test_delivery_support import Harness, open_harness
 
 from ironclaw.contract.actions import ScheduleTask
 from ironclaw.contract.clock import to_datetime
@@ -22,6 +21,7 @@ from ironclaw.contract.rows import NewInboundMessage
 from ironclaw.host.delivery import ActionHandled, Delivery, DeliveryRejected
 from ironclaw.host.registry import Session
 from ironclaw.host.scheduling import Scheduler, TaskLimit, TaskStatus
+from tests.support.delivery import Harness, open_harness
 
 BERLIN = ZoneInfo("Europe/Berlin")
 MINUTE = 60.0

@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 import trio
 import trio.testing
-from test_delivery_support import Harness, health, open_harness
 
 from ironclaw.contract.actions import AskUserQuestion, ScheduleTask, TaskControl
 from ironclaw.contract.enums import AckStatus, MessageKind
@@ -17,6 +16,7 @@ from ironclaw.contract.rows import NewInboundMessage, ProcessingAck
 from ironclaw.host.delivery import DeliveryRecords, RecordStatus
 from ironclaw.host.mailboxes import SessionHealth, SessionsMessage, StopSession
 from ironclaw.host.sweeper import SessionStuck, Sweeper, SweepFailed, SweepPolicy, SweepReport
+from tests.support.delivery import Harness, health, open_harness
 
 SECOND = 1_000_000
 MINUTE = 60 * SECOND

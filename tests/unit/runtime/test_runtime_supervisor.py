@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-from typing import Any
 
 import pytest
 import trio
@@ -19,39 +18,15 @@ from ironclaw.runtime import (
     ChildResumed,
     ChildStarted,
     Envelope,
-    Event,
     EventBus,
     FailuresReset,
     Supervisor,
     SupervisorState,
 )
+from tests.support.events import RecordingSink
 
+# Virtual seconds: a supervisor that never gets there fails fast instead of hanging.
 WAIT_LIMIT = 24 * 3600
-
-
-class RecordingSink:
-    """Keeps (virtual time, event) pairs and lets a test wait for a kind of event."""
-
-    def __init__(self) -> None:
-        self.records: list[tuple[float, Event]] = []
-        self._changed = trio.Event()
-
-    def publish(self, event: Event) -> None:
-        self.records.append((trio.current_time(), event))
-        self._changed.set()
-        self._changed = trio.Event()
-
-    def of(self, kind: type[Any]) -> list[Any]:
-        return [event for _, event in self.records if isinstance(event, kind)]
-
-    def times_of(self, kind: type[Any]) -> list[float]:
-        return [at for at, event in self.records if isinstance(event, kind)]
-
-    async def wait_for(self, kind: type[Any], count: int = 1) -> None:
-        # Virtual seconds: a supervisor that never gets there fails fast instead of hanging.
-        with trio.fail_after(WAIT_LIMIT):
-            while len(self.of(kind)) < count:
-                await self._changed.wait()
 
 
 class Boom(Exception):
@@ -71,7 +46,7 @@ def relative(times: list[float]) -> list[float]:
 async def test_restart_delays_double_from_one_second_and_park_after_five_failures(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    sink = RecordingSink()
+    sink = RecordingSink(wait_limit=WAIT_LIMIT)
     supervisor = Supervisor("flaky", fail_after_start, events=sink)
     async with trio.open_nursery() as nursery:
         await nursery.start(supervisor.run)
@@ -92,7 +67,7 @@ async def test_restart_delays_double_from_one_second_and_park_after_five_failure
 async def test_restart_delay_is_capped_at_five_minutes(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    sink = RecordingSink()
+    sink = RecordingSink(wait_limit=WAIT_LIMIT)
     supervisor = Supervisor(
         "stubborn", fail_after_start, policy=BackoffPolicy(max_failures=None), events=sink
     )
@@ -128,7 +103,7 @@ def test_backoff_policy_defaults_and_overflow() -> None:
 async def test_crashing_child_is_restarted_and_then_keeps_running(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    sink = RecordingSink()
+    sink = RecordingSink(wait_limit=WAIT_LIMIT)
     attempts = 0
 
     async def crashes_twice(*, task_status: trio.TaskStatus[None]) -> None:
@@ -163,7 +138,7 @@ async def test_crashing_child_is_restarted_and_then_keeps_running(
 async def test_child_failing_before_started_is_retried_without_failing_nursery_start(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    sink = RecordingSink()
+    sink = RecordingSink(wait_limit=WAIT_LIMIT)
     attempts = 0
 
     async def broken_startup(*, task_status: trio.TaskStatus[None]) -> None:
@@ -196,7 +171,7 @@ async def _fails_after(uptimes: list[float], *, task_status: trio.TaskStatus[Non
 async def test_failure_count_resets_once_child_has_been_healthy(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    sink = RecordingSink()
+    sink = RecordingSink(wait_limit=WAIT_LIMIT)
     # Four quick crashes, then one run that outlives healthy_after before crashing.
     uptimes: list[float] = [0, 0, 0, 0, 61, 0]
 
@@ -221,7 +196,7 @@ async def test_failure_count_resets_once_child_has_been_healthy(
 async def test_failure_count_is_not_reset_by_an_uptime_shorter_than_healthy_after(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    sink = RecordingSink()
+    sink = RecordingSink(wait_limit=WAIT_LIMIT)
     uptimes: list[float] = [0, 0, 0, 0, 59]
 
     async def child(*, task_status: trio.TaskStatus[None]) -> None:
@@ -254,7 +229,7 @@ async def test_cancelling_the_supervisor_cancels_the_child_cleanly(
         finally:
             child_cleaned_up = True
 
-    sink = RecordingSink()
+    sink = RecordingSink(wait_limit=WAIT_LIMIT)
     supervisor = Supervisor("service", long_lived, events=sink)
     with trio.CancelScope() as scope:
         async with trio.open_nursery() as nursery:
@@ -271,7 +246,7 @@ async def test_cancelling_the_supervisor_cancels_the_child_cleanly(
 async def test_cancelling_during_backoff_stops_further_restarts(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    sink = RecordingSink()
+    sink = RecordingSink(wait_limit=WAIT_LIMIT)
     supervisor = Supervisor("flaky", fail_after_start, events=sink)
     with trio.CancelScope() as scope:
         async with trio.open_nursery() as nursery:
@@ -287,7 +262,7 @@ async def test_cancelling_during_backoff_stops_further_restarts(
 async def test_resume_unparks_and_restarts_with_a_clean_slate(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    sink = RecordingSink()
+    sink = RecordingSink(wait_limit=WAIT_LIMIT)
     fixed = False
 
     async def fails_until_fixed(*, task_status: trio.TaskStatus[None]) -> None:
@@ -318,7 +293,7 @@ async def test_resume_unparks_and_restarts_with_a_clean_slate(
 async def test_child_that_returns_is_not_restarted(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    sink = RecordingSink()
+    sink = RecordingSink(wait_limit=WAIT_LIMIT)
 
     async def finishes(*, task_status: trio.TaskStatus[None]) -> None:
         task_status.started()

@@ -38,30 +38,10 @@ from ironclaw.host.registry import AgentGroup, Registry, RegistryDestination, Se
 from ironclaw.host.scheduling import Scheduler, SessionInbox, TrioClock, WallClock
 from ironclaw.host.store import HostStore, open_host_store
 from ironclaw.host.store.changes import ChangeStore
+from tests.support.events import RecordingSink
 
 # 2025-03-28T12:00:00Z: a Friday, two days before Europe/Berlin springs forward.
 EPOCH_US = 1_743_163_200_000_000
-
-
-class RecordingSink:
-    """An event sink that lets a test wait for events of a type."""
-
-    def __init__(self) -> None:
-        self.events: list[Any] = []
-        self._changed = trio.Event()
-
-    def publish(self, event: Any) -> None:
-        self.events.append(event)
-        self._changed.set()
-        self._changed = trio.Event()
-
-    def of(self, kind: type[Any]) -> list[Any]:
-        return [e for e in self.events if isinstance(e, kind)]
-
-    async def wait_for(self, kind: type[Any], count: int = 1) -> list[Any]:
-        while len(self.of(kind)) < count:
-            await self._changed.wait()
-        return self.of(kind)
 
 
 class WakeRecorder:

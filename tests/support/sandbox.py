@@ -11,14 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from bench.sandboxkit import BUSYBOX
-from bench.sandboxkit import build_busybox_rootfs as build_busybox
 from ironclaw.contract.agent_config import AgentConfig, ModelApi, ProviderConfig
 from ironclaw.contract.ids import new_session_id
 from ironclaw.contract.layout import SessionLayout
 from ironclaw.host.isolation import LaunchSpec
 from ironclaw.host.isolation.oci import VerifiedImage
 from ironclaw.host.isolation.runtimes import OciRuntime, RuntimeKind
+from ironclaw.host.isolation.standin import BUSYBOX
+from ironclaw.host.isolation.standin import build_busybox_rootfs as build_busybox
 
 APPLETS = ("sh", "cat", "id", "ip", "ls", "sleep", "touch", "echo", "nc", "wget",
            "mount", "grep", "stat", "test", "true", "false", "kill")
@@ -33,7 +33,7 @@ def require_runtime(kind: RuntimeKind, state_dir: Path) -> OciRuntime:
 
 
 def build_busybox_rootfs(root: Path) -> Path:
-    """The benchmark's busybox stand-in image, with a test's applets."""
+    """The busybox stand-in image, with a test's applets."""
     if not BUSYBOX.exists():
         pytest.skip("busybox-static is not installed (/bin/busybox)")
     return build_busybox(root, APPLETS)

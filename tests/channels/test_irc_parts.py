@@ -1,7 +1,7 @@
 """The IRC adapter's parts: the line protocol, pacing, settings, and the connection
 logic against a scripted server on an in-memory stream (what ngircd cannot show: CAP
-``message-tags`` and ``msgid`` dedup, refusals, a silent server). The real-server
-tests are in ``tests/channels/test_irc.py``."""
+``message-tags`` and ``msgid`` dedup, refusals, a silent server). Against a real
+server: the wire in ``test_irc_wire.py``, end to end in ``test_irc.py``."""
 
 from __future__ import annotations
 

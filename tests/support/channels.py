@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import attrs
+import pytest
 import trio
 
-from ironclaw.contract.enums import EngageMode, UnknownSenderPolicy
+from ironclaw.contract.enums import EngageMode, SessionMode, UnknownSenderPolicy
 from ironclaw.host.app import ControlPlane, ControlPlaneHandles
 from ironclaw.host.channels.settings import ChannelSettings
 from ironclaw.host.config import ControlPlaneConfig
@@ -24,10 +26,7 @@ from ironclaw.host.devseed import DEMO_GROUP
 from ironclaw.host.gateway import GatewayConfig
 from ironclaw.host.modelproxy import Credentials
 from ironclaw.host.registry import MessagingGroup, Wiring
-from ironclaw.runtime import BackoffPolicy
-
-# Reconnects are the subject of several tests: retry quickly and never park.
-FAST_BACKOFF = BackoffPolicy(initial=0.05, cap=0.5, max_failures=None, healthy_after=0.5)
+from tests.support.plane import FAST_BACKOFF, dev_plane_config
 
 
 @attrs.frozen
@@ -44,11 +43,9 @@ class ChatWiring:
 
 def plane_config(tmp_path: Path, channels: Sequence[ChannelSettings],
                  gateway: GatewayConfig | None = None) -> ControlPlaneConfig:
-    return ControlPlaneConfig(
-        state_dir=tmp_path / "state", dev=True, runtime="process", key_dir=tmp_path / "keys",
-        safety_poll_s=0.5, heartbeat_interval_s=0.5, sweep_interval_s=0.2,
-        sandbox_backoff=FAST_BACKOFF, channel_backoff=FAST_BACKOFF,
-        channels=tuple(channels), gateway=gateway or GatewayConfig())
+    return dev_plane_config(tmp_path / "state", tmp_path / "keys",
+                            channel_backoff=FAST_BACKOFF, channels=tuple(channels),
+                            gateway=gateway or GatewayConfig())
 
 
 async def wire(plane: ControlPlaneHandles, chat: ChatWiring) -> MessagingGroup:
@@ -83,3 +80,25 @@ async def open_channel_plane(tmp_path: Path, channels: Sequence[ChannelSettings]
             await wire(handles, chat)
         yield handles
         nursery.cancel_scope.cancel()
+
+
+async def wire_per_thread(plane: ControlPlaneHandles, chat: ChatWiring) -> None:
+    """Wire ``chat`` with one session per thread, so a reply goes back to its thread."""
+    group = await wire(plane, chat)
+    for wiring in await plane.registry.wirings_for(group.id):
+        await plane.registry.put_wiring(attrs.evolve(wiring,
+                                                     session_mode=SessionMode.PER_THREAD))
+
+
+def assert_secret_absent(secret: str, caplog: pytest.LogCaptureFixture,
+                         events: list[object]) -> None:
+    """Neither a log record (message, exception text) nor a published event shows
+    ``secret``."""
+    formatter = logging.Formatter()
+    for record in caplog.records:
+        text = record.getMessage()
+        if record.exc_info:
+            text += formatter.formatException(record.exc_info)
+        assert secret not in text, f"secret in log record from {record.name}"
+    for event in events:
+        assert secret not in repr(event), f"secret in event {type(event).__name__}"

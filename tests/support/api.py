@@ -22,15 +22,11 @@ from ironclaw.host.app import ControlPlane, ControlPlaneHandles
 from ironclaw.host.config import ControlPlaneConfig
 from ironclaw.host.mailboxes import StopSession
 from ironclaw.host.modelproxy import Credentials
-from ironclaw.runtime import BackoffPolicy
+from tests.support.plane import dev_plane_config
 
 
 def plane_config(tmp_path: Path) -> ControlPlaneConfig:
-    return ControlPlaneConfig(
-        state_dir=tmp_path / "state", dev=True, runtime="process", key_dir=tmp_path / "keys",
-        safety_poll_s=0.5, heartbeat_interval_s=0.5, sweep_interval_s=0.2,
-        sandbox_backoff=BackoffPolicy(initial=0.05, cap=0.5, max_failures=None,
-                                      healthy_after=0.5))
+    return dev_plane_config(tmp_path / "state", tmp_path / "keys")
 
 
 @attrs.define

@@ -28,7 +28,7 @@ from ironclaw.host.gateway.grants import EGRESS_HOSTS, Grants, set_grant
 from ironclaw.host.registry import AgentGroup, Registry
 from ironclaw.host.store import HostStore, open_host_store
 from tests.fakes.https_upstream import NAMES, HttpsUpstream, open_https_upstream
-from tests.fakes.upstream_llm import RecordingSink
+from tests.support.events import RecordingSink
 
 KEY = secrets.token_bytes(32)
 GROUP = "web"
@@ -75,7 +75,7 @@ class World:
         return self.upstream.url(path, host, scheme)
 
     def events(self) -> list[Any]:
-        return self.sink.of_type("egress.request")
+        return self.sink.of("egress.request")
 
 
 def egress_config(upstream: HttpsUpstream, names: tuple[str, ...] = NAMES,
