@@ -19,7 +19,7 @@ from ironclaw.host.api.console import ASSET_NAMES, ASSETS
 from ironclaw.host.devseed import DEMO_GROUP
 from ironclaw.host.events import MessageReceived
 
-from .console_support import (
+from tests.support.console import (
     PlaneThread,
     RecordingHandler,
     by_id,

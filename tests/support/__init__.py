@@ -20,6 +20,8 @@ The helpers, by what they help with:
 * ``events``: a recording event sink, and readers of a running plane's event bus;
 * ``plane``: a dev control plane's configuration with a test's timers;
 * ``api``: the plane with its HTTP API served on loopback;
+* ``console``: that plane in a thread of its own, a relay that can cut its connections,
+  and one headless chromium driven through the system chromedriver;
 * ``channels``: the plane with chat platforms configured, and chats wired to the demo
   agent;
 * ``irc``: an IRC adapter against a real ngircd;

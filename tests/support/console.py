@@ -23,7 +23,7 @@ from ironclaw.host.app import ControlPlane, ControlPlaneHandles
 from ironclaw.host.devseed import DEMO_GROUP
 from ironclaw.host.modelproxy import Credentials
 
-from .test_api_support import TEST_SETTINGS, plane_config, retire_sessions
+from tests.support.api import TEST_SETTINGS, plane_config, retire_sessions
 
 T = TypeVar("T")
 ROLES = (("viewer", {"viewer"}), ("approver", {"approver"}), ("admin", {"admin"}))
