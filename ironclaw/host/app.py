@@ -27,7 +27,7 @@ from .channels.settings import ChannelSettings
 from .channels.state import ChannelState, prune_seen_events
 from .chatops import ChatApprovers, ChatCommands, ChatNotices
 from .config import ControlPlaneConfig, choose_runtime
-from .delivery import Delivery
+from .delivery import Delivery, DeliveryRecords
 from .devseed import seed_dev
 from .egress import EgressBroker
 from .events import RuntimeSelected
@@ -50,7 +50,6 @@ from .scheduling.scheduler import Scheduler
 from .sessions import SessionDeps, SessionProgress, Sessions, SessionSettings
 from .store import HostStore, open_host_store
 from .store.changes import ChangeStore
-from .store.deliveries import DurableDeliveryLedger
 from .store.transcripts import DurableTranscripts
 from .sweeper import Sweeper, SweepPolicy
 
@@ -99,10 +98,10 @@ def make_isolator(config: ControlPlaneConfig) -> tuple[Isolator, str | None]:
                        disk=config.sandbox_disk), warning
 
 
-def _platform_adapter(settings: ChannelSettings, store: HostStore,
+def _platform_adapter(settings: ChannelSettings, store: HostStore, records: DeliveryRecords,
                       http: httpx.AsyncClient) -> ChannelAdapter:
     context = AdapterContext(state=ChannelState(store, settings.type, settings.instance),
-                             ledger=DurableDeliveryLedger(store), http=http)
+                             ledger=records, http=http)
     return create_adapter(settings, context)
 
 
@@ -171,8 +170,10 @@ class ControlPlane:
                 questions = Questions(store, inbox, events=bus)
                 progress = SessionProgress(store, queues)
                 router_send, router_receive = trio.open_memory_channel[InboundEvent](1024)
-                local = LocalChannel(transcripts=DurableTranscripts(store))
-                remote = [_platform_adapter(settings, store, http)
+                # One ledger for every channel and for delivery: delivery_records.
+                records = DeliveryRecords(store)
+                local = LocalChannel(transcripts=DurableTranscripts(store), ledger=records)
+                remote = [_platform_adapter(settings, store, records, http)
                           for settings in config.channels]
                 channels = Channels([local, *remote], router_send, events=bus,
                                     policy=config.channel_backoff)
@@ -180,7 +181,7 @@ class ControlPlane:
                 gateway = Gateway(store, audit, config=config.gateway,
                                   notifier=Notifiers(SessionNotifier(inbox), notices),
                                   respawner=Respawns(sessions_mailbox[0]), events=bus)
-                delivery = Delivery(store=store, registry=registry, channels=channels,
+                delivery = Delivery(records=records, registry=registry, channels=channels,
                                     inbox=inbox, progress=progress, gate=gateway,
                                     scheduler=scheduler, questions=questions, events=bus)
                 key_dir = config.key_directory()
@@ -212,7 +213,7 @@ class ControlPlane:
                 await nursery.start(router.run, router_receive)
                 await nursery.start(channels.run)
                 await nursery.start(Sweeper(
-                    scheduler=scheduler, questions=questions, records=delivery.records,
+                    scheduler=scheduler, questions=questions, records=records,
                     sessions=sessions, sessions_mailbox=sessions_mailbox[0], queues=queues,
                     events=bus, policy=SweepPolicy(
                         interval=config.sweep_interval_s,

@@ -22,7 +22,6 @@ from ironclaw.host.mailboxes import CapabilityGate, OutboundBatch, OutboundProgr
 from ironclaw.host.questions import Questions
 from ironclaw.host.registry import Registry
 from ironclaw.host.scheduling import Scheduler, SessionInbox, SystemClock, WallClock
-from ironclaw.host.store import HostStore
 from ironclaw.runtime import DiscardEvents, EventSink
 
 from .a2a import AgentRelay
@@ -36,18 +35,18 @@ __all__ = ["Delivery"]
 
 
 class Delivery:
-    def __init__(self, *, store: HostStore, registry: Registry, channels: ChannelSender,
+    def __init__(self, *, records: DeliveryRecords, registry: Registry,
+                 channels: ChannelSender,
                  inbox: SessionInbox, progress: OutboundProgress, gate: CapabilityGate,
                  scheduler: Scheduler, questions: Questions, events: EventSink | None = None,
                  policy: DeliveryPolicy | None = None, clock: WallClock | None = None
                  ) -> None:
-        self._store = store
         self._registry = registry
         self._progress = progress
         self._events = events or DiscardEvents()
         self._policy = policy or DeliveryPolicy()
         self._clock = clock or SystemClock()
-        self.records = DeliveryRecords(store)
+        self.records = records
         self._handler = RowHandler(
             channels=channels, records=self.records,
             relay=AgentRelay(registry, inbox, self._policy, self._clock),
@@ -113,7 +112,7 @@ class Delivery:
         if self._nursery is None:
             raise RuntimeError("delivery is not running")
         worker = SessionWorker(
-            batch.session_id, batch.agent_group_id, store=self._store,
+            batch.session_id, batch.agent_group_id,
             registry=self._registry, handler=self._handler, records=self.records,
             progress=self._progress, events=self._events, policy=self._policy,
             clock=self._clock, reported=self._reported.get(batch.session_id, 0),

@@ -28,12 +28,9 @@ import trio
 
 from ironclaw.contract.rows import OutboundMessage
 from ironclaw.host.channels.base import safe_reason
-from ironclaw.host.channels.ledger import IdempotentDelivery
 from ironclaw.host.mailboxes import OutboundBatch, OutboundProgress
 from ironclaw.host.registry import Registry
 from ironclaw.host.scheduling import WallClock
-from ironclaw.host.store import HostStore
-from ironclaw.host.store.deliveries import DurableDeliveryLedger
 from ironclaw.runtime import EventSink
 
 from .events import DeliveryHeld, DeliveryRetrying, WorkerFailed
@@ -58,7 +55,7 @@ class _Waiting:
 
 
 class SessionWorker:
-    def __init__(self, session_id: str, agent_group_id: str, *, store: HostStore,
+    def __init__(self, session_id: str, agent_group_id: str, *,
                  registry: Registry, handler: RowHandler, records: DeliveryRecords,
                  progress: OutboundProgress, events: EventSink, policy: DeliveryPolicy,
                  clock: WallClock, reported: int,
@@ -75,7 +72,6 @@ class SessionWorker:
         self._clock = clock
         self._on_report = on_report
         self._on_exit = on_exit
-        self._ledger = IdempotentDelivery(DurableDeliveryLedger(store, session_id))
         self.mailbox, self._receive = trio.open_memory_channel[OutboundBatch](
             policy.inbox_batches)
         self.reported = reported
@@ -188,7 +184,7 @@ class SessionWorker:
         row = waiting.row
         try:
             outcome = await self._handler.handle(self.session_id, row, context,
-                                                 self._ledger, waiting.attempts)
+                                                 waiting.attempts)
         except Exception as exc:
             outcome = Retry(safe_reason(exc))
         if not isinstance(outcome, Retry):

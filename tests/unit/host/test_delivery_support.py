@@ -28,7 +28,8 @@ from ironclaw.contract.rows import InboundMessage, OutboundMessage, RowRejection
 from ironclaw.host.audit import open_audit_log
 from ironclaw.host.channels import Channels, DeliveryFailed, InboundEvent, LocalChannel
 from ironclaw.host.channels.base import OutboundDelivery
-from ironclaw.host.delivery import Delivery, DeliveryPolicy
+from ironclaw.host.channels.ledger import DeliveryLedger
+from ironclaw.host.delivery import Delivery, DeliveryPolicy, DeliveryRecords
 from ironclaw.host.gateway import Gateway
 from ironclaw.host.keys import FileMasterKeySource, KeyStore
 from ironclaw.host.mailboxes import OutboundBatch, SessionHealth
@@ -99,8 +100,8 @@ class ScriptedLocal(LocalChannel):
     """The real local channel, plus a global delivery order and switchable failures:
     a conversation (or a text) in ``failing`` refuses deliveries with the given error."""
 
-    def __init__(self) -> None:
-        super().__init__(max_text_chars=256 * 1024)
+    def __init__(self, ledger: DeliveryLedger) -> None:
+        super().__init__(max_text_chars=256 * 1024, ledger=ledger)
         self.order: list[tuple[str, str]] = []  # (conversation, text), as delivered
         self.failing: dict[str, DeliveryFailed] = {}
         self.attempts: dict[str, int] = {}
@@ -125,6 +126,7 @@ class ScriptedLocal(LocalChannel):
 class Harness:
     tmp: Path
     store: HostStore
+    records: DeliveryRecords
     registry: Registry
     queues: SessionQueues
     local: ScriptedLocal
@@ -142,7 +144,7 @@ class Harness:
     seq: int = 1
 
     def delivery(self, policy: DeliveryPolicy | None = None) -> Delivery:
-        return Delivery(store=self.store, registry=self.registry, channels=self.channels,
+        return Delivery(records=self.records, registry=self.registry, channels=self.channels,
                         inbox=self.inbox, progress=self.progress, gate=self.gate,
                         scheduler=self.scheduler, questions=self.questions,
                         events=self.events, policy=policy, clock=self.clock)
@@ -200,7 +202,9 @@ async def open_harness(tmp: Path, clock: WallClock | None = None, *,
                                events=events)
         inbox = SessionInbox(queues, wakes)
         changes = ChangeStore(store)
-        local = ScriptedLocal()
+        # The durable ledger, as the control plane gives every channel adapter.
+        records = DeliveryRecords(store)
+        local = ScriptedLocal(records)
         router_send, router_receive = trio.open_memory_channel[InboundEvent](100)
         channels = Channels([local], router_send, deliver_timeout=1e9)
         try:
@@ -209,7 +213,8 @@ async def open_harness(tmp: Path, clock: WallClock | None = None, *,
                 gate = Gateway(store, audit, events=events, clock=clock)
                 await nursery.start(gate.run)
                 yield Harness(
-                    tmp=tmp, store=store, registry=registry, queues=queues, local=local,
+                    tmp=tmp, store=store, records=records, registry=registry, queues=queues,
+                    local=local,
                     channels=channels, events=events, wakes=wakes,
                     progress=ProgressRecorder(), clock=clock, inbox=inbox,
                     scheduler=Scheduler(store, inbox, events=events, clock=clock),
