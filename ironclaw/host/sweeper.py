@@ -33,12 +33,12 @@ from typing import ClassVar
 import attrs
 import trio
 
-from ironclaw.runtime import DiscardEvents, EventSink
+from ironclaw.runtime import DiscardEvents, EventSink, SystemClock, WallClock
 
 from .delivery.records import DeliveryRecords
 from .mailboxes import SessionHealth, SessionsMessage, SessionsView, StopSession
 from .questions import Questions
-from .scheduling import InboundQueues, Scheduler, SystemClock, WallClock
+from .scheduling import InboundQueues, Scheduler
 
 __all__ = [
     "SessionStuck",

@@ -1,9 +1,12 @@
-"""Generic Trio actor toolkit: supervision, child processes, an event bus, and the
-loop-lag instrument.
+"""Generic Trio actor toolkit: supervision, child processes, an event bus, the wall
+clock, and the loop-lag instrument.
 
 Knows nothing of agents, sessions or chats; the host builds on it.
 """
 
+from ironclaw.runtime.clock import SystemClock as SystemClock
+from ironclaw.runtime.clock import TrioClock as TrioClock
+from ironclaw.runtime.clock import WallClock as WallClock
 from ironclaw.runtime.eventbus import Envelope as Envelope
 from ironclaw.runtime.eventbus import EventBus as EventBus
 from ironclaw.runtime.eventbus import Lagged as Lagged

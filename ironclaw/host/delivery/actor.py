@@ -21,8 +21,8 @@ import trio
 from ironclaw.host.mailboxes import CapabilityGate, OutboundBatch, OutboundProgress
 from ironclaw.host.questions import Questions
 from ironclaw.host.registry import Registry
-from ironclaw.host.scheduling import Scheduler, SessionInbox, SystemClock, WallClock
-from ironclaw.runtime import DiscardEvents, EventSink
+from ironclaw.host.scheduling import Scheduler, SessionInbox
+from ironclaw.runtime import DiscardEvents, EventSink, SystemClock, WallClock
 
 from .a2a import AgentRelay
 from .actions import ActionDispatcher

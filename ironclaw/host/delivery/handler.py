@@ -28,8 +28,7 @@ from ironclaw.host.channels.base import (
     safe_reason,
 )
 from ironclaw.host.questions import render_question
-from ironclaw.host.scheduling import WallClock
-from ironclaw.runtime import EventSink
+from ironclaw.runtime import EventSink, WallClock
 
 from .a2a import AgentRelay, Relayed
 from .actions import ActionDispatcher, Asked, Handled, Refused

@@ -30,8 +30,7 @@ from ironclaw.contract.rows import OutboundMessage
 from ironclaw.host.channels.base import safe_reason
 from ironclaw.host.mailboxes import OutboundBatch, OutboundProgress
 from ironclaw.host.registry import Registry
-from ironclaw.host.scheduling import WallClock
-from ironclaw.runtime import EventSink
+from ironclaw.runtime import EventSink, WallClock
 
 from .events import DeliveryHeld, DeliveryRetrying, WorkerFailed
 from .handler import Retry, RowHandler

@@ -21,7 +21,6 @@ from .protocols import ChangeApplyFailed as ChangeApplyFailed
 from .protocols import ChangeDecided as ChangeDecided
 from .protocols import ChangeExpired as ChangeExpired
 from .protocols import ChangeSubmitted as ChangeSubmitted
-from .protocols import Clock as Clock
 from .protocols import Notifier as Notifier
 from .protocols import Respawner as Respawner
 from .rbac import ChatOrigin as ChatOrigin

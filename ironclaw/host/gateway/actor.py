@@ -31,7 +31,7 @@ from ironclaw.contract.jsonvalue import JSONRejected, JSONValue, canonical_json,
 from ironclaw.host.registry import AccessRequest
 from ironclaw.host.store import HostStore
 from ironclaw.host.store.changes import ChangeStore, StoredChange
-from ironclaw.runtime import DiscardEvents, EventSink
+from ironclaw.runtime import DiscardEvents, EventSink, SystemClock, WallClock
 
 from . import grants, records
 from .config import GatewayConfig
@@ -47,7 +47,7 @@ from .messages import (
     change_id_for,
 )
 from .payloads import ENTITY_ID
-from .protocols import AuditSink, Clock, NoNotifier, NoRespawner, Notifier, Respawner, SystemClock
+from .protocols import AuditSink, NoNotifier, NoRespawner, Notifier, Respawner
 from .rbac import (
     SYSTEM_REQUESTER,
     Forbidden,
@@ -68,7 +68,7 @@ class Gateway:
     def __init__(self, store: HostStore, audit: AuditSink, *,
                  config: GatewayConfig | None = None, notifier: Notifier | None = None,
                  respawner: Respawner | None = None, events: EventSink | None = None,
-                 clock: Clock | None = None, extra_verifiers: Sequence[Verifier] = ()
+                 clock: WallClock | None = None, extra_verifiers: Sequence[Verifier] = ()
                  ) -> None:
         self._config = config or GatewayConfig()
         self._clock = clock or SystemClock()

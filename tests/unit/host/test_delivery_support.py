@@ -36,9 +36,10 @@ from ironclaw.host.mailboxes import OutboundBatch, SessionHealth
 from ironclaw.host.questions import Questions
 from ironclaw.host.queues import SessionQueues
 from ironclaw.host.registry import AgentGroup, Registry, RegistryDestination, Session
-from ironclaw.host.scheduling import Scheduler, SessionInbox, TrioClock, WallClock
+from ironclaw.host.scheduling import Scheduler, SessionInbox
 from ironclaw.host.store import HostStore, open_host_store
 from ironclaw.host.store.changes import ChangeStore
+from ironclaw.runtime import TrioClock, WallClock
 
 # 2025-03-28T12:00:00Z: a Friday, two days before Europe/Berlin springs forward.
 EPOCH_US = 1_743_163_200_000_000
