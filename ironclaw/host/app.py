@@ -16,6 +16,9 @@ import attrs
 import httpx
 import trio
 
+from ironclaw.host.inbound.inbox import SessionInbox
+from ironclaw.host.inbound.queues import SessionQueues
+from ironclaw.host.inbound.router import Router
 from ironclaw.host.keys import FileMasterKeySource, KeyStore, Purpose, ensure_session_key_dir
 from ironclaw.runtime import EventBus, LoopLagMonitor
 
@@ -32,20 +35,18 @@ from .devseed import seed_dev
 from .egress import EgressBroker
 from .events import RuntimeSelected
 from .gateway import Gateway, Grants
+from .inbound import Waker
 from .isolation import Isolator, ProcessIsolator
 from .isolation.oci import OciIsolator
 from .isolation.pinned import PinnedImage
 from .isolation.process import reap_stale_agents
 from .isolation.reconcile import reconcile_runtime_state
 from .isolation.runtimes import OciRuntime, RuntimeKind
-from .mailboxes import Respawns, Waker, open_sessions_mailbox
+from .mailboxes import Respawns, open_sessions_mailbox
 from .modelproxy import Credentials, ModelProxy
 from .notify import AuditRecorder, Notifiers, SessionNotifier
 from .questions import Questions
-from .queues import SessionQueues
 from .registry import Registry
-from .router import Router
-from .scheduling.inbox import SessionInbox
 from .scheduling.scheduler import Scheduler
 from .sessions import SessionDeps, SessionProgress, Sessions, SessionSettings
 from .store import HostStore, open_host_store
@@ -198,7 +199,7 @@ class ControlPlane:
                 commands = ChatCommands(
                     approvers=ChatApprovers(store, registry, audit), gateway=gateway,
                     channels=channels, audit=audit, events=bus)
-                router = Router(registry, queues, sessions_mailbox[0], events=bus,
+                router = Router(registry, queues, waker, events=bus,
                                 access_gate=gateway, notices=notices, commands=commands)
 
                 loop_lag = LoopLagMonitor()

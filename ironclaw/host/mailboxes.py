@@ -68,10 +68,6 @@ class OutboundProgress(Protocol):
     async def handled_through(self, session_id: str, seq: int) -> None: ...
 
 
-class WakeSink(Protocol):
-    async def wake(self, session_id: str, reason: str = "message") -> None: ...
-
-
 @attrs.frozen
 class SessionHealth:
     """What the sweeper needs to tell a busy agent from a stuck one."""
@@ -106,20 +102,9 @@ class CapabilityGate(Protocol):
                                   outbound_id: str) -> str: ...
 
 
-class Waker:
-    """A WakeSink over the sessions mailbox. It exists before the sessions actor does,
-    which breaks the construction cycle: delivery, the scheduler and the router need to
-    wake sessions, and sessions need delivery."""
-
-    def __init__(self, mailbox: trio.MemorySendChannel[SessionsMessage]) -> None:
-        self._mailbox = mailbox
-
-    async def wake(self, session_id: str, reason: str = "message") -> None:
-        await self._mailbox.send(Wake(session_id, reason))
-
-
 class Respawns:
-    """The gateway's Respawner, over the sessions mailbox (see Waker for why)."""
+    """The gateway's Respawner, over the sessions mailbox (it exists before the
+    sessions actor does, like :class:`ironclaw.host.inbound.Waker`)."""
 
     def __init__(self, mailbox: trio.MemorySendChannel[SessionsMessage]) -> None:
         self._mailbox = mailbox

@@ -20,11 +20,11 @@ from ironclaw.contract.enums import ChangeStatus, MessageKind
 from ironclaw.contract.gateway import ChangeRequest
 from ironclaw.contract.ids import validate_message_id
 from ironclaw.contract.rows import NewInboundMessage
+from ironclaw.host.inbound.inbox import SessionInbox
 from ironclaw.runtime import EventBus, Lagged
 
 from .audit import AuditLog
 from .gateway import Notifier
-from .scheduling.inbox import SessionInbox
 
 logger = logging.getLogger(__name__)
 

@@ -33,7 +33,7 @@ from ironclaw.contract.jsonvalue import canonical_json, parse_json
 from ironclaw.contract.rows import NewInboundMessage
 from ironclaw.runtime import DiscardEvents, EventSink, SystemClock, WallClock
 
-from .scheduling import SessionInbox
+from .inbound import SessionInbox
 from .store import HostStore
 
 __all__ = [

@@ -36,9 +36,10 @@ import trio
 from ironclaw.runtime import DiscardEvents, EventSink, SystemClock, WallClock
 
 from .delivery.records import DeliveryRecords
+from .inbound import InboundQueues
 from .mailboxes import SessionHealth, SessionsMessage, SessionsView, StopSession
 from .questions import Questions
-from .scheduling import InboundQueues, Scheduler
+from .scheduling import Scheduler
 
 __all__ = [
     "SessionStuck",

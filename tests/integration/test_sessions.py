@@ -17,11 +17,11 @@ from ironclaw.contract.agent_config import AgentConfig
 from ironclaw.contract.enums import MessageKind, SessionMode
 from ironclaw.contract.ids import new_message_id
 from ironclaw.contract.rows import NewInboundMessage, OutboundMessage
+from ironclaw.host.inbound.queues import SessionQueues
 from ironclaw.host.isolation import InsecureRuntimeRefused, ProcessIsolator
 from ironclaw.host.keys import FileMasterKeySource, KeyStore
 from ironclaw.host.mailboxes import OutboundBatch, StopSession
 from ironclaw.host.modelproxy import Credentials, ModelProxy
-from ironclaw.host.queues import SessionQueues
 from ironclaw.host.registry import AgentGroup, ContainerStatus, Registry
 from ironclaw.host.sessions import SessionDeps, SessionProgress, Sessions, SessionSettings
 from ironclaw.host.store import open_host_store

@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import trio
 
+from ironclaw.host.inbound import SessionInbox
 from ironclaw.host.mailboxes import CapabilityGate, OutboundBatch, OutboundProgress
 from ironclaw.host.questions import Questions
 from ironclaw.host.registry import Registry
-from ironclaw.host.scheduling import Scheduler, SessionInbox
+from ironclaw.host.scheduling import Scheduler
 from ironclaw.runtime import DiscardEvents, EventSink, SystemClock, WallClock
 
 from .a2a import AgentRelay

@@ -1,12 +1,6 @@
 """Scheduled tasks: recurrence rules, the ``schedules`` store, and firing due tasks.
-
-Also home of :class:`SessionInbox` (write one host-minted inbound row exactly once, then
-wake), which the delivery, questions and sweeper modules share.
 """
 
-from .inbox import InboundQueues as InboundQueues
-from .inbox import MailboxWakes as MailboxWakes
-from .inbox import SessionInbox as SessionInbox
 from .recurrence import InvalidSchedule as InvalidSchedule
 from .recurrence import Recurrence as Recurrence
 from .recurrence import next_slot as next_slot

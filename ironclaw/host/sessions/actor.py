@@ -23,6 +23,7 @@ from ironclaw.contract.agent_config import AgentConfig, PersonaDocs
 from ironclaw.contract.clock import now_us
 from ironclaw.contract.layout import EGRESS_SOCKET, MODEL_SOCKET, WAKE_SOCKET, SessionLayout
 from ironclaw.contract.rows import Destination, ProcessingAck, SessionRouting
+from ironclaw.host.inbound.queues import SessionQueues
 from ironclaw.host.keys import write_session_key_file
 from ironclaw.runtime import BackoffPolicy, EventSink, Supervisor, SupervisorState
 
@@ -32,7 +33,6 @@ from ..isolation import Isolator, LaunchSpec, SandboxExited
 from ..mailboxes import OutboundBatch, SessionHealth
 from ..modelproxy import Credentials, SessionRoute
 from ..providers import agent_provider, proxy_endpoint
-from ..queues import SessionQueues
 from ..registry import AgentGroup, ContainerStatus, Registry, Session
 from .doorbell import Doorbell
 from .progress import SessionProgress

@@ -53,7 +53,8 @@ class Sessions:
         return self._send
 
     async def wake(self, session_id: str, reason: str = "message") -> None:
-        """WakeSink: for the router, delivery (a2a) and the sweeper."""
+        """A :class:`~ironclaw.host.inbound.WakeSink` (the plane wires a
+        :class:`~ironclaw.host.inbound.Waker`: it exists before this actor does)."""
         await self._send.send(Wake(session_id, reason))
 
     def health(self) -> list[SessionHealth]:

@@ -31,12 +31,13 @@ from ironclaw.host.channels.base import OutboundDelivery
 from ironclaw.host.channels.ledger import DeliveryLedger
 from ironclaw.host.delivery import Delivery, DeliveryPolicy, DeliveryRecords
 from ironclaw.host.gateway import Gateway
+from ironclaw.host.inbound import SessionInbox
+from ironclaw.host.inbound.queues import SessionQueues
 from ironclaw.host.keys import FileMasterKeySource, KeyStore
 from ironclaw.host.mailboxes import OutboundBatch, SessionHealth
 from ironclaw.host.questions import Questions
-from ironclaw.host.queues import SessionQueues
 from ironclaw.host.registry import AgentGroup, Registry, RegistryDestination, Session
-from ironclaw.host.scheduling import Scheduler, SessionInbox
+from ironclaw.host.scheduling import Scheduler
 from ironclaw.host.store import HostStore, open_host_store
 from ironclaw.host.store.changes import ChangeStore
 from ironclaw.runtime import TrioClock, WallClock

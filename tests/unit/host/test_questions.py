@@ -14,6 +14,7 @@ from test_delivery_support import Harness, open_harness
 from ironclaw.contract.actions import AskUserQuestion
 from ironclaw.contract.enums import MessageKind
 from ironclaw.host.delivery import ActionHandled, Delivery, DeliveryRejected
+from ironclaw.host.inbound import SessionInbox
 from ironclaw.host.questions import (
     InvalidAnswer,
     QuestionAnswered,
@@ -23,7 +24,6 @@ from ironclaw.host.questions import (
     QuestionStatus,
 )
 from ironclaw.host.registry import Session
-from ironclaw.host.scheduling import SessionInbox
 
 
 @pytest.fixture
