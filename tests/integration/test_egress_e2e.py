@@ -25,7 +25,7 @@ from ironclaw.host.egress import EgressConfig
 from ironclaw.host.gateway import Principal
 from ironclaw.host.mailboxes import StopSession
 from ironclaw.host.modelproxy import Credentials
-from ironclaw.host.modelproxy.sockets import bind_unix_socket
+from ironclaw.host.sockets.unix import bind_unix_socket
 from ironclaw.runtime import BackoffPolicy
 from tests.fakes.https_upstream import NAMES, HttpsUpstream, open_https_upstream
 

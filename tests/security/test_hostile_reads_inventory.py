@@ -154,7 +154,7 @@ REVIEWED: dict[tuple[str, str, str], str] = {
         HOST_PRIVATE,
     ("ironclaw/host/isolation/runtimes.py", "cgroup_unified_is_hybrid",
      "(...).read_text"): "/sys/fs/cgroup",
-    ("ironclaw/host/modelproxy/sockets.py", "bind_unix_socket", "os.open"):
+    ("ironclaw/host/sockets/unix.py", "bind_unix_socket", "os.open"):
         "O_PATH of the socket directory, checked host-owned and not group/other writable",
     ("ironclaw/host/private_files.py", "fsync_dir", "os.open"): HOST_PRIVATE,
     ("ironclaw/host/private_files.py", "_write_temp", "os.open"): HOST_PRIVATE,

@@ -16,12 +16,10 @@ submit -> deterministic verifiers -> (reject | policy | a human) -> idempotent a
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from typing import Any, cast
 
-import outcome
 import trio
 
 from ironclaw.contract.enums import ChangeKind, DecisionOutcome
@@ -31,7 +29,7 @@ from ironclaw.contract.jsonvalue import JSONRejected, JSONValue, canonical_json,
 from ironclaw.host.registry import AccessRequest
 from ironclaw.host.store import HostStore
 from ironclaw.host.store.changes import ChangeStore, StoredChange
-from ironclaw.runtime import DiscardEvents, EventSink, SystemClock, WallClock
+from ironclaw.runtime import DiscardEvents, EventSink, Reply, SystemClock, WallClock, drain
 
 from . import grants, records
 from .config import GatewayConfig
@@ -40,7 +38,6 @@ from .messages import (
     DecideChange,
     ExpireChange,
     GatewayMessage,
-    Reply,
     RetryApply,
     SubmitChange,
     access_change_id,
@@ -107,14 +104,14 @@ class Gateway:
             except Exception:
                 log.exception("expiring change %s failed", message.change_id)
             return
-        with message.reply:
-            result: outcome.Outcome[Any]
-            try:
-                result = outcome.Value(await self._dispatch(message))
-            except Exception as exc:
-                result = outcome.Error(exc)
-            with contextlib.suppress(trio.BrokenResourceError):
-                message.reply.send_nowait(result)
+        reply = message.reply
+        try:
+            reply.ok(await self._dispatch(message))
+        except Exception as exc:
+            reply.fail(exc)
+        finally:
+            if not reply.answered:  # cancelled: the actor is stopping
+                reply.fail(_stopped())
 
     async def _dispatch(self, message: SubmitChange | DecideChange | RetryApply) -> object:
         if isinstance(message, SubmitChange):
@@ -125,23 +122,12 @@ class Gateway:
 
     def _drain(self) -> None:
         """Whoever still waits on a message the actor will not handle hears so."""
-        while True:
-            try:
-                message = self._inbox.receive_nowait()
-            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
-                return
-            if not isinstance(message, ExpireChange):
-                message.reply.close()
+        drain(self._inbox, _refuse)
 
-    async def _ask(self, build: Callable[[Reply], GatewayMessage]) -> Any:
-        send, receive = trio.open_memory_channel[outcome.Outcome[Any]](1)
-        with receive:
-            await self._outbox.send(build(send))
-            try:
-                result = await receive.receive()
-            except trio.EndOfChannel:
-                raise GatewayUnavailable("the gateway stopped before answering") from None
-        return result.unwrap()
+    async def _ask(self, build: Callable[[Reply[Any]], GatewayMessage]) -> Any:
+        reply: Reply[Any] = Reply()
+        await self._outbox.send(build(reply))
+        return await reply.wait()
 
     # TTL timers
 
@@ -275,3 +261,12 @@ def _reason(reason: str | None) -> str | None:
     if reason is None:
         return None
     return str(reason)[:MAX_REASON]
+
+
+def _stopped() -> GatewayUnavailable:
+    return GatewayUnavailable("the gateway stopped before answering")
+
+
+def _refuse(message: GatewayMessage) -> None:
+    if not isinstance(message, ExpireChange):
+        message.reply.fail(_stopped())

@@ -9,8 +9,8 @@ from pathlib import Path
 import trio
 import trio.testing
 
-from ironclaw.host.modelproxy.serving import accept_connections
 from ironclaw.host.sessions.doorbell import MAX_CONNECTIONS, Doorbell
+from ironclaw.host.sockets.serving import accept_connections
 
 
 async def open_listener(path: Path) -> trio.SocketListener:
