@@ -8,7 +8,8 @@ they differ only in what a connection does.
   message still waiting (:class:`ironclaw.runtime.Mailbox`), so nobody waits forever
   on a server that is gone.
 * :func:`accept_connections` accepts until cancelled, caps a session's connections,
-  and rides out the transient errors ``accept`` gives under descriptor pressure. The
+  and rides out the transient errors ``accept`` gives under descriptor pressure: it is
+  :func:`trio.serve_listeners` over a listener that waits for a slot and a token. The
   doorbell uses it too: every per-session socket has one accept loop.
 
 The socket's client is the sandbox, so what it can make the host do is bounded per
@@ -21,7 +22,6 @@ into as many host tasks.
 
 from __future__ import annotations
 
-import errno
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
@@ -33,8 +33,6 @@ from ironclaw.runtime.ratelimit import TokenBucket
 
 __all__ = ["SessionConflict", "SessionMailbox", "accept_connections"]
 
-# accept() errors that mean "try again shortly", not "the listener is broken".
-ACCEPT_BACKOFF_ERRNOS = frozenset({errno.ENFILE, errno.EMFILE, errno.ENOMEM, errno.ENOBUFS})
 # Accepts per second on one session's socket, and the burst banked: far above what an
 # honest agent needs (a model call or fetch per connection, one doorbell connection).
 ACCEPT_RATE = 50.0
@@ -143,40 +141,50 @@ async def _reply_when_done(session: ServedSession, reply: Reply[None]) -> None:
     reply.ok(None)
 
 
+class _PacedListener(trio.abc.Listener[trio.SocketStream]):
+    """``accept`` first waits for a free connection slot and an accept token, so
+    :func:`trio.serve_listeners` accepts no more and no faster than a session may. The
+    slot is released when the connection's handler ends (or when accepting fails)."""
+
+    def __init__(self, listener: trio.SocketListener, slots: trio.Semaphore,
+                 pace: TokenBucket) -> None:
+        self._listener = listener
+        self._slots = slots
+        self._pace = pace
+
+    async def accept(self) -> trio.SocketStream:
+        await self._slots.acquire()
+        try:
+            await self._pace.acquire()
+            return await self._listener.accept()
+        except BaseException:
+            self._slots.release()
+            raise
+
+    async def aclose(self) -> None:
+        await self._listener.aclose()
+
+
 async def accept_connections(listener: trio.SocketListener, session: ServedSession | None,
                              *, max_connections: int, connections: trio.Nursery,
                              handle: Callable[[trio.SocketStream], Awaitable[None]],
                              accept_rate: float = ACCEPT_RATE,
                              accept_burst: int = ACCEPT_BURST) -> None:
-    """Accept on ``listener`` until cancelled; each connection runs ``handle`` in
-    ``connections``. With ``max_connections`` open, the next ``accept`` waits for one
-    to end; accepts are paced to ``accept_rate`` a second. ``session.connections``
-    (if given) counts the open ones; ``handle`` decrements it when it ends."""
+    """Accept on ``listener`` until cancelled (then close it); each connection runs
+    ``handle`` in ``connections``. With ``max_connections`` open, the next ``accept``
+    waits for one to end; accepts are paced to ``accept_rate`` a second; the transient
+    errors ``accept`` gives under descriptor pressure are ridden out
+    (:func:`trio.serve_listeners` does that). ``session.connections`` (if given) counts
+    the open ones; ``handle`` decrements it when it ends."""
     slots = trio.Semaphore(max_connections)
-    pace = TokenBucket(accept_rate, accept_burst)
-    while True:
-        await slots.acquire()
+
+    async def in_slot(stream: trio.SocketStream) -> None:
+        if session is not None:
+            session.connections += 1
         try:
-            await pace.acquire()
-            try:
-                stream = await listener.accept()
-            except OSError as exc:
-                if exc.errno not in ACCEPT_BACKOFF_ERRNOS:
-                    raise
-                await trio.sleep(0.1)
-                slots.release()
-                continue
-            if session is not None:
-                session.connections += 1
-            connections.start_soon(_handle_in_slot, handle, stream, slots)
-        except BaseException:
+            await handle(stream)
+        finally:
             slots.release()
-            raise
 
-
-async def _handle_in_slot(handle: Callable[[trio.SocketStream], Awaitable[None]],
-                          stream: trio.SocketStream, slots: trio.Semaphore) -> None:
-    try:
-        await handle(stream)
-    finally:
-        slots.release()
+    paced = _PacedListener(listener, slots, TokenBucket(accept_rate, accept_burst))
+    await trio.serve_listeners(in_slot, [paced], handler_nursery=connections)
