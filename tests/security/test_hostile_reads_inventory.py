@@ -161,7 +161,7 @@ REVIEWED: dict[tuple[str, str, str], str] = {
     ("ironclaw/host/private_files.py", "_write_temp", "os.fdopen"): HOST_PRIVATE,
     ("ironclaw/host/private_files.py", "read_private_file", "os.open"): HOST_PRIVATE,
     ("ironclaw/host/private_files.py", "read_private_file", "os.fdopen"): HOST_PRIVATE,
-    ("ironclaw/host/sessions/actor.py", "SessionActor._prepare", "workspace.mkdir"):
+    ("ironclaw/host/sessions/session_actor.py", "SessionActor._prepare", "workspace.mkdir"):
         "mkdir opens nothing; exist_ok on a directory the host created",
     ("ironclaw/host/sessions/manager.py", "Sessions._has_outstanding_work",
      "paths.inbound_db.exists"): "stat opens nothing; the read itself is hardened",
@@ -169,8 +169,8 @@ REVIEWED: dict[tuple[str, str, str], str] = {
      "paths.outbound_db.exists"): "stat opens nothing; the read itself is hardened",
     ("ironclaw/host/sessions/tail.py", "OutboundTail.run", "notify.add_watch"):
         "inotify on the directory, which the host created; opens no file in it",
-    ("ironclaw/host/store/actor.py", "HostStore.run", "self.open"): NOT_A_FILE,
-    ("ironclaw/host/store/actor.py", "open_host_store", "store.open"): NOT_A_FILE,
+    ("ironclaw/host/store/host_store.py", "HostStore.run", "self.open"): NOT_A_FILE,
+    ("ironclaw/host/store/host_store.py", "open_host_store", "store.open"): NOT_A_FILE,
     ("ironclaw/host/store/database.py", "open_database", "sqlcipher3.connect"):
         HOST_PRIVATE,
     # Operator tools.

@@ -31,8 +31,8 @@ import attrs
 import trio
 
 from ironclaw.contract.clock import now_us
+from ironclaw.host.store.host_store import HostStore
 
-from ..store.actor import HostStore
 from .base import InboundEvent, InboundRefused
 
 __all__ = ["ChannelState", "prune_seen_events"]

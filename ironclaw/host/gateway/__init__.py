@@ -7,7 +7,8 @@ with ``await nursery.start(gateway.run)``. It implements
 :class:`ironclaw.host.mailboxes.CapabilityGate`.
 """
 
-from .actor import Gateway as Gateway
+from ironclaw.host.gateway.gateway import Gateway as Gateway
+
 from .apply import ApplyError as ApplyError
 from .config import NEVER_AUTO_APPROVE as NEVER_AUTO_APPROVE
 from .config import RESPAWN_KINDS as RESPAWN_KINDS

@@ -18,6 +18,7 @@ import trio
 
 from ironclaw.contract.queue import OutboundReader, QueueError
 from ironclaw.contract.untrusted_files import run_untrusted
+from ironclaw.host.sessions.session_actor import SessionActor, SessionDeps
 
 from ..events import SessionFailed, SessionRetired, SessionStarted
 from ..mailboxes import (
@@ -28,7 +29,6 @@ from ..mailboxes import (
     open_sessions_mailbox,
 )
 from ..registry import NotFound
-from .actor import SessionActor, SessionDeps
 
 logger = logging.getLogger(__name__)
 

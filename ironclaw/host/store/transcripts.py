@@ -19,8 +19,9 @@ from typing import Any
 
 import attrs
 
+from ironclaw.host.store.host_store import HostStore
+
 from ..channels.local import Appended, TranscriptEntry, TranscriptRetention
-from .actor import HostStore
 
 _COLUMNS = "idx, role, sender, text, message_id, at, thread_id"
 

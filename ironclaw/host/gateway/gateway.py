@@ -26,15 +26,10 @@ from ironclaw.contract.enums import ChangeKind, DecisionOutcome
 from ironclaw.contract.gateway import MAX_CHANGE_BYTES, ChangeRequest, Verifier
 from ironclaw.contract.ids import ChangeId
 from ironclaw.contract.jsonvalue import JSONRejected, JSONValue, canonical_json, parse_json
-from ironclaw.host.registry import AccessRequest
-from ironclaw.host.store import HostStore
-from ironclaw.host.store.changes import ChangeStore, StoredChange
-from ironclaw.runtime import DiscardEvents, EventSink, Reply, SystemClock, WallClock, drain
-
-from . import grants, records
-from .config import GatewayConfig
-from .engine import ChangeEngine
-from .messages import (
+from ironclaw.host.gateway import grants, records
+from ironclaw.host.gateway.config import GatewayConfig
+from ironclaw.host.gateway.engine import ChangeEngine
+from ironclaw.host.gateway.messages import (
     DecideChange,
     ExpireChange,
     GatewayMessage,
@@ -43,9 +38,9 @@ from .messages import (
     access_change_id,
     change_id_for,
 )
-from .payloads import ENTITY_ID
-from .protocols import AuditSink, NoNotifier, NoRespawner, Notifier, Respawner
-from .rbac import (
+from ironclaw.host.gateway.payloads import ENTITY_ID
+from ironclaw.host.gateway.protocols import AuditSink, NoNotifier, NoRespawner, Notifier, Respawner
+from ironclaw.host.gateway.rbac import (
     SYSTEM_REQUESTER,
     Forbidden,
     GatewayUnavailable,
@@ -54,6 +49,10 @@ from .rbac import (
     may_reject,
     may_submit,
 )
+from ironclaw.host.registry import AccessRequest
+from ironclaw.host.store import HostStore
+from ironclaw.host.store.changes import ChangeStore, StoredChange
+from ironclaw.runtime import DiscardEvents, EventSink, Reply, SystemClock, WallClock, drain
 
 log = logging.getLogger(__name__)
 

@@ -18,19 +18,18 @@ from __future__ import annotations
 
 import trio
 
+from ironclaw.host.delivery.a2a import AgentRelay
+from ironclaw.host.delivery.actions import ActionDispatcher
+from ironclaw.host.delivery.handler import ChannelSender, RowHandler
+from ironclaw.host.delivery.policy import DeliveryPolicy
+from ironclaw.host.delivery.records import DeliveryRecords
+from ironclaw.host.delivery.worker import SessionWorker
 from ironclaw.host.inbound import SessionInbox
 from ironclaw.host.mailboxes import CapabilityGate, OutboundBatch, OutboundProgress
 from ironclaw.host.questions import Questions
 from ironclaw.host.registry import Registry
 from ironclaw.host.scheduling import Scheduler
 from ironclaw.runtime import DiscardEvents, EventSink, SystemClock, WallClock
-
-from .a2a import AgentRelay
-from .actions import ActionDispatcher
-from .handler import ChannelSender, RowHandler
-from .policy import DeliveryPolicy
-from .records import DeliveryRecords
-from .worker import SessionWorker
 
 __all__ = ["Delivery"]
 
