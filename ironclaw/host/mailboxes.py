@@ -2,7 +2,7 @@
 
 Subsystems talk through these, not through each other's internals: the router and
 the sweeper send ``Wake`` to the sessions actor; a session's outbound tail sends
-``OutboundBatch`` to delivery; delivery reports progress back through
+``TailBatch`` to delivery; delivery reports progress back through
 ``OutboundProgress``. All messages are frozen attrs values.
 """
 
@@ -47,7 +47,7 @@ SessionsMessage = Wake | StopSession | RespawnGroup
 
 
 @attrs.frozen
-class OutboundBatch:
+class TailBatch:
     """Rows a session's tail read from its outbound file, in seq order.
 
     ``cursor`` is the highest seq examined (valid or rejected). Delivery reports it

@@ -25,7 +25,7 @@ from ironclaw.host.delivery.policy import DeliveryPolicy
 from ironclaw.host.delivery.records import DeliveryRecords
 from ironclaw.host.delivery.worker import SessionWorker
 from ironclaw.host.inbound import SessionInbox
-from ironclaw.host.mailboxes import CapabilityGate, OutboundBatch, OutboundProgress
+from ironclaw.host.mailboxes import CapabilityGate, OutboundProgress, TailBatch
 from ironclaw.host.questions import Questions
 from ironclaw.host.registry import Registry
 from ironclaw.host.scheduling import Scheduler
@@ -82,7 +82,7 @@ class Delivery:
             self._nursery = None
             self._workers.clear()
 
-    async def submit(self, batch: OutboundBatch) -> None:
+    async def submit(self, batch: TailBatch) -> None:
         """Hand a session's batch to its worker, waiting while that session's mailbox is
         full. Rows already handled (at or below the reported watermark, in flight, or
         recorded in host.db) are skipped, so re-submitting a batch is harmless.
@@ -108,7 +108,7 @@ class Delivery:
                 if self._workers.get(batch.session_id) is worker:
                     del self._workers[batch.session_id]
 
-    def _spawn(self, batch: OutboundBatch) -> SessionWorker:
+    def _spawn(self, batch: TailBatch) -> SessionWorker:
         if self._nursery is None:
             raise RuntimeError("delivery is not running")
         worker = SessionWorker(

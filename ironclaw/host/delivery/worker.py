@@ -28,7 +28,7 @@ import trio
 
 from ironclaw.contract.rows import OutboundMessage
 from ironclaw.host.channels.base import safe_reason
-from ironclaw.host.mailboxes import OutboundBatch, OutboundProgress
+from ironclaw.host.mailboxes import OutboundProgress, TailBatch
 from ironclaw.host.registry import Registry
 from ironclaw.runtime import EventSink, WallClock
 
@@ -71,7 +71,7 @@ class SessionWorker:
         self._clock = clock
         self._on_report = on_report
         self._on_exit = on_exit
-        self.mailbox, self._receive = trio.open_memory_channel[OutboundBatch](
+        self.mailbox, self._receive = trio.open_memory_channel[TailBatch](
             policy.inbox_batches)
         self.reported = reported
         self._examined = reported
@@ -117,7 +117,7 @@ class SessionWorker:
 
     # -- the main lane ------------------------------------------------------------------
 
-    async def _take(self, batch: OutboundBatch) -> None:
+    async def _take(self, batch: TailBatch) -> None:
         self._examined = max(self._examined, batch.cursor)
         for rejection in batch.rejections:
             self._handler.rejected_row(self.session_id, rejection)

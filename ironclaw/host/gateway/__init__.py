@@ -30,7 +30,7 @@ from .rbac import Forbidden as Forbidden
 from .rbac import GatewayError as GatewayError
 from .rbac import GatewayUnavailable as GatewayUnavailable
 from .rbac import InvalidChange as InvalidChange
-from .rbac import NotFound as NotFound
+from .rbac import NoSuchChange as NoSuchChange
 from .rbac import Principal as Principal
 from .rbac import StaleChange as StaleChange
 from .rbac import TooManyPending as TooManyPending

@@ -45,7 +45,7 @@ from .rbac import (
     ChatOrigin,
     Conflict,
     Forbidden,
-    NotFound,
+    NoSuchChange,
     Principal,
     StaleChange,
     chat_principal_name,
@@ -83,7 +83,7 @@ class ChangeEngine:
         try:
             return await self._changes.get(change_id)
         except ChangeNotFound:
-            raise NotFound(change_id) from None
+            raise NoSuchChange(change_id) from None
 
     async def on_submit(self, m: SubmitChange) -> StoredChange:
         if m.change_id is not None:

@@ -174,7 +174,7 @@ class Gateway:
                      digest: str | None = None) -> StoredChange:
         """Approve or reject as ``principal`` (authenticated by the caller). With
         ``digest``, only the change with exactly that digest is decided. Raises
-        Forbidden, NotFound, Conflict (already decided, or not the change of that
+        Forbidden, NoSuchChange, Conflict (already decided, or not the change of that
         digest), StaleChange (refused now)."""
         try:
             decision = DecisionOutcome(outcome)
@@ -225,7 +225,7 @@ class Gateway:
             access_change_id(request.id), reply)))
 
     async def get(self, change_id: str) -> StoredChange:
-        """Raises NotFound."""
+        """Raises NoSuchChange."""
         return await self._engine.get(change_id)
 
     async def approvals(self, change_id: str) -> list[str]:

@@ -174,7 +174,7 @@ def parse_mounts(value: JSONValue) -> tuple[Mount, ...]:
 
 
 @attrs.frozen
-class Destination:
+class GrantedDestination:
     type: str  # "channel" | "agent"
     display_name: str | None = None
     channel: str | None = None
@@ -190,10 +190,10 @@ _DEST_KEYS = ("type", "display_name", "channel", "instance", "platform_id",
               "target_agent_group")
 
 
-def _destination(value: JSONValue, what: str) -> Destination:
+def _destination(value: JSONValue, what: str) -> GrantedDestination:
     obj = _obj(value, what, _DEST_KEYS, ("type",))
     fields = {k: _text(v, f"{what}.{k}", 256) for k, v in obj.items()}
-    dest = Destination(**fields)
+    dest = GrantedDestination(**fields)
     if dest.type == "channel":
         if not dest.channel or not dest.platform_id or dest.target_agent_group:
             raise PayloadError(f"{what}: a channel destination names channel and platform_id")
@@ -209,7 +209,7 @@ def _destination(value: JSONValue, what: str) -> Destination:
 @attrs.frozen
 class EgressPatch:
     hosts: tuple[str, ...] | None
-    destinations: dict[str, Destination | None] | None  # None value: remove
+    destinations: dict[str, GrantedDestination | None] | None  # None value: remove
 
 
 def parse_egress(value: JSONValue) -> EgressPatch:

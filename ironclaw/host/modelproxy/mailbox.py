@@ -14,7 +14,7 @@ from ironclaw.runtime import Reply
 
 from .providers import SessionRoute
 
-__all__ = ["ProxyLimits", "ProxyMsg", "ServeSession", "StopSession"]
+__all__ = ["ProxyLimits", "ProxyMsg", "ServeProxySession", "StopProxySession"]
 
 
 _positive = attrs.validators.gt(0)
@@ -41,15 +41,15 @@ class ProxyLimits:
 
 
 @attrs.frozen
-class ServeSession:
+class ServeProxySession:
     route: SessionRoute
     reply: Reply[Path] = attrs.field(factory=Reply, eq=False)
 
 
 @attrs.frozen
-class StopSession:
+class StopProxySession:
     session_id: str
     reply: Reply[None] = attrs.field(factory=Reply, eq=False)
 
 
-ProxyMsg = ServeSession | StopSession
+ProxyMsg = ServeProxySession | StopProxySession

@@ -2,7 +2,7 @@
 
 ``ModelProxy.run`` owns a nursery with one listener task per served session and one
 task per accepted connection, plus the host's single upstream HTTP client. Sessions
-are added and removed through its mailbox (``ServeSession`` / ``StopSession``, or the
+are added and removed through its mailbox (``ServeProxySession`` / ``StopProxySession``, or the
 ``serve_session`` / ``stop_session`` helpers that send them and wait for the reply).
 
 The socket a request arrives on *is* the session: the listener task holds the
@@ -37,7 +37,7 @@ from ironclaw.runtime.ratelimit import TokenBucket
 from .credentials import Credentials, Secret
 from .events import ModelCall, Outcome, ProviderFailing, ProviderRecovered, SessionSocketFailed
 from .health import ProviderHealth
-from .mailbox import ProxyLimits, ProxyMsg, ServeSession, StopSession
+from .mailbox import ProxyLimits, ProxyMsg, ServeProxySession, StopProxySession
 from .providers import ProviderKind, SessionRoute, normalize_host
 from .redact import Redactor
 from .relay import Aborted, Tally, forward, new_client, send_error, serve_mock
@@ -70,7 +70,7 @@ class ModelProxy:
         self._redactor = Redactor(self._secrets)
         self._health = ProviderHealth()
         self._sessions: dict[str, _Session] = {}
-        self._mailbox = SessionMailbox(mailbox_size, stop_type=StopSession,
+        self._mailbox = SessionMailbox(mailbox_size, stop_type=StopProxySession,
                                        what="the model proxy")
         self._ran = False
 
@@ -84,13 +84,13 @@ class ModelProxy:
 
     async def serve_session(self, route: SessionRoute) -> Path:
         """Serve ``route`` on its socket; returns the socket path once it accepts."""
-        msg = ServeSession(route)
+        msg = ServeProxySession(route)
         await self._mailbox.send(msg)
         return await msg.reply.wait()
 
     async def stop_session(self, session_id: str) -> None:
         """Stop serving a session: its connections close and its socket is removed."""
-        msg = StopSession(session_id)
+        msg = StopProxySession(session_id)
         await self._mailbox.send(msg)
         await msg.reply.wait()
 

@@ -28,7 +28,7 @@ from ironclaw.host.events import SandboxExitedEvent, SandboxLaunched, SandboxSto
 from ironclaw.host.inbound.queues import SessionQueues
 from ironclaw.host.isolation import Isolator, LaunchSpec, SandboxExited
 from ironclaw.host.keys import write_session_key_file
-from ironclaw.host.mailboxes import OutboundBatch, SessionHealth
+from ironclaw.host.mailboxes import SessionHealth, TailBatch
 from ironclaw.host.modelproxy import Credentials, SessionRoute
 from ironclaw.host.providers import agent_provider, proxy_endpoint
 from ironclaw.host.registry import AgentGroup, ContainerStatus, Registry, Session
@@ -56,7 +56,7 @@ class EgressSockets(Protocol):
 
 
 class BatchSink(Protocol):
-    async def submit(self, batch: OutboundBatch) -> None: ...
+    async def submit(self, batch: TailBatch) -> None: ...
 
 
 @attrs.frozen

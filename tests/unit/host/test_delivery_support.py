@@ -34,7 +34,7 @@ from ironclaw.host.gateway import Gateway
 from ironclaw.host.inbound import SessionInbox
 from ironclaw.host.inbound.queues import SessionQueues
 from ironclaw.host.keys import FileMasterKeySource, KeyStore
-from ironclaw.host.mailboxes import OutboundBatch, SessionHealth
+from ironclaw.host.mailboxes import SessionHealth, TailBatch
 from ironclaw.host.questions import Questions
 from ironclaw.host.registry import AgentGroup, Registry, RegistryDestination, Session
 from ironclaw.host.scheduling import Scheduler
@@ -176,9 +176,9 @@ class Harness:
 
     def batch(self, session: Session, rows: list[OutboundMessage],
               rejections: tuple[RowRejection, ...] = (), cursor: int | None = None
-              ) -> OutboundBatch:
+              ) -> TailBatch:
         top = max([r.seq for r in rows] + [r.seq or 0 for r in rejections] + [0])
-        return OutboundBatch(session.id, session.agent_group_id, tuple(rows), rejections,
+        return TailBatch(session.id, session.agent_group_id, tuple(rows), rejections,
                              top if cursor is None else cursor)
 
     def inbound(self, session_id: str) -> list[InboundMessage]:
