@@ -16,6 +16,7 @@ import attrs
 import httpx
 import trio
 
+from ironclaw.host.config.devseed import seed_dev
 from ironclaw.host.inbound.inbox import SessionInbox
 from ironclaw.host.inbound.queues import SessionQueues
 from ironclaw.host.inbound.router import Router
@@ -23,6 +24,7 @@ from ironclaw.host.keys import FileMasterKeySource, KeyStore, Purpose, ensure_se
 from ironclaw.runtime import EventBus, LoopLagMonitor
 
 from .audit import AuditLog, open_audit_log
+from .audit.recorder import AuditRecorder
 from .channels import ChannelAdapter, Channels, InboundEvent
 from .channels.adapters import AdapterContext, create_adapter
 from .channels.local import LocalChannel
@@ -31,10 +33,10 @@ from .channels.state import ChannelState, prune_seen_events
 from .chatops import ChatApprovers, ChatCommands, ChatNotices
 from .config import ControlPlaneConfig, choose_runtime
 from .delivery import Delivery, DeliveryRecords
-from .devseed import seed_dev
 from .egress import EgressBroker
 from .events import RuntimeSelected
 from .gateway import Gateway, Grants
+from .gateway.notifiers import Notifiers, SessionNotifier
 from .inbound import Waker
 from .isolation import Isolator, ProcessIsolator
 from .isolation.oci import OciIsolator
@@ -44,7 +46,6 @@ from .isolation.reconcile import reconcile_runtime_state
 from .isolation.runtimes import OciRuntime, RuntimeKind
 from .mailboxes import Respawns, open_sessions_mailbox
 from .modelproxy import Credentials, ModelProxy
-from .notify import AuditRecorder, Notifiers, SessionNotifier
 from .questions import Questions
 from .registry import Registry
 from .scheduling.scheduler import Scheduler

@@ -20,7 +20,7 @@ from ironclaw.contract.enums import ChangeStatus, DecisionOutcome
 from ironclaw.contract.layout import EGRESS_SOCKET, SessionLayout
 from ironclaw.host.app import ControlPlane, ControlPlaneHandles
 from ironclaw.host.config import ControlPlaneConfig
-from ironclaw.host.devseed import DEMO_CONVERSATION, DEMO_GROUP
+from ironclaw.host.config.devseed import DEMO_CONVERSATION, DEMO_GROUP
 from ironclaw.host.egress import EgressConfig
 from ironclaw.host.gateway import Principal
 from ironclaw.host.mailboxes import StopSession

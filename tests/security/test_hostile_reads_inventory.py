@@ -85,7 +85,7 @@ REVIEWED: dict[tuple[str, str, str], str] = {
     ("ironclaw/host/audit/log.py", "open_audit_log", "log.open"): NOT_A_FILE,
     ("ironclaw/host/audit/verify.py", "verify_file", "os.open"): HOST_PRIVATE,
     ("ironclaw/host/audit/verify.py", "verify_file", "os.fdopen"): HOST_PRIVATE,
-    ("ironclaw/host/configfile.py", "load_config_file", "path.read_bytes"):
+    ("ironclaw/host/config/file.py", "load_config_file", "path.read_bytes"):
         "the operator's configuration file",
     ("ironclaw/host/isolation/elf.py", "is_elf", "open"): "the image build's own files",
     ("ironclaw/host/isolation/elf.py", "read_elf", "path.read_bytes"):
@@ -140,7 +140,7 @@ REVIEWED: dict[tuple[str, str, str], str] = {
     ("ironclaw/host/isolation/volumes.py", "_loop_devices", "backing.read_text"):
         KERNEL_FILE,
     ("ironclaw/host/isolation/volumes.py", "_mount_points", "open"): KERNEL_FILE,
-    ("ironclaw/host/public_suffix.py", "_above_a_public_suffix", "open"):
+    ("ironclaw/host/egress/public_suffix.py", "_above_a_public_suffix", "open"):
         "the Public Suffix List shipped inside an installed package",
     ("ironclaw/host/isolation/process.py", "ProcessIsolator._run", "tmp.write_text"):
         "process runtime only (no isolation at all, --dev)",

@@ -23,7 +23,7 @@ from ironclaw.contract.gateway import (
     chain_verdict,
 )
 from ironclaw.contract.jsonvalue import JSONRejected, JSONValue, parse_json
-from ironclaw.host.public_suffix import wildcard_problem
+from ironclaw.host.egress.public_suffix import wildcard_problem
 
 from .config import NEVER_AUTO_APPROVE, GatewayConfig, is_canonical_abs_path
 from .payloads import (
@@ -268,7 +268,7 @@ def host_problem(entry: str) -> str | None:
 
 class EgressVerifier(_Base):
     """Hostnames only (never an IP literal, never a local name), a wildcard only as a
-    leading ``*.`` and never over a public suffix (``ironclaw.host.public_suffix``),
+    leading ``*.`` and never over a public suffix (``ironclaw.host.egress.public_suffix``),
     port 443 only, and a bounded count. The egress broker must still
     refuse a name that resolves into private, loopback or link-local space."""
 

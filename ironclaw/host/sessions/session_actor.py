@@ -30,9 +30,9 @@ from ironclaw.host.isolation import Isolator, LaunchSpec, SandboxExited
 from ironclaw.host.keys import write_session_key_file
 from ironclaw.host.mailboxes import SessionHealth, TailBatch
 from ironclaw.host.modelproxy import Credentials, SessionRoute
-from ironclaw.host.providers import agent_provider, proxy_endpoint
 from ironclaw.host.registry import AgentGroup, ContainerStatus, Registry, Session
 from ironclaw.host.sessions.doorbell import Doorbell
+from ironclaw.host.sessions.model_provider import agent_provider, proxy_endpoint
 from ironclaw.host.sessions.progress import SessionProgress
 from ironclaw.host.sessions.quarantine import Quarantine
 from ironclaw.host.sessions.tail import OutboundTail
