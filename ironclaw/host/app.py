@@ -16,6 +16,7 @@ import attrs
 import httpx
 import trio
 
+from ironclaw.host.channels.transcripts import DurableTranscripts
 from ironclaw.host.config.devseed import seed_dev
 from ironclaw.host.inbound.inbox import SessionInbox
 from ironclaw.host.inbound.queues import SessionQueues
@@ -52,7 +53,6 @@ from .scheduling.scheduler import Scheduler
 from .sessions import SessionDeps, SessionProgress, Sessions, SessionSettings
 from .store import HostStore, open_host_store
 from .store.changes import ChangeStore
-from .store.transcripts import DurableTranscripts
 from .sweeper import Sweeper, SweepPolicy
 
 logger = logging.getLogger(__name__)
