@@ -8,11 +8,13 @@ the sweeper send ``Wake`` to the sessions actor; a session's outbound tail sends
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
 
 import attrs
 import trio
 
+from ironclaw.contract.actions import ScheduleTask, TaskControl
 from ironclaw.contract.rows import OutboundMessage, RowRejection
 
 
@@ -100,6 +102,30 @@ class CapabilityGate(Protocol):
     async def submit_from_sandbox(self, *, session_id: str, agent_group_id: str,
                                   kind: str, payload: str, reason: str | None,
                                   outbound_id: str) -> str: ...
+
+
+class Identified(Protocol):
+    @property
+    def id(self) -> str: ...
+
+
+class TaskScheduler(Protocol):
+    """Where delivery hands a sandbox's ``schedule_task`` and task control (the
+    scheduler implements it)."""
+
+    async def schedule(self, *, session_id: str, agent_group_id: str, request: ScheduleTask,
+                       task_id: str | None = None) -> Identified: ...
+
+    async def control(self, *, session_id: str, request: TaskControl,
+                      reply_id: str | None = None) -> Sequence[Identified]: ...
+
+
+class DueTasks(Protocol):
+    """The sweeper's chores on the schedules (the scheduler implements it)."""
+
+    async def fire_due(self, *, limit: int = 100) -> int: ...
+
+    async def prune(self, *, finished_before: int) -> int: ...
 
 
 class Respawns:

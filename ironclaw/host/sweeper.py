@@ -37,9 +37,8 @@ from ironclaw.runtime import DiscardEvents, EventSink, SystemClock, WallClock
 
 from .delivery.records import DeliveryRecords
 from .inbound import InboundQueues
-from .mailboxes import SessionHealth, SessionsMessage, SessionsView, StopSession
+from .mailboxes import DueTasks, SessionHealth, SessionsMessage, SessionsView, StopSession
 from .questions import Questions
-from .scheduling import Scheduler
 
 __all__ = [
     "SessionStuck",
@@ -130,7 +129,7 @@ def stuck_reason(health: SessionHealth, now: int, policy: SweepPolicy) -> str | 
 
 
 class Sweeper:
-    def __init__(self, *, scheduler: Scheduler, questions: Questions,
+    def __init__(self, *, scheduler: DueTasks, questions: Questions,
                  records: DeliveryRecords, sessions: SessionsView,
                  sessions_mailbox: trio.MemorySendChannel[SessionsMessage],
                  queues: InboundQueues, events: EventSink | None = None,

@@ -25,10 +25,9 @@ from ironclaw.host.delivery.policy import DeliveryPolicy
 from ironclaw.host.delivery.records import DeliveryRecords
 from ironclaw.host.delivery.worker import SessionWorker
 from ironclaw.host.inbound import SessionInbox
-from ironclaw.host.mailboxes import CapabilityGate, OutboundProgress, TailBatch
+from ironclaw.host.mailboxes import CapabilityGate, OutboundProgress, TailBatch, TaskScheduler
 from ironclaw.host.questions import Questions
 from ironclaw.host.registry import Registry
-from ironclaw.host.scheduling import Scheduler
 from ironclaw.runtime import DiscardEvents, EventSink, SystemClock, WallClock
 
 __all__ = ["Delivery"]
@@ -38,7 +37,7 @@ class Delivery:
     def __init__(self, *, records: DeliveryRecords, registry: Registry,
                  channels: ChannelSender,
                  inbox: SessionInbox, progress: OutboundProgress, gate: CapabilityGate,
-                 scheduler: Scheduler, questions: Questions, events: EventSink | None = None,
+                 scheduler: TaskScheduler, questions: Questions, events: EventSink | None = None,
                  policy: DeliveryPolicy | None = None, clock: WallClock | None = None
                  ) -> None:
         self._registry = registry
