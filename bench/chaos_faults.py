@@ -21,10 +21,10 @@ from pathlib import Path
 import attrs
 import sqlcipher3
 
+from ironclaw.host.inbound.queues import SessionQueues
 from ironclaw.host.isolation.oci import cgroup_parent, container_id
 from ironclaw.host.isolation.reconcile import leftover_runtime_state
 from ironclaw.host.keys import FileMasterKeySource, KeyStore
-from ironclaw.host.queues import SessionQueues
 
 __all__ = ["Sandbox", "inbound_rows_left", "leftovers", "live_sandboxes", "signal_sandbox"]
 

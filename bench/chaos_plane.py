@@ -26,7 +26,7 @@ from ironclaw.contract.enums import EngageMode, UnknownSenderPolicy
 from ironclaw.host.app import ControlPlane, ControlPlaneHandles
 from ironclaw.host.channels.settings import ChannelSettings
 from ironclaw.host.config import ControlPlaneConfig
-from ironclaw.host.devseed import DEMO_GROUP
+from ironclaw.host.config.devseed import DEMO_GROUP
 from ironclaw.host.modelproxy import Credentials, ProxyLimits
 from ironclaw.host.registry import Wiring
 from ironclaw.runtime import BackoffPolicy

@@ -26,7 +26,7 @@ import trio
 from ironclaw.contract.enums import EngageMode, UnknownSenderPolicy
 from ironclaw.host.app import ControlPlane, ControlPlaneHandles
 from ironclaw.host.config import ControlPlaneConfig
-from ironclaw.host.devseed import DEMO_CONVERSATION
+from ironclaw.host.config.devseed import DEMO_CONVERSATION
 from ironclaw.host.isolation.runtimes import OciRuntime, RuntimeKind
 from ironclaw.host.modelproxy import Credentials, ModelCall, ProxyLimits, Secret
 from ironclaw.host.modelproxy.redact import Redactor

@@ -40,7 +40,7 @@ from ironclaw.contract.ids import new_session_id
 from ironclaw.contract.queue import OutboundReader
 from ironclaw.host.app import ControlPlane, ControlPlaneHandles
 from ironclaw.host.config import ControlPlaneConfig
-from ironclaw.host.devseed import DEMO_CONVERSATION
+from ironclaw.host.config.devseed import DEMO_CONVERSATION
 from ironclaw.host.modelproxy import (
     Credentials,
     ModelProxy,

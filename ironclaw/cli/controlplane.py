@@ -25,8 +25,8 @@ from ironclaw.cli import build_sandbox
 from ironclaw.host.api import ENV_TOKEN, ApiSettings, Principals, bootstrap_owner, serve_api
 from ironclaw.host.app import ControlPlane, ControlPlaneHandles
 from ironclaw.host.config import RUNTIMES, ControlPlaneConfig, choose_runtime
-from ironclaw.host.configfile import load_config_file
-from ironclaw.host.devseed import DEMO_CONVERSATION
+from ironclaw.host.config.devseed import DEMO_CONVERSATION
+from ironclaw.host.config.file import load_config_file
 
 logger = logging.getLogger("ironclaw")
 PROMPT = "you> "

@@ -69,7 +69,7 @@ class ToolCallContent(enum.StrEnum):
 @attrs.frozen
 class WireQuirks:
     """Where OpenAI-compatible servers differ. The host picks them per provider
-    (``ironclaw.host.providers.PROVIDER_QUIRKS``); the agent only follows them."""
+    (``ironclaw.host.sessions.model_provider.PROVIDER_QUIRKS``); the agent only follows them."""
 
     max_tokens_field: MaxTokensField = attrs.field(default=MaxTokensField.MAX_TOKENS,
                                                    converter=MaxTokensField)

@@ -26,7 +26,6 @@ _SESSION_ID = re.compile(r"ses_[0-9a-f]{16,64}")
 # compared and stored, never used as paths, but still kept to a safe alphabet so
 # that logs and dedup keys stay printable and bounded.
 _MESSAGE_ID = re.compile(r"[A-Za-z0-9_.:\-]{1,128}")
-_CHANGE_ID = re.compile(r"chg_[0-9a-f]{32}")
 
 
 class InvalidId(ValueError):
@@ -43,12 +42,6 @@ def validate_message_id(value: object) -> MessageId:
     if not isinstance(value, str) or not _MESSAGE_ID.fullmatch(value):
         raise InvalidId(f"not a message id: {value!r:.80}")
     return MessageId(value)
-
-
-def validate_change_id(value: object) -> ChangeId:
-    if not isinstance(value, str) or not _CHANGE_ID.fullmatch(value):
-        raise InvalidId(f"not a change id: {value!r:.80}")
-    return ChangeId(value)
 
 
 def new_session_id() -> SessionId:

@@ -8,7 +8,6 @@ and nesting deep enough to exhaust the stack.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from typing import Any
 
@@ -92,7 +91,3 @@ def canonical_json(value: JSONValue) -> str:
                           allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise JSONRejected(f"not representable as canonical JSON: {exc}") from None
-
-
-def canonical_digest(value: JSONValue) -> str:
-    return hashlib.sha256(canonical_json(value).encode("utf-8")).hexdigest()

@@ -16,10 +16,16 @@ import attrs
 import httpx
 import trio
 
+from ironclaw.host.channels.transcripts import DurableTranscripts
+from ironclaw.host.config.devseed import seed_dev
+from ironclaw.host.inbound.inbox import SessionInbox
+from ironclaw.host.inbound.queues import SessionQueues
+from ironclaw.host.inbound.router import Router
 from ironclaw.host.keys import FileMasterKeySource, KeyStore, Purpose, ensure_session_key_dir
 from ironclaw.runtime import EventBus, LoopLagMonitor
 
 from .audit import AuditLog, open_audit_log
+from .audit.recorder import AuditRecorder
 from .channels import ChannelAdapter, Channels, InboundEvent
 from .channels.adapters import AdapterContext, create_adapter
 from .channels.local import LocalChannel
@@ -27,31 +33,26 @@ from .channels.settings import ChannelSettings
 from .channels.state import ChannelState, prune_seen_events
 from .chatops import ChatApprovers, ChatCommands, ChatNotices
 from .config import ControlPlaneConfig, choose_runtime
-from .delivery import Delivery
-from .devseed import seed_dev
+from .delivery import Delivery, DeliveryRecords
 from .egress import EgressBroker
 from .events import RuntimeSelected
 from .gateway import Gateway, Grants
+from .gateway.notifiers import Notifiers, SessionNotifier
+from .inbound import Waker
 from .isolation import Isolator, ProcessIsolator
 from .isolation.oci import OciIsolator
 from .isolation.pinned import PinnedImage
 from .isolation.process import reap_stale_agents
 from .isolation.reconcile import reconcile_runtime_state
 from .isolation.runtimes import OciRuntime, RuntimeKind
-from .mailboxes import Respawns, Waker, open_sessions_mailbox
+from .mailboxes import Respawns, open_sessions_mailbox
 from .modelproxy import Credentials, ModelProxy
-from .notify import AuditRecorder, Notifiers, SessionNotifier
 from .questions import Questions
-from .queues import SessionQueues
 from .registry import Registry
-from .router import Router
-from .scheduling.inbox import SessionInbox
 from .scheduling.scheduler import Scheduler
 from .sessions import SessionDeps, SessionProgress, Sessions, SessionSettings
 from .store import HostStore, open_host_store
 from .store.changes import ChangeStore
-from .store.deliveries import DurableDeliveryLedger
-from .store.transcripts import DurableTranscripts
 from .sweeper import Sweeper, SweepPolicy
 
 logger = logging.getLogger(__name__)
@@ -99,10 +100,10 @@ def make_isolator(config: ControlPlaneConfig) -> tuple[Isolator, str | None]:
                        disk=config.sandbox_disk), warning
 
 
-def _platform_adapter(settings: ChannelSettings, store: HostStore,
+def _platform_adapter(settings: ChannelSettings, store: HostStore, records: DeliveryRecords,
                       http: httpx.AsyncClient) -> ChannelAdapter:
     context = AdapterContext(state=ChannelState(store, settings.type, settings.instance),
-                             ledger=DurableDeliveryLedger(store), http=http)
+                             ledger=records, http=http)
     return create_adapter(settings, context)
 
 
@@ -171,8 +172,10 @@ class ControlPlane:
                 questions = Questions(store, inbox, events=bus)
                 progress = SessionProgress(store, queues)
                 router_send, router_receive = trio.open_memory_channel[InboundEvent](1024)
-                local = LocalChannel(transcripts=DurableTranscripts(store))
-                remote = [_platform_adapter(settings, store, http)
+                # One ledger for every channel and for delivery: delivery_records.
+                records = DeliveryRecords(store)
+                local = LocalChannel(transcripts=DurableTranscripts(store), ledger=records)
+                remote = [_platform_adapter(settings, store, records, http)
                           for settings in config.channels]
                 channels = Channels([local, *remote], router_send, events=bus,
                                     policy=config.channel_backoff)
@@ -180,7 +183,7 @@ class ControlPlane:
                 gateway = Gateway(store, audit, config=config.gateway,
                                   notifier=Notifiers(SessionNotifier(inbox), notices),
                                   respawner=Respawns(sessions_mailbox[0]), events=bus)
-                delivery = Delivery(store=store, registry=registry, channels=channels,
+                delivery = Delivery(records=records, registry=registry, channels=channels,
                                     inbox=inbox, progress=progress, gate=gateway,
                                     scheduler=scheduler, questions=questions, events=bus)
                 key_dir = config.key_directory()
@@ -197,7 +200,7 @@ class ControlPlane:
                 commands = ChatCommands(
                     approvers=ChatApprovers(store, registry, audit), gateway=gateway,
                     channels=channels, audit=audit, events=bus)
-                router = Router(registry, queues, sessions_mailbox[0], events=bus,
+                router = Router(registry, queues, waker, events=bus,
                                 access_gate=gateway, notices=notices, commands=commands)
 
                 loop_lag = LoopLagMonitor()
@@ -212,7 +215,7 @@ class ControlPlane:
                 await nursery.start(router.run, router_receive)
                 await nursery.start(channels.run)
                 await nursery.start(Sweeper(
-                    scheduler=scheduler, questions=questions, records=delivery.records,
+                    scheduler=scheduler, questions=questions, records=records,
                     sessions=sessions, sessions_mailbox=sessions_mailbox[0], queues=queues,
                     events=bus, policy=SweepPolicy(
                         interval=config.sweep_interval_s,

@@ -40,13 +40,6 @@ class AccessRequested:
 
 
 @attrs.frozen
-class SessionWakeRequested:
-    type: ClassVar[str] = "session.wake_requested"
-    session_id: str
-    reason: str
-
-
-@attrs.frozen
 class InboundFull:
     """A row for the session was refused: its inbound.db is at its byte cap. Published
     at most once a minute per session (``refused`` counts the rows since the last)."""

@@ -2,17 +2,19 @@
 
 Subsystems talk through these, not through each other's internals: the router and
 the sweeper send ``Wake`` to the sessions actor; a session's outbound tail sends
-``OutboundBatch`` to delivery; delivery reports progress back through
+``TailBatch`` to delivery; delivery reports progress back through
 ``OutboundProgress``. All messages are frozen attrs values.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
 
 import attrs
 import trio
 
+from ironclaw.contract.actions import ScheduleTask, TaskControl
 from ironclaw.contract.rows import OutboundMessage, RowRejection
 
 
@@ -47,7 +49,7 @@ SessionsMessage = Wake | StopSession | RespawnGroup
 
 
 @attrs.frozen
-class OutboundBatch:
+class TailBatch:
     """Rows a session's tail read from its outbound file, in seq order.
 
     ``cursor`` is the highest seq examined (valid or rejected). Delivery reports it
@@ -66,10 +68,6 @@ class OutboundProgress(Protocol):
     sandbox (through inbound ``host_progress``) that it may prune up to it."""
 
     async def handled_through(self, session_id: str, seq: int) -> None: ...
-
-
-class WakeSink(Protocol):
-    async def wake(self, session_id: str, reason: str = "message") -> None: ...
 
 
 @attrs.frozen
@@ -106,20 +104,33 @@ class CapabilityGate(Protocol):
                                   outbound_id: str) -> str: ...
 
 
-class Waker:
-    """A WakeSink over the sessions mailbox. It exists before the sessions actor does,
-    which breaks the construction cycle: delivery, the scheduler and the router need to
-    wake sessions, and sessions need delivery."""
+class Identified(Protocol):
+    @property
+    def id(self) -> str: ...
 
-    def __init__(self, mailbox: trio.MemorySendChannel[SessionsMessage]) -> None:
-        self._mailbox = mailbox
 
-    async def wake(self, session_id: str, reason: str = "message") -> None:
-        await self._mailbox.send(Wake(session_id, reason))
+class TaskScheduler(Protocol):
+    """Where delivery hands a sandbox's ``schedule_task`` and task control (the
+    scheduler implements it)."""
+
+    async def schedule(self, *, session_id: str, agent_group_id: str, request: ScheduleTask,
+                       task_id: str | None = None) -> Identified: ...
+
+    async def control(self, *, session_id: str, request: TaskControl,
+                      reply_id: str | None = None) -> Sequence[Identified]: ...
+
+
+class DueTasks(Protocol):
+    """The sweeper's chores on the schedules (the scheduler implements it)."""
+
+    async def fire_due(self, *, limit: int = 100) -> int: ...
+
+    async def prune(self, *, finished_before: int) -> int: ...
 
 
 class Respawns:
-    """The gateway's Respawner, over the sessions mailbox (see Waker for why)."""
+    """The gateway's Respawner, over the sessions mailbox (it exists before the
+    sessions actor does, like :class:`ironclaw.host.inbound.Waker`)."""
 
     def __init__(self, mailbox: trio.MemorySendChannel[SessionsMessage]) -> None:
         self._mailbox = mailbox

@@ -31,9 +31,9 @@ from ironclaw.contract.enums import MessageKind
 from ironclaw.contract.ids import validate_message_id
 from ironclaw.contract.jsonvalue import canonical_json, parse_json
 from ironclaw.contract.rows import NewInboundMessage
-from ironclaw.runtime import DiscardEvents, EventSink
+from ironclaw.runtime import DiscardEvents, EventSink, SystemClock, WallClock
 
-from .scheduling import SessionInbox, SystemClock, WallClock
+from .inbound import SessionInbox
 from .store import HostStore
 
 __all__ = [

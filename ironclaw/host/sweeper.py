@@ -34,12 +34,12 @@ from typing import ClassVar
 import attrs
 import trio
 
-from ironclaw.runtime import DiscardEvents, EventSink
+from ironclaw.runtime import DiscardEvents, EventSink, SystemClock, WallClock
 
 from .delivery.records import DeliveryRecords
-from .mailboxes import SessionHealth, SessionsMessage, SessionsView, StopSession
+from .inbound import InboundQueues
+from .mailboxes import DueTasks, SessionHealth, SessionsMessage, SessionsView, StopSession
 from .questions import Questions
-from .scheduling import InboundQueues, Scheduler, SystemClock, WallClock
 
 __all__ = [
     "SessionStuck",
@@ -134,7 +134,7 @@ def stuck_reason(health: SessionHealth, now: int, policy: SweepPolicy) -> str | 
 
 
 class Sweeper:
-    def __init__(self, *, scheduler: Scheduler, questions: Questions,
+    def __init__(self, *, scheduler: DueTasks, questions: Questions,
                  records: DeliveryRecords, sessions: SessionsView,
                  sessions_mailbox: trio.MemorySendChannel[SessionsMessage],
                  queues: InboundQueues, events: EventSink | None = None,

@@ -39,7 +39,7 @@ from ironclaw.contract.enums import ChangeStatus, DecisionOutcome, EngageMode
 from ironclaw.contract.layout import SessionLayout
 from ironclaw.host.app import ControlPlane, ControlPlaneHandles
 from ironclaw.host.config import ControlPlaneConfig
-from ironclaw.host.devseed import DEMO_GROUP
+from ironclaw.host.config.devseed import DEMO_GROUP
 from ironclaw.host.egress import EgressConfig
 from ironclaw.host.gateway import Principal
 from ironclaw.host.isolation import LaunchSpec, SandboxExited

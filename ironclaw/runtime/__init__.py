@@ -1,9 +1,12 @@
-"""Generic Trio actor toolkit: supervision, child processes, an event bus, and the
-loop-lag instrument.
+"""Generic Trio actor toolkit: supervision, child processes, an event bus, mailboxes
+with replies, the wall clock, and the loop-lag instrument.
 
 Knows nothing of agents, sessions or chats; the host builds on it.
 """
 
+from ironclaw.runtime.clock import SystemClock as SystemClock
+from ironclaw.runtime.clock import TrioClock as TrioClock
+from ironclaw.runtime.clock import WallClock as WallClock
 from ironclaw.runtime.eventbus import Envelope as Envelope
 from ironclaw.runtime.eventbus import EventBus as EventBus
 from ironclaw.runtime.eventbus import Lagged as Lagged
@@ -14,6 +17,10 @@ from ironclaw.runtime.events import Event as Event
 from ironclaw.runtime.events import EventSink as EventSink
 from ironclaw.runtime.looplag import LoopLagMonitor as LoopLagMonitor
 from ironclaw.runtime.looplag import LoopLagSnapshot as LoopLagSnapshot
+from ironclaw.runtime.mailbox import Mailbox as Mailbox
+from ironclaw.runtime.mailbox import MailboxClosed as MailboxClosed
+from ironclaw.runtime.mailbox import Reply as Reply
+from ironclaw.runtime.mailbox import drain as drain
 from ironclaw.runtime.process import ChildProcess as ChildProcess
 from ironclaw.runtime.process import ProcessFailed as ProcessFailed
 from ironclaw.runtime.process import TailBuffer as TailBuffer

@@ -16,7 +16,7 @@ from ironclaw.contract.enums import ChangeStatus
 from ironclaw.host.app import ControlPlaneHandles
 from ironclaw.host.chatops import commands as cmd
 from ironclaw.host.chatops.render import code_of
-from ironclaw.host.devseed import DEMO_CONVERSATION, DEV_OWNER
+from ironclaw.host.config.devseed import DEMO_CONVERSATION, DEV_OWNER
 from ironclaw.host.gateway import Forbidden, GatewayConfig, Principal
 from ironclaw.host.registry import Role, RoleGrant
 from tests.support.channels import open_channel_plane

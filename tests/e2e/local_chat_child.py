@@ -10,7 +10,7 @@ from pathlib import Path
 import trio
 
 from ironclaw.host.app import ControlPlane
-from ironclaw.host.devseed import DEMO_CONVERSATION
+from ironclaw.host.config.devseed import DEMO_CONVERSATION
 from ironclaw.host.modelproxy import Credentials
 from tests.support.api import plane_config
 

@@ -14,8 +14,8 @@ import trio
 from ironclaw.contract.queue import OutboundReader
 from ironclaw.host.app import ControlPlane
 from ironclaw.host.config import ControlPlaneConfig
+from ironclaw.host.config.devseed import DEMO_CONVERSATION
 from ironclaw.host.delivery import RecordStatus, delivery_key
-from ironclaw.host.devseed import DEMO_CONVERSATION
 from ironclaw.host.modelproxy import Credentials
 from ironclaw.runtime import BackoffPolicy
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ironclaw.host.devseed import DEV_OWNER
+from ironclaw.host.config.devseed import DEV_OWNER
 from ironclaw.host.registry import Role, RoleGrant
 from tests.support.api import Api, default_settings, running_api  # noqa: F401
 

@@ -16,9 +16,8 @@ import pytest
 import trio
 
 from ironclaw.host.api.console import ASSET_NAMES, ASSETS
-from ironclaw.host.devseed import DEMO_GROUP
+from ironclaw.host.config.devseed import DEMO_GROUP
 from ironclaw.host.events import MessageReceived
-
 from tests.support.console import (
     PlaneThread,
     RecordingHandler,

@@ -16,7 +16,7 @@ import pytest
 import trio
 
 from ironclaw.host.app import ControlPlane, ControlPlaneHandles
-from ironclaw.host.devseed import DEMO_CONVERSATION
+from ironclaw.host.config.devseed import DEMO_CONVERSATION
 from ironclaw.host.modelproxy import Credentials
 
 from .plane_child import config

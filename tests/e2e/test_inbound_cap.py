@@ -21,7 +21,7 @@ from ironclaw.contract.layout import SessionLayout
 from ironclaw.host.app import ControlPlane, ControlPlaneHandles
 from ironclaw.host.channels import InboundRefused
 from ironclaw.host.config import ControlPlaneConfig
-from ironclaw.host.devseed import DEMO_CONVERSATION, DEMO_GROUP
+from ironclaw.host.config.devseed import DEMO_CONVERSATION, DEMO_GROUP
 from ironclaw.host.events import InboundFull
 from ironclaw.host.isolation.volumes import DiskCaps
 from ironclaw.host.modelproxy import Credentials

@@ -15,7 +15,7 @@ from ironclaw.contract.ids import new_message_id
 from ironclaw.contract.queue import OutboundReader
 from ironclaw.contract.rows import NewInboundMessage, ProcessingAck
 from ironclaw.host.app import ControlPlane, ControlPlaneHandles
-from ironclaw.host.devseed import DEMO_CONVERSATION
+from ironclaw.host.config.devseed import DEMO_CONVERSATION
 from ironclaw.host.modelproxy import Credentials
 
 from .plane_child import config

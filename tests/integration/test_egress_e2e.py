@@ -19,12 +19,12 @@ import trio
 from ironclaw.contract.enums import ChangeStatus, DecisionOutcome
 from ironclaw.contract.layout import EGRESS_SOCKET, SessionLayout
 from ironclaw.host.app import ControlPlane, ControlPlaneHandles
-from ironclaw.host.devseed import DEMO_CONVERSATION, DEMO_GROUP
+from ironclaw.host.config.devseed import DEMO_CONVERSATION, DEMO_GROUP
 from ironclaw.host.egress import EgressConfig
 from ironclaw.host.gateway import Principal
 from ironclaw.host.mailboxes import StopSession
 from ironclaw.host.modelproxy import Credentials
-from ironclaw.host.modelproxy.sockets import bind_unix_socket
+from ironclaw.host.sockets.unix import bind_unix_socket
 from tests.fakes.https_upstream import NAMES, HttpsUpstream, open_https_upstream
 from tests.support.plane import dev_plane_config
 

@@ -17,11 +17,11 @@ from ironclaw.contract.agent_config import AgentConfig
 from ironclaw.contract.enums import MessageKind, SessionMode
 from ironclaw.contract.ids import new_message_id
 from ironclaw.contract.rows import NewInboundMessage, OutboundMessage
+from ironclaw.host.inbound.queues import SessionQueues
 from ironclaw.host.isolation import InsecureRuntimeRefused, ProcessIsolator
 from ironclaw.host.keys import FileMasterKeySource, KeyStore
-from ironclaw.host.mailboxes import OutboundBatch, StopSession
+from ironclaw.host.mailboxes import StopSession, TailBatch
 from ironclaw.host.modelproxy import Credentials, ModelProxy
-from ironclaw.host.queues import SessionQueues
 from ironclaw.host.registry import AgentGroup, ContainerStatus, Registry
 from ironclaw.host.sessions import SessionDeps, SessionProgress, Sessions, SessionSettings
 from ironclaw.host.store import open_host_store
@@ -33,10 +33,10 @@ class CollectingDelivery:
     """Stands in for the delivery actor: records batches and reports them handled."""
 
     progress: SessionProgress
-    batches: list[OutboundBatch] = attrs.Factory(list)
+    batches: list[TailBatch] = attrs.Factory(list)
     arrived: trio.Event = attrs.Factory(trio.Event)
 
-    async def submit(self, batch: OutboundBatch) -> None:
+    async def submit(self, batch: TailBatch) -> None:
         self.batches.append(batch)
         await self.progress.handled_through(batch.session_id, batch.cursor)
         self.arrived.set()

@@ -22,7 +22,7 @@ import trio
 from ironclaw.contract.enums import ChangeStatus, DecisionOutcome
 from ironclaw.host.app import ControlPlane, ControlPlaneHandles
 from ironclaw.host.config import ControlPlaneConfig
-from ironclaw.host.devseed import DEMO_CONVERSATION
+from ironclaw.host.config.devseed import DEMO_CONVERSATION
 from ironclaw.host.gateway import Principal
 from ironclaw.host.isolation.image import SandboxImage, pin_image
 from ironclaw.host.isolation.oci import container_id

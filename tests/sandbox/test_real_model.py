@@ -27,7 +27,7 @@ from bench.localmodel import PLAIN, TOOLS, local_model_missing, open_local_model
 from ironclaw.contract.enums import EngageMode, UnknownSenderPolicy
 from ironclaw.host.app import ControlPlane, ControlPlaneHandles
 from ironclaw.host.config import ControlPlaneConfig
-from ironclaw.host.devseed import DEMO_CONVERSATION
+from ironclaw.host.config.devseed import DEMO_CONVERSATION
 from ironclaw.host.isolation.image import SandboxImage, pin_image
 from ironclaw.host.isolation.runtimes import RuntimeKind
 from ironclaw.host.modelproxy import Credentials, ModelCall

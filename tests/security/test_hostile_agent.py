@@ -20,7 +20,7 @@ from ironclaw.contract.ids import new_message_id
 from ironclaw.contract.queue import OutboundWriter
 from ironclaw.contract.rows import MAX_CONTENT_BYTES, NewOutboundMessage
 from ironclaw.host.app import ControlPlane, ControlPlaneHandles
-from ironclaw.host.devseed import DEMO_CONVERSATION
+from ironclaw.host.config.devseed import DEMO_CONVERSATION
 from ironclaw.host.modelproxy import Credentials
 from ironclaw.host.registry import Wiring
 

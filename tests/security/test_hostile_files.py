@@ -29,7 +29,7 @@ from ironclaw.contract.layout import HEARTBEAT_FILE, SessionLayout
 from ironclaw.contract.queue.fence import WriterFence
 from ironclaw.contract.queue.files import fence_path_for
 from ironclaw.host.app import ControlPlane, ControlPlaneHandles
-from ironclaw.host.devseed import DEMO_CONVERSATION
+from ironclaw.host.config.devseed import DEMO_CONVERSATION
 from ironclaw.host.modelproxy import Credentials
 from ironclaw.host.registry import Wiring
 from ironclaw.host.sessions.quarantine import SessionQuarantined

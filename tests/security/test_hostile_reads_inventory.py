@@ -85,7 +85,7 @@ REVIEWED: dict[tuple[str, str, str], str] = {
     ("ironclaw/host/audit/log.py", "open_audit_log", "log.open"): NOT_A_FILE,
     ("ironclaw/host/audit/verify.py", "verify_file", "os.open"): HOST_PRIVATE,
     ("ironclaw/host/audit/verify.py", "verify_file", "os.fdopen"): HOST_PRIVATE,
-    ("ironclaw/host/configfile.py", "load_config_file", "path.read_bytes"):
+    ("ironclaw/host/config/file.py", "load_config_file", "path.read_bytes"):
         "the operator's configuration file",
     ("ironclaw/host/isolation/elf.py", "is_elf", "open"): "the image build's own files",
     ("ironclaw/host/isolation/elf.py", "read_elf", "path.read_bytes"):
@@ -140,7 +140,7 @@ REVIEWED: dict[tuple[str, str, str], str] = {
     ("ironclaw/host/isolation/volumes.py", "_loop_devices", "backing.read_text"):
         KERNEL_FILE,
     ("ironclaw/host/isolation/volumes.py", "_mount_points", "open"): KERNEL_FILE,
-    ("ironclaw/host/public_suffix.py", "_above_a_public_suffix", "open"):
+    ("ironclaw/host/egress/public_suffix.py", "_above_a_public_suffix", "open"):
         "the Public Suffix List shipped inside an installed package",
     ("ironclaw/host/isolation/process.py", "ProcessIsolator._run", "tmp.write_text"):
         "process runtime only (no isolation at all, --dev)",
@@ -154,14 +154,14 @@ REVIEWED: dict[tuple[str, str, str], str] = {
         HOST_PRIVATE,
     ("ironclaw/host/isolation/runtimes.py", "cgroup_unified_is_hybrid",
      "(...).read_text"): "/sys/fs/cgroup",
-    ("ironclaw/host/modelproxy/sockets.py", "bind_unix_socket", "os.open"):
+    ("ironclaw/host/sockets/unix.py", "bind_unix_socket", "os.open"):
         "O_PATH of the socket directory, checked host-owned and not group/other writable",
     ("ironclaw/host/private_files.py", "fsync_dir", "os.open"): HOST_PRIVATE,
     ("ironclaw/host/private_files.py", "_write_temp", "os.open"): HOST_PRIVATE,
     ("ironclaw/host/private_files.py", "_write_temp", "os.fdopen"): HOST_PRIVATE,
     ("ironclaw/host/private_files.py", "read_private_file", "os.open"): HOST_PRIVATE,
     ("ironclaw/host/private_files.py", "read_private_file", "os.fdopen"): HOST_PRIVATE,
-    ("ironclaw/host/sessions/actor.py", "SessionActor._prepare", "workspace.mkdir"):
+    ("ironclaw/host/sessions/session_actor.py", "SessionActor._prepare", "workspace.mkdir"):
         "mkdir opens nothing; exist_ok on a directory the host created",
     ("ironclaw/host/sessions/manager.py", "Sessions._has_outstanding_work",
      "paths.inbound_db.exists"): "stat opens nothing; the read itself is hardened",
@@ -169,8 +169,8 @@ REVIEWED: dict[tuple[str, str, str], str] = {
      "paths.outbound_db.exists"): "stat opens nothing; the read itself is hardened",
     ("ironclaw/host/sessions/tail.py", "OutboundTail.run", "notify.add_watch"):
         "inotify on the directory, which the host created; opens no file in it",
-    ("ironclaw/host/store/actor.py", "HostStore.run", "self.open"): NOT_A_FILE,
-    ("ironclaw/host/store/actor.py", "open_host_store", "store.open"): NOT_A_FILE,
+    ("ironclaw/host/store/host_store.py", "HostStore.run", "self.open"): NOT_A_FILE,
+    ("ironclaw/host/store/host_store.py", "open_host_store", "store.open"): NOT_A_FILE,
     ("ironclaw/host/store/database.py", "open_database", "sqlcipher3.connect"):
         HOST_PRIVATE,
     # Operator tools.

@@ -22,7 +22,7 @@ from ironclaw.contract.ids import new_message_id
 from ironclaw.contract.layout import QueuePaths, write_heartbeat
 from ironclaw.contract.queue import OutboundWriter
 from ironclaw.contract.rows import NewOutboundMessage, ProcessingAck
-from ironclaw.host.mailboxes import OutboundBatch
+from ironclaw.host.mailboxes import TailBatch
 from ironclaw.host.sessions.tail import (
     WAKE_BURST,
     WAKES_PER_S,
@@ -34,8 +34,8 @@ from ironclaw.host.sessions.tail import (
 STORM = 3000
 
 
-def make_tail(queues: QueuePaths, key: RawKey, batches: list[OutboundBatch]) -> OutboundTail:
-    async def submit(batch: OutboundBatch) -> None:
+def make_tail(queues: QueuePaths, key: RawKey, batches: list[TailBatch]) -> OutboundTail:
+    async def submit(batch: TailBatch) -> None:
         batches.append(batch)
 
     async def apply_acks(acks: Sequence[ProcessingAck]) -> None:
@@ -62,7 +62,7 @@ async def test_a_storm_without_commits_costs_no_copies(tmp_path: Path) -> None:
     with OutboundWriter(queues.outbound_db, key) as writer:
         writer.send(NewOutboundMessage(id=new_message_id("m"), kind=MessageKind.CHAT,
                                        content="one"))
-    batches: list[OutboundBatch] = []
+    batches: list[TailBatch] = []
     tail = make_tail(queues, key, batches)
     async with trio.open_nursery() as nursery:
         await nursery.start(tail.run)

@@ -22,7 +22,7 @@ from ironclaw.contract.enums import EngageMode, SessionMode, UnknownSenderPolicy
 from ironclaw.host.app import ControlPlane, ControlPlaneHandles
 from ironclaw.host.channels.settings import ChannelSettings
 from ironclaw.host.config import ControlPlaneConfig
-from ironclaw.host.devseed import DEMO_GROUP
+from ironclaw.host.config.devseed import DEMO_GROUP
 from ironclaw.host.gateway import GatewayConfig
 from ironclaw.host.modelproxy import Credentials
 from ironclaw.host.registry import MessagingGroup, Wiring

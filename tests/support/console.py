@@ -20,9 +20,8 @@ import trio
 
 from ironclaw.host.api import Principals, bootstrap_owner, serve_api
 from ironclaw.host.app import ControlPlane, ControlPlaneHandles
-from ironclaw.host.devseed import DEMO_GROUP
+from ironclaw.host.config.devseed import DEMO_GROUP
 from ironclaw.host.modelproxy import Credentials
-
 from tests.support.api import TEST_SETTINGS, plane_config, retire_sessions
 
 T = TypeVar("T")

@@ -28,16 +28,19 @@ from ironclaw.contract.rows import InboundMessage, OutboundMessage, RowRejection
 from ironclaw.host.audit import open_audit_log
 from ironclaw.host.channels import Channels, DeliveryFailed, InboundEvent, LocalChannel
 from ironclaw.host.channels.base import OutboundDelivery
-from ironclaw.host.delivery import Delivery, DeliveryPolicy
+from ironclaw.host.channels.ledger import DeliveryLedger
+from ironclaw.host.delivery import Delivery, DeliveryPolicy, DeliveryRecords
 from ironclaw.host.gateway import Gateway
+from ironclaw.host.inbound import SessionInbox
+from ironclaw.host.inbound.queues import SessionQueues
 from ironclaw.host.keys import FileMasterKeySource, KeyStore
-from ironclaw.host.mailboxes import OutboundBatch, SessionHealth
+from ironclaw.host.mailboxes import SessionHealth, TailBatch
 from ironclaw.host.questions import Questions
-from ironclaw.host.queues import SessionQueues
 from ironclaw.host.registry import AgentGroup, Registry, RegistryDestination, Session
-from ironclaw.host.scheduling import Scheduler, SessionInbox, TrioClock, WallClock
+from ironclaw.host.scheduling import Scheduler
 from ironclaw.host.store import HostStore, open_host_store
 from ironclaw.host.store.changes import ChangeStore
+from ironclaw.runtime import TrioClock, WallClock
 from tests.support.events import RecordingSink
 
 # 2025-03-28T12:00:00Z: a Friday, two days before Europe/Berlin springs forward.
@@ -79,8 +82,8 @@ class ScriptedLocal(LocalChannel):
     """The real local channel, plus a global delivery order and switchable failures:
     a conversation (or a text) in ``failing`` refuses deliveries with the given error."""
 
-    def __init__(self) -> None:
-        super().__init__(max_text_chars=256 * 1024)
+    def __init__(self, ledger: DeliveryLedger) -> None:
+        super().__init__(max_text_chars=256 * 1024, ledger=ledger)
         self.order: list[tuple[str, str]] = []  # (conversation, text), as delivered
         self.failing: dict[str, DeliveryFailed] = {}
         self.attempts: dict[str, int] = {}
@@ -105,6 +108,7 @@ class ScriptedLocal(LocalChannel):
 class Harness:
     tmp: Path
     store: HostStore
+    records: DeliveryRecords
     registry: Registry
     queues: SessionQueues
     local: ScriptedLocal
@@ -122,7 +126,7 @@ class Harness:
     seq: int = 1
 
     def delivery(self, policy: DeliveryPolicy | None = None) -> Delivery:
-        return Delivery(store=self.store, registry=self.registry, channels=self.channels,
+        return Delivery(records=self.records, registry=self.registry, channels=self.channels,
                         inbox=self.inbox, progress=self.progress, gate=self.gate,
                         scheduler=self.scheduler, questions=self.questions,
                         events=self.events, policy=policy, clock=self.clock)
@@ -152,9 +156,9 @@ class Harness:
 
     def batch(self, session: Session, rows: list[OutboundMessage],
               rejections: tuple[RowRejection, ...] = (), cursor: int | None = None
-              ) -> OutboundBatch:
+              ) -> TailBatch:
         top = max([r.seq for r in rows] + [r.seq or 0 for r in rejections] + [0])
-        return OutboundBatch(session.id, session.agent_group_id, tuple(rows), rejections,
+        return TailBatch(session.id, session.agent_group_id, tuple(rows), rejections,
                              top if cursor is None else cursor)
 
     def inbound(self, session_id: str) -> list[InboundMessage]:
@@ -180,7 +184,9 @@ async def open_harness(tmp: Path, clock: WallClock | None = None, *,
                                events=events)
         inbox = SessionInbox(queues, wakes)
         changes = ChangeStore(store)
-        local = ScriptedLocal()
+        # The durable ledger, as the control plane gives every channel adapter.
+        records = DeliveryRecords(store)
+        local = ScriptedLocal(records)
         router_send, router_receive = trio.open_memory_channel[InboundEvent](100)
         channels = Channels([local], router_send, deliver_timeout=1e9)
         try:
@@ -189,7 +195,8 @@ async def open_harness(tmp: Path, clock: WallClock | None = None, *,
                 gate = Gateway(store, audit, events=events, clock=clock)
                 await nursery.start(gate.run)
                 yield Harness(
-                    tmp=tmp, store=store, registry=registry, queues=queues, local=local,
+                    tmp=tmp, store=store, records=records, registry=registry, queues=queues,
+                    local=local,
                     channels=channels, events=events, wakes=wakes,
                     progress=ProgressRecorder(), clock=clock, inbox=inbox,
                     scheduler=Scheduler(store, inbox, events=events, clock=clock),

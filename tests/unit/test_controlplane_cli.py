@@ -22,7 +22,7 @@ from ironclaw.contract.queue import OutboundReader, QueueBusy, QueueNotReady
 from ironclaw.contract.rows import NewInboundMessage
 from ironclaw.host.app import ControlPlane
 from ironclaw.host.config import ControlPlaneConfig
-from ironclaw.host.devseed import DEMO_CONVERSATION
+from ironclaw.host.config.devseed import DEMO_CONVERSATION
 from ironclaw.host.keys import FileMasterKeySource, KeyStore
 from ironclaw.host.modelproxy import Credentials
 

@@ -216,7 +216,7 @@ def state_dir_check(where: Path) -> Check:
 def channel_config_checks(path: Path) -> list[Check]:
     """The daemon config's channels, checked locally (no platform is contacted)."""
     from ironclaw.host.channels.adapters import check_settings
-    from ironclaw.host.configfile import ConfigFileError, load_config_file
+    from ironclaw.host.config.file import ConfigFileError, load_config_file
 
     try:
         loaded = load_config_file(path)

@@ -22,7 +22,7 @@ from ironclaw.host.gateway import (
     Forbidden,
     GatewayUnavailable,
     InvalidChange,
-    NotFound,
+    NoSuchChange,
     TooManyPending,
 )
 from ironclaw.host.questions import InvalidAnswer, QuestionConflict, QuestionNotFound
@@ -64,7 +64,7 @@ def from_domain(exc: Exception) -> ApiError | None:
     text = str(exc) or type(exc).__name__
     if isinstance(exc, ApiError):
         return exc
-    if isinstance(exc, NotFound | RegistryNotFound | QuestionNotFound):
+    if isinstance(exc, NoSuchChange | RegistryNotFound | QuestionNotFound):
         return ApiError(404, text)
     if isinstance(exc, Conflict | QuestionConflict):
         return ApiError(409, text)

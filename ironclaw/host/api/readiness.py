@@ -4,7 +4,7 @@ Each check is bounded by ``CHECK_TIMEOUT`` and they run concurrently:
 
 * ``store``: a ``SELECT 1`` round trip through host.db's one thread;
 * ``gateway``: a round trip through the gateway actor's mailbox (asking it to retry
-  the apply of a change id that cannot exist, which it answers with NotFound), so a
+  the apply of a change id that cannot exist, which it answers with NoSuchChange), so a
   stopped or wedged gateway is not ready;
 * ``delivery`` and ``sessions``: their actors are running;
 * ``local_channel``: the local channel's receive side is being served.
@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from ironclaw.host.gateway import NotFound
+from ironclaw.host.gateway import NoSuchChange
 
 if TYPE_CHECKING:
     from ironclaw.host.app import ControlPlaneHandles
@@ -50,7 +50,7 @@ async def _store(handles: ControlPlaneHandles) -> Check:
 async def _gateway(handles: ControlPlaneHandles) -> Check:
     try:
         await handles.gateway.retry_apply(PROBE_CHANGE_ID)
-    except NotFound:
+    except NoSuchChange:
         return True, None
     return False, "the gateway gave an unexpected answer"
 

@@ -6,8 +6,6 @@ back-pressure instead of drops) -> the router mailbox. Outbound: ``OutboundDeliv
 ``deliver`` (idempotent by ``outbound_id``).
 """
 
-from ironclaw.host.channels.actor import ChannelActor as ChannelActor
-from ironclaw.host.channels.actor import ChannelStatus as ChannelStatus
 from ironclaw.host.channels.base import ChannelAdapter as ChannelAdapter
 from ironclaw.host.channels.base import ChannelError as ChannelError
 from ironclaw.host.channels.base import ChannelKey as ChannelKey
@@ -19,6 +17,8 @@ from ironclaw.host.channels.base import InboundEvent as InboundEvent
 from ironclaw.host.channels.base import InboundRefused as InboundRefused
 from ironclaw.host.channels.base import OutboundDelivery as OutboundDelivery
 from ironclaw.host.channels.base import safe_reason as safe_reason
+from ironclaw.host.channels.channel_actor import ChannelActor as ChannelActor
+from ironclaw.host.channels.channel_actor import ChannelStatus as ChannelStatus
 from ironclaw.host.channels.channels import Channels as Channels
 from ironclaw.host.channels.events import ChannelDown as ChannelDown
 from ironclaw.host.channels.events import ChannelParked as ChannelParked

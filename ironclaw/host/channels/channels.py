@@ -16,13 +16,6 @@ from collections.abc import Iterable, Mapping
 import attrs
 import trio
 
-from ironclaw.host.channels.actor import (
-    DEFAULT_DELIVER_TIMEOUT,
-    DEFAULT_MAILBOX_SIZE,
-    DEFAULT_STARTUP_TIMEOUT,
-    ChannelActor,
-    ChannelStatus,
-)
 from ironclaw.host.channels.base import (
     ChannelAdapter,
     ChannelKey,
@@ -31,6 +24,13 @@ from ironclaw.host.channels.base import (
     DeliveryReceipt,
     InboundEvent,
     OutboundDelivery,
+)
+from ironclaw.host.channels.channel_actor import (
+    DEFAULT_DELIVER_TIMEOUT,
+    DEFAULT_MAILBOX_SIZE,
+    DEFAULT_STARTUP_TIMEOUT,
+    ChannelActor,
+    ChannelStatus,
 )
 from ironclaw.runtime import BackoffPolicy, EventSink
 

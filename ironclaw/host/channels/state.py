@@ -31,8 +31,8 @@ import attrs
 import trio
 
 from ironclaw.contract.clock import now_us
+from ironclaw.host.channels.database import Database
 
-from ..store.actor import HostStore
 from .base import InboundEvent, InboundRefused
 
 __all__ = ["ChannelState", "prune_seen_events"]
@@ -84,7 +84,7 @@ class ChannelState:
     """One adapter instance's durable memory. Cheap to create; all work is on the
     store's thread."""
 
-    def __init__(self, store: HostStore, channel: str, instance: str) -> None:
+    def __init__(self, store: Database, channel: str, instance: str) -> None:
         self._store = store
         self.channel = channel
         self.instance = instance
@@ -148,7 +148,7 @@ class ChannelState:
         return await self._store.transaction(_prune, now_us() - retention_us)
 
 
-async def prune_seen_events(store: HostStore, before_us: int) -> int:
+async def prune_seen_events(store: Database, before_us: int) -> int:
     """Forget every channel's seen event ids recorded before ``before_us``."""
     return await store.transaction(_prune, before_us)
 

@@ -55,7 +55,7 @@ from ironclaw.host.gateway import (
     Conflict,
     Forbidden,
     GatewayError,
-    NotFound,
+    NoSuchChange,
     Principal,
     chat_principal_name,
 )
@@ -326,7 +326,7 @@ class ChatCommands:
                                               digest=digest)
         except Forbidden as exc:
             await self._refuse(job, "forbidden", f"Refused by the gateway: {exc}")
-        except (Conflict, NotFound) as exc:
+        except (Conflict, NoSuchChange) as exc:
             await self._reply(job.event, f"Not decided: {exc}")
         except GatewayError as exc:
             await self._reply(job.event, f"Not decided ({type(exc).__name__}); try again "
@@ -337,7 +337,7 @@ class ChatCommands:
         """A change by id, or by a unique prefix of a pending change's id."""
         try:
             return await self._gateway.get(token)
-        except NotFound:
+        except NoSuchChange:
             pass
         matches: Sequence[StoredChange] = []
         if len(token) >= MIN_PREFIX:

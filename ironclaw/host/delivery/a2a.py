@@ -29,9 +29,10 @@ import attrs
 from ironclaw.contract.enums import MessageKind, SessionMode
 from ironclaw.contract.ids import validate_message_id
 from ironclaw.contract.rows import NewInboundMessage, OutboundMessage
+from ironclaw.host.inbound import SessionInbox
+from ironclaw.host.inbound.inbox import cap_content
 from ironclaw.host.registry import Registry, SessionStatus
-from ironclaw.host.scheduling import SessionInbox, WallClock
-from ironclaw.host.scheduling.inbox import cap_content
+from ironclaw.runtime import WallClock
 
 from .policy import DeliveryPolicy, RateWindow
 from .records import derived_id

@@ -30,9 +30,8 @@ from ironclaw.contract.actions import (
 )
 from ironclaw.contract.queue import QueueFull
 from ironclaw.contract.rows import OutboundMessage
-from ironclaw.host.mailboxes import CapabilityGate
+from ironclaw.host.mailboxes import CapabilityGate, TaskScheduler
 from ironclaw.host.questions import Question, QuestionConflict, Questions
-from ironclaw.host.scheduling import Scheduler
 
 from .events import public_reason
 from .records import derived_id
@@ -62,7 +61,7 @@ ActionResult = Handled | Asked | Refused
 
 
 class ActionDispatcher:
-    def __init__(self, *, scheduler: Scheduler, questions: Questions,
+    def __init__(self, *, scheduler: TaskScheduler, questions: Questions,
                  gate: CapabilityGate) -> None:
         self._scheduler = scheduler
         self._questions = questions

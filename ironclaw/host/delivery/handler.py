@@ -5,8 +5,9 @@ Each call returns :class:`Settled` (the outcome is recorded in ``delivery_record
 its event published: nothing more will happen to the row) or :class:`Retry` (a
 transient failure; the worker tries again later and dead-letters after the last
 attempt). Handling is idempotent per delivery key, so a retry or a restart re-runs it
-safely: channel sends go through :class:`IdempotentDelivery` on the durable ledger, and
-every other effect has an id derived from the key.
+safely: channel adapters are idempotent by the key (their ledger is
+:class:`~.records.DeliveryRecords`, the same table), and every other effect has an id
+derived from the key.
 """
 
 from __future__ import annotations
@@ -26,10 +27,8 @@ from ironclaw.host.channels.base import (
     OutboundDelivery,
     safe_reason,
 )
-from ironclaw.host.channels.ledger import IdempotentDelivery
 from ironclaw.host.questions import render_question
-from ironclaw.host.scheduling import WallClock
-from ironclaw.runtime import EventSink
+from ironclaw.runtime import EventSink, WallClock
 
 from .a2a import AgentRelay, Relayed
 from .actions import ActionDispatcher, Asked, Handled, Refused
@@ -83,8 +82,7 @@ class RowHandler:
         self._clock = clock
 
     async def handle(self, session_id: str, row: OutboundMessage,
-                     context: SessionContext | None, ledger: IdempotentDelivery,
-                     attempt: int) -> Outcome:
+                     context: SessionContext | None, attempt: int) -> Outcome:
         if context is None:
             return Retry("the session's registry entry could not be read")
         key = delivery_key(session_id, row.id)
@@ -94,35 +92,39 @@ class RowHandler:
                 return await self._deny(session_id, key, row, target.reason)
             if isinstance(target, AgentTarget):
                 return await self._to_agent(context, key, row, target, attempt)
-            return await self._send(session_id, key, row, target, row.content, ledger,
-                                    attempt)
+            return await self._send(session_id, key, row, target, row.content, attempt)
         if row.kind is MessageKind.SYSTEM:
-            return await self._system(context, key, row, ledger, attempt)
+            return await self._system(context, key, row, attempt)
         return await self.reject(session_id, key, row, f"{row.kind.value} rows are not "
                                  "accepted from a sandbox")
 
     # -- chat ---------------------------------------------------------------------------
 
     async def _send(self, session_id: str, key: str, row: OutboundMessage,
-                    target: ChannelTarget, text: str, ledger: IdempotentDelivery,
-                    attempt: int) -> Outcome:
+                    target: ChannelTarget, text: str, attempt: int) -> Outcome:
         delivery = OutboundDelivery(outbound_id=key, channel=target.channel,
                                     instance=target.instance, platform_id=target.platform_id,
                                     thread_id=target.thread_id, text=text)
         try:
-            receipt = await ledger.deliver(delivery, self._send_raw)
+            receipt = await self._channels.deliver(delivery)
         except DeliveryFailed as exc:
             if exc.retryable:
                 return Retry(safe_reason(exc), exc.retry_after)
             return await self.dead_letter(session_id, row, attempt, safe_reason(exc))
         except ChannelUnavailable as exc:
             return Retry(safe_reason(exc))
+        try:
+            await self._records.finish(key, session_id, RecordStatus.DELIVERED,
+                                       at=self._clock.now_us(), attempts=attempt,
+                                       detail=receipt.platform_message_id)
+        except Exception as exc:
+            # The message is out (and the adapter's receipt most likely recorded): a
+            # retry on this error would risk sending it twice.
+            logger.warning("delivered %s but could not record it: %s", key,
+                           safe_reason(exc))
         self._events.publish(Delivered(session_id, row.id, row.seq, target.channel, attempt,
                                        receipt.duplicate))
         return Settled(RecordStatus.DELIVERED)
-
-    async def _send_raw(self, delivery: OutboundDelivery) -> str:
-        return (await self._channels.deliver(delivery)).platform_message_id
 
     async def _to_agent(self, context: SessionContext, key: str, row: OutboundMessage,
                         target: AgentTarget, attempt: int) -> Outcome:
@@ -149,7 +151,7 @@ class RowHandler:
     # -- system -------------------------------------------------------------------------
 
     async def _system(self, context: SessionContext, key: str, row: OutboundMessage,
-                      ledger: IdempotentDelivery, attempt: int) -> Outcome:
+                      attempt: int) -> Outcome:
         session_id = context.session_id
         result = await self._actions.dispatch(session_id=session_id,
                                               agent_group_id=context.agent_group_id,
@@ -168,7 +170,7 @@ class RowHandler:
             return await self._deny(session_id, key, row, target.reason)
         assert isinstance(target, ChannelTarget)
         outcome = await self._send(session_id, key, row, target,
-                                   render_question(result.question), ledger, attempt)
+                                   render_question(result.question), attempt)
         if outcome == Settled(RecordStatus.DELIVERED):
             self._events.publish(ActionHandled(session_id, row.id, row.seq,
                                                "ask_user_question", result.question.id))

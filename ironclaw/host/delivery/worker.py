@@ -28,13 +28,9 @@ import trio
 
 from ironclaw.contract.rows import OutboundMessage
 from ironclaw.host.channels.base import safe_reason
-from ironclaw.host.channels.ledger import IdempotentDelivery
-from ironclaw.host.mailboxes import OutboundBatch, OutboundProgress
+from ironclaw.host.mailboxes import OutboundProgress, TailBatch
 from ironclaw.host.registry import Registry
-from ironclaw.host.scheduling import WallClock
-from ironclaw.host.store import HostStore
-from ironclaw.host.store.deliveries import DurableDeliveryLedger
-from ironclaw.runtime import EventSink
+from ironclaw.runtime import EventSink, WallClock
 
 from .events import DeliveryHeld, DeliveryRetrying, WorkerFailed
 from .handler import Retry, RowHandler
@@ -58,7 +54,7 @@ class _Waiting:
 
 
 class SessionWorker:
-    def __init__(self, session_id: str, agent_group_id: str, *, store: HostStore,
+    def __init__(self, session_id: str, agent_group_id: str, *,
                  registry: Registry, handler: RowHandler, records: DeliveryRecords,
                  progress: OutboundProgress, events: EventSink, policy: DeliveryPolicy,
                  clock: WallClock, reported: int,
@@ -75,8 +71,7 @@ class SessionWorker:
         self._clock = clock
         self._on_report = on_report
         self._on_exit = on_exit
-        self._ledger = IdempotentDelivery(DurableDeliveryLedger(store, session_id))
-        self.mailbox, self._receive = trio.open_memory_channel[OutboundBatch](
+        self.mailbox, self._receive = trio.open_memory_channel[TailBatch](
             policy.inbox_batches)
         self.reported = reported
         self._examined = reported
@@ -122,7 +117,7 @@ class SessionWorker:
 
     # -- the main lane ------------------------------------------------------------------
 
-    async def _take(self, batch: OutboundBatch) -> None:
+    async def _take(self, batch: TailBatch) -> None:
         self._examined = max(self._examined, batch.cursor)
         for rejection in batch.rejections:
             self._handler.rejected_row(self.session_id, rejection)
@@ -188,7 +183,7 @@ class SessionWorker:
         row = waiting.row
         try:
             outcome = await self._handler.handle(self.session_id, row, context,
-                                                 self._ledger, waiting.attempts)
+                                                 waiting.attempts)
         except Exception as exc:
             outcome = Retry(safe_reason(exc))
         if not isinstance(outcome, Retry):

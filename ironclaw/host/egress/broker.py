@@ -28,9 +28,9 @@ import attrs
 import httpx
 import trio
 
-from ironclaw.host.modelproxy.http import BadRequest, BodyTooLarge, RequestHead, ServerConnection
-from ironclaw.host.modelproxy.serving import SessionMailbox, accept_connections
-from ironclaw.host.modelproxy.sockets import bind_unix_socket, unlink_if_ours
+from ironclaw.host.sockets.http import BadRequest, BodyTooLarge, RequestHead, ServerConnection
+from ironclaw.host.sockets.serving import SessionMailbox, accept_connections
+from ironclaw.host.sockets.unix import bind_unix_socket, unlink_if_ours
 from ironclaw.runtime import DiscardEvents, EventSink
 from ironclaw.runtime.ratelimit import TokenBucket
 
@@ -82,15 +82,14 @@ class EgressBroker:
         self._backend = (PinnedBackend(local_hosts=local, pins=pins, resolver=resolver)
                          if resolver is not None else
                          PinnedBackend(local_hosts=local, pins=pins))
-        self._send, self._receive = trio.open_memory_channel[EgressMsg](mailbox_size)
         self._sessions: dict[str, _Session] = {}
-        self._mailbox = SessionMailbox(self._receive, stop_type=StopEgress,
+        self._mailbox = SessionMailbox(mailbox_size, stop_type=StopEgress,
                                        what="the egress broker")
         self._ran = False
 
     @property
     def mailbox(self) -> trio.MemorySendChannel[EgressMsg]:
-        return self._send
+        return self._mailbox.sender
 
     @property
     def sessions(self) -> frozenset[str]:
@@ -104,22 +103,14 @@ class EgressBroker:
     async def serve_session(self, route: EgressRoute) -> Path:
         """Serve ``route`` on its socket; returns the socket path once it accepts."""
         msg = ServeEgress(route)
-        await self._post(msg)
-        path = await msg.reply.wait()
-        assert path is not None
-        return path
+        await self._mailbox.send(msg)
+        return await msg.reply.wait()
 
     async def stop_session(self, session_id: str) -> None:
         """Stop serving a session: its connections close and its socket is removed."""
         msg = StopEgress(session_id)
-        await self._post(msg)
+        await self._mailbox.send(msg)
         await msg.reply.wait()
-
-    async def _post(self, msg: EgressMsg) -> None:
-        try:
-            await self._send.send(msg)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            raise RuntimeError("the egress broker is not running") from None
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
                   ) -> None:

@@ -1,6 +1,6 @@
 """The egress broker's mailbox messages and what a session's route is.
 
-The reply slot and the conflict error are the model proxy's (they are generic); the
+The reply is the runtime's and the conflict error the socket server shell's; the
 route is this broker's own: a session, its agent group (whose grant is the allowlist)
 and the socket that *is* the session.
 """
@@ -12,7 +12,8 @@ from pathlib import Path
 import attrs
 
 from ironclaw.contract.ids import SessionId, validate_session_id
-from ironclaw.host.modelproxy.mailbox import Reply, SessionConflict
+from ironclaw.host.sockets.serving import SessionConflict
+from ironclaw.runtime import Reply
 
 __all__ = ["EgressMsg", "EgressRoute", "Reply", "ServeEgress", "SessionConflict", "StopEgress"]
 
@@ -30,13 +31,13 @@ class EgressRoute:
 @attrs.frozen
 class ServeEgress:
     route: EgressRoute
-    reply: Reply = attrs.field(factory=Reply, eq=False)
+    reply: Reply[Path] = attrs.field(factory=Reply, eq=False)
 
 
 @attrs.frozen
 class StopEgress:
     session_id: str
-    reply: Reply = attrs.field(factory=Reply, eq=False)
+    reply: Reply[None] = attrs.field(factory=Reply, eq=False)
 
 
 EgressMsg = ServeEgress | StopEgress

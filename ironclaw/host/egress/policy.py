@@ -22,7 +22,7 @@ import attrs
 import httpx
 import idna
 
-from ironclaw.host.public_suffix import wildcard_problem
+from ironclaw.host.egress.public_suffix import wildcard_problem
 
 from .events import Outcome
 
@@ -112,7 +112,7 @@ class Allowlist:
     ``example.org`` itself (grant that separately). A ``:443`` suffix is accepted and
     means the same as none; an entry naming another port, a wildcard over a public
     suffix (``*.co.uk``, ``*.github.io``, ``*.amazonaws.com``: see
-    ``ironclaw.host.public_suffix``), or anything malformed (the gateway's verifier
+    ``ironclaw.host.egress.public_suffix``), or anything malformed (the gateway's verifier
     refuses all three) matches nothing.
     """
 

@@ -7,11 +7,11 @@ with ``await nursery.start(gateway.run)``. It implements
 :class:`ironclaw.host.mailboxes.CapabilityGate`.
 """
 
-from .actor import Gateway as Gateway
 from .config import NEVER_AUTO_APPROVE as NEVER_AUTO_APPROVE
 from .config import RESPAWN_KINDS as RESPAWN_KINDS
 from .config import GatewayConfig as GatewayConfig
 from .config import MountRoot as MountRoot
+from .gateway import Gateway as Gateway
 from .grants import Grants as Grants
 from .kinds import ApplyError as ApplyError
 from .kinds import ChangeKinds as ChangeKinds
@@ -23,7 +23,6 @@ from .protocols import ChangeApplyFailed as ChangeApplyFailed
 from .protocols import ChangeDecided as ChangeDecided
 from .protocols import ChangeExpired as ChangeExpired
 from .protocols import ChangeSubmitted as ChangeSubmitted
-from .protocols import Clock as Clock
 from .protocols import Notifier as Notifier
 from .protocols import Respawner as Respawner
 from .rbac import ChatOrigin as ChatOrigin
@@ -32,7 +31,7 @@ from .rbac import Forbidden as Forbidden
 from .rbac import GatewayError as GatewayError
 from .rbac import GatewayUnavailable as GatewayUnavailable
 from .rbac import InvalidChange as InvalidChange
-from .rbac import NotFound as NotFound
+from .rbac import NoSuchChange as NoSuchChange
 from .rbac import Principal as Principal
 from .rbac import StaleChange as StaleChange
 from .rbac import TooManyPending as TooManyPending

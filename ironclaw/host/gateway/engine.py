@@ -24,7 +24,7 @@ from ironclaw.contract.ids import AgentGroupId, UserId, new_change_id
 from ironclaw.contract.jsonvalue import JSONValue, canonical_json, parse_json
 from ironclaw.host.store import HostStore
 from ironclaw.host.store.changes import ChangeConflict, ChangeNotFound, ChangeStore, StoredChange
-from ironclaw.runtime import EventSink
+from ironclaw.runtime import EventSink, WallClock
 
 from . import records
 from .apply import apply_change
@@ -38,7 +38,6 @@ from .protocols import (
     ChangeDecided,
     ChangeExpired,
     ChangeSubmitted,
-    Clock,
     Notifier,
     Respawner,
 )
@@ -46,7 +45,7 @@ from .rbac import (
     ChatOrigin,
     Conflict,
     Forbidden,
-    NotFound,
+    NoSuchChange,
     Principal,
     StaleChange,
     chat_principal_name,
@@ -65,7 +64,7 @@ _VERDICT = {Verdict.PASS: "pass", Verdict.REJECT: "reject",
 
 class ChangeEngine:
     def __init__(self, store: HostStore, audit: AuditSink, *, config: GatewayConfig,
-                 notifier: Notifier, respawner: Respawner, events: EventSink, clock: Clock,
+                 notifier: Notifier, respawner: Respawner, events: EventSink, clock: WallClock,
                  extra_verifiers: Sequence[Verifier], arm: Callable[[ChangeRequest], None],
                  disarm: Callable[[str], None]) -> None:
         self._store = store
@@ -84,7 +83,7 @@ class ChangeEngine:
         try:
             return await self._changes.get(change_id)
         except ChangeNotFound:
-            raise NotFound(change_id) from None
+            raise NoSuchChange(change_id) from None
 
     async def on_submit(self, m: SubmitChange) -> StoredChange:
         if m.change_id is not None:

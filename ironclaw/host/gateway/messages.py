@@ -1,5 +1,5 @@
-"""The gateway actor's mailbox: frozen messages, each (but the timer's) with a reply
-channel that carries one :class:`outcome.Outcome` back to the asking task."""
+"""The gateway actor's mailbox: frozen messages, each (but the timer's) with a
+:class:`ironclaw.runtime.Reply` that carries the answer back to the asking task."""
 
 from __future__ import annotations
 
@@ -7,15 +7,12 @@ import hashlib
 from typing import Any, TypeAlias
 
 import attrs
-import outcome
-import trio
 
 from ironclaw.contract.enums import ChangeKind, DecisionOutcome
 from ironclaw.contract.ids import ChangeId
+from ironclaw.runtime import Reply
 
 from .rbac import Principal
-
-Reply: TypeAlias = trio.MemorySendChannel[outcome.Outcome[Any]]
 
 
 @attrs.frozen
@@ -27,7 +24,7 @@ class SubmitChange:
     reason: str | None
     ttl_us: int | None
     change_id: ChangeId | None  # deterministic for sandbox and router requests
-    reply: Reply
+    reply: Reply[Any]
 
 
 @attrs.frozen
@@ -36,7 +33,7 @@ class DecideChange:
     outcome: DecisionOutcome
     principal: Principal
     reason: str | None
-    reply: Reply
+    reply: Reply[Any]
     # The digest of the change as the decider saw it; when given, a change whose digest
     # differs is refused, not decided (chat approvals always bind to it).
     digest: str | None = attrs.field(default=None, kw_only=True)
@@ -45,7 +42,7 @@ class DecideChange:
 @attrs.frozen
 class RetryApply:
     change_id: str
-    reply: Reply
+    reply: Reply[Any]
 
 
 @attrs.frozen

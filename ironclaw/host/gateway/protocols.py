@@ -6,8 +6,6 @@
   side implements it by enqueuing a system row.
 * :class:`Respawner`: restarts an agent group's running sandboxes so an applied change
   (persona, tools, mounts, packages, egress, MCP access) takes effect.
-* :class:`Clock`: wall-clock time for TTLs; ``ironclaw.host.scheduling``'s
-  ``SystemClock`` and ``TrioClock`` satisfy it (the latter under ``autojump_clock``).
 """
 
 from __future__ import annotations
@@ -17,7 +15,6 @@ from typing import ClassVar, Protocol
 import attrs
 import trio
 
-from ironclaw.contract.clock import now_us
 from ironclaw.contract.enums import ChangeStatus
 from ironclaw.contract.gateway import ChangeRequest
 
@@ -35,27 +32,6 @@ class Notifier(Protocol):
 
 class Respawner(Protocol):
     async def respawn_group(self, agent_group_id: str, reason: str) -> None: ...
-
-
-class Clock(Protocol):
-    def now_us(self) -> int: ...
-
-    async def sleep_until(self, at_us: int) -> None: ...
-
-
-class SystemClock:
-    """Real wall time, napping at most ``max_nap`` seconds so a clock jump is seen."""
-
-    def __init__(self, max_nap: float = 30.0) -> None:
-        self._max_nap = max_nap
-
-    def now_us(self) -> int:
-        return now_us()
-
-    async def sleep_until(self, at_us: int) -> None:
-        await trio.lowlevel.checkpoint()
-        while (delta := at_us - now_us()) > 0:  # noqa: ASYNC110 - the wall clock can jump
-            await trio.sleep(min(delta / 1e6, self._max_nap))
 
 
 class NoNotifier:

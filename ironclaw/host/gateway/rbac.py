@@ -47,7 +47,7 @@ class GatewayError(Exception):
     """Base of everything the gateway refuses; the API maps each subclass to a code."""
 
 
-class NotFound(GatewayError, LookupError):
+class NoSuchChange(GatewayError, LookupError):
     """No change with that id (404)."""
 
 

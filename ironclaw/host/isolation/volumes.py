@@ -54,7 +54,7 @@ class DiskCaps:
     on the state directory's own filesystem, uncapped).
 
     ``inbound_bytes`` is no volume: the host is inbound.db's only writer, so the host
-    enforces it at its own writer (``InboundWriter``, see ``ironclaw.host.queues``).
+    enforces it at its own writer (``InboundWriter``, see ``ironclaw.host.inbound.queues``).
     It may not exceed what the sandbox's reader copies (``DEFAULT_MAX_FILE_BYTES``):
     a larger file could never be read."""
 

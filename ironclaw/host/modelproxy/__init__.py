@@ -13,12 +13,12 @@ from ironclaw.host.modelproxy.events import ProviderRecovered as ProviderRecover
 from ironclaw.host.modelproxy.events import SessionSocketFailed as SessionSocketFailed
 from ironclaw.host.modelproxy.mailbox import ProxyLimits as ProxyLimits
 from ironclaw.host.modelproxy.mailbox import ProxyMsg as ProxyMsg
-from ironclaw.host.modelproxy.mailbox import ServeSession as ServeSession
-from ironclaw.host.modelproxy.mailbox import SessionConflict as SessionConflict
-from ironclaw.host.modelproxy.mailbox import StopSession as StopSession
+from ironclaw.host.modelproxy.mailbox import ServeProxySession as ServeProxySession
+from ironclaw.host.modelproxy.mailbox import StopProxySession as StopProxySession
 from ironclaw.host.modelproxy.providers import ProviderEndpoint as ProviderEndpoint
 from ironclaw.host.modelproxy.providers import ProviderKind as ProviderKind
 from ironclaw.host.modelproxy.providers import SessionRoute as SessionRoute
 from ironclaw.host.modelproxy.proxy import ModelProxy as ModelProxy
 from ironclaw.host.modelproxy.redact import Redactor as Redactor
-from ironclaw.host.modelproxy.sockets import UnsafeSocketPath as UnsafeSocketPath
+from ironclaw.host.sockets.serving import SessionConflict as SessionConflict
+from ironclaw.host.sockets.unix import UnsafeSocketPath as UnsafeSocketPath

@@ -1,7 +1,7 @@
 """The model proxy's mailbox messages and its limits.
 
-Messages are frozen; each carries its own reply slot (an event plus a result), which
-the proxy fills exactly once, also when it stops.
+Messages are frozen; each carries its own :class:`ironclaw.runtime.Reply`, which the
+proxy answers exactly once, also when it stops.
 """
 
 from __future__ import annotations
@@ -9,11 +9,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import attrs
-import trio
+
+from ironclaw.runtime import Reply
 
 from .providers import SessionRoute
 
-__all__ = ["ProxyLimits", "ProxyMsg", "Reply", "ServeSession", "SessionConflict", "StopSession"]
+__all__ = ["ProxyLimits", "ProxyMsg", "ServeProxySession", "StopProxySession"]
 
 
 _positive = attrs.validators.gt(0)
@@ -39,41 +40,16 @@ class ProxyLimits:
     reject_reports_per_s: float = attrs.field(default=2.0, validator=_positive_s)
 
 
-class SessionConflict(ValueError):
-    """A different route is already served for this session id or socket path."""
-
-
-class Reply:
-    def __init__(self) -> None:
-        self.done = trio.Event()
-        self.value: Path | None = None
-        self.error: BaseException | None = None
-
-    def ok(self, value: Path | None = None) -> None:
-        self.value = value
-        self.done.set()
-
-    def fail(self, error: BaseException) -> None:
-        self.error = error
-        self.done.set()
-
-    async def wait(self) -> Path | None:
-        await self.done.wait()
-        if self.error is not None:
-            raise self.error
-        return self.value
-
-
 @attrs.frozen
-class ServeSession:
+class ServeProxySession:
     route: SessionRoute
-    reply: Reply = attrs.field(factory=Reply, eq=False)
+    reply: Reply[Path] = attrs.field(factory=Reply, eq=False)
 
 
 @attrs.frozen
-class StopSession:
+class StopProxySession:
     session_id: str
-    reply: Reply = attrs.field(factory=Reply, eq=False)
+    reply: Reply[None] = attrs.field(factory=Reply, eq=False)
 
 
-ProxyMsg = ServeSession | StopSession
+ProxyMsg = ServeProxySession | StopProxySession

@@ -2,7 +2,7 @@
 
 ``ModelProxy.run`` owns a nursery with one listener task per served session and one
 task per accepted connection, plus the host's single upstream HTTP client. Sessions
-are added and removed through its mailbox (``ServeSession`` / ``StopSession``, or the
+are added and removed through its mailbox (``ServeProxySession`` / ``StopProxySession``, or the
 ``serve_session`` / ``stop_session`` helpers that send them and wait for the reply).
 
 The socket a request arrives on *is* the session: the listener task holds the
@@ -28,19 +28,19 @@ import attrs
 import httpx
 import trio
 
+from ironclaw.host.sockets.http import BadRequest, BodyTooLarge, RequestHead, ServerConnection
+from ironclaw.host.sockets.serving import SessionMailbox, accept_connections
+from ironclaw.host.sockets.unix import bind_unix_socket, unlink_if_ours
 from ironclaw.runtime import DiscardEvents, EventSink
 from ironclaw.runtime.ratelimit import TokenBucket
 
 from .credentials import Credentials, Secret
 from .events import ModelCall, Outcome, ProviderFailing, ProviderRecovered, SessionSocketFailed
 from .health import ProviderHealth
-from .http import BadRequest, BodyTooLarge, RequestHead, ServerConnection
-from .mailbox import ProxyLimits, ProxyMsg, ServeSession, StopSession
+from .mailbox import ProxyLimits, ProxyMsg, ServeProxySession, StopProxySession
 from .providers import ProviderKind, SessionRoute, normalize_host
 from .redact import Redactor
 from .relay import Aborted, Tally, forward, new_client, send_error, serve_mock
-from .serving import SessionMailbox, accept_connections
-from .sockets import bind_unix_socket, unlink_if_ours
 
 __all__ = ["ModelProxy"]
 
@@ -69,16 +69,14 @@ class ModelProxy:
         self._secrets: set[Secret] = set(credentials.secrets()) if credentials else set()
         self._redactor = Redactor(self._secrets)
         self._health = ProviderHealth()
-        self._send, self._receive = trio.open_memory_channel[ProxyMsg](mailbox_size)
         self._sessions: dict[str, _Session] = {}
-        # Messages taken from the mailbox whose reply is not yet sent.
-        self._mailbox = SessionMailbox(self._receive, stop_type=StopSession,
+        self._mailbox = SessionMailbox(mailbox_size, stop_type=StopProxySession,
                                        what="the model proxy")
         self._ran = False
 
     @property
     def mailbox(self) -> trio.MemorySendChannel[ProxyMsg]:
-        return self._send
+        return self._mailbox.sender
 
     @property
     def sessions(self) -> frozenset[str]:
@@ -86,23 +84,15 @@ class ModelProxy:
 
     async def serve_session(self, route: SessionRoute) -> Path:
         """Serve ``route`` on its socket; returns the socket path once it accepts."""
-        msg = ServeSession(route)
-        await self._post(msg)
-        path = await msg.reply.wait()
-        assert path is not None
-        return path
+        msg = ServeProxySession(route)
+        await self._mailbox.send(msg)
+        return await msg.reply.wait()
 
     async def stop_session(self, session_id: str) -> None:
         """Stop serving a session: its connections close and its socket is removed."""
-        msg = StopSession(session_id)
-        await self._post(msg)
+        msg = StopProxySession(session_id)
+        await self._mailbox.send(msg)
         await msg.reply.wait()
-
-    async def _post(self, msg: ProxyMsg) -> None:
-        try:
-            await self._send.send(msg)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            raise RuntimeError("the model proxy is not running") from None
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
                   ) -> None:

@@ -20,10 +20,11 @@ import attrs
 import httpx
 import trio
 
+from ironclaw.host.sockets.http import RequestHead, ServerConnection
+
 from . import mock
 from .answers import AnswerReader
 from .events import Outcome
-from .http import RequestHead, ServerConnection
 from .providers import (
     ProviderEndpoint,
     request_headers_for_upstream,

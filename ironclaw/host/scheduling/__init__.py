@@ -1,16 +1,6 @@
 """Scheduled tasks: recurrence rules, the ``schedules`` store, and firing due tasks.
-
-Also home of two small foundations the delivery, questions and sweeper modules share:
-:class:`WallClock` (wall-clock waits that ``autojump_clock`` can drive) and
-:class:`SessionInbox` (write one host-minted inbound row exactly once, then wake).
 """
 
-from .clock import SystemClock as SystemClock
-from .clock import TrioClock as TrioClock
-from .clock import WallClock as WallClock
-from .inbox import InboundQueues as InboundQueues
-from .inbox import MailboxWakes as MailboxWakes
-from .inbox import SessionInbox as SessionInbox
 from .recurrence import InvalidSchedule as InvalidSchedule
 from .recurrence import Recurrence as Recurrence
 from .recurrence import next_slot as next_slot

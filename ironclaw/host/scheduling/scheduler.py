@@ -29,12 +29,11 @@ from ironclaw.contract.ids import new_message_id, validate_message_id
 from ironclaw.contract.jsonvalue import canonical_json
 from ironclaw.contract.queue import QueueFull
 from ironclaw.contract.rows import NewInboundMessage
+from ironclaw.host.inbound.inbox import SessionInbox, cap_content
 from ironclaw.host.store import HostStore
-from ironclaw.runtime import DiscardEvents, EventSink
+from ironclaw.runtime import DiscardEvents, EventSink, SystemClock, WallClock
 
 from . import tasks as t
-from .clock import SystemClock, WallClock
-from .inbox import SessionInbox, cap_content
 from .recurrence import InvalidSchedule, first_slot, next_slot, parse_recurrence, parse_timezone
 
 __all__ = ["Scheduler", "TaskChanged", "TaskCreated", "TaskFireFailed", "TaskFired"]

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import trio
 
-from ..modelproxy.serving import accept_connections
-from ..modelproxy.sockets import bind_unix_socket, unlink_if_ours
+from ironclaw.host.sockets.serving import accept_connections
+from ironclaw.host.sockets.unix import bind_unix_socket, unlink_if_ours
 
 MAX_CONNECTIONS = 4
 

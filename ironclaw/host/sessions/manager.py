@@ -18,6 +18,7 @@ import trio
 
 from ironclaw.contract.queue import OutboundReader, QueueError
 from ironclaw.contract.untrusted_files import run_untrusted
+from ironclaw.host.sessions.session_actor import SessionActor, SessionDeps
 
 from ..events import SessionFailed, SessionRetired, SessionStarted
 from ..mailboxes import (
@@ -28,7 +29,6 @@ from ..mailboxes import (
     open_sessions_mailbox,
 )
 from ..registry import NotFound
-from .actor import SessionActor, SessionDeps
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +53,8 @@ class Sessions:
         return self._send
 
     async def wake(self, session_id: str, reason: str = "message") -> None:
-        """WakeSink: for the router, delivery (a2a) and the sweeper."""
+        """A :class:`~ironclaw.host.inbound.WakeSink` (the plane wires a
+        :class:`~ironclaw.host.inbound.Waker`: it exists before this actor does)."""
         await self._send.send(Wake(session_id, reason))
 
     def health(self) -> list[SessionHealth]:

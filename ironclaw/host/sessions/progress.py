@@ -12,8 +12,8 @@ from typing import Any
 import trio
 
 from ironclaw.contract.clock import now_us
+from ironclaw.host.inbound.queues import SessionQueues
 
-from ..queues import SessionQueues
 from ..store import HostStore
 
 

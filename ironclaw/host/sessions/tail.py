@@ -51,7 +51,7 @@ from ironclaw.contract.rows import ContainerState, ProcessingAck
 from ironclaw.contract.untrusted_files import run_untrusted
 from ironclaw.runtime.ratelimit import TokenBucket
 
-from ..mailboxes import OutboundBatch
+from ..mailboxes import TailBatch
 
 logger = logging.getLogger(__name__)
 
@@ -122,7 +122,7 @@ class TailState:
 class OutboundTail:
     def __init__(self, *, session_id: str, agent_group_id: str, queues: QueuePaths,
                  key: RawKey, cursor: int,
-                 submit: Callable[[OutboundBatch], Awaitable[None]],
+                 submit: Callable[[TailBatch], Awaitable[None]],
                  apply_acks: Callable[[Sequence[ProcessingAck]], Awaitable[None]],
                  on_activity: Callable[[], None], safety_poll_s: float = 2.0,
                  on_hostile: Callable[[str], None] = lambda reason: None,
@@ -222,7 +222,7 @@ class OutboundTail:
         claims = [a.status_changed for a in snapshot.acks if a.status is AckStatus.PROCESSING]
         state.oldest_claim_at = min(claims) if claims else None
         if snapshot.messages or snapshot.rejections:
-            await self._submit(OutboundBatch(
+            await self._submit(TailBatch(
                 session_id=self._sid, agent_group_id=self._group,
                 messages=tuple(snapshot.messages), rejections=tuple(snapshot.rejections),
                 cursor=snapshot.cursor))

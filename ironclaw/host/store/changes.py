@@ -15,8 +15,7 @@ from ironclaw.contract.clock import now_us
 from ironclaw.contract.enums import ChangeKind, ChangeStatus, DecisionOutcome
 from ironclaw.contract.gateway import ChangeRequest, Decision
 from ironclaw.contract.ids import AgentGroupId, ChangeId, UserId
-
-from .actor import HostStore
+from ironclaw.host.store.host_store import HostStore
 
 
 class ChangeNotFound(LookupError):

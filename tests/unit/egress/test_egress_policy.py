@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ironclaw.host.configfile import ConfigFileError, load_config_file
+from ironclaw.host.config.file import ConfigFileError, load_config_file
 from ironclaw.host.egress import Allowlist, EgressConfig, Outcome
 from ironclaw.host.egress.policy import (
     LocalService,

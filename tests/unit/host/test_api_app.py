@@ -18,7 +18,7 @@ from ironclaw.host.api.app import create_app
 from ironclaw.host.api.context import ApiContext
 from ironclaw.host.api.metrics import ApiMetrics
 from ironclaw.host.api.readiness import Readiness, readiness
-from ironclaw.host.gateway import NotFound
+from ironclaw.host.gateway import NoSuchChange
 from ironclaw.host.store import HostStore, open_host_store
 from ironclaw.runtime import EventBus
 from ironclaw.runtime.ratelimit import KeyedRateLimiter
@@ -109,7 +109,7 @@ class Never:
 class Answers:
     async def retry_apply(self, change_id: str) -> None:
         await trio.lowlevel.checkpoint()
-        raise NotFound(change_id)
+        raise NoSuchChange(change_id)
 
 
 async def test_readiness_names_what_is_not_ready(autojump_clock: trio.testing.MockClock,

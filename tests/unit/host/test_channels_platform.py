@@ -27,7 +27,7 @@ from ironclaw.host.channels.settings import (
     parse_channel_tables,
 )
 from ironclaw.host.channels.state import ChannelState
-from ironclaw.host.configfile import ConfigFileError, load_config_file
+from ironclaw.host.config.file import ConfigFileError, load_config_file
 from ironclaw.host.store import open_host_store
 
 

@@ -9,6 +9,7 @@ rows, the watermark and per-session fairness. System actions have their own modu
 from __future__ import annotations
 
 import json
+import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ import trio.testing
 from ironclaw.contract.enums import ChangeKind, ChangeStatus, MessageKind, SessionMode
 from ironclaw.contract.rows import RowRejection
 from ironclaw.host.channels import DeliveryFailed
+from ironclaw.host.channels.base import DeliveryReceipt
 from ironclaw.host.delivery import (
     ActionHandled,
     AgentMessageSent,
@@ -28,12 +30,14 @@ from ironclaw.host.delivery import (
     DeliveryDenied,
     DeliveryHeld,
     DeliveryPolicy,
+    DeliveryRecords,
     DeliveryRejected,
     DeliveryRetrying,
     WorkerFailed,
     delivery_key,
 )
 from ironclaw.host.gateway import ChangeSubmitted
+from ironclaw.host.store import open_host_store
 from tests.support.delivery import Harness, open_harness
 
 
@@ -44,11 +48,13 @@ async def h(tmp_path: Path) -> AsyncIterator[Harness]:
 
 
 async def record_status(h: Harness, session_id: str, outbound_id: str) -> tuple[Any, ...]:
+    """The row's status and attempt count; it must name its session."""
     key = delivery_key(session_id, outbound_id)
     row = await h.store.call(lambda c: c.execute(
-        "SELECT status, attempts FROM delivery_records WHERE outbound_id = ?",
+        "SELECT status, attempts, session_id FROM delivery_records WHERE outbound_id = ?",
         (key,)).fetchone())
-    return tuple(row)
+    assert row[2] == session_id, f"the record of {key} names session {row[2]!r}"
+    return tuple(row[:2])
 
 
 async def test_chat_row_reaches_origin_once_even_across_a_restart(h: Harness) -> None:
@@ -380,3 +386,23 @@ async def test_a_batch_after_shutdown_is_left_for_the_next_start(h: Harness) -> 
     assert h.local.texts("chat-1") == []
     assert stopped.reported(session.id) == 0
     assert await stopped.records.lookup([delivery_key(session.id, row.id)]) == {}
+
+
+async def test_receipts_are_durable_and_name_their_session(tmp_path: Path) -> None:
+    """delivery_records is also the channels' ledger: a receipt (of a reply or of one
+    part of a split reply) survives a restart and names the session its key names."""
+    session, path, db_key = "ses_0123456789abcdef", tmp_path / "host.db", secrets.token_bytes(32)
+    key = delivery_key(session, "out_1")
+    async with open_host_store(path, db_key) as store:
+        records = DeliveryRecords(store)
+        assert await records.get(key) is None
+        await records.put(DeliveryReceipt(f"{key}#1", "platform-78", duplicate=False))
+        await records.put(DeliveryReceipt(key, "platform-77", duplicate=False))
+        await records.put(DeliveryReceipt("cmd_0a1b", "platform-79", duplicate=False))
+    async with open_host_store(path, db_key) as store:
+        records = DeliveryRecords(store)
+        assert await records.get(key) == DeliveryReceipt(key, "platform-77", duplicate=True)
+        rows = await store.call(lambda c: c.execute(
+            "SELECT outbound_id, session_id, attempts FROM delivery_records").fetchall())
+    assert sorted(map(tuple, rows)) == [("cmd_0a1b", None, 1), (key, session, 1),
+                                        (f"{key}#1", session, 1)]

@@ -14,7 +14,7 @@ from ironclaw.host.gateway import (
     Forbidden,
     GatewayConfig,
     InvalidChange,
-    NotFound,
+    NoSuchChange,
     Principal,
     StaleChange,
 )
@@ -150,11 +150,11 @@ async def test_granting_owner_needs_an_owner(tmp_path: Path) -> None:
 async def test_unknown_ids_and_bad_input_are_typed(tmp_path: Path) -> None:
     async with open_gateway(tmp_path / "host.db") as h:
         missing = "chg_" + "0" * 32
-        with pytest.raises(NotFound):
+        with pytest.raises(NoSuchChange):
             await h.gateway.decide(missing, "approve", OWNER)
-        with pytest.raises(NotFound):
+        with pytest.raises(NoSuchChange):
             await h.gateway.get(missing)
-        with pytest.raises(NotFound):
+        with pytest.raises(NoSuchChange):
             await h.gateway.retry_apply(missing)
         with pytest.raises(InvalidChange):
             await h.gateway.submit("skill_install", "demo", {}, requested_by=OWNER)

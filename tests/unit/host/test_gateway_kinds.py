@@ -25,7 +25,7 @@ GATEWAY = Path(kinds.__file__).resolve().parent.parent
 # The actor's entry points raise changes of a given kind (an action the contract does
 # not know, as an opaque permissions change; the router's access request) and decide
 # nothing by it, so they may name the kind they raise.
-RAISES_KINDS = GATEWAY / "actor.py"
+RAISES_KINDS = GATEWAY / "gateway.py"
 
 
 def test_every_kind_has_one_module_and_is_named_nowhere_else_in_the_gateway() -> None:

@@ -121,7 +121,7 @@ def test_a_kind_under_the_rule_is_never_auto_approved_and_the_file_table_is_stri
 
 
 def test_the_daemon_config_file_sets_the_rule(tmp_path: Path) -> None:
-    from ironclaw.host.configfile import ConfigFileError, load_config_file
+    from ironclaw.host.config.file import ConfigFileError, load_config_file
 
     path = tmp_path / "ironclaw.toml"
     path.write_text('[gateway]\nseparate_approver = ["persona"]\n'

@@ -26,9 +26,10 @@ from ironclaw.host.delivery import (
     DeliveryRetrying,
 )
 from ironclaw.host.events import InboundFull
+from ironclaw.host.inbound import Waker
+from ironclaw.host.inbound.router import Decision, Router
 from ironclaw.host.mailboxes import Wake
 from ironclaw.host.registry import Role, RoleGrant, Wiring
-from ironclaw.host.router import Decision, Router
 from ironclaw.host.scheduling.scheduler import TaskFireFailed
 from tests.support.delivery import Harness, open_harness
 
@@ -76,7 +77,7 @@ async def drain(h: Harness, session_id: str, ids: list[str]) -> None:
 async def test_router_refuses_a_chat_only_a_full_session_would_take(h: Harness) -> None:
     await h.registry.grant_role(RoleGrant("local:alice", Role.OWNER))
     wakes_send, _wakes = trio.open_memory_channel[Wake](100)
-    router = Router(h.registry, h.queues, wakes_send, h.events)
+    router = Router(h.registry, h.queues, Waker(wakes_send), h.events)
     full = await h.session("g1", "chat-full")
     other = await h.session("g2", "chat-ok")
     for wiring, group, chat in (("w1", "g1", "chat-full"), ("w2", "g2", "chat-ok")):

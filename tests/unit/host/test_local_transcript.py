@@ -19,8 +19,8 @@ from ironclaw.host.channels import (
     LocalChannel,
     OutboundDelivery,
 )
+from ironclaw.host.channels.transcripts import DurableTranscripts
 from ironclaw.host.store import HostStore, open_host_store
-from ironclaw.host.store.transcripts import DurableTranscripts
 
 
 async def accepting_router(receive: trio.MemoryReceiveChannel[InboundEvent]) -> None:

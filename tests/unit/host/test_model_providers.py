@@ -17,8 +17,8 @@ from ironclaw.contract.agent_config import (
     ToolCallContent,
 )
 from ironclaw.host.modelproxy import Credentials, ProviderKind
-from ironclaw.host.providers import PROVIDER_QUIRKS, agent_provider
 from ironclaw.host.registry import AgentGroup
+from ironclaw.host.sessions.model_provider import PROVIDER_QUIRKS, agent_provider
 
 DOCS = Path(__file__).resolve().parents[3] / "docs" / "operations.md"
 LOCAL = Credentials(local_url="http://127.0.0.1:8080")

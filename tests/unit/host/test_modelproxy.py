@@ -26,10 +26,10 @@ from ironclaw.host.modelproxy import (
     ProviderEndpoint,
     ProxyLimits,
     Secret,
-    ServeSession,
+    ServeProxySession,
     SessionConflict,
     SessionRoute,
-    StopSession,
+    StopProxySession,
     UnsafeSocketPath,
 )
 from tests.fakes.upstream_llm import FakeUpstream, open_fake_upstream, parse_sse
@@ -539,11 +539,11 @@ async def test_cheap_rejections_are_reported_at_a_bounded_rate(base: Path) -> No
 async def test_the_mailbox_is_the_interface(base: Path) -> None:
     async with open_proxy() as (proxy, _):
         route = make_route(base, ProviderEndpoint.mock())
-        msg = ServeSession(route)
+        msg = ServeProxySession(route)
         await proxy.mailbox.send(msg)
         assert await msg.reply.wait() == route.socket_path
         assert route.socket_path.exists()
-        stop = StopSession(route.session_id)
+        stop = StopProxySession(route.session_id)
         await proxy.mailbox.send(stop)
         await stop.reply.wait()
         assert not route.socket_path.exists()
@@ -556,8 +556,8 @@ async def test_pending_requests_are_answered_when_the_proxy_stops(base: Path) ->
         route = make_route(base, ProviderEndpoint.mock())
         await proxy.serve_session(route)
         nursery.cancel_scope.cancel()
-        stop = StopSession(route.session_id)
-        serve = ServeSession(make_route(base, ProviderEndpoint.mock()))
+        stop = StopProxySession(route.session_id)
+        serve = ServeProxySession(make_route(base, ProviderEndpoint.mock()))
         proxy.mailbox.send_nowait(stop)
         proxy.mailbox.send_nowait(serve)
     with trio.fail_after(5):

@@ -13,6 +13,7 @@ import trio
 from ironclaw.contract.actions import AskUserQuestion
 from ironclaw.contract.enums import MessageKind
 from ironclaw.host.delivery import ActionHandled, Delivery, DeliveryRejected
+from ironclaw.host.inbound import SessionInbox
 from ironclaw.host.questions import (
     InvalidAnswer,
     QuestionAnswered,
@@ -22,7 +23,6 @@ from ironclaw.host.questions import (
     QuestionStatus,
 )
 from ironclaw.host.registry import Session
-from ironclaw.host.scheduling import SessionInbox
 from tests.support.delivery import Harness, open_harness
 
 

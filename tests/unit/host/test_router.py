@@ -25,9 +25,11 @@ from ironclaw.contract.enums import (
 )
 from ironclaw.contract.queue import InboundReader
 from ironclaw.host.channels.base import InboundEvent
+from ironclaw.host.inbound import Waker
+from ironclaw.host.inbound.queues import SessionQueues
+from ironclaw.host.inbound.router import Decision, Router
 from ironclaw.host.keys import FileMasterKeySource, KeyStore
 from ironclaw.host.mailboxes import Wake
-from ironclaw.host.queues import SessionQueues
 from ironclaw.host.registry import (
     AccessLevel,
     AccessRequestStatus,
@@ -37,7 +39,6 @@ from ironclaw.host.registry import (
     RoleGrant,
     Wiring,
 )
-from ironclaw.host.router import Decision, Router
 from ironclaw.host.store import open_host_store
 from ironclaw.runtime import EventBus
 
@@ -86,7 +87,8 @@ async def h(tmp_path: Path) -> AsyncIterator[Harness]:
         queues = SessionQueues(tmp_path / "state", keystore)
         send, receive = trio.open_memory_channel[Wake](1000)
         bus = EventBus()
-        harness = Harness(registry, Router(registry, queues, send, bus), queues, receive, bus)
+        router = Router(registry, queues, Waker(send), bus)
+        harness = Harness(registry, router, queues, receive, bus)
         harness.mg = (await registry.ensure_messaging_group("slack", "C1")).id
         yield harness
         await queues.aclose()
@@ -292,7 +294,7 @@ async def test_hooks_a_refused_submission_and_a_taken_command(h: Harness) -> Non
     await h.wire("w1", "g1")
     gate, notices = _FailingGate(), _Notices()
     send, _receive = trio.open_memory_channel[Wake](100)
-    router = Router(h.registry, h.queues, send, h.bus, access_gate=gate, notices=notices,
+    router = Router(h.registry, h.queues, Waker(send), h.bus, access_gate=gate, notices=notices,
                     commands=_Commands())
     event = InboundEvent(channel="slack", instance="", platform_id="C1",
                          sender_handle="stranger", text="hi")

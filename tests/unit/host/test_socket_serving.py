@@ -3,14 +3,16 @@ beyond the cap are not accepted at all, and accepts are paced."""
 
 from __future__ import annotations
 
+import errno
 import socket
 from pathlib import Path
 
+import pytest
 import trio
 import trio.testing
 
-from ironclaw.host.modelproxy.serving import accept_connections
 from ironclaw.host.sessions.doorbell import MAX_CONNECTIONS, Doorbell
+from ironclaw.host.sockets.serving import accept_connections
 
 
 async def open_listener(path: Path) -> trio.SocketListener:
@@ -96,4 +98,41 @@ async def test_the_doorbell_serves_at_most_its_cap(tmp_path: Path) -> None:
             assert await clients[MAX_CONNECTIONS].receive_some(1) == b"\x01"
         for client in clients[1:]:
             await client.aclose()
+        nursery.cancel_scope.cancel()
+
+
+async def test_descriptor_pressure_is_ridden_out_without_losing_a_slot(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        autojump_clock: trio.abc.Clock) -> None:
+    """EMFILE from accept() is waited out, and the slot it held is given back: with a
+    cap of one, the connection after three failed accepts is still served."""
+    listener = await open_listener(tmp_path / "s.sock")
+    failures = 3
+    real_accept = trio.SocketListener.accept
+
+    async def accept(self: trio.SocketListener) -> trio.SocketStream:
+        nonlocal failures
+        if failures:
+            failures -= 1
+            await trio.lowlevel.checkpoint()
+            raise OSError(errno.EMFILE, "Too many open files")
+        return await real_accept(self)
+
+    monkeypatch.setattr(trio.SocketListener, "accept", accept)
+    served = trio.Event()
+
+    async def handle(stream: trio.SocketStream) -> None:
+        async with stream:
+            await stream.send_all(b"ok")
+        served.set()
+
+    async with listener, trio.open_nursery() as nursery:
+        nursery.start_soon(lambda: accept_connections(
+            listener, None, max_connections=1, connections=nursery, handle=handle))
+        client = await trio.open_unix_socket(str(tmp_path / "s.sock"))
+        with trio.fail_after(10):
+            await served.wait()
+            assert await client.receive_some(2) == b"ok"
+        assert failures == 0
+        await client.aclose()
         nursery.cancel_scope.cancel()

@@ -10,12 +10,10 @@ import pytest
 from ironclaw.contract.enums import ChangeKind, ChangeStatus, DecisionOutcome
 from ironclaw.contract.gateway import ChangeRequest, Decision
 from ironclaw.contract.ids import new_change_id
-from ironclaw.host.channels.base import DeliveryReceipt
 from ironclaw.host.keys import FileMasterKeySource, KeyStore, Purpose
 from ironclaw.host.registry import AgentGroup, Registry
 from ironclaw.host.store import StoreError, open_host_store
 from ironclaw.host.store.changes import ChangeConflict, ChangeNotFound, ChangeStore
-from ironclaw.host.store.deliveries import DurableDeliveryLedger
 
 KEY = secrets.token_bytes(32)
 
@@ -65,17 +63,6 @@ async def test_decisions_are_one_way(tmp_path: Path) -> None:
         await changes.put(expiring)
         assert (await changes.expire(expiring.id)).status is ChangeStatus.EXPIRED
         assert len(await changes.history()) == 2
-
-
-async def test_delivery_receipts_survive_a_restart(tmp_path: Path) -> None:
-    path = tmp_path / "host.db"
-    async with open_host_store(path, KEY) as store:
-        ledger = DurableDeliveryLedger(store, "ses_0123456789abcdef")
-        assert await ledger.get("out_1") is None
-        await ledger.put(DeliveryReceipt("out_1", "platform-77", duplicate=False))
-    async with open_host_store(path, KEY) as store:
-        receipt = await DurableDeliveryLedger(store).get("out_1")
-        assert receipt == DeliveryReceipt("out_1", "platform-77", duplicate=True)
 
 
 async def test_host_db_key_survives_master_rotation(tmp_path: Path) -> None:

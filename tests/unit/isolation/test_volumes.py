@@ -127,7 +127,7 @@ def test_a_cap_of_zero_leaves_the_directory_alone(state: Path) -> None:
 
 
 def test_the_config_file_sets_the_caps(tmp_path: Path) -> None:
-    from ironclaw.host.configfile import ConfigFileError, load_config_file
+    from ironclaw.host.config.file import ConfigFileError, load_config_file
 
     config = tmp_path / "ironclaw.toml"
     config.write_text("[sandbox_disk]\nworkspace_bytes = 67108864\noutbound_bytes = 0\n")

@@ -13,7 +13,7 @@ import attrs
 from ironclaw.contract.enums import ChangeKind
 from ironclaw.contract.gateway import ChangeRequest
 from ironclaw.contract.jsonvalue import JSONValue
-from ironclaw.host.public_suffix import wildcard_problem
+from ironclaw.host.egress.public_suffix import wildcard_problem
 from ironclaw.host.registry import RegistryDestination
 from ironclaw.host.registry import queries as q
 
@@ -37,7 +37,7 @@ MAX_DESTINATIONS = 64
 
 
 @attrs.frozen
-class Destination:
+class GrantedDestination:
     type: str  # "channel" | "agent"
     display_name: str | None = None
     channel: str | None = None
@@ -53,10 +53,10 @@ _DEST_KEYS = ("type", "display_name", "channel", "instance", "platform_id",
               "target_agent_group")
 
 
-def _destination(value: JSONValue, what: str) -> Destination:
+def _destination(value: JSONValue, what: str) -> GrantedDestination:
     obj = expect_object(value, what, _DEST_KEYS, ("type",))
     fields = {k: expect_text(v, f"{what}.{k}", 256) for k, v in obj.items()}
-    dest = Destination(**fields)
+    dest = GrantedDestination(**fields)
     if dest.type == "channel":
         if not dest.channel or not dest.platform_id or dest.target_agent_group:
             raise PayloadError(f"{what}: a channel destination names channel and platform_id")
@@ -72,7 +72,7 @@ def _destination(value: JSONValue, what: str) -> Destination:
 @attrs.frozen
 class EgressPatch:
     hosts: tuple[str, ...] | None
-    destinations: dict[str, Destination | None] | None  # None value: remove
+    destinations: dict[str, GrantedDestination | None] | None  # None value: remove
 
 
 def parse_egress(value: JSONValue) -> EgressPatch:
@@ -155,7 +155,7 @@ def host_problem(entry: str) -> str | None:
 
 class EgressVerifier(KindVerifier):
     """Hostnames only (never an IP literal, never a local name), a wildcard only as a
-    leading ``*.`` and never over a public suffix (``ironclaw.host.public_suffix``),
+    leading ``*.`` and never over a public suffix (``ironclaw.host.egress.public_suffix``),
     port 443 only, and a bounded count. The egress broker must still
     refuse a name that resolves into private, loopback or link-local space."""
 

@@ -27,7 +27,7 @@ from ...ledger import IdempotentDelivery
 from ...platform import Measure, deliver_in_parts, split_text
 from ...settings import ChannelSettings, InvalidChannelSettings
 from .._ws import check_api_base
-from .gateway import DEFAULT_INTENTS, Gateway
+from .gateway import DEFAULT_INTENTS, DiscordGateway
 from .messages import snowflake
 from .rest import DEFAULT_API_BASE, DiscordRest
 
@@ -84,7 +84,7 @@ class DiscordAdapter:
         token = settings.secret("token")
         self._rest = DiscordRest(context.http, settings.text("api_base", DEFAULT_API_BASE),
                                  token)
-        self._gateway = Gateway(rest=self._rest, state=context.state, token=token,
+        self._gateway = DiscordGateway(rest=self._rest, state=context.state, token=token,
                                 intents=int(settings.number("intents", DEFAULT_INTENTS)),
                                 instance=self._instance)
         self._idempotent = IdempotentDelivery(context.ledger)

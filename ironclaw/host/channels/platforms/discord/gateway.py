@@ -20,7 +20,7 @@ restart of the control plane resumes from the last committed message: dispatches
 it are replayed (Discord keeps a session resumable for a while after a drop; a longer
 absence ends in a new session, and what was said meanwhile is not replayed).
 
-Routine reconnects stay inside :meth:`Gateway.serve`: Reconnect (op 7) and a resumable
+Routine reconnects stay inside :meth:`DiscordGateway.serve`: Reconnect (op 7) and a resumable
 Invalid Session (op 9, ``d: true``) resume at once; a non-resumable one forgets the
 session, waits 1-5 s as Discord asks, and identifies. Everything else (a dropped
 connection, a close code) raises, and the channel goes down and comes back through the
@@ -52,7 +52,7 @@ from .._ws import SocketLost, check_socket_url, close_code, decode_frame, open_s
 from .messages import ChannelKinds, inbound_message, snowflake, wants
 from .rest import DiscordApiError, DiscordRest
 
-__all__ = ["DEFAULT_INTENTS", "Gateway", "GatewayRefused", "ResumePoint"]
+__all__ = ["DEFAULT_INTENTS", "DiscordGateway", "GatewayRefused", "ResumePoint"]
 
 logger = logging.getLogger(__name__)
 
@@ -156,7 +156,7 @@ class _Connection:
         return decode_frame(message, max_bytes=MAX_FRAME_BYTES)
 
 
-class Gateway:
+class DiscordGateway:
     """The receive loop; lives as long as the adapter, so the resume point survives
     reconnects."""
 

@@ -1,10 +1,5 @@
-"""Small bridges between the gateway, sessions and the audit log.
-
-``Notifiers`` tells several gateway notifiers (the session's, the chat's) as one.
-``SessionNotifier`` tells a session the outcome of a change it asked for, as a
-``system`` inbound row, so the agent learns that a human approved, rejected or let
-its request expire. ``AuditRecorder`` appends the gated actions other actors publish
-on the event bus (sandbox launches and exits, model calls, egress requests, access
+"""From the event bus to the audit log: :class:`AuditRecorder` appends the gated actions
+other actors publish (sandbox launches and exits, model calls, egress requests, access
 requests) to the audit log. It reads through a large buffer; if it ever falls behind,
 the gap itself is audited, so a lost entry is visible rather than silent.
 """
@@ -16,19 +11,12 @@ from typing import Any
 
 import trio
 
-from ironclaw.contract.enums import ChangeStatus, MessageKind
-from ironclaw.contract.gateway import ChangeRequest
-from ironclaw.contract.ids import validate_message_id
-from ironclaw.contract.rows import NewInboundMessage
 from ironclaw.runtime import EventBus, Lagged
 
-from .audit import AuditLog
-from .gateway import Notifier
-from .scheduling.inbox import SessionInbox
+from .log import AuditLog
 
 logger = logging.getLogger(__name__)
 
-SESSION_PREFIX = "session:"
 # Bus event type -> the fields copied into the audit entry (ids and counts only).
 AUDITED: dict[str, tuple[str, ...]] = {
     "runtime.selected": ("runtime", "strength", "warning"),
@@ -48,38 +36,6 @@ AUDITED: dict[str, tuple[str, ...]] = {
     "access.requested": ("request_id", "messaging_group_id", "user_id"),
     "delivery.dead_lettered": ("session_id", "outbound_id"),
 }
-
-
-class SessionNotifier:
-    """Implements the gateway's Notifier."""
-
-    def __init__(self, inbox: SessionInbox) -> None:
-        self._inbox = inbox
-
-    async def change_resolved(self, change: ChangeRequest, status: ChangeStatus) -> None:
-        if not change.requested_by.startswith(SESSION_PREFIX):
-            return  # an operator or the router asked: no session to tell
-        session_id = change.requested_by[len(SESSION_PREFIX):]
-        await self._inbox.put(session_id, NewInboundMessage(
-            id=validate_message_id(f"chg-{change.id}-{status.value}"), kind=MessageKind.SYSTEM,
-            content=(f"Your request {change.id} ({change.kind.value}) was {status.value} "
-                     "by the gateway."),
-            engages=True), wake_reason="change resolved")
-
-
-class Notifiers:
-    """Several gateway Notifiers as one: each is told in turn, and one that fails does
-    not keep the others from hearing (the gateway bounds the whole call in time)."""
-
-    def __init__(self, *notifiers: Notifier) -> None:
-        self._notifiers = notifiers
-
-    async def change_resolved(self, change: ChangeRequest, status: ChangeStatus) -> None:
-        for notifier in self._notifiers:
-            try:
-                await notifier.change_resolved(change, status)
-            except Exception:
-                logger.exception("notifier %s failed", type(notifier).__name__)
 
 
 class AuditRecorder:

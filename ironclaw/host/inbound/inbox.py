@@ -16,13 +16,13 @@ import trio
 
 from ironclaw.contract.queue import InboundWriter, QueueFull, QueueWriteRefused
 from ironclaw.contract.rows import MAX_CONTENT_BYTES, NewInboundMessage
-from ironclaw.host.mailboxes import SessionsMessage, Wake, WakeSink
+from ironclaw.host.inbound.wakes import WakeSink
 
-__all__ = ["InboundQueues", "MailboxWakes", "SessionInbox", "cap_content"]
+__all__ = ["InboundQueues", "SessionInbox", "cap_content"]
 
 
 class InboundQueues(Protocol):
-    """What :class:`ironclaw.host.queues.SessionQueues` offers: the session's writer."""
+    """What :class:`ironclaw.host.inbound.queues.SessionQueues` offers: the session's writer."""
 
     async def inbound(self, session_id: str) -> InboundWriter: ...
 
@@ -81,13 +81,3 @@ class SessionInbox:
 
     async def writer(self, session_id: str) -> InboundWriter:
         return await self._queues.inbound(session_id)
-
-
-class MailboxWakes:
-    """A :class:`WakeSink` over the sessions mailbox (as the router uses it)."""
-
-    def __init__(self, mailbox: trio.MemorySendChannel[SessionsMessage]) -> None:
-        self._mailbox = mailbox
-
-    async def wake(self, session_id: str, reason: str = "message") -> None:
-        await self._mailbox.send(Wake(session_id, reason))

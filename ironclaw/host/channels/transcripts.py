@@ -19,8 +19,8 @@ from typing import Any
 
 import attrs
 
-from ..channels.local import Appended, TranscriptEntry, TranscriptRetention
-from .actor import HostStore
+from ironclaw.host.channels.database import Database
+from ironclaw.host.channels.local import Appended, TranscriptEntry, TranscriptRetention
 
 _COLUMNS = "idx, role, sender, text, message_id, at, thread_id"
 
@@ -87,7 +87,7 @@ def _prune(conn: Any, instance: str, older_than: int) -> int:
 class DurableTranscripts:
     """The local channel's ``TranscriptLog`` on host.db."""
 
-    def __init__(self, store: HostStore) -> None:
+    def __init__(self, store: Database) -> None:
         self._store = store
 
     async def append(self, instance: str, conversation: str, entry: TranscriptEntry, *,

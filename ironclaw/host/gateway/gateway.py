@@ -16,39 +16,31 @@ submit -> deterministic verifiers -> (reject | policy | a human) -> idempotent a
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from typing import Any, cast
 
-import outcome
 import trio
 
 from ironclaw.contract.enums import ChangeKind, DecisionOutcome
 from ironclaw.contract.gateway import MAX_CHANGE_BYTES, ChangeRequest, Verifier
 from ironclaw.contract.ids import ChangeId
 from ironclaw.contract.jsonvalue import JSONRejected, JSONValue, canonical_json, parse_json
-from ironclaw.host.registry import AccessRequest
-from ironclaw.host.store import HostStore
-from ironclaw.host.store.changes import ChangeStore, StoredChange
-from ironclaw.runtime import DiscardEvents, EventSink
-
-from . import grants, records
-from .config import GatewayConfig
-from .engine import ChangeEngine
-from .messages import (
+from ironclaw.host.gateway import grants, records
+from ironclaw.host.gateway.config import GatewayConfig
+from ironclaw.host.gateway.engine import ChangeEngine
+from ironclaw.host.gateway.messages import (
     DecideChange,
     ExpireChange,
     GatewayMessage,
-    Reply,
     RetryApply,
     SubmitChange,
     access_change_id,
     change_id_for,
 )
-from .payloads import ENTITY_ID
-from .protocols import AuditSink, Clock, NoNotifier, NoRespawner, Notifier, Respawner, SystemClock
-from .rbac import (
+from ironclaw.host.gateway.payloads import ENTITY_ID
+from ironclaw.host.gateway.protocols import AuditSink, NoNotifier, NoRespawner, Notifier, Respawner
+from ironclaw.host.gateway.rbac import (
     SYSTEM_REQUESTER,
     Forbidden,
     GatewayUnavailable,
@@ -57,6 +49,10 @@ from .rbac import (
     may_reject,
     may_submit,
 )
+from ironclaw.host.registry import AccessRequest
+from ironclaw.host.store import HostStore
+from ironclaw.host.store.changes import ChangeStore, StoredChange
+from ironclaw.runtime import DiscardEvents, EventSink, Reply, SystemClock, WallClock, drain
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +64,7 @@ class Gateway:
     def __init__(self, store: HostStore, audit: AuditSink, *,
                  config: GatewayConfig | None = None, notifier: Notifier | None = None,
                  respawner: Respawner | None = None, events: EventSink | None = None,
-                 clock: Clock | None = None, extra_verifiers: Sequence[Verifier] = ()
+                 clock: WallClock | None = None, extra_verifiers: Sequence[Verifier] = ()
                  ) -> None:
         self._config = config or GatewayConfig()
         self._clock = clock or SystemClock()
@@ -107,14 +103,14 @@ class Gateway:
             except Exception:
                 log.exception("expiring change %s failed", message.change_id)
             return
-        with message.reply:
-            result: outcome.Outcome[Any]
-            try:
-                result = outcome.Value(await self._dispatch(message))
-            except Exception as exc:
-                result = outcome.Error(exc)
-            with contextlib.suppress(trio.BrokenResourceError):
-                message.reply.send_nowait(result)
+        reply = message.reply
+        try:
+            reply.ok(await self._dispatch(message))
+        except Exception as exc:
+            reply.fail(exc)
+        finally:
+            if not reply.answered:  # cancelled: the actor is stopping
+                reply.fail(_stopped())
 
     async def _dispatch(self, message: SubmitChange | DecideChange | RetryApply) -> object:
         if isinstance(message, SubmitChange):
@@ -125,23 +121,12 @@ class Gateway:
 
     def _drain(self) -> None:
         """Whoever still waits on a message the actor will not handle hears so."""
-        while True:
-            try:
-                message = self._inbox.receive_nowait()
-            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
-                return
-            if not isinstance(message, ExpireChange):
-                message.reply.close()
+        drain(self._inbox, _refuse)
 
-    async def _ask(self, build: Callable[[Reply], GatewayMessage]) -> Any:
-        send, receive = trio.open_memory_channel[outcome.Outcome[Any]](1)
-        with receive:
-            await self._outbox.send(build(send))
-            try:
-                result = await receive.receive()
-            except trio.EndOfChannel:
-                raise GatewayUnavailable("the gateway stopped before answering") from None
-        return result.unwrap()
+    async def _ask(self, build: Callable[[Reply[Any]], GatewayMessage]) -> Any:
+        reply: Reply[Any] = Reply()
+        await self._outbox.send(build(reply))
+        return await reply.wait()
 
     # TTL timers
 
@@ -189,7 +174,7 @@ class Gateway:
                      digest: str | None = None) -> StoredChange:
         """Approve or reject as ``principal`` (authenticated by the caller). With
         ``digest``, only the change with exactly that digest is decided. Raises
-        Forbidden, NotFound, Conflict (already decided, or not the change of that
+        Forbidden, NoSuchChange, Conflict (already decided, or not the change of that
         digest), StaleChange (refused now)."""
         try:
             decision = DecisionOutcome(outcome)
@@ -240,7 +225,7 @@ class Gateway:
             access_change_id(request.id), reply)))
 
     async def get(self, change_id: str) -> StoredChange:
-        """Raises NotFound."""
+        """Raises NoSuchChange."""
         return await self._engine.get(change_id)
 
     async def approvals(self, change_id: str) -> list[str]:
@@ -275,3 +260,12 @@ def _reason(reason: str | None) -> str | None:
     if reason is None:
         return None
     return str(reason)[:MAX_REASON]
+
+
+def _stopped() -> GatewayUnavailable:
+    return GatewayUnavailable("the gateway stopped before answering")
+
+
+def _refuse(message: GatewayMessage) -> None:
+    if not isinstance(message, ExpireChange):
+        message.reply.fail(_stopped())

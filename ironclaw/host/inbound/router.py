@@ -43,14 +43,13 @@ from ironclaw.contract.enums import (
 )
 from ironclaw.contract.ids import MessageId, new_message_id, validate_message_id
 from ironclaw.contract.queue import QueueFull
-from ironclaw.contract.rows import MAX_CONTENT_BYTES, NewInboundMessage
-from ironclaw.runtime import DiscardEvents, EventSink
-
-from .channels.base import InboundEvent
-from .events import AccessRequested, MessageReceived, MessageRouted
-from .mailboxes import Wake
-from .queues import InboundSink
-from .registry import (
+from ironclaw.contract.rows import NewInboundMessage
+from ironclaw.host.channels.base import InboundEvent
+from ironclaw.host.events import AccessRequested, MessageReceived, MessageRouted
+from ironclaw.host.inbound.inbox import cap_content
+from ironclaw.host.inbound.queues import InboundSink
+from ironclaw.host.inbound.wakes import WakeSink
+from ironclaw.host.registry import (
     AccessLevel,
     AccessRequest,
     MessagingGroup,
@@ -60,6 +59,7 @@ from .registry import (
     Wiring,
     namespace_user,
 )
+from ironclaw.runtime import DiscardEvents, EventSink
 
 # Text is cut to this before matching, so a pattern's work is bounded by input size;
 # RE2 then guarantees matching in time linear in that size.
@@ -134,13 +134,6 @@ class PatternCache:
         return compiled is not None and compiled.search(text[:MAX_MATCH_CHARS]) is not None  # type: ignore[attr-defined]
 
 
-def _cap_content(text: str) -> str:
-    raw = text.encode("utf-8", "replace")
-    if len(raw) <= MAX_CONTENT_BYTES:
-        return text
-    return raw[:MAX_CONTENT_BYTES].decode("utf-8", "ignore")
-
-
 def inbound_row_id(event: InboundEvent) -> MessageId:
     """The inbound row's id: derived from the adapter's dedup identity where it has one
     (the same event routed twice is one row, so one answer under one key), random
@@ -153,7 +146,7 @@ def inbound_row_id(event: InboundEvent) -> MessageId:
 
 class Router:
     def __init__(self, registry: Registry, queues: InboundSink,
-                 wakes: trio.MemorySendChannel[Wake], events: EventSink | None = None,
+                 wakes: WakeSink, events: EventSink | None = None,
                  access_gate: AccessGate | None = None, notices: AccessNotices | None = None,
                  commands: CommandInterceptor | None = None) -> None:
         self._registry = registry
@@ -237,7 +230,7 @@ class Router:
         try:
             if event.event_id is None or not await self._queues.holds(session.id, row_id):
                 (written,) = await self._queues.enqueue(session.id, [NewInboundMessage(
-                    id=row_id, kind=MessageKind.CHAT, content=_cap_content(event.text),
+                    id=row_id, kind=MessageKind.CHAT, content=cap_content(event.text),
                     engages=engaged, platform_id=event.platform_id,
                     channel_type=event.channel, thread_id=event.thread_id)])
                 row_id = written.id
@@ -247,7 +240,7 @@ class Router:
             return outcome(Decision.INBOUND_FULL, session.id)
         if not engaged:
             return outcome(Decision.ACCUMULATED, session.id, row_id)
-        await self._wakes.send(Wake(session.id))
+        await self._wakes.wake(session.id)
         return outcome(Decision.STICKY if sticky else Decision.ENGAGED, session.id, row_id)
 
     async def _submit_access(self, request: AccessRequest) -> bool:

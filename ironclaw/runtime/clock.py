@@ -1,9 +1,10 @@
-"""Wall-clock time for everything that waits for a moment named in host.db or a row.
+"""Wall-clock time for everything that waits for a moment named in a database or a row.
 
-Delivery holds rows until ``deliver_after``, the scheduler fires tasks at
-``next_run_at``, the sweeper measures heartbeat ages: all in wall-clock microseconds
-(the wire encoding, :mod:`ironclaw.contract.clock`). Trio's own clock is monotonic and
-unrelated, so each of those actors takes a :class:`WallClock`:
+The control plane's delivery holds rows until ``deliver_after``, its scheduler fires
+tasks at ``next_run_at``, its sweeper measures heartbeat ages, its gateway expires
+changes: all in wall-clock microseconds (the wire encoding,
+:mod:`ironclaw.contract.clock`). Trio's own clock is monotonic and unrelated, so each
+of those actors takes a :class:`WallClock`, the one clock of the house:
 
 * :class:`SystemClock` in production: the real time, and naps of at most
   ``max_nap`` seconds so a wall-clock jump (NTP, suspend) is noticed;

@@ -8,8 +8,7 @@ from __future__ import annotations
 import attrs
 
 from ironclaw.contract.enums import EngageMode, UnknownSenderPolicy
-
-from .registry import (
+from ironclaw.host.registry import (
     AgentGroup,
     MessagingGroup,
     Persona,

@@ -18,36 +18,34 @@ from __future__ import annotations
 
 import trio
 
-from ironclaw.host.mailboxes import CapabilityGate, OutboundBatch, OutboundProgress
+from ironclaw.host.delivery.a2a import AgentRelay
+from ironclaw.host.delivery.actions import ActionDispatcher
+from ironclaw.host.delivery.handler import ChannelSender, RowHandler
+from ironclaw.host.delivery.policy import DeliveryPolicy
+from ironclaw.host.delivery.records import DeliveryRecords
+from ironclaw.host.delivery.worker import SessionWorker
+from ironclaw.host.inbound import SessionInbox
+from ironclaw.host.mailboxes import CapabilityGate, OutboundProgress, TailBatch, TaskScheduler
 from ironclaw.host.questions import Questions
 from ironclaw.host.registry import Registry
-from ironclaw.host.scheduling import Scheduler, SessionInbox, SystemClock, WallClock
-from ironclaw.host.store import HostStore
-from ironclaw.runtime import DiscardEvents, EventSink
-
-from .a2a import AgentRelay
-from .actions import ActionDispatcher
-from .handler import ChannelSender, RowHandler
-from .policy import DeliveryPolicy
-from .records import DeliveryRecords
-from .worker import SessionWorker
+from ironclaw.runtime import DiscardEvents, EventSink, SystemClock, WallClock
 
 __all__ = ["Delivery"]
 
 
 class Delivery:
-    def __init__(self, *, store: HostStore, registry: Registry, channels: ChannelSender,
+    def __init__(self, *, records: DeliveryRecords, registry: Registry,
+                 channels: ChannelSender,
                  inbox: SessionInbox, progress: OutboundProgress, gate: CapabilityGate,
-                 scheduler: Scheduler, questions: Questions, events: EventSink | None = None,
+                 scheduler: TaskScheduler, questions: Questions, events: EventSink | None = None,
                  policy: DeliveryPolicy | None = None, clock: WallClock | None = None
                  ) -> None:
-        self._store = store
         self._registry = registry
         self._progress = progress
         self._events = events or DiscardEvents()
         self._policy = policy or DeliveryPolicy()
         self._clock = clock or SystemClock()
-        self.records = DeliveryRecords(store)
+        self.records = records
         self._handler = RowHandler(
             channels=channels, records=self.records,
             relay=AgentRelay(registry, inbox, self._policy, self._clock),
@@ -83,7 +81,7 @@ class Delivery:
             self._nursery = None
             self._workers.clear()
 
-    async def submit(self, batch: OutboundBatch) -> None:
+    async def submit(self, batch: TailBatch) -> None:
         """Hand a session's batch to its worker, waiting while that session's mailbox is
         full. Rows already handled (at or below the reported watermark, in flight, or
         recorded in host.db) are skipped, so re-submitting a batch is harmless.
@@ -109,11 +107,11 @@ class Delivery:
                 if self._workers.get(batch.session_id) is worker:
                     del self._workers[batch.session_id]
 
-    def _spawn(self, batch: OutboundBatch) -> SessionWorker:
+    def _spawn(self, batch: TailBatch) -> SessionWorker:
         if self._nursery is None:
             raise RuntimeError("delivery is not running")
         worker = SessionWorker(
-            batch.session_id, batch.agent_group_id, store=self._store,
+            batch.session_id, batch.agent_group_id,
             registry=self._registry, handler=self._handler, records=self.records,
             progress=self._progress, events=self._events, policy=self._policy,
             clock=self._clock, reported=self._reported.get(batch.session_id, 0),

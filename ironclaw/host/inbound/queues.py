@@ -27,9 +27,8 @@ from ironclaw.contract.ids import MessageId
 from ironclaw.contract.layout import QueuePaths, SessionLayout
 from ironclaw.contract.queue import InboundWriter, QueueFull
 from ironclaw.contract.rows import InboundMessage, NewInboundMessage
+from ironclaw.host.events import InboundFull
 from ironclaw.runtime import DiscardEvents, EventSink
-
-from .events import InboundFull
 
 # At most one session.inbound_full event per session per this many seconds.
 INBOUND_FULL_REPORT_EVERY_S = 60.0

@@ -23,21 +23,20 @@ from ironclaw.contract.agent_config import AgentConfig, PersonaDocs
 from ironclaw.contract.clock import now_us
 from ironclaw.contract.layout import EGRESS_SOCKET, MODEL_SOCKET, WAKE_SOCKET, SessionLayout
 from ironclaw.contract.rows import Destination, ProcessingAck, SessionRouting
+from ironclaw.host.egress import EgressRoute
+from ironclaw.host.events import SandboxExitedEvent, SandboxLaunched, SandboxStopped
+from ironclaw.host.inbound.queues import SessionQueues
+from ironclaw.host.isolation import Isolator, LaunchSpec, SandboxExited
 from ironclaw.host.keys import write_session_key_file
+from ironclaw.host.mailboxes import SessionHealth, TailBatch
+from ironclaw.host.modelproxy import Credentials, SessionRoute
+from ironclaw.host.registry import AgentGroup, ContainerStatus, Registry, Session
+from ironclaw.host.sessions.doorbell import Doorbell
+from ironclaw.host.sessions.model_provider import agent_provider, proxy_endpoint
+from ironclaw.host.sessions.progress import SessionProgress
+from ironclaw.host.sessions.quarantine import Quarantine
+from ironclaw.host.sessions.tail import OutboundTail
 from ironclaw.runtime import BackoffPolicy, EventSink, Supervisor, SupervisorState
-
-from ..egress import EgressRoute
-from ..events import SandboxExitedEvent, SandboxLaunched, SandboxStopped
-from ..isolation import Isolator, LaunchSpec, SandboxExited
-from ..mailboxes import OutboundBatch, SessionHealth
-from ..modelproxy import Credentials, SessionRoute
-from ..providers import agent_provider, proxy_endpoint
-from ..queues import SessionQueues
-from ..registry import AgentGroup, ContainerStatus, Registry, Session
-from .doorbell import Doorbell
-from .progress import SessionProgress
-from .quarantine import Quarantine
-from .tail import OutboundTail
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +56,7 @@ class EgressSockets(Protocol):
 
 
 class BatchSink(Protocol):
-    async def submit(self, batch: OutboundBatch) -> None: ...
+    async def submit(self, batch: TailBatch) -> None: ...
 
 
 @attrs.frozen

@@ -1,4 +1,5 @@
-"""The control plane's configuration, with embedded defaults for --dev."""
+"""The control plane's configuration, with embedded defaults for --dev, and the choice
+of sandbox runtime."""
 
 from __future__ import annotations
 
@@ -8,14 +9,13 @@ from pathlib import Path
 
 import attrs
 
+from ironclaw.host.channels.settings import ChannelSettings
+from ironclaw.host.egress import EgressConfig
+from ironclaw.host.gateway import GatewayConfig
+from ironclaw.host.isolation.spec import SandboxLimits, UserMapping
+from ironclaw.host.isolation.volumes import DiskCaps
+from ironclaw.host.modelproxy import ProxyLimits
 from ironclaw.runtime import BackoffPolicy
-
-from .channels.settings import ChannelSettings
-from .egress import EgressConfig
-from .gateway import GatewayConfig
-from .isolation.spec import SandboxLimits, UserMapping
-from .isolation.volumes import DiskCaps
-from .modelproxy import ProxyLimits
 
 RUNTIMES = ("auto", "runsc", "runc", "crun", "process")
 # OCI runtimes, strongest first: gVisor puts its own kernel between agent and host;

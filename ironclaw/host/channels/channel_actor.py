@@ -61,6 +61,7 @@ from ironclaw.runtime import (
     Event,
     EventSink,
     Supervisor,
+    drain,
 )
 
 __all__ = ["ChannelActor", "ChannelStatus"]
@@ -278,12 +279,8 @@ class ChannelActor:
             stopped = f"channel {self.label} stopped"
             if current is not None:
                 self._answer(current, DeliveryFailed(stopped, retryable=True))
-            while True:
-                try:
-                    queued = self._mailbox_receive.receive_nowait()
-                except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
-                    break
-                self._answer(queued, DeliveryFailed(stopped, retryable=True))
+            drain(self._mailbox_receive, lambda queued: self._answer(
+                queued, DeliveryFailed(stopped, retryable=True)))
             self._mailbox_receive.close()
 
     async def _execute(self, delivery: OutboundDelivery) -> DeliveryReceipt | DeliveryFailed:

@@ -14,7 +14,7 @@ from typing import ParamSpec, TypeVar
 
 import trio
 
-from .database import Connection, StoreError, open_database
+from ironclaw.host.store.database import Connection, StoreError, open_database
 
 P = ParamSpec("P")
 T = TypeVar("T")

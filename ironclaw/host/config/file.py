@@ -19,10 +19,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .channels.settings import InvalidChannelSettings, parse_channel_tables
-from .egress import EgressConfig
-from .gateway import GatewayConfig
-from .isolation.volumes import DiskCaps
+from ironclaw.host.channels.settings import InvalidChannelSettings, parse_channel_tables
+from ironclaw.host.egress import EgressConfig
+from ironclaw.host.gateway import GatewayConfig
+from ironclaw.host.isolation.volumes import DiskCaps
 
 __all__ = ["ConfigFileError", "load_config_file"]
 

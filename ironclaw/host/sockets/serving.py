@@ -5,9 +5,11 @@ they differ only in what a connection does.
 * :class:`SessionMailbox` answers ``serve`` (start a session on its socket, refusing a
   second route for one session or a second session on one socket) and ``stop`` (cancel
   it and answer once its socket is gone), and when the server stops answers every
-  message still waiting, so nobody waits forever on a server that is gone.
+  message still waiting (:class:`ironclaw.runtime.Mailbox`), so nobody waits forever
+  on a server that is gone.
 * :func:`accept_connections` accepts until cancelled, caps a session's connections,
-  and rides out the transient errors ``accept`` gives under descriptor pressure. The
+  and rides out the transient errors ``accept`` gives under descriptor pressure: it is
+  :func:`trio.serve_listeners` over a listener that waits for a slot and a token. The
   doorbell uses it too: every per-session socket has one accept loop.
 
 The socket's client is the sandbox, so what it can make the host do is bounded per
@@ -20,25 +22,25 @@ into as many host tasks.
 
 from __future__ import annotations
 
-import errno
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
 import trio
 
+from ironclaw.runtime import Mailbox, Reply
 from ironclaw.runtime.ratelimit import TokenBucket
 
-from .mailbox import Reply, SessionConflict
+__all__ = ["SessionConflict", "SessionMailbox", "accept_connections"]
 
-__all__ = ["SessionMailbox", "accept_connections"]
-
-# accept() errors that mean "try again shortly", not "the listener is broken".
-ACCEPT_BACKOFF_ERRNOS = frozenset({errno.ENFILE, errno.EMFILE, errno.ENOMEM, errno.ENOBUFS})
 # Accepts per second on one session's socket, and the burst banked: far above what an
 # honest agent needs (a model call or fetch per connection, one doorbell connection).
 ACCEPT_RATE = 50.0
 ACCEPT_BURST = 50
+
+
+class SessionConflict(ValueError):
+    """A different route is already served for this session id or socket path."""
 
 
 class _Route(Protocol):
@@ -58,43 +60,47 @@ class ServedSession(Protocol):
 
 class _Msg(Protocol):
     @property
-    def reply(self) -> Reply: ...
+    def reply(self) -> Reply[Any]: ...
 
 
 class SessionMailbox:
-    """``stop_type`` is the server's stop message class; every other message serves."""
+    """``stop_type`` is the server's stop message class; every other message serves.
+    Senders use :meth:`send` (or :attr:`sender`); the server, :meth:`serve` then
+    :meth:`close`."""
 
-    def __init__(self, receive: trio.MemoryReceiveChannel[Any], *, stop_type: type,
-                 what: str) -> None:
-        self._receive = receive
+    def __init__(self, size: int, *, stop_type: type, what: str) -> None:
+        self._inbox: Mailbox[Any] = Mailbox(size, what=what)
         self._stop_type = stop_type
         self._what = what
         self._open: list[_Msg] = []
+
+    @property
+    def sender(self) -> trio.MemorySendChannel[Any]:
+        return self._inbox.sender
+
+    async def send(self, msg: Any) -> None:
+        """Raises :class:`ironclaw.runtime.MailboxClosed` once the server stopped."""
+        await self._inbox.send(msg)
 
     async def serve(self, nursery: trio.Nursery, sessions: Mapping[str, ServedSession],
                     start: Callable[[Any], Awaitable[object]]) -> None:
         """Handle messages until the mailbox closes. ``start(route)`` starts a session
         in ``nursery`` (returning once its socket accepts) and registers it in
         ``sessions``."""
-        async for msg in self._receive:
-            self._open = [m for m in self._open if not m.reply.done.is_set()]
+        async for msg in self._inbox:
+            self._open = [m for m in self._open if not m.reply.answered]
             self._open.append(msg)
             await self._handle(msg, nursery, sessions, start)
 
     def close(self) -> None:
         """Answer whatever is still waiting. Call after the sessions' nursery has
         exited: every socket is removed by then, so a pending stop has happened."""
-        while True:
-            try:
-                self._open.append(self._receive.receive_nowait())
-            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
-                break
-        self._receive.close()
+        self._inbox.close(self._open.append)
         for msg in self._open:
-            if msg.reply.done.is_set():
+            if msg.reply.answered:
                 continue
             if isinstance(msg, self._stop_type):
-                msg.reply.ok()
+                msg.reply.ok(None)
             else:
                 msg.reply.fail(RuntimeError(f"{self._what} stopped"))
 
@@ -105,7 +111,7 @@ class SessionMailbox:
             stop: Any = msg  # the server's own stop message: session_id and reply
             session = sessions.get(stop.session_id)
             if session is None:
-                stop.reply.ok()
+                stop.reply.ok(None)
                 return
             session.scope.cancel()
             nursery.start_soon(_reply_when_done, session, stop.reply)
@@ -130,9 +136,33 @@ class SessionMailbox:
             msg.reply.ok(route.socket_path)
 
 
-async def _reply_when_done(session: ServedSession, reply: Reply) -> None:
+async def _reply_when_done(session: ServedSession, reply: Reply[None]) -> None:
     await session.done.wait()
-    reply.ok()
+    reply.ok(None)
+
+
+class _PacedListener(trio.abc.Listener[trio.SocketStream]):
+    """``accept`` first waits for a free connection slot and an accept token, so
+    :func:`trio.serve_listeners` accepts no more and no faster than a session may. The
+    slot is released when the connection's handler ends (or when accepting fails)."""
+
+    def __init__(self, listener: trio.SocketListener, slots: trio.Semaphore,
+                 pace: TokenBucket) -> None:
+        self._listener = listener
+        self._slots = slots
+        self._pace = pace
+
+    async def accept(self) -> trio.SocketStream:
+        await self._slots.acquire()
+        try:
+            await self._pace.acquire()
+            return await self._listener.accept()
+        except BaseException:
+            self._slots.release()
+            raise
+
+    async def aclose(self) -> None:
+        await self._listener.aclose()
 
 
 async def accept_connections(listener: trio.SocketListener, session: ServedSession | None,
@@ -140,35 +170,21 @@ async def accept_connections(listener: trio.SocketListener, session: ServedSessi
                              handle: Callable[[trio.SocketStream], Awaitable[None]],
                              accept_rate: float = ACCEPT_RATE,
                              accept_burst: int = ACCEPT_BURST) -> None:
-    """Accept on ``listener`` until cancelled; each connection runs ``handle`` in
-    ``connections``. With ``max_connections`` open, the next ``accept`` waits for one
-    to end; accepts are paced to ``accept_rate`` a second. ``session.connections``
-    (if given) counts the open ones; ``handle`` decrements it when it ends."""
+    """Accept on ``listener`` until cancelled (then close it); each connection runs
+    ``handle`` in ``connections``. With ``max_connections`` open, the next ``accept``
+    waits for one to end; accepts are paced to ``accept_rate`` a second; the transient
+    errors ``accept`` gives under descriptor pressure are ridden out
+    (:func:`trio.serve_listeners` does that). ``session.connections`` (if given) counts
+    the open ones; ``handle`` decrements it when it ends."""
     slots = trio.Semaphore(max_connections)
-    pace = TokenBucket(accept_rate, accept_burst)
-    while True:
-        await slots.acquire()
+
+    async def in_slot(stream: trio.SocketStream) -> None:
+        if session is not None:
+            session.connections += 1
         try:
-            await pace.acquire()
-            try:
-                stream = await listener.accept()
-            except OSError as exc:
-                if exc.errno not in ACCEPT_BACKOFF_ERRNOS:
-                    raise
-                await trio.sleep(0.1)
-                slots.release()
-                continue
-            if session is not None:
-                session.connections += 1
-            connections.start_soon(_handle_in_slot, handle, stream, slots)
-        except BaseException:
+            await handle(stream)
+        finally:
             slots.release()
-            raise
 
-
-async def _handle_in_slot(handle: Callable[[trio.SocketStream], Awaitable[None]],
-                          stream: trio.SocketStream, slots: trio.Semaphore) -> None:
-    try:
-        await handle(stream)
-    finally:
-        slots.release()
+    paced = _PacedListener(listener, slots, TokenBucket(accept_rate, accept_burst))
+    await trio.serve_listeners(in_slot, [paced], handler_nursery=connections)

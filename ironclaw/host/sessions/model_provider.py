@@ -15,9 +15,8 @@ from ironclaw.contract.agent_config import (
     ToolCallContent,
     WireQuirks,
 )
-
-from .modelproxy import Credentials, ProviderEndpoint, ProviderKind
-from .registry import AgentGroup
+from ironclaw.host.modelproxy import Credentials, ProviderEndpoint, ProviderKind
+from ironclaw.host.registry import AgentGroup
 
 
 class UnknownProvider(ValueError):
