@@ -13,13 +13,15 @@ cd "$(dirname "$0")"
 # - busybox-static, gcc, libc6-dev: the red-team harness's attacker toolkit (a static
 #   busybox and a probe compiled static).
 # - ngircd: a real IRC server the IRC channel's tests talk to.
+# - prosody: a real XMPP server the XMPP channel's tests talk to (run from a generated
+#   configuration on a loopback port; the system service is not started).
 # - e2fsprogs, mount, kmod: the sandboxes' disk caps; each workspace and outbound
 #   directory is a loop-mounted ext4 image (mkfs.ext4, mount/umount/losetup, and
 #   modprobe for the loop driver where it is a module).
 # - cmake, g++: llama-cpp-python (the local model server the real-model test and
 #   docs/operations.md's air-gapped setup use) builds from source.
 APT_PACKAGES=(make python3 python3-venv binutils runsc runc crun busybox-static gcc
-              libc6-dev ngircd e2fsprogs mount kmod cmake g++)
+              libc6-dev ngircd prosody e2fsprogs mount kmod cmake g++)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
