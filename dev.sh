@@ -15,13 +15,16 @@ cd "$(dirname "$0")"
 # - ngircd: a real IRC server the IRC channel's tests talk to.
 # - prosody: a real XMPP server the XMPP channel's tests talk to (run from a generated
 #   configuration on a loopback port; the system service is not started).
+# - dovecot-imapd, opensmtpd: real IMAP and SMTP servers the email channel's tests talk
+#   to (same: generated configurations, loopback ports, no system service).
 # - e2fsprogs, mount, kmod: the sandboxes' disk caps; each workspace and outbound
 #   directory is a loop-mounted ext4 image (mkfs.ext4, mount/umount/losetup, and
 #   modprobe for the loop driver where it is a module).
 # - cmake, g++: llama-cpp-python (the local model server the real-model test and
 #   docs/operations.md's air-gapped setup use) builds from source.
 APT_PACKAGES=(make python3 python3-venv binutils runsc runc crun busybox-static gcc
-              libc6-dev ngircd prosody e2fsprogs mount kmod cmake g++)
+              libc6-dev ngircd prosody dovecot-imapd opensmtpd e2fsprogs mount kmod
+              cmake g++)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
