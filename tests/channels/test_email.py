@@ -250,3 +250,33 @@ def test_check_settings() -> None:
     assert "allowed_senders" in problems({**good, "allowed_senders": []})[0]
     assert "loopback" in problems({**good, "imap_tls": "none"})[0]
     assert "idle_s" in problems({**good, "idle_s": 0})[0]
+
+
+# -- figures (long) -----------------------------------------------------------------------
+
+@pytest.mark.long
+async def test_round_trip_and_recovery_figures(mail: MailServers, tmp_path: Path) -> None:
+    """Reply round trip over 100 mails, p50 and p99, and the time from a restart of
+    both servers to the first answered mail. Printed; run with ``-s -m long``."""
+    import statistics
+    import time
+
+    start = len(await replies_to(mail, "alice", 0))
+    with trio.fail_after(900):
+        async with open_channel_plane(tmp_path, [settings(mail)],
+                                      [ChatWiring("email", ALICE)]) as plane:
+            await wait_up(plane)
+            rounds: list[float] = []
+            for n in range(100):
+                began = time.perf_counter()
+                await send(mail, compose(ALICE, f"n{n}", f"m{n}", f"<fig{n}@a.test>"))
+                await replies_to(mail, "alice", start + n + 1)
+                rounds.append(time.perf_counter() - began)
+            await trio.to_thread.run_sync(mail.restart)
+            began = time.perf_counter()
+            await send(mail, compose(ALICE, "back", "after the restart", "<fig-r@a.test>"))
+            await replies_to(mail, "alice", start + 101)
+            recovery = time.perf_counter() - began
+    quantiles = statistics.quantiles(rounds, n=100)
+    print(f"\nemail/dovecot+opensmtpd round trip: p50 {quantiles[49] * 1000:.1f} ms, "
+          f"p99 {quantiles[98] * 1000:.1f} ms; recovery after restart {recovery:.2f} s")

@@ -177,6 +177,26 @@ async def test_cut_connection_and_plane_restart_resume_with_nothing_lost(
     assert len(resumed) == 2  # after the cut and after the restart
 
 
+async def test_starttls_with_a_trusted_certificate_and_refusal_without(
+        cast: Cast, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    wiring = ChatWiring("xmpp", cast.alice)
+    trusted = cast.settings(tls=True, tls_ca_file=str(cast.server.ca_file), rooms=[])
+    with trio.fail_after(60):
+        async with open_xmpp_person(cast.server.port, cast.alice, cast.alice_password
+                                    ) as alice, \
+                open_channel_plane(tmp_path / "trusted", [trusted], [wiring]) as plane:
+            await wait_up(plane)
+            await alice.say(cast.bot, "over tls")
+            await alice.wait_for(from_bot(cast, "echo: over tls"))
+            assert_secret_absent(cast.password, caplog, await published(plane))
+        # The test CA is not in the system's trust store: refused, never logged in.
+        async with open_channel_plane(tmp_path / "untrusted",
+                                      [cast.settings(tls=True, rooms=[])]) as plane:
+            async with plane.events.subscribe("channel.down", since=0) as downs:
+                down = await next_event(downs)
+            assert "certificate is not trusted" in down.reason
+
+
 async def test_refused_password_stays_out_of_logs(cast: Cast, tmp_path: Path,
                                                   caplog: pytest.LogCaptureFixture) -> None:
     wrong = "wrong-" + secrets.token_hex(8)

@@ -1,7 +1,8 @@
 """A REAL XMPP server for tests: Debian's ``prosody``, on free loopback ports.
 
 Not a fake: the server under the XMPP adapter's tests is Prosody itself, configured
-here: one virtual host, a MUC component with its archive (so room messages carry a
+here: one virtual host (STARTTLS offered, with a certificate from a test CA, but not
+required, so the test's person may log in without it), a MUC component with its archive (so room messages carry a
 ``stanza-id``), stream management (XEP-0198) with the given hibernation time, message
 archiving, plain-text logins allowed on loopback (no TLS), and users created with
 ``prosodyctl register``. Started once per test module from a synchronous fixture (a
@@ -15,6 +16,7 @@ separate process outlives each test's own Trio run).
 from __future__ import annotations
 
 import contextlib
+import datetime
 import shutil
 import signal
 import socket
@@ -35,9 +37,10 @@ data_path = "{directory}/data"
 daemonize = false
 run_as_root = true
 log = {{ {{ levels = {{ min = "info" }}, to = "file", filename = "{directory}/prosody.log" }} }}
-modules_enabled = {{ "roster", "saslauth", "disco", "ping", "smacks", "mam", "posix",
-                    "offline" }}
-modules_disabled = {{ "s2s", "tls" }}
+modules_enabled = {{ "roster", "saslauth", "tls", "disco", "ping", "smacks", "mam",
+                    "posix", "offline" }}
+modules_disabled = {{ "s2s" }}
+ssl = {{ certificate = "{directory}/server.pem", key = "{directory}/server.key" }}
 c2s_ports = {{ {port} }}
 c2s_interfaces = {{ "127.0.0.1" }}
 s2s_ports = {{ }}
@@ -61,6 +64,38 @@ Component "{muc_domain}" "muc"
 """
 
 
+def make_certificate(directory: Path, name: str) -> None:
+    """A test CA (``ca.pem``) and a certificate for DNS ``name`` signed by it."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "IronClaw XMPP test CA")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
+          .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
+          .not_valid_before(now - datetime.timedelta(days=1))
+          .not_valid_after(now + datetime.timedelta(days=2))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+          .sign(ca_key, hashes.SHA256()))
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+            .issuer_name(ca_name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=2))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    (directory / "ca.pem").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    (directory / "server.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (directory / "server.key").write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()))
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -78,8 +113,13 @@ class Prosody:
     def config_file(self) -> Path:
         return self.directory / "prosody.cfg.lua"
 
+    @property
+    def ca_file(self) -> Path:
+        return self.directory / "ca.pem"
+
     def write_config(self) -> None:
         (self.directory / "data").mkdir(parents=True, exist_ok=True)
+        make_certificate(self.directory, DOMAIN)
         self.config_file.write_text(_CONFIG.format(
             directory=self.directory, port=self.port, hibernation=self.hibernation_s,
             domain=DOMAIN, muc_domain=MUC_DOMAIN))
