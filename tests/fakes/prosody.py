@@ -2,11 +2,11 @@
 
 Not a fake: the server under the XMPP adapter's tests is Prosody itself, configured
 here: one virtual host (STARTTLS offered, with a certificate from a test CA, but not
-required, so the test's person may log in without it), a MUC component with its archive (so room messages carry a
-``stanza-id``), stream management (XEP-0198) with the given hibernation time, message
-archiving, plain-text logins allowed on loopback (no TLS), and users created with
-``prosodyctl register``. Started once per test module from a synchronous fixture (a
-separate process outlives each test's own Trio run).
+required, so the test's person may log in without it); a MUC component with its
+archive (so room messages carry a ``stanza-id``); stream management (XEP-0198) with
+the given hibernation time; message archiving; plain-text logins allowed on loopback;
+users created with ``prosodyctl register``. Started once per test module from a
+synchronous fixture (a separate process outlives each test's own Trio run).
 
     server = start_prosody(directory)
     server.register("alice", "secret")

@@ -59,6 +59,7 @@ class Imap:
         self._config = config
         self._conn: imaplib.IMAP4 | None = None
         self.idle_supported = False
+        self._news = False
 
     def open(self) -> Mailbox:
         config = self._config
@@ -96,7 +97,12 @@ class Imap:
         conn = self._require()
         try:
             conn.noop()  # let the server tell us what arrived
+            conn.untagged_responses.pop("EXISTS", None)
+            conn.untagged_responses.pop("RECENT", None)
             status, data = conn.uid("SEARCH", f"UID {after + 1}:*")
+            # Mail that arrived while the search ran is announced with its answer, and
+            # IDLE would not announce it again: look once more before waiting.
+            self._news = bool(conn.untagged_responses.pop("EXISTS", None))
         except imaplib.IMAP4.error:
             raise MailLost("IMAP: SEARCH failed") from None
         except OSError as exc:
@@ -134,6 +140,9 @@ class Imap:
         """Wait until the server reports new mail, ``seconds`` pass, or ``stop`` is set.
         Without IDLE, just wait (the caller then polls)."""
         conn = self._require()
+        if self._news:
+            self._news = False
+            return
         if not self.idle_supported:
             stop.wait(seconds)
             return
