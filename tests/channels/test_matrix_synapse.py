@@ -104,6 +104,7 @@ async def test_dm_room_mentions_and_thread(cast: Cast, tmp_path: Path,
     dm = await cast.room(direct=True)
     group = await cast.room(cast.bob)
     threads = await cast.room(cast.bob)
+    await cast.alice.say(dm, "from before the bot started")  # history: not answered
     with trio.fail_after(60):
         async with open_channel_plane(tmp_path, [cast.settings()], [
                 ChatWiring("matrix", dm, engage_mode=EngageMode.MENTION),
