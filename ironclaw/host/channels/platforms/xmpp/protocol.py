@@ -4,8 +4,14 @@ received ``<message/>`` means for the agent.
 Everything the server relays is someone else's input, so the parser is strict and
 bounded: no DTDs, comments or processing instructions (RFC 6120 §11.1 forbids them;
 refusing ``<!`` and ``<?`` after the stream header also keeps entity expansion out),
-at most :data:`MAX_STANZA_BYTES` per top-level element and :data:`MAX_DEPTH` levels
-of nesting. A violation ends the stream with :class:`XmppProtocolError`.
+and at most :data:`MAX_STANZA_BYTES` per top-level element (above Prosody's own
+limits, so a stanza the server relays does not trip it). A violation ends the stream with
+:class:`XmppProtocolError`.
+
+A stanza nested deeper than :data:`MAX_DEPTH` is not an error: the server relays what
+a hostile sender wrote, and after a reconnect it would relay it again, so ending the
+stream would wedge the channel. It comes out as an empty element of the same name
+(stream management still counts it), which nothing reads as a message.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ __all__ = [
     "stream_header",
 ]
 
-MAX_STANZA_BYTES = 256 * 1024
+MAX_STANZA_BYTES = 1024 * 1024
 MAX_DEPTH = 32
 MAX_JID_CHARS = 3071  # RFC 7622: three parts of at most 1023 bytes each
 
@@ -69,6 +75,7 @@ class StreamParser:
         self._parser: ET.XMLPullParser[ET.Element] = ET.XMLPullParser(
             events=("start", "end"))
         self._depth = 0
+        self._too_deep = False
         self._pending_bytes = 0
         self._previous = b""
         self.root: ET.Element | None = None
@@ -93,15 +100,17 @@ class StreamParser:
             if kind == "start":
                 self._depth += 1
                 if self._depth > MAX_DEPTH:
-                    raise XmppProtocolError("the stream nests too deep")
+                    self._too_deep = True
                 if self._depth == 1:
                     self.root = element
             else:
                 self._depth -= 1
                 if self._depth == 1:
-                    stanzas.append(element)
                     if self.root is not None:
                         self.root.remove(element)  # keep nothing we are done with
+                    if self._too_deep:
+                        element, self._too_deep = ET.Element(element.tag), False
+                    stanzas.append(element)
                     self._pending_bytes = 0
                 elif self._depth == 0:
                     self.closed = True
