@@ -17,7 +17,7 @@ LOCAL_MODEL_WHEELS ?= $(if $(filter 0,$(shell id -u)),/var/cache/ironclaw/wheels
 LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
 LLAMA_WHEEL_STAMP = $(LOCAL_MODEL_WHEELS)/.llama-cpp-python-$(LLAMA_CPP_VERSION)-$(shell $(PYTHON) -c 'import sys; print("cp%d%d" % sys.version_info[:2])')
 
-.PHONY: run test venv image lint typecheck bench bench-quick chaos clean local-model redteam-full
+.PHONY: run test test-servers venv image lint typecheck bench bench-quick chaos clean local-model redteam-full
 
 $(VENV)/bin/pip:
 	$(PYTHON) -m venv $(VENV)
@@ -37,13 +37,26 @@ $(STAMP): pyproject.toml $(LLAMA_WHEEL_STAMP)
 
 venv: $(STAMP)
 
+# A real Matrix homeserver for the Matrix channel's tests (tests/fakes/synapse.py).
+# Synapse pins its own versions of libraries the project uses (cryptography), so it
+# gets a virtual environment of its own; the tests only talk to it over HTTP.
+SYNAPSE_VENV := .venv-synapse
+SYNAPSE_VERSION := 1.163.2
+SYNAPSE_STAMP := $(SYNAPSE_VENV)/.installed-$(SYNAPSE_VERSION)
+$(SYNAPSE_STAMP):
+	$(PYTHON) -m venv $(SYNAPSE_VENV)
+	$(SYNAPSE_VENV)/bin/pip install --quiet matrix-synapse==$(SYNAPSE_VERSION)
+	touch $@
+
+test-servers: $(SYNAPSE_STAMP)
+
 # The local model and its server (docs/operations.md#running-on-a-local-model-air-gapped).
 local-model: $(STAMP)
 
 run: $(STAMP)
 	$(VENV)/bin/ironclaw-controlplane --dev --state-dir $(STATE)
 
-test: $(STAMP)
+test: $(STAMP) $(SYNAPSE_STAMP)
 	$(VENV)/bin/pytest --durations=30
 
 # The long form of the second red-team family (every probe and every negative control,
@@ -84,4 +97,4 @@ chaos: $(STAMP)
 	$(VENV)/bin/python -m bench chaos
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info
+	rm -rf $(VENV) $(SYNAPSE_VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info

@@ -13,6 +13,10 @@ cd "$(dirname "$0")"
 # - busybox-static, gcc, libc6-dev: the red-team harness's attacker toolkit (a static
 #   busybox and a probe compiled static).
 # - ngircd: a real IRC server the IRC channel's tests talk to.
+# - prosody: a real XMPP server the XMPP channel's tests talk to (run from a generated
+#   configuration on a loopback port; the system service is not started).
+# - dovecot-imapd, opensmtpd: real IMAP and SMTP servers the email channel's tests talk
+#   to (same: generated configurations, loopback ports, no system service).
 # - e2fsprogs, mount, kmod: the sandboxes' disk caps; each workspace and outbound
 #   directory is a loop-mounted ext4 image (mkfs.ext4, mount/umount/losetup, and
 #   modprobe for the loop driver where it is a module).
@@ -21,7 +25,8 @@ cd "$(dirname "$0")"
 # - chromium, chromium-driver: the web console's tests run in a real browser, driven by
 #   selenium through this chromedriver (selenium must never download a browser).
 APT_PACKAGES=(make python3 python3-venv binutils runsc runc crun busybox-static gcc
-              libc6-dev ngircd e2fsprogs mount kmod cmake g++ chromium chromium-driver)
+              libc6-dev ngircd prosody dovecot-imapd opensmtpd e2fsprogs mount kmod
+              cmake g++ chromium chromium-driver)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

@@ -26,8 +26,9 @@ class SentLine:
 
 
 class TcpRelay:
-    def __init__(self, upstream_port: int) -> None:
+    def __init__(self, upstream_port: int, *, lines: bool = True) -> None:
         self.upstream_port = upstream_port
+        self.lines = lines  # False: forward bytes as they come (XMPP has no lines)
         self.port = 0
         self.sent: list[SentLine] = []
         self.connections = 0
@@ -99,6 +100,9 @@ class TcpRelay:
                 while self.frozen:
                     await self._thaw.wait()
                 buffer += data
+                if not self.lines:
+                    await sink.send_all(buffer)
+                    buffer = b""
                 while b"\n" in buffer:
                     line, buffer = buffer.split(b"\n", 1)
                     line += b"\n"
@@ -122,8 +126,9 @@ class TcpRelay:
 
 
 @contextlib.asynccontextmanager
-async def open_relay(upstream_port: int) -> AsyncIterator[TcpRelay]:
-    relay = TcpRelay(upstream_port)
+async def open_relay(upstream_port: int, *, lines: bool = True
+                     ) -> AsyncIterator[TcpRelay]:
+    relay = TcpRelay(upstream_port, lines=lines)
     async with trio.open_nursery() as nursery:
         listeners = await nursery.start(
             functools.partial(trio.serve_tcp, relay._handle, 0, host="127.0.0.1"))

@@ -25,6 +25,7 @@ The helpers, by what they help with:
 * ``channels``: the plane with chat platforms configured, and chats wired to the demo
   agent;
 * ``irc``: an IRC adapter against a real ngircd;
+* ``matrix_person``: a person on a real Synapse, talking to the bot;
 * ``gateway``, ``delivery``, ``audit``, ``egress``: each actor on a real host.db, with
   stand-ins for its collaborators;
 * ``agent``: the host side of a sandbox agent run as a process;

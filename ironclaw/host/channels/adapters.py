@@ -28,7 +28,8 @@ from .state import ChannelState
 
 __all__ = ["ADAPTER_TYPES", "AdapterContext", "check_settings", "create_adapter"]
 
-ADAPTER_TYPES = ("telegram", "slack", "discord", "matrix", "irc", "webhook")
+ADAPTER_TYPES = ("telegram", "slack", "discord", "matrix", "irc", "webhook", "xmpp",
+                 "email")
 
 
 @attrs.frozen

@@ -39,6 +39,12 @@ SENDER_AUTHENTICATION: dict[str, SenderAuthentication] = {
     "irc": SenderAuthentication(False, (
         "an IRC nick is anyone's who takes it while it is free; the adapter sees "
         "no account")),
+    "xmpp": SenderAuthentication(False, (
+        "the server authenticates a one-to-one sender's address, but in a room the "
+        "sender is a nick, which is anyone's who takes it while it is free")),
+    "email": SenderAuthentication(False, (
+        "a From address is whatever the sender writes; DKIM, SPF and DMARC, where the "
+        "receiving server checks them, vouch for a domain, not for a person")),
     "webhook": SenderAuthentication(False, (
         "the signature proves only that the caller holds the shared secret; the "
         "'sender' field is whatever that caller writes")),

@@ -1,0 +1,89 @@
+"""The XMPP adapter's settings, read from a ``[[channels]]`` table and the environment."""
+
+from __future__ import annotations
+
+import ipaddress
+
+import attrs
+
+from ironclaw.host.channels.settings import ChannelSettings, InvalidChannelSettings, Secret
+
+from .protocol import bare, is_valid_jid, resource_of
+
+__all__ = ["XmppConfig", "check_settings"]
+
+
+@attrs.frozen
+class XmppConfig:
+    jid: str  # the bot's bare JID, user@domain
+    password: Secret = attrs.field(repr=False)
+    server: str  # where to connect; the JID's domain unless set
+    port: int = 5222
+    tls: bool = True  # STARTTLS, required; plain only to a loopback server
+    tls_ca_file: str | None = None
+    resource: str = "ironclaw"
+    rooms: tuple[str, ...] = ()  # MUC rooms to join, by bare JID
+    nick: str = "ironclaw"  # our nick in those rooms
+    ping_interval: float = 60.0
+    ping_timeout: float = 30.0
+    connect_timeout: float = 30.0
+    deliver_wait: float = 30.0
+
+    @property
+    def domain(self) -> str:
+        return self.jid.split("@", 1)[1]
+
+    @classmethod
+    def from_settings(cls, settings: ChannelSettings) -> XmppConfig:
+        label = settings.label
+        jid = settings.text("jid")
+        if not is_valid_jid(jid) or "@" not in jid or resource_of(jid) is not None:
+            raise InvalidChannelSettings(f"{label}: jid must be a bare JID, user@domain")
+        password = settings.secret("password")
+        server = settings.text("server", jid.split("@", 1)[1])
+        if not server or any(char.isspace() for char in server):
+            raise InvalidChannelSettings(f"{label}: server must be a host name or address")
+        port = settings.number("port", 5222)
+        if port != int(port) or not 0 < port < 65536:
+            raise InvalidChannelSettings(f"{label}: port must be 1..65535")
+        tls = settings.flag("tls", True)
+        if not tls and not _is_loopback(server):
+            raise InvalidChannelSettings(
+                f"{label}: tls = false is allowed only to a loopback server (the password "
+                "would cross the network in the clear)")
+        rooms = settings.strings("rooms")
+        for room in rooms:
+            if not is_valid_jid(room) or "@" not in room or bare(room) != room:
+                raise InvalidChannelSettings(f"{label}: room {room!r} is not a bare JID")
+        nick = settings.text("nick", jid.split("@", 1)[0])
+        resource = settings.text("resource", "ironclaw")
+        for name, value in (("nick", nick), ("resource", resource)):
+            if not value or len(value) > 64 or any(c.isspace() or c in "/@" for c in value):
+                raise InvalidChannelSettings(f"{label}: {name} must be one word")
+        numbers: dict[str, float] = {}
+        for key, default in (("ping_interval", 60.0), ("ping_timeout", 30.0),
+                             ("connect_timeout", 30.0), ("deliver_wait", 30.0)):
+            seconds = settings.number(key, default)
+            if not 0.1 <= seconds <= 3600:
+                raise InvalidChannelSettings(f"{label}: {key} must be 0.1..3600 seconds")
+            numbers[key] = float(seconds)
+        return cls(jid=jid, password=password, server=server, port=int(port), tls=tls,
+                   tls_ca_file=settings.text("tls_ca_file", "") or None, resource=resource,
+                   rooms=tuple(rooms), nick=nick, **numbers)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_settings(settings: ChannelSettings) -> list[str]:
+    try:
+        XmppConfig.from_settings(settings)
+    except InvalidChannelSettings as exc:
+        return [str(exc)]
+    return []

@@ -1,0 +1,182 @@
+"""REAL mail servers for tests: Debian's Dovecot (IMAP) and OpenSMTPD (SMTP), on free
+loopback ports, with every mailbox under one test directory.
+
+Not fakes: the email adapter's tests read with IMAP from Dovecot and submit to
+OpenSMTPD, which delivers into the Maildirs Dovecot serves (as the ``dovecot`` system
+user). Users live in a passwd file; SMTP takes mail for the test domain without a login
+(OpenSMTPD 6.8 with Debian's OpenSSL 3 fails its TLS handshakes, and it offers AUTH only
+over TLS). Started once per test module from a synchronous fixture.
+
+OpenSMTPD keeps its queue at a fixed path (``/var/spool/smtpd``), so one instance runs
+at a time on a machine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import attrs
+
+DOVECOT = shutil.which("dovecot") or ("/usr/sbin/dovecot"
+                                      if Path("/usr/sbin/dovecot").exists() else None)
+SMTPD = shutil.which("smtpd") or ("/usr/sbin/smtpd"
+                                  if Path("/usr/sbin/smtpd").exists() else None)
+DOMAIN = "test.local"
+
+
+def available() -> str | None:
+    """None when the servers can run here, else why not."""
+    if DOVECOT is None or SMTPD is None:
+        return "dovecot-imapd and opensmtpd are not installed"
+    try:
+        pwd.getpwnam("dovecot")
+    except KeyError:
+        return "the dovecot system user is missing"
+    return None
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+_DOVECOT_CONFIG = """\
+base_dir = {d}/run
+state_dir = {d}/state
+listen = 127.0.0.1
+protocols = imap
+ssl = no
+disable_plaintext_auth = no
+auth_mechanisms = plain
+mail_location = maildir:{d}/mail/%n/Maildir
+mail_uid = dovecot
+mail_gid = dovecot
+first_valid_uid = 1
+log_path = {d}/dovecot.log
+service imap-login {{
+  inet_listener imap {{
+    address = 127.0.0.1
+    port = {imap_port}
+  }}
+  inet_listener imaps {{
+    port = 0
+  }}
+  chroot =
+}}
+service anvil {{
+  chroot =
+}}
+passdb {{
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%n {d}/users
+}}
+userdb {{
+  driver = static
+  args = uid=dovecot gid=dovecot home={d}/mail/%n
+}}
+"""
+
+_SMTPD_CONFIG = """\
+table vusers file:{d}/vusers
+listen on 127.0.0.1 port {smtp_port} hostname mail.{domain}
+action "deliver" maildir "{d}/mail/%{{rcpt.user}}/Maildir" virtual <vusers>
+match from any for domain "{domain}" action "deliver"
+"""
+
+
+@attrs.define
+class MailServers:
+    directory: Path
+    imap_port: int
+    smtp_port: int
+    processes: list[subprocess.Popen[bytes]] = attrs.field(factory=list)
+    users: dict[str, str] = attrs.field(factory=dict)
+
+    def write_config(self) -> None:
+        d = self.directory
+        for sub in ("run", "state", "mail"):
+            (d / sub).mkdir(parents=True, exist_ok=True)
+        shutil.chown(d / "mail", "dovecot", "dovecot")
+        (d / "dovecot.conf").write_text(_DOVECOT_CONFIG.format(d=d, imap_port=self.imap_port))
+        (d / "smtpd.conf").write_text(_SMTPD_CONFIG.format(
+            d=d, smtp_port=self.smtp_port, domain=DOMAIN))
+        self._write_users()
+
+    def _write_users(self) -> None:
+        d = self.directory
+        (d / "users").write_text("".join(f"{u}:{{PLAIN}}{p}\n"
+                                         for u, p in self.users.items()))
+        (d / "vusers").write_text("".join(f"{u}@{DOMAIN} dovecot\n" for u in self.users))
+
+    def add_user(self, user: str, password: str) -> str:
+        """A mailbox; the SMTP server learns it at its next (re)start."""
+        self.users[user] = password
+        self._write_users()
+        return f"{user}@{DOMAIN}"
+
+    def start(self) -> None:
+        assert DOVECOT is not None and SMTPD is not None
+        d = self.directory
+        (d / "run" / "master.pid").unlink(missing_ok=True)
+        for argv, log in (([DOVECOT, "-F", "-c", str(d / "dovecot.conf")], "dovecot.out"),
+                          ([SMTPD, "-d", "-f", str(d / "smtpd.conf")], "smtpd.log")):
+            with (d / log).open("ab") as sink:
+                self.processes.append(subprocess.Popen(
+                    argv, cwd=d, stdout=sink, stderr=sink, start_new_session=True))
+        for port in (self.imap_port, self.smtp_port):
+            _wait_listening(port, self.processes, self.log)
+
+    def stop(self) -> None:
+        processes, self.processes = self.processes, []
+        for process in processes:
+            if process.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    process.send_signal(signal.SIGTERM)
+        for process in processes:
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def log(self) -> str:
+        return "".join((self.directory / name).read_text(errors="replace")
+                       for name in ("dovecot.out", "dovecot.log", "smtpd.log")
+                       if (self.directory / name).exists())
+
+
+def _wait_listening(port: int, processes: list[subprocess.Popen[bytes]],
+                    log: object) -> None:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if any(p.poll() is not None for p in processes):
+            raise RuntimeError(f"a mail server exited:\n{log() if callable(log) else ''}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port),
+                                                                     timeout=1):
+            return
+        time.sleep(0.05)
+    raise RuntimeError("a mail server did not come up")
+
+
+def start_mail_servers(directory: Path, users: dict[str, str]) -> MailServers:
+    directory.mkdir(parents=True, exist_ok=True)
+    for path in (directory, *directory.parents):  # Dovecot's workers run as dovecot
+        if path == Path("/"):
+            break
+        path.chmod(path.stat().st_mode | 0o711)
+    servers = MailServers(directory, free_port(), free_port(), users=dict(users))
+    servers.write_config()
+    servers.start()
+    return servers
