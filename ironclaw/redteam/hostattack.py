@@ -23,7 +23,10 @@ A probe is **contained** when, during its window:
 - the host's resident memory grew by less than 100 MiB;
 - the attacked session was quarantined, or merely failed itself: it stopped when
   told (a session whose reader thread is stuck can never stop); a probe that plants a
-  schema other than the contract's requires the quarantine;
+  schema other than the contract's requires the quarantine. An attacker that hangs in
+  its own sandbox (under runsc, a connect to a host socket whose backlog the host's cap
+  left full blocks for good) has failed itself: its progress file says what it did
+  before it hung, and that tally is its line;
 - and the probe's own line, from inside, says so (a socket family that opened, a
   binary that ran from memory, a disk that nothing capped is red on its own).
 """
@@ -31,6 +34,7 @@ A probe is **contained** when, during its window:
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 import platform
@@ -42,6 +46,7 @@ import attrs
 import trio
 
 from ironclaw.contract.layout import SessionLayout
+from ironclaw.contract.untrusted_files import read_untrusted
 from ironclaw.host.app import ControlPlane, ControlPlaneHandles
 from ironclaw.host.config import ControlPlaneConfig
 from ironclaw.host.egress import EgressConfig
@@ -55,7 +60,7 @@ from ironclaw.host.mailboxes import StopSession
 from ironclaw.host.modelproxy import Credentials
 
 from .harness import _approve_egress, _engage, _parse, _session_spec, _wire
-from .hostprobes import BUSYBOX, HostProbe, baseline_probe, host_probe_plan
+from .hostprobes import BUSYBOX, HostProbe, baseline_probe, host_probe_plan, progress_path
 from .instruments import WindowFigures, measure_window
 from .toolkit import TOOLKIT_MOUNT, build_toolkit
 
@@ -69,6 +74,12 @@ STOP_TIMEOUT_S = 30.0
 WARM_UP_PINGS = 5
 # An attacker still running this long after its start is killed, and said nothing (red).
 ATTACKER_DEADLINE_S = 60.0
+# A probe that keeps a progress file (hostprobes.progress_path): how often the harness
+# looks at it, how long after its final tally the attacker may still exit by itself,
+# and the most of it that is read.
+TALLY_POLL_S = 0.5
+FINAL_TALLY_GRACE_S = 3.0
+TALLY_MAX_BYTES = 4096
 QUICK_HOLD_S = 3.0
 # Kept across runs: freezing the hostile-db tool takes a while.
 TOOLKIT_CACHE = Path("/var/tmp/ironclaw-redteam-toolkits")
@@ -87,6 +98,8 @@ HOST_WEAKENINGS = {
     "untrusted-reads": "host.heartbeat.fifo",
     # no kernel-enforced disk cap: outbound and the workspace live on the state disk
     "disk-cap": "host.disk_fill",
+    # no per-socket connection cap (nor accept pacing) on the model proxy's socket
+    "socket-cap": "host.connect_flood.model",
 }
 SPEC_WEAKENINGS = ("socket-families", "memfd-exec")
 
@@ -126,6 +139,16 @@ class HostAttackReport:
                 "observations": [o.to_json() for o in self.observations]}
 
 
+@attrs.frozen
+class Inside:
+    """What the attacker said about itself: ``contained`` None when it said nothing;
+    ``hung`` when its report came from its progress file because it never exited."""
+
+    contained: bool | None
+    observed: str
+    hung: bool = False
+
+
 def _weaken_seccomp(kind: str | None) -> Callable[[dict[str, Any]], dict[str, Any]] | None:
     if kind is None or kind not in SPEC_WEAKENINGS:
         return None
@@ -140,11 +163,11 @@ def _weaken_seccomp(kind: str | None) -> Callable[[dict[str, Any]], dict[str, An
     return hook
 
 
-def judge(probe: HostProbe, inside: tuple[bool | None, str], figures: WindowFigures,
+def judge(probe: HostProbe, inside: Inside, figures: WindowFigures,
           baseline: WindowFigures, *, quarantined: bool, stopped: bool) -> tuple[bool, str]:
     """Contained or not, and why, from one window's figures (see the module doc)."""
     problems = []
-    inside_ok, _ = inside
+    inside_ok = inside.contained
     if inside_ok is None and not quarantined:
         # Silence is a blind spot, unless the quarantine killed the attacker with the
         # sandbox it stood in (runc exec's process dies with its container).
@@ -167,7 +190,9 @@ def judge(probe: HostProbe, inside: tuple[bool | None, str], figures: WindowFigu
         problems.append(f"the attacked session did not stop within {STOP_TIMEOUT_S:.0f} s")
     if problems:
         return False, "; ".join(problems)
-    fate = "quarantined" if quarantined else "failed only itself"
+    fate = ("quarantined" if quarantined
+            else "failed only itself (it hung in its own sandbox)" if inside.hung
+            else "failed only itself")
     return True, (f"bystander p99 {figures.reply_p99_s * 1000:.0f} ms (baseline "
                   f"{baseline.reply_p99_s * 1000:.0f}), loop lag max "
                   f"{figures.loop_lag_max_s * 1000:.0f} ms, RSS +"
@@ -186,13 +211,23 @@ class _AnySchema:
     __hash__ = None  # type: ignore[assignment]
 
 
+async def _uncapped_accepts(*args: Any, **kwargs: Any) -> None:
+    """The shared accept loop with its per-socket cap and pacing switched off."""
+    from ironclaw.host.modelproxy import serving
+
+    kwargs.update(max_connections=1_000_000, accept_rate=1e9, accept_burst=1_000_000)
+    await serving.accept_connections(*args, **kwargs)
+
+
 @contextlib.contextmanager
 def _weaken_host(kind: str | None) -> Iterator[None]:
     """Switch a host-side defence off in this process (the control plane runs here),
     for the run's length only."""
     from ironclaw.contract import untrusted_files
     from ironclaw.contract.queue import snapshot_db
-    from ironclaw.host.sessions import tail
+    from ironclaw.host.egress import broker
+    from ironclaw.host.modelproxy import proxy
+    from ironclaw.host.sessions import doorbell, tail
 
     async def on_the_loop(work: Callable[[], Any], **_ignored: Any) -> Any:
         return work()
@@ -202,6 +237,9 @@ def _weaken_host(kind: str | None) -> Iterator[None]:
         swaps = [(snapshot_db, "harden", lambda conn, path: None),
                  (snapshot_db, "expected_schema", lambda ddl: _AnySchema()),
                  (snapshot_db, "_bound_work", lambda conn: None)]
+    elif kind == "socket-cap":
+        swaps = [(module, "accept_connections", _uncapped_accepts)
+                 for module in (proxy, broker, doorbell)]
     elif kind == "untrusted-reads":
         swaps = [(untrusted_files, "OPEN_FLAGS", os.O_RDONLY | os.O_CLOEXEC),
                  (tail, "run_untrusted", on_the_loop)]
@@ -216,38 +254,77 @@ def _weaken_host(kind: str | None) -> Iterator[None]:
 
 
 async def _run_attacker(runtime: OciRuntime, make_isolator: Callable[[SpecHook], OciIsolator],
-                        state: Path, keys: Path, session_id: str, probe: HostProbe
-                        ) -> tuple[bool | None, str]:
-    """Run the probe where the agent stands; its line says what it did (None: it said
-    nothing)."""
+                        state: Path, keys: Path, session_id: str, probe: HostProbe,
+                        outbound: Path) -> Inside:
+    """Run the probe where the agent stands; its line says what it did. A probe that
+    keeps a progress file is ended once its final tally is written, and read from
+    that file when its own output never came back (it hung in a syscall)."""
     script = probe.script()
-    if runtime.gvisor:
-        def as_attacker(config: dict[str, Any]) -> dict[str, Any]:
-            config["process"]["args"] = [BUSYBOX, "sh", "-c", script]
-            return config
+    tally = outbound / Path(progress_path(probe.name)).name if probe.reports_progress else None
+    output, note = b"", f"no exit within {ATTACKER_DEADLINE_S:.0f} s: killed"
+    attacker = trio.CancelScope(deadline=trio.current_time() + ATTACKER_DEADLINE_S)
 
-        output, note = b"", f"no exit within {ATTACKER_DEADLINE_S:.0f} s: killed"
-        with trio.move_on_after(ATTACKER_DEADLINE_S):
-            try:
-                await make_isolator(as_attacker).run(
-                    _session_spec(state, keys, session_id),
-                    container_name=f"ic-probe-h-{session_id}")
-            except SandboxExited as exited:
-                output, note = exited.stderr_tail, f"exit {exited.returncode}"
-    else:
-        argv = runtime.exec_argv(container_id(session_id), [BUSYBOX, "sh", "-c", script],
-                                 uid=AGENT_UID)
-        output, note = b"", f"no exit within {ATTACKER_DEADLINE_S:.0f} s: killed"
-        with trio.move_on_after(ATTACKER_DEADLINE_S):
-            done = await trio.run_process(argv, capture_stdout=True, capture_stderr=True,
-                                          check=False)
-            output = done.stdout + done.stderr
-            note = f"exit {done.returncode}: " + done.stderr.decode("utf-8", "replace")[-300:]
+    async def attack(watching: trio.CancelScope) -> None:
+        nonlocal output, note
+        with attacker:
+            if runtime.gvisor:
+                def as_attacker(config: dict[str, Any]) -> dict[str, Any]:
+                    config["process"]["args"] = [BUSYBOX, "sh", "-c", script]
+                    return config
+
+                try:
+                    await make_isolator(as_attacker).run(
+                        _session_spec(state, keys, session_id),
+                        container_name=f"ic-probe-h-{session_id}")
+                except SandboxExited as exited:
+                    output, note = exited.stderr_tail, f"exit {exited.returncode}"
+            else:
+                argv = runtime.exec_argv(container_id(session_id),
+                                         [BUSYBOX, "sh", "-c", script], uid=AGENT_UID)
+                done = await trio.run_process(argv, capture_stdout=True,
+                                              capture_stderr=True, check=False)
+                output = done.stdout + done.stderr
+                note = (f"exit {done.returncode}: "
+                        + done.stderr.decode("utf-8", "replace")[-300:])
+        watching.cancel()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(attack, nursery.cancel_scope)
+        if tally is not None:
+            nursery.start_soon(_end_after_final_tally, tally, attacker)
     found = _parse(output, 0, 1, note)
     mine = [o for o in found if o.probe == probe.name]
-    if not mine:
-        return None, f"the probe reported nothing ({note[:200]})"
-    return mine[0].contained, mine[0].observed
+    if mine:
+        return Inside(mine[0].contained, mine[0].observed)
+    last = await _read_tally(tally) if tally is not None else None
+    if last is not None:
+        return Inside(last.get("contained") is True, str(last.get("observed", ""))[:300]
+                      + "; then it hung in its own sandbox until the harness ended it",
+                      hung=True)
+    return Inside(None, f"the probe reported nothing ({note[:200]})")
+
+
+async def _read_tally(path: Path) -> dict[str, Any] | None:
+    """The probe's last tally (the file is the sandbox's: read as hostile)."""
+    try:
+        raw = await trio.to_thread.run_sync(
+            lambda: read_untrusted(path, max_bytes=TALLY_MAX_BYTES))
+        tally = json.loads(raw.decode("utf-8", "replace").strip().splitlines()[-1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return tally if isinstance(tally, dict) and tally.get("probe") else None
+
+
+async def _end_after_final_tally(path: Path, attacker: trio.CancelScope) -> None:
+    """End an attacker whose final tally is written but which has not exited (its
+    children hang in a connect) a moment later, instead of at the deadline."""
+    while True:
+        await trio.sleep(TALLY_POLL_S)
+        tally = await _read_tally(path)
+        if tally is not None and tally.get("final") is True:
+            await trio.sleep(FINAL_TALLY_GRACE_S)
+            attacker.cancel()
+            return
 
 
 async def _ping(plane: ControlPlaneHandles, conversation: str) -> None:
@@ -315,7 +392,7 @@ async def _run(kind: RuntimeKind, workdir: Path, plan: list[HostProbe], hold: fl
             disk=None if weakening == "disk-cap" else config.sandbox_disk)
 
     observations: list[HostObservation] = []
-    windows: list[tuple[HostProbe, tuple[bool | None, str], WindowFigures, dict[str, Any]]] = []
+    windows: list[tuple[HostProbe, Inside, WindowFigures, dict[str, Any]]] = []
     progress(f"starting a control plane on {kind.value}")
     async with trio.open_nursery() as nursery:
         plane: ControlPlaneHandles = await nursery.start(ControlPlane(
@@ -349,7 +426,7 @@ async def _run(kind: RuntimeKind, workdir: Path, plan: list[HostProbe], hold: fl
                 async with measure_window(plane, "bystander", outbound, hold) as window:
                     started = trio.current_time()
                     inside = await _run_attacker(runtime, make_isolator, state, keys,
-                                                 session_id, probe)
+                                                 session_id, probe, outbound)
                     # A probe that is over at once still gets a window of the hold's
                     # length, so the bystander is timed as often as for any other.
                     await trio.sleep_until(started + hold)
@@ -358,6 +435,7 @@ async def _run(kind: RuntimeKind, workdir: Path, plan: list[HostProbe], hold: fl
             assert window.figures is not None
             windows.append((probe, inside, window.figures,
                             {"quarantined": quarantined, "stopped": stopped,
+                             "attacker_hung": inside.hung,
                              "fifo_releases_by_harness": window.fifo_releases}))
         nursery.cancel_scope.cancel()
     # The noisier of the two baselines: the machine's own noise in this run is not
@@ -367,7 +445,7 @@ async def _run(kind: RuntimeKind, workdir: Path, plan: list[HostProbe], hold: fl
     for probe, inside, figures, fate in windows[1:-1]:
         contained, verdict = judge(probe, inside, figures, baseline,
                                    quarantined=fate["quarantined"], stopped=fate["stopped"])
-        observations.append(HostObservation(probe.name, probe.defence, contained, inside[1],
+        observations.append(HostObservation(probe.name, probe.defence, contained, inside.observed,
                                             verdict, {**figures.to_json(), **fate}))
     left = await trio.to_thread.run_sync(leftover_runtime_state, state)
     if left:
