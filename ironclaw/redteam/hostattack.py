@@ -45,6 +45,7 @@ from typing import Any
 import attrs
 import trio
 
+from ironclaw.contract.enums import EngageMode, UnknownSenderPolicy
 from ironclaw.contract.layout import SessionLayout
 from ironclaw.contract.untrusted_files import read_untrusted
 from ironclaw.host.app import ControlPlane, ControlPlaneHandles
@@ -56,8 +57,10 @@ from ironclaw.host.isolation.pinned import PinnedImage
 from ironclaw.host.isolation.reconcile import leftover_runtime_state
 from ironclaw.host.isolation.runtimes import OciRuntime, RuntimeKind, runtime_version
 from ironclaw.host.isolation.spec import AGENT_UID, ExtraBind, UserMapping
+from ironclaw.host.isolation.volumes import DiskCaps
 from ironclaw.host.mailboxes import StopSession
 from ironclaw.host.modelproxy import Credentials
+from ironclaw.host.registry import AgentGroup, Persona, Wiring
 
 from .harness import _approve_egress, _engage, _parse, _session_spec, _wire
 from .hostprobes import BUSYBOX, HostProbe, baseline_probe, host_probe_plan, progress_path
@@ -81,6 +84,10 @@ TALLY_POLL_S = 0.5
 FINAL_TALLY_GRACE_S = 3.0
 TALLY_MAX_BYTES = 4096
 QUICK_HOLD_S = 3.0
+# The production disk cap's mechanism at a smaller size, so that filling it (the
+# disk-fill probe) takes seconds under gVisor, not its whole deadline.
+HARNESS_GROUP_BYTES = 256 * 2**20
+BYSTANDER_GROUP = "redteam-bystander"
 # Kept across runs: freezing the hostile-db tool takes a while.
 TOOLKIT_CACHE = Path("/var/tmp/ironclaw-redteam-toolkits")
 FULL_HOLD_S = 5.0
@@ -334,6 +341,21 @@ async def _ping(plane: ControlPlaneHandles, conversation: str) -> None:
         await plane.local.wait_for_reply(conversation, after_index=mark)
 
 
+async def _wire_bystander(plane: ControlPlaneHandles) -> None:
+    """The bystander is an agent of its own group: a group's sessions share its disk
+    volume (and its workspace), so the blast radius a probe must stay inside is its
+    own agent group."""
+    await plane.registry.put_agent_group(AgentGroup(
+        id=BYSTANDER_GROUP, name="Bystander", folder=BYSTANDER_GROUP, provider="mock",
+        model="mock", persona=Persona(identity="A bystander.", soul="", instructions="")))
+    group = await plane.registry.ensure_messaging_group("local", "bystander")
+    await plane.registry.put_messaging_group(attrs.evolve(
+        group, unknown_sender_policy=UnknownSenderPolicy.PUBLIC))
+    await plane.registry.put_wiring(Wiring(
+        id="redteam-bystander", messaging_group_id=group.id, agent_group_id=BYSTANDER_GROUP,
+        engage_mode=EngageMode.PATTERN, pattern="."))
+
+
 async def _stop_session(plane: ControlPlaneHandles, session_id: str) -> bool:
     await plane.sessions.mailbox.send(StopSession(session_id, "red team: probe done"))
     with trio.move_on_after(STOP_TIMEOUT_S):
@@ -376,7 +398,8 @@ async def _run(kind: RuntimeKind, workdir: Path, plan: list[HostProbe], hold: fl
 
     config = ControlPlaneConfig(
         state_dir=state, dev=True, runtime=kind.value, key_dir=keys, safety_poll_s=0.5,
-        heartbeat_interval_s=1.0, user_mapping=mapping, egress=EgressConfig(enabled=True))
+        heartbeat_interval_s=1.0, user_mapping=mapping, egress=EgressConfig(enabled=True),
+        sandbox_disk=DiskCaps(group_bytes=HARNESS_GROUP_BYTES))
 
     def make_isolator(extra_hook: SpecHook | None = None) -> OciIsolator:
         def hook(spec: dict[str, Any]) -> dict[str, Any]:
@@ -388,7 +411,7 @@ async def _run(kind: RuntimeKind, workdir: Path, plan: list[HostProbe], hold: fl
             extra_binds=(ExtraBind(toolkit, TOOLKIT_MOUNT),),
             spec_hook=hook if (weaken or extra_hook) else None,
             allow_weakened=weakening is not None, own_dirs=(keys.parent,),
-            # The production caps (app.py passes config.sandbox_disk too).
+            # The production mechanism (app.py passes config.sandbox_disk too).
             disk=None if weakening == "disk-cap" else config.sandbox_disk)
 
     observations: list[HostObservation] = []
@@ -398,7 +421,7 @@ async def _run(kind: RuntimeKind, workdir: Path, plan: list[HostProbe], hold: fl
         plane: ControlPlaneHandles = await nursery.start(ControlPlane(
             config, credentials=Credentials(), isolator=make_isolator()).run)
         await _approve_egress(plane)
-        await _wire(plane, "bystander")
+        await _wire_bystander(plane)
         await _engage(plane, "bystander")
         for _ in range(WARM_UP_PINGS):  # a warm bystander, so the baseline is not a start
             await _ping(plane, "bystander")

@@ -137,6 +137,14 @@ REVIEWED: dict[tuple[str, str, str], str] = {
         KERNEL_FILE,
     ("ironclaw/host/isolation/volumes.py", "Volumes._create", "os.open"):
         HOST_PRIVATE + " (O_EXCL in the 0700 volumes directory)",
+    ("ironclaw/host/isolation/volumes.py", "Volumes.ensure", "workspace.resolve"):
+        "<state>/workspaces/<folder>: every component is the host's (the agent writes "
+        "only below it, and cannot rename the directory in a root-owned parent)",
+    ("ironclaw/host/isolation/volumes.py", "Volumes.ensure", "outbound.resolve"):
+        "<state>/sessions/<id>/outbound: every component is the host's (the agent "
+        "writes only below it, and cannot rename the directory in a root-owned parent)",
+    ("ironclaw/host/isolation/volumes.py", "Volumes._mount_former_layout", "images.glob"):
+        HOST_PRIVATE + " (the 0700 volumes directory)",
     ("ironclaw/host/isolation/volumes.py", "_loop_devices", "backing.read_text"):
         KERNEL_FILE,
     ("ironclaw/host/isolation/volumes.py", "_mount_points", "open"): KERNEL_FILE,
