@@ -111,6 +111,13 @@ async def test_owners_are_alerted_once_and_the_hold_outlives_a_restart(
         assert alerts_in(plane, OTHER_ADMIN.split(":", 1)[1]) == []
         sent = [e for e in plane.local.conversations() if alerts_in(plane, e)]
         assert sorted(sent) == sorted([OWNER_CHAT, ADMIN.split(":", 1)[1]])
+        # Nothing was even queued for the IRC owner (anyone may wear a nick) or the
+        # other group's admin.
+        queued = await plane.store.call(lambda conn: conn.execute(
+            "SELECT channel, platform_id FROM chat_notices WHERE kind = ?",
+            ("session_quarantined",)).fetchall())
+        assert sorted(map(tuple, queued)) == [("local", ADMIN.split(":", 1)[1]),
+                                              ("local", OWNER_CHAT)]
         first.cancel_scope.cancel()
 
     async with trio.open_nursery() as second:
