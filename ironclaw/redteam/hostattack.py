@@ -34,7 +34,6 @@ A probe is **contained** when, during its window:
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import platform
@@ -47,23 +46,22 @@ import trio
 
 from ironclaw.contract.enums import EngageMode, UnknownSenderPolicy
 from ironclaw.contract.layout import SessionLayout
-from ironclaw.contract.untrusted_files import read_untrusted
 from ironclaw.host.app import ControlPlane, ControlPlaneHandles
 from ironclaw.host.config import ControlPlaneConfig
 from ironclaw.host.egress import EgressConfig
-from ironclaw.host.isolation import SandboxExited
-from ironclaw.host.isolation.oci import OciIsolator, SpecHook, container_id
+from ironclaw.host.isolation.oci import OciIsolator, SpecHook
 from ironclaw.host.isolation.pinned import PinnedImage
 from ironclaw.host.isolation.reconcile import leftover_runtime_state
 from ironclaw.host.isolation.runtimes import OciRuntime, RuntimeKind, runtime_version
-from ironclaw.host.isolation.spec import AGENT_UID, ExtraBind, UserMapping
+from ironclaw.host.isolation.spec import ExtraBind, UserMapping
 from ironclaw.host.isolation.volumes import DiskCaps
 from ironclaw.host.mailboxes import StopSession
 from ironclaw.host.modelproxy import Credentials
 from ironclaw.host.registry import AgentGroup, Persona, Wiring
 
-from .harness import _approve_egress, _engage, _parse, _session_spec, _wire
-from .hostprobes import BUSYBOX, HostProbe, baseline_probe, host_probe_plan, progress_path
+from .attacker import Inside, run_attacker
+from .harness import _approve_egress, _engage, _wire
+from .hostprobes import HostProbe, baseline_probe, host_probe_plan
 from .instruments import WindowFigures, measure_window
 from .toolkit import TOOLKIT_MOUNT, build_toolkit
 
@@ -75,14 +73,6 @@ LOOP_LAG_LIMIT_S = 0.25
 RSS_GROWTH_LIMIT = 100 * 2**20
 STOP_TIMEOUT_S = 30.0
 WARM_UP_PINGS = 5
-# An attacker still running this long after its start is killed, and said nothing (red).
-ATTACKER_DEADLINE_S = 60.0
-# A probe that keeps a progress file (hostprobes.progress_path): how often the harness
-# looks at it, how long after its final tally the attacker may still exit by itself,
-# and the most of it that is read.
-TALLY_POLL_S = 0.5
-FINAL_TALLY_GRACE_S = 3.0
-TALLY_MAX_BYTES = 4096
 QUICK_HOLD_S = 3.0
 # The production disk cap's mechanism at a smaller size, so that filling it (the
 # disk-fill probe) takes seconds under gVisor, not its whole deadline.
@@ -144,16 +134,6 @@ class HostAttackReport:
                 "weakening": self.weakening, "hold_s": self.hold_s,
                 "all_contained": self.contained, "baseline": self.baseline,
                 "observations": [o.to_json() for o in self.observations]}
-
-
-@attrs.frozen
-class Inside:
-    """What the attacker said about itself: ``contained`` None when it said nothing;
-    ``hung`` when its report came from its progress file because it never exited."""
-
-    contained: bool | None
-    observed: str
-    hung: bool = False
 
 
 def _weaken_seccomp(kind: str | None) -> Callable[[dict[str, Any]], dict[str, Any]] | None:
@@ -258,80 +238,6 @@ def _weaken_host(kind: str | None) -> Iterator[None]:
     finally:
         for module, name, value in saved:
             setattr(module, name, value)
-
-
-async def _run_attacker(runtime: OciRuntime, make_isolator: Callable[[SpecHook], OciIsolator],
-                        state: Path, keys: Path, session_id: str, probe: HostProbe,
-                        outbound: Path) -> Inside:
-    """Run the probe where the agent stands; its line says what it did. A probe that
-    keeps a progress file is ended once its final tally is written, and read from
-    that file when its own output never came back (it hung in a syscall)."""
-    script = probe.script()
-    tally = outbound / Path(progress_path(probe.name)).name if probe.reports_progress else None
-    output, note = b"", f"no exit within {ATTACKER_DEADLINE_S:.0f} s: killed"
-    attacker = trio.CancelScope(deadline=trio.current_time() + ATTACKER_DEADLINE_S)
-
-    async def attack(watching: trio.CancelScope) -> None:
-        nonlocal output, note
-        with attacker:
-            if runtime.gvisor:
-                def as_attacker(config: dict[str, Any]) -> dict[str, Any]:
-                    config["process"]["args"] = [BUSYBOX, "sh", "-c", script]
-                    return config
-
-                try:
-                    await make_isolator(as_attacker).run(
-                        _session_spec(state, keys, session_id),
-                        container_name=f"ic-probe-h-{session_id}")
-                except SandboxExited as exited:
-                    output, note = exited.stderr_tail, f"exit {exited.returncode}"
-            else:
-                argv = runtime.exec_argv(container_id(session_id),
-                                         [BUSYBOX, "sh", "-c", script], uid=AGENT_UID)
-                done = await trio.run_process(argv, capture_stdout=True,
-                                              capture_stderr=True, check=False)
-                output = done.stdout + done.stderr
-                note = (f"exit {done.returncode}: "
-                        + done.stderr.decode("utf-8", "replace")[-300:])
-        watching.cancel()
-
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(attack, nursery.cancel_scope)
-        if tally is not None:
-            nursery.start_soon(_end_after_final_tally, tally, attacker)
-    found = _parse(output, 0, 1, note)
-    mine = [o for o in found if o.probe == probe.name]
-    if mine:
-        return Inside(mine[0].contained, mine[0].observed)
-    last = await _read_tally(tally) if tally is not None else None
-    if last is not None:
-        return Inside(last.get("contained") is True, str(last.get("observed", ""))[:300]
-                      + "; then it hung in its own sandbox until the harness ended it",
-                      hung=True)
-    return Inside(None, f"the probe reported nothing ({note[:200]})")
-
-
-async def _read_tally(path: Path) -> dict[str, Any] | None:
-    """The probe's last tally (the file is the sandbox's: read as hostile)."""
-    try:
-        raw = await trio.to_thread.run_sync(
-            lambda: read_untrusted(path, max_bytes=TALLY_MAX_BYTES))
-        tally = json.loads(raw.decode("utf-8", "replace").strip().splitlines()[-1])
-    except (OSError, ValueError, IndexError):
-        return None
-    return tally if isinstance(tally, dict) and tally.get("probe") else None
-
-
-async def _end_after_final_tally(path: Path, attacker: trio.CancelScope) -> None:
-    """End an attacker whose final tally is written but which has not exited (its
-    children hang in a connect) a moment later, instead of at the deadline."""
-    while True:
-        await trio.sleep(TALLY_POLL_S)
-        tally = await _read_tally(path)
-        if tally is not None and tally.get("final") is True:
-            await trio.sleep(FINAL_TALLY_GRACE_S)
-            attacker.cancel()
-            return
 
 
 async def _ping(plane: ControlPlaneHandles, conversation: str) -> None:
@@ -448,7 +354,7 @@ async def _run(kind: RuntimeKind, workdir: Path, plan: list[HostProbe], hold: fl
                 watching.start_soon(watch_quarantine)
                 async with measure_window(plane, "bystander", outbound, hold) as window:
                     started = trio.current_time()
-                    inside = await _run_attacker(runtime, make_isolator, state, keys,
+                    inside = await run_attacker(runtime, make_isolator, state, keys,
                                                  session_id, probe, outbound)
                     # A probe that is over at once still gets a window of the hold's
                     # length, so the bystander is timed as often as for any other.
