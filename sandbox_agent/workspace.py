@@ -20,6 +20,14 @@ import stat
 from pathlib import Path, PurePosixPath
 
 MAX_PATH_BYTES = 4096
+# The workspace shares one disk volume with the agent's own outbound queue (the host's
+# cap over everything an agent group writes), so a write that would leave less than
+# this much of the volume free is refused: an honest agent that fills its workspace
+# fails that tool call, not every commit of its queue after it. The eighth of a small
+# volume, at most 32 MiB. (A hostile agent can still fill the volume; it then fails
+# only its own group.)
+QUEUE_HEADROOM_MAX_BYTES = 32 * 1024 * 1024
+QUEUE_HEADROOM_SHARE = 8
 
 
 class WorkspaceError(Exception):
@@ -132,6 +140,7 @@ class Workspace:
         if len(data) > max_bytes:
             raise WorkspaceError(f"content is {len(data)} bytes; the limit is {max_bytes}")
         target = self.resolve_for_write(relative)
+        self._require_room(relative, len(data))
         # Write beside the target and rename over it: a reader never sees half a file,
         # and the rename replaces a name rather than following one.
         # Random, not the pid: every sandbox's agent may be pid 1, and sandboxes of one
@@ -155,6 +164,19 @@ class Workspace:
             temporary.unlink(missing_ok=True)
             raise WorkspaceError(f"cannot write {relative!r:.200}: {exc.strerror}") from None
         return len(data)
+
+    def _require_room(self, relative: str, size: int) -> None:
+        try:
+            volume = os.statvfs(self._root)
+        except OSError:
+            return  # the write itself will say what is wrong
+        free = volume.f_bavail * volume.f_frsize
+        headroom = min(QUEUE_HEADROOM_MAX_BYTES,
+                       volume.f_blocks * volume.f_frsize // QUEUE_HEADROOM_SHARE)
+        if free - size < headroom:
+            raise WorkspaceError(
+                f"cannot write {relative!r:.200}: no space left in the workspace "
+                f"({free} bytes free, {headroom} of them kept for the agent's own queue)")
 
     def list_dir(self, relative: str, *, max_entries: int) -> list[str]:
         path = self.resolve_existing(relative or ".", allow_root=True)

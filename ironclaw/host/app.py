@@ -32,6 +32,7 @@ from .channels.local import LocalChannel
 from .channels.settings import ChannelSettings
 from .channels.state import ChannelState, prune_seen_events
 from .chatops import ChatApprovers, ChatCommands, ChatNotices
+from .chatops.alerts import QuarantineAlerts
 from .config import ControlPlaneConfig, choose_runtime
 from .delivery import Delivery, DeliveryRecords
 from .egress import EgressBroker
@@ -51,6 +52,7 @@ from .questions import Questions
 from .registry import Registry
 from .scheduling.scheduler import Scheduler
 from .sessions import SessionDeps, SessionProgress, Sessions, SessionSettings
+from .sessions.quarantine import Quarantine
 from .store import HostStore, open_host_store
 from .store.changes import ChangeStore
 from .sweeper import Sweeper, SweepPolicy
@@ -80,6 +82,7 @@ class ControlPlaneHandles:
     audit: AuditLog
     chat_approvers: ChatApprovers
     loop_lag: LoopLagMonitor  # how long the event loop stalls (``/metrics``, red team)
+    quarantine: Quarantine  # sessions held for proving hostile (``/v1/quarantine``)
     # For the API's token hashes: a sub-key of the sealed root, stable across rotation.
     api_token_key: bytes = attrs.field(repr=False)
 
@@ -180,6 +183,7 @@ class ControlPlane:
                 channels = Channels([local, *remote], router_send, events=bus,
                                     policy=config.channel_backoff)
                 notices = ChatNotices(store, channels, audit=audit, events=bus)
+                quarantine = Quarantine(store, alerts=QuarantineAlerts(notices), events=bus)
                 gateway = Gateway(store, audit, config=config.gateway,
                                   notifier=Notifiers(SessionNotifier(inbox), notices),
                                   respawner=Respawns(sessions_mailbox[0]), events=bus)
@@ -195,7 +199,8 @@ class ControlPlane:
                         key_dir=key_dir, idle_timeout_s=config.idle_timeout_s,
                         safety_poll_s=config.safety_poll_s,
                         heartbeat_interval_s=config.heartbeat_interval_s,
-                        sandbox_backoff=config.sandbox_backoff), egress=egress),
+                        sandbox_backoff=config.sandbox_backoff), egress=egress,
+                    quarantine=quarantine),
                     mailbox=sessions_mailbox)
                 commands = ChatCommands(
                     approvers=ChatApprovers(store, registry, audit), gateway=gateway,
@@ -209,6 +214,7 @@ class ControlPlane:
                 bus.publish(RuntimeSelected(isolator.name, isolator.strength.value, warning))
                 await nursery.start(gateway.run)
                 await nursery.start(delivery.run)
+                await nursery.start(quarantine.run)  # holds loaded before any session starts
                 await nursery.start(sessions.run)
                 await nursery.start(notices.run)
                 await nursery.start(commands.run)
@@ -231,7 +237,7 @@ class ControlPlane:
                     delivery=delivery,
                     scheduler=scheduler, questions=questions, events=bus, store=store,
                     gateway=gateway, audit=audit, chat_approvers=commands.approvers,
-                    loop_lag=loop_lag,
+                    loop_lag=loop_lag, quarantine=quarantine,
                     api_token_key=keystore.subkey(Purpose.API_TOKEN_HASH)))
         finally:
             with trio.CancelScope(shield=True):

@@ -23,7 +23,10 @@ A probe is **contained** when, during its window:
 - the host's resident memory grew by less than 100 MiB;
 - the attacked session was quarantined, or merely failed itself: it stopped when
   told (a session whose reader thread is stuck can never stop); a probe that plants a
-  schema other than the contract's requires the quarantine;
+  schema other than the contract's requires the quarantine. An attacker that hangs in
+  its own sandbox (under runsc, a connect to a host socket whose backlog the host's cap
+  left full blocks for good) has failed itself: its progress file says what it did
+  before it hung, and that tally is its line;
 - and the probe's own line, from inside, says so (a socket family that opened, a
   binary that ran from memory, a disk that nothing capped is red on its own).
 """
@@ -41,21 +44,24 @@ from typing import Any
 import attrs
 import trio
 
+from ironclaw.contract.enums import EngageMode, UnknownSenderPolicy
 from ironclaw.contract.layout import SessionLayout
 from ironclaw.host.app import ControlPlane, ControlPlaneHandles
 from ironclaw.host.config import ControlPlaneConfig
 from ironclaw.host.egress import EgressConfig
-from ironclaw.host.isolation import SandboxExited
-from ironclaw.host.isolation.oci import OciIsolator, SpecHook, container_id
+from ironclaw.host.isolation.oci import OciIsolator, SpecHook
 from ironclaw.host.isolation.pinned import PinnedImage
 from ironclaw.host.isolation.reconcile import leftover_runtime_state
 from ironclaw.host.isolation.runtimes import OciRuntime, RuntimeKind, runtime_version
-from ironclaw.host.isolation.spec import AGENT_UID, ExtraBind, UserMapping
+from ironclaw.host.isolation.spec import ExtraBind, UserMapping
+from ironclaw.host.isolation.volumes import DiskCaps
 from ironclaw.host.mailboxes import StopSession
 from ironclaw.host.modelproxy import Credentials
+from ironclaw.host.registry import AgentGroup, Persona, Wiring
 
-from .harness import _approve_egress, _engage, _parse, _session_spec, _wire
-from .hostprobes import BUSYBOX, HostProbe, baseline_probe, host_probe_plan
+from .attacker import Inside, run_attacker
+from .harness import _approve_egress, _engage, _wire
+from .hostprobes import HostProbe, baseline_probe, host_probe_plan
 from .instruments import WindowFigures, measure_window
 from .toolkit import TOOLKIT_MOUNT, build_toolkit
 
@@ -67,9 +73,11 @@ LOOP_LAG_LIMIT_S = 0.25
 RSS_GROWTH_LIMIT = 100 * 2**20
 STOP_TIMEOUT_S = 30.0
 WARM_UP_PINGS = 5
-# An attacker still running this long after its start is killed, and said nothing (red).
-ATTACKER_DEADLINE_S = 60.0
 QUICK_HOLD_S = 3.0
+# The production disk cap's mechanism at a smaller size, so that filling it (the
+# disk-fill probe) takes seconds under gVisor, not its whole deadline.
+HARNESS_GROUP_BYTES = 256 * 2**20
+BYSTANDER_GROUP = "redteam-bystander"
 # Kept across runs: freezing the hostile-db tool takes a while.
 TOOLKIT_CACHE = Path("/var/tmp/ironclaw-redteam-toolkits")
 FULL_HOLD_S = 5.0
@@ -87,6 +95,8 @@ HOST_WEAKENINGS = {
     "untrusted-reads": "host.heartbeat.fifo",
     # no kernel-enforced disk cap: outbound and the workspace live on the state disk
     "disk-cap": "host.disk_fill",
+    # no per-socket connection cap (nor accept pacing) on the model proxy's socket
+    "socket-cap": "host.connect_flood.model",
 }
 SPEC_WEAKENINGS = ("socket-families", "memfd-exec")
 
@@ -140,11 +150,11 @@ def _weaken_seccomp(kind: str | None) -> Callable[[dict[str, Any]], dict[str, An
     return hook
 
 
-def judge(probe: HostProbe, inside: tuple[bool | None, str], figures: WindowFigures,
+def judge(probe: HostProbe, inside: Inside, figures: WindowFigures,
           baseline: WindowFigures, *, quarantined: bool, stopped: bool) -> tuple[bool, str]:
     """Contained or not, and why, from one window's figures (see the module doc)."""
     problems = []
-    inside_ok, _ = inside
+    inside_ok = inside.contained
     if inside_ok is None and not quarantined:
         # Silence is a blind spot, unless the quarantine killed the attacker with the
         # sandbox it stood in (runc exec's process dies with its container).
@@ -167,7 +177,9 @@ def judge(probe: HostProbe, inside: tuple[bool | None, str], figures: WindowFigu
         problems.append(f"the attacked session did not stop within {STOP_TIMEOUT_S:.0f} s")
     if problems:
         return False, "; ".join(problems)
-    fate = "quarantined" if quarantined else "failed only itself"
+    fate = ("quarantined" if quarantined
+            else "failed only itself (it hung in its own sandbox)" if inside.hung
+            else "failed only itself")
     return True, (f"bystander p99 {figures.reply_p99_s * 1000:.0f} ms (baseline "
                   f"{baseline.reply_p99_s * 1000:.0f}), loop lag max "
                   f"{figures.loop_lag_max_s * 1000:.0f} ms, RSS +"
@@ -186,13 +198,23 @@ class _AnySchema:
     __hash__ = None  # type: ignore[assignment]
 
 
+async def _uncapped_accepts(*args: Any, **kwargs: Any) -> None:
+    """The shared accept loop with its per-socket cap and pacing switched off."""
+    from ironclaw.host.sockets import serving
+
+    kwargs.update(max_connections=1_000_000, accept_rate=1e9, accept_burst=1_000_000)
+    await serving.accept_connections(*args, **kwargs)
+
+
 @contextlib.contextmanager
 def _weaken_host(kind: str | None) -> Iterator[None]:
     """Switch a host-side defence off in this process (the control plane runs here),
     for the run's length only."""
     from ironclaw.contract import untrusted_files
     from ironclaw.contract.queue import snapshot_db
-    from ironclaw.host.sessions import tail
+    from ironclaw.host.egress import broker
+    from ironclaw.host.modelproxy import proxy
+    from ironclaw.host.sessions import doorbell, tail
 
     async def on_the_loop(work: Callable[[], Any], **_ignored: Any) -> Any:
         return work()
@@ -202,6 +224,9 @@ def _weaken_host(kind: str | None) -> Iterator[None]:
         swaps = [(snapshot_db, "harden", lambda conn, path: None),
                  (snapshot_db, "expected_schema", lambda ddl: _AnySchema()),
                  (snapshot_db, "_bound_work", lambda conn: None)]
+    elif kind == "socket-cap":
+        swaps = [(module, "accept_connections", _uncapped_accepts)
+                 for module in (proxy, broker, doorbell)]
     elif kind == "untrusted-reads":
         swaps = [(untrusted_files, "OPEN_FLAGS", os.O_RDONLY | os.O_CLOEXEC),
                  (tail, "run_untrusted", on_the_loop)]
@@ -215,46 +240,26 @@ def _weaken_host(kind: str | None) -> Iterator[None]:
             setattr(module, name, value)
 
 
-async def _run_attacker(runtime: OciRuntime, make_isolator: Callable[[SpecHook], OciIsolator],
-                        state: Path, keys: Path, session_id: str, probe: HostProbe
-                        ) -> tuple[bool | None, str]:
-    """Run the probe where the agent stands; its line says what it did (None: it said
-    nothing)."""
-    script = probe.script()
-    if runtime.gvisor:
-        def as_attacker(config: dict[str, Any]) -> dict[str, Any]:
-            config["process"]["args"] = [BUSYBOX, "sh", "-c", script]
-            return config
-
-        output, note = b"", f"no exit within {ATTACKER_DEADLINE_S:.0f} s: killed"
-        with trio.move_on_after(ATTACKER_DEADLINE_S):
-            try:
-                await make_isolator(as_attacker).run(
-                    _session_spec(state, keys, session_id),
-                    container_name=f"ic-probe-h-{session_id}")
-            except SandboxExited as exited:
-                output, note = exited.stderr_tail, f"exit {exited.returncode}"
-    else:
-        argv = runtime.exec_argv(container_id(session_id), [BUSYBOX, "sh", "-c", script],
-                                 uid=AGENT_UID)
-        output, note = b"", f"no exit within {ATTACKER_DEADLINE_S:.0f} s: killed"
-        with trio.move_on_after(ATTACKER_DEADLINE_S):
-            done = await trio.run_process(argv, capture_stdout=True, capture_stderr=True,
-                                          check=False)
-            output = done.stdout + done.stderr
-            note = f"exit {done.returncode}: " + done.stderr.decode("utf-8", "replace")[-300:]
-    found = _parse(output, 0, 1, note)
-    mine = [o for o in found if o.probe == probe.name]
-    if not mine:
-        return None, f"the probe reported nothing ({note[:200]})"
-    return mine[0].contained, mine[0].observed
-
-
 async def _ping(plane: ControlPlaneHandles, conversation: str) -> None:
     mark = plane.local.cursor(conversation)
     await plane.local.post(conversation, "operator", "warm-up")
     with trio.fail_after(120):
         await plane.local.wait_for_reply(conversation, after_index=mark)
+
+
+async def _wire_bystander(plane: ControlPlaneHandles) -> None:
+    """The bystander is an agent of its own group: a group's sessions share its disk
+    volume (and its workspace), so the blast radius a probe must stay inside is its
+    own agent group."""
+    await plane.registry.put_agent_group(AgentGroup(
+        id=BYSTANDER_GROUP, name="Bystander", folder=BYSTANDER_GROUP, provider="mock",
+        model="mock", persona=Persona(identity="A bystander.", soul="", instructions="")))
+    group = await plane.registry.ensure_messaging_group("local", "bystander")
+    await plane.registry.put_messaging_group(attrs.evolve(
+        group, unknown_sender_policy=UnknownSenderPolicy.PUBLIC))
+    await plane.registry.put_wiring(Wiring(
+        id="redteam-bystander", messaging_group_id=group.id, agent_group_id=BYSTANDER_GROUP,
+        engage_mode=EngageMode.PATTERN, pattern="."))
 
 
 async def _stop_session(plane: ControlPlaneHandles, session_id: str) -> bool:
@@ -299,7 +304,8 @@ async def _run(kind: RuntimeKind, workdir: Path, plan: list[HostProbe], hold: fl
 
     config = ControlPlaneConfig(
         state_dir=state, dev=True, runtime=kind.value, key_dir=keys, safety_poll_s=0.5,
-        heartbeat_interval_s=1.0, user_mapping=mapping, egress=EgressConfig(enabled=True))
+        heartbeat_interval_s=1.0, user_mapping=mapping, egress=EgressConfig(enabled=True),
+        sandbox_disk=DiskCaps(group_bytes=HARNESS_GROUP_BYTES))
 
     def make_isolator(extra_hook: SpecHook | None = None) -> OciIsolator:
         def hook(spec: dict[str, Any]) -> dict[str, Any]:
@@ -311,17 +317,17 @@ async def _run(kind: RuntimeKind, workdir: Path, plan: list[HostProbe], hold: fl
             extra_binds=(ExtraBind(toolkit, TOOLKIT_MOUNT),),
             spec_hook=hook if (weaken or extra_hook) else None,
             allow_weakened=weakening is not None, own_dirs=(keys.parent,),
-            # The production caps (app.py passes config.sandbox_disk too).
+            # The production mechanism (app.py passes config.sandbox_disk too).
             disk=None if weakening == "disk-cap" else config.sandbox_disk)
 
     observations: list[HostObservation] = []
-    windows: list[tuple[HostProbe, tuple[bool | None, str], WindowFigures, dict[str, Any]]] = []
+    windows: list[tuple[HostProbe, Inside, WindowFigures, dict[str, Any]]] = []
     progress(f"starting a control plane on {kind.value}")
     async with trio.open_nursery() as nursery:
         plane: ControlPlaneHandles = await nursery.start(ControlPlane(
             config, credentials=Credentials(), isolator=make_isolator()).run)
         await _approve_egress(plane)
-        await _wire(plane, "bystander")
+        await _wire_bystander(plane)
         await _engage(plane, "bystander")
         for _ in range(WARM_UP_PINGS):  # a warm bystander, so the baseline is not a start
             await _ping(plane, "bystander")
@@ -348,8 +354,8 @@ async def _run(kind: RuntimeKind, workdir: Path, plan: list[HostProbe], hold: fl
                 watching.start_soon(watch_quarantine)
                 async with measure_window(plane, "bystander", outbound, hold) as window:
                     started = trio.current_time()
-                    inside = await _run_attacker(runtime, make_isolator, state, keys,
-                                                 session_id, probe)
+                    inside = await run_attacker(runtime, make_isolator, state, keys,
+                                                 session_id, probe, outbound)
                     # A probe that is over at once still gets a window of the hold's
                     # length, so the bystander is timed as often as for any other.
                     await trio.sleep_until(started + hold)
@@ -358,6 +364,7 @@ async def _run(kind: RuntimeKind, workdir: Path, plan: list[HostProbe], hold: fl
             assert window.figures is not None
             windows.append((probe, inside, window.figures,
                             {"quarantined": quarantined, "stopped": stopped,
+                             "attacker_hung": inside.hung,
                              "fifo_releases_by_harness": window.fifo_releases}))
         nursery.cancel_scope.cancel()
     # The noisier of the two baselines: the machine's own noise in this run is not
@@ -367,7 +374,7 @@ async def _run(kind: RuntimeKind, workdir: Path, plan: list[HostProbe], hold: fl
     for probe, inside, figures, fate in windows[1:-1]:
         contained, verdict = judge(probe, inside, figures, baseline,
                                    quarantined=fate["quarantined"], stopped=fate["stopped"])
-        observations.append(HostObservation(probe.name, probe.defence, contained, inside[1],
+        observations.append(HostObservation(probe.name, probe.defence, contained, inside.observed,
                                             verdict, {**figures.to_json(), **fate}))
     left = await trio.to_thread.run_sync(leftover_runtime_state, state)
     if left:

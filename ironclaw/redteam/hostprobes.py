@@ -12,7 +12,7 @@ import attrs
 
 from .toolkit import HOSTILE_DB, TOOLKIT_MOUNT
 
-__all__ = ["HostProbe", "host_probe_plan"]
+__all__ = ["HostProbe", "host_probe_plan", "progress_path"]
 
 PROBE = str(TOOLKIT_MOUNT / "ironclaw-probe")
 BUSYBOX = str(TOOLKIT_MOUNT / "busybox")
@@ -24,6 +24,7 @@ PLANT_TARGETS = {"heartbeat": f"{OUTBOUND}/heartbeat",
                  "fence": f"{OUTBOUND}/outbound.db.fence",
                  "journal": f"{OUTBOUND}/outbound.db-journal"}
 PLANT_KINDS = ("fifo", "symlink", "device")
+PROGRESS_PREFIX = ".rt-progress-"
 CONNECTIONS = 10_000
 FLOOD_ROWS = 100_000
 # A generated column this long makes a reader that evaluates it build this many bytes.
@@ -76,6 +77,9 @@ class HostProbe:
     # failing to read it is not enough.
     needs_quarantine: bool = False
     quick: bool = False  # part of the short form (CI)
+    # The probe keeps its tally in ``progress_path(name)`` (outbound, as the sandbox sees
+    # it): a probe whose own syscalls may hang says what it did before it can.
+    reports_progress: bool = False
 
     def script(self) -> str:
         """As one shell line for the sandbox's busybox (stdout to stderr: under runsc
@@ -83,6 +87,11 @@ class HostProbe:
         import shlex
 
         return "exec 1>&2; exec " + shlex.join(self.argv)
+
+
+def progress_path(name: str) -> str:
+    """Where, in the sandbox's outbound directory, a probe keeps its running tally."""
+    return f"{OUTBOUND}/{PROGRESS_PREFIX}{name}"
 
 
 def _hostile_db(name: str, sql: str, hold_s: float, *, quarantine: bool,
@@ -125,11 +134,13 @@ def host_probe_plan(hold_s: float) -> list[HostProbe]:
     plan += [
         HostProbe(f"host.connect_flood.{name.split('.')[0]}",
                   (PROBE, "connect-flood", f"{SOCKETS}/{name}", str(CONNECTIONS), str(hold_s),
-                   f"host.connect_flood.{name.split('.')[0]}"),
-                  "hostile-files")
-        # Not in the short form: under runsc, once the host's per-socket cap stops
-        # accepting, gVisor's connect to a host socket blocks for good, signals
-        # included, so the attacker hangs in its own sandbox until the harness kills it.
+                   f"host.connect_flood.{name.split('.')[0]}",
+                   progress_path(f"host.connect_flood.{name.split('.')[0]}")),
+                  "hostile-files", reports_progress=True)
+        # Not in the short form (the suite's time): under runsc, once the host's
+        # per-socket cap stops accepting, gVisor's connect to a host socket blocks for
+        # good, signals included, so the attacker's sandbox outlives its report; the
+        # probe writes its tally to a progress file first, and the harness reads that.
         for name in ("model.sock", "egress.sock", "wake.sock")]
     # The first family runs these too (probes.py), so they are left out of the short
     # form; here they run beside a timed bystander, and carry this family's negative

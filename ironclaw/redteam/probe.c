@@ -18,6 +18,7 @@
 #include <linux/bpf.h>
 #include <poll.h>
 #include <sched.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -493,10 +494,72 @@ static void probe_inotify_storm(const char *dir, double seconds) {
            seconds);
 }
 
+/* The connection flood's running tally, rewritten in place at `progress` (a file the
+ * harness reads from the host) whenever it changes, and printed as the final line: a
+ * connect that blocks for good (gVisor's connect to a host socket whose backlog is
+ * full does, signals included) can then hang only this probe, never its report. */
+struct flood_tally { int made, refused, pending, last_err; };
+
+static void flood_line(char *out, size_t len, const char *probe, int total, double seconds,
+                       const char *sock, struct flood_tally t, int final) {
+    /* Contained when the host's cap stopped us: a connect refused past its deadline, or
+     * one still hanging. Running out of time with every connect let in is not that (a
+     * slow sandbox gets fewer in before the hold ends, capped or not). */
+    int stopped = t.made < total && (t.refused > 0 || t.pending > 0);
+    snprintf(out, len,
+             "{\"probe\": \"%s\", \"contained\": %s, \"final\": %s, \"made\": %d, "
+             "\"refused\": %d, \"pending\": %d, \"observed\": \"%d of %d connections to %s "
+             "made and held for %.0f s, %d refused (%s), %d connect(s) still pending%s\"}\n",
+             probe, stopped ? "true" : "false", final ? "true" : "false", t.made,
+             t.refused, t.pending, t.made, total, sock, seconds, t.refused,
+             t.last_err ? strerror(t.last_err) : "none", t.pending,
+             final ? "" : " (so far)");
+}
+
+static void flood_progress(int fd, const char *line) {
+    if (fd < 0) return;
+    size_t n = strlen(line);
+    if (pwrite(fd, line, n, 0) == (ssize_t)n) ftruncate(fd, (off_t)n);
+}
+
+/* One connect with its own deadline: non-blocking, then poll for the outcome. A full
+ * backlog (EAGAIN) is tried again until the deadline: only a connect that cannot get
+ * in within it counts as refused. 1: made; 0: refused (errno in *err). */
+static int connect_within(const char *sock, double deadline_s, int *fd_out, int *err) {
+    struct sockaddr_un addr = {.sun_family = AF_UNIX};
+    snprintf(addr.sun_path, sizeof addr.sun_path, "%s", sock);
+    double until = now_s() + deadline_s;
+    for (;;) {
+        int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0);
+        if (fd < 0) { *err = errno; return 0; }
+        if (connect(fd, (struct sockaddr *)&addr, sizeof addr) == 0) { *fd_out = fd; return 1; }
+        int e = errno;
+        if (e == EINPROGRESS) {
+            struct pollfd p = {.fd = fd, .events = POLLOUT};
+            int left_ms = (int)((until - now_s()) * 1000);
+            int soerr = 0;
+            socklen_t sl = sizeof soerr;
+            if (left_ms > 0 && poll(&p, 1, left_ms) == 1 &&
+                getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) == 0 && soerr == 0) {
+                *fd_out = fd; return 1;
+            }
+            close(fd);
+            *err = soerr ? soerr : ETIMEDOUT;
+            return 0;
+        }
+        close(fd);
+        if (e != EAGAIN || now_s() >= until) { *err = e; return 0; }
+        sleep_s(0.01);
+    }
+}
+
 /* `total` connections to a host socket, held open (sending nothing) for `seconds`:
- * forked children each hold as many as RLIMIT_NOFILE allows. */
+ * forked children each hold as many as RLIMIT_NOFILE allows, and tell the parent over
+ * a pipe before every connect and after it. The parent keeps the tally, writes it to
+ * `progress`, and at `seconds` (plus a grace) reports and leaves, whatever a child is
+ * stuck in: a hung connect is the attacker's own loss. */
 static void probe_connect_flood(const char *sock, int total, double seconds,
-                                const char *probe) {
+                                const char *probe, const char *progress) {
     struct rlimit lim;
     getrlimit(RLIMIT_NOFILE, &lim);
     lim.rlim_cur = lim.rlim_max;
@@ -504,43 +567,66 @@ static void probe_connect_flood(const char *sock, int total, double seconds,
     int per = lim.rlim_cur > 64 ? (int)lim.rlim_cur - 32 : 32;
     if (per > 1000) per = 1000;
     int children = (total + per - 1) / per;
+    if (children > 64) children = 64;
     int out[2];
     if (pipe(out) != 0) { report(probe, 0, "pipe failed"); return; }
+    int pfd = progress[0] ? open(progress, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW, 0644) : -1;
     double until = now_s() + seconds;
+    setpgid(0, 0);
     for (int c = 0; c < children; c++) {
         if (fork() != 0) continue;
         close(out[0]);
-        /* A connect that blocks (gVisor's host-socket connect can, once the host stops
-         * accepting) must not outlive the hold: the alarm ends this child, and the
-         * parent counts it as stuck. */
-        alarm((unsigned)seconds + 5);
         int want = total - c * per < per ? total - c * per : per;
-        int held = 0, refused = 0, last_err = 0;
-        for (int i = 0; i < want; i++) {
-            struct sockaddr_un addr = {.sun_family = AF_UNIX};
-            snprintf(addr.sun_path, sizeof addr.sun_path, "%s", sock);
-            int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0);
-            if (fd < 0) { refused++; last_err = errno; continue; }
-            if (connect(fd, (struct sockaddr *)&addr, sizeof addr) == 0 || errno == EINPROGRESS)
-                held++;
-            else { refused++; last_err = errno; close(fd); }
+        int refused_in_a_row = 0;
+        for (int i = 0; i < want && refused_in_a_row < 3 && now_s() < until; i++) {
+            int note[3] = {c, 2, 0};  /* 2: a connect begins */
+            write(out[1], note, sizeof note);
+            int fd = -1, err = 0;
+            int made = connect_within(sock, 1.0, &fd, &err);
+            note[1] = made; note[2] = err;  /* 1: made; 0: refused */
+            write(out[1], note, sizeof note);
+            refused_in_a_row = made ? 0 : refused_in_a_row + 1;
         }
         sleep_s(until - now_s());
-        int counts[3] = {held, refused, last_err};
-        write(out[1], counts, sizeof counts);
         _exit(0);
     }
     close(out[1]);
-    int held = 0, refused = 0, last_err = 0, counts[3], reported = 0;
-    while (read(out[0], counts, sizeof counts) == (ssize_t)sizeof counts) {
-        held += counts[0]; refused += counts[1]; reported++;
-        if (counts[2]) last_err = counts[2];
+    struct flood_tally t = {0, 0, 0, 0};
+    char line[1024];
+    double last_write = 0;
+    int done = 0;
+    while (!done) {
+        double left = until + 2.0 - now_s();
+        if (left <= 0) break;
+        struct pollfd p = {.fd = out[0], .events = POLLIN};
+        int ready = poll(&p, 1, (int)(left * 1000) + 1);
+        if (ready > 0) {
+            int note[3];
+            ssize_t n = read(out[0], note, sizeof note);
+            if (n <= 0) done = 1;  /* every child has exited */
+            else if (n == (ssize_t)sizeof note) {
+                if (note[1] == 2) t.pending++;
+                else {
+                    t.pending--;
+                    if (note[1] == 1) t.made++;
+                    else { t.refused++; t.last_err = note[2]; }
+                }
+            }
+        }
+        if (now_s() - last_write >= 0.1) {
+            flood_line(line, sizeof line, probe, total, seconds, sock, t, 0);
+            flood_progress(pfd, line);
+            last_write = now_s();
+        }
     }
-    close(out[0]);
-    while (wait(NULL) > 0) {}
-    report(probe, 1, "%d of %d connections to %s held for %.0f s, %d refused (%s); %d of %d "
-           "children stuck in connect until their alarm", held, total, sock, seconds,
-           refused, last_err ? strerror(last_err) : "none", children - reported, children);
+    flood_line(line, sizeof line, probe, total, seconds, sock, t, 1);
+    flood_progress(pfd, line);
+    if (pfd >= 0) { fsync(pfd); close(pfd); }
+    fputs(line, stdout);
+    fflush(stdout);
+    /* Children stuck in connect may not die; the report is out either way. */
+    signal(SIGTERM, SIG_IGN);
+    kill(0, SIGKILL);
 }
 
 /* Write until the kernel says no (ENOSPC, EDQUOT) or `limit_mb` MiB, then delete it all. */
@@ -661,7 +747,7 @@ int main(int argc, char **argv) {
     else if (!strcmp(p, "inotify-storm")) probe_inotify_storm(a, atof(b));
     else if (!strcmp(p, "connect-flood")) {
         probe_connect_flood(a, atoi(b), argc > 4 ? atof(argv[4]) : 3,
-                            argc > 5 ? argv[5] : "host.connect_flood");
+                            argc > 5 ? argv[5] : "host.connect_flood", argc > 6 ? argv[6] : "");
     } else if (!strcmp(p, "disk-fill")) probe_disk_fill(a, atol(b));
     else {
         fprintf(stderr, "unknown probe %s\n", p);

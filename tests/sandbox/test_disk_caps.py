@@ -1,9 +1,10 @@
-"""The disk cap, from inside real sandboxes: an agent that fills its workspace and its
-outbound directory fails itself with ENOSPC under runsc, runc and crun; the host's
-filesystem pays at most the cap; another session still writes; and when the control
-plane stops, no mount or loop device is left. Then the whole plane under runc: the
-agent fills its workspace through its own write_file tool, and host.db, the audit log
-and a bystander agent carry on."""
+"""The disk cap, from inside real sandboxes: the workspace and the outbound directory
+share one cap (the agent group's volume), and an agent that fills it fails itself with
+ENOSPC under runsc, runc and crun, whichever of the two it writes; the host's
+filesystem pays at most the cap; another group's session still writes, and inbound
+stays read-only; and when the control plane stops, no mount or loop device is left.
+Then the whole plane under runc: the agent fills its workspace through its own
+write_file tool, and host.db, the audit log and a bystander agent carry on."""
 
 from __future__ import annotations
 
@@ -41,11 +42,14 @@ from ..e2e.test_control_plane import until_agent_says
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="OCI runtimes need root here")
 
 CAP = 16 * 1024 * 1024
-# Four times the cap each (busybox's yes would spin on a full disk; dd stops).
-FILL = ("dd if=/dev/zero of=/workspace/fill bs=1M count=64; "
-        "echo $? > /queue/outbound/workspace.rc; "
-        "dd if=/dev/zero of=/queue/outbound/fill bs=1M count=64; rc=$?; "
-        "rm /workspace/fill; echo $rc > /workspace/outbound.rc")
+HALF_MIB = 8
+# Half the cap into the workspace, then four times the cap into outbound, then more
+# into the workspace (busybox's yes would spin on a full disk; dd stops). The exit
+# codes go to stderr: the volume they would be written to is full.
+FILL = (f"dd if=/dev/zero of=/workspace/half bs=1M count={HALF_MIB}; echo half=$? >&2; "
+        "dd if=/dev/zero of=/queue/outbound/fill bs=1M count=64; echo outbound=$? >&2; "
+        "dd if=/dev/zero of=/workspace/fill bs=1M count=64; echo workspace=$? >&2; "
+        "echo x > /queue/inbound/planted; echo inbound=$? >&2")
 
 
 @pytest.fixture(scope="module")
@@ -59,17 +63,24 @@ async def test_an_agent_that_fills_its_disk_fails_itself_and_nobody_else(
         kind: RuntimeKind, rootfs: Path, sandbox_tmp: Path) -> None:
     state = sandbox_tmp / "state"
     runtime = require_runtime(kind, state)
-    caps = DiskCaps(workspace_bytes=CAP, outbound_bytes=CAP)
+    caps = DiskCaps(group_bytes=CAP)
     try:
         filler = launch_spec(state, sandbox_tmp / "keys")
         isolator = OciIsolator(runtime, ScriptImage(rootfs, FILL), state_dir=state, disk=caps)
-        with trio.fail_after(120), pytest.raises(SandboxExited):
+        with trio.fail_after(120), pytest.raises(SandboxExited) as filled:
             await isolator.run(filler)
-        assert (filler.queues.outbound_dir / "workspace.rc").read_text().strip() != "0"
-        assert (filler.workspace / "outbound.rc").read_text().strip() != "0"
-        assert 0 < (filler.queues.outbound_dir / "fill").stat().st_size < CAP
-        for image in (state / "volumes").glob("*/*.img"):
-            assert image.stat().st_blocks * 512 <= CAP  # what the host's disk paid
+        said = filled.value.stderr_tail.decode("utf-8", "replace")
+        codes = dict(line.split("=", 1) for line in said.splitlines()
+                     if line.split("=", 1)[0] in ("half", "outbound", "workspace", "inbound"))
+        assert codes["half"] == "0", said
+        assert codes["outbound"] != "0" and codes["workspace"] != "0", said
+        assert codes["inbound"] != "0", said  # read-only to the agent, full or not
+        # Outbound got what the workspace left of the one cap, no more.
+        assert 0 < (filler.queues.outbound_dir / "fill").stat().st_size \
+            < CAP - HALF_MIB * 1024 * 1024
+        images = list((state / "volumes").glob("*/*.img"))
+        assert len(images) == 1  # one volume: the group's
+        assert images[0].stat().st_blocks * 512 <= CAP  # what the host's disk paid
 
         bystander = launch_spec(state, sandbox_tmp / "keys")
         other = state / "workspaces" / "other"
@@ -107,7 +118,7 @@ async def plane(sandbox_tmp: Path, sandbox_image: SandboxImage
     config = ControlPlaneConfig(
         state_dir=state, dev=True, runtime="runc", key_dir=sandbox_tmp / "keys",
         safety_poll_s=0.5, heartbeat_interval_s=0.5, sweep_interval_s=0.2,
-        sandbox_disk=DiskCaps(workspace_bytes=CAP, outbound_bytes=CAP),
+        sandbox_disk=DiskCaps(group_bytes=CAP),
         sandbox_backoff=BackoffPolicy(initial=0.05, cap=0.5, max_failures=None,
                                       healthy_after=0.5))
     try:
@@ -193,7 +204,7 @@ from ironclaw.host.modelproxy import Credentials
 
 async def main():
     config = ControlPlaneConfig(state_dir=Path({state!r}), dev=True, runtime="runc",
-                                key_dir=Path({keys!r}), sandbox_disk=DiskCaps({cap}, {cap}))
+                                key_dir=Path({keys!r}), sandbox_disk=DiskCaps({cap}))
     async with trio.open_nursery() as nursery:
         plane = await nursery.start(ControlPlane(config, credentials=Credentials()).run)
         await plane.local.post("demo", "operator", "before the kill")
@@ -229,7 +240,7 @@ def test_a_killed_planes_volumes_are_adopted_at_start_and_released_at_stop(
 
         async def restart() -> None:
             config = ControlPlaneConfig(state_dir=state, dev=True, runtime="runc",
-                                        key_dir=keys, sandbox_disk=DiskCaps(CAP, CAP))
+                                        key_dir=keys, sandbox_disk=DiskCaps(CAP))
             async with trio.open_nursery() as nursery:
                 plane = await nursery.start(
                     ControlPlane(config, credentials=Credentials()).run)

@@ -49,6 +49,12 @@ OWN_WRITER = ("the host's own inbound queue: bound read-only into the sandbox un
 
 REVIEWED: dict[tuple[str, str, str], str] = {
     ("ironclaw/contract/untrusted_files.py", "open_untrusted", "os.open"): HARDENED,
+    ("ironclaw/host/api/console/__init__.py", "_load", "(...).read_bytes"):
+        "the web console's own files, read once from the installed package; no sandbox "
+        "can write there",
+    ("ironclaw/host/isolation/standin.py", "build_busybox_rootfs", "(...).write_text"):
+        "the stand-in rootfs the host builds for tests and benchmarks, written before any "
+        "sandbox runs in it",
     # The contract, imported by both sides.
     ("ironclaw/contract/agent_config.py", "AgentConfig.load", "path.read_bytes"):
         SANDBOX_SIDE,
@@ -137,6 +143,14 @@ REVIEWED: dict[tuple[str, str, str], str] = {
         KERNEL_FILE,
     ("ironclaw/host/isolation/volumes.py", "Volumes._create", "os.open"):
         HOST_PRIVATE + " (O_EXCL in the 0700 volumes directory)",
+    ("ironclaw/host/isolation/volumes.py", "Volumes.ensure", "workspace.resolve"):
+        "<state>/workspaces/<folder>: every component is the host's (the agent writes "
+        "only below it, and cannot rename the directory in a root-owned parent)",
+    ("ironclaw/host/isolation/volumes.py", "Volumes.ensure", "outbound.resolve"):
+        "<state>/sessions/<id>/outbound: every component is the host's (the agent "
+        "writes only below it, and cannot rename the directory in a root-owned parent)",
+    ("ironclaw/host/isolation/volumes.py", "Volumes._mount_former_layout", "images.glob"):
+        HOST_PRIVATE + " (the 0700 volumes directory)",
     ("ironclaw/host/isolation/volumes.py", "_loop_devices", "backing.read_text"):
         KERNEL_FILE,
     ("ironclaw/host/isolation/volumes.py", "_mount_points", "open"): KERNEL_FILE,

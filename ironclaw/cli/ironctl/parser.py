@@ -6,7 +6,7 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
-from . import agents, audit, changes, chat, events, health, owners, redteam, views
+from . import agents, audit, changes, chat, events, health, owners, quarantine, redteam, views
 from .client import DEFAULT_ADDR, ENV_ADDR, ENV_TOKEN
 from .templates import TEMPLATES
 
@@ -190,6 +190,12 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("user", metavar="USER",
                        help="the owner's registry user id, <channel>:<platform sender "
                             "id>, e.g. telegram:12345")
+
+    sub = b.group(top, "quarantine", "sessions held because their sandbox proved hostile")
+    b.leaf(sub, "list", quarantine.cmd_list, "the sessions held, and why")
+    p = b.leaf(sub, "lift", quarantine.cmd_lift,
+               "let a held session run again (needs an owner token; audited)")
+    p.add_argument("session", metavar="SESSION", help="the quarantined session's id")
 
     p = b.leaf(top, "events", events.cmd_events, "live tail of the event stream")
     p.add_argument("--type", action="append", metavar="PATTERN",

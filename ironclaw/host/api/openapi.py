@@ -234,6 +234,19 @@ def _paths() -> dict[str, Any]:
                             "may (403 otherwise); enabling needs a current registry owner "
                             "(422 otherwise). Audited. A chat account is a weaker "
                             "credential than an API token: see the threat model.")},
+        "/v1/quarantine": {"get": _op(
+            "List quarantined sessions", "sessions", (200, _json(
+                ref("QuarantineList"), "sessions held for proving hostile, oldest "
+                                       "first; since in microseconds")), ())},
+        "/v1/quarantine/{session_id}/lift": {"post": _op(
+            "Lift quarantine", "sessions", (200, _json(
+                ref("QuarantineLifted"), "the hold is gone; the session starts at its "
+                                         "next wake")), (403, 404),
+            params=(_path("session_id", "the quarantined session's id"),),
+            description="Let a session held for proving hostile run again. Only an owner "
+                        "principal may (403 otherwise); 404 if it is not held. Audited "
+                        "as session.quarantine_lifted. Look at the session's outbound "
+                        "directory first: a file still hostile quarantines it again.")},
         "/v1/access-requests": {"get": _op(
             "List access requests", "access", (200, _json(
                 ref("AccessRequestList"), "oldest first; each is decided as the "

@@ -6,6 +6,8 @@
 * Chat approvals (:mod:`.commands`, :mod:`.approvers`): an owner who opted in lists,
   reads and decides pending changes from a direct chat with the bot, through the
   gateway, bound to the digest of the change they were shown.
+* Owner alerts (:mod:`.alerts`): owners and the group's admins are told in their direct
+  chats that a session was quarantined, through the pairing notices' durable outbox.
 
 ``app.py`` wires them: :class:`ChatNotices` is both the router's ``AccessNotices`` and
 one of the gateway's notifiers; :class:`ChatCommands` is the router's

@@ -134,6 +134,11 @@ class ChatNotices:
         if await self._store.transaction(q.raise_outcome, request_id, kind, now_us()):
             self._wake.set()
 
+    def wake(self) -> None:
+        """Notices were queued in host.db by someone else (the quarantine's owner
+        alerts): send them now, not at the next nap's end."""
+        self._wake.set()
+
     # The actor.
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
@@ -161,7 +166,7 @@ class ChatNotices:
         delivery = OutboundDelivery(
             outbound_id=notice.id, channel=notice.channel, instance=notice.instance,
             platform_id=notice.platform_id, thread_id=notice.thread_id,
-            text=TEXTS[notice.kind])
+            text=notice.text if notice.text is not None else TEXTS[notice.kind])
         attempts = notice.attempts + 1
         retry_after: float | None = None
         final = False

@@ -3,7 +3,8 @@ on the store's thread (``HostStore.call`` / ``HostStore.transaction``).
 
 Two tables (migration V6): ``chat_approvers`` (owners who opted in to deciding from
 chat; no row, no chat decisions) and ``chat_notices`` (the durable outbox of fixed
-notices about access requests, one row per request and kind).
+notices about access requests, one row per request and kind; since V9 also of the
+alerts owners get about a quarantined session, with their text in ``text``).
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ class NoticeKind(enum.StrEnum):
     GRANTED = "access_granted"
     DENIED = "access_denied"
     EXPIRED = "access_expired"
+    # To an owner or admin: a session of theirs was quarantined (chatops.alerts).
+    SESSION_QUARANTINED = "session_quarantined"
 
 
 class NoticeStatus(enum.StrEnum):
@@ -43,6 +46,7 @@ class Notice:
     attempts: int = 0
     next_at: int = 0
     created_at: int = 0
+    text: str | None = None  # None: the fixed text of ``kind`` (access notices)
 
 
 def notice_id(request_id: str, kind: NoticeKind) -> str:
@@ -85,14 +89,14 @@ def list_approvers(conn: Conn) -> list[Approver]:
 # Notices.
 
 _N_COLUMNS = ("id, request_id, kind, channel, instance, platform_id, thread_id, status, "
-              "attempts, next_at, created_at")
+              "attempts, next_at, created_at, text")
 
 
 def _notice(row: tuple[Any, ...]) -> Notice:
     (id_, request, kind, channel, instance, platform, thread, status, attempts, next_at,
-     created) = row
+     created, text) = row
     return Notice(id_, request, NoticeKind(kind), channel, instance, platform, thread,
-                  NoticeStatus(status), attempts, next_at, created)
+                  NoticeStatus(status), attempts, next_at, created, text)
 
 
 def put_notice(conn: Conn, notice: Notice, now: int) -> bool:
@@ -100,9 +104,9 @@ def put_notice(conn: Conn, notice: Notice, now: int) -> bool:
     that kind."""
     return bool(conn.execute(
         f"INSERT OR IGNORE INTO chat_notices ({_N_COLUMNS}, updated_at) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?)",
+        "VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?, ?)",
         (notice.id, notice.request_id, notice.kind.value, notice.channel, notice.instance,
-         notice.platform_id, notice.thread_id, now, now, now)).rowcount)
+         notice.platform_id, notice.thread_id, now, now, notice.text, now)).rowcount)
 
 
 def find_notice(conn: Conn, request_id: str, kind: NoticeKind) -> Notice | None:

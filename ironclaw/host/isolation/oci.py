@@ -130,8 +130,7 @@ class OciIsolator:
 
     def _ensure_volumes(self, spec: LaunchSpec) -> None:
         if self._volumes is not None:
-            self._volumes.ensure(spec.workspace, self._volumes.caps.workspace_bytes)
-            self._volumes.ensure(spec.queues.outbound_dir, self._volumes.caps.outbound_bytes)
+            self._volumes.ensure(spec.workspace, spec.queues.outbound_dir)
 
     async def check_image(self) -> VerifiedImage:
         """Fail at start, not at the first message, when the image is missing or does

@@ -1,21 +1,33 @@
-"""Disk caps the kernel enforces: each writable bind lives on a size-capped filesystem.
+"""One disk cap the kernel enforces over everything an agent group's sandboxes write.
 
-An agent writes to two places: its agent group's durable workspace, and its session's
-outbound directory. Each is the mount point of an ext4 filesystem in a sparse image
-file under ``<state>/volumes/`` (``workspaces/<folder>.img``, ``sessions/<id>.img``),
-loop-mounted ``nosuid,nodev,noexec``. When an agent fills one, its own writes fail
-with ENOSPC (bytes or inodes); the filesystem that holds
-``host.db``, the audit log and every other session never sees a byte of it. The cap
-holds under runsc, runc and crun alike, because it is the host kernel's filesystem
-under the bind, whatever runs above it.
+An agent writes to two places: its agent group's durable workspace, and its own
+session's outbound directory. Both live on one ext4 filesystem per agent group, in a
+sparse image file ``<state>/volumes/groups/<folder>.img`` loop-mounted
+``nosuid,nodev,noexec`` at ``<state>/volumes/groups/<folder>/``: its ``workspace/``
+is bind-mounted (on the host) at ``<state>/workspaces/<folder>``, and each session's
+``outbound/<session id>/`` at ``<state>/sessions/<id>/outbound``. The host and the
+sandbox keep using those paths; the binds are what put them on the volume. When the
+group's sandboxes fill it, their writes fail with ENOSPC (bytes or inodes), wherever
+they write; the filesystem that holds ``host.db``, the audit log and every other
+group never sees a byte of it. The cap holds under runsc, runc and crun alike,
+because it is the host kernel's filesystem under the bind, whatever runs above it.
+
+Why per agent group, not per session: the workspace is the group's, shared by its
+sessions, so a cap over "workspace and outbound together" can only be the group's.
+One session of a group can fill what its siblings share; they are one agent (one
+persona, one set of tools, one owner), and no other group shares a byte of it.
+Inbound is not on the volume: the host is its only writer (the agent cannot write a
+byte there), and the host caps it per session (``DiskCaps.inbound_bytes``, at the
+writer, see ``ironclaw.host.inbound.queues``); on the volume, an agent's fill would refuse the
+host's writes of the very messages meant for it.
 
 Lifetime: the host reads a session's outbound directory when no sandbox runs (the
-recovery at start looks for undelivered replies), so a volume, once mounted, stays
-mounted until the control plane stops (:meth:`Volumes.release_all`). At start,
-:meth:`Volumes.mount_existing` mounts every volume whose directory still exists,
-before any session starts, adopting the mounts a killed control plane left.
-``mount -o loop`` sets the loop device to clear itself on unmount, so releasing a
-mount releases its loop device too.
+recovery at start looks for undelivered replies), so a volume and its binds, once
+mounted, stay mounted until the control plane stops (:meth:`Volumes.release_all`).
+At start, :meth:`Volumes.mount_existing` mounts every volume and rebinds every
+directory on it whose host path still exists, before any session starts, adopting the
+mounts a killed control plane left. ``mount -o loop`` sets the loop device to clear
+itself once its last mount (the volume's or a bind's) is gone.
 
 Blocking throughout: callers run these on worker threads.
 """
@@ -27,6 +39,7 @@ import os
 import shutil
 import subprocess
 import threading
+import time
 from pathlib import Path
 
 import attrs
@@ -39,8 +52,13 @@ logger = logging.getLogger(__name__)
 
 MiB = 1024 * 1024
 VOLUMES_DIR = "volumes"
+GROUPS_DIR = "groups"
+WORKSPACE_DIR = "workspace"
+OUTBOUND_DIR = "outbound"
 MOUNT_OPTIONS = "loop,nosuid,nodev,noexec"
 COMMAND_TIMEOUT_S = 120
+LOOP_RELEASE_TRIES = 20
+LOOP_RELEASE_PAUSE_S = 0.1
 
 
 class VolumeError(RuntimeError):
@@ -49,24 +67,21 @@ class VolumeError(RuntimeError):
 
 @attrs.frozen
 class DiskCaps:
-    """Bytes each writable bind may hold. The workspace is shared by an agent group's
-    sessions; outbound is one session's. 0 turns a cap off (the directory then lives
-    on the state directory's own filesystem, uncapped).
+    """``group_bytes``: what one agent group's workspace and all its sessions' outbound
+    directories may hold together (one volume); 0 turns it off (the directories then
+    live on the state directory's own filesystem, uncapped).
 
     ``inbound_bytes`` is no volume: the host is inbound.db's only writer, so the host
     enforces it at its own writer (``InboundWriter``, see ``ironclaw.host.inbound.queues``).
     It may not exceed what the sandbox's reader copies (``DEFAULT_MAX_FILE_BYTES``):
     a larger file could never be read."""
 
-    workspace_bytes: int = 1024 * MiB
-    outbound_bytes: int = 256 * MiB
+    group_bytes: int = 1280 * MiB
     inbound_bytes: int = 64 * MiB
 
     def __attrs_post_init__(self) -> None:
-        for name in ("workspace_bytes", "outbound_bytes"):
-            value = getattr(self, name)
-            if value and not (16 * MiB <= value <= 1 << 40):
-                raise ValueError(f"{name} must be 0 (off) or between 16 MiB and 1 TiB")
+        if self.group_bytes and not (16 * MiB <= self.group_bytes <= 1 << 40):
+            raise ValueError("group_bytes must be 0 (off) or between 16 MiB and 1 TiB")
         if self.inbound_bytes and not (MiB <= self.inbound_bytes <= DEFAULT_MAX_FILE_BYTES):
             raise ValueError("inbound_bytes must be 0 (off) or between 1 MiB and "
                              f"{DEFAULT_MAX_FILE_BYTES // MiB} MiB")
@@ -77,7 +92,7 @@ class DiskCaps:
         types are errors, never ignored."""
         if not isinstance(table, dict):
             raise ValueError("sandbox_disk must be a table")
-        fields = ("workspace_bytes", "outbound_bytes", "inbound_bytes")
+        fields = ("group_bytes", "inbound_bytes")
         unknown = sorted(set(table) - set(fields))
         if unknown:
             raise ValueError(f"sandbox_disk: unknown key(s) {', '.join(unknown)}")
@@ -130,70 +145,111 @@ class Volumes:
 
     def __init__(self, state_dir: Path, caps: DiskCaps) -> None:
         self._state = state_dir.resolve()
-        self._images = self._state / VOLUMES_DIR
+        self._groups = self._state / VOLUMES_DIR / GROUPS_DIR
         self.caps = caps
-        # Two sessions of one group may launch at once; both want its workspace.
+        # Two sessions of one group may launch at once; both want its volume.
         self._lock = threading.Lock()
 
-    def image_for(self, target: Path) -> Path:
-        """``workspaces/<folder>`` and ``sessions/<id>/outbound`` have one image each."""
-        target = target.resolve()
-        if target.parent == self._state / "workspaces":
-            return self._images / "workspaces" / f"{target.name}.img"
-        if target.parent.parent == self._state / "sessions" and target.name == "outbound":
-            return self._images / "sessions" / f"{target.parent.name}.img"
-        raise VolumeError(f"{target} is not a workspace or an outbound directory")
+    def image_for(self, folder: str) -> Path:
+        return self._groups / f"{folder}.img"
 
-    def target_for(self, image: Path) -> Path:
-        if image.parent == self._images / "workspaces":
-            return self._state / "workspaces" / image.stem
-        return self._state / "sessions" / image.stem / "outbound"
+    def volume_for(self, folder: str) -> Path:
+        """Where the group's volume is mounted (root only: the sandbox sees only the
+        binds)."""
+        return self._groups / folder
 
-    def ensure(self, target: Path, size_bytes: int) -> None:
-        """``target`` is the mount point of its capped volume, created on first use.
-        Entries already under an unmounted ``target`` (written before it had a volume)
-        move into the volume, so nothing durable is hidden under the mount."""
-        if not size_bytes:
+    def ensure(self, workspace: Path, outbound: Path) -> None:
+        """``workspace`` (``<state>/workspaces/<folder>``) and ``outbound``
+        (``<state>/sessions/<id>/outbound``) are binds of their directories on the
+        group's volume, created on first use. Entries already under an unbound
+        directory (written before it was on a volume) are copied in first, so nothing
+        durable is hidden under the bind."""
+        if not self.caps.group_bytes:
             return
+        workspace, outbound = workspace.resolve(), outbound.resolve()
+        if workspace.parent != self._state / "workspaces" or \
+                outbound.parent.parent != self._state / "sessions" or \
+                outbound.name != "outbound":
+            raise VolumeError(f"{workspace} and {outbound} are not a workspace and an "
+                              "outbound directory of this state directory")
         with self._lock:
-            target = target.resolve()
-            if os.path.ismount(target):
-                return
-            image = self.image_for(target)
-            created = not image.exists()
-            if created:
-                self._create(image, size_bytes)
-            self._mount_moving_entries(image, target)
-            if created:
-                lost_found = target / "lost+found"
-                if lost_found.is_dir() and not any(lost_found.iterdir()):
-                    lost_found.rmdir()
+            volume = self._ensure_volume(workspace.name)
+            _bind_moving_entries(volume / WORKSPACE_DIR, workspace)
+            _bind_moving_entries(volume / OUTBOUND_DIR / outbound.parent.name, outbound)
 
     def mount_existing(self) -> list[Path]:
-        """At start: mount every volume whose directory exists (adopting what a killed
-        control plane left mounted). One that will not mount is logged and left: its
-        session fails at launch, every other one starts."""
-        mounted = []
+        """At start: mount every volume, and bind every directory on it whose host
+        path exists (adopting what a killed control plane left). One that will not
+        mount is logged and left: its sessions fail at launch, every other starts.
+        Returns the host paths bound."""
+        bound: list[Path] = []
         with self._lock:
-            for image in sorted(self._images.glob("*/*.img")):
-                target = self.target_for(image)
-                if not target.is_dir():
-                    continue
-                if not os.path.ismount(target):
-                    try:
-                        self._mount_moving_entries(image, target)
-                    except (VolumeError, OSError) as exc:
-                        logger.error("cannot mount the disk volume of %s: %s", target, exc)
-                        continue
-                mounted.append(target)
-        return mounted
+            bound += self._mount_former_layout()
+            for image in sorted(self._groups.glob("*.img")):
+                folder = image.stem
+                try:
+                    volume = self._mount_volume(image, self.volume_for(folder))
+                    pairs = [(volume / WORKSPACE_DIR, self._state / "workspaces" / folder)]
+                    pairs += [(source, self._state / "sessions" / source.name / "outbound")
+                              for source in sorted((volume / OUTBOUND_DIR).glob("*"))]
+                    for source, target in pairs:
+                        if source.is_dir() and target.parent.is_dir():
+                            _bind_moving_entries(source, target)
+                            bound.append(target)
+                except (VolumeError, OSError) as exc:
+                    logger.error("cannot mount the disk volume of agent group %s: %s",
+                                 folder, exc)
+        return bound
 
     def release_all(self) -> list[Path]:
         return release_volumes(self._state)
 
+    def _mount_former_layout(self) -> list[Path]:
+        """Volumes of the layout before group volumes (one image per workspace, one
+        per session's outbound) are mounted where they were, keeping their own caps
+        and contents: nothing they hold is hidden. A directory mounted so is left as
+        it is by :meth:`ensure`."""
+        mounted = []
+        images = self._state / VOLUMES_DIR
+        for image in sorted([*images.glob("workspaces/*.img"), *images.glob("sessions/*.img")]):
+            target = (self._state / "workspaces" / image.stem
+                      if image.parent.name == "workspaces"
+                      else self._state / "sessions" / image.stem / "outbound")
+            if not target.is_dir():
+                continue
+            try:
+                if not os.path.ismount(target):
+                    _run([_tool("mount"), "-t", "ext4", "-o", MOUNT_OPTIONS, str(image),
+                          str(target)])
+                mounted.append(target)
+            except VolumeError as exc:
+                logger.error("cannot mount the former-layout disk volume of %s: %s",
+                             target, exc)
+        return mounted
+
+    def _ensure_volume(self, folder: str) -> Path:
+        image, volume = self.image_for(folder), self.volume_for(folder)
+        if not image.exists():
+            self._create(image, self.caps.group_bytes)
+        return self._mount_volume(image, volume)
+
+    def _mount_volume(self, image: Path, volume: Path) -> Path:
+        volume.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if not os.path.ismount(volume):
+            _run([_tool("mount"), "-t", "ext4", "-o", MOUNT_OPTIONS, str(image),
+                  str(volume)])
+        volume.chmod(0o700)
+        lost_found = volume / "lost+found"
+        if lost_found.is_dir() and not any(lost_found.iterdir()):
+            lost_found.rmdir()
+        (volume / WORKSPACE_DIR).mkdir(mode=0o700, exist_ok=True)
+        (volume / OUTBOUND_DIR).mkdir(mode=0o700, exist_ok=True)
+        return volume
+
     def _create(self, image: Path, size_bytes: int) -> None:
         image.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self._images.chmod(0o700)
+        for private in (self._state / VOLUMES_DIR, image.parent):
+            private.chmod(0o700)
         partial = image.with_name(image.name + ".partial")
         partial.unlink(missing_ok=True)
         fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
@@ -210,37 +266,43 @@ class Volumes:
               "-E", "lazy_journal_init=1", str(partial)])
         partial.rename(image)
 
-    def _mount_moving_entries(self, image: Path, target: Path) -> None:
-        target.mkdir(mode=0o700, parents=True, exist_ok=True)
-        aside = target.with_name(target.name + ".moving")
-        if aside.exists():  # a move that a crash interrupted: start it again
-            if any(target.iterdir()):
-                raise VolumeError(f"both {target} and {aside} hold entries (an "
-                                  "interrupted move into a disk volume): merge them")
-            target.rmdir()
-            aside.rename(target)
-        waiting = list(target.iterdir())
-        if waiting:
-            target.rename(aside)
-            target.mkdir(mode=0o700)
-        _run([_tool("mount"), "-t", "ext4", "-o", MOUNT_OPTIONS, str(image), str(target)])
-        if waiting:
-            try:
-                _run([_tool("cp"), "-a", f"{aside}/.", f"{target}/"])
-            except VolumeError:
-                # Too large for the cap, most likely: put everything back as it was.
-                release_volumes(self._state, only=target)
-                target.rmdir()
-                aside.rename(target)
-                raise
-            shutil.rmtree(aside)
-            logger.warning("moved %d entries of %s into its capped volume", len(waiting),
-                           target)
+
+def _remove(entry: Path) -> None:
+    if entry.is_dir() and not entry.is_symlink():
+        shutil.rmtree(entry)
+    else:
+        entry.unlink()
+
+
+def _bind_moving_entries(source: Path, target: Path) -> None:
+    """Bind ``source`` (on a volume) at ``target``; entries under an unbound ``target``
+    are copied into ``source`` first, and removed from under it only once they are all
+    there (a crash in between copies them again; what does not fit stays where it
+    was, and the launch fails naming it)."""
+    source.mkdir(mode=0o700, parents=True, exist_ok=True)
+    target.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if os.path.ismount(target):
+        return
+    waiting = list(target.iterdir())
+    if waiting:
+        before = set(source.iterdir())
+        try:
+            _run([_tool("cp"), "-a", f"{target}/.", f"{source}/"])
+        except VolumeError:
+            for entry in set(source.iterdir()) - before:  # most likely over the cap
+                _remove(entry)
+            raise
+        for entry in waiting:
+            _remove(entry)
+        logger.warning("moved %d entries of %s onto its agent group's disk volume",
+                       len(waiting), target)
+    _run([_tool("mount"), "--bind", str(source), str(target)])
 
 
 def _ours(state_dir: Path) -> tuple[Path, ...]:
+    """Where our mounts live: the binds, then the volumes themselves."""
     state = state_dir.resolve()
-    return (state / "workspaces", state / "sessions")
+    return (state / "workspaces", state / "sessions", state / VOLUMES_DIR / GROUPS_DIR)
 
 
 def _loop_devices(state_dir: Path) -> list[str]:
@@ -266,14 +328,18 @@ def leftover_volumes(state_dir: Path) -> list[str]:
             *(f"loop:{device}" for device in _loop_devices(state_dir))]
 
 
-def release_volumes(state_dir: Path, *, only: Path | None = None) -> list[Path]:
-    """Unmount this state directory's volumes (all, or ``only`` one); a mount still
+def release_volumes(state_dir: Path) -> list[Path]:
+    """Unmount this state directory's binds and volumes, binds first; a mount still
     busy is detached lazily, and its loop device clears itself once the last user is
     gone. Returns what was released."""
     roots = _ours(state_dir)
     released = []
-    for point in sorted(set(_mount_points()), key=lambda p: len(p.parts), reverse=True):
-        if not _under(point, roots) or point in roots or (only and point != only):
+
+    def binds_first(point: Path) -> tuple[bool, int]:
+        return (_under(point, roots[2:]), -len(point.parts))
+
+    for point in sorted(set(_mount_points()), key=binds_first):
+        if not _under(point, roots) or point in roots:
             continue
         umount = _tool("umount")
         try:
@@ -281,10 +347,16 @@ def release_volumes(state_dir: Path, *, only: Path | None = None) -> list[Path]:
         except VolumeError:
             _run([umount, "-l", str(point)])
         released.append(point)
-    if only is None:
-        # A loop device whose mount is gone (a kill between attach and mount) would
-        # otherwise hold its image forever.
-        for device in _loop_devices(state_dir):
+    # A loop device whose mount is gone (a kill between attach and mount) would
+    # otherwise hold its image forever. One whose last mount just went clears
+    # itself, but the kernel does that a moment later: look again until none is
+    # left, a few times.
+    for _ in range(LOOP_RELEASE_TRIES):
+        devices = _loop_devices(state_dir)
+        if not devices:
+            break
+        for device in devices:
             subprocess.run([_tool("losetup"), "-d", device], capture_output=True,
                            timeout=COMMAND_TIMEOUT_S, check=False)
+        time.sleep(LOOP_RELEASE_PAUSE_S)
     return released

@@ -287,4 +287,18 @@ CREATE TABLE local_transcript (
 CREATE INDEX local_transcript_by_age ON local_transcript (at)
 """
 
-MIGRATIONS: tuple[str, ...] = (V1, V2, V3, V4, V5, V6, V7, V8)
+# V9 (quarantine): the sessions held because their sandbox proved hostile, so that a
+# restart of the control plane (which a hostile agent may manage to cause) is no fresh
+# start for them; a row goes only when an owner lifts the hold. Chat notices gain a
+# text of their own: the owners' alert names the session and why it was held.
+V9 = """
+CREATE TABLE quarantined_sessions (
+    session_id     TEXT PRIMARY KEY,
+    agent_group_id TEXT NOT NULL,
+    reason         TEXT NOT NULL,
+    since          INTEGER NOT NULL
+) STRICT;
+ALTER TABLE chat_notices ADD COLUMN text TEXT
+"""
+
+MIGRATIONS: tuple[str, ...] = (V1, V2, V3, V4, V5, V6, V7, V8, V9)

@@ -105,3 +105,23 @@ def test_no_path_resolves_outside(layout: tuple[Workspace, Path, Path], path: st
     except WorkspaceError:
         return
     assert resolved == root.resolve() or resolved.is_relative_to(root.resolve())
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root")
+def test_a_write_that_would_leave_no_room_for_the_queue_is_refused(tmp_path: Path) -> None:
+    """The workspace shares its volume with the agent's queue: the last eighth of a
+    small volume (32 MiB of a large one) stays free for the queue's commits."""
+    import subprocess
+
+    root = tmp_path / "workspace"
+    root.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(root)], check=True)
+    try:
+        ws = Workspace(root)
+        assert ws.write_text("a", "x" * (3 * 1024 * 1024), max_bytes=8 << 20) == 3 << 20
+        with pytest.raises(WorkspaceError, match="kept for the agent's own queue"):
+            ws.write_text("b", "x" * (700 * 1024), max_bytes=8 << 20)
+        assert not (root / "b").exists()
+        assert ws.write_text("c", "x" * (200 * 1024), max_bytes=8 << 20) == 200 * 1024
+    finally:
+        subprocess.run(["umount", str(root)], check=True)

@@ -1,6 +1,7 @@
-"""Disk volumes: a write past the cap fails with ENOSPC inside the volume and costs the
-host's filesystem no more than the cap; volumes are adopted at start, moved into
-without losing what was there, and released leaving no mount or loop device."""
+"""Disk volumes: one per agent group holds its workspace and every session's outbound
+directory; a write past the cap fails with ENOSPC wherever it lands on the volume and
+costs the host's filesystem no more than the cap; volumes are adopted at start, moved
+onto without losing what was there, and released leaving no mount or loop device."""
 
 from __future__ import annotations
 
@@ -50,89 +51,114 @@ def _fill(path: Path) -> int:
     return written
 
 
+def _paths(state: Path, session: str = "s1") -> tuple[Path, Path]:
+    return state / "workspaces" / "demo", state / "sessions" / session / "outbound"
+
+
 @needs_mount
-def test_a_full_volume_fails_its_writer_and_costs_the_host_at_most_the_cap(
+def test_one_cap_holds_the_workspace_and_every_outbound_of_the_group_together(
         state: Path) -> None:
-    volumes = Volumes(state, DiskCaps(CAP, CAP))
-    workspace, outbound = state / "workspaces" / "demo", state / "sessions" / "s1" / "outbound"
-    volumes.ensure(workspace, CAP)
-    volumes.ensure(outbound, CAP)
-    assert os.path.ismount(workspace) and os.path.ismount(outbound)
-    assert _fill(workspace / "fill") < CAP
-    # The other volume, and the state directory's own filesystem, still take writes.
-    (outbound / "reply").write_bytes(b"still fine")
+    volumes = Volumes(state, DiskCaps(CAP))
+    workspace, outbound = _paths(state)
+    (state / "sessions" / "s2" / "outbound").mkdir(parents=True)
+    _, sibling = _paths(state, "s2")
+    volumes.ensure(workspace, outbound)
+    volumes.ensure(workspace, sibling)
+    assert all(os.path.ismount(p) for p in (workspace, outbound, sibling))
+    (workspace / "half").write_bytes(b"x" * (CAP // 2))
+    # What the workspace holds counts against the session's outbound, and its
+    # sibling's: one filesystem, one cap.
+    written = _fill(outbound / "fill")
+    assert written < CAP // 2
+    with pytest.raises(OSError) as full:
+        (sibling / "more").write_bytes(b"x" * 1024 * 1024)
+    assert full.value.errno == errno.ENOSPC
+    # The state directory's own filesystem, and another group's volume, still take writes.
     (state / "host.db").write_bytes(b"still fine")
-    image = volumes.image_for(workspace)
-    assert os.stat(image).st_blocks * 512 <= CAP
+    (state / "workspaces" / "other").mkdir()
+    (state / "sessions" / "s3" / "outbound").mkdir(parents=True)
+    volumes.ensure(state / "workspaces" / "other", state / "sessions" / "s3" / "outbound")
+    (state / "workspaces" / "other" / "a").write_bytes(b"x" * 1024 * 1024)
+    assert os.stat(volumes.image_for("demo")).st_blocks * 512 <= CAP
     assert not (workspace / "lost+found").exists()
 
 
 @needs_mount
 def test_release_leaves_no_mount_or_loop_device_and_start_adopts_again(state: Path) -> None:
-    volumes = Volumes(state, DiskCaps(CAP, CAP))
-    workspace = state / "workspaces" / "demo"
-    volumes.ensure(workspace, CAP)
+    volumes = Volumes(state, DiskCaps(CAP))
+    workspace, outbound = _paths(state)
+    volumes.ensure(workspace, outbound)
     (workspace / "notes.txt").write_text("durable")
+    (outbound / "reply").write_text("undelivered")
     assert leftover_volumes(state)
     volumes.release_all()
     assert leftover_volumes(state) == []
     assert not (workspace / "notes.txt").exists()  # inside the unmounted image
-    assert volumes.mount_existing() == [workspace.resolve()]
+    assert sorted(volumes.mount_existing()) == sorted([workspace.resolve(),
+                                                       outbound.resolve()])
     assert (workspace / "notes.txt").read_text() == "durable"
-    # A second start (or a killed plane's mount) is adopted, not mounted twice.
+    assert (outbound / "reply").read_text() == "undelivered"
+    # A second start (or a killed plane's mounts) is adopted, not mounted twice.
     volumes.mount_existing()
-    assert len([e for e in leftover_volumes(state) if e.startswith("mount:")]) == 1
+    assert len([e for e in leftover_volumes(state) if e.startswith("mount:")]) == 3
 
 
 @needs_mount
-def test_what_was_written_before_the_volume_moves_into_it(state: Path) -> None:
-    workspace = state / "workspaces" / "demo"
+def test_what_was_written_before_the_volume_moves_onto_it(state: Path) -> None:
+    workspace, outbound = _paths(state)
     (workspace / "sub").mkdir()
     (workspace / "sub" / "old.txt").write_text("from before the cap")
-    Volumes(state, DiskCaps(CAP, CAP)).ensure(workspace, CAP)
+    Volumes(state, DiskCaps(CAP)).ensure(workspace, outbound)
     assert os.path.ismount(workspace)
     assert (workspace / "sub" / "old.txt").read_text() == "from before the cap"
-    assert not workspace.with_name("demo.moving").exists()
-
-
-@needs_mount
-def test_a_move_a_crash_interrupted_is_taken_up_again(state: Path) -> None:
-    workspace = state / "workspaces" / "demo"
-    aside = workspace.with_name("demo.moving")
-    workspace.rename(aside)  # as a crash between the rename and the mount leaves it
-    workspace.mkdir()
-    (aside / "notes.txt").write_text("mid-move")
-    Volumes(state, DiskCaps(CAP, CAP)).ensure(workspace, CAP)
-    assert (workspace / "notes.txt").read_text() == "mid-move"
-    assert not aside.exists()
 
 
 @needs_mount
 def test_what_does_not_fit_under_the_cap_stays_where_it_was(state: Path) -> None:
-    workspace = state / "workspaces" / "demo"
+    workspace, outbound = _paths(state)
     (workspace / "big").write_bytes(b"x" * 2 * CAP)
+    volumes = Volumes(state, DiskCaps(CAP))
     with pytest.raises(VolumeError):
-        Volumes(state, DiskCaps(CAP, CAP)).ensure(workspace, CAP)
+        volumes.ensure(workspace, outbound)
     assert not os.path.ismount(workspace)
     assert (workspace / "big").stat().st_size == 2 * CAP
+    assert list((volumes.volume_for("demo") / "workspace").iterdir()) == []
+    volumes.release_all()
     assert leftover_volumes(state) == []
 
 
 @needs_mount
-def test_a_cap_of_zero_leaves_the_directory_alone(state: Path) -> None:
-    workspace = state / "workspaces" / "demo"
-    Volumes(state, DiskCaps(0, CAP)).ensure(workspace, 0)
-    assert not os.path.ismount(workspace)
+def test_a_cap_of_zero_leaves_the_directories_alone(state: Path) -> None:
+    workspace, outbound = _paths(state)
+    Volumes(state, DiskCaps(0)).ensure(workspace, outbound)
+    assert not os.path.ismount(workspace) and not os.path.ismount(outbound)
     assert not (state / "volumes").exists()
+
+
+@needs_mount
+def test_a_volume_of_the_former_layout_stays_mounted_where_it_was(state: Path) -> None:
+    """Before group volumes, each workspace had an image of its own: it is mounted
+    where it was, so what it holds is never hidden, and keeps its own cap."""
+    workspace, outbound = _paths(state)
+    legacy = state / "volumes" / "workspaces" / "demo.img"
+    legacy.parent.mkdir(parents=True)
+    Volumes(state, DiskCaps(CAP))._create(legacy, CAP)
+    volumes = Volumes(state, DiskCaps(CAP))
+    assert workspace.resolve() in volumes.mount_existing()
+    (workspace / "kept").write_text("from the former layout")
+    volumes.ensure(workspace, outbound)
+    assert (workspace / "kept").read_text() == "from the former layout"
+    volumes.release_all()
+    assert leftover_volumes(state) == []
 
 
 def test_the_config_file_sets_the_caps(tmp_path: Path) -> None:
     from ironclaw.host.config.file import ConfigFileError, load_config_file
 
     config = tmp_path / "ironclaw.toml"
-    config.write_text("[sandbox_disk]\nworkspace_bytes = 67108864\noutbound_bytes = 0\n")
-    assert load_config_file(config)["sandbox_disk"] == DiskCaps(64 * 1024 * 1024, 0)
-    config.write_text("[sandbox_disk]\nworkspace_bytes = \"1G\"\n")
+    config.write_text("[sandbox_disk]\ngroup_bytes = 67108864\n")
+    assert load_config_file(config)["sandbox_disk"] == DiskCaps(64 * 1024 * 1024)
+    config.write_text("[sandbox_disk]\ngroup_bytes = \"1G\"\n")
     with pytest.raises(ConfigFileError, match="whole number"):
         load_config_file(config)
     config.write_text("[sandbox_disk]\ninbound_bytes = 2097152\n")
@@ -140,26 +166,32 @@ def test_the_config_file_sets_the_caps(tmp_path: Path) -> None:
     config.write_text("[sandbox_disk]\ninbound_bytes = 1\n")
     with pytest.raises(ConfigFileError, match="inbound_bytes must be"):
         load_config_file(config)
-    config.write_text("[sandbox_disk]\nhost_bytes = 1\n")
+    # The former per-directory caps are gone: one cap per agent group now.
+    config.write_text("[sandbox_disk]\nworkspace_bytes = 67108864\n")
     with pytest.raises(ConfigFileError, match="unknown"):
         load_config_file(config)
 
 
-def test_only_workspaces_and_outbound_directories_get_volumes(state: Path) -> None:
-    volumes = Volumes(state, DiskCaps(CAP, CAP))
+def test_only_a_workspace_and_an_outbound_directory_go_on_a_volume(state: Path) -> None:
+    volumes = Volumes(state, DiskCaps(CAP))
+    workspace, _ = _paths(state)
     with pytest.raises(VolumeError):
-        volumes.image_for(state / "sessions" / "s1" / "inbound")
+        volumes.ensure(workspace, state / "sessions" / "s1" / "inbound")
     with pytest.raises(ValueError):
-        DiskCaps(workspace_bytes=1024)
+        DiskCaps(group_bytes=1024)
 
 
 @needs_mount
 def test_a_volume_that_will_not_mount_does_not_stop_the_others(state: Path) -> None:
-    volumes = Volumes(state, DiskCaps(CAP, CAP))
-    workspace, outbound = state / "workspaces" / "demo", state / "sessions" / "s1" / "outbound"
-    volumes.ensure(workspace, CAP)
-    volumes.ensure(outbound, CAP)
+    volumes = Volumes(state, DiskCaps(CAP))
+    workspace, outbound = _paths(state)
+    (state / "workspaces" / "other").mkdir()
+    (state / "sessions" / "s2" / "outbound").mkdir(parents=True)
+    other = state / "workspaces" / "other"
+    volumes.ensure(workspace, outbound)
+    volumes.ensure(other, state / "sessions" / "s2" / "outbound")
     volumes.release_all()
-    volumes.image_for(workspace).write_bytes(b"not an ext4 filesystem")
-    assert volumes.mount_existing() == [outbound.resolve()]
+    volumes.image_for("demo").write_bytes(b"not an ext4 filesystem")
+    assert sorted(volumes.mount_existing()) == sorted(
+        [other.resolve(), (state / "sessions" / "s2" / "outbound").resolve()])
     assert not os.path.ismount(workspace)
