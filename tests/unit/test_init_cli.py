@@ -1,0 +1,154 @@
+"""``ironclaw-controlplane init``: a production state directory is made, made once, or
+refused with a message that says what to change; the daemon then runs it in
+production mode (no demo agent) and can log JSON lines."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from ironclaw.cli.controlplane import main
+from ironclaw.cli.daemon_settings import JsonLineFormatter
+
+ROOT = Path(__file__).resolve().parents[2]
+INSECURE = ["--runtime", "process", "--allow-insecure-runtime"]
+
+
+def _private(tmp_path: Path) -> Path:
+    base = tmp_path / "private"
+    base.mkdir(mode=0o700)
+    return base
+
+
+def test_init_makes_keys_store_audit_and_a_private_token_file_once(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    state = _private(tmp_path) / "state"
+    assert main(["init", "--state-dir", str(state), *INSECURE]) == 0
+    out = capsys.readouterr().out
+    token_file = state / "owner.token"
+    token = token_file.read_text().strip()
+    assert token.startswith("icw_") and token not in out  # only in the file
+    for path, mode in ((state, 0o700), (token_file, 0o600),
+                       (state / "keys" / "master.key", 0o600),
+                       (state / "keys" / "sealed-keys.json", 0o600),
+                       (state / "host.db", 0o600), (state / "audit" / "audit.log", 0o600)):
+        assert stat.S_IMODE(path.stat().st_mode) == mode, path
+    master = (state / "keys" / "master.key").read_bytes()
+    # Again: nothing is replaced, no second owner is minted.
+    assert main(["init", "--state-dir", str(state), *INSECURE]) == 0
+    assert "owner token: kept" in capsys.readouterr().out
+    assert token_file.read_text().strip() == token
+    assert (state / "keys" / "master.key").read_bytes() == master
+
+
+@pytest.mark.parametrize("weak", ["no-runtime", "process", "public-api", "open-dir",
+                                  "open-parent", "symlink"])
+def test_init_refuses_a_weak_setup_and_says_why(
+        weak: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    base = _private(tmp_path)
+    state = base / "state"
+    argv = ["init", "--state-dir", str(state)]
+    expected = {"no-runtime": "no OCI runtime", "process": "NO isolation",
+                "public-api": "not loopback", "open-dir": "other users can read or write",
+                "open-parent": "writable by other users", "symlink": "symlink"}[weak]
+    if weak == "no-runtime":
+        monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    elif weak == "process":
+        argv += ["--runtime", "process"]
+    else:
+        argv += INSECURE
+    if weak == "public-api":
+        argv += ["--api-addr", "0.0.0.0:8787"]
+    elif weak == "open-dir":
+        state.mkdir(mode=0o700)
+        state.chmod(0o755)
+    elif weak == "open-parent":
+        base.chmod(0o777)
+    elif weak == "symlink":
+        (base / "real").mkdir(mode=0o700)
+        state.symlink_to(base / "real")
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "refused" in err and expected in err, err
+    assert not (state / "keys").exists()  # refused before anything was written
+
+
+def test_a_public_api_is_accepted_when_asked_for(tmp_path: Path) -> None:
+    state = _private(tmp_path) / "state"
+    assert main(["init", "--state-dir", str(state), *INSECURE, "--api-addr", "0.0.0.0:8787",
+                 "--api-allow-public"]) == 0
+
+
+def test_json_log_lines_are_one_object_each() -> None:
+    import logging
+
+    try:
+        raise RuntimeError("boom")
+    except RuntimeError:
+        record = logging.LogRecord("ironclaw.x", logging.ERROR, __file__, 1,
+                                   "session %s: %d rows\nsecond line", ("ses_1", 3),
+                                   sys.exc_info())
+    line = JsonLineFormatter().format(record)
+    assert "\n" not in line
+    decoded = json.loads(line)
+    assert decoded["level"] == "ERROR" and decoded["logger"] == "ironclaw.x"
+    assert decoded["msg"] == "session ses_1: 3 rows\nsecond line"
+    assert "RuntimeError: boom" in decoded["exc"]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", decoded["ts"])
+
+
+def test_the_daemon_runs_an_initialised_dir_in_production_mode_with_json_logs(
+        tmp_path: Path) -> None:
+    """No demo agent, the owner token from init's file works, every log line is JSON."""
+    state = _private(tmp_path) / "state"
+    config = tmp_path / "config.toml"
+    config.write_text(f'state_dir = "{state}"\nruntime = "process"\n'
+                      'api_addr = "127.0.0.1:0"\nlog_format = "json"\n')
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("IRONCLAW_API_TOKEN", None)
+    init = subprocess.run([sys.executable, "-m", "ironclaw.cli.controlplane", "init",
+                           "--config", str(config), "--allow-insecure-runtime"],
+                          env=env, capture_output=True, text=True, timeout=60)
+    assert init.returncode == 0, init.stderr
+    token = (state / "owner.token").read_text().strip()
+    daemon = subprocess.Popen(
+        [sys.executable, "-m", "ironclaw.cli.controlplane", "--config", str(config),
+         "--allow-insecure-runtime"], env=env, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True)
+    try:
+        assert daemon.stderr is not None
+        url, lines = None, []
+        deadline = time.monotonic() + 60
+        while url is None and time.monotonic() < deadline:
+            line = daemon.stderr.readline()
+            assert line, "the daemon exited: " + "".join(lines)
+            lines.append(line)
+            found = re.search(r"API listening on (http://\S+)", json.loads(line)["msg"])
+            url = found.group(1) if found else None
+        assert url is not None
+        headers = {"Authorization": f"Bearer {token}"}
+        groups = httpx.get(url + "/v1/registry/agent-groups", headers=headers, timeout=10)
+        assert groups.status_code == 200, groups.text
+        assert groups.json()["agent_groups"] == []  # production: nothing seeded
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(timeout=30) == 0
+        rest = daemon.stderr.read() if daemon.stderr else ""
+        out = daemon.stdout.read() if daemon.stdout else ""
+        for pipe in (daemon.stderr, daemon.stdout):
+            if pipe is not None:
+                pipe.close()
+    assert token not in out  # an initialised plane prints no token
+    for line in lines + rest.splitlines():
+        assert json.loads(line)["level"] in {"DEBUG", "INFO", "WARNING", "ERROR"}
