@@ -18,8 +18,13 @@ cd "$(dirname "$0")"
 #   modprobe for the loop driver where it is a module).
 # - cmake, g++: llama-cpp-python (the local model server the real-model test and
 #   docs/operations.md's air-gapped setup use) builds from source.
+# - systemd: systemd-analyze checks deploy/systemd's unit (verify, and its security score).
+# - mmdebstrap, podman, buildah: the control-plane image and the installer's test
+#   container are built from Debian's packages, never pulled (make deploy-image,
+#   make deploy-test).
 APT_PACKAGES=(make python3 python3-venv binutils runsc runc crun busybox-static gcc
-              libc6-dev ngircd e2fsprogs mount kmod cmake g++)
+              libc6-dev ngircd e2fsprogs mount kmod cmake g++ systemd mmdebstrap podman
+              buildah)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
