@@ -1,0 +1,69 @@
+"""deploy/install.sh in a fresh Debian bookworm container (built by mmdebstrap, never
+pulled): it installs the runtimes and the built wheel, writes the config, runs init;
+a second run changes nothing; a message then makes the round trip through the API; and
+--uninstall keeps the data unless --purge. Long: minutes and the network (Debian's
+packages, and PyPI for the wheelhouse). ``make deploy-test`` runs it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from .debian import base_image, podman, require_tools
+
+pytestmark = [pytest.mark.long, pytest.mark.timeout(3600)]
+ROOT = Path(__file__).resolve().parents[2]
+
+SCRIPT = r"""
+set -euo pipefail
+export PIP_FIND_LINKS=/wheels PIP_NO_INDEX=1
+wheel=$(ls /wheels/ironclaw-*.whl)
+start=$(date +%s.%N)
+/src/deploy/install.sh --wheel "$wheel"
+echo "INSTALL_SECONDS $(echo "$(date +%s.%N) - $start" | bc 2>/dev/null || python3 -c "print($(date +%s.%N) - $start)")"
+/src/deploy/install.sh --wheel "$wheel" > /tmp/second.log
+grep -q "installing python3" /tmp/second.log && { echo "second run reinstalled packages"; exit 1; }
+test "$(stat -c %a /etc/ironclaw/owner.token)" = 600
+test "$(stat -c %a /var/lib/ironclaw)" = 700 -o "$(stat -c %a /var/lib/ironclaw)" = 711
+export IRONCLAW_API_TOKEN=$(cat /etc/ironclaw/owner.token)
+ironclaw-controlplane --config /etc/ironclaw/config.toml > /tmp/daemon.log 2>&1 &
+for i in $(seq 60); do ironctl status > /dev/null 2>&1 && break; sleep 1; done
+ironctl agent create helper --folder helper --provider mock --model mock --approve
+echo "hello from the container" | ironctl chat --group helper --poll --reply-timeout 180 \
+    | tee /tmp/chat.log
+grep -q "echo: hello from the container" /tmp/chat.log
+ironctl audit verify
+kill %1; wait %1 || true
+/src/deploy/install.sh --uninstall
+test -d /var/lib/ironclaw -a -f /etc/ironclaw/config.toml
+test ! -e /opt/ironclaw -a ! -e /etc/systemd/system/ironclaw-controlplane.service
+/src/deploy/install.sh --uninstall --purge
+test ! -e /var/lib/ironclaw -a ! -e /etc/ironclaw
+echo ROUND_TRIP_OK
+"""
+
+
+def _wheelhouse(tmp_path: Path) -> Path:
+    """The wheel of this checkout and every dependency's, for an offline install."""
+    wheels = tmp_path / "wheels"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--wheel-dir",
+                    str(wheels), f"{ROOT}[sandbox]"], check=True, timeout=1800)
+    return wheels
+
+
+def test_install_round_trip_uninstall_in_fresh_bookworm(tmp_path: Path) -> None:
+    require_tools()
+    image = base_image()
+    wheels = _wheelhouse(tmp_path)
+    started = time.monotonic()
+    result = podman("run", "--rm", "--privileged", "-v", f"{ROOT}:/src:ro",
+                    "-v", f"{wheels}:/wheels:ro", image, "bash", "-c", SCRIPT, check=False)
+    seconds = time.monotonic() - started
+    print(result.stdout[-4000:])
+    assert result.returncode == 0 and "ROUND_TRIP_OK" in result.stdout, (
+        result.stdout[-3000:] + result.stderr[-3000:])
+    print(f"install, round trip and uninstall in {seconds:.0f} s")
