@@ -62,17 +62,22 @@ if ((uninstall)); then
 fi
 
 # 1. System packages (only those missing, so a second run installs nothing).
-missing=()
-for pkg in "${APT_PACKAGES[@]}"; do
-    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" \
-        || missing+=("$pkg")
-done
-if ((${#missing[@]})); then
-    say "installing ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+apt_install() {
+    local missing=() pkg
+    for pkg in "$@"; do
+        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" \
+            || missing+=("$pkg")
+    done
+    if ((${#missing[@]})); then
+        say "installing ${missing[*]}"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq
+        apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    fi
+}
+apt_install "${APT_PACKAGES[@]}"
+# PyInstaller links the agent against Python's shared library, named by its version.
+apt_install "libpython$(python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
 
 # 2. The package, in its own venv, with the sandbox extra (PyInstaller freezes the agent).
 if [ ! -x "$VENV/bin/python" ]; then

@@ -23,7 +23,8 @@ mkdir -p "$WORK"
 rm -rf "$WORK/wheels"
 "$PYTHON" -m pip wheel --quiet --wheel-dir "$WORK/wheels" "$ROOT[sandbox]"
 
-PACKAGES=python3,python3-venv,runsc,runc,e2fsprogs,mount,kmod,binutils,ca-certificates
+# libpython3.11: PyInstaller freezes the agent against it (bookworm's Python).
+PACKAGES=python3,python3-venv,libpython3.11,runsc,runc,e2fsprogs,mount,kmod,binutils,ca-certificates
 # The hooks run outside the new root with it as $1: copy the wheels in, install them
 # with the image's own Python, remove the copies.
 mmdebstrap --variant=minbase --include="$PACKAGES" \

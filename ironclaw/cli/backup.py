@@ -147,7 +147,8 @@ def _plain_entries(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
 
 def write_backup(state: Path, to: Path, *, config_file: Path | None,
                  include_master_key: bool) -> dict[str, Any]:
-    keystore = KeyStore.open(state, FileMasterKeySource.in_state_dir(state))
+    # Read only: opening the store for writing could race the daemon's own writes.
+    keystore = KeyStore.open_read_only(state, FileMasterKeySource.in_state_dir(state))
     try:
         db_key = keystore.subkey(Purpose.HOST_DB)
         fingerprint = keystore.master_fingerprint
@@ -156,53 +157,69 @@ def write_backup(state: Path, to: Path, *, config_file: Path | None,
     started = time.monotonic()
     partial = to.with_name(to.name + ".partial")
     fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    sessions = 0
-    with os.fdopen(fd, "wb") as raw, tarfile.open(fileobj=raw, mode="w:gz") as tar:
-        _directory(tar, "state", state)
-        _member(tar, "state/host.db", snapshot_host_db(state / "host.db", db_key),
-                (state / "host.db").stat())
-        _directory(tar, "state/audit", state / "audit")
-        head, log, audit_seq = snapshot_audit(state / "audit")
-        _member(tar, "state/audit/head.json", head, None)
-        _member(tar, "state/audit/audit.log", log, None)
-        sessions_dir = state / "sessions"
-        if sessions_dir.is_dir():
-            _directory(tar, "state/sessions", sessions_dir)
-            for session in sorted(sessions_dir.iterdir()):
-                if not session.is_dir() or session.is_symlink():
-                    continue
-                sessions += 1
-                _directory(tar, f"state/sessions/{session.name}", session)
-                for sub, name in QUEUE_FILES:
-                    db = session / sub / name
-                    if not db.is_file():
-                        continue
-                    base = f"state/sessions/{session.name}/{sub}"
-                    _directory(tar, base, session / sub)
-                    _member(tar, f"{base}/{name}", snapshot_queue(db), db.lstat())
-        if (state / "workspaces").is_dir():
-            # Symlinks are kept as links, never followed: a workspace is agent-written.
-            tar.add(str(state / "workspaces"), arcname="state/workspaces",
-                    filter=_plain_entries)
-        _directory(tar, "state/keys", state / "keys")
-        keys = state / "keys" / "sealed-keys.json"
-        _member(tar, "state/keys/sealed-keys.json", keys.read_bytes(), keys.stat())
-        if include_master_key:
-            master = state / "keys" / "master.key"
-            _member(tar, "state/keys/master.key", master.read_bytes(), master.stat())
-        if config_file is not None:
-            _member(tar, "config.toml", config_file.read_bytes(), None)
-        manifest = {"format": FORMAT, "version": FORMAT_VERSION,
-                    "ironclaw_version": __version__, "created_at": int(time.time()),
-                    "master_fingerprint": fingerprint, "audit_seq": audit_seq,
-                    "sessions": sessions, "includes_master_key": include_master_key,
-                    "includes_config": config_file is not None}
-        _member(tar, MANIFEST, json.dumps(manifest, indent=1).encode() + b"\n", None)
-        raw.flush()
-        os.fsync(raw.fileno())
+    try:
+        manifest = _write_archive(os.fdopen(fd, "wb"), state, fingerprint, db_key,
+                                  config_file=config_file,
+                                  include_master_key=include_master_key)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
     os.replace(partial, to)
     return {**manifest, "seconds": round(time.monotonic() - started, 3),
             "bytes": to.stat().st_size}
+
+
+def _write_archive(raw: io.BufferedWriter, state: Path, fingerprint: str, db_key: bytes, *,
+                   config_file: Path | None, include_master_key: bool) -> dict[str, Any]:
+    sessions = 0
+    with raw:
+        with tarfile.open(fileobj=raw, mode="w:gz") as tar:
+            _directory(tar, "state", state)
+            _member(tar, "state/host.db", snapshot_host_db(state / "host.db", db_key),
+                    (state / "host.db").stat())
+            _directory(tar, "state/audit", state / "audit")
+            head, log, audit_seq = snapshot_audit(state / "audit")
+            _member(tar, "state/audit/head.json", head, None)
+            _member(tar, "state/audit/audit.log", log, None)
+            sessions_dir = state / "sessions"
+            if sessions_dir.is_dir():
+                _directory(tar, "state/sessions", sessions_dir)
+                for session in sorted(sessions_dir.iterdir()):
+                    if not session.is_dir() or session.is_symlink():
+                        continue
+                    sessions += 1
+                    _directory(tar, f"state/sessions/{session.name}", session)
+                    for sub, name in QUEUE_FILES:
+                        db = session / sub / name
+                        if not db.is_file():
+                            continue
+                        base = f"state/sessions/{session.name}/{sub}"
+                        _directory(tar, base, session / sub)
+                        _member(tar, f"{base}/{name}", snapshot_queue(db), db.lstat())
+            if (state / "workspaces").is_dir():
+                # Symlinks are kept as links, never followed: a workspace is agent-written.
+                tar.add(str(state / "workspaces"), arcname="state/workspaces",
+                        filter=_plain_entries)
+            _directory(tar, "state/keys", state / "keys")
+            keys = state / "keys" / "sealed-keys.json"
+            sealed = keys.read_bytes()
+            if json.loads(sealed).get("master_fingerprint") != fingerprint:
+                raise BackupError("the master key was rotated while the backup ran; run it again")
+            _member(tar, "state/keys/sealed-keys.json", sealed, keys.stat())
+            if include_master_key:
+                master = state / "keys" / "master.key"
+                _member(tar, "state/keys/master.key", master.read_bytes(), master.stat())
+            if config_file is not None:
+                _member(tar, "config.toml", config_file.read_bytes(), None)
+            manifest = {"format": FORMAT, "version": FORMAT_VERSION,
+                        "ironclaw_version": __version__, "created_at": int(time.time()),
+                        "master_fingerprint": fingerprint, "audit_seq": audit_seq,
+                        "sessions": sessions, "includes_master_key": include_master_key,
+                        "includes_config": config_file is not None}
+            _member(tar, MANIFEST, json.dumps(manifest, indent=1).encode() + b"\n", None)
+        raw.flush()
+        os.fsync(raw.fileno())  # on disk before it replaces an older backup
+    return manifest
 
 
 def main_backup(argv: list[str]) -> int:

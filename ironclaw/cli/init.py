@@ -116,9 +116,9 @@ def check_state_dir(path: Path) -> None:
                             "other users: they could replace the state directory")
 
 
-async def _keys_store_owner(state: Path, token_file: Path) -> str:
-    """Key custody, host.db, the audit log and the owner. Returns what happened to the
-    token, for the report."""
+async def _keys_store_owner(state: Path) -> str | None:
+    """Key custody, host.db, the audit log and the owner. Returns a freshly minted
+    owner token, or None when an owner already exists."""
     keystore = await trio.to_thread.run_sync(
         KeyStore.open, state, FileMasterKeySource.in_state_dir(state))
     try:
@@ -128,14 +128,10 @@ async def _keys_store_owner(state: Path, token_file: Path) -> str:
             principals = Principals(store, keystore.subkey(Purpose.API_TOKEN_HASH),
                                     audit=audit)
             minted = await bootstrap_owner(principals, env_token=os.environ.get(ENV_TOKEN))
-            await audit.append("plane.initialised", runtime_checked=True)
+            await audit.append("plane.initialised", owner_minted=minted is not None)
     finally:
         keystore.close()
-    if minted is None:
-        return ("owner token: kept (an owner already exists" + (
-            f"; its token is in {token_file})" if token_file.exists() else ")"))
-    write_token_once(token_file, minted)
-    return f"owner token: written to {token_file} (0600); it is not shown anywhere else"
+    return minted
 
 
 def write_token_once(path: Path, token: str) -> None:
@@ -172,10 +168,16 @@ def main(argv: list[str]) -> int:
     token_file = args.token_file or state / TOKEN_FILE_NAME
     print(f"state dir: {state}")
     try:
-        print(trio.run(_keys_store_owner, state, token_file))
+        minted = trio.run(_keys_store_owner, state)
     except Exception as exc:  # one clear line; a half-made state dir stays for inspection
         print(f"ironclaw-controlplane init: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
+    if minted is not None:
+        write_token_once(token_file, minted)
+        print(f"owner token: written to {token_file} (0600); it is not shown anywhere else")
+    else:
+        print("owner token: kept (an owner already exists" + (
+            f"; its token is in {token_file})" if token_file.exists() else ")"))
     if runtime != "process":
         cache = args.cache_dir or settings.config.image_cache_dir
         try:

@@ -22,9 +22,9 @@ SCRIPT = r"""
 set -euo pipefail
 export PIP_FIND_LINKS=/wheels PIP_NO_INDEX=1
 wheel=$(ls /wheels/ironclaw-*.whl)
-start=$(date +%s.%N)
+SECONDS=0
 /src/deploy/install.sh --wheel "$wheel"
-echo "INSTALL_SECONDS $(echo "$(date +%s.%N) - $start" | bc 2>/dev/null || python3 -c "print($(date +%s.%N) - $start)")"
+echo "INSTALL_SECONDS $SECONDS"
 /src/deploy/install.sh --wheel "$wheel" > /tmp/second.log
 grep -q "installing python3" /tmp/second.log && { echo "second run reinstalled packages"; exit 1; }
 test "$(stat -c %a /etc/ironclaw/owner.token)" = 600

@@ -1,0 +1,59 @@
+"""The control-plane image (deploy/image/build.sh: mmdebstrap + podman import, nothing
+pulled) starts under podman with compose's privileges, and a message makes the round
+trip through its API. Long: minutes and the network. ``make deploy-test`` runs it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from .debian import podman, podman_env, require_tools
+
+pytestmark = [pytest.mark.long, pytest.mark.timeout(3600)]
+ROOT = Path(__file__).resolve().parents[2]
+TAG = "localhost/ironclaw-controlplane:test"
+TOKEN = "icw_image_test_owner_" + "t" * 32
+
+ROUND_TRIP = r"""
+set -eu
+for i in $(seq 120); do ironctl status > /dev/null 2>&1 && break; sleep 1; done
+ironctl agent create helper --folder helper --provider mock --model mock --approve
+echo "hello from the image" | ironctl chat --group helper --poll --reply-timeout 180
+ironctl audit verify
+"""
+
+
+def test_the_image_builds_starts_and_answers(tmp_path: Path) -> None:
+    require_tools()
+    env = {**podman_env(), "IRONCLAW_IMAGE_WORK": str(tmp_path / "work"),
+           "PYTHON": os.environ.get("PYTHON", "python3")}
+    started = time.monotonic()
+    build = subprocess.run([str(ROOT / "deploy" / "image" / "build.sh"), TAG], env=env,
+                           capture_output=True, text=True, timeout=3000)
+    assert build.returncode == 0, build.stderr[-3000:]
+    digest = build.stdout.strip().splitlines()[-1]
+    assert digest.startswith("sha256:")
+    size = json.loads(podman("image", "inspect", TAG).stdout)[0]["Size"]
+    print(f"image {TAG} {digest}: {size / 1e6:.0f} MB, built in "
+          f"{time.monotonic() - started:.0f} s")
+    config = ROOT / "deploy" / "config.container.toml"
+    name = "ironclaw-image-test"
+    podman("rm", "-f", name, check=False)
+    podman("run", "-d", "--name", name, "--privileged", "--cgroupns=host",
+           "--shm-size=64m", "-e", f"IRONCLAW_API_TOKEN={TOKEN}",
+           "-v", f"{config}:/etc/ironclaw/config.toml:ro", "--entrypoint", "/bin/sh", TAG,
+           "-c", "ironclaw-controlplane init --config /etc/ironclaw/config.toml && exec "
+                 "ironclaw-controlplane --config /etc/ironclaw/config.toml")
+    try:
+        chat = podman("exec", "-e", f"IRONCLAW_API_TOKEN={TOKEN}", name, "sh", "-c",
+                      ROUND_TRIP, check=False, timeout=1200)
+        logs = podman("logs", name, check=False).stderr[-3000:]
+        assert chat.returncode == 0 and "echo: hello from the image" in chat.stdout, (
+            chat.stdout[-2000:] + chat.stderr[-2000:] + logs)
+    finally:
+        podman("rm", "-f", name, check=False)
