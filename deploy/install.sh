@@ -86,6 +86,8 @@ fi
 target=${wheel:-$SOURCE}
 say "installing $(basename "$target") into $VENV"
 "$VENV/bin/pip" install --quiet --upgrade "${target}[sandbox]"
+# The same version number may carry new code (a checkout): replace the package itself.
+"$VENV/bin/pip" install --quiet --force-reinstall --no-deps "$target"
 ln -sf "$VENV/bin/ironclaw-controlplane" /usr/local/bin/ironclaw-controlplane
 ln -sf "$VENV/bin/ironctl" /usr/local/bin/ironctl
 mkdir -p "$PREFIX/docs"
@@ -109,7 +111,8 @@ echo loop > /etc/modules-load.d/ironclaw.conf
 modprobe loop 2>/dev/null || true
 
 # 5. init: state directory, master key, owner token (once), sealed image, checks.
-install -d -m 0700 "$CACHE"
+# 0711: sandboxes reach their image under it from inside a user namespace (enter only).
+install -d -m 0711 "$CACHE"
 "$VENV/bin/ironclaw-controlplane" init \
     --config "$ETC/config.toml" --token-file "$ETC/owner.token"
 

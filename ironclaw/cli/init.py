@@ -7,7 +7,8 @@ loopback without ``--api-allow-public``. Then it:
 
 1. creates the state directory (0700);
 2. creates the master key and the sealed key store (``keys/``, 0600 files);
-3. opens host.db (running every migration) and the audit log;
+3. opens host.db (running every migration) and the audit log, and makes the local
+   conversation ``console`` (unwired: a wiring change at the gateway wires an agent);
 4. mints the owner token and writes it, once, to a 0600 file (never to the terminal);
 5. builds the sealed sandbox image and pins it (OCI runtimes only);
 6. runs the doctor's local checks and prints them.
@@ -24,6 +25,7 @@ import stat
 import sys
 from pathlib import Path
 
+import attrs
 import trio
 
 from ironclaw.cli.daemon_settings import DaemonSettings, resolve
@@ -35,14 +37,17 @@ from ironclaw.cli.ironctl.health import (
     runtime_check,
     state_dir_check,
 )
+from ironclaw.contract.enums import UnknownSenderPolicy
 from ironclaw.host.api import ENV_TOKEN, Principals, bootstrap_owner
 from ironclaw.host.audit import open_audit_log
 from ironclaw.host.config import RUNTIMES, choose_runtime
 from ironclaw.host.isolation.image import ImageError, build_image, pin_image
 from ironclaw.host.keys import FileMasterKeySource, KeyStore, Purpose
+from ironclaw.host.registry import MessagingGroup, Registry
 from ironclaw.host.store import open_host_store
 
 TOKEN_FILE_NAME = "owner.token"
+CONSOLE_CONVERSATION = "console"
 
 
 class WeakSetup(ValueError):
@@ -128,10 +133,24 @@ async def _keys_store_owner(state: Path) -> str | None:
             principals = Principals(store, keystore.subkey(Purpose.API_TOKEN_HASH),
                                     audit=audit)
             minted = await bootstrap_owner(principals, env_token=os.environ.get(ENV_TOKEN))
+            await ensure_console(Registry(store))
             await audit.append("plane.initialised", owner_minted=minted is not None)
     finally:
         keystore.close()
     return minted
+
+
+async def ensure_console(registry: Registry) -> MessagingGroup:
+    """The local conversation ``console``: where an operator talks to an agent through
+    the API (``ironctl chat``) once a wiring change, approved at the gateway, wires one
+    to it. Made public on creation: the local channel takes posts only from holders of
+    an API token. Nothing is wired here; what an agent may do stays the gateway's."""
+    existing = {(g.channel, g.platform_id) for g in await registry.list_messaging_groups()}
+    group = await registry.ensure_messaging_group("local", CONSOLE_CONVERSATION)
+    if ("local", CONSOLE_CONVERSATION) in existing:
+        return group  # an operator may have changed it since; leave it be
+    return await registry.put_messaging_group(attrs.evolve(
+        group, unknown_sender_policy=UnknownSenderPolicy.PUBLIC, name="Operator console"))
 
 
 def write_token_once(path: Path, token: str) -> None:

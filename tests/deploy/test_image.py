@@ -19,13 +19,6 @@ ROOT = Path(__file__).resolve().parents[2]
 TAG = "localhost/ironclaw-controlplane:test"
 TOKEN = "icw_image_test_owner_" + "t" * 32
 
-ROUND_TRIP = r"""
-set -eu
-for i in $(seq 120); do ironctl status > /dev/null 2>&1 && break; sleep 1; done
-ironctl agent create helper --folder helper --provider mock --model mock --approve
-echo "hello from the image" | ironctl chat --group helper --poll --reply-timeout 180
-ironctl audit verify
-"""
 
 
 def test_the_image_builds_starts_and_answers(tmp_path: Path) -> None:
@@ -46,14 +39,15 @@ def test_the_image_builds_starts_and_answers(tmp_path: Path) -> None:
     podman("rm", "-f", name, check=False)
     podman("run", "-d", "--name", name, "--privileged", "--cgroupns=host",
            "--shm-size=64m", "-e", f"IRONCLAW_API_TOKEN={TOKEN}",
-           "-v", f"{config}:/etc/ironclaw/config.toml:ro", "--entrypoint", "/bin/sh", TAG,
+           "-v", f"{config}:/etc/ironclaw/config.toml:ro", "-v", f"{ROOT}:/src:ro",
+           "--entrypoint", "/bin/sh", TAG,
            "-c", "ironclaw-controlplane init --config /etc/ironclaw/config.toml && exec "
                  "ironclaw-controlplane --config /etc/ironclaw/config.toml")
     try:
-        chat = podman("exec", "-e", f"IRONCLAW_API_TOKEN={TOKEN}", name, "sh", "-c",
-                      ROUND_TRIP, check=False, timeout=1200)
+        chat = podman("exec", "-e", f"IRONCLAW_API_TOKEN={TOKEN}", name,
+                      "/src/tests/deploy/round_trip.sh", check=False, timeout=1200)
         logs = podman("logs", name, check=False).stderr[-3000:]
-        assert chat.returncode == 0 and "echo: hello from the image" in chat.stdout, (
+        assert chat.returncode == 0 and "echo: hello from the container" in chat.stdout, (
             chat.stdout[-2000:] + chat.stderr[-2000:] + logs)
     finally:
         podman("rm", "-f", name, check=False)

@@ -141,6 +141,12 @@ def test_the_daemon_runs_an_initialised_dir_in_production_mode_with_json_logs(
         groups = httpx.get(url + "/v1/registry/agent-groups", headers=headers, timeout=10)
         assert groups.status_code == 200, groups.text
         assert groups.json()["agent_groups"] == []  # production: nothing seeded
+        chats = httpx.get(url + "/v1/registry/messaging-groups", headers=headers,
+                          timeout=10).json()["messaging_groups"]
+        assert [(g["channel"], g["platform_id"], g["unknown_sender_policy"])
+                for g in chats] == [("local", "console", "public")]
+        wirings = httpx.get(url + "/v1/registry/wirings", headers=headers, timeout=10)
+        assert wirings.json()["wirings"] == []  # wiring is the gateway's
     finally:
         daemon.send_signal(signal.SIGTERM)
         assert daemon.wait(timeout=30) == 0
