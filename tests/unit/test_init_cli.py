@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import stat
 import subprocess
@@ -19,6 +20,7 @@ import pytest
 
 from ironclaw.cli.controlplane import main
 from ironclaw.cli.daemon_settings import JsonLineFormatter
+from ironclaw.host.isolation.image import SandboxImage
 
 ROOT = Path(__file__).resolve().parents[2]
 INSECURE = ["--runtime", "process", "--allow-insecure-runtime"]
@@ -158,3 +160,17 @@ def test_the_daemon_runs_an_initialised_dir_in_production_mode_with_json_logs(
     assert token not in out  # an initialised plane prints no token
     for line in lines + rest.splitlines():
         assert json.loads(line)["level"] in {"DEBUG", "INFO", "WARNING", "ERROR"}
+
+
+@pytest.mark.runsc
+@pytest.mark.skipif(shutil.which("runsc") is None, reason="needs gVisor runsc on PATH")
+def test_init_pins_the_sealed_image_for_gvisor(
+        sandbox_image: SandboxImage, sandbox_image_cache: Path, sandbox_tmp: Path) -> None:
+    """With runsc, init builds the sealed image (a cache hit on the session's build)
+    and pins it where the daemon checks every launch."""
+    state = sandbox_tmp / "state"
+    assert main(["init", "--state-dir", str(state), "--runtime", "runsc",
+                 "--cache-dir", str(sandbox_image_cache)]) == 0
+    pin = json.loads((state / "sandbox-image.json").read_text())
+    assert pin["digest"] == sandbox_image.digest
+    assert stat.S_IMODE((state / "sandbox-image.json").stat().st_mode) == 0o600
