@@ -4,7 +4,7 @@
 #   1. pip builds the wheelhouse (this checkout + its dependencies + PyInstaller);
 #   2. mmdebstrap makes a bookworm root filesystem with the runtimes, Python, and the
 #      wheels installed offline into /opt/ironclaw/venv;
-#   3. podman imports it as one layer, with the entry point and volumes set.
+#   3. buildah commits it as one layer, with the entry point and volumes set.
 # Usage: deploy/image/build.sh [TAG]   (default localhost/ironclaw-controlplane:VERSION)
 # Prints the image digest; pin it in deploy/compose.yaml's image (name@sha256:...).
 #
@@ -26,21 +26,28 @@ rm -rf "$WORK/wheels"
 # libpython3.11: PyInstaller freezes the agent against it (bookworm's Python).
 PACKAGES=python3,python3-venv,libpython3.11,runsc,runc,e2fsprogs,mount,kmod,binutils,ca-certificates
 # The hooks run outside the new root with it as $1: copy the wheels in, install them
-# with the image's own Python, remove the copies.
+# with the image's own Python, remove the copies. The state and cache directories get
+# their modes here, because a new volume takes the mode of the image's directory
+# (init refuses a state directory others can read; sandboxes must enter the cache).
 mmdebstrap --variant=minbase --include="$PACKAGES" \
     --customize-hook='mkdir -p "$1/tmp/wheels"' \
     --customize-hook="sync-in $WORK/wheels /tmp/wheels" \
     --customize-hook='chroot "$1" python3 -m venv /opt/ironclaw/venv' \
     --customize-hook='chroot "$1" env PYTHONDONTWRITEBYTECODE=1 /opt/ironclaw/venv/bin/pip install --quiet --no-compile --no-index --find-links /tmp/wheels "ironclaw[sandbox]"' \
     --customize-hook='rm -rf "$1/tmp/wheels" "$1/root/.cache" "$1/var/cache/apt"/*.bin "$1/var/lib/apt/lists"/*' \
+    --customize-hook='mkdir -m 0700 "$1/var/lib/ironclaw"; mkdir -m 0711 "$1/var/cache/ironclaw"' \
     --customize-hook='ln -sf /opt/ironclaw/venv/bin/ironclaw-controlplane /opt/ironclaw/venv/bin/ironctl "$1/usr/local/bin/"' \
     bookworm "$WORK/rootfs.tar" http://deb.debian.org/debian
 
-podman import --quiet \
-    --change 'ENTRYPOINT ["/usr/local/bin/ironclaw-controlplane"]' \
-    --change 'CMD ["--config", "/etc/ironclaw/config.toml"]' \
-    --change 'VOLUME ["/var/lib/ironclaw", "/var/cache/ironclaw"]' \
-    --change 'EXPOSE 8787' \
-    --change "LABEL org.opencontainers.image.version=$VERSION" \
-    "$WORK/rootfs.tar" "$TAG" > /dev/null
+# buildah commits with every time in the image (files and the config's "created") set
+# to SOURCE_DATE_EPOCH, so the digest depends on the contents alone.
+ctr=$(buildah from scratch)
+trap 'buildah rm "$ctr" > /dev/null 2>&1 || true' EXIT
+buildah add --quiet "$ctr" "$WORK/rootfs.tar" /
+buildah config \
+    --entrypoint '["/usr/local/bin/ironclaw-controlplane"]' \
+    --cmd '["--config", "/etc/ironclaw/config.toml"]' \
+    --volume /var/lib/ironclaw --volume /var/cache/ironclaw --port 8787 \
+    --label "org.opencontainers.image.version=$VERSION" "$ctr"
+buildah commit --quiet --timestamp "$SOURCE_DATE_EPOCH" "$ctr" "$TAG" > /dev/null
 podman image inspect --format '{{.Digest}}' "$TAG"

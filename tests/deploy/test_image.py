@@ -1,6 +1,7 @@
-"""The control-plane image (deploy/image/build.sh: mmdebstrap + podman import, nothing
-pulled) starts under podman with compose's privileges, and a message makes the round
-trip through its API. Long: minutes and the network. ``make deploy-test`` runs it."""
+"""The control-plane image (deploy/image/build.sh: mmdebstrap + buildah, nothing
+pulled) builds reproducibly (two builds, one digest), starts under podman with
+compose's privileges, and a message makes the round trip through its API. Long:
+minutes and the network. ``make deploy-test`` runs it."""
 
 from __future__ import annotations
 
@@ -31,6 +32,11 @@ def test_the_image_builds_starts_and_answers(tmp_path: Path) -> None:
     assert build.returncode == 0, build.stderr[-3000:]
     digest = build.stdout.strip().splitlines()[-1]
     assert digest.startswith("sha256:")
+    # Reproducible: a second build from the same checkout gives the same digest.
+    again = subprocess.run([str(ROOT / "deploy" / "image" / "build.sh"), TAG + "-again"],
+                           env=env, capture_output=True, text=True, timeout=3000)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stdout.strip().splitlines()[-1] == digest
     size = json.loads(podman("image", "inspect", TAG).stdout)[0]["Size"]
     print(f"image {TAG} {digest}: {size / 1e6:.0f} MB, built in "
           f"{time.monotonic() - started:.0f} s")
