@@ -53,6 +53,8 @@ def resolve(args: argparse.Namespace) -> DaemonSettings:
     dev = getattr(args, "dev", False)
     if args.runtime is not None:
         from_file["runtime"] = args.runtime
+    # Production serves the mock model only when the file asks; --dev always does.
+    from_file["mock_model"] = dev or from_file.get("mock_model", False)
     provider, model = getattr(args, "provider", None), getattr(args, "model", None)
     if provider is not None or model is not None:
         if not dev:

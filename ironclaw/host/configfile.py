@@ -31,7 +31,7 @@ __all__ = ["DAEMON_KEYS", "LOG_FORMATS", "ConfigFileError", "load_config_file"]
 DAEMON_KEYS = frozenset({"api_addr", "api_allow_public", "log_format"})
 LOG_FORMATS = ("text", "json")
 TOP_LEVEL_KEYS = frozenset({"state_dir", "runtime", "idle_timeout_s", "channels", "egress",
-                            "sandbox_disk", "gateway"}) | DAEMON_KEYS
+                            "sandbox_disk", "gateway", "mock_model"}) | DAEMON_KEYS
 # Tables parsed by their own settings class: key -> from_table.
 SECTION_PARSERS: dict[str, Callable[[Any], Any]] = {
     "egress": EgressConfig.from_table,
@@ -84,6 +84,10 @@ def load_config_file(path: Path) -> dict[str, Any]:
         if not isinstance(table["api_allow_public"], bool):
             raise ConfigFileError(f"{path}: api_allow_public must be true or false")
         values["api_allow_public"] = table["api_allow_public"]
+    if "mock_model" in table:
+        if not isinstance(table["mock_model"], bool):
+            raise ConfigFileError(f"{path}: mock_model must be true or false")
+        values["mock_model"] = table["mock_model"]
     if "log_format" in table:
         if table["log_format"] not in LOG_FORMATS:
             raise ConfigFileError(f"{path}: log_format must be one of {', '.join(LOG_FORMATS)}")

@@ -40,7 +40,10 @@ def test_the_image_builds_starts_and_answers(tmp_path: Path) -> None:
     size = json.loads(podman("image", "inspect", TAG).stdout)[0]["Size"]
     print(f"image {TAG} {digest}: {size / 1e6:.0f} MB, built in "
           f"{time.monotonic() - started:.0f} s")
-    config = ROOT / "deploy" / "config.container.toml"
+    # compose's config, plus the offline mock model the test's agent talks to.
+    config = tmp_path / "config.toml"
+    config.write_text((ROOT / "deploy" / "config.container.toml").read_text()
+                      + "mock_model = true\n")
     name = "ironclaw-image-test"
     podman("rm", "-f", name, check=False)
     podman("run", "-d", "--name", name, "--privileged", "--cgroupns=host",

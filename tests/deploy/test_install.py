@@ -33,6 +33,9 @@ fi
 test "$(stat -c %a /etc/ironclaw/owner.token)" = 600
 test "$(stat -c %a /var/lib/ironclaw)" = 700 -o "$(stat -c %a /var/lib/ironclaw)" = 711
 export IRONCLAW_API_TOKEN=$(cat /etc/ironclaw/owner.token)
+# The test's agent talks to the offline mock model, which production serves only on request.
+sed -i 's/^mock_model = false$/mock_model = true/' /etc/ironclaw/config.toml
+grep -qx "mock_model = true" /etc/ironclaw/config.toml
 ironclaw-controlplane --config /etc/ironclaw/config.toml > /tmp/daemon.log 2>&1 &
 daemon=$!
 /src/tests/deploy/round_trip.sh || { tail -20 /tmp/daemon.log; exit 1; }

@@ -174,3 +174,27 @@ def test_init_pins_the_sealed_image_for_gvisor(
     pin = json.loads((state / "sandbox-image.json").read_text())
     assert pin["digest"] == sandbox_image.digest
     assert stat.S_IMODE((state / "sandbox-image.json").stat().st_mode) == 0o600
+
+
+@pytest.mark.parametrize(("argv", "file_says", "served"), [
+    ([], None, False), ([], "true", True), ([], "false", False),
+    (["--dev"], None, True)])
+def test_production_serves_the_mock_model_only_when_configured(
+        argv: list[str], file_says: str | None, served: bool, tmp_path: Path) -> None:
+    from ironclaw.cli.controlplane import build_parser
+    from ironclaw.cli.daemon_settings import resolve
+    from ironclaw.host.modelproxy import Credentials
+    from ironclaw.host.providers import UnknownProvider, agent_provider
+    from ironclaw.host.registry import AgentGroup
+
+    config = tmp_path / "config.toml"
+    config.write_text(f"mock_model = {file_says}\n" if file_says else "")
+    settings = resolve(build_parser().parse_args([*argv, "--config", str(config)]))
+    assert settings.config.mock_model is served
+    group = AgentGroup(id="g", name="G", folder="g", provider="mock", model="mock")
+    credentials = Credentials(mock_model=settings.config.mock_model)
+    if served:
+        assert agent_provider(group, credentials).model == "mock"
+    else:
+        with pytest.raises(UnknownProvider, match="mock_model = true"):
+            agent_provider(group, credentials)
