@@ -89,3 +89,12 @@ def test_the_placeholder_token_is_one_the_daemon_refuses() -> None:
     token = _by_kind()["Secret"]["stringData"]["IRONCLAW_API_TOKEN"]
     with pytest.raises(PrincipalError):
         check_token_shape(token)
+
+
+def test_the_configmap_holds_a_config_the_daemon_loads(tmp_path: Path) -> None:
+    from ironclaw.host.configfile import load_config_file
+
+    config = tmp_path / "config.toml"
+    config.write_text(_by_kind()["ConfigMap"]["data"]["config.toml"])
+    loaded = load_config_file(config)
+    assert loaded["runtime"] == "runsc" and loaded["state_dir"] == Path("/var/lib/ironclaw")

@@ -198,3 +198,12 @@ def test_production_serves_the_mock_model_only_when_configured(
     else:
         with pytest.raises(UnknownProvider, match="mock_model = true"):
             agent_provider(group, credentials)
+
+
+@pytest.mark.parametrize("name", ["config.toml.example", "config.container.toml"])
+def test_the_shipped_config_files_load(name: str) -> None:
+    from ironclaw.host.configfile import load_config_file
+
+    loaded = load_config_file(ROOT / "deploy" / name)
+    assert loaded["state_dir"] == Path("/var/lib/ironclaw")
+    assert loaded.get("mock_model") is not True  # production means no mock by default
