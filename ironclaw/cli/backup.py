@@ -244,15 +244,20 @@ def main_backup(argv: list[str]) -> int:
 
 # --- restore ------------------------------------------------------------------------
 
-def _safe_members(tar: tarfile.TarFile) -> list[tarfile.TarInfo]:
+def _state_members(tar: tarfile.TarFile) -> list[tarfile.TarInfo]:
+    """The members under ``state/``, renamed relative to it, so that extraction into the
+    state directory itself lets the tar filter refuse anything that would land outside
+    it (through ``..`` or a symlink an earlier member made)."""
     members = []
     for member in tar.getmembers():
-        if member.name == MANIFEST or member.name == "config.toml":
+        if member.name in (MANIFEST, "config.toml", "state"):
             continue
-        if not (member.name == "state" or member.name.startswith("state/")):
-            raise BackupError(f"unexpected member {member.name!r} in the archive")
+        if not member.name.startswith("state/") or ".." in member.name.split("/"):
+            raise BackupError(f"unexpected member {member.name!r:.100} in the archive")
         if not (member.isfile() or member.isdir() or member.issym()):
-            raise BackupError(f"{member.name!r} is neither a file, a directory nor a link")
+            raise BackupError(f"{member.name!r:.100} is neither a file, a directory nor "
+                              "a link")
+        member.name = member.name[len("state/"):]
         members.append(member)
     return members
 
@@ -315,8 +320,7 @@ def restore(archive: Path, state: Path, *, master_key: Path | None,
                                   f"sealed under master {manifest.get('master_fingerprint')}")
         state.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
         state.mkdir(mode=0o700, exist_ok=True)
-        tar.extractall(state.parent, members=_rename(_safe_members(tar), state.name),
-                       filter="tar")
+        tar.extractall(state, members=_state_members(tar), filter="tar")
         if config_to is not None and manifest.get("includes_config"):
             config = tar.extractfile("config.toml")
             assert config is not None
@@ -337,13 +341,6 @@ def restore(archive: Path, state: Path, *, master_key: Path | None,
                           f"{checked['audit_problems']}")
     return {**checked, "sessions": manifest.get("sessions"),
             "seconds": round(time.monotonic() - started, 3)}
-
-
-def _rename(members: list[tarfile.TarInfo], name: str) -> list[tarfile.TarInfo]:
-    """``state/...`` lands in the directory named ``name`` beside it."""
-    for member in members:
-        member.name = name + member.name[len("state"):]
-    return members
 
 
 def main_restore(argv: list[str]) -> int:

@@ -95,3 +95,24 @@ async def test_backup_wipe_restore_and_the_conversation_goes_on(
         assert verify.code == 0, verify
         await retire_sessions(handles)
         nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("hostile", ["state/../outside", "state/keys/../../outside",
+                                     "elsewhere/file"])
+def test_restore_refuses_a_member_outside_the_state_directory(
+        hostile: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import io
+    import tarfile
+
+    archive = tmp_path / "hostile.tar.gz"
+    manifest = json.dumps({"format": "ironclaw-backup", "version": 1,
+                           "includes_master_key": True}).encode()
+    with tarfile.open(archive, "w:gz") as tar:
+        for name, data in (("MANIFEST.json", manifest), (hostile, b"x")):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    target = tmp_path / "restored"
+    assert main_restore(["--from", str(archive), "--state-dir", str(target)]) == 1
+    assert "unexpected member" in capsys.readouterr().err
+    assert not (tmp_path / "outside").exists()
