@@ -27,8 +27,9 @@ rm -rf "$WORK/wheels"
 PACKAGES=python3,python3-venv,libpython3.11,runsc,runc,e2fsprogs,mount,kmod,binutils,ca-certificates
 # The hooks run outside the new root with it as $1: copy the wheels in, install them
 # with the image's own Python, remove the copies. The state and cache directories get
-# their modes here, because a new volume takes the mode of the image's directory
-# (init refuses a state directory others can read; sandboxes must enter the cache).
+# their modes here: a new volume takes the mode of the image's directory (init refuses a
+# state directory others can read), and sandboxes must enter the cache. The cache is no
+# volume: it stays in the container's own file system (docs/deploy.md says why).
 mmdebstrap --variant=minbase --include="$PACKAGES" \
     --customize-hook='mkdir -p "$1/tmp/wheels"' \
     --customize-hook="sync-in $WORK/wheels /tmp/wheels" \
@@ -47,7 +48,7 @@ buildah add --quiet "$ctr" "$WORK/rootfs.tar" /
 buildah config \
     --entrypoint '["/usr/local/bin/ironclaw-controlplane"]' \
     --cmd '["--config", "/etc/ironclaw/config.toml"]' \
-    --volume /var/lib/ironclaw --volume /var/cache/ironclaw --port 8787 \
+    --volume /var/lib/ironclaw --port 8787 \
     --label "org.opencontainers.image.version=$VERSION" "$ctr"
 buildah commit --quiet --timestamp "$SOURCE_DATE_EPOCH" "$ctr" "$TAG" > /dev/null
 podman image inspect --format '{{.Digest}}' "$TAG"

@@ -46,7 +46,9 @@ def test_the_image_builds_starts_and_answers(tmp_path: Path) -> None:
                       + "mock_model = true\n")
     name = "ironclaw-image-test"
     podman("rm", "-f", name, check=False)
-    podman("run", "-d", "--name", name, "--privileged", "--cgroupns=host",
+    podman("volume", "rm", "-f", f"{name}-state", check=False)
+    # As compose runs it: privileged, the state on a named volume, the config mounted.
+    podman("run", "-d", "--name", name, "--privileged", "-v", f"{name}-state:/var/lib/ironclaw",
            "--shm-size=64m", "-e", f"IRONCLAW_API_TOKEN={TOKEN}",
            "-v", f"{config}:/etc/ironclaw/config.toml:ro", "-v", f"{ROOT}:/src:ro",
            "--entrypoint", "/bin/sh", TAG,
@@ -60,3 +62,4 @@ def test_the_image_builds_starts_and_answers(tmp_path: Path) -> None:
             chat.stdout[-2000:] + chat.stderr[-2000:] + logs)
     finally:
         podman("rm", "-f", name, check=False)
+        podman("volume", "rm", "-f", f"{name}-state", check=False)
