@@ -61,5 +61,5 @@ def test_the_image_builds_starts_and_answers(tmp_path: Path) -> None:
         assert chat.returncode == 0 and "echo: hello from the container" in chat.stdout, (
             chat.stdout[-2000:] + chat.stderr[-2000:] + logs)
     finally:
-        podman("rm", "-f", name, check=False)
+        podman("rm", "-f", "--volumes", name, check=False)
         podman("volume", "rm", "-f", f"{name}-state", check=False)
