@@ -207,3 +207,41 @@ def test_the_shipped_config_files_load(name: str) -> None:
     loaded = load_config_file(ROOT / "deploy" / name)
     assert loaded["state_dir"] == Path("/var/lib/ironclaw")
     assert loaded.get("mock_model") is not True  # production means no mock by default
+
+
+async def test_a_production_plane_does_not_start_an_agent_on_the_mock_model(
+        tmp_path: Path) -> None:
+    """The agent on the mock model is not started, and the log says why and how to
+    allow it."""
+    import logging
+
+    import trio
+
+    from ironclaw.host.app import ControlPlane
+    from ironclaw.host.config import ControlPlaneConfig
+    from ironclaw.host.devseed import DEMO_CONVERSATION, seed_dev
+    from ironclaw.host.modelproxy import Credentials
+
+    config = ControlPlaneConfig(state_dir=tmp_path / "state", runtime="process",
+                                allow_insecure_runtime=True, key_dir=tmp_path / "keys",
+                                mock_model=False)
+    refused = trio.Event()
+
+    class Watch(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "mock_model = true" in logging.Formatter().format(record):
+                refused.set()
+
+    watch = Watch()
+    logging.getLogger("ironclaw").addHandler(watch)
+    try:
+        async with trio.open_nursery() as nursery:
+            plane = await nursery.start(ControlPlane(config, credentials=Credentials()).run)
+            await seed_dev(plane.registry)  # an agent on the mock model, wired (setup)
+            await plane.local.post(DEMO_CONVERSATION, "alice", "hello")
+            with trio.fail_after(30):
+                await refused.wait()
+            assert not plane.sessions.live_ids()
+            nursery.cancel_scope.cancel()
+    finally:
+        logging.getLogger("ironclaw").removeHandler(watch)
