@@ -17,7 +17,8 @@ LOCAL_MODEL_WHEELS ?= $(if $(filter 0,$(shell id -u)),/var/cache/ironclaw/wheels
 LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
 LLAMA_WHEEL_STAMP = $(LOCAL_MODEL_WHEELS)/.llama-cpp-python-$(LLAMA_CPP_VERSION)-$(shell $(PYTHON) -c 'import sys; print("cp%d%d" % sys.version_info[:2])')
 
-.PHONY: run test test-servers venv image lint typecheck bench bench-quick chaos clean local-model redteam-full
+.PHONY: run test test-servers venv image lint typecheck bench bench-quick chaos clean local-model \
+	redteam-full deploy-image deploy-test
 
 $(VENV)/bin/pip:
 	$(PYTHON) -m venv $(VENV)
@@ -95,6 +96,16 @@ bench-quick: $(STAMP)
 chaos: $(STAMP)
 	$(VENV)/bin/pytest -m long tests/e2e/test_plane_kills.py tests/chaos/test_chaos.py
 	$(VENV)/bin/python -m bench chaos
+
+# The control-plane OCI image, from Debian's packages and this checkout's wheel (no image
+# is pulled); prints its digest (docs/deploy.md#the-control-plane-image).
+deploy-image: $(STAMP)
+	PYTHON=$(VENV)/bin/python deploy/image/build.sh
+
+# The deploy tests that need podman, mmdebstrap and the network: deploy/install.sh in a
+# fresh Debian container, and the image started with podman (docs/deploy.md).
+deploy-test: $(STAMP)
+	$(VENV)/bin/pytest -m long tests/deploy
 
 clean:
 	rm -rf $(VENV) $(SYNAPSE_VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info

@@ -24,9 +24,13 @@ cd "$(dirname "$0")"
 #   docs/operations.md's air-gapped setup use) builds from source.
 # - chromium, chromium-driver: the web console's tests run in a real browser, driven by
 #   selenium through this chromedriver (selenium must never download a browser).
+# - systemd: systemd-analyze checks deploy/systemd's unit (verify, and its security score).
+# - mmdebstrap, podman, buildah: the control-plane image and the installer's test
+#   container are built from Debian's packages, never pulled (make deploy-image,
+#   make deploy-test).
 APT_PACKAGES=(make python3 python3-venv binutils runsc runc crun busybox-static gcc
               libc6-dev ngircd prosody dovecot-imapd opensmtpd e2fsprogs mount kmod
-              cmake g++ chromium chromium-driver)
+              cmake g++ chromium chromium-driver systemd mmdebstrap podman buildah)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

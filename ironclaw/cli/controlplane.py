@@ -1,7 +1,12 @@
 """``ironclaw-controlplane``: the control-plane daemon.
 
-``ironclaw-controlplane build-sandbox`` builds and pins the sealed sandbox image
-(see ``ironclaw.cli.build_sandbox``).
+Subcommands: ``init`` prepares a production state directory (``ironclaw.cli.init``);
+``build-sandbox`` builds and pins the sealed sandbox image (``ironclaw.cli.build_sandbox``);
+``backup`` and ``restore`` snapshot a state directory and put it back
+(``ironclaw.cli.backup``).
+
+Without ``--dev`` it runs in production mode: no demo agent is seeded, and what runs
+is what ``init`` and the gateway set up.
 
 ``--dev`` runs the whole tree with embedded defaults: loopback only, the demo agent on
 the mock model, and a local conversation. When stdin is a terminal it also opens a
@@ -21,12 +26,13 @@ from pathlib import Path
 import trio
 
 from ironclaw import __version__
-from ironclaw.cli import build_sandbox
+from ironclaw.cli import backup, build_sandbox, init
+from ironclaw.cli.daemon_settings import configure_logging, resolve
 from ironclaw.host.api import ENV_TOKEN, ApiSettings, Principals, bootstrap_owner, serve_api
 from ironclaw.host.app import ControlPlane, ControlPlaneHandles
 from ironclaw.host.config import RUNTIMES, ControlPlaneConfig, choose_runtime
 from ironclaw.host.config.devseed import DEMO_CONVERSATION
-from ironclaw.host.config.file import load_config_file
+from ironclaw.host.config.file import LOG_FORMATS
 
 logger = logging.getLogger("ironclaw")
 PROMPT = "you> "
@@ -52,9 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="sandbox runtime; auto picks the strongest available")
     parser.add_argument("--allow-insecure-runtime", action="store_true",
                         help="permit the 'process' runtime (no isolation) outside --dev")
-    parser.add_argument("--api-addr", default="127.0.0.1:8787", metavar="HOST:PORT",
-                        help="where the HTTP API listens (loopback by default; port 0: "
-                             "any free port)")
+    parser.add_argument("--api-addr", default=None, metavar="HOST:PORT",
+                        help="where the HTTP API listens (default 127.0.0.1:8787, or the "
+                             "config file's api_addr; port 0: any free port)")
     parser.add_argument("--api-allow-public", action="store_true",
                         help="permit a non-loopback --api-addr (it is plain HTTP: put it "
                              "behind a tailnet or a TLS proxy)")
@@ -63,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="do not open the chat prompt even on a terminal")
     parser.add_argument("--log-level", default="INFO",
                         choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    parser.add_argument("--log-format", default=None, choices=LOG_FORMATS,
+                        help="text (default) or json: one JSON object per line, for "
+                             "journald and log collectors (config: log_format)")
     parser.add_argument("--version", action="version", version=__version__)
     return parser
 
@@ -124,45 +133,25 @@ async def serve(config: ControlPlaneConfig, *, chat: bool, api: ApiSettings | No
             nursery.cancel_scope.cancel()
 
 
+SUBCOMMANDS = {"build-sandbox": build_sandbox.main, "init": init.main,
+               "backup": backup.main_backup, "restore": backup.main_restore}
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["build-sandbox"]:
-        # The one subcommand; every other invocation keeps the daemon's flags.
-        return build_sandbox.main(argv[1:])
+    if argv[:1] and argv[0] in SUBCOMMANDS:
+        # Subcommands have their own flags; every other invocation is the daemon's.
+        return SUBCOMMANDS[argv[0]](argv[1:])
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=getattr(logging, args.log_level),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        from_file = load_config_file(args.config) if args.config is not None else {}
-        state_dir = args.state_dir or from_file.pop("state_dir", None) or (
-            Path("state") if args.dev else Path("/var/lib/ironclaw"))
-        from_file.pop("state_dir", None)
-        if args.runtime is not None:
-            from_file["runtime"] = args.runtime
-        if args.provider is not None or args.model is not None:
-            if not args.dev:
-                raise ValueError("--provider and --model choose the --dev demo agent's "
-                                 "model; other agents get theirs through the gateway")
-            from_file["dev_provider"] = args.provider or "mock"
-            from_file["dev_model"] = args.model or args.provider or "mock"
-        config = ControlPlaneConfig(state_dir=state_dir.resolve(), dev=args.dev,
-                                    allow_insecure_runtime=args.allow_insecure_runtime,
-                                    **from_file)
+        settings = resolve(args)
+        config, api = settings.config, settings.api
         choose_runtime(config.runtime)  # an absent runtime is a usage error, said now
     except ValueError as exc:
         print(f"ironclaw-controlplane: {exc}", file=sys.stderr)
         return 2
+    configure_logging(args.log_level, settings.log_format)
     chat = args.dev and not args.no_chat and sys.stdin.isatty()
-    api = None
-    if not args.no_api:
-        try:
-            host, _, port = args.api_addr.rpartition(":")
-            api = ApiSettings(host=host.strip("[]") or "127.0.0.1", port=int(port),
-                              allow_public=args.api_allow_public)
-            api.check_bind()
-        except ValueError as exc:
-            print(f"ironclaw-controlplane: --api-addr: {exc}", file=sys.stderr)
-            return 2
     try:
         trio.run(functools.partial(serve, config, chat=chat, api=api))
     except KeyboardInterrupt:

@@ -117,7 +117,8 @@ class ControlPlane:
         """``isolator`` replaces the one ``config`` would choose: the red-team harness
         passes one with its toolkit bound in."""
         self.config = config
-        self._credentials = credentials if credentials is not None else Credentials.from_env()
+        held = credentials if credentials is not None else Credentials.from_env()
+        self._credentials = attrs.evolve(held, mock_model=config.mock_model)
         self._isolator = isolator
 
     async def run(self, *, task_status: trio.TaskStatus[ControlPlaneHandles] = (

@@ -60,6 +60,17 @@ class ApiSettings:
     stall_timeout: float = attrs.field(default=30.0, validator=_positive)
     graceful_timeout: float = attrs.field(default=5.0, validator=_positive)
 
+    @classmethod
+    def parse_addr(cls, addr: str, **fields: object) -> ApiSettings:
+        """``HOST:PORT`` (``[v6]:PORT`` for IPv6), as ``--api-addr`` and the config
+        file's ``api_addr`` give it."""
+        host, sep, port = addr.rpartition(":")
+        if not sep or not host or not port.isdigit():
+            raise ValueError(f"expected HOST:PORT, got {addr!r:.80}")
+        if host.startswith("[") and host.endswith("]"):
+            host = host[1:-1]
+        return cls(host=host, port=int(port), **fields)  # type: ignore[arg-type]
+
     @property
     def loopback(self) -> bool:
         return is_loopback(self.host)

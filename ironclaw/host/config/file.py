@@ -9,7 +9,9 @@ Known top-level keys are listed in :data:`TOP_LEVEL_KEYS`; anything else is an e
     [[channels]]
     type = "telegram"
 
-Values given on the command line win over the file.
+Values given on the command line win over the file. The keys in :data:`DAEMON_KEYS`
+are the daemon's own (where the API listens, how it logs): the command line takes
+them out before the rest becomes a :class:`~.config.ControlPlaneConfig`.
 """
 
 from __future__ import annotations
@@ -24,10 +26,12 @@ from ironclaw.host.egress import EgressConfig
 from ironclaw.host.gateway import GatewayConfig
 from ironclaw.host.isolation.volumes import DiskCaps
 
-__all__ = ["ConfigFileError", "load_config_file"]
+__all__ = ["DAEMON_KEYS", "LOG_FORMATS", "ConfigFileError", "load_config_file"]
 
+DAEMON_KEYS = frozenset({"api_addr", "api_allow_public", "log_format"})
+LOG_FORMATS = ("text", "json")
 TOP_LEVEL_KEYS = frozenset({"state_dir", "runtime", "idle_timeout_s", "channels", "egress",
-                            "sandbox_disk", "gateway"})
+                            "sandbox_disk", "gateway", "mock_model"}) | DAEMON_KEYS
 # Tables parsed by their own settings class: key -> from_table.
 SECTION_PARSERS: dict[str, Callable[[Any], Any]] = {
     "egress": EgressConfig.from_table,
@@ -72,6 +76,22 @@ def load_config_file(path: Path) -> dict[str, Any]:
         values["state_dir"] = Path(str(table["state_dir"]))
     if "runtime" in table:
         values["runtime"] = str(table["runtime"])
+    if "api_addr" in table:
+        if not isinstance(table["api_addr"], str):
+            raise ConfigFileError(f"{path}: api_addr must be a string HOST:PORT")
+        values["api_addr"] = table["api_addr"]
+    if "api_allow_public" in table:
+        if not isinstance(table["api_allow_public"], bool):
+            raise ConfigFileError(f"{path}: api_allow_public must be true or false")
+        values["api_allow_public"] = table["api_allow_public"]
+    if "mock_model" in table:
+        if not isinstance(table["mock_model"], bool):
+            raise ConfigFileError(f"{path}: mock_model must be true or false")
+        values["mock_model"] = table["mock_model"]
+    if "log_format" in table:
+        if table["log_format"] not in LOG_FORMATS:
+            raise ConfigFileError(f"{path}: log_format must be one of {', '.join(LOG_FORMATS)}")
+        values["log_format"] = table["log_format"]
     if "idle_timeout_s" in table:
         try:
             values["idle_timeout_s"] = float(table["idle_timeout_s"])

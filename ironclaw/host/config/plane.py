@@ -33,6 +33,9 @@ class ControlPlaneConfig:
     # The demo agent's provider and model in --dev ("mock" unless --provider says).
     dev_provider: str = "mock"
     dev_model: str = "mock"
+    # Serve the offline mock model. The daemon's production mode sets it from the config
+    # file (default off); --dev, tests and benchmarks keep it on.
+    mock_model: bool = True
     runtime: str = attrs.field(default="auto")
     allow_insecure_runtime: bool = False
     key_dir: Path | None = None  # default: a tmpfs directory (see key_directory)

@@ -221,6 +221,25 @@ class KeyStore:
             unseal_session_secret(store._wrap_key, session_id, blob)
         return store
 
+    @classmethod
+    def open_read_only(cls, state_dir: os.PathLike[str] | str,
+                       source: MasterKeySource) -> KeyStore:
+        """A view for a second process beside the running daemon (a backup). It reads
+        the store and the master as they are, and never creates, repairs or finishes a
+        rotation (that is the daemon's); while one is under way it refuses."""
+        path = Path(state_dir) / KEYS_DIR_NAME / STORE_FILE_NAME
+        stored = _read_store(path)
+        if stored is None:
+            raise KeyCustodyError(f"{path} does not exist")
+        master = source.load()
+        if master_fingerprint(master) != stored[0]:
+            raise KeyCustodyError(f"{path} is sealed under master {stored[0]}, not the "
+                                  "current master key (a rotation under way?)")
+        store = cls(path=path, source=source, master=master, root=stored[1],
+                    blobs=stored[2])
+        unseal_root_secret(store._wrap_key, stored[1])
+        return store
+
     @property
     def path(self) -> Path:
         return self._path

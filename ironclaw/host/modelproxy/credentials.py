@@ -92,6 +92,9 @@ class Credentials:
     # The output cap asked of the local model: a small model's context may not hold the
     # default cap on top of the prompt (a server then refuses every request).
     local_max_tokens: int | None = None
+    # Whether the offline mock model is served. The daemon's production mode turns it
+    # off unless its config file says ``mock_model = true``.
+    mock_model: bool = True
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Credentials:

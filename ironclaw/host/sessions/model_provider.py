@@ -38,7 +38,7 @@ PROVIDER_QUIRKS = MappingProxyType({
 
 
 def agent_provider(group: AgentGroup, credentials: Credentials) -> ProviderConfig:
-    kind = _kind(group.provider)
+    kind = _kind(group.provider, credentials)
     quirks = PROVIDER_QUIRKS[kind]
     if kind is ProviderKind.MOCK:
         return ProviderConfig(ModelApi.ANTHROPIC_MESSAGES, MOCK_MODEL_HOST, group.model,
@@ -62,11 +62,15 @@ def agent_provider(group: AgentGroup, credentials: Credentials) -> ProviderConfi
 
 
 def proxy_endpoint(group: AgentGroup, credentials: Credentials) -> ProviderEndpoint:
-    return ProviderEndpoint.from_credentials(_kind(group.provider), credentials)
+    return ProviderEndpoint.from_credentials(_kind(group.provider, credentials), credentials)
 
 
-def _kind(provider: str) -> ProviderKind:
+def _kind(provider: str, credentials: Credentials) -> ProviderKind:
     try:
-        return ProviderKind(provider)
+        kind = ProviderKind(provider)
     except ValueError:
         raise UnknownProvider(f"unknown provider {provider!r}") from None
+    if kind is ProviderKind.MOCK and not credentials.mock_model:
+        raise UnknownProvider("provider 'mock' is off in production mode (set mock_model "
+                              "= true in the config file to serve it)")
+    return kind

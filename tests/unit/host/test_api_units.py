@@ -55,6 +55,15 @@ def test_the_api_binds_loopback_unless_told_otherwise() -> None:
     assert ApiSettings(host="::1").bind == "[::1]:8787"
 
 
+def test_api_addr_parses_host_and_port() -> None:
+    assert ApiSettings.parse_addr("127.0.0.1:9000").bind == "127.0.0.1:9000"
+    assert ApiSettings.parse_addr("[::1]:9000").host == "::1"
+    assert ApiSettings.parse_addr("100.64.0.1:80", allow_public=True).allow_public
+    for bad in ("127.0.0.1", ":80", "host:port", "1.2.3.4:99999", "a b:1"):
+        with pytest.raises(ValueError):
+            ApiSettings.parse_addr(bad)
+
+
 # Rate limiting
 
 async def test_a_bucket_allows_its_burst_then_refills(
