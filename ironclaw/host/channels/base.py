@@ -25,6 +25,7 @@ import attrs
 import trio
 
 from ironclaw.contract.clock import now_us
+from ironclaw.runtime import Reply
 
 __all__ = [
     "ChannelAdapter",
@@ -67,13 +68,11 @@ class InboundEvent:
     # event routed again after a crash between the router's commit and the seen record
     # is written once, not answered twice.
     event_id: str | None = None
-    # Set by the router once every row for this event is committed: an adapter that
-    # must only acknowledge durable messages (invariant 10) waits on it.
-    accepted: trio.Event | None = attrs.field(default=None, eq=False, repr=False)
-    # Filled by the router, before it sets ``accepted``, when it committed none of the
-    # event's rows because the session's inbound queue is full: the reason. Nothing is
-    # durable then, so nothing may be acknowledged (see InboundRefused).
-    refusal: list[str] = attrs.field(factory=list, eq=False, repr=False)
+    # Answered exactly once by the router: ``ok(None)`` once every row for this event is
+    # committed, or ``fail(InboundRefused(reason))`` when it committed none because the
+    # session's inbound queue is full (nothing is durable then). An adapter that must
+    # only acknowledge durable messages (invariant 10) awaits ``accepted.wait()``.
+    accepted: Reply[None] | None = attrs.field(default=None, eq=False, repr=False)
 
 
 @attrs.frozen
