@@ -134,16 +134,13 @@ class InboundRefused(ChannelUnavailable):
 
 @attrs.frozen(eq=False)
 class Deliver:
-    """A channel actor's mailbox message: deliver this, send the outcome to ``reply``.
-
-    The actor answers every ``Deliver`` exactly once with ``send_nowait`` and never closes
-    ``reply`` (it may be shared by many deliveries), so ``reply`` must have room for every
-    answer its owner has outstanding. An answer to a closed ``reply`` is dropped: the
-    delivery still happened, and re-sending it returns a duplicate receipt.
-    """
+    """A channel actor's mailbox message: deliver this, then answer ``reply`` once, with
+    the receipt or with :class:`DeliveryFailed` (which ``reply.wait()`` raises). A sender
+    that stops waiting loses only the answer: the delivery may still happen, and sending
+    it again returns a duplicate receipt."""
 
     delivery: OutboundDelivery
-    reply: trio.MemorySendChannel[DeliveryReceipt | DeliveryFailed]
+    reply: Reply[DeliveryReceipt] = attrs.field(factory=Reply, eq=False)
 
 
 class ChannelAdapter(Protocol):
