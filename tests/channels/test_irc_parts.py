@@ -291,7 +291,7 @@ class Harness:
             self.events.append(event)
             self.changed.unpark_all()
             assert event.accepted is not None
-            event.accepted.set()
+            event.accepted.ok(None)
 
     async def wait_events(self, count: int) -> list[InboundEvent]:
         while len(self.events) < count:

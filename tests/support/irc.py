@@ -78,7 +78,7 @@ class Running:
             self.received.append(event)
             self._changed.unpark_all()
             assert event.accepted is not None
-            event.accepted.set()
+            event.accepted.ok(None)
 
     async def wait_received(self, count: int) -> list[InboundEvent]:
         while len(self.received) < count:

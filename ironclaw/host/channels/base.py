@@ -25,6 +25,7 @@ import attrs
 import trio
 
 from ironclaw.contract.clock import now_us
+from ironclaw.runtime import Reply
 
 __all__ = [
     "ChannelAdapter",
@@ -67,13 +68,11 @@ class InboundEvent:
     # event routed again after a crash between the router's commit and the seen record
     # is written once, not answered twice.
     event_id: str | None = None
-    # Set by the router once every row for this event is committed: an adapter that
-    # must only acknowledge durable messages (invariant 10) waits on it.
-    accepted: trio.Event | None = attrs.field(default=None, eq=False, repr=False)
-    # Filled by the router, before it sets ``accepted``, when it committed none of the
-    # event's rows because the session's inbound queue is full: the reason. Nothing is
-    # durable then, so nothing may be acknowledged (see InboundRefused).
-    refusal: list[str] = attrs.field(factory=list, eq=False, repr=False)
+    # Answered exactly once by the router: ``ok(None)`` once every row for this event is
+    # committed, or ``fail(InboundRefused(reason))`` when it committed none because the
+    # session's inbound queue is full (nothing is durable then). An adapter that must
+    # only acknowledge durable messages (invariant 10) awaits ``accepted.wait()``.
+    accepted: Reply[None] | None = attrs.field(default=None, eq=False, repr=False)
 
 
 @attrs.frozen
@@ -135,16 +134,13 @@ class InboundRefused(ChannelUnavailable):
 
 @attrs.frozen(eq=False)
 class Deliver:
-    """A channel actor's mailbox message: deliver this, send the outcome to ``reply``.
-
-    The actor answers every ``Deliver`` exactly once with ``send_nowait`` and never closes
-    ``reply`` (it may be shared by many deliveries), so ``reply`` must have room for every
-    answer its owner has outstanding. An answer to a closed ``reply`` is dropped: the
-    delivery still happened, and re-sending it returns a duplicate receipt.
-    """
+    """A channel actor's mailbox message: deliver this, then answer ``reply`` once, with
+    the receipt or with :class:`DeliveryFailed` (which ``reply.wait()`` raises). A sender
+    that stops waiting loses only the answer: the delivery may still happen, and sending
+    it again returns a duplicate receipt."""
 
     delivery: OutboundDelivery
-    reply: trio.MemorySendChannel[DeliveryReceipt | DeliveryFailed]
+    reply: Reply[DeliveryReceipt] = attrs.field(factory=Reply, eq=False)
 
 
 class ChannelAdapter(Protocol):

@@ -60,8 +60,9 @@ from ironclaw.runtime import (
     DiscardEvents,
     Event,
     EventSink,
+    Mailbox,
+    MailboxClosed,
     Supervisor,
-    drain,
 )
 
 __all__ = ["ChannelActor", "ChannelStatus"]
@@ -126,9 +127,7 @@ class ChannelActor:
         self._policy = BackoffPolicy() if policy is None else policy
         self._deliver_timeout = deliver_timeout
         self._startup_timeout = startup_timeout
-        self._mailbox_send, self._mailbox_receive = trio.open_memory_channel[Deliver](
-            mailbox_size
-        )
+        self._mailbox = Mailbox[Deliver](mailbox_size, what=f"channel {self.label}")
         self._intake_send, self._intake_receive = trio.open_memory_channel[InboundEvent](0)
         self._supervisor = Supervisor(
             f"channel:{self.label}",
@@ -158,14 +157,14 @@ class ChannelActor:
         return self._supervisor.resume()
 
     async def submit(self, message: Deliver) -> None:
-        """Queue a delivery; its outcome arrives on ``message.reply``.
+        """Queue a delivery; its outcome answers ``message.reply``.
 
         Waits while the mailbox is full. Raises :class:`ChannelUnavailable` if the actor
         has stopped.
         """
         try:
-            await self._mailbox_send.send(message)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            await self._mailbox.send(message)
+        except MailboxClosed:
             raise ChannelUnavailable(f"channel {self.label} is stopped") from None
 
     async def deliver(self, delivery: OutboundDelivery) -> DeliveryReceipt:
@@ -174,13 +173,9 @@ class ChannelActor:
         If the caller is cancelled while waiting, the delivery may still happen; a retry
         of the same ``outbound_id`` is then answered with a duplicate receipt.
         """
-        reply_send, reply_receive = trio.open_memory_channel[DeliveryReceipt | DeliveryFailed](1)
-        with reply_receive:
-            await self.submit(Deliver(delivery, reply_send))
-            outcome = await reply_receive.receive()
-        if isinstance(outcome, DeliveryFailed):
-            raise outcome
-        return outcome
+        message = Deliver(delivery)
+        await self.submit(message)
+        return await message.reply.wait()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         if self._ran:
@@ -269,7 +264,7 @@ class ChannelActor:
     async def _serve_mailbox(self) -> None:
         current: Deliver | None = None
         try:
-            async for message in self._mailbox_receive:
+            async for message in self._mailbox:
                 current = message
                 outcome = await self._execute(message.delivery)
                 current = None
@@ -279,9 +274,8 @@ class ChannelActor:
             stopped = f"channel {self.label} stopped"
             if current is not None:
                 self._answer(current, DeliveryFailed(stopped, retryable=True))
-            drain(self._mailbox_receive, lambda queued: self._answer(
+            self._mailbox.close(lambda queued: self._answer(
                 queued, DeliveryFailed(stopped, retryable=True)))
-            self._mailbox_receive.close()
 
     async def _execute(self, delivery: OutboundDelivery) -> DeliveryReceipt | DeliveryFailed:
         if (delivery.channel, delivery.instance) != self.key:
@@ -312,15 +306,9 @@ class ChannelActor:
         return receipt
 
     def _answer(self, message: Deliver, outcome: DeliveryReceipt | DeliveryFailed) -> None:
-        if isinstance(outcome, DeliveryFailed) and outcome.outbound_id is None:
-            outcome.outbound_id = message.delivery.outbound_id
-        try:
-            message.reply.send_nowait(outcome)
-        except trio.WouldBlock:
-            logger.error(
-                "reply channel full; outcome of %s on %s dropped",
-                message.delivery.outbound_id,
-                self.label,
-            )
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass  # the caller stopped waiting; a retry will be answered from the ledger
+        if isinstance(outcome, DeliveryFailed):
+            if outcome.outbound_id is None:
+                outcome.outbound_id = message.delivery.outbound_id
+            message.reply.fail(outcome)
+        else:
+            message.reply.ok(outcome)

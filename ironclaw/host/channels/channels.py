@@ -83,7 +83,7 @@ class Channels:
             raise ChannelUnavailable(f"no channel {name} is configured") from None
 
     async def submit(self, message: Deliver) -> None:
-        """Queue ``message`` on its channel's mailbox; the outcome goes to its reply."""
+        """Queue ``message`` on its channel's mailbox; the outcome answers its reply."""
         delivery = _canonical(message.delivery)
         await self.actor(delivery.channel, delivery.instance).submit(
             attrs.evolve(message, delivery=delivery))

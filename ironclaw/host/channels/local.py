@@ -41,10 +41,10 @@ from ironclaw.host.channels.base import (
     DeliveryFailed,
     DeliveryReceipt,
     InboundEvent,
-    InboundRefused,
     OutboundDelivery,
 )
 from ironclaw.host.channels.ledger import DeliveryLedger, IdempotentDelivery, MemoryDeliveryLedger
+from ironclaw.runtime import Reply
 
 __all__ = ["Appended", "ConversationEvicted", "LocalChannel", "TranscriptEntry",
            "TranscriptLog", "TranscriptRetention"]
@@ -247,6 +247,7 @@ class LocalChannel:
         # Recorded before sending so the transcript shows the question before any answer.
         entry = await self._record(conversation, "user", sender, text, thread_id,
                                    outbound_id=None)
+        accepted = Reply[None]()
         event = InboundEvent(
             channel=LOCAL,
             instance=self._instance,
@@ -258,16 +259,14 @@ class LocalChannel:
             direct=direct,
             platform_message_id=entry.platform_message_id,
             received_at=entry.at,
-            accepted=trio.Event(),
+            accepted=accepted,
         )
         try:
             await events.send(event)
             # Return only once the router has committed it: acknowledged means durable.
+            # A refusal raises InboundRefused out of the wait.
             with trio.fail_after(self._accept_timeout):
-                assert event.accepted is not None
-                await event.accepted.wait()
-            if event.refusal:
-                raise InboundRefused(event.refusal[0])
+                await accepted.wait()
         except BaseException as exc:
             # Not accepted (cancelled, or the channel went away): it never happened.
             await self._take_back(conversation, entry)

@@ -32,6 +32,7 @@ import trio
 
 from ironclaw.contract.clock import now_us
 from ironclaw.host.channels.database import Database
+from ironclaw.runtime import Reply
 
 from .base import InboundEvent, InboundRefused
 
@@ -125,18 +126,18 @@ class ChannelState:
             if cursor is not None:
                 await self.save_cursor(*cursor)
             return False
-        accepted = trio.Event()
-        handed = attrs.evolve(_with_accepted(event, accepted), event_id=event_id)
-        await events.send(handed)
-        await accepted.wait()
-        if handed.refusal:
+        accepted = Reply[None]()
+        await events.send(attrs.evolve(event, accepted=accepted, event_id=event_id))
+        try:
+            await accepted.wait()
+        except InboundRefused as refused:
             with trio.CancelScope(shield=True):
                 if cursor is not None:
                     await self.save_cursor(*cursor)
             if raise_refused:
-                raise InboundRefused(handed.refusal[0])
+                raise
             logger.warning("%s/%s: a message was refused: %s", self.channel,
-                           self.instance or "default", handed.refusal[0])
+                           self.instance or "default", refused)
             return False
         # The rows are committed: settle even if we are being cancelled now, or a
         # restart would route this event again.
@@ -151,10 +152,6 @@ class ChannelState:
 async def prune_seen_events(store: Database, before_us: int) -> int:
     """Forget every channel's seen event ids recorded before ``before_us``."""
     return await store.transaction(_prune, before_us)
-
-
-def _with_accepted(event: InboundEvent, accepted: trio.Event) -> InboundEvent:
-    return attrs.evolve(event, accepted=accepted)
 
 
 def _check(name: str, value: str) -> None:

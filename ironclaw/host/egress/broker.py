@@ -29,8 +29,11 @@ import httpx
 import trio
 
 from ironclaw.host.sockets.http import BadRequest, BodyTooLarge, RequestHead, ServerConnection
-from ironclaw.host.sockets.serving import SessionMailbox, accept_connections
-from ironclaw.host.sockets.unix import bind_unix_socket, unlink_if_ours
+from ironclaw.host.sockets.serving import (
+    SessionMailbox,
+    accept_connections,
+    open_session_socket,
+)
 from ironclaw.runtime import DiscardEvents, EventSink
 from ironclaw.runtime.ratelimit import TokenBucket
 
@@ -129,45 +132,39 @@ class EgressBroker:
     async def _serve_session(self, route: EgressRoute, *,
                              task_status: trio.TaskStatus[None]) -> None:
         limits = self._config.limits
-        sock, identity = await bind_unix_socket(route.socket_path)
-        listener = trio.SocketListener(sock)
         session = _Session(route, TokenBucket(limits.rate, limits.burst),
                            TokenBucket(limits.reject_reports_per_s,
                                        max(1, int(limits.reject_reports_per_s * 2))))
-        self._sessions[route.session_id] = session
         started = False
-        try:
-            with session.scope:
-                async with open_upstream_client(
-                        self._backend, self._ssl, connect_timeout=limits.connect_timeout,
-                        total_timeout=limits.total_timeout,
-                        max_connections=limits.max_connections_per_session) as client:
-                    task_status.started()
-                    started = True
-                    async with trio.open_nursery() as connections:
-                        await accept_connections(
-                            listener, session,
-                            max_connections=limits.max_connections_per_session,
-                            connections=connections,
-                            handle=functools.partial(self._connection, session,
-                                                     client=client))
-        except Exception as exc:
-            if not started:
-                raise
-            # One session's failure must not take the others down.
-            logger.error("egress broker: session %s stopped serving (%s)",
-                         route.session_id, _error_name(exc))
-            self._publish(EgressSessionFailed(route.session_id, _error_name(exc)))
-        finally:
-            sock.close()
-            unlink_if_ours(route.socket_path, identity)
-            if self._sessions.get(route.session_id) is session:
-                del self._sessions[route.session_id]
-            if session.suppressed:
-                tally = Tally(outcome=Outcome.SUPPRESSED)
-                self._report(session, Operation.OTHER, tally, trio.current_time(),
-                             cheap=False)
-            session.done.set()
+        async with open_session_socket(session, self._sessions) as listener:
+            try:
+                with session.scope:
+                    async with open_upstream_client(
+                            self._backend, self._ssl, connect_timeout=limits.connect_timeout,
+                            total_timeout=limits.total_timeout,
+                            max_connections=limits.max_connections_per_session) as client:
+                        task_status.started()
+                        started = True
+                        async with trio.open_nursery() as connections:
+                            await accept_connections(
+                                listener, session,
+                                max_connections=limits.max_connections_per_session,
+                                connections=connections,
+                                handle=functools.partial(self._connection, session,
+                                                         client=client))
+            except Exception as exc:
+                if not started:
+                    raise
+                # One session's failure must not take the others down.
+                logger.error("egress broker: session %s stopped serving (%s)",
+                             route.session_id, _error_name(exc))
+                self._publish(EgressSessionFailed(route.session_id, _error_name(exc)))
+            finally:
+                # Reported before the socket goes, so a stop that returns has seen it.
+                if session.suppressed:
+                    tally = Tally(outcome=Outcome.SUPPRESSED)
+                    self._report(session, Operation.OTHER, tally, trio.current_time(),
+                                 cheap=False)
 
     async def _connection(self, session: _Session, stream: trio.SocketStream,
                           client: httpx.AsyncClient) -> None:

@@ -7,8 +7,9 @@ gate, the sender-scope gate, then enqueue. An engaged message is written with
 no wake; a dropped one is not written and resolves no session. A session whose
 inbound queue is at its byte cap takes no row (``inbound_full``, reported by the
 queues as ``session.inbound_full``); when that leaves the event with no row committed
-anywhere, the event is refused (``event.refusal``), so its channel acknowledges
-nothing. Rows already committed for other wirings stand: they are durable.
+anywhere, the event is refused (its ``accepted`` reply fails with
+``InboundRefused``), so its channel acknowledges nothing. Rows already committed for
+other wirings stand: they are durable.
 
 Unknown senders (no role and no membership for the wiring's agent group) meet the
 messaging group's policy: ``strict`` drops them, ``request_approval`` raises one
@@ -44,7 +45,7 @@ from ironclaw.contract.enums import (
 from ironclaw.contract.ids import MessageId, new_message_id, validate_message_id
 from ironclaw.contract.queue import QueueFull
 from ironclaw.contract.rows import NewInboundMessage
-from ironclaw.host.channels.base import InboundEvent
+from ironclaw.host.channels.base import InboundEvent, InboundRefused
 from ironclaw.host.events import AccessRequested, MessageReceived, MessageRouted
 from ironclaw.host.inbound.inbox import cap_content
 from ironclaw.host.inbound.queues import InboundSink
@@ -144,6 +145,16 @@ def inbound_row_id(event: InboundEvent) -> MessageId:
     return validate_message_id("in_" + hashlib.sha256(key.encode()).hexdigest()[:24])
 
 
+def _answer(event: InboundEvent, *, refusal: str | None) -> None:
+    """Tell the channel that handed ``event`` over whether anything of it is durable."""
+    if event.accepted is None:
+        return
+    if refusal is None:
+        event.accepted.ok(None)
+    else:
+        event.accepted.fail(InboundRefused(refusal))
+
+
 class Router:
     def __init__(self, registry: Registry, queues: InboundSink,
                  wakes: WakeSink, events: EventSink | None = None,
@@ -168,8 +179,7 @@ class Router:
 
     async def route(self, event: InboundEvent) -> list[RouteOutcome]:
         if self._commands is not None and await self._commands.intercept(event):
-            if event.accepted is not None:
-                event.accepted.set()
+            _answer(event, refusal=None)
             return []
         group = await self._registry.ensure_messaging_group(
             event.channel, event.platform_id, event.instance)
@@ -184,10 +194,8 @@ class Router:
                                                outcome.message_id))
             outcomes.append(outcome)
         full = [o for o in outcomes if o.decision is Decision.INBOUND_FULL]
-        if full and not any(o.message_id for o in outcomes):
-            event.refusal.append("the session's inbound queue is full")
-        if event.accepted is not None:
-            event.accepted.set()
+        refused = bool(full) and not any(o.message_id for o in outcomes)
+        _answer(event, refusal="the session's inbound queue is full" if refused else None)
         return outcomes
 
     async def _route_one(self, event: InboundEvent, group: MessagingGroup, user: str,

@@ -29,8 +29,11 @@ import httpx
 import trio
 
 from ironclaw.host.sockets.http import BadRequest, BodyTooLarge, RequestHead, ServerConnection
-from ironclaw.host.sockets.serving import SessionMailbox, accept_connections
-from ironclaw.host.sockets.unix import bind_unix_socket, unlink_if_ours
+from ironclaw.host.sockets.serving import (
+    SessionMailbox,
+    accept_connections,
+    open_session_socket,
+)
 from ironclaw.runtime import DiscardEvents, EventSink
 from ironclaw.runtime.ratelimit import TokenBucket
 
@@ -123,31 +126,25 @@ class ModelProxy:
                              task_status: trio.TaskStatus[None]) -> None:
         limits = self._limits
         self._learn_secret(route.provider.credential)
-        sock, identity = await bind_unix_socket(route.socket_path)
-        listener = trio.SocketListener(sock)
         session = _Session(route, TokenBucket(limits.rate, limits.burst),
                            TokenBucket(limits.reject_reports_per_s,
                                        max(1, int(limits.reject_reports_per_s * 2))))
-        self._sessions[route.session_id] = session
-        try:
-            with session.scope:
-                task_status.started()
-                async with trio.open_nursery() as connections:
-                    await accept_connections(
-                        listener, session, max_connections=limits.max_connections_per_session,
-                        connections=connections,
-                        handle=functools.partial(self._connection, session, client=client))
-        except Exception as exc:
-            # One session's failure must not take the others down.
-            logger.error("model proxy: session %s stopped serving (%s)",
-                         route.session_id, _error_name(exc))
-            self._publish(SessionSocketFailed(route.session_id, _error_name(exc)))
-        finally:
-            sock.close()
-            unlink_if_ours(route.socket_path, identity)
-            if self._sessions.get(route.session_id) is session:
-                del self._sessions[route.session_id]
-            session.done.set()
+        async with open_session_socket(session, self._sessions) as listener:
+            try:
+                with session.scope:
+                    task_status.started()
+                    async with trio.open_nursery() as connections:
+                        await accept_connections(
+                            listener, session,
+                            max_connections=limits.max_connections_per_session,
+                            connections=connections,
+                            handle=functools.partial(self._connection, session,
+                                                     client=client))
+            except Exception as exc:
+                # One session's failure must not take the others down.
+                logger.error("model proxy: session %s stopped serving (%s)",
+                             route.session_id, _error_name(exc))
+                self._publish(SessionSocketFailed(route.session_id, _error_name(exc)))
 
     async def _connection(self, session: _Session, stream: trio.SocketStream,
                           client: httpx.AsyncClient) -> None:

@@ -7,6 +7,10 @@ they differ only in what a connection does.
   it and answer once its socket is gone), and when the server stops answers every
   message still waiting (:class:`ironclaw.runtime.Mailbox`), so nobody waits forever
   on a server that is gone.
+* :func:`open_session_socket` is one served session's socket lifecycle: bind it,
+  register the session, and on the way out (however it ends) close it, unlink it if it
+  is still ours, unregister the session and mark it done, which answers a waiting
+  ``stop``.
 * :func:`accept_connections` accepts until cancelled, caps a session's connections,
   and rides out the transient errors ``accept`` gives under descriptor pressure: it is
   :func:`trio.serve_listeners` over a listener that waits for a slot and a token. The
@@ -22,16 +26,19 @@ into as many host tasks.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import trio
 
 from ironclaw.runtime import Mailbox, Reply
 from ironclaw.runtime.ratelimit import TokenBucket
 
-__all__ = ["SessionConflict", "SessionMailbox", "accept_connections"]
+from .unix import bind_unix_socket, unlink_if_ours
+
+__all__ = ["SessionConflict", "SessionMailbox", "accept_connections", "open_session_socket"]
 
 # Accepts per second on one session's socket, and the burst banked: far above what an
 # honest agent needs (a model call or fetch per connection, one doorbell connection).
@@ -56,6 +63,30 @@ class ServedSession(Protocol):
     scope: trio.CancelScope
     done: trio.Event
     connections: int
+
+
+S = TypeVar("S", bound=ServedSession)
+
+
+@contextlib.asynccontextmanager
+async def open_session_socket(session: S, sessions: MutableMapping[str, S]
+                              ) -> AsyncIterator[trio.SocketListener]:
+    """Bind ``session.route.socket_path`` and register ``session`` in ``sessions`` under
+    its session id; yield the listener. On the way out the socket is closed and
+    unlinked (only if it is still the one bound here), the session leaves ``sessions``
+    (only if it is still the one registered) and ``session.done`` is set. A bind that
+    fails raises before anything is registered."""
+    route: _Route = session.route
+    sock, identity = await bind_unix_socket(route.socket_path)
+    sessions[route.session_id] = session
+    try:
+        yield trio.SocketListener(sock)
+    finally:
+        sock.close()
+        unlink_if_ours(route.socket_path, identity)
+        if sessions.get(route.session_id) is session:
+            del sessions[route.session_id]
+        session.done.set()
 
 
 class _Msg(Protocol):

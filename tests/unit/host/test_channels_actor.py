@@ -244,18 +244,23 @@ async def test_stopping_answers_every_queued_delivery_and_refuses_new_ones() -> 
     adapter = ScriptedAdapter([(True, [], "stay")], deliver_gate=trio.Event())
     router_send, _router_receive = trio.open_memory_channel[InboundEvent](1)
     actor = ChannelActor(adapter, router_send)
-    reply_send, reply_receive = trio.open_memory_channel[DeliveryReceipt | DeliveryFailed](8)
+    messages = [Deliver(delivery(f"o{n}")) for n in range(3)]
     async with trio.open_nursery() as nursery:
         await nursery.start(actor.run)
-        for n in range(3):  # the first is in flight, two are queued
-            await actor.submit(Deliver(delivery(f"o{n}"), reply_send))
+        for message in messages:  # the first is in flight, two are queued
+            await actor.submit(message)
         await trio.testing.wait_all_tasks_blocked()
         nursery.cancel_scope.cancel()
-    outcomes = [reply_receive.receive_nowait() for _ in range(3)]
-    assert all(isinstance(o, DeliveryFailed) and o.retryable for o in outcomes)
-    assert sorted(o.outbound_id or "" for o in outcomes) == ["o0", "o1", "o2"]
+    outcomes = []
+    for message in messages:
+        assert message.reply.answered
+        with pytest.raises(DeliveryFailed) as failed:
+            await message.reply.wait()
+        outcomes.append(failed.value)
+    assert all(o.retryable for o in outcomes)
+    assert [o.outbound_id for o in outcomes] == ["o0", "o1", "o2"]
     with pytest.raises(ChannelUnavailable):
-        await actor.submit(Deliver(delivery("late"), reply_send))
+        await actor.submit(Deliver(delivery("late")))
 
 
 async def test_a_delivery_for_another_channel_is_refused() -> None:

@@ -28,7 +28,7 @@ async def accepting_router(receive: trio.MemoryReceiveChannel[InboundEvent],
     async for event in receive:
         seen.append(event)
         if event.accepted is not None:
-            event.accepted.set()
+            event.accepted.ok(None)
 
 
 def reply(outbound_id: str, conversation: str, text: str, **kw: str) -> OutboundDelivery:
@@ -259,7 +259,7 @@ async def test_post_returns_only_once_the_router_accepts(
         await trio.sleep(1)
         assert not returned.is_set()
         assert event.accepted is not None
-        event.accepted.set()
+        event.accepted.ok(None)
         await returned.wait()
         with pytest.raises(ChannelUnavailable, match="accept"):
             await local.post("c", "alice", "never accepted")

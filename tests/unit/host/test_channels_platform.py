@@ -167,7 +167,7 @@ async def test_channel_state_survives_a_reopen_and_drops_duplicates(tmp_path: Pa
         async for item in receive:
             routed.append(item)
             assert item.accepted is not None
-            item.accepted.set()
+            item.accepted.ok(None)
 
     async with open_host_store(tmp_path / "host.db", key) as store, trio.open_nursery() as n:
         send, receive = trio.open_memory_channel[InboundEvent](0)

@@ -101,7 +101,6 @@ async def test_deliveries_are_routed_by_channel_and_instance() -> None:
 async def test_unknown_channel_or_instance_is_unavailable() -> None:
     router_send, _router_receive = trio.open_memory_channel[InboundEvent](4)
     channels = Channels([LocalChannel()], router_send)
-    reply_send, _reply_receive = trio.open_memory_channel[DeliveryReceipt | DeliveryFailed](1)
     async with trio.open_nursery() as nursery:
         await nursery.start(channels.run)
         with pytest.raises(ChannelUnavailable, match="telegram/default"):
@@ -109,7 +108,7 @@ async def test_unknown_channel_or_instance_is_unavailable() -> None:
         with pytest.raises(ChannelUnavailable):
             await channels.deliver(to("local", "o2", instance="other"))
         with pytest.raises(ChannelUnavailable):
-            await channels.submit(Deliver(to("slack", "o3"), reply_send))
+            await channels.submit(Deliver(to("slack", "o3")))
         nursery.cancel_scope.cancel()
     assert channels.keys == [("local", "")]
 

@@ -21,7 +21,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ironclaw.host.channels.adapters import AdapterContext, check_settings
-from ironclaw.host.channels.base import DeliveryFailed, InboundEvent, OutboundDelivery
+from ironclaw.host.channels.base import (
+    DeliveryFailed,
+    InboundEvent,
+    InboundRefused,
+    OutboundDelivery,
+)
 from ironclaw.host.channels.ledger import MemoryDeliveryLedger
 from ironclaw.host.channels.platforms.webhook import WebhookAdapter
 from ironclaw.host.channels.platforms.webhook.adapter import WebhookListenFailed
@@ -122,19 +127,22 @@ class Endpoint:
     async def route(self, receive: trio.MemoryReceiveChannel[InboundEvent]) -> None:
         async for event in receive:
             self.routed.append(event)
-            if self.refuse:
-                event.refusal.append("the session's inbound queue is full")
             if self.hold:
                 self.held.append(event)
             else:
-                assert event.accepted is not None
-                event.accepted.set()
+                self._answer(event)
+
+    def _answer(self, event: InboundEvent) -> None:
+        assert event.accepted is not None
+        if self.refuse:
+            event.accepted.fail(InboundRefused("the session's inbound queue is full"))
+        else:
+            event.accepted.ok(None)
 
     def release(self) -> None:
         self.hold = False
         for event in self.held:
-            assert event.accepted is not None
-            event.accepted.set()
+            self._answer(event)
         self.held.clear()
 
     async def post(self, body: bytes, headers: dict[str, str] | None = None

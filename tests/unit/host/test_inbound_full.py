@@ -31,6 +31,7 @@ from ironclaw.host.inbound.router import Decision, Router
 from ironclaw.host.mailboxes import Wake
 from ironclaw.host.registry import Role, RoleGrant, Wiring
 from ironclaw.host.scheduling.scheduler import TaskFireFailed
+from ironclaw.runtime import Reply
 from tests.support.delivery import Harness, open_harness
 
 CAP = 1024 * 1024
@@ -89,14 +90,15 @@ async def test_router_refuses_a_chat_only_a_full_session_would_take(h: Harness) 
     def event(chat: str) -> InboundEvent:
         return InboundEvent(channel="local", instance="", platform_id=chat,
                             sender_handle="alice", text="hello", mentioned=True,
-                            accepted=trio.Event())
+                            accepted=Reply())
 
     refused = [event("chat-full") for _ in range(3)]
     for each in refused:
         (outcome,) = await router.route(each)
         assert (outcome.decision, outcome.session_id) == (Decision.INBOUND_FULL, full.id)
-        assert each.accepted is not None and each.accepted.is_set()
-        assert each.refusal == ["the session's inbound queue is full"]
+        assert each.accepted is not None and each.accepted.answered
+        with pytest.raises(InboundRefused, match="the session's inbound queue is full"):
+            await each.accepted.wait()
     # Reported once, not once per refused row: a flood cannot flood the event stream.
     (report,) = h.events.of(InboundFull)
     assert (report.session_id, report.cap_bytes) == (full.id, CAP)
@@ -105,7 +107,8 @@ async def test_router_refuses_a_chat_only_a_full_session_would_take(h: Harness) 
     bystander = event("chat-ok")
     (outcome,) = await router.route(bystander)
     assert outcome.decision is Decision.ENGAGED and outcome.session_id == other.id
-    assert bystander.refusal == []
+    assert bystander.accepted is not None and bystander.accepted.answered
+    await bystander.accepted.wait()  # accepted: no InboundRefused
 
     # A channel that acknowledges to its platform never marks a refused event seen.
     state = ChannelState(h.store, "local", "")

@@ -26,7 +26,7 @@ from ironclaw.host.store import HostStore, open_host_store
 async def accepting_router(receive: trio.MemoryReceiveChannel[InboundEvent]) -> None:
     async for event in receive:
         if event.accepted is not None:
-            event.accepted.set()
+            event.accepted.ok(None)
 
 
 def reply(outbound_id: str, conversation: str, text: str) -> OutboundDelivery:

@@ -40,7 +40,7 @@ from ironclaw.host.registry import (
     Wiring,
 )
 from ironclaw.host.store import open_host_store
-from ironclaw.runtime import EventBus
+from ironclaw.runtime import EventBus, Reply
 
 
 @attrs.define
@@ -312,11 +312,12 @@ async def test_hooks_a_refused_submission_and_a_taken_command(h: Harness) -> Non
 
     await h.registry.add_member("slack:alice", "g1")
     taken = InboundEvent(channel="slack", instance="", platform_id="C1",
-                         sender_handle="alice", text="/approve chg_x", accepted=trio.Event())
+                         sender_handle="alice", text="/approve chg_x", accepted=Reply())
     assert await router.route(taken) == []
-    assert taken.accepted is not None and taken.accepted.is_set()
+    assert taken.accepted is not None and taken.accepted.answered
+    await taken.accepted.wait()  # accepted, not refused
     assert await h.registry.list_sessions() == []
-    assert (await router.route(attrs.evolve(taken, text="hello")))[0].engaged
+    assert (await router.route(attrs.evolve(taken, text="hello", accepted=Reply())))[0].engaged
 
 
 async def test_an_event_routed_again_after_a_crash_is_written_once(h: Harness) -> None:

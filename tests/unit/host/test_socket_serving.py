@@ -1,18 +1,67 @@
 """The per-session accept loop bounds what a sandbox can make the host do: connections
-beyond the cap are not accepted at all, and accepts are paced."""
+beyond the cap are not accepted at all, and accepts are paced. A session's socket
+lifecycle leaves nothing behind, and never a successor's socket or registration."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import socket
 from pathlib import Path
 
+import attrs
 import pytest
 import trio
 import trio.testing
 
 from ironclaw.host.sessions.doorbell import MAX_CONNECTIONS, Doorbell
-from ironclaw.host.sockets.serving import accept_connections
+from ironclaw.host.sockets.serving import accept_connections, open_session_socket
+
+
+@attrs.frozen
+class Route:
+    session_id: str
+    socket_path: Path
+
+
+@attrs.define(eq=False)
+class Served:
+    route: Route
+    scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
+    done: trio.Event = attrs.field(factory=trio.Event)
+    connections: int = 0
+
+
+async def test_a_session_socket_is_bound_registered_and_removed_whatever_ends_it(
+        tmp_path: Path) -> None:
+    session = Served(Route("s1", tmp_path / "sock" / "s1.sock"))
+    sessions: dict[str, Served] = {}
+    with pytest.raises(RuntimeError, match="handler failed"):
+        async with open_session_socket(session, sessions) as listener:
+            assert sessions == {"s1": session}
+            client = await trio.open_unix_socket(str(session.route.socket_path))
+            server = await listener.accept()
+            await client.send_all(b"x")
+            assert await server.receive_some(1) == b"x"
+            await client.aclose()
+            await server.aclose()
+            raise RuntimeError("handler failed")
+    assert sessions == {} and session.done.is_set()
+    assert not session.route.socket_path.exists()
+
+
+async def test_a_session_socket_spares_its_successor(tmp_path: Path) -> None:
+    path = tmp_path / "sock" / "s1.sock"
+    first, second = Served(Route("s1", path)), Served(Route("s1", path))
+    sessions: dict[str, Served] = {}
+    first_life, second_life = contextlib.AsyncExitStack(), contextlib.AsyncExitStack()
+    await first_life.enter_async_context(open_session_socket(first, sessions))
+    # A successor rebinds the path (the first socket is stale to it) and registers.
+    await second_life.enter_async_context(open_session_socket(second, sessions))
+    await first_life.aclose()
+    assert first.done.is_set() and sessions == {"s1": second} and path.exists()
+    await second_life.aclose()
+    assert second.done.is_set() and sessions == {} and not path.exists()
 
 
 async def open_listener(path: Path) -> trio.SocketListener:
