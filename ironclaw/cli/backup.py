@@ -11,7 +11,9 @@ consistent on its own while the daemon runs:
 - every session's ``inbound.db`` and ``outbound.db``: copied while their commit fence
   holds one even value (the reader's own discipline, ``copy_snapshot``), ciphertext.
 - ``workspaces/``: the agent groups' files as they are (a file an agent is writing
-  may be caught half written, as with any file backup).
+  may be caught half written, as with any file backup), read as every sandbox-written
+  file is: through descriptors and the hardened opener (:func:`add_workspaces`); a
+  FIFO, device, socket or hard link an agent made is left out and counted.
 - ``keys/sealed-keys.json`` last, so it seals every session the archive holds.
 
 The master key is left out unless ``--include-master-key``: everything else in the
@@ -46,6 +48,12 @@ from ironclaw.cli.daemon_settings import state_dir_from
 from ironclaw.cli.init import WeakSetup, check_state_dir
 from ironclaw.contract.queue.fence import FenceUnreadable, WriterFence, read_fence
 from ironclaw.contract.queue.files import copy_snapshot, fence_path_for
+from ironclaw.contract.untrusted_files import (
+    UnsafeFile,
+    UntrustedFileTooLarge,
+    copy_bounded,
+    open_untrusted,
+)
 from ironclaw.host.audit import verify_file
 from ironclaw.host.audit.entry import decode_line
 from ironclaw.host.config.file import load_config_file
@@ -139,10 +147,61 @@ def snapshot_queue(db: Path) -> bytes:
         return scratch.read()
 
 
-def _plain_entries(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
-    """Files, directories and symlinks; a FIFO, device or hard link an agent made in
-    its workspace is left out (restore would refuse it)."""
-    return info if info.isfile() or info.isdir() or info.issym() else None
+# No file in a size-capped workspace volume is larger; the cap only bounds a backup
+# of a workspace that predates the volumes.
+MAX_WORKSPACE_FILE_BYTES = 4 << 30
+
+
+def add_workspaces(tar: tarfile.TarFile, root: Path, arcname: str) -> int:
+    """Every directory, symlink (kept as a link, never followed) and lone regular file
+    under ``root``, which agents write. The walk goes through directory descriptors and
+    each file is opened by the hardened opener relative to its directory, so no swap of
+    a directory for a symlink leads the backup out of the workspace, and a FIFO, device,
+    socket or hard link is left out rather than opened. Returns how many were left out."""
+    left_out = 0
+    for dirpath, dirnames, filenames, dir_fd in os.fwalk(root, follow_symlinks=False):
+        relative = os.path.relpath(dirpath, root)
+        base = arcname if relative == "." else f"{arcname}/{relative}"
+        _entry(tar, base, os.fstat(dir_fd), "")
+        # A symlink to a directory is listed with the directories and never entered.
+        for name in [*filenames, *dirnames]:
+            try:
+                info = os.lstat(name, dir_fd=dir_fd)
+                if stat.S_ISLNK(info.st_mode):
+                    _entry(tar, f"{base}/{name}", info, os.readlink(name, dir_fd=dir_fd))
+                elif not stat.S_ISDIR(info.st_mode):
+                    _add_file(tar, f"{base}/{name}", name, dir_fd)
+            except (UnsafeFile, UntrustedFileTooLarge, FileNotFoundError):
+                left_out += 1  # not a lone regular file, or gone: never opened
+    return left_out
+
+
+def _add_file(tar: tarfile.TarFile, arcname: str, name: str, dir_fd: int) -> None:
+    with open_untrusted(name, max_bytes=MAX_WORKSPACE_FILE_BYTES, dir_fd=dir_fd) as (fd, _), \
+            tempfile.TemporaryFile(prefix="ironclaw-backup-") as scratch:
+        size = copy_bounded(fd, scratch.fileno(), MAX_WORKSPACE_FILE_BYTES)
+        scratch.seek(0)
+        member = _tarinfo(arcname, os.fstat(fd))
+        member.size = size
+        tar.addfile(member, scratch)
+
+
+def _tarinfo(name: str, info: os.stat_result) -> tarfile.TarInfo:
+    member = tarfile.TarInfo(name)
+    member.mtime = int(info.st_mtime)
+    member.mode = stat.S_IMODE(info.st_mode)
+    member.uid, member.gid = info.st_uid, info.st_gid
+    return member
+
+
+def _entry(tar: tarfile.TarFile, name: str, info: os.stat_result, link: str) -> None:
+    """A directory or a symlink, from its ``lstat``."""
+    member = _tarinfo(name, info)
+    if stat.S_ISLNK(info.st_mode):
+        member.type, member.linkname = tarfile.SYMTYPE, link
+    else:
+        member.type = tarfile.DIRTYPE
+    tar.addfile(member)
 
 
 def write_backup(state: Path, to: Path, *, config_file: Path | None,
@@ -196,10 +255,9 @@ def _write_archive(raw: io.BufferedWriter, state: Path, fingerprint: str, db_key
                         base = f"state/sessions/{session.name}/{sub}"
                         _directory(tar, base, session / sub)
                         _member(tar, f"{base}/{name}", snapshot_queue(db), db.lstat())
+            left_out = 0
             if (state / "workspaces").is_dir():
-                # Symlinks are kept as links, never followed: a workspace is agent-written.
-                tar.add(str(state / "workspaces"), arcname="state/workspaces",
-                        filter=_plain_entries)
+                left_out = add_workspaces(tar, state / "workspaces", "state/workspaces")
             _directory(tar, "state/keys", state / "keys")
             keys = state / "keys" / "sealed-keys.json"
             sealed = keys.read_bytes()
@@ -215,6 +273,7 @@ def _write_archive(raw: io.BufferedWriter, state: Path, fingerprint: str, db_key
                         "ironclaw_version": __version__, "created_at": int(time.time()),
                         "master_fingerprint": fingerprint, "audit_seq": audit_seq,
                         "sessions": sessions, "includes_master_key": include_master_key,
+                        "workspace_entries_left_out": left_out,
                         "includes_config": config_file is not None}
             _member(tar, MANIFEST, json.dumps(manifest, indent=1).encode() + b"\n", None)
         raw.flush()

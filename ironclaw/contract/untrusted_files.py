@@ -64,13 +64,16 @@ class UntrustedFileTooLarge(OSError):
 
 
 @contextlib.contextmanager
-def open_untrusted(path: Path | str, *, max_bytes: int) -> Iterator[tuple[int, int]]:
-    """Open ``path`` for reading as described above; yield ``(fd, size)``.
+def open_untrusted(path: Path | str, *, max_bytes: int,
+                   dir_fd: int | None = None) -> Iterator[tuple[int, int]]:
+    """Open ``path`` for reading as described above; yield ``(fd, size)``. With
+    ``dir_fd``, ``path`` is a name in that directory (a walk through descriptors, where
+    no directory of the path can be swapped for a symlink).
 
     Raises FileNotFoundError if nothing is there, UnsafeFile if something other than a
     lone regular file is, UntrustedFileTooLarge past ``max_bytes``."""
     try:
-        fd = os.open(path, OPEN_FLAGS)
+        fd = os.open(path, OPEN_FLAGS, dir_fd=dir_fd)
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise UnsafeFile(errno.ELOOP, "a symlink where a file was expected") from None

@@ -49,6 +49,44 @@ OWN_WRITER = ("the host's own inbound queue: bound read-only into the sandbox un
 
 REVIEWED: dict[tuple[str, str, str], str] = {
     ("ironclaw/contract/untrusted_files.py", "open_untrusted", "os.open"): HARDENED,
+    # Backup and restore: the sandbox-written parts (queue files, workspaces) go
+    # through copy_snapshot and the hardened opener; these are the rest.
+    ("ironclaw/cli/backup.py", "snapshot_host_db", "sqlcipher3.connect"):
+        HOST_PRIVATE,
+    ("ironclaw/cli/backup.py", "snapshot_host_db", "copy.read_bytes"):
+        "the backup's own scratch copy of host.db",
+    ("ironclaw/cli/backup.py", "snapshot_audit", "(...).read_bytes"):
+        HOST_PRIVATE,
+    ("ironclaw/cli/backup.py", "snapshot_audit", "open"):
+        HOST_PRIVATE,
+    ("ironclaw/cli/backup.py", "write_backup", "os.open"):
+        "a file the operator names on the command line (the archive, the key, the config)",
+    ("ironclaw/cli/backup.py", "write_backup", "os.fdopen"):
+        "a file the operator names on the command line (the archive, the key, the config)",
+    ("ironclaw/cli/backup.py", "_write_archive", "tarfile.open"):
+        "a file the operator names on the command line (the archive, the key, the config)",
+    ("ironclaw/cli/backup.py", "_write_archive", "(...).is_dir"):
+        HOST_PRIVATE,
+    ("ironclaw/cli/backup.py", "_write_archive", "keys.read_bytes"):
+        HOST_PRIVATE,
+    ("ironclaw/cli/backup.py", "_write_archive", "master.read_bytes"):
+        HOST_PRIVATE,
+    ("ironclaw/cli/backup.py", "_write_archive", "config_file.read_bytes"):
+        "a file the operator names on the command line (the archive, the key, the config)",
+    ("ironclaw/cli/backup.py", "_settle_fences", "os.chown"):
+        "a fence the restore itself wrote into a new state directory, before any sandbox exists",
+    ("ironclaw/cli/backup.py", "restore", "tarfile.open"):
+        "a file the operator names on the command line (the archive, the key, the config)",
+    ("ironclaw/cli/backup.py", "restore", "os.open"):
+        "a file the operator names on the command line (the archive, the key, the config)",
+    ("ironclaw/cli/backup.py", "restore", "os.fdopen"):
+        "a file the operator names on the command line (the archive, the key, the config)",
+    ("ironclaw/cli/backup.py", "restore", "master_key.read_bytes"):
+        "a file the operator names on the command line (the archive, the key, the config)",
+    ("ironclaw/cli/init.py", "write_token_once", "os.open"):
+        "the owner token file, created 0600 and exclusive in the state directory init made",
+    ("ironclaw/cli/init.py", "write_token_once", "os.fdopen"):
+        "the owner token file, created 0600 and exclusive in the state directory init made",
     ("ironclaw/host/api/console/__init__.py", "_load", "(...).read_bytes"):
         "the web console's own files, read once from the installed package; no sandbox "
         "can write there",
