@@ -61,6 +61,10 @@ class ChangeKinds(Mapping[ChangeKind, ChangeKindSpec]):
     def respawning(self) -> frozenset[ChangeKind]:
         return frozenset(k for k, spec in self._specs.items() if spec.respawns)
 
+    def refused(self) -> dict[ChangeKind, str]:
+        """The kinds nothing enforces, each with the reason every request is refused."""
+        return {k: spec.refused for k, spec in self._specs.items() if spec.refused}
+
     def approver_kinds(self) -> frozenset[ChangeKind]:
         return frozenset(k for k, spec in self._specs.items() if spec.approver_may_approve)
 
