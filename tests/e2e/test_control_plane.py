@@ -14,7 +14,7 @@ import trio
 
 from ironclaw.host.app import ControlPlane, ControlPlaneHandles
 from ironclaw.host.config import ControlPlaneConfig
-from ironclaw.host.config.devseed import DEMO_CONVERSATION
+from ironclaw.host.config.devseed import DEMO_CONVERSATION, DEMO_TOOLS
 from ironclaw.host.modelproxy import Credentials
 from tests.support.plane import dev_plane_config
 
@@ -106,8 +106,9 @@ async def test_capability_request_waits_for_a_human_then_applies_once(
     (change,) = await plane.gateway.pending()
     assert change.change.kind.value == "enabled_tools"
     assert change.change.requested_by.startswith("session:")
-    # Nothing is applied while it waits for a human.
-    assert (await plane.registry.get_agent_group("demo")).enabled_tools == ()
+    # Nothing is applied while it waits for a human: the demo lacks read_file.
+    assert (await plane.registry.get_agent_group("demo")).enabled_tools == DEMO_TOOLS
+    assert "unknown tool 'read_file'" in await ask(plane, 'tool:read_file {"path": "x"}')
     owner = Principal("operator", frozenset({"owner"}))
     decided = await plane.gateway.decide(change.change.id, DecisionOutcome.APPROVE, owner)
     assert decided.status is ChangeStatus.APPLIED
@@ -117,6 +118,8 @@ async def test_capability_request_waits_for_a_human_then_applies_once(
     with trio.fail_after(60):
         await until_agent_says(plane, lambda text: change.change.id in text
                                and "applied" in text)
+    # The respawned agent has the tool it was granted.
+    assert "unknown tool" not in await ask(plane, 'tool:read_file {"path": "x"}')
     report = await plane.audit.verify()
     assert report.ok, report.problems
     kinds = [entry.kind for entry in await plane.audit.tail(100)]
