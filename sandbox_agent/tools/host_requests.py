@@ -40,11 +40,12 @@ UNAVAILABLE_KINDS = {
     ChangeKind.MOUNTS.value: "sandboxes are not started with host mounts; files reach you "
                              "through your workspace.",
 }
-# create_agent and access are decided by operators through their own flows; an agent
-# asking for them would only be noise at the gateway.
-REQUESTABLE_KINDS = tuple(
-    k.value for k in ChangeKind
-    if k not in (ChangeKind.CREATE_AGENT, ChangeKind.ACCESS) and k.value not in UNAVAILABLE_KINDS)
+# create_agent, access, a chat's policy and the model are decided by operators through
+# their own flows; an agent asking for them would only be noise at the gateway.
+OPERATOR_KINDS = (ChangeKind.CREATE_AGENT, ChangeKind.ACCESS, ChangeKind.CHAT_POLICY,
+                  ChangeKind.MODEL)
+REQUESTABLE_KINDS = tuple(k.value for k in ChangeKind
+                          if k not in OPERATOR_KINDS and k.value not in UNAVAILABLE_KINDS)
 MAX_HOSTS = 20
 MAX_REASON = 2000
 _HOSTNAME = re.compile(

@@ -126,3 +126,25 @@ async def test_capability_request_waits_for_a_human_then_applies_once(
     for stage in ("change.submit", "change.decision", "change.apply"):
         assert stage in kinds
     assert "sandbox.launched" in kinds  # gated actions are audited too
+
+
+async def test_a_model_change_respawns_the_live_agent_on_a_provider_the_host_holds(
+        plane: ControlPlaneHandles) -> None:
+    from ironclaw.contract.enums import ChangeStatus, DecisionOutcome
+    from ironclaw.host.gateway import Principal
+
+    owner = Principal("operator", frozenset({"owner"}))
+    assert await ask(plane, "hello") == "echo: hello"
+    # No Anthropic key on this host: the move is refused before anyone approves it.
+    refused = await plane.gateway.submit("model", "demo", {"provider": "anthropic"},
+                                         requested_by=owner)
+    assert refused.status is ChangeStatus.REJECTED
+    async with plane.events.subscribe("session.started") as started:
+        stored = await plane.gateway.submit("model", "demo", {"model": "mock-2"},
+                                            requested_by=owner)
+        decided = await plane.gateway.decide(stored.change.id, DecisionOutcome.APPROVE, owner)
+        assert decided.status is ChangeStatus.APPLIED
+        with trio.fail_after(60):
+            await started.receive()
+    assert (await plane.registry.get_agent_group("demo")).model == "mock-2"
+    assert await ask(plane, "again") == "echo: again"

@@ -38,7 +38,16 @@ async def _tools(h: Harness) -> object:
     return (await h.registry.get_agent_group("demo")).enabled_tools
 
 
-# kind -> (agent group, payload, what the enforcing side reads)
+async def _chat_policy(h: Harness) -> object:
+    return (await h.registry.get_messaging_group(h.messaging_group)).unknown_sender_policy
+
+
+async def _model(h: Harness) -> object:
+    group = await h.registry.get_agent_group("demo")
+    return group.provider, group.model
+
+
+# kind -> (agent group, payload (or how to make it), what the enforcing side reads)
 EFFECTS: dict[ChangeKind, tuple[str, Any, Probe]] = {
     ChangeKind.PERSONA: ("demo", {"soul": "calm and brief"},
                          _persona),
@@ -54,6 +63,11 @@ EFFECTS: dict[ChangeKind, tuple[str, Any, Probe]] = {
                         lambda h: Grants(h.store).egress_hosts("demo")),
     ChangeKind.ACCESS: ("other", {"user": "local:carol", "member_of": ["other"]},
                         lambda h: h.registry.access_level("local:carol", "other")),
+    ChangeKind.CHAT_POLICY: ("demo", lambda h: {"messaging_group": h.messaging_group,
+                                                "unknown_sender_policy": "request_approval"},
+                             _chat_policy),
+    ChangeKind.MODEL: ("demo", {"provider": "mock", "model": "mock-large"},
+                       _model),
 }
 
 
@@ -77,7 +91,8 @@ async def test_an_approved_change_moves_what_the_host_enforces(tmp_path: Path,
     group, payload, probe = EFFECTS[kind]
     async with open_gateway(tmp_path / "host.db") as h:
         before = await probe(h)
-        stored = await h.gateway.submit(kind.value, group, payload, requested_by=OWNER)
+        after = payload(h) if callable(payload) else payload
+        stored = await h.gateway.submit(kind.value, group, after, requested_by=OWNER)
         assert stored.status is ChangeStatus.PENDING, stored
         decided = await h.gateway.decide(stored.change.id, "approve", OWNER)
         assert decided.status is ChangeStatus.APPLIED

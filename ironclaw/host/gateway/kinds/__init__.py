@@ -18,10 +18,12 @@ from ironclaw.contract.jsonvalue import JSONValue
 
 from . import (
     access,
+    chat_policy,
     create_agent,
     egress,
     enabled_tools,
     mcp_access,
+    model,
     mounts,
     packages,
     permissions,
@@ -71,7 +73,7 @@ class ChangeKinds(Mapping[ChangeKind, ChangeKindSpec]):
 
 CHANGE_KINDS = ChangeKinds(module.SPEC for module in (
     persona, enabled_tools, packages, wiring, permissions, mounts, create_agent, mcp_access,
-    egress, access))
+    egress, access, chat_policy, model))
 
 
 def parse_payload(kind: ChangeKind, value: JSONValue) -> object:
