@@ -35,4 +35,4 @@ def read_before(conn: Conn, group: str, after: JSONValue) -> JSONValue:
 
 SPEC = ChangeKindSpec(
     kind=ChangeKind.PACKAGES, parse=parse_packages, read_before=read_before,
-    apply=refuse_apply, refused=REFUSED, respawns=True)
+    apply=refuse_apply, refused=REFUSED)
