@@ -6,6 +6,8 @@ named explicitly replaces the demo agent's."""
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 import attrs
 
 from ironclaw.contract.enums import EngageMode, UnknownSenderPolicy
@@ -37,7 +39,7 @@ async def seed_dev(registry: Registry, *, provider: str = "mock",
     if demo is None:
         await registry.put_agent_group(AgentGroup(
             id=DEMO_GROUP, name="Demo", folder="demo", provider=provider, model=model,
-            enabled_tools=DEMO_TOOLS,
+            enabled_tools=cast(Any, DEMO_TOOLS),
             persona=Persona(identity="You are Demo, IronClaw's demonstration agent.",
                             soul="Helpful, brief, honest about what you cannot do.",
                             instructions="Answer the user. Use tools when asked.")))

@@ -65,7 +65,10 @@ class ModelVerifier(KindVerifier):
 
 def apply(job: ApplyJob) -> int:
     wanted = parse_model(job.after)
-    q.put_agent_group(job.conn, attrs.evolve(job.agent_group(), **wanted), job.now)
+    group = job.agent_group()
+    q.put_agent_group(job.conn, attrs.evolve(
+        group, provider=wanted.get("provider", group.provider),
+        model=wanted.get("model", group.model)), job.now)
     return len(wanted)
 
 
