@@ -54,6 +54,8 @@ class ChangeKind(enum.StrEnum):
     MCP_ACCESS = "mcp_access"
     EGRESS = "egress"
     ACCESS = "access"
+    CHAT_POLICY = "chat_policy"
+    MODEL = "model"
 
 
 class Verdict(enum.IntEnum):

@@ -37,7 +37,7 @@ from .config import ControlPlaneConfig, choose_runtime
 from .delivery import Delivery, DeliveryRecords
 from .egress import EgressBroker
 from .events import RuntimeSelected
-from .gateway import Gateway, Grants
+from .gateway import Gateway, GatewayConfig, Grants
 from .gateway.notifiers import Notifiers, SessionNotifier
 from .inbound import Waker
 from .isolation import Isolator, ProcessIsolator
@@ -121,6 +121,14 @@ class ControlPlane:
         self._credentials = attrs.evolve(held, mock_model=config.mock_model)
         self._isolator = isolator
 
+    def _gateway_config(self) -> GatewayConfig:
+        """The gateway moves an agent group only to a provider the host can serve: one
+        it holds credentials for (and, if the operator listed providers, one listed)."""
+        usable = self._credentials.usable_providers()
+        listed = self.config.gateway.providers
+        return attrs.evolve(self.config.gateway,
+                            providers=usable if listed is None else listed & usable)
+
     async def run(self, *, task_status: trio.TaskStatus[ControlPlaneHandles] = (
             trio.TASK_STATUS_IGNORED)) -> None:
         config = self.config
@@ -185,7 +193,7 @@ class ControlPlane:
                                     policy=config.channel_backoff)
                 notices = ChatNotices(store, channels, audit=audit, events=bus)
                 quarantine = Quarantine(store, alerts=QuarantineAlerts(notices), events=bus)
-                gateway = Gateway(store, audit, config=config.gateway,
+                gateway = Gateway(store, audit, config=self._gateway_config(),
                                   notifier=Notifiers(SessionNotifier(inbox), notices),
                                   respawner=Respawns(sessions_mailbox[0]), events=bus)
                 delivery = Delivery(records=records, registry=registry, channels=channels,

@@ -29,10 +29,23 @@ from ironclaw.contract.jsonvalue import JSONRejected, canonical_json
 
 from .base import STRING, Tool, ToolContext, ToolError, required_string, schema, string_arg
 
-# create_agent and access are decided by operators through their own flows; an agent
-# asking for them would only be noise at the gateway.
+# Kinds the host refuses because nothing would enforce the grant, with why: the tool
+# says so rather than send a request a human could only refuse.
+UNAVAILABLE_KINDS = {
+    ChangeKind.PACKAGES.value:
+        "the sandbox image is sealed: it has no package manager, and nothing writable in "
+        "it may run. Ask for an enabled tool (enabled_tools) or network access to an API "
+        "(request_api_access) instead.",
+    ChangeKind.MCP_ACCESS.value: "the host runs no MCP servers.",
+    ChangeKind.MOUNTS.value: "sandboxes are not started with host mounts; files reach you "
+                             "through your workspace.",
+}
+# create_agent, access, a chat's policy and the model are decided by operators through
+# their own flows; an agent asking for them would only be noise at the gateway.
+OPERATOR_KINDS = (ChangeKind.CREATE_AGENT, ChangeKind.ACCESS, ChangeKind.CHAT_POLICY,
+                  ChangeKind.MODEL)
 REQUESTABLE_KINDS = tuple(k.value for k in ChangeKind
-                          if k not in (ChangeKind.CREATE_AGENT, ChangeKind.ACCESS))
+                          if k not in OPERATOR_KINDS and k.value not in UNAVAILABLE_KINDS)
 MAX_HOSTS = 20
 MAX_REASON = 2000
 _HOSTNAME = re.compile(
@@ -90,6 +103,8 @@ async def ask_user_question(ctx: ToolContext, args: Mapping[str, Any]) -> str:
 
 async def request_capability_change(ctx: ToolContext, args: Mapping[str, Any]) -> str:
     kind = required_string(args, "kind", max_bytes=64)
+    if kind in UNAVAILABLE_KINDS:
+        raise ToolError(f"{kind!r} cannot be granted: {UNAVAILABLE_KINDS[kind]}")
     if kind not in REQUESTABLE_KINDS:
         raise ToolError(f"kind must be one of: {', '.join(REQUESTABLE_KINDS)}")
     payload = args.get("payload")
@@ -139,9 +154,9 @@ HOST_REQUEST_TOOLS = (
          schema({"question": STRING, "options": {"type": "array", "items": STRING},
                  "allow_freeform": {"type": "boolean"}}, ["question"]), ask_user_question),
     Tool("request_capability_change",
-         "Ask for a change to what you are or may do (persona, enabled_tools, packages, "
-         "wiring, permissions, mounts, mcp_access, egress). You cannot change yourself: "
-         "this sends the request to a human, who decides.",
+         "Ask for a change to what you are or may do (" + ", ".join(REQUESTABLE_KINDS)
+         + "). You cannot change yourself: this sends the request to a human, who "
+         "decides. No packages can be installed: the image is sealed.",
          schema({"kind": {"type": "string", "enum": list(REQUESTABLE_KINDS)},
                  "payload": {"type": "object"}, "reason": STRING}, ["kind", "payload"]),
          request_capability_change),

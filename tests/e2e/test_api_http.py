@@ -14,9 +14,10 @@ import pytest
 import trio
 
 from ironclaw.host.api import ApiSettings, BindRefused, openapi_document, serve_api
+from ironclaw.host.config.devseed import DEMO_TOOLS as SEEDED_TOOLS
 from tests.support.api import Api, default_settings, running_api  # noqa: F401
 
-DEMO_TOOLS = {"tools": ["read_file", "list_dir"]}
+GRANTED_TOOLS = {"tools": [*SEEDED_TOOLS, "read_file"]}
 KEPT_DOCUMENT = Path(__file__).resolve().parents[2] / "docs" / "openapi.json"
 
 
@@ -66,7 +67,7 @@ async def test_a_revoked_principal_is_locked_out(api: Api) -> None:
 
 async def test_a_viewer_reads_but_cannot_submit_or_decide(api: Api) -> None:
     change_id = await submit(api, {"kind": "enabled_tools", "agent_group": "demo",
-                                   "payload": DEMO_TOOLS})
+                                   "payload": GRANTED_TOOLS})
     assert (await api.get("/v1/changes/pending", "viewer")).status_code == 200
     refused = await api.post(f"/v1/changes/{change_id}/decision", {"outcome": "approve"},
                              "viewer")
@@ -99,18 +100,19 @@ async def test_an_approver_may_reject_what_it_may_not_approve(api: Api) -> None:
 
 async def test_a_change_goes_pending_approved_applied_and_audited_over_http(api: Api) -> None:
     change_id = await submit(api, {"kind": "enabled_tools", "agent_group": "demo",
-                                   "payload": DEMO_TOOLS, "reason": "to read notes",
+                                   "payload": GRANTED_TOOLS, "reason": "to read notes",
                                    "ttl_seconds": 3600})
     pending = (await api.get("/v1/changes/pending")).json()["changes"]
     (shown,) = [c for c in pending if c["id"] == change_id]
     assert shown["kind"] == "enabled_tools" and shown["agent_group"] == "demo"
     assert shown["status"] == "pending" and shown["requested_by"] == "owner"
-    assert shown["before"] == {"tools": []} and shown["after"] == DEMO_TOOLS
-    assert shown["diff_lines"] == ['+ /tools/0: "read_file"', '+ /tools/1: "list_dir"']
+    assert shown["before"] == {"tools": list(SEEDED_TOOLS)}
+    assert shown["after"] == GRANTED_TOOLS
+    assert shown["diff_lines"] == [f'+ /tools/{len(SEEDED_TOOLS)}: "read_file"']
     assert shown["expires_at"] > shown["created_at"]
     # Nothing applies before the decision.
     group = (await api.get("/v1/registry/agent-groups/demo")).json()
-    assert group["enabled_tools"] == []
+    assert group["enabled_tools"] == list(SEEDED_TOOLS)
     # The decider is the token's principal; a body cannot name one.
     sneaky = await api.post(f"/v1/changes/{change_id}/decision",
                             {"outcome": "approve", "decided_by": "owner"}, "approver")
@@ -121,7 +123,7 @@ async def test_a_change_goes_pending_approved_applied_and_audited_over_http(api:
     assert decided.json()["status"] == "applied"
     assert decided.json()["decision"]["decided_by"] == "approver"
     group = (await api.get("/v1/registry/agent-groups/demo")).json()
-    assert group["enabled_tools"] == ["read_file", "list_dir"]
+    assert group["enabled_tools"] == GRANTED_TOOLS["tools"]
     again = await api.post(f"/v1/changes/{change_id}/decision", {"outcome": "reject"})
     assert again.status_code == 409 and again.json()["error"] == "conflict"
     assert (await api.post("/v1/changes/chg_nope/decision", {"outcome": "approve"})

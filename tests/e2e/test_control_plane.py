@@ -14,7 +14,7 @@ import trio
 
 from ironclaw.host.app import ControlPlane, ControlPlaneHandles
 from ironclaw.host.config import ControlPlaneConfig
-from ironclaw.host.config.devseed import DEMO_CONVERSATION
+from ironclaw.host.config.devseed import DEMO_CONVERSATION, DEMO_TOOLS
 from ironclaw.host.modelproxy import Credentials
 from tests.support.plane import dev_plane_config
 
@@ -106,8 +106,9 @@ async def test_capability_request_waits_for_a_human_then_applies_once(
     (change,) = await plane.gateway.pending()
     assert change.change.kind.value == "enabled_tools"
     assert change.change.requested_by.startswith("session:")
-    # Nothing is applied while it waits for a human.
-    assert (await plane.registry.get_agent_group("demo")).enabled_tools == ()
+    # Nothing is applied while it waits for a human: the demo lacks read_file.
+    assert (await plane.registry.get_agent_group("demo")).enabled_tools == DEMO_TOOLS
+    assert "unknown tool 'read_file'" in await ask(plane, 'tool:read_file {"path": "x"}')
     owner = Principal("operator", frozenset({"owner"}))
     decided = await plane.gateway.decide(change.change.id, DecisionOutcome.APPROVE, owner)
     assert decided.status is ChangeStatus.APPLIED
@@ -117,9 +118,33 @@ async def test_capability_request_waits_for_a_human_then_applies_once(
     with trio.fail_after(60):
         await until_agent_says(plane, lambda text: change.change.id in text
                                and "applied" in text)
+    # The respawned agent has the tool it was granted.
+    assert "unknown tool" not in await ask(plane, 'tool:read_file {"path": "x"}')
     report = await plane.audit.verify()
     assert report.ok, report.problems
     kinds = [entry.kind for entry in await plane.audit.tail(100)]
     for stage in ("change.submit", "change.decision", "change.apply"):
         assert stage in kinds
     assert "sandbox.launched" in kinds  # gated actions are audited too
+
+
+async def test_a_model_change_respawns_the_live_agent_on_a_provider_the_host_holds(
+        plane: ControlPlaneHandles) -> None:
+    from ironclaw.contract.enums import ChangeStatus, DecisionOutcome
+    from ironclaw.host.gateway import Principal
+
+    owner = Principal("operator", frozenset({"owner"}))
+    assert await ask(plane, "hello") == "echo: hello"
+    # No Anthropic key on this host: the move is refused before anyone approves it.
+    refused = await plane.gateway.submit("model", "demo", {"provider": "anthropic"},
+                                         requested_by=owner)
+    assert refused.status is ChangeStatus.REJECTED
+    async with plane.events.subscribe("session.started") as started:
+        stored = await plane.gateway.submit("model", "demo", {"model": "mock-2"},
+                                            requested_by=owner)
+        decided = await plane.gateway.decide(stored.change.id, DecisionOutcome.APPROVE, owner)
+        assert decided.status is ChangeStatus.APPLIED
+        with trio.fail_after(60):
+            await started.receive()
+    assert (await plane.registry.get_agent_group("demo")).model == "mock-2"
+    assert await ask(plane, "again") == "echo: again"

@@ -49,6 +49,9 @@ async def setup() -> AsyncIterator[Setup]:
                     ca_bundle=upstream.ca_file, static_hosts={UPSTREAM: "127.0.0.1"},
                     allow_loopback_hosts=(f"{UPSTREAM}:{upstream.port}",)))
             plane = await nursery.start(ControlPlane(config, credentials=Credentials()).run)
+            # Every tool, so that the egress grant alone decides whether http_fetch exists.
+            demo = await plane.registry.get_agent_group(DEMO_GROUP)
+            await plane.registry.put_agent_group(attrs.evolve(demo, enabled_tools=()))
             yield Setup(plane, upstream)
             nursery.cancel_scope.cancel()
     finally:

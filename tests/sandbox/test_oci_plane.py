@@ -22,7 +22,7 @@ import trio
 from ironclaw.contract.enums import ChangeStatus, DecisionOutcome
 from ironclaw.host.app import ControlPlane, ControlPlaneHandles
 from ironclaw.host.config import ControlPlaneConfig
-from ironclaw.host.config.devseed import DEMO_CONVERSATION
+from ironclaw.host.config.devseed import DEMO_CONVERSATION, DEMO_TOOLS
 from ironclaw.host.gateway import Principal
 from ironclaw.host.isolation.image import SandboxImage, pin_image
 from ironclaw.host.isolation.oci import container_id
@@ -91,7 +91,7 @@ async def test_conversation_tool_schedule_and_approval(plane: ControlPlaneHandle
         with trio.fail_after(60):
             await submitted.receive()
     (change,) = await plane.gateway.pending()
-    assert (await plane.registry.get_agent_group("demo")).enabled_tools == ()
+    assert (await plane.registry.get_agent_group("demo")).enabled_tools == DEMO_TOOLS
     owner = Principal("operator", frozenset({"owner"}))
     decided = await plane.gateway.decide(change.change.id, DecisionOutcome.APPROVE, owner)
     assert decided.status is ChangeStatus.APPLIED

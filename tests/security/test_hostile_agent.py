@@ -20,7 +20,7 @@ from ironclaw.contract.ids import new_message_id
 from ironclaw.contract.queue import OutboundWriter
 from ironclaw.contract.rows import MAX_CONTENT_BYTES, NewOutboundMessage
 from ironclaw.host.app import ControlPlane, ControlPlaneHandles
-from ironclaw.host.config.devseed import DEMO_CONVERSATION
+from ironclaw.host.config.devseed import DEMO_CONVERSATION, DEMO_TOOLS
 from ironclaw.host.modelproxy import Credentials
 from ironclaw.host.registry import Wiring
 
@@ -121,4 +121,4 @@ async def test_compromised_agent_cannot_starve_or_escalate(plane: ControlPlaneHa
     assert all(c.status is not ChangeStatus.APPLIED for c in history)
     assert {c.change.kind.value for c in history} >= {"mounts", "create_agent"}
     group = await plane.registry.get_agent_group("demo")
-    assert group.enabled_tools == () and group.name == "Demo"
+    assert group.enabled_tools == DEMO_TOOLS and group.name == "Demo"

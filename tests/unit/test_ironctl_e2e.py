@@ -15,6 +15,7 @@ import trio
 
 from ironclaw.host.api import ApiSettings, Principals, bootstrap_owner, serve_api
 from ironclaw.host.app import ControlPlane, ControlPlaneHandles
+from ironclaw.host.config.devseed import DEMO_TOOLS
 from ironclaw.host.keys import FileMasterKeySource, KeyStore, Purpose
 from ironclaw.host.mailboxes import StopSession
 from ironclaw.host.modelproxy import Credentials
@@ -22,8 +23,8 @@ from tests.support.ironctl import Result, ironctl
 from tests.support.plane import dev_plane_config
 
 TOKEN = "icw_e2e_owner_token_" + "k" * 24
-REQUEST = json.dumps({"kind": "enabled_tools",
-                      "payload": {"tools": ["read_file", "list_dir"]},
+GRANTED = (*DEMO_TOOLS, "read_file")
+REQUEST = json.dumps({"kind": "enabled_tools", "payload": {"tools": list(GRANTED)},
                       "reason": "to read notes"})
 
 
@@ -101,7 +102,7 @@ async def test_chat_events_then_pending_show_approve(live: Live) -> None:
         shown = await live.ironctl("change", "show", change_id)
         assert shown.code == 0
         diff = shown.out.split("diff:")[1]
-        assert '"read_file"' in diff and '"list_dir"' in diff
+        assert f'+ /tools/{len(DEMO_TOOLS)}: "read_file"' in diff
         assert all(line.strip()[:1] in "+-~" for line in diff.splitlines() if line.strip())
 
         # Watch live while approving: the decision and the apply arrive in order.
@@ -130,7 +131,7 @@ async def test_chat_events_then_pending_show_approve(live: Live) -> None:
         assert (await live.ironctl("change", "pending", token="icw_wrong_token_00000000"
                                    )).code == 3
         group = await live.handles.registry.get_agent_group("demo")
-        assert group.enabled_tools == ("read_file", "list_dir")
+        assert group.enabled_tools == GRANTED
 
         verify = await live.ironctl("audit", "verify")
         assert verify.code == 0, verify

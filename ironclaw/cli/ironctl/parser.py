@@ -6,12 +6,13 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
+from ironclaw.contract.enums import ChangeKind
+
 from . import agents, audit, changes, chat, events, health, owners, quarantine, redteam, views
 from .client import DEFAULT_ADDR, ENV_ADDR, ENV_TOKEN
 from .templates import TEMPLATES
 
-CHANGE_KINDS = ("persona", "enabled_tools", "packages", "wiring", "permissions", "mounts",
-                "create_agent", "mcp_access", "egress", "access")
+CHANGE_KINDS = tuple(kind.value for kind in ChangeKind)
 CHANGE_STATUSES = ("pending", "approved", "rejected", "applied", "expired")
 
 EPILOG = f"""\

@@ -1,9 +1,12 @@
-"""What --dev starts with: a demo agent on the mock model (or the provider and model
-``--provider`` and ``--model`` name), reachable from the local channel. Seeding is
+"""What --dev starts with: a demo agent with a small tool set on the mock model (or the
+provider and model ``--provider`` and ``--model`` name), reachable from the local
+channel. Seeding is
 idempotent, so restarting in dev mode keeps what was there; only a provider or model
 named explicitly replaces the demo agent's."""
 
 from __future__ import annotations
+
+from typing import Any, cast
 
 import attrs
 
@@ -20,6 +23,11 @@ from ironclaw.host.registry import (
 )
 
 DEMO_GROUP = "demo"
+# A small set, so that a capability asked for through the gateway (read_file, say) is
+# one the demo really lacks; request_capability_change and ask_user_question are
+# always there.
+DEMO_TOOLS = ("send_message", "list_dir", "read_persona", "schedule_task", "list_tasks",
+              "cancel_task")
 DEMO_CONVERSATION = "demo"
 DEV_OWNER = "local:operator"
 
@@ -31,6 +39,7 @@ async def seed_dev(registry: Registry, *, provider: str = "mock",
     if demo is None:
         await registry.put_agent_group(AgentGroup(
             id=DEMO_GROUP, name="Demo", folder="demo", provider=provider, model=model,
+            enabled_tools=cast(Any, DEMO_TOOLS),
             persona=Persona(identity="You are Demo, IronClaw's demonstration agent.",
                             soul="Helpful, brief, honest about what you cannot do.",
                             instructions="Answer the user. Use tools when asked.")))

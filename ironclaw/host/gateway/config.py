@@ -127,11 +127,12 @@ class GatewayConfig:
     access_max_pending_per_chat: int = attrs.field(default=8, validator=_positive)
     access_max_pending_per_channel: int = attrs.field(default=64, validator=_positive)
     known_tools: frozenset[str] | None = None  # None: any well-formed tool name
-    providers: frozenset[str] | None = None  # None: any well-formed provider name
+    # The providers an agent group may use (create_agent, model). None: any well-formed
+    # name; the plane sets those it holds credentials for.
+    providers: frozenset[str] | None = None
     default_provider: str = "mock"
     default_model: str = "mock"
     reserved_agent_names: frozenset[str] = RESERVED_AGENT_NAMES
-    package_denylist: frozenset[str] = frozenset()  # "<manager>:<name>", e.g. "npm:crossenv"
     callback_timeout: float = 10.0  # bound on a notifier or respawner call
     # Everything kind-specific (kinds/): the registry the gateway consults.
     kinds: ChangeKinds = CHANGE_KINDS

@@ -7,14 +7,16 @@ what the registry has no column for, as canonical JSON exactly as approved:
   allowlist (deny-by-default: no row, no egress). A later egress change replaces the
   list, so an empty list revokes everything.
 * ``mounts``: ``[{"source", "target"?, "readonly"?}, ...]``; interpret it with
-  :func:`~ironclaw.host.gateway.kinds.mounts.parse_mounts` (it fills the defaults). The
-  isolation layer must still resolve symlinks at mount time and refuse anything that
-  leaves the approved root: a verifier cannot see the filesystem of tomorrow.
-* ``packages``: ``{"apt": [...], "pip": [...], "npm": [...]}`` for the image layer.
-* ``mcp_access``: ``{"servers": {server: [tool, ...]}}`` for the MCP broker.
+  :func:`~ironclaw.host.gateway.kinds.mounts.parse_mounts` (it fills the defaults). A
+  layer that binds it must still resolve symlinks at mount time and refuse anything
+  that leaves the approved root: a verifier cannot see the filesystem of tomorrow.
+* ``packages``: ``{"apt": [...], "pip": [...], "npm": [...]}``.
+* ``mcp_access``: ``{"servers": {server: [tool, ...]}}``.
 
-Only the gateway's applier writes these rows; :class:`Grants` is the read side for the
-isolation, image, egress and MCP layers.
+The gateway refuses ``mounts``, ``packages`` and ``mcp_access`` changes while nothing
+enforces them (``kinds/``), so no row of those kinds is written; their readers below
+answer "nothing granted". Only the gateway's applier writes these rows; :class:`Grants`
+is the read side for the layers that enforce them.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """The deterministic verifier chain. Never a model: the same change and registry state
 always get the same verdict.
 
-Order: shape, then every kind's own verifiers (``kinds/``; each passes the kinds it
+Order: a refused kind (one nothing in the host enforces) first, then shape, then
+every kind's own verifiers (``kinds/``; each passes the kinds it
 does not own), any extra verifiers, and last the human floor. Each verifier rejects a
 payload it cannot parse (fail closed, even if used alone). A verifier that raises
 counts as a reject.
@@ -27,6 +28,23 @@ from .kinds import ChangeContext, KindVerifier
 log = logging.getLogger(__name__)
 
 VERIFIER = "verifier"  # decided_by of a verifier's reject
+
+
+class RefusedKind:
+    """A kind whose spec says it is refused never reaches a human: approving it would
+    grant something nothing enforces."""
+
+    name = "refused-kind"
+
+    def __init__(self, config: GatewayConfig) -> None:
+        self._config = config
+
+    def verify(self, change: ChangeRequest) -> VerifierResult:
+        reason = self._config.kinds[change.kind].refused
+        if reason:
+            return VerifierResult(self.name, Verdict.REJECT,
+                                  f"{change.kind.value} changes are refused: {reason}"[:500])
+        return VerifierResult(self.name, Verdict.PASS, "ok")
 
 
 class ShapeVerifier(KindVerifier):
@@ -73,7 +91,8 @@ def build_chain(context: ChangeContext, config: GatewayConfig,
                 extra: Sequence[Verifier] = ()) -> list[Verifier]:
     kind_verifiers = [make(context, config) for spec in config.kinds.values()
                       for make in spec.verifiers]
-    return [ShapeVerifier(context, config), *kind_verifiers, *extra, HumanFloor(config)]
+    return [RefusedKind(config), ShapeVerifier(context, config), *kind_verifiers, *extra,
+            HumanFloor(config)]
 
 
 def _results(chain: Sequence[Verifier], change: ChangeRequest) -> Iterator[VerifierResult]:

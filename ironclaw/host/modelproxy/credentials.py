@@ -112,6 +112,14 @@ class Credentials:
             local_max_tokens=int(max_tokens) if max_tokens else None,
         )
 
+    def usable_providers(self) -> frozenset[str]:
+        """The providers an agent group may be moved to: those with what they need held
+        here (a key, the local server's URL, or the mock model served)."""
+        held = {"anthropic": self.anthropic is not None, "openai": self.openai is not None,
+                "openrouter": self.openrouter is not None,
+                "local": self.local_url is not None, "mock": self.mock_model}
+        return frozenset(name for name, present in held.items() if present)
+
     def secrets(self) -> Iterator[Secret]:
         """Every credential held, for the redactor."""
         for value in (self.anthropic, self.openai, self.openrouter, self.local_key):

@@ -118,13 +118,22 @@ async def test_send_file_is_capped(ctx: ToolContext) -> None:
 
 async def test_capability_request_emits_an_envelope_and_applies_nothing(
         ctx: ToolContext) -> None:
-    answer = await invoke(ctx, "request_capability_change", kind="packages",
-                          payload={"add": ["ripgrep"]}, reason="search faster")
+    answer = await invoke(ctx, "request_capability_change", kind="enabled_tools",
+                          payload={"tools": ["read_file"]}, reason="read notes")
     assert "A human will decide" in answer
     (row,) = ctx.outbox
     assert row.kind is MessageKind.SYSTEM
     assert parse_system_action(row.content) == CapabilityRequest(
-        ChangeKind.PACKAGES, '{"add":["ripgrep"]}', "search faster")
+        ChangeKind.ENABLED_TOOLS, '{"tools":["read_file"]}', "read notes")
+
+
+@pytest.mark.parametrize("kind", ["packages", "mcp_access", "mounts"])
+async def test_a_kind_nothing_enforces_is_refused_with_why(ctx: ToolContext, kind: str) -> None:
+    with pytest.raises(ToolError, match="cannot be granted") as refused:
+        await invoke(ctx, "request_capability_change", kind=kind, payload={}, reason="x")
+    if kind == "packages":
+        assert "no package manager" in str(refused.value)
+    assert ctx.outbox == []
 
 
 @pytest.mark.parametrize("args", [

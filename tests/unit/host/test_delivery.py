@@ -313,7 +313,7 @@ async def test_capability_requests_and_unknown_actions_are_held_never_applied(
         h: Harness) -> None:
     session = await h.session("g1", "chat-1")
     delivery = await h.start_delivery()
-    known = h.row(json.dumps({"action": "packages", "payload": {"npm": ["left-pad"]},
+    known = h.row(json.dumps({"action": "enabled_tools", "payload": ["fetch"],
                               "reason": "need it"}), kind=MessageKind.SYSTEM)
     unknown = h.row(json.dumps({"action": "install_rootkit", "payload": {"x": 1}}),
                     kind=MessageKind.SYSTEM)
@@ -322,12 +322,13 @@ async def test_capability_requests_and_unknown_actions_are_held_never_applied(
     await h.progress.wait_through(session.id, malformed.seq)
 
     pending = {c.change.kind: c for c in await h.changes.pending()}
-    assert set(pending) == {ChangeKind.PACKAGES, ChangeKind.PERMISSIONS}
-    packages = pending[ChangeKind.PACKAGES]
-    assert json.loads(packages.change.after) == {"npm": ["left-pad"]}
+    assert set(pending) == {ChangeKind.ENABLED_TOOLS, ChangeKind.PERMISSIONS}
+    tools = pending[ChangeKind.ENABLED_TOOLS]
+    assert json.loads(tools.change.after) == ["fetch"]
     # Before is filled from the registry, so the diff shows exactly what would change.
-    assert packages.change.before == '{"npm":[]}' and packages.change.reason == "need it"
-    assert packages.change.requested_by == f"session:{session.id}"
+    before = (await h.registry.get_agent_group("g1")).enabled_tools
+    assert json.loads(tools.change.before) == list(before) and tools.change.reason == "need it"
+    assert tools.change.requested_by == f"session:{session.id}"
     assert json.loads(pending[ChangeKind.PERMISSIONS].change.after) == {
         "action": "install_rootkit", "payload": {"x": 1}}
     for stored in pending.values():

@@ -78,7 +78,7 @@ async def test_an_approved_change_leaves_the_four_audit_stages(tmp_path: Path) -
 
 async def test_a_verifier_reject_never_reaches_a_human(tmp_path: Path) -> None:
     async with open_gateway(tmp_path / "host.db") as h:
-        stored = await h.gateway.submit("packages", "demo", {"apt": ["foo; rm -rf /"]},
+        stored = await h.gateway.submit("egress", "demo", {"hosts": ["169.254.169.254"]},
                                         requested_by=OWNER)
         change_id = stored.change.id
         assert stored.status is ChangeStatus.REJECTED
@@ -86,7 +86,7 @@ async def test_a_verifier_reject_never_reaches_a_human(tmp_path: Path) -> None:
         assert await h.gateway.pending() == []
         assert h.audit.kinds_for(change_id) == ["change.submit", "change.verdict",
                                                 "change.decision"]
-        assert h.audit.find("change.verdict", change_id)[0]["verifier"] == "package-names"
+        assert h.audit.find("change.verdict", change_id)[0]["verifier"] == "egress-hosts"
         with pytest.raises(Conflict):
             await h.gateway.decide(change_id, "approve", OWNER)
         assert h.notifier.calls == [(change_id, ChangeStatus.REJECTED, "olivia")]
@@ -115,7 +115,7 @@ async def test_before_is_filled_and_the_diff_reads(tmp_path: Path) -> None:
 
 async def test_rbac_viewer_never_decides_and_approver_only_its_kinds(tmp_path: Path) -> None:
     async with open_gateway(tmp_path / "host.db") as h:
-        mounts = await h.gateway.submit("mounts", "demo", [{"source": "/srv/data"}],
+        mounts = await h.gateway.submit("egress", "demo", {"hosts": ["api.example.com"]},
                                         requested_by=OWNER)
         persona = await h.gateway.submit("persona", "demo", {"soul": "calm"},
                                          requested_by=OWNER)
@@ -340,7 +340,6 @@ async def test_auto_approval_never_covers_privileged_kinds_even_if_forced(
                             extra_verifiers=[PassEverything()]) as h:
         for kind, after in [
                 ("create_agent", {"name": "Spy", "folder": "spy"}),
-                ("mounts", [{"source": "/srv/data"}]),
                 ("permissions", {"grant": "admin", "user": "local:mallory"}),
                 ("egress", {"hosts": ["example.com"]}),
                 ("access", {"user": "local:mallory", "member_of": ["demo"]})]:

@@ -8,8 +8,7 @@ from typing import Any
 import pytest
 
 from ironclaw.contract.enums import ChangeStatus, EngageMode
-from ironclaw.host.gateway import Grants, StaleChange
-from ironclaw.host.gateway.kinds.mounts import Mount
+from ironclaw.host.gateway import Conflict, Grants, StaleChange
 from ironclaw.host.registry import AccessLevel, Role, RoleGrant
 from ironclaw.host.store.changes import StoredChange
 from tests.support.gateway import OWNER, Harness, open_gateway
@@ -22,24 +21,33 @@ async def approve(h: Harness, kind: str, after: Any, group: str = "demo") -> Sto
     return decided
 
 
-async def test_tools_packages_mounts_and_mcp_are_recorded_per_group(tmp_path: Path) -> None:
+async def test_tools_are_recorded_per_group(tmp_path: Path) -> None:
     async with open_gateway(tmp_path / "host.db") as h:
-        grants = Grants(h.store)
         await approve(h, "enabled_tools", {"tools": ["fetch"]})
         assert (await h.registry.get_agent_group("demo")).enabled_tools == ("fetch",)
-        await approve(h, "packages", {"apt": ["ripgrep"]})
-        second = await h.gateway.submit("packages", "demo", {"npm": ["left-pad"]},
-                                        requested_by=OWNER)
-        assert second.change.before == '{"npm":[]}'
-        await h.gateway.decide(second.change.id, "approve", OWNER)
-        assert await grants.packages("demo") == {"apt": ("ripgrep",), "npm": ("left-pad",)}
-        await approve(h, "mounts", [{"source": "/srv/data"}])
-        assert await grants.mounts("demo") == (Mount("/srv/data", "/mnt/data", True),)
-        await approve(h, "mcp_access", {"servers": {"github": ["search_issues"]}})
-        assert await grants.mcp_access("demo") == {"github": ("search_issues",)}
-        assert await grants.mounts("other") == ()
-        assert await grants.packages("other") == {}
-        assert [g for g, _ in h.respawner.calls] == ["demo"] * 5
+        assert (await h.registry.get_agent_group("other")).enabled_tools != ("fetch",)
+        assert [g for g, _ in h.respawner.calls] == ["demo"]
+
+
+@pytest.mark.parametrize(("kind", "after"), [
+    ("packages", {"apt": ["ripgrep"]}),
+    ("mounts", [{"source": "/srv/data"}]),
+    ("mcp_access", {"servers": {"github": ["search_issues"]}}),
+])
+async def test_a_kind_nothing_enforces_is_never_approved_into_nothing(
+        tmp_path: Path, kind: str, after: Any) -> None:
+    async with open_gateway(tmp_path / "host.db") as h:
+        grants = Grants(h.store)
+        stored = await h.gateway.submit(kind, "demo", after, requested_by=OWNER)
+        assert stored.status is ChangeStatus.REJECTED
+        assert stored.decision is not None and stored.decision.decided_by == "verifier"
+        assert h.audit.find("change.verdict", stored.change.id)[0]["verifier"] == (
+            "refused-kind")
+        with pytest.raises(Conflict):
+            await h.gateway.decide(stored.change.id, "approve", OWNER)
+        assert (await grants.packages("demo"), await grants.mounts("demo"),
+                await grants.mcp_access("demo")) == ({}, (), {})
+        assert h.respawner.calls == []
 
 
 async def test_egress_hosts_are_per_group_and_revocable(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
+import attrs
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -13,9 +14,8 @@ from ironclaw.contract.enums import ChangeKind, Verdict
 from ironclaw.contract.gateway import ChangeRequest, VerifierResult
 from ironclaw.contract.ids import new_change_id
 from ironclaw.host.gateway import GatewayConfig, MountRoot
-from ironclaw.host.gateway.kinds import ChangeContext
+from ironclaw.host.gateway.kinds import CHANGE_KINDS, ChangeContext
 from ironclaw.host.gateway.kinds.egress import host_problem
-from ironclaw.host.gateway.kinds.packages import PACKAGE_GRAMMARS
 from ironclaw.host.gateway.kinds.wiring import WiringFacts
 from ironclaw.host.gateway.verifiers import build_chain, run_chain
 from tests.support.gateway import CONFIG
@@ -39,37 +39,25 @@ def judge(kind: str, after: Any, *, config: GatewayConfig = CONFIG,
     return verdict, deciding.verifier if deciding else None
 
 
-MALICIOUS_PACKAGES = [
-    "foo; rm -rf /", "--index-url=http://evil", "../x", "$(whoami)", "`id`", "foo|bar",
-    "foo && curl evil", "http://evil.example/pkg.tar.gz", "/etc/passwd", " ripgrep",
-    "-e", "git+https://evil/x", "foo\nbar", "foo>bar", "a..b", "",
-]
+# The grammar of the kinds refused while nothing enforces them (mounts, mcp_access),
+# judged as it will be once they are enforced.
+ENFORCED = attrs.evolve(CONFIG, kinds=CHANGE_KINDS.with_spec(
+    attrs.evolve(CHANGE_KINDS[ChangeKind.MOUNTS], refused="")).with_spec(
+    attrs.evolve(CHANGE_KINDS[ChangeKind.MCP_ACCESS], refused="")))
 
 
-@pytest.mark.parametrize("manager", ["apt", "pip", "npm"])
-@pytest.mark.parametrize("name", MALICIOUS_PACKAGES)
-def test_malicious_package_names_are_rejected(manager: str, name: str) -> None:
-    assert judge("packages", {manager: ["ripgrep", name]}) == (Verdict.REJECT, "package-names")
-
-
-@pytest.mark.parametrize("payload", [
-    {"apt": ["ripgrep", "python3-venv", "g++"]},
-    {"pip": ["requests", "Django", "zope.interface"]},
-    {"npm": ["@scope/pkg", "left-pad", "lodash.merge"]},
+@pytest.mark.parametrize(("kind", "after"), [
+    ("packages", {"apt": ["ripgrep"]}),
+    ("packages", {"pip": ["foo; rm -rf /"]}),
+    ("mcp_access", {"servers": {"github": ["search_issues"]}}),
+    ("mounts", [{"source": "/srv/data"}]),
 ])
-def test_plain_package_names_go_to_a_human(payload: dict[str, list[str]]) -> None:
-    assert judge("packages", payload) == (Verdict.REQUIRE_HUMAN, "human-floor")
-
-
-@given(st.text(min_size=1, max_size=40))
-def test_no_package_name_with_a_shell_or_path_character_passes(name: str) -> None:
-    verdict, _ = judge("packages", {"pip": [name]})
-    dangerous = set(";&|$`<>(){}[]*?!\\'\" \t\n/:=~#%^,") | {chr(0)}
-    if set(name) & dangerous or name.startswith(("-", ".", "_")):
-        assert verdict is Verdict.REJECT
-    else:
-        plain = bool(PACKAGE_GRAMMARS["pip"].fullmatch(name)) and ".." not in name
-        assert (verdict is Verdict.REJECT) != plain
+def test_a_kind_nothing_enforces_is_refused_before_a_human_sees_it(kind: str,
+                                                                   after: Any) -> None:
+    verdict, deciding = run_chain(build_chain(CTX, CONFIG), change(kind, after))
+    assert deciding is not None
+    assert (verdict, deciding.verifier) == (Verdict.REJECT, "refused-kind")
+    assert deciding.reason == f"{kind} changes are refused: {CHANGE_KINDS.refused()[kind]}"
 
 
 @pytest.mark.parametrize(("mounts", "verdict"), [
@@ -94,11 +82,12 @@ def test_no_package_name_with_a_shell_or_path_character_passes(name: str) -> Non
     ([{"source": "/srv/data"}] * 17, Verdict.REJECT),
 ])
 def test_mount_allowlist(mounts: Any, verdict: Verdict) -> None:
-    assert judge("mounts", mounts)[0] is verdict
+    assert judge("mounts", mounts, config=ENFORCED)[0] is verdict
 
 
 def test_a_writable_mount_needs_a_writable_root() -> None:
-    config = GatewayConfig(mount_roots=(MountRoot("/srv"), MountRoot("/data", writable=True)))
+    config = GatewayConfig(mount_roots=(MountRoot("/srv"), MountRoot("/data", writable=True)),
+                           kinds=ENFORCED.kinds)
     assert judge("mounts", [{"source": "/data/x", "readonly": False}], config=config)[0] is (
         Verdict.REQUIRE_HUMAN)
     assert judge("mounts", [{"source": "/srv/x", "readonly": False}], config=config)[0] is (
@@ -206,7 +195,7 @@ def test_create_agent_provider_allowlist() -> None:
     ({"servers": ["github"]}, Verdict.REJECT),
 ])
 def test_mcp_access_needs_the_catalog(after: Any, verdict: Verdict) -> None:
-    assert judge("mcp_access", after)[0] is verdict
+    assert judge("mcp_access", after, config=ENFORCED)[0] is verdict
 
 
 @pytest.mark.parametrize(("kind", "after"), [
@@ -218,9 +207,6 @@ def test_mcp_access_needs_the_catalog(after: Any, verdict: Verdict) -> None:
     ("enabled_tools", ["search", "search"]),
     ("enabled_tools", ["Search"]),
     ("enabled_tools", {"add": ["x"]}),
-    ("packages", ["ripgrep"]),
-    ("packages", {"unexpected": True}),
-    ("packages", {}),
     ("wiring", {}),
     ("wiring", {"engage": "always"}),
     ("wiring", {"priority": True}),

@@ -18,10 +18,12 @@ from ironclaw.contract.jsonvalue import JSONValue
 
 from . import (
     access,
+    chat_policy,
     create_agent,
     egress,
     enabled_tools,
     mcp_access,
+    model,
     mounts,
     packages,
     permissions,
@@ -61,13 +63,17 @@ class ChangeKinds(Mapping[ChangeKind, ChangeKindSpec]):
     def respawning(self) -> frozenset[ChangeKind]:
         return frozenset(k for k, spec in self._specs.items() if spec.respawns)
 
+    def refused(self) -> dict[ChangeKind, str]:
+        """The kinds nothing enforces, each with the reason every request is refused."""
+        return {k: spec.refused for k, spec in self._specs.items() if spec.refused}
+
     def approver_kinds(self) -> frozenset[ChangeKind]:
         return frozenset(k for k, spec in self._specs.items() if spec.approver_may_approve)
 
 
 CHANGE_KINDS = ChangeKinds(module.SPEC for module in (
     persona, enabled_tools, packages, wiring, permissions, mounts, create_agent, mcp_access,
-    egress, access))
+    egress, access, chat_policy, model))
 
 
 def parse_payload(kind: ChangeKind, value: JSONValue) -> object:

@@ -125,6 +125,16 @@ class ChangeKindSpec:
     # Count the pending change against the kind's own quota (raising TooManyPending);
     # returns False to leave it to the per-requester quota.
     own_quota: Callable[[Conn, ChangeRequest, GatewayConfig], bool] | None = None
+    # Non-empty: nothing in the host enforces this kind, so every request of it is
+    # refused with this reason (a human never approves a grant that has no effect).
+    refused: str = ""
+
+
+def refuse_apply(job: ApplyJob) -> int:
+    """The applier of a refused kind: the verifier chain refuses it before approval and
+    again before apply, so reaching this is a defect; fail closed."""
+    raise ApplyError(f"{job.change.kind.value} changes are refused: "
+                     f"{job.config.kinds[job.change.kind].refused}")
 
 
 class KindVerifier:

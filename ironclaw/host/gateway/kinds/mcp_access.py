@@ -1,5 +1,9 @@
 """``mcp_access``: ``{"servers": {server: [tool, ...]}}``, the agent group's whole grant
-of MCP servers and tools, each declared in the host's catalog."""
+of MCP servers and tools, each declared in the host's catalog.
+
+Refused while the host runs no MCP servers: nothing would read the grant, and a human
+must never approve something that has no effect. The grammar, verifier and applier
+below are what the grant is once a broker enforces it."""
 
 from __future__ import annotations
 
@@ -25,6 +29,8 @@ if TYPE_CHECKING:
     from ..config import GatewayConfig
 
 MAX_SERVERS = 64
+
+REFUSED = "the host runs no MCP servers, so an MCP grant would have no effect"
 
 
 def parse_mcp_access(value: JSONValue) -> dict[str, tuple[str, ...]]:
@@ -70,4 +76,4 @@ def apply(job: ApplyJob) -> int:
 
 SPEC = ChangeKindSpec(
     kind=ChangeKind.MCP_ACCESS, parse=parse_mcp_access, read_before=read_before, apply=apply,
-    verifiers=(McpAccessVerifier,), auto_approvable=True, respawns=True)
+    verifiers=(McpAccessVerifier,), auto_approvable=True, respawns=True, refused=REFUSED)

@@ -1,6 +1,10 @@
 """``mounts``: ``[{"source", "target"?, "readonly"?}, ...]``, the agent group's whole
 set of host mounts. ``target`` defaults to ``/mnt/<basename of source>``, ``readonly``
-to true; sources must lie under a configured mount root."""
+to true; sources must lie under a configured mount root.
+
+Refused while no sandbox launch binds the grant: a human must never approve something
+that has no effect. The grammar, verifier and applier below are what the grant is once
+the isolation layer binds it."""
 
 from __future__ import annotations
 
@@ -27,6 +31,8 @@ if TYPE_CHECKING:
     from ..config import GatewayConfig
 
 MAX_MOUNTS = 16
+
+REFUSED = "sandboxes are not started with host mounts, so a mount grant would have no effect"
 
 
 @attrs.frozen
@@ -91,4 +97,4 @@ def apply(job: ApplyJob) -> int:
 
 SPEC = ChangeKindSpec(
     kind=ChangeKind.MOUNTS, parse=parse_mounts, read_before=read_before, apply=apply,
-    verifiers=(MountAllowlistVerifier,), respawns=True)
+    verifiers=(MountAllowlistVerifier,), respawns=True, refused=REFUSED)
