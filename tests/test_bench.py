@@ -138,6 +138,7 @@ def check_entry(where: str, entry: dict[str, Any]) -> None:
 
 # -- the suites ------------------------------------------------------------------------
 
+@pytest.mark.long  # 45 s: make bench runs the suite itself
 def test_sandbox_suite_writes_well_formed_results(out_root: Path) -> None:
     run = smoke("sandbox", out_root)
     doc = run["doc"]
@@ -176,6 +177,7 @@ def test_sandbox_suite_attributes_gvisor_memory_by_role(out_root: Path) -> None:
     assert all(value > 0 for value in roles.values())
 
 
+@pytest.mark.long  # 40 s: make bench runs the suite itself
 def test_queue_suite_writes_well_formed_results(out_root: Path) -> None:
     run = smoke("queue", out_root)
     doc = run["doc"]
@@ -257,6 +259,7 @@ def test_models_suite_writes_well_formed_results(out_root: Path) -> None:
         assert 0 <= doc["extra"]["plane_share"] < 1
 
 
+@pytest.mark.long  # 40 s: make redteam-full runs the family
 def test_redteam_suite_writes_well_formed_results(out_root: Path) -> None:
     run = smoke("redteam", out_root)
     doc = run["doc"]

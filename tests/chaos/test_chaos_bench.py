@@ -13,6 +13,7 @@ from tests.test_bench import check_doc, check_files, smoke
 
 
 @pytest.mark.slow
+@pytest.mark.long  # 30 s: make chaos runs the suite; the short form is test_chaos.py
 @pytest.mark.timeout(300)
 def test_the_chaos_suite_writes_a_well_formed_report(tmp_path: Path) -> None:
     run = smoke("chaos", tmp_path)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import trio
+
 from tests.support.api import Api, default_settings, running_api  # noqa: F401
 
 ROUTE = "/v1/quarantine"
@@ -29,9 +31,16 @@ async def test_only_an_owner_lifts_a_quarantine(api: Api) -> None:
                              "lifted": True}
     assert api.handles.quarantine.held("ses_held") is None
     assert (await api.post(f"{ROUTE}/ses_held/lift", {})).status_code == 404
+    # The audit recorder writes what the event bus carries, a moment after the answer.
+    with trio.fail_after(10):
+        while not (lifts := await _audited_lifts(api)):  # noqa: ASYNC110 (an HTTP API)
+            await trio.sleep(0.05)
+    assert lifts == [{"session_id": "ses_held", "agent_group_id": "demo", "by": "owner"}]
+
+
+async def _audited_lifts(api: Api) -> list[dict[str, object]]:
     entries = (await api.get("/v1/audit", params={"limit": 50})).json()["entries"]
-    assert [e["fields"] for e in entries if e["kind"] == "session.quarantine_lifted"] == \
-        [{"session_id": "ses_held", "agent_group_id": "demo", "by": "owner"}]
+    return [e["fields"] for e in entries if e["kind"] == "session.quarantine_lifted"]
 
 
 async def test_ironctl_lists_and_lifts(api: Api) -> None:

@@ -171,6 +171,7 @@ async def _grant_write_file(plane: ControlPlaneHandles) -> None:
 
 
 @pytest.mark.runc
+@pytest.mark.long  # 75 s; the caps themselves are proven per runtime above
 async def test_a_plane_agent_filling_its_workspace_fails_only_itself(
         plane: ControlPlaneHandles) -> None:
     await _add_bystander(plane)

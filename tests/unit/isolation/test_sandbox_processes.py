@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,7 +28,21 @@ def _sh(spawned: list[subprocess.Popen[bytes]], script: str, *args: str) -> int:
     Two commands, so no shell replaces itself with the last one."""
     child = subprocess.Popen(["sh", "-c", script, "sh", *args])
     spawned.append(child)
+    _until_settled(child.pid)
     return child.pid
+
+
+def _until_settled(pid: int) -> None:
+    """Until the shell's forked child has become ``sleep``. Before its exec that child
+    is a copy of the shell, arguments and all, and a hunt would rightly count it ours."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        if children and all(Path(f"/proc/{c}/comm").read_text().strip() == "sleep"
+                            for c in children):
+            return
+        time.sleep(0.005)
+    raise AssertionError(f"shell {pid} never started its sleep")
 
 
 def test_runtime_processes_naming_the_tree_are_found_and_killed(
