@@ -6,7 +6,19 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
-from . import agents, audit, changes, chat, events, health, owners, quarantine, redteam, views
+from . import (
+    agents,
+    audit,
+    changes,
+    chat,
+    events,
+    health,
+    owners,
+    principals,
+    quarantine,
+    redteam,
+    views,
+)
 from .client import DEFAULT_ADDR, ENV_ADDR, ENV_TOKEN
 from .templates import TEMPLATES
 
@@ -190,6 +202,20 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("user", metavar="USER",
                        help="the owner's registry user id, <channel>:<platform sender "
                             "id>, e.g. telegram:12345")
+
+    sub = b.group(top, "principals", "the team's API tokens (needs an owner token; audited)")
+    b.leaf(sub, "list", principals.cmd_list, "every principal, revoked ones included")
+    p = b.leaf(sub, "add", principals.cmd_add,
+               "add a principal and print its token, once")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("--roles", required=True, metavar="ROLE[,ROLE]",
+                   help="admin, approver and/or viewer, comma-separated")
+    p = b.leaf(sub, "revoke", principals.cmd_revoke,
+               "revoke a principal for good (its name stays taken)")
+    p.add_argument("name", metavar="NAME")
+    p = b.leaf(sub, "rotate", principals.cmd_rotate,
+               "give a principal a new token (printed once); the old one stops working")
+    p.add_argument("name", metavar="NAME")
 
     sub = b.group(top, "quarantine", "sessions held because their sandbox proved hostile")
     b.leaf(sub, "list", quarantine.cmd_list, "the sessions held, and why")

@@ -247,6 +247,32 @@ def _paths() -> dict[str, Any]:
                         "principal may (403 otherwise); 404 if it is not held. Audited "
                         "as session.quarantine_lifted. Look at the session's outbound "
                         "directory first: a file still hostile quarantines it again.")},
+        "/v1/principals": {
+            "get": _op("List principals", "access", (200, _json(
+                ref("PrincipalList"), "every principal, revoked ones included (they keep "
+                                      "their names)")), (403,),
+                description="Owner principals only (403 otherwise)."),
+            "post": _op(
+                "Add principal", "access", (201, _json(
+                    ref("PrincipalToken"), "created: its token, shown this once")),
+                (403, 409, 422), body="PrincipalCreate",
+                description="Owner principals only (403 otherwise). 409: the name is "
+                            "taken (a revoked name stays taken). Audited as "
+                            "api.principal_created.")},
+        "/v1/principals/{name}": {"delete": _op(
+            "Revoke principal", "access", (200, _json(
+                ref("PrincipalRevoked"), "revoked, for good")), (403, 404, 409),
+            params=(_path("name", "the principal's name"),),
+            description="Owner principals only (403 otherwise). Its token stops working "
+                        "at once; its name is never reused. 409: already revoked, or the "
+                        "caller's own principal. Audited as api.principal_revoked.")},
+        "/v1/principals/{name}/rotate": {"post": _op(
+            "Rotate principal token", "access", (200, _json(
+                ref("PrincipalToken"), "the new token, shown this once")),
+            (403, 404, 409), params=(_path("name", "the principal's name"),),
+            description="Owner principals only (403 otherwise). The old token stops "
+                        "working at once; the roles stay. 409: revoked. Audited as "
+                        "api.principal_rotated.")},
         "/v1/access-requests": {"get": _op(
             "List access requests", "access", (200, _json(
                 ref("AccessRequestList"), "oldest first; each is decided as the "

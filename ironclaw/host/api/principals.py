@@ -91,6 +91,10 @@ def _principal(name: str, roles: object) -> Principal:
         raise PrincipalError(str(exc)) from None
 
 
+def _by(name: str | None) -> dict[str, str]:
+    return {} if name is None else {"by": name}
+
+
 # Store-thread functions (conn first).
 
 def _active(conn: Any) -> list[tuple[str, str, str]]:
@@ -133,6 +137,12 @@ def _taken_names(conn: Any) -> set[str]:
 def _revoke(conn: Any, name: str, at: int) -> bool:
     return bool(conn.execute("UPDATE principals SET revoked_at = ? WHERE name = ? "
                              "AND revoked_at IS NULL", (at, name)).rowcount)
+
+
+def _rekey(conn: Any, name: str, digest: str) -> bool:
+    return bool(conn.execute("UPDATE principals SET token_hash = ? "
+                             "WHERE name = ? AND revoked_at IS NULL",
+                             (digest, name)).rowcount)
 
 
 def _count_active(conn: Any) -> int:
@@ -193,9 +203,11 @@ class Principals:
         self._loaded_at = None
 
     async def create(self, name: str, roles: frozenset[str] | set[str], *,
-                     token: str | None = None, replace: bool = False) -> str:
+                     token: str | None = None, replace: bool = False,
+                     by: str | None = None) -> str:
         """Create a principal; returns its token (minted unless given). With
-        ``replace``, an existing principal of that name gets the new token and roles."""
+        ``replace``, an existing principal of that name gets the new token and roles.
+        ``by`` names the principal who asked (recorded in the audit entry)."""
         principal = _principal(name, sorted(roles))
         if not principal.roles:
             raise PrincipalError("a principal needs at least one role")
@@ -206,15 +218,33 @@ class Principals:
         self._invalidate()
         if changed and self._audit is not None:
             await self._audit.append("api.principal_created", principal=principal.name,
-                                     roles=",".join(sorted(principal.roles)))
+                                     roles=",".join(sorted(principal.roles)),
+                                     **_by(by))
         return secret
 
-    async def revoke(self, name: str) -> bool:
+    async def revoke(self, name: str, *, by: str | None = None) -> bool:
         revoked = await self._store.transaction(_revoke, name, now_us())
         self._invalidate()
         if revoked and self._audit is not None:
-            await self._audit.append("api.principal_revoked", principal=name)
+            await self._audit.append("api.principal_revoked", principal=name, **_by(by))
         return revoked
+
+    async def rotate(self, name: str, *, by: str | None = None) -> str | None:
+        """Give an active principal a fresh token (its roles unchanged; the old token
+        stops working at once). Returns the new token, or None if there is no active
+        principal of that name."""
+        secret = new_token()
+        rotated = await self._store.transaction(
+            _rekey, name, token_hash(self._key, secret))
+        self._invalidate()
+        if not rotated:
+            return None
+        if self._audit is not None:
+            await self._audit.append("api.principal_rotated", principal=name, **_by(by))
+        return secret
+
+    async def get(self, name: str) -> dict[str, object] | None:
+        return next((row for row in await self.list() if row["name"] == name), None)
 
     async def list(self) -> list[dict[str, object]]:
         return [{"name": name, "roles": parse_json(roles, max_bytes=1024),

@@ -29,6 +29,9 @@ MAX_TEXT = 64 * 1024
 MAX_ANSWER = 4000
 MAX_TTL_SECONDS = 90 * 24 * 3600
 ROLES = ["owner", "admin", "approver", "viewer"]
+# The roles a principal minted through the API may hold: an owner is only ever the
+# bootstrapped one (docs/api.md, "Authentication and principals").
+GRANTABLE_ROLES = ["admin", "approver", "viewer"]
 
 
 def ref(name: str) -> Schema:
@@ -55,6 +58,17 @@ BOOL: Schema = {"type": "boolean"}
 ANY: Schema = {}
 
 # Request bodies (enforced).
+
+PRINCIPAL_CREATE: Schema = {
+    "type": "object", "additionalProperties": False, "required": ["name", "roles"],
+    "properties": {
+        "name": {"type": "string", "pattern": SENDER_PATTERN, "maxLength": 64,
+                 "description": "the new principal's name (never reused once revoked)"},
+        "roles": {"type": "array", "maxItems": 3,
+                  "items": {"type": "string", "enum": GRANTABLE_ROLES},
+                  "description": "one or more of admin, approver, viewer"},
+    },
+}
 
 CHANGE_SUBMIT: Schema = {
     "type": "object", "additionalProperties": False,
@@ -138,6 +152,12 @@ COMPONENTS: dict[str, Schema] = {
     "LocalMessage": LOCAL_MESSAGE,
     "AnswerRequest": ANSWER,
     "ChatApprovalRequest": CHAT_APPROVAL,
+    "PrincipalCreate": PRINCIPAL_CREATE,
+    "PrincipalInfo": obj({"name": STR, "roles": array_of(STR), "created_at": INT,
+                          "revoked_at": nullable("integer")}),
+    "PrincipalList": obj({"principals": array_of(ref("PrincipalInfo"))}),
+    "PrincipalToken": obj({"name": STR, "roles": array_of(STR), "token": STR}),
+    "PrincipalRevoked": obj({"name": STR, "revoked": BOOL}),
     "ChatApprovalResult": obj({"user_id": STR, "enabled": BOOL, "changed": BOOL}),
     "ChatApprover": obj({"user_id": STR, "enabled_by": STR, "enabled_at": INT,
                          "owner": BOOL}),
