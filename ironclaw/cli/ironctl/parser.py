@@ -17,6 +17,7 @@ from . import (
     principals,
     quarantine,
     redteam,
+    tasks,
     views,
 )
 from .client import DEFAULT_ADDR, ENV_ADDR, ENV_TOKEN
@@ -216,6 +217,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = b.leaf(sub, "rotate", principals.cmd_rotate,
                "give a principal a new token (printed once); the old one stops working")
     p.add_argument("name", metavar="NAME")
+
+    sub = b.group(top, "tasks", "scheduled tasks of every session")
+    p = b.leaf(sub, "list", tasks.cmd_list, "tasks, soonest first (default: active and "
+               "paused)")
+    p.add_argument("--status", choices=tasks.STATUSES)
+    p.add_argument("--session", help="only this session's")
+    p.add_argument("--limit", type=positive_int, default=100)
+    for name, handler, text in (
+            ("pause", tasks.cmd_pause, "pause a task (it keeps its place)"),
+            ("resume", tasks.cmd_resume, "resume a paused task"),
+            ("cancel", tasks.cmd_cancel, "cancel a task for good")):
+        p = b.leaf(sub, name, handler, f"{text} (needs an owner or admin token; audited)")
+        p.add_argument("task", metavar="TASK", help="the task's id")
 
     sub = b.group(top, "quarantine", "sessions held because their sandbox proved hostile")
     b.leaf(sub, "list", quarantine.cmd_list, "the sessions held, and why")

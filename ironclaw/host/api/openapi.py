@@ -19,6 +19,7 @@ from typing import Any
 
 from ironclaw import __version__
 from ironclaw.contract.enums import ChangeStatus
+from ironclaw.host.scheduling import TaskStatus
 
 from .schemas import COMPONENTS, Schema, ref
 
@@ -273,6 +274,25 @@ def _paths() -> dict[str, Any]:
             description="Owner principals only (403 otherwise). The old token stops "
                         "working at once; the roles stay. 409: revoked. Audited as "
                         "api.principal_rotated.")},
+        "/v1/tasks": {"get": _op(
+            "List tasks", "tasks", (200, _json(ref("TaskList"), "soonest first; times in "
+                                                            "microseconds")), (400,),
+            params=(_param("status", "query", {"type": "string", "enum": [
+                s.value for s in TaskStatus]}, "only tasks in this status (default: "
+                                               "active and paused)"),
+                _param("session_id", "query", {"type": "string", "maxLength": 128},
+                       "only this session's"), _limit(1000, 100)),
+            description="Every session's scheduled tasks. The prompt, written by the "
+                        "agent, is cut to 500 characters.")},
+        **{f"/v1/tasks/{{task_id}}/{verb}": {"post": _op(
+            f"{verb.capitalize()} task", "tasks", (200, _json(
+                ref("TaskSteered"), "the task after; changed: whether it was otherwise "
+                                    "before")), (403, 404, 409),
+            params=(_path("task_id", "the task's id"),),
+            description=f"Owner and admin principals only (403 otherwise). 409: the "
+                        f"task's status does not allow it. Audited as task.{past}.")}
+           for verb, past in (("pause", "paused"), ("resume", "resumed"),
+                              ("cancel", "cancelled"))},
         "/v1/access-requests": {"get": _op(
             "List access requests", "access", (200, _json(
                 ref("AccessRequestList"), "oldest first; each is decided as the "

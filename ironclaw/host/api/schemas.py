@@ -18,6 +18,7 @@ from ironclaw.contract.enums import (
     SessionMode,
     UnknownSenderPolicy,
 )
+from ironclaw.host.scheduling import TaskStatus
 
 Schema = dict[str, Any]
 
@@ -153,6 +154,13 @@ COMPONENTS: dict[str, Schema] = {
     "AnswerRequest": ANSWER,
     "ChatApprovalRequest": CHAT_APPROVAL,
     "PrincipalCreate": PRINCIPAL_CREATE,
+    "Task": obj({"id": STR, "session_id": STR, "agent_group_id": STR,
+                 "status": {"type": "string", "enum": [s.value for s in TaskStatus]},
+                 "prompt": STR, "recurrence": nullable("string"), "timezone": STR,
+                 "next_run_at": nullable("integer"), "last_run_at": nullable("integer"),
+                 "fired_count": INT, "created_at": INT, "updated_at": INT}),
+    "TaskList": obj({"tasks": array_of(ref("Task"))}),
+    "TaskSteered": obj({"task": ref("Task"), "changed": BOOL}),
     "PrincipalInfo": obj({"name": STR, "roles": array_of(STR), "created_at": INT,
                           "revoked_at": nullable("integer")}),
     "PrincipalList": obj({"principals": array_of(ref("PrincipalInfo"))}),
