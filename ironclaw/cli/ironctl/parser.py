@@ -177,6 +177,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = b.leaf(top, "sessions", views.cmd_sessions, "sessions (or one, by id)")
     p.add_argument("id", nargs="?")
     p.add_argument("--live", action="store_true", help="only sessions with a live sandbox")
+    p.add_argument("--delete", action="store_true",
+                   help="delete session ID: its queues, key, tasks and records (needs an "
+                        "owner or admin token; audited)")
+    p.add_argument("--workspace", action="store_true",
+                   help="with --delete: also empty its agent group's workspace (refused "
+                        "while the group has another session)")
 
     p = b.leaf(top, "questions", views.cmd_questions, "pending questions from agents")
     p.add_argument("--session", help="only this session's")

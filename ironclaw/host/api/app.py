@@ -36,6 +36,7 @@ from .routes import (
     principals,
     quarantine,
     registry,
+    sessions,
     tasks,
 )
 from .ws import chat, events
@@ -132,6 +133,7 @@ def create_app(ctx: ApiContext) -> QuartTrio:
     quarantine.register(app, ctx)
     principals.register(app, ctx)
     tasks.register(app, ctx)
+    sessions.register(app, ctx)
     events.register(app, ctx)
     chat.register(app, ctx)
     console.register(app, ctx)

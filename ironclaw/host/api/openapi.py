@@ -184,9 +184,22 @@ def _paths() -> dict[str, Any]:
                 "only entries with a greater index"), _limit(1000, 200)))},
         "/v1/sessions": {"get": _op("List sessions", "sessions", (200, _json(
             ref("SessionList"), "every session; live: has a running actor")), ())},
-        "/v1/sessions/{session_id}": {"get": _op("Show session", "sessions", (200, _json(
-            ref("Session"), "the session")), (404,), params=(
-                _path("session_id", "the session's id"),))},
+        "/v1/sessions/{session_id}": {
+            "get": _op("Show session", "sessions", (200, _json(
+                ref("Session"), "the session")), (404,), params=(
+                    _path("session_id", "the session's id"),)),
+            "delete": _op("Delete session", "sessions", (200, _json(
+                ref("SessionDeleted"), "gone: its queues, key, tasks, questions and "
+                                       "delivery records")), (400, 403, 404, 409),
+                params=(_path("session_id", "the session's id"), _param(
+                    "workspace", "query", {"type": "string", "enum": ["true", "false"],
+                                           "default": "false"},
+                    "also empty its agent group's workspace (refused while another "
+                    "session of the group exists)")),
+                description="Owner and admin principals only (403 otherwise). Its "
+                            "sandbox is stopped first. 409: quarantined (lift the hold "
+                            "first), or the workspace is shared. A later message from "
+                            "its chat starts a new session. Audited as session.deleted.")},
         "/v1/registry/agent-groups": {"get": _op("List agent groups", "registry", (
             200, _json(ref("AgentGroupList"), "every agent group")), ())},
         "/v1/registry/agent-groups/{group_id}": {"get": _op(

@@ -212,6 +212,8 @@ COMPONENTS: dict[str, Schema] = {
                     "last_active": INT, "live": BOOL,
                     "heartbeat_at": nullable("integer")}),
     "SessionList": obj({"sessions": array_of(ref("Session"))}),
+    "SessionDeleted": obj({"session_id": STR, "agent_group_id": STR, "deleted": BOOL,
+                           "workspace": BOOL}),
     "Persona": obj({"identity": STR, "soul": STR, "instructions": STR}),
     "AgentGroup": obj({"id": STR, "name": STR, "folder": STR, "provider": STR,
                        "model": STR, "persona": ref("Persona"),
