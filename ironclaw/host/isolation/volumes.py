@@ -27,8 +27,9 @@ mounted, stay mounted until the control plane stops (:meth:`Volumes.release_all`
 At start, :meth:`Volumes.mount_existing` mounts every volume and rebinds every
 directory on it whose host path still exists, before any session starts, adopting the
 mounts a killed control plane left. A deleted session's bind goes with it
-(:meth:`Volumes.release_session`), and so does what it held on the volume. ``mount -o loop`` sets the loop device to clear
-itself once its last mount (the volume's or a bind's) is gone.
+(:meth:`Volumes.release_session`), and so does what it held on the volume.
+``mount -o loop`` sets the loop device to clear itself once its last mount (the
+volume's or a bind's) is gone.
 
 Blocking throughout: callers run these on worker threads.
 """
