@@ -19,10 +19,15 @@ async def test_a_team_flow_through_ironctl(api: Api) -> None:
         return await ironctl(None, "--addr", api.url, "--timeout", "30", *argv,
                              token=token or api.tokens["owner"])
 
-    added = await run("principals", "add", "carol", "--roles", "approver", "--json")
+    added = await run("principals", "add", "carol", "--roles", "approver",
+                      "--agent-groups", "demo", "--json")
     assert added.code == 0, added.err
     carol = added.json()["token"]
     assert added.json()["roles"] == ["approver"] and carol.startswith("icw_")
+    assert added.json()["agent_groups"] == ["demo"]
+    elsewhere = await run("principals", "add", "erin", "--roles", "approver,viewer",
+                          "--agent-groups", "finance,ops", "--json")
+    erin = elsewhere.json()["token"]
     human = await run("principals", "add", "dave", "--roles", "viewer")
     assert human.code == 0 and "shown only this once" in human.err
     dave = human.out.split("token: ", 1)[1].split()[0]
@@ -32,6 +37,12 @@ async def test_a_team_flow_through_ironctl(api: Api) -> None:
     change_id = submitted.json()["id"]
     refused = await run("change", "approve", change_id, token=dave)
     assert refused.code == 3, refused.err
+    # An approver scoped to other agent groups may neither decide nor submit here.
+    scoped = await run("change", "reject", change_id, token=erin)
+    assert scoped.code == 3 and "limited to agent group(s) finance, ops" in scoped.err
+    assert (await api.client.post(api.url + "/v1/changes", json={
+        "kind": "persona", "agent_group": "demo", "payload": {"soul": "x"}},
+        headers={"Authorization": f"Bearer {erin}"})).status_code == 403
     approved = await run("change", "approve", change_id, token=carol)
     assert approved.code == 0, approved.err
     shown = (await api.get(f"/v1/changes/{change_id}")).json()
@@ -68,11 +79,16 @@ async def test_a_team_flow_through_ironctl(api: Api) -> None:
                                      ).json()["principals"]}
     assert listed["carol"]["revoked_at"] is not None
     assert listed["dave"]["revoked_at"] is None and listed["dave"]["roles"] == ["viewer"]
+    assert (listed["dave"]["agent_groups"], listed["erin"]["agent_groups"]) == \
+        (None, ["finance", "ops"])
+    table = await run("principals", "list")
+    assert "finance,ops" in table.out and "(all)" in table.out
 
     entries = (await api.get("/v1/audit", params={"limit": 200})).json()["entries"]
     acts = [(e["kind"], e["fields"].get("principal"), e["fields"].get("by"))
             for e in entries if e["kind"].startswith("api.principal_")]
-    assert acts[-4:] == [("api.principal_created", "carol", "owner"),
+    assert acts[-5:] == [("api.principal_created", "carol", "owner"),
+                         ("api.principal_created", "erin", "owner"),
                          ("api.principal_created", "dave", "owner"),
                          ("api.principal_rotated", "dave", "owner"),
                          ("api.principal_revoked", "carol", "owner")]
@@ -87,6 +103,10 @@ async def test_the_routes_refuse_bad_input_and_other_roles(api: Api) -> None:
                  {"name": "bad name", "roles": ["viewer"]}):
         assert (await api.post(ROUTE, body)).status_code == 400, body
     assert (await api.post(ROUTE, {"name": "x1", "roles": []})).status_code == 422
+    assert (await api.post(ROUTE, {"name": "x1", "roles": ["viewer"], "agent_groups": []})
+            ).status_code == 422
+    assert (await api.post(ROUTE, {"name": "x1", "roles": ["viewer"],
+                                   "agent_groups": ["no/slash"]})).status_code == 400
     assert (await api.post(ROUTE, {"name": "system", "roles": ["viewer"]})
             ).status_code == 422
     own = await api.client.delete(api.url + f"{ROUTE}/owner", headers=api.auth())

@@ -217,6 +217,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", metavar="NAME")
     p.add_argument("--roles", required=True, metavar="ROLE[,ROLE]",
                    help="admin, approver and/or viewer, comma-separated")
+    p.add_argument("--agent-groups", metavar="GROUP[,GROUP]",
+                   help="limit it to these agent groups' changes (default: every group)")
     p = b.leaf(sub, "revoke", principals.cmd_revoke,
                "revoke a principal for good (its name stays taken)")
     p.add_argument("name", metavar="NAME")

@@ -19,6 +19,7 @@ GRANTABLE_ROLES = ("admin", "approver", "viewer")
 COLUMNS: list[Column] = [
     ("NAME", lambda r: r.get("name")),
     ("ROLES", lambda r: ",".join(r.get("roles") or [])),
+    ("AGENT GROUPS", lambda r: ",".join(r.get("agent_groups") or []) or "(all)"),
     ("CREATED", lambda r: when(r.get("created_at"))),
     ("REVOKED", lambda r: when(r.get("revoked_at")) or "-"),
 ]
@@ -51,7 +52,13 @@ async def cmd_list(ctx: Ctx) -> int:
 
 async def cmd_add(ctx: Ctx) -> int:
     roles = parse_roles(ctx.args.roles)
-    created = await ctx.api.post(ROUTE, {"name": ctx.args.name, "roles": roles})
+    body: dict[str, object] = {"name": ctx.args.name, "roles": roles}
+    if ctx.args.agent_groups is not None:
+        groups = sorted({g.strip() for g in ctx.args.agent_groups.split(",") if g.strip()})
+        if not groups:
+            raise UsageError("--agent-groups: give one or more agent group ids")
+        body["agent_groups"] = groups
+    created = await ctx.api.post(ROUTE, body)
     return _show_token(ctx, created, "added")
 
 
@@ -74,8 +81,10 @@ def _show_token(ctx: Ctx, result: dict[str, object], what: str) -> int:
     if ctx.json_mode:
         ctx.console.json(result)
         return OK
-    roles = result.get("roles")
+    roles, groups = result.get("roles"), result.get("agent_groups")
     shown = ",".join(roles) if isinstance(roles, list) else ""
+    if isinstance(groups, list):
+        shown += " for agent group(s) " + ",".join(groups)
     ctx.console.line(f"principal {result.get('name')} ({shown}) {what}")
     ctx.console.line(f"token: {result.get('token')}")
     ctx.console.note("the token is shown only this once; store it now")

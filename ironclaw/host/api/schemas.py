@@ -68,6 +68,10 @@ PRINCIPAL_CREATE: Schema = {
         "roles": {"type": "array", "maxItems": 3,
                   "items": {"type": "string", "enum": GRANTABLE_ROLES},
                   "description": "one or more of admin, approver, viewer"},
+        "agent_groups": {"type": "array", "maxItems": 64,
+                         "items": {"type": "string", "pattern": ENTITY_PATTERN},
+                         "description": "limit it to these agent groups' changes "
+                                        "(submitting and deciding); absent: every group"},
     },
 }
 
@@ -161,10 +165,13 @@ COMPONENTS: dict[str, Schema] = {
                  "fired_count": INT, "created_at": INT, "updated_at": INT}),
     "TaskList": obj({"tasks": array_of(ref("Task"))}),
     "TaskSteered": obj({"task": ref("Task"), "changed": BOOL}),
-    "PrincipalInfo": obj({"name": STR, "roles": array_of(STR), "created_at": INT,
-                          "revoked_at": nullable("integer")}),
+    "PrincipalInfo": obj({"name": STR, "roles": array_of(STR),
+                          "agent_groups": {"oneOf": [array_of(STR), {"type": "null"}]},
+                          "created_at": INT, "revoked_at": nullable("integer")}),
     "PrincipalList": obj({"principals": array_of(ref("PrincipalInfo"))}),
-    "PrincipalToken": obj({"name": STR, "roles": array_of(STR), "token": STR}),
+    "PrincipalToken": obj({"name": STR, "roles": array_of(STR),
+                           "agent_groups": {"oneOf": [array_of(STR), {"type": "null"}]},
+                           "token": STR}),
     "PrincipalRevoked": obj({"name": STR, "revoked": BOOL}),
     "ChatApprovalResult": obj({"user_id": STR, "enabled": BOOL, "changed": BOOL}),
     "ChatApprover": obj({"user_id": STR, "enabled_by": STR, "enabled_at": INT,

@@ -7,6 +7,10 @@ bootstrapped one, so no token minted here can mint another. A token is answered 
 in the response that creates or rotates it, and kept only as its HMAC (see
 :mod:`..principals`). Every act is audited with the owner who did it:
 ``api.principal_created``, ``api.principal_revoked``, ``api.principal_rotated``.
+
+A principal may be scoped to agent groups (``agent_groups``): the gateway then lets it
+submit, approve and reject only those groups' changes (see
+:mod:`ironclaw.host.gateway.rbac`). The groups need not exist yet.
 """
 
 from __future__ import annotations
@@ -47,14 +51,21 @@ def register(app: QuartTrio, ctx: ApiContext) -> None:
         roles = sorted(set(body["roles"]))
         if not roles:
             raise ApiError(422, "a principal needs at least one role")
+        scope = body.get("agent_groups")
+        groups = None if scope is None else sorted(set(scope))
+        if groups == []:
+            raise ApiError(422, "a scope names one or more agent groups (or is left out)")
         try:
-            token = await principals.create(body["name"], set(roles), by=who.name)
+            token = await principals.create(
+                body["name"], set(roles), by=who.name,
+                agent_groups=None if groups is None else set(groups))
         except PrincipalRevoked as exc:
             raise ApiError(409, str(exc)) from None
         except PrincipalError as exc:
             status = 409 if "already" in str(exc) else 422
             raise ApiError(status, str(exc)) from None
-        return {"name": body["name"], "roles": roles, "token": token}, 201
+        return {"name": body["name"], "roles": roles, "agent_groups": groups,
+                "token": token}, 201
 
     @app.delete("/v1/principals/<name>")
     @access(Access.WRITE)
@@ -84,4 +95,4 @@ def register(app: QuartTrio, ctx: ApiContext) -> None:
             raise ApiError(409, f"principal {name!r} is revoked and stays revoked")
         roles = found["roles"]
         return {"name": name, "roles": roles if isinstance(roles, list) else [],
-                "token": token}
+                "agent_groups": found["agent_groups"], "token": token}
