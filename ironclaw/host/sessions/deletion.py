@@ -1,5 +1,5 @@
-"""Deleting a session: everything the host keeps for it, in an order that survives a
-crash at any step.
+"""Deleting a session: everything the host keeps for it, in an order chosen for what a
+crash part way would leave.
 
 A session is an agent's conversation with one chat. Deleting it (an operator's act, or
 the retention policy for idle sessions) removes, in this order:
@@ -17,6 +17,13 @@ the retention policy for idle sessions) removes, in this order:
    directory; on request, its agent group's workspace is emptied too. The workspace is
    the group's, shared by its sessions, so that is refused while another session of
    the group exists.
+
+Once begun, a deletion runs to the end even if its caller goes away (it is shielded
+from cancellation; only a sessions actor that will not stop its sandbox within
+``STOP_WAIT_S`` fails it, before anything is gone). A crash of the control plane part
+way leaves no session that looks alive (the row goes first of what is durable); at
+worst its key and files stay behind, unreferenced, and after step 4 only files no key
+opens.
 
 A quarantined session is refused: its hold (and its hostile files) stay until an owner
 lifts it. The deletion is published as ``session.deleted``, which the audit recorder
@@ -46,6 +53,7 @@ from .session_actor import SessionDeps
 logger = logging.getLogger(__name__)
 
 RETENTION = "retention"
+STOP_WAIT_S = 60.0
 
 
 class SessionHeld(Exception):
@@ -133,20 +141,30 @@ class SessionDeleter:
                         f"the workspace of agent group {group.id} is shared with "
                         f"{len(siblings)} other session(s); delete without the workspace")
                 workspace_dir = deps.state_dir / "workspaces" / group.folder
-            await deps.queues.forget(session.id)
-            await self._sessions.mailbox.send(StopSession(session.id, "deleted"))
-            await self._sessions.wait_retired(session.id)
-            await self._store.transaction(_delete_rows, session.id)
-            await trio.to_thread.run_sync(self._forget_key, session.id)
-            layout = SessionLayout.under(deps.state_dir, session.id)
-            await deps.isolator.release_session(layout.root, workspace_dir)
-            await trio.to_thread.run_sync(_remove_files, layout.root,
-                                          deps.settings.key_dir / session.id, workspace_dir)
+            # Begun, it runs to the end: a caller that goes away (an HTTP client
+            # hanging up) must not leave the rows gone and the key and files behind.
+            with trio.CancelScope(shield=True):
+                await self._remove(session.id, workspace_dir)
             event = SessionDeleted(session.id, session.agent_group_id, workspace_dir
                                    is not None, by)
             deps.events.publish(event)
             logger.info("session %s deleted by %s", session.id, by)
             return event
+
+    async def _remove(self, session_id: str, workspace_dir: Path | None) -> None:
+        deps = self._deps
+        await deps.queues.forget(session_id)
+        # Bounded, as it runs shielded: a sessions actor that is itself stopping
+        # fails the deletion here, before anything is gone, rather than hang it.
+        with trio.fail_after(STOP_WAIT_S):
+            await self._sessions.mailbox.send(StopSession(session_id, "deleted"))
+            await self._sessions.wait_retired(session_id)
+        await self._store.transaction(_delete_rows, session_id)
+        await trio.to_thread.run_sync(self._forget_key, session_id)
+        layout = SessionLayout.under(deps.state_dir, session_id)
+        await deps.isolator.release_session(layout.root, workspace_dir)
+        await trio.to_thread.run_sync(_remove_files, layout.root,
+                                      deps.settings.key_dir / session_id, workspace_dir)
 
     async def delete_idle(self, before_us: int) -> int:
         """The retention policy: delete every session last active before ``before_us``
