@@ -207,7 +207,8 @@ class ControlPlane:
                 sessions = Sessions(session_deps, mailbox=sessions_mailbox)
                 session_deleter = SessionDeleter(store=store, sessions=sessions,
                                                  deps=session_deps,
-                                                 forget_key=keystore.delete_session)
+                                                 forget_key=keystore.delete_session,
+                                                 keyed_sessions=keystore.session_ids)
                 commands = ChatCommands(
                     approvers=ChatApprovers(store, registry, audit), gateway=gateway,
                     channels=channels, audit=audit, events=bus)
@@ -221,6 +222,7 @@ class ControlPlane:
                 await nursery.start(gateway.run)
                 await nursery.start(delivery.run)
                 await nursery.start(quarantine.run)  # holds loaded before any session starts
+                await session_deleter.reap_orphans()  # before any session starts
                 await nursery.start(sessions.run)
                 await nursery.start(notices.run)
                 await nursery.start(commands.run)

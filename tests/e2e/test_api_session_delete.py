@@ -1,16 +1,22 @@
 """Deleting a session over real HTTP and ironctl: a live session with a sandbox, a
 task and a key is deleted by an admin, with its queues, key, rows and (on request)
 workspace; a viewer or approver is refused, a quarantined session is refused, the
-deletion is audited, and the chat's next message starts a new session that answers."""
+deletion is audited, and the chat's next message starts a new session that answers.
+Retention deletes only idle sessions with nothing planned, and a deletion cut short by
+a crash is finished at the next start."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import trio
 
 from ironclaw.contract.actions import ScheduleTask
 from ironclaw.contract.clock import now_us
+from ironclaw.contract.enums import SessionMode
 from ironclaw.host.keys import FileMasterKeySource, KeyStore
 from tests.support.api import Api, default_settings, running_api  # noqa: F401
 
@@ -93,8 +99,6 @@ async def test_an_admin_deletes_a_live_session_and_the_chat_starts_afresh(api: A
 
 
 async def test_retention_deletes_only_idle_sessions_with_nothing_planned(api: Api) -> None:
-    from ironclaw.contract.enums import SessionMode
-
     registry, deleter = api.handles.registry, api.handles.session_deleter
     made = {name: (await registry.resolve_session("demo", f"mg-{name}", None,
                                                   SessionMode.SHARED)).id
@@ -117,3 +121,43 @@ async def test_retention_deletes_only_idle_sessions_with_nothing_planned(api: Ap
     left = {s["id"] for s in (await api.get("/v1/sessions")).json()["sessions"]}
     assert left == {made["planned"], made["held"], made["recent"]}
     assert await deleter.delete_idle(cutoff) == 0
+
+
+async def test_a_deletion_cut_short_by_a_crash_is_finished_at_the_next_start(
+        tmp_path: Path) -> None:
+    """The row went, the key and the files did not (the plane died in between): the
+    next start removes them before any session runs, and keeps every session that has
+    a row."""
+    from ironclaw.host.app import ControlPlane
+    from ironclaw.host.modelproxy import Credentials
+    from tests.support.plane import dev_plane_config
+
+    config = dev_plane_config(tmp_path / "state", tmp_path / "keys")
+    state = config.state_dir
+
+    @contextlib.asynccontextmanager
+    async def started() -> AsyncIterator[Any]:
+        async with trio.open_nursery() as nursery:
+            yield await nursery.start(ControlPlane(config, credentials=Credentials()).run)
+            nursery.cancel_scope.cancel()
+
+    async with started() as plane:
+        kept = await plane.registry.resolve_session("demo", "mg-kept", None,
+                                                    SessionMode.SHARED)
+        await plane.scheduler.schedule(  # writes nothing to disk; the row is enough
+            session_id=kept.id, agent_group_id="demo",
+            request=ScheduleTask("later", now_us() + HOUR_US, None, "UTC", None))
+    with KeyStore.open(state, FileMasterKeySource.in_state_dir(state)) as keys:
+        keys.ensure_session("ses_0123456789abcdef")
+        keys.ensure_session(kept.id)
+    (state / "sessions" / "ses_0123456789abcdef" / "inbound").mkdir(parents=True)
+    (state / "sessions" / "ses_0123456789abcdef" / "inbound" / "inbound.db").write_bytes(
+        b"ciphertext")
+    (state / "sessions" / "not-a-session-id").mkdir()
+
+    async with started() as plane:
+        assert [s.id for s in await plane.registry.list_sessions()] == [kept.id]
+    assert not (state / "sessions" / "ses_0123456789abcdef").exists()
+    assert (state / "sessions" / "not-a-session-id").is_dir()  # not ours to judge
+    with KeyStore.open_read_only(state, FileMasterKeySource.in_state_dir(state)) as view:
+        assert set(view.session_ids()) == {kept.id}

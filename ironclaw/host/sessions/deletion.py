@@ -21,9 +21,9 @@ the retention policy for idle sessions) removes, in this order:
 Once begun, a deletion runs to the end even if its caller goes away (it is shielded
 from cancellation; only a sessions actor that will not stop its sandbox within
 ``STOP_WAIT_S`` fails it, before anything is gone). A crash of the control plane part
-way leaves no session that looks alive (the row goes first of what is durable); at
-worst its key and files stay behind, unreferenced, and after step 4 only files no key
-opens.
+way leaves no session that looks alive (the row goes first of what is durable); its
+key and files, left behind without a row, are removed at the next start, before any
+session runs (:meth:`SessionDeleter.reap_orphans`).
 
 A quarantined session is refused: its hold (and its hostile files) stay until an owner
 lifts it. The deletion is published as ``session.deleted``, which the audit recorder
@@ -36,12 +36,13 @@ import logging
 import os
 import shutil
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import trio
 
+from ironclaw.contract.ids import InvalidId, validate_session_id
 from ironclaw.contract.layout import SessionLayout
 from ironclaw.host.store import HostStore
 
@@ -80,6 +81,21 @@ def _idle_sessions(conn: Any, before: int) -> list[str]:
         "('active', 'paused')) ORDER BY last_active", (before,))]
 
 
+def _session_dirs(state_dir: Path) -> set[str]:
+    """The session ids with a directory under ``<state>/sessions`` (a root-owned
+    directory: no sandbox can add a name there)."""
+    base = state_dir / "sessions"
+    if not base.is_dir():
+        return set()
+    found = set()
+    for entry in base.iterdir():
+        try:
+            found.add(str(validate_session_id(entry.name)))
+        except InvalidId:
+            continue
+    return found
+
+
 def _make_removable(path: Path) -> None:
     """A directory the agent wrote may be left without the owner's write bit."""
     for directory, _dirs, _files in os.walk(path):
@@ -113,13 +129,37 @@ class SessionDeleter:
     """Deletes sessions, one at a time, for the API and the retention sweep."""
 
     def __init__(self, *, store: HostStore, sessions: Sessions, deps: SessionDeps,
-                 forget_key: Callable[[str], bool]) -> None:
-        """``forget_key`` is ``KeyStore.delete_session`` (blocking: run on a thread)."""
+                 forget_key: Callable[[str], bool],
+                 keyed_sessions: Callable[[], Iterable[str]] = frozenset) -> None:
+        """``forget_key`` is ``KeyStore.delete_session`` and ``keyed_sessions``
+        ``KeyStore.session_ids`` (both blocking: run on a thread)."""
         self._store = store
         self._sessions = sessions
         self._deps = deps
         self._forget_key = forget_key
+        self._keyed_sessions = keyed_sessions
         self._lock = trio.Lock()
+
+    async def reap_orphans(self) -> list[str]:
+        """At start, before any session runs: finish the deletions a crash cut short.
+        A key or a session directory whose session has no row in host.db (rows are
+        made before either, and deleted before either) is removed. Returns their ids."""
+        deps = self._deps
+        rows = {s.id for s in await deps.registry.list_sessions()}
+        keyed = set(await trio.to_thread.run_sync(lambda: list(self._keyed_sessions())))
+        found = keyed | await trio.to_thread.run_sync(_session_dirs, deps.state_dir)
+        orphans = sorted(sid for sid in found - rows
+                         if deps.quarantine.held(sid) is None)
+        for sid in orphans:
+            logger.warning("session %s has no row (a deletion cut short); removing what "
+                           "is left of it", sid)
+            await deps.queues.forget(sid)
+            await trio.to_thread.run_sync(self._forget_key, sid)
+            layout = SessionLayout.under(deps.state_dir, sid)
+            await deps.isolator.release_session(layout.root, None)
+            await trio.to_thread.run_sync(_remove_files, layout.root,
+                                          deps.settings.key_dir / sid, None)
+        return orphans
 
     async def delete(self, session_id: str, *, by: str, workspace: bool = False
                      ) -> SessionDeleted:
