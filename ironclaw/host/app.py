@@ -52,6 +52,7 @@ from .questions import Questions
 from .registry import Registry
 from .scheduling.scheduler import Scheduler
 from .sessions import SessionDeps, SessionProgress, Sessions, SessionSettings
+from .sessions.deletion import SessionDeleter
 from .sessions.quarantine import Quarantine
 from .store import HostStore, open_host_store
 from .store.changes import ChangeStore
@@ -83,6 +84,7 @@ class ControlPlaneHandles:
     chat_approvers: ChatApprovers
     loop_lag: LoopLagMonitor  # how long the event loop stalls (``/metrics``, red team)
     quarantine: Quarantine  # sessions held for proving hostile (``/v1/quarantine``)
+    session_deleter: SessionDeleter  # ``DELETE /v1/sessions/{id}``, and retention
     # For the API's token hashes: a sub-key of the sealed root, stable across rotation.
     api_token_key: bytes = attrs.field(repr=False)
 
@@ -200,7 +202,7 @@ class ControlPlane:
                                     inbox=inbox, progress=progress, gate=gateway,
                                     scheduler=scheduler, questions=questions, events=bus)
                 key_dir = config.key_directory()
-                sessions = Sessions(SessionDeps(
+                session_deps = SessionDeps(
                     state_dir=state, registry=registry, queues=queues, isolator=isolator,
                     models=proxy, credentials=self._credentials, delivery=delivery,
                     progress=progress, events=bus,
@@ -209,8 +211,12 @@ class ControlPlane:
                         safety_poll_s=config.safety_poll_s,
                         heartbeat_interval_s=config.heartbeat_interval_s,
                         sandbox_backoff=config.sandbox_backoff), egress=egress,
-                    quarantine=quarantine),
-                    mailbox=sessions_mailbox)
+                    quarantine=quarantine)
+                sessions = Sessions(session_deps, mailbox=sessions_mailbox)
+                session_deleter = SessionDeleter(store=store, sessions=sessions,
+                                                 deps=session_deps,
+                                                 forget_key=keystore.delete_session,
+                                                 keyed_sessions=keystore.session_ids)
                 commands = ChatCommands(
                     approvers=ChatApprovers(store, registry, audit), gateway=gateway,
                     channels=channels, audit=audit, events=bus)
@@ -224,6 +230,7 @@ class ControlPlane:
                 await nursery.start(gateway.run)
                 await nursery.start(delivery.run)
                 await nursery.start(quarantine.run)  # holds loaded before any session starts
+                await session_deleter.reap_orphans()  # before any session starts
                 await nursery.start(sessions.run)
                 await nursery.start(notices.run)
                 await nursery.start(commands.run)
@@ -236,8 +243,10 @@ class ControlPlane:
                         interval=config.sweep_interval_s,
                         heartbeat_timeout=config.stuck_heartbeat_s,
                         stop_cooldown=config.stuck_stop_cooldown_s,
-                        inbound_retention=config.inbound_retention_s),
-                    seen_events=functools.partial(prune_seen_events, store)).run)
+                        inbound_retention=config.inbound_retention_s,
+                        session_retention=config.session_retention_s),
+                    seen_events=functools.partial(prune_seen_events, store),
+                    idle_sessions=session_deleter.delete_idle).run)
                 task_status.started(ControlPlaneHandles(
                     config=config, runtime=isolator.name,
                     runtime_strength=isolator.strength.value, runtime_warning=warning,
@@ -247,6 +256,7 @@ class ControlPlane:
                     scheduler=scheduler, questions=questions, events=bus, store=store,
                     gateway=gateway, audit=audit, chat_approvers=commands.approvers,
                     loop_lag=loop_lag, quarantine=quarantine,
+                    session_deleter=session_deleter,
                     api_token_key=keystore.subkey(Purpose.API_TOKEN_HASH)))
         finally:
             with trio.CancelScope(shield=True):

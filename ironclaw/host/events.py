@@ -67,6 +67,19 @@ class SessionRetired:
 
 
 @attrs.frozen
+class SessionDeleted:
+    """A session was deleted: its queues, its key and its host.db rows are gone (and,
+    with `workspace`, its agent group's workspace was emptied). `by` is the principal,
+    or `retention` for an idle session the sweeper removed. Audited."""
+
+    type: ClassVar[str] = "session.deleted"
+    session_id: str
+    agent_group_id: str
+    workspace: bool
+    by: str
+
+
+@attrs.frozen
 class SessionFailed:
     type: ClassVar[str] = "session.failed"
     session_id: str

@@ -18,7 +18,9 @@ Each pass, in order (a failing step is reported and never stops the others):
    ``stop_cooldown`` seconds. (Idle retirement is the session actor's own job.)
 4. **Retention**: each known session's inbound rows finished before ``now -
    inbound_retention``; settled delivery records, answered questions and finished
-   tasks older than ``records_retention``.
+   tasks older than ``records_retention``; and, when ``session_retention`` is set,
+   every session idle longer than that is deleted (``SessionDeleter.delete_idle``:
+   not a live one, not one with a task planned, not a quarantined one).
 
 Timing is on a :class:`WallClock`; the loop sleeps on Trio's clock, so
 ``autojump_clock`` drives it in tests.
@@ -65,6 +67,9 @@ class SweepPolicy:
     inbound_retention: float = 86_400.0
     records_retention: float = 30 * 86_400.0
     seen_events_retention: float = 7 * 86_400.0
+    # Sessions idle (no message in or task planned) longer than this are deleted, with
+    # their queues and keys; None keeps every session for ever.
+    session_retention: float | None = None
     due_batch: int = 100
 
 
@@ -95,6 +100,7 @@ class SweepReport:
     questions_pruned: int = 0
     tasks_pruned: int = 0
     channel_events_pruned: int = 0
+    sessions_deleted: int = 0
     failed_steps: int = 0
 
 
@@ -139,11 +145,15 @@ class Sweeper:
                  sessions_mailbox: trio.MemorySendChannel[SessionsMessage],
                  queues: InboundQueues, events: EventSink | None = None,
                  policy: SweepPolicy | None = None, clock: WallClock | None = None,
-                 seen_events: Callable[[int], Awaitable[int]] | None = None) -> None:
+                 seen_events: Callable[[int], Awaitable[int]] | None = None,
+                 idle_sessions: Callable[[int], Awaitable[int]] | None = None) -> None:
         """``seen_events(before_us)`` forgets the channels' seen platform event ids
         older than ``before_us`` (they only guard against redelivery, which platforms
-        do within hours)."""
+        do within hours). ``idle_sessions(before_us)`` deletes the sessions idle since
+        before ``before_us`` (``SessionDeleter.delete_idle``), under
+        ``policy.session_retention``."""
         self._seen_events = seen_events
+        self._idle_sessions = idle_sessions
         self._scheduler = scheduler
         self._questions = questions
         self._records = records
@@ -225,4 +235,11 @@ class Sweeper:
             "tasks_pruned": await self._scheduler.prune(finished_before=records_cutoff),
             "channel_events_pruned": 0 if self._seen_events is None else
             await self._seen_events(now - int(self.policy.seen_events_retention * US)),
+            "sessions_deleted": await self._delete_idle(now),
         }
+
+    async def _delete_idle(self, now: int) -> int:
+        retention = self.policy.session_retention
+        if retention is None or self._idle_sessions is None:
+            return 0
+        return await self._idle_sessions(now - int(retention * US))

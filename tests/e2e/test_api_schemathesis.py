@@ -60,7 +60,10 @@ def run_schemathesis(base_url: str, token: str, known: dict[str, str]
     for result in schema.get_all_operations():
         assert isinstance(result, Ok), result
         operation = result.ok()
-        fixed = existing_ids(operation.path, known)
+        # Deleting what exists would take it from every later operation's run (and
+        # its own end-to-end test proves it); a DELETE meets only unknown ids here.
+        fixed = None if operation.method.upper() == "DELETE" else \
+            existing_ids(operation.path, known)
         passes = [(POSITIVE, None), (NEGATIVE, None)] + ([(POSITIVE, fixed)] if fixed else [])
         for mode, ids in passes:
             key = (operation.label, mode.value, ids is not None)

@@ -47,6 +47,11 @@ KERNEL_FILE = ("procfs, sysfs or cgroupfs: the kernel generates it; nothing can 
 OWN_WRITER = ("the host's own inbound queue: bound read-only into the sandbox under "
               "every isolating runtime")
 
+DELETED_WORKSPACE = (
+    "<state>/workspaces/<folder> is the host's (the agent writes only below it); of the "
+    "agent's entries listed there, nothing is opened: each is unlinked, or removed by "
+    "rmtree, which never follows a link")
+
 REVIEWED: dict[tuple[str, str, str], str] = {
     ("ironclaw/contract/untrusted_files.py", "open_untrusted", "os.open"): HARDENED,
     # Backup and restore: the sandbox-written parts (queue files, workspaces) go
@@ -187,6 +192,16 @@ REVIEWED: dict[tuple[str, str, str], str] = {
     ("ironclaw/host/isolation/volumes.py", "Volumes.ensure", "outbound.resolve"):
         "<state>/sessions/<id>/outbound: every component is the host's (the agent "
         "writes only below it, and cannot rename the directory in a root-owned parent)",
+    ("ironclaw/host/isolation/volumes.py", "Volumes.release_session", "workspace.is_dir"):
+        DELETED_WORKSPACE,
+    ("ironclaw/host/isolation/volumes.py", "Volumes.release_session", "workspace.iterdir"):
+        DELETED_WORKSPACE,
+    ("ironclaw/host/sessions/deletion.py", "_remove_files", "workspace.is_dir"):
+        DELETED_WORKSPACE,
+    ("ironclaw/host/sessions/deletion.py", "_remove_files", "workspace.is_symlink"):
+        DELETED_WORKSPACE,
+    ("ironclaw/host/sessions/deletion.py", "_remove_files", "workspace.iterdir"):
+        DELETED_WORKSPACE,
     ("ironclaw/host/isolation/volumes.py", "Volumes._mount_former_layout", "images.glob"):
         HOST_PRIVATE + " (the 0700 volumes directory)",
     ("ironclaw/host/isolation/volumes.py", "_loop_devices", "backing.read_text"):

@@ -245,3 +245,21 @@ async def test_a_production_plane_does_not_start_an_agent_on_the_mock_model(
             nursery.cancel_scope.cancel()
     finally:
         logging.getLogger("ironclaw").removeHandler(watch)
+
+
+def test_session_retention_is_read_in_days_and_checked(tmp_path: Path) -> None:
+    from ironclaw.host.config import ControlPlaneConfig
+    from ironclaw.host.config.file import ConfigFileError, load_config_file
+
+    config = tmp_path / "config.toml"
+    config.write_text("session_retention_days = 30\n")
+    loaded = load_config_file(config)
+    assert loaded == {"channels": (), "session_retention_s": 30 * 86_400.0}
+    assert ControlPlaneConfig(state_dir=tmp_path, **loaded).session_retention_s == \
+        30 * 86_400.0
+    assert "session_retention_s" not in load_config_file(ROOT / "deploy" /
+                                                         "config.toml.example")
+    for bad in ("0", "-1", "true", '"30"'):
+        config.write_text(f"session_retention_days = {bad}\n")
+        with pytest.raises(ConfigFileError, match="positive number of days"):
+            load_config_file(config)

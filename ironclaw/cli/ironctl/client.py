@@ -204,6 +204,9 @@ class Api:
     async def post(self, url: str, body: object) -> Any:
         return await self.call("POST", url, body=body)
 
+    async def delete(self, url: str, **params: object) -> Any:
+        return await self.call("DELETE", url, params=params)
+
     @asynccontextmanager
     async def stream(self, url: str, **params: object) -> AsyncIterator[httpx.Response]:
         """A streamed GET (no read timeout: an export may take long)."""

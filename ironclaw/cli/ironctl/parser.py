@@ -8,7 +8,20 @@ from typing import Any
 
 from ironclaw.contract.enums import ChangeKind
 
-from . import agents, audit, changes, chat, events, health, owners, quarantine, redteam, views
+from . import (
+    agents,
+    audit,
+    changes,
+    chat,
+    events,
+    health,
+    owners,
+    principals,
+    quarantine,
+    redteam,
+    tasks,
+    views,
+)
 from .client import DEFAULT_ADDR, ENV_ADDR, ENV_TOKEN
 from .templates import TEMPLATES
 
@@ -165,6 +178,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = b.leaf(top, "sessions", views.cmd_sessions, "sessions (or one, by id)")
     p.add_argument("id", nargs="?")
     p.add_argument("--live", action="store_true", help="only sessions with a live sandbox")
+    p.add_argument("--delete", action="store_true",
+                   help="delete session ID: its queues, key, tasks and records (needs an "
+                        "owner or admin token; audited)")
+    p.add_argument("--workspace", action="store_true",
+                   help="with --delete: also empty its agent group's workspace (refused "
+                        "while the group has another session)")
 
     p = b.leaf(top, "questions", views.cmd_questions, "pending questions from agents")
     p.add_argument("--session", help="only this session's")
@@ -191,6 +210,35 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("user", metavar="USER",
                        help="the owner's registry user id, <channel>:<platform sender "
                             "id>, e.g. telegram:12345")
+
+    sub = b.group(top, "principals", "the team's API tokens (needs an owner token; audited)")
+    b.leaf(sub, "list", principals.cmd_list, "every principal, revoked ones included")
+    p = b.leaf(sub, "add", principals.cmd_add,
+               "add a principal and print its token, once")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("--roles", required=True, metavar="ROLE[,ROLE]",
+                   help="admin, approver and/or viewer, comma-separated")
+    p.add_argument("--agent-groups", metavar="GROUP[,GROUP]",
+                   help="limit it to these agent groups' changes (default: every group)")
+    p = b.leaf(sub, "revoke", principals.cmd_revoke,
+               "revoke a principal for good (its name stays taken)")
+    p.add_argument("name", metavar="NAME")
+    p = b.leaf(sub, "rotate", principals.cmd_rotate,
+               "give a principal a new token (printed once); the old one stops working")
+    p.add_argument("name", metavar="NAME")
+
+    sub = b.group(top, "tasks", "scheduled tasks of every session")
+    p = b.leaf(sub, "list", tasks.cmd_list, "tasks, soonest first (default: active and "
+               "paused)")
+    p.add_argument("--status", choices=tasks.STATUSES)
+    p.add_argument("--session", help="only this session's")
+    p.add_argument("--limit", type=positive_int, default=100)
+    for name, handler, text in (
+            ("pause", tasks.cmd_pause, "pause a task (it keeps its place)"),
+            ("resume", tasks.cmd_resume, "resume a paused task"),
+            ("cancel", tasks.cmd_cancel, "cancel a task for good")):
+        p = b.leaf(sub, name, handler, f"{text} (needs an owner or admin token; audited)")
+        p.add_argument("task", metavar="TASK", help="the task's id")
 
     sub = b.group(top, "quarantine", "sessions held because their sandbox proved hostile")
     b.leaf(sub, "list", quarantine.cmd_list, "the sessions held, and why")

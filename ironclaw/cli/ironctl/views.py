@@ -8,6 +8,7 @@ from typing import Any
 from .client import OK, UsageError, path
 from .context import Ctx, read_text_arg
 from .output import Column, cell, when
+from .sessions import cmd_delete
 
 REGISTRY: dict[str, tuple[str, str, list[Column]]] = {
     "agent-groups": ("/v1/registry/agent-groups", "agent_groups", [
@@ -90,6 +91,10 @@ async def cmd_registry(ctx: Ctx) -> int:
 
 
 async def cmd_sessions(ctx: Ctx) -> int:
+    if ctx.args.delete or ctx.args.workspace:
+        if not ctx.args.delete:
+            raise UsageError("--workspace goes with --delete")
+        return await cmd_delete(ctx)
     if ctx.args.id:
         return _record(ctx, await ctx.api.get(path("/v1/sessions", ctx.args.id)))
     found = await ctx.api.get("/v1/sessions")

@@ -28,7 +28,17 @@ from .context import Access, ApiContext, access, access_of, bearer_token, may_wr
 from .errors import ApiError, error_response, install_error_handlers, rate_limited, unauthorized
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .readiness import Readiness
-from .routes import audit, changes, chat_approvals, local, quarantine, registry
+from .routes import (
+    audit,
+    changes,
+    chat_approvals,
+    local,
+    principals,
+    quarantine,
+    registry,
+    sessions,
+    tasks,
+)
 from .ws import chat, events
 
 
@@ -121,6 +131,9 @@ def create_app(ctx: ApiContext) -> QuartTrio:
     registry.register(app, ctx)
     chat_approvals.register(app, ctx)
     quarantine.register(app, ctx)
+    principals.register(app, ctx)
+    tasks.register(app, ctx)
+    sessions.register(app, ctx)
     events.register(app, ctx)
     chat.register(app, ctx)
     console.register(app, ctx)

@@ -19,6 +19,7 @@ from typing import Any
 
 from ironclaw import __version__
 from ironclaw.contract.enums import ChangeStatus
+from ironclaw.host.scheduling import TaskStatus
 
 from .schemas import COMPONENTS, Schema, ref
 
@@ -183,9 +184,22 @@ def _paths() -> dict[str, Any]:
                 "only entries with a greater index"), _limit(1000, 200)))},
         "/v1/sessions": {"get": _op("List sessions", "sessions", (200, _json(
             ref("SessionList"), "every session; live: has a running actor")), ())},
-        "/v1/sessions/{session_id}": {"get": _op("Show session", "sessions", (200, _json(
-            ref("Session"), "the session")), (404,), params=(
-                _path("session_id", "the session's id"),))},
+        "/v1/sessions/{session_id}": {
+            "get": _op("Show session", "sessions", (200, _json(
+                ref("Session"), "the session")), (404,), params=(
+                    _path("session_id", "the session's id"),)),
+            "delete": _op("Delete session", "sessions", (200, _json(
+                ref("SessionDeleted"), "gone: its queues, key, tasks, questions and "
+                                       "delivery records")), (400, 403, 404, 409),
+                params=(_path("session_id", "the session's id"), _param(
+                    "workspace", "query", {"type": "string", "enum": ["true", "false"],
+                                           "default": "false"},
+                    "also empty its agent group's workspace (refused while another "
+                    "session of the group exists)")),
+                description="Owner and admin principals only (403 otherwise). Its "
+                            "sandbox is stopped first. 409: quarantined (lift the hold "
+                            "first), or the workspace is shared. A later message from "
+                            "its chat starts a new session. Audited as session.deleted.")},
         "/v1/registry/agent-groups": {"get": _op("List agent groups", "registry", (
             200, _json(ref("AgentGroupList"), "every agent group")), ())},
         "/v1/registry/agent-groups/{group_id}": {"get": _op(
@@ -247,6 +261,51 @@ def _paths() -> dict[str, Any]:
                         "principal may (403 otherwise); 404 if it is not held. Audited "
                         "as session.quarantine_lifted. Look at the session's outbound "
                         "directory first: a file still hostile quarantines it again.")},
+        "/v1/principals": {
+            "get": _op("List principals", "access", (200, _json(
+                ref("PrincipalList"), "every principal, revoked ones included (they keep "
+                                      "their names)")), (403,),
+                description="Owner principals only (403 otherwise)."),
+            "post": _op(
+                "Add principal", "access", (201, _json(
+                    ref("PrincipalToken"), "created: its token, shown this once")),
+                (403, 409, 422), body="PrincipalCreate",
+                description="Owner principals only (403 otherwise). 409: the name is "
+                            "taken (a revoked name stays taken). Audited as "
+                            "api.principal_created.")},
+        "/v1/principals/{name}": {"delete": _op(
+            "Revoke principal", "access", (200, _json(
+                ref("PrincipalRevoked"), "revoked, for good")), (403, 404, 409),
+            params=(_path("name", "the principal's name"),),
+            description="Owner principals only (403 otherwise). Its token stops working "
+                        "at once; its name is never reused. 409: already revoked, or the "
+                        "caller's own principal. Audited as api.principal_revoked.")},
+        "/v1/principals/{name}/rotate": {"post": _op(
+            "Rotate principal token", "access", (200, _json(
+                ref("PrincipalToken"), "the new token, shown this once")),
+            (403, 404, 409), params=(_path("name", "the principal's name"),),
+            description="Owner principals only (403 otherwise). The old token stops "
+                        "working at once; the roles stay. 409: revoked. Audited as "
+                        "api.principal_rotated.")},
+        "/v1/tasks": {"get": _op(
+            "List tasks", "tasks", (200, _json(ref("TaskList"), "soonest first; times in "
+                                                            "microseconds")), (400,),
+            params=(_param("status", "query", {"type": "string", "enum": [
+                s.value for s in TaskStatus]}, "only tasks in this status (default: "
+                                               "active and paused)"),
+                _param("session_id", "query", {"type": "string", "maxLength": 128},
+                       "only this session's"), _limit(1000, 100)),
+            description="Every session's scheduled tasks. The prompt, written by the "
+                        "agent, is cut to 500 characters.")},
+        **{f"/v1/tasks/{{task_id}}/{verb}": {"post": _op(
+            f"{verb.capitalize()} task", "tasks", (200, _json(
+                ref("TaskSteered"), "the task after; changed: whether it was otherwise "
+                                    "before")), (403, 404, 409),
+            params=(_path("task_id", "the task's id"),),
+            description=f"Owner and admin principals only (403 otherwise). 409: the "
+                        f"task's status does not allow it. Audited as task.{past}.")}
+           for verb, past in (("pause", "paused"), ("resume", "resumed"),
+                              ("cancel", "cancelled"))},
         "/v1/access-requests": {"get": _op(
             "List access requests", "access", (200, _json(
                 ref("AccessRequestList"), "oldest first; each is decided as the "

@@ -53,6 +53,7 @@ TOKEN_SHAPE = re.compile(r"[A-Za-z0-9._~+-]{16,256}")
 REFRESH_S = 5.0
 MISS_REFRESH_S = 1.0
 KEY_BYTES = 32
+MAX_AUDITED_SCOPE_CHARS = 256  # one audit field holds an id list up to this long
 
 
 class PrincipalError(ValueError):
@@ -84,45 +85,73 @@ def check_token_shape(token: str) -> str:
     return token
 
 
-def _principal(name: str, roles: object) -> Principal:
+def _principal(name: str, roles: object, scope: object = None) -> Principal:
     try:
-        return Principal(name, frozenset(roles if isinstance(roles, list) else ()))
+        return Principal(name, frozenset(roles if isinstance(roles, list) else ()),
+                         agent_groups=None if scope is None else
+                         frozenset(scope if isinstance(scope, list) else ()))
     except ValueError as exc:
         raise PrincipalError(str(exc)) from None
 
 
+def _scope_json(principal: Principal) -> str | None:
+    groups = principal.agent_groups
+    return None if groups is None else canonical_json(sorted(groups))
+
+
+def _scope_fields(groups: frozenset[str]) -> dict[str, str | int]:
+    """For the audit entry: the groups' ids when they fit in one field, and always
+    how many there are."""
+    names = ",".join(sorted(groups))
+    fields: dict[str, str | int] = {"agent_groups_count": len(groups)}
+    if len(names) <= MAX_AUDITED_SCOPE_CHARS:
+        fields["agent_groups"] = names
+    return fields
+
+
+def _parse_scope(text: str | None) -> object:
+    return None if text is None else parse_json(text, max_bytes=8192)
+
+
+def _by(name: str | None) -> dict[str, str]:
+    return {} if name is None else {"by": name}
+
+
 # Store-thread functions (conn first).
 
-def _active(conn: Any) -> list[tuple[str, str, str]]:
-    return list(conn.execute(
-        "SELECT name, roles, token_hash FROM principals WHERE revoked_at IS NULL"))
+def _active(conn: Any) -> list[tuple[str, str, str, str | None]]:
+    return list(conn.execute("SELECT name, roles, token_hash, agent_groups FROM principals "
+                             "WHERE revoked_at IS NULL"))
 
 
-def _listing(conn: Any) -> list[tuple[str, str, int, int | None]]:
-    return list(conn.execute(
-        "SELECT name, roles, created_at, revoked_at FROM principals ORDER BY name"))
+def _listing(conn: Any) -> list[tuple[str, str, int, int | None, str | None]]:
+    return list(conn.execute("SELECT name, roles, created_at, revoked_at, agent_groups "
+                             "FROM principals ORDER BY name"))
 
 
-def _put(conn: Any, name: str, roles: str, digest: str, at: int, replace: bool) -> bool:
+def _put(conn: Any, name: str, roles: str, digest: str, at: int, replace: bool,
+         scope: str | None = None) -> bool:
     """Insert (or, with ``replace``, re-key) a principal. A revoked one is refused."""
-    row = conn.execute("SELECT revoked_at, roles, token_hash FROM principals WHERE name = ?",
-                       (name,)).fetchone()
+    row = conn.execute("SELECT revoked_at, roles, token_hash, agent_groups FROM principals "
+                       "WHERE name = ?", (name,)).fetchone()
     if row is not None and row[0] is not None:
         raise PrincipalRevoked(name, int(row[0]))
-    if row is not None and (row[1], row[2]) == (roles, digest):
+    if row is not None and (row[1], row[2], row[3]) == (roles, digest, scope):
         return False  # already exactly so
     clash = conn.execute("SELECT name FROM principals WHERE token_hash = ? AND name != ?",
                          (digest, name)).fetchone()
     if clash is not None:
         raise PrincipalError("that token already belongs to another principal")
     if row is None:
-        conn.execute("INSERT INTO principals (name, roles, token_hash, created_at) "
-                     "VALUES (?, ?, ?, ?)", (name, roles, digest, at))
+        conn.execute("INSERT INTO principals (name, roles, token_hash, created_at, "
+                     "agent_groups) VALUES (?, ?, ?, ?, ?)",
+                     (name, roles, digest, at, scope))
         return True
     if not replace:
         raise PrincipalError(f"principal {name!r} already exists")
-    conn.execute("UPDATE principals SET roles = ?, token_hash = ?, created_at = ? "
-                 "WHERE name = ? AND revoked_at IS NULL", (roles, digest, at, name))
+    conn.execute("UPDATE principals SET roles = ?, token_hash = ?, created_at = ?, "
+                 "agent_groups = ? WHERE name = ? AND revoked_at IS NULL",
+                 (roles, digest, at, scope, name))
     return True
 
 
@@ -133,6 +162,12 @@ def _taken_names(conn: Any) -> set[str]:
 def _revoke(conn: Any, name: str, at: int) -> bool:
     return bool(conn.execute("UPDATE principals SET revoked_at = ? WHERE name = ? "
                              "AND revoked_at IS NULL", (at, name)).rowcount)
+
+
+def _rekey(conn: Any, name: str, digest: str) -> bool:
+    return bool(conn.execute("UPDATE principals SET token_hash = ? "
+                             "WHERE name = ? AND revoked_at IS NULL",
+                             (digest, name)).rowcount)
 
 
 def _count_active(conn: Any) -> int:
@@ -179,9 +214,10 @@ class Principals:
                 return  # another request reloaded while this one waited
             rows = await self._store.call(_active)
             cache: dict[str, tuple[str, Principal]] = {}
-            for name, roles, digest in rows:
+            for name, roles, digest, scope in rows:
                 try:
-                    principal = _principal(name, parse_json(roles, max_bytes=1024))
+                    principal = _principal(name, parse_json(roles, max_bytes=1024),
+                                           _parse_scope(scope))
                 except (PrincipalError, ValueError):
                     log.warning("principal %r has unusable roles; ignored", name)
                     continue
@@ -193,33 +229,59 @@ class Principals:
         self._loaded_at = None
 
     async def create(self, name: str, roles: frozenset[str] | set[str], *,
-                     token: str | None = None, replace: bool = False) -> str:
+                     token: str | None = None, replace: bool = False,
+                     by: str | None = None,
+                     agent_groups: frozenset[str] | set[str] | None = None) -> str:
         """Create a principal; returns its token (minted unless given). With
-        ``replace``, an existing principal of that name gets the new token and roles."""
-        principal = _principal(name, sorted(roles))
+        ``replace``, an existing principal of that name gets the new token and roles.
+        ``by`` names the principal who asked (recorded in the audit entry);
+        ``agent_groups`` scopes it (None: every group)."""
+        principal = _principal(name, sorted(roles),
+                               None if agent_groups is None else sorted(agent_groups))
         if not principal.roles:
             raise PrincipalError("a principal needs at least one role")
         secret = new_token() if token is None else check_token_shape(token)
         changed = await self._store.transaction(
             _put, principal.name, canonical_json(sorted(principal.roles)),
-            token_hash(self._key, secret), now_us(), replace)
+            token_hash(self._key, secret), now_us(), replace, _scope_json(principal))
         self._invalidate()
         if changed and self._audit is not None:
+            scope = {} if principal.agent_groups is None else _scope_fields(
+                principal.agent_groups)
             await self._audit.append("api.principal_created", principal=principal.name,
-                                     roles=",".join(sorted(principal.roles)))
+                                     roles=",".join(sorted(principal.roles)),
+                                     **scope, **_by(by))
         return secret
 
-    async def revoke(self, name: str) -> bool:
+    async def revoke(self, name: str, *, by: str | None = None) -> bool:
         revoked = await self._store.transaction(_revoke, name, now_us())
         self._invalidate()
         if revoked and self._audit is not None:
-            await self._audit.append("api.principal_revoked", principal=name)
+            await self._audit.append("api.principal_revoked", principal=name, **_by(by))
         return revoked
+
+    async def rotate(self, name: str, *, by: str | None = None) -> str | None:
+        """Give an active principal a fresh token (its roles unchanged; the old token
+        stops working at once). Returns the new token, or None if there is no active
+        principal of that name."""
+        secret = new_token()
+        rotated = await self._store.transaction(
+            _rekey, name, token_hash(self._key, secret))
+        self._invalidate()
+        if not rotated:
+            return None
+        if self._audit is not None:
+            await self._audit.append("api.principal_rotated", principal=name, **_by(by))
+        return secret
+
+    async def get(self, name: str) -> dict[str, object] | None:
+        return next((row for row in await self.list() if row["name"] == name), None)
 
     async def list(self) -> list[dict[str, object]]:
         return [{"name": name, "roles": parse_json(roles, max_bytes=1024),
+                 "agent_groups": _parse_scope(scope),
                  "created_at": created, "revoked_at": revoked}
-                for name, roles, created, revoked in await self._store.call(_listing)]
+                for name, roles, created, revoked, scope in await self._store.call(_listing)]
 
     async def active_count(self) -> int:
         return await self._store.call(_count_active)

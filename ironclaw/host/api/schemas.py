@@ -18,6 +18,7 @@ from ironclaw.contract.enums import (
     SessionMode,
     UnknownSenderPolicy,
 )
+from ironclaw.host.scheduling import TaskStatus
 
 Schema = dict[str, Any]
 
@@ -29,6 +30,9 @@ MAX_TEXT = 64 * 1024
 MAX_ANSWER = 4000
 MAX_TTL_SECONDS = 90 * 24 * 3600
 ROLES = ["owner", "admin", "approver", "viewer"]
+# The roles a principal minted through the API may hold: an owner is only ever the
+# bootstrapped one (docs/api.md, "Authentication and principals").
+GRANTABLE_ROLES = ["admin", "approver", "viewer"]
 
 
 def ref(name: str) -> Schema:
@@ -55,6 +59,21 @@ BOOL: Schema = {"type": "boolean"}
 ANY: Schema = {}
 
 # Request bodies (enforced).
+
+PRINCIPAL_CREATE: Schema = {
+    "type": "object", "additionalProperties": False, "required": ["name", "roles"],
+    "properties": {
+        "name": {"type": "string", "pattern": SENDER_PATTERN, "maxLength": 64,
+                 "description": "the new principal's name (never reused once revoked)"},
+        "roles": {"type": "array", "maxItems": 3,
+                  "items": {"type": "string", "enum": GRANTABLE_ROLES},
+                  "description": "one or more of admin, approver, viewer"},
+        "agent_groups": {"type": "array", "maxItems": 64,
+                         "items": {"type": "string", "pattern": ENTITY_PATTERN},
+                         "description": "limit it to these agent groups' changes "
+                                        "(submitting and deciding); absent: every group"},
+    },
+}
 
 CHANGE_SUBMIT: Schema = {
     "type": "object", "additionalProperties": False,
@@ -138,6 +157,22 @@ COMPONENTS: dict[str, Schema] = {
     "LocalMessage": LOCAL_MESSAGE,
     "AnswerRequest": ANSWER,
     "ChatApprovalRequest": CHAT_APPROVAL,
+    "PrincipalCreate": PRINCIPAL_CREATE,
+    "Task": obj({"id": STR, "session_id": STR, "agent_group_id": STR,
+                 "status": {"type": "string", "enum": [s.value for s in TaskStatus]},
+                 "prompt": STR, "recurrence": nullable("string"), "timezone": STR,
+                 "next_run_at": nullable("integer"), "last_run_at": nullable("integer"),
+                 "fired_count": INT, "created_at": INT, "updated_at": INT}),
+    "TaskList": obj({"tasks": array_of(ref("Task"))}),
+    "TaskSteered": obj({"task": ref("Task"), "changed": BOOL}),
+    "PrincipalInfo": obj({"name": STR, "roles": array_of(STR),
+                          "agent_groups": {"oneOf": [array_of(STR), {"type": "null"}]},
+                          "created_at": INT, "revoked_at": nullable("integer")}),
+    "PrincipalList": obj({"principals": array_of(ref("PrincipalInfo"))}),
+    "PrincipalToken": obj({"name": STR, "roles": array_of(STR),
+                           "agent_groups": {"oneOf": [array_of(STR), {"type": "null"}]},
+                           "token": STR}),
+    "PrincipalRevoked": obj({"name": STR, "revoked": BOOL}),
     "ChatApprovalResult": obj({"user_id": STR, "enabled": BOOL, "changed": BOOL}),
     "ChatApprover": obj({"user_id": STR, "enabled_by": STR, "enabled_at": INT,
                          "owner": BOOL}),
@@ -184,6 +219,8 @@ COMPONENTS: dict[str, Schema] = {
                     "last_active": INT, "live": BOOL,
                     "heartbeat_at": nullable("integer")}),
     "SessionList": obj({"sessions": array_of(ref("Session"))}),
+    "SessionDeleted": obj({"session_id": STR, "agent_group_id": STR, "deleted": BOOL,
+                           "workspace": BOOL}),
     "Persona": obj({"identity": STR, "soul": STR, "instructions": STR}),
     "AgentGroup": obj({"id": STR, "name": STR, "folder": STR, "provider": STR,
                        "model": STR, "persona": ref("Persona"),

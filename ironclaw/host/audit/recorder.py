@@ -26,6 +26,7 @@ AUDITED: dict[str, tuple[str, ...]] = {
     "session.failed": ("session_id", "error"),
     "session.quarantined": ("session_id", "agent_group_id", "reason"),
     "session.quarantine_lifted": ("session_id", "agent_group_id", "by"),
+    "session.deleted": ("session_id", "agent_group_id", "workspace", "by"),
     "model.call": ("session_id", "agent_group_id", "provider", "host", "method", "path",
                    "status", "request_bytes", "response_bytes", "duration_ms",
                    "redactions", "stop", "failure"),

@@ -5,6 +5,7 @@ Known top-level keys are listed in :data:`TOP_LEVEL_KEYS`; anything else is an e
 
     runtime = "runsc"
     idle_timeout_s = 900
+    session_retention_days = 90
 
     [[channels]]
     type = "telegram"
@@ -31,7 +32,8 @@ __all__ = ["DAEMON_KEYS", "LOG_FORMATS", "ConfigFileError", "load_config_file"]
 DAEMON_KEYS = frozenset({"api_addr", "api_allow_public", "log_format"})
 LOG_FORMATS = ("text", "json")
 TOP_LEVEL_KEYS = frozenset({"state_dir", "runtime", "idle_timeout_s", "channels", "egress",
-                            "sandbox_disk", "gateway", "mock_model"}) | DAEMON_KEYS
+                            "sandbox_disk", "gateway", "mock_model",
+                            "session_retention_days"}) | DAEMON_KEYS
 # Tables parsed by their own settings class: key -> from_table.
 SECTION_PARSERS: dict[str, Callable[[Any], Any]] = {
     "egress": EgressConfig.from_table,
@@ -97,4 +99,10 @@ def load_config_file(path: Path) -> dict[str, Any]:
             values["idle_timeout_s"] = float(table["idle_timeout_s"])
         except (TypeError, ValueError):
             raise ConfigFileError(f"{path}: idle_timeout_s must be a number") from None
+    if "session_retention_days" in table:
+        days = table["session_retention_days"]
+        if isinstance(days, bool) or not isinstance(days, int | float) or not days > 0:
+            raise ConfigFileError(f"{path}: session_retention_days must be a positive "
+                                  "number of days")
+        values["session_retention_s"] = float(days) * 86_400.0
     return values

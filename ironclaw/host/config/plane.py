@@ -48,6 +48,9 @@ class ControlPlaneConfig:
     stuck_heartbeat_s: float = 120.0
     stuck_stop_cooldown_s: float = 120.0
     inbound_retention_s: float = 86_400.0
+    # Delete sessions idle longer than this (queues, keys, rows; never a workspace);
+    # None keeps them for ever. ``session_retention_days`` in the config file.
+    session_retention_s: float | None = None
     sandbox_backoff: BackoffPolicy = attrs.Factory(BackoffPolicy)
     gateway: GatewayConfig = attrs.Factory(GatewayConfig)
     # Per-session model call caps; the defaults protect a provider budget (5/s, burst 20).

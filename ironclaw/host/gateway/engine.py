@@ -50,6 +50,7 @@ from .rbac import (
     StaleChange,
     chat_principal_name,
     may_approve,
+    out_of_scope,
 )
 from .state import snapshot
 from .verifiers import VERIFIER, build_chain, policy_may_approve, run_chain
@@ -149,6 +150,8 @@ class ChangeEngine:
         if change.is_expired(self._clock.now_us()):
             await self.on_expire(change.id)
             raise Conflict(f"{change.id} has expired")
+        if not m.principal.covers(change.agent_group):
+            raise out_of_scope(m.principal, change.agent_group)
         first_approver: str | None = None
         if m.outcome is DecisionOutcome.APPROVE:
             after = parse_json(change.after, max_bytes=MAX_CHANGE_BYTES)

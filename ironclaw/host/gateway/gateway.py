@@ -48,6 +48,7 @@ from ironclaw.host.gateway.rbac import (
     Principal,
     may_reject,
     may_submit,
+    out_of_scope,
 )
 from ironclaw.host.registry import AccessRequest
 from ironclaw.host.store import HostStore
@@ -165,6 +166,8 @@ class Gateway:
         if not isinstance(agent_group, str) or not ENTITY_ID.fullmatch(agent_group):
             raise InvalidChange(f"invalid agent group id {agent_group!r:.70}")
         requester = self._requester(requested_by)
+        if isinstance(requested_by, Principal) and not requested_by.covers(agent_group):
+            raise out_of_scope(requested_by, agent_group)
         ttl_us = self._ttl(ttl_seconds)
         return cast(StoredChange, await self._ask(lambda reply: SubmitChange(
             change_kind, agent_group, text, requester, _reason(reason), ttl_us, None, reply)))

@@ -10,6 +10,10 @@ a decider's name from a payload. Roles, from most to least powerful:
 
 A change granting the ``owner`` role can only be approved by an owner.
 
+A principal may be scoped to agent groups (``agent_groups``; None: every group). A
+scoped principal may submit, approve and reject only changes of those groups; the
+gateway refuses any other with Forbidden, whatever its roles say.
+
 A principal may also be an owner speaking from a direct chat with the bot (chat
 approvals, opt-in per owner): its ``via`` names the chat identity and the chat it
 came from, its name is ``chat:<channel>:<handle>`` (a colon never appears in a token
@@ -37,6 +41,7 @@ DECIDER_ROLES = frozenset({OWNER, ADMIN, APPROVER})
 SYSTEM_DECIDERS = frozenset({"verifier", "policy", "expiry", "auto", "system"})
 
 _PRINCIPAL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
+_GROUP_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 CHAT_PREFIX = "chat:"
 # A registry user id as the router builds it: ``<channel>:<handle>``, printable.
 _CHAT_USER = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}:[^\s:]{1,128}")
@@ -91,6 +96,15 @@ def _roles(value: Iterable[str]) -> frozenset[str]:
     return roles
 
 
+def _scope(value: Iterable[str] | None) -> frozenset[str] | None:
+    if value is None:
+        return None
+    groups = frozenset(value)
+    if not groups or not all(isinstance(g, str) and _GROUP_ID.fullmatch(g) for g in groups):
+        raise ValueError("a scope names one or more agent group ids")
+    return groups
+
+
 @attrs.frozen
 class ChatOrigin:
     """Where a chat decision came from: the owner's registry user id
@@ -129,6 +143,8 @@ class Principal:
     name: str = attrs.field()
     roles: frozenset[str] = attrs.field(converter=_roles)
     via: ChatOrigin | None = None
+    # The agent groups whose changes it may submit and decide; None: every group.
+    agent_groups: frozenset[str] | None = attrs.field(default=None, converter=_scope)
 
     def __attrs_post_init__(self) -> None:
         if self.via is None:
@@ -139,6 +155,15 @@ class Principal:
     @property
     def is_decider(self) -> bool:
         return bool(self.roles & DECIDER_ROLES)
+
+    def covers(self, agent_group: str) -> bool:
+        """Whether its scope includes ``agent_group``."""
+        return self.agent_groups is None or agent_group in self.agent_groups
+
+
+def out_of_scope(principal: Principal, agent_group: str) -> Forbidden:
+    return Forbidden(f"{principal.name} is limited to agent group(s) "
+                     f"{', '.join(sorted(principal.agent_groups or ()))}, not {agent_group}")
 
 
 def approvable_kinds(principal: Principal, approvals: Mapping[str, frozenset[ChangeKind]]

@@ -15,6 +15,7 @@ from .inbox import InboundQueues as InboundQueues
 from .inbox import SessionInbox as SessionInbox
 from .inbox import cap_content as cap_content
 from .queues import InboundSink as InboundSink
+from .queues import SessionGone as SessionGone
 from .queues import SessionQueues as SessionQueues
 from .wakes import Waker as Waker
 from .wakes import WakeSink as WakeSink

@@ -34,6 +34,11 @@ from ironclaw.runtime import DiscardEvents, EventSink
 INBOUND_FULL_REPORT_EVERY_S = 60.0
 
 
+class SessionGone(LookupError):
+    """The session was deleted: its queue is gone and is never opened again (its id
+    is random and never reused, so nothing legitimate asks for it any more)."""
+
+
 class SessionSecrets(Protocol):
     """What the key store offers: a 64-byte secret per session, created on demand."""
 
@@ -62,9 +67,27 @@ class SessionQueues:
         self._opening = trio.Lock()
         # session id -> (when last reported, rows refused since)
         self._full_reports: dict[str, tuple[float, int]] = {}
+        # Deleted sessions: a router, task or answer that looked the session up just
+        # before it went must not bring its files or its key back to life.
+        self._deleted: set[str] = set()
 
     def keys(self, session_id: str) -> SessionKeys:
+        self._refuse_deleted(session_id)
         return SessionKeys.from_secret(self._secrets.ensure_session(session_id))
+
+    def _refuse_deleted(self, session_id: str) -> None:
+        if session_id in self._deleted:
+            raise SessionGone(f"session {session_id} was deleted")
+
+    async def forget(self, session_id: str) -> None:
+        """From now on, refuse the session's queue and key (:class:`SessionGone`),
+        and close its writer, so its files can be removed."""
+        async with self._opening:
+            self._deleted.add(session_id)
+            writer = self._writers.pop(session_id, None)
+            self._full_reports.pop(session_id, None)
+        if writer is not None:
+            await trio.to_thread.run_sync(writer.close)
 
     def paths(self, session_id: str) -> QueuePaths:
         return SessionLayout.under(self._state_dir, session_id).queues
@@ -76,6 +99,7 @@ class SessionQueues:
 
     async def inbound(self, session_id: str) -> InboundWriter:
         async with self._opening:
+            self._refuse_deleted(session_id)
             writer = self._writers.get(session_id)
             if writer is None:
                 writer = await trio.to_thread.run_sync(self._open, session_id)

@@ -64,6 +64,12 @@ class Isolator(Protocol):
         volumes here). Idempotent."""
         ...
 
+    async def release_session(self, session_dir: Path, workspace: Path | None) -> None:
+        """Undo :meth:`prepare_host` for a deleted session, whose sandbox has stopped:
+        afterwards ``session_dir`` (and ``workspace``, when given) hold nothing the
+        isolator mounted, so the caller can remove them. Idempotent."""
+        ...
+
     async def run(self, spec: LaunchSpec, *,
                   task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
         """Launch, report the pid through ``task_status``, and wait. Raise

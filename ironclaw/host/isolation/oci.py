@@ -128,6 +128,11 @@ class OciIsolator:
         before its volume is mounted would watch the directory underneath."""
         await trio.to_thread.run_sync(self._ensure_volumes, spec)
 
+    async def release_session(self, session_dir: Path, workspace: Path | None) -> None:
+        if self._volumes is not None:
+            await trio.to_thread.run_sync(self._volumes.release_session, session_dir,
+                                          workspace)
+
     def _ensure_volumes(self, spec: LaunchSpec) -> None:
         if self._volumes is not None:
             self._volumes.ensure(spec.workspace, spec.queues.outbound_dir)

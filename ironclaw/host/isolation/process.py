@@ -48,6 +48,9 @@ class ProcessIsolator:
     async def prepare_host(self, spec: LaunchSpec) -> None:
         """Nothing: a bare process writes the host's own directories, uncapped."""
 
+    async def release_session(self, session_dir: Path, workspace: Path | None) -> None:
+        """Nothing: :meth:`prepare_host` mounted nothing."""
+
     async def run(self, spec: LaunchSpec, *,
                   task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
         # A unix socket path must fit in ~100 bytes and a state directory may not: the

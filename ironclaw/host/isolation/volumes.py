@@ -26,8 +26,10 @@ recovery at start looks for undelivered replies), so a volume and its binds, onc
 mounted, stay mounted until the control plane stops (:meth:`Volumes.release_all`).
 At start, :meth:`Volumes.mount_existing` mounts every volume and rebinds every
 directory on it whose host path still exists, before any session starts, adopting the
-mounts a killed control plane left. ``mount -o loop`` sets the loop device to clear
-itself once its last mount (the volume's or a bind's) is gone.
+mounts a killed control plane left. A deleted session's bind goes with it
+(:meth:`Volumes.release_session`), and so does what it held on the volume.
+``mount -o loop`` sets the loop device to clear itself once its last mount (the
+volume's or a bind's) is gone.
 
 Blocking throughout: callers run these on worker threads.
 """
@@ -203,6 +205,29 @@ class Volumes:
 
     def release_all(self) -> list[Path]:
         return release_volumes(self._state)
+
+    def release_session(self, session_dir: Path, workspace: Path | None) -> None:
+        """For a deleted session: unbind its outbound directory and remove what it held
+        on the volume (and, with ``workspace``, empty the group's workspace on it; its
+        bind stays, for the group's next session). Its former-layout image goes too."""
+        session_dir = session_dir.resolve()
+        if session_dir.parent != self._state / "sessions":
+            raise VolumeError(f"{session_dir} is not a session directory of this state "
+                              "directory")
+        sid = session_dir.name
+        with self._lock:
+            outbound = session_dir / "outbound"
+            if os.path.ismount(outbound):
+                _run([_tool("umount"), str(outbound)])
+            for volume in self._groups.iterdir() if self._groups.is_dir() else ():
+                on_volume = volume / OUTBOUND_DIR / sid
+                if volume.is_dir() and os.path.ismount(volume) and on_volume.is_dir():
+                    shutil.rmtree(on_volume)
+            former = self._state / VOLUMES_DIR / "sessions" / f"{sid}.img"
+            former.unlink(missing_ok=True)
+            if workspace is not None and workspace.is_dir():
+                for entry in list(workspace.iterdir()):
+                    _remove(entry)
 
     def _mount_former_layout(self) -> list[Path]:
         """Volumes of the layout before group volumes (one image per workspace, one

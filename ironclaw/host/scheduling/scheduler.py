@@ -103,6 +103,33 @@ class Scheduler:
         """The session's live (active or paused) tasks, soonest first."""
         return await self._store.call(t.for_session, session_id, limit)
 
+    async def all_tasks(self, *, status: t.TaskStatus | None = None,
+                        session_id: str | None = None, limit: int = 100) -> list[t.Task]:
+        """Every session's tasks, for an operator: live ones unless ``status`` says."""
+        return await self._store.call(t.listing, None if status is None else status.value,
+                                      session_id, limit)
+
+    # -- requests from an operator ------------------------------------------------------
+
+    OPERATOR_ACTIONS: ClassVar[frozenset[str]] = frozenset(
+        {"pause_task", "resume_task", "cancel_task"})
+
+    async def operate(self, task_id: str, action: str) -> tuple[t.Task, bool]:
+        """Pause, resume or cancel any session's task for a human: (the task after,
+        whether it changed). Raises :class:`TaskNotFound`, :class:`TaskConflict`."""
+        if action not in self.OPERATOR_ACTIONS:
+            raise InvalidSchedule(f"unknown task action {action}")
+        before = await self.get(task_id)
+        after = self._changed(before, TaskControl(action=action, task_id=task_id,
+                                                  prompt=None, run_at=None,
+                                                  recurrence=None))
+        changed = after.status is not before.status
+        if changed:
+            await self._store.transaction(t.replace, before, after)
+            self._events.publish(TaskChanged(after.id, after.session_id, action,
+                                             after.status.value))
+        return after, changed
+
     # -- requests from a session ---------------------------------------------------------
 
     async def schedule(self, *, session_id: str, agent_group_id: str, request: ScheduleTask,

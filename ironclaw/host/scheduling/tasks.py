@@ -111,6 +111,20 @@ def for_session(conn: Any, session_id: str, limit: int) -> list[Task]:
         "ORDER BY next_run_at IS NULL, next_run_at, id LIMIT ?", (session_id, *LIVE, limit))]
 
 
+def listing(conn: Any, status: str | None, session_id: str | None, limit: int
+            ) -> list[Task]:
+    """Every session's tasks (an operator's view), soonest first; by default only the
+    live ones (active or paused)."""
+    statuses = LIVE if status is None else (status,)
+    marks = ", ".join("?" * len(statuses))
+    where, args = f"status IN ({marks})", list(statuses)
+    if session_id is not None:
+        where, args = where + " AND session_id = ?", [*args, session_id]
+    return [_task(r) for r in conn.execute(
+        f"SELECT {_COLUMNS} FROM schedules WHERE {where} "
+        "ORDER BY next_run_at IS NULL, next_run_at, id LIMIT ?", (*args, limit))]
+
+
 def due(conn: Any, now: int, limit: int) -> list[Task]:
     return [_task(r) for r in conn.execute(
         f"SELECT {_COLUMNS} FROM schedules WHERE status = 'active' AND next_run_at <= ? "

@@ -301,4 +301,10 @@ CREATE TABLE quarantined_sessions (
 ALTER TABLE chat_notices ADD COLUMN text TEXT
 """
 
-MIGRATIONS: tuple[str, ...] = (V1, V2, V3, V4, V5, V6, V7, V8, V9)
+# V10 (teams): a principal may be scoped to agent groups, a JSON list of their ids;
+# NULL (every principal before this) is every group.
+V10 = """
+ALTER TABLE principals ADD COLUMN agent_groups TEXT
+"""
+
+MIGRATIONS: tuple[str, ...] = (V1, V2, V3, V4, V5, V6, V7, V8, V9, V10)

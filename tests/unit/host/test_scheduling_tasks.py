@@ -239,3 +239,27 @@ async def test_a_session_has_a_bounded_number_of_live_tasks(h: Harness) -> None:
         await scheduler.schedule(session_id=session.id, agent_group_id="g1", request=request)
     with pytest.raises(TaskLimit):
         await scheduler.schedule(session_id=session.id, agent_group_id="g1", request=request)
+
+
+async def test_an_operator_pause_holds_a_task_of_any_session_until_resumed(
+        h: Harness, mock_clock: trio.testing.MockClock) -> None:
+    session = await h.session("g1", "chat-1")
+    task = await h.scheduler.schedule(session_id=session.id, agent_group_id="g1",
+                                      request=ScheduleTask("stretch", None, "hourly",
+                                                           None, None))
+    paused, changed = await h.scheduler.operate(task.id, "pause_task")
+    assert changed and paused.status is TaskStatus.PAUSED
+    assert (await h.scheduler.operate(task.id, "pause_task"))[1] is False
+    mock_clock.jump(3 * HOUR)
+    assert await h.scheduler.fire_due() == 0
+    assert task_rows(h, session.id) == []
+    assert [t.id for t in await h.scheduler.all_tasks()] == [task.id]
+    await h.scheduler.operate(task.id, "resume_task")
+    assert await h.scheduler.fire_due() == 1  # the missed slot fires once
+    cancelled, _ = await h.scheduler.operate(task.id, "cancel_task")
+    assert cancelled.status is TaskStatus.CANCELLED
+    assert await h.scheduler.all_tasks() == []
+    assert [t.id for t in await h.scheduler.all_tasks(status=TaskStatus.CANCELLED)] == \
+        [task.id]
+    with pytest.raises(ValueError, match="unknown task action"):
+        await h.scheduler.operate(task.id, "update_task")

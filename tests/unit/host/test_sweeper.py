@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -40,14 +40,15 @@ async def h(tmp_path: Path) -> AsyncIterator[Harness]:
 
 
 class Rig:
-    def __init__(self, h: Harness, policy: SweepPolicy | None = None) -> None:
+    def __init__(self, h: Harness, policy: SweepPolicy | None = None, *,
+                 idle_sessions: Callable[[int], Awaitable[int]] | None = None) -> None:
         self.view = SessionsView()
         self.send, self.stops = trio.open_memory_channel[SessionsMessage](100)
         self.records = DeliveryRecords(h.store)
         self.sweeper = Sweeper(scheduler=h.scheduler, questions=h.questions,
                                records=self.records, sessions=self.view,
                                sessions_mailbox=self.send, queues=h.queues, events=h.events,
-                               policy=policy, clock=h.clock)
+                               policy=policy, clock=h.clock, idle_sessions=idle_sessions)
 
     def stopped(self) -> list[StopSession]:
         out: list[StopSession] = []
@@ -203,3 +204,20 @@ async def test_retention_prunes_what_is_old_and_keeps_what_is_not(
     kept = await rig.records.lookup([f"{session.id}:done", f"{session.id}:busy"])
     assert list(kept) == [f"{session.id}:busy"]  # a retry in progress is never pruned
     assert [q.id for q in await h.questions.pending()] == [open_question.id]
+
+
+async def test_idle_sessions_are_deleted_only_under_a_session_retention(
+        h: Harness, mock_clock: trio.testing.MockClock) -> None:
+    asked: list[int] = []
+
+    async def delete_idle(before_us: int) -> int:
+        await trio.lowlevel.checkpoint()
+        asked.append(before_us)
+        return 2
+
+    kept = Rig(h, idle_sessions=delete_idle)
+    assert (await kept.sweeper.sweep()).sessions_deleted == 0 and asked == []
+    rig = Rig(h, SweepPolicy(session_retention=7 * 86_400.0), idle_sessions=delete_idle)
+    report = await rig.sweeper.sweep()
+    assert report.sessions_deleted == 2
+    assert asked == [h.clock.now_us() - 7 * 86_400 * 1_000_000]

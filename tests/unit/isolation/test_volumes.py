@@ -195,3 +195,30 @@ def test_a_volume_that_will_not_mount_does_not_stop_the_others(state: Path) -> N
     assert sorted(volumes.mount_existing()) == sorted(
         [other.resolve(), (state / "sessions" / "s2" / "outbound").resolve()])
     assert not os.path.ismount(workspace)
+
+
+@needs_mount
+def test_a_deleted_session_leaves_nothing_mounted_or_kept_on_the_volume(state: Path) -> None:
+    volumes = Volumes(state, DiskCaps(CAP))
+    workspace, outbound = _paths(state)
+    (state / "sessions" / "s2" / "outbound").mkdir(parents=True)
+    _, sibling = _paths(state, "s2")
+    volumes.ensure(workspace, outbound)
+    volumes.ensure(workspace, sibling)
+    (workspace / "notes.txt").write_text("the group's")
+    (outbound / "reply").write_bytes(b"x" * (CAP // 2))
+    (sibling / "reply").write_text("the sibling's")
+    volumes.release_session(state / "sessions" / "s1", None)
+    assert not os.path.ismount(outbound) and list(outbound.iterdir()) == []
+    assert not (volumes.volume_for("demo") / "outbound" / "s1").exists()
+    # Its space is the group's again; the sibling and the workspace are untouched.
+    (sibling / "room").write_bytes(b"x" * (CAP // 2))
+    assert (sibling / "reply").read_text() == "the sibling's"
+    assert (workspace / "notes.txt").read_text() == "the group's"
+    volumes.release_session(state / "sessions" / "s2", workspace)
+    assert os.path.ismount(workspace) and list(workspace.iterdir()) == []
+    volumes.release_session(state / "sessions" / "s2", workspace)  # idempotent
+    with pytest.raises(VolumeError):
+        volumes.release_session(state / "workspaces" / "demo", None)
+    release_volumes(state)
+    assert sorted(volumes.mount_existing()) == [workspace.resolve()]  # no session rebound

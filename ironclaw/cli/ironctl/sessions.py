@@ -1,0 +1,26 @@
+"""``ironctl sessions ID --delete [--workspace]``: delete a session for good.
+
+Its sandbox is stopped, then its queues, key, tasks, questions and delivery records
+go; a later message from its chat starts a new session. ``--workspace`` also empties
+its agent group's workspace (refused while the group has another session). Needs an
+owner or admin token; audited as ``session.deleted``.
+"""
+
+from __future__ import annotations
+
+from .client import OK, UsageError, path
+from .context import Ctx
+
+
+async def cmd_delete(ctx: Ctx) -> int:
+    if not ctx.args.id:
+        raise UsageError("--delete needs the session's id: ironctl sessions ID --delete")
+    deleted = await ctx.api.delete(path("/v1/sessions", ctx.args.id),
+                                   workspace="true" if ctx.args.workspace else None)
+    if ctx.json_mode:
+        ctx.console.json(deleted)
+        return OK
+    also = " and its agent group's workspace emptied" if deleted.get("workspace") else ""
+    ctx.console.line(f"session {deleted.get('session_id')} deleted{also}; a new message "
+                     "from its chat starts a new session")
+    return OK
