@@ -3,7 +3,8 @@
 Subcommands: ``init`` prepares a production state directory (``ironclaw.cli.init``);
 ``build-sandbox`` builds and pins the sealed sandbox image (``ironclaw.cli.build_sandbox``);
 ``backup`` and ``restore`` snapshot a state directory and put it back
-(``ironclaw.cli.backup``).
+(``ironclaw.cli.backup``); ``rotate-master`` replaces the master key with the plane
+stopped (``ironclaw.cli.rotate_master``).
 
 Without ``--dev`` it runs in production mode: no demo agent is seeded, and what runs
 is what ``init`` and the gateway set up.
@@ -26,7 +27,7 @@ from pathlib import Path
 import trio
 
 from ironclaw import __version__
-from ironclaw.cli import backup, build_sandbox, init
+from ironclaw.cli import backup, build_sandbox, init, rotate_master
 from ironclaw.cli.daemon_settings import configure_logging, resolve
 from ironclaw.host.api import ENV_TOKEN, ApiSettings, Principals, bootstrap_owner, serve_api
 from ironclaw.host.app import ControlPlane, ControlPlaneHandles
@@ -134,7 +135,8 @@ async def serve(config: ControlPlaneConfig, *, chat: bool, api: ApiSettings | No
 
 
 SUBCOMMANDS = {"build-sandbox": build_sandbox.main, "init": init.main,
-               "backup": backup.main_backup, "restore": backup.main_restore}
+               "backup": backup.main_backup, "restore": backup.main_restore,
+               "rotate-master": rotate_master.main}
 
 
 def main(argv: list[str] | None = None) -> int:

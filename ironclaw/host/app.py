@@ -18,6 +18,7 @@ import trio
 
 from ironclaw.host.channels.transcripts import DurableTranscripts
 from ironclaw.host.config.devseed import seed_dev
+from ironclaw.host.config.statedir_lock import hold_state_dir
 from ironclaw.host.inbound.inbox import SessionInbox
 from ironclaw.host.inbound.queues import SessionQueues
 from ironclaw.host.inbound.router import Router
@@ -133,9 +134,15 @@ class ControlPlane:
 
     async def run(self, *, task_status: trio.TaskStatus[ControlPlaneHandles] = (
             trio.TASK_STATUS_IGNORED)) -> None:
+        """Run the plane on its state directory, which it holds alone (a second plane
+        on the same directory raises StateDirInUse before touching anything)."""
+        self.config.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        with hold_state_dir(self.config.state_dir, what="a control plane"):
+            await self._run(task_status=task_status)
+
+    async def _run(self, *, task_status: trio.TaskStatus[ControlPlaneHandles]) -> None:
         config = self.config
         state = config.state_dir
-        state.mkdir(mode=0o700, parents=True, exist_ok=True)
         # Refuse to start, rather than hand keys to a directory someone else controls.
         await trio.to_thread.run_sync(ensure_session_key_dir, config.key_directory())
         if self._isolator is not None:

@@ -54,6 +54,7 @@ DELETED_WORKSPACE = (
 
 REVIEWED: dict[tuple[str, str, str], str] = {
     ("ironclaw/contract/untrusted_files.py", "open_untrusted", "os.open"): HARDENED,
+    ("ironclaw/host/config/statedir_lock.py", "hold_state_dir", "os.open"): HOST_PRIVATE,
     # Backup and restore: the sandbox-written parts (queue files, workspaces) go
     # through copy_snapshot and the hardened opener; these are the rest.
     ("ironclaw/cli/backup.py", "snapshot_host_db", "sqlcipher3.connect"):
