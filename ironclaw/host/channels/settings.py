@@ -17,6 +17,7 @@ and ``str`` never show it, so a settings object can be logged.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -24,7 +25,8 @@ from typing import Any
 
 import attrs
 
-__all__ = ["ChannelSettings", "InvalidChannelSettings", "Secret", "parse_channel_tables"]
+__all__ = ["ChannelSettings", "InvalidChannelSettings", "Secret", "is_loopback_host",
+           "parse_channel_tables"]
 
 _NAME = re.compile(r"[a-z][a-z0-9_-]{0,31}")
 _KEY = re.compile(r"[a-z][a-z0-9_]{0,63}")
@@ -162,3 +164,13 @@ def parse_channel_tables(tables: object, *,
         seen.add((kind, instance))
         parsed.append(settings)
     return tuple(parsed)
+
+
+def is_loopback_host(host: str) -> bool:
+    """``localhost`` or a loopback address: a server a channel may reach without TLS."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-import ipaddress
-
 import attrs
 
-from ironclaw.host.channels.settings import ChannelSettings, InvalidChannelSettings, Secret
+from ironclaw.host.channels.settings import (
+    ChannelSettings,
+    InvalidChannelSettings,
+    Secret,
+    is_loopback_host,
+)
 
 __all__ = ["EmailConfig", "check_settings"]
 
@@ -50,7 +53,7 @@ class EmailConfig:
                 raise InvalidChannelSettings(f"{label}: {key} must be one of "
                                              f"{', '.join(TLS_MODES)}")
             server = imap_server if key == "imap_tls" else smtp_server
-            if mode == "none" and not _is_loopback(server):
+            if mode == "none" and not is_loopback_host(server):
                 raise InvalidChannelSettings(
                     f"{label}: {key} = \"none\" is allowed only to a loopback server")
             modes[key] = mode
@@ -85,15 +88,6 @@ class EmailConfig:
             tls_ca_file=settings.text("tls_ca_file", "") or None,
             authserv_id=settings.text("authserv_id", "") or None, idle_s=float(idle_s),
             max_message_bytes=int(max_bytes), **ports)
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def check_settings(settings: ChannelSettings) -> list[str]:

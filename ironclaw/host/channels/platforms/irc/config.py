@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-import ipaddress
 from pathlib import Path
 
 import attrs
 
-from ironclaw.host.channels.settings import ChannelSettings, InvalidChannelSettings, Secret
+from ironclaw.host.channels.settings import (
+    ChannelSettings,
+    InvalidChannelSettings,
+    Secret,
+    is_loopback_host,
+)
 
 from .protocol import CHANNEL_PREFIXES, valid_nick, valid_target
 
@@ -83,15 +87,6 @@ class IrcConfig:
                    send_rate=send_rate, send_burst=int(send_burst), **timings)
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def check_settings(settings: ChannelSettings) -> list[str]:
     """Problems ``ironctl doctor`` reports; contacts nothing."""
     try:
@@ -99,7 +94,7 @@ def check_settings(settings: ChannelSettings) -> list[str]:
     except InvalidChannelSettings as exc:
         return [str(exc)]
     problems = []
-    remote = not _is_loopback(config.server)
+    remote = not is_loopback_host(config.server)
     if remote and not config.tls:
         problems.append(f"{settings.label}: tls is off: messages"
                         + (" and the password" if config.password else "")

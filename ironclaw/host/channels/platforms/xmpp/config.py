@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-import ipaddress
-
 import attrs
 
-from ironclaw.host.channels.settings import ChannelSettings, InvalidChannelSettings, Secret
+from ironclaw.host.channels.settings import (
+    ChannelSettings,
+    InvalidChannelSettings,
+    Secret,
+    is_loopback_host,
+)
 
 from .protocol import bare, is_valid_jid, resource_of
 
@@ -47,7 +50,7 @@ class XmppConfig:
         if port != int(port) or not 0 < port < 65536:
             raise InvalidChannelSettings(f"{label}: port must be 1..65535")
         tls = settings.flag("tls", True)
-        if not tls and not _is_loopback(server):
+        if not tls and not is_loopback_host(server):
             raise InvalidChannelSettings(
                 f"{label}: tls = false is allowed only to a loopback server (the password "
                 "would cross the network in the clear)")
@@ -70,15 +73,6 @@ class XmppConfig:
         return cls(jid=jid, password=password, server=server, port=int(port), tls=tls,
                    tls_ca_file=settings.text("tls_ca_file", "") or None, resource=resource,
                    rooms=tuple(rooms), nick=nick, **numbers)
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def check_settings(settings: ChannelSettings) -> list[str]:
