@@ -38,10 +38,12 @@ from .config import ControlPlaneConfig, choose_runtime
 from .delivery import Delivery, DeliveryRecords
 from .egress import EgressBroker
 from .events import RuntimeSelected
-from .gateway import Gateway, GatewayConfig, Grants
+from .gateway import Gateway, GatewayConfig, Grants, MountRoot
+from .gateway.kinds.mounts import root_for
 from .gateway.notifiers import Notifiers, SessionNotifier
 from .inbound import Waker
-from .isolation import Isolator, ProcessIsolator
+from .isolation import HostMount, Isolator, ProcessIsolator
+from .isolation.imagebuild import default_cache_dir
 from .isolation.oci import OciIsolator
 from .isolation.pinned import PinnedImage
 from .isolation.process import reap_stale_agents
@@ -103,7 +105,37 @@ def make_isolator(config: ControlPlaneConfig) -> tuple[Isolator, str | None]:
     return OciIsolator(found, image, state_dir=config.state_dir,
                        limits=config.sandbox_limits, mapping=config.user_mapping,
                        own_dirs=(config.key_directory().parent,),
-                       disk=config.sandbox_disk), warning
+                       disk=config.sandbox_disk,
+                       protected=(config.image_cache_dir or default_cache_dir(),)), warning
+
+
+def protected_paths(config: ControlPlaneConfig) -> tuple[str, ...]:
+    """The plane's own places, which no granted mount may be, hold or lie inside."""
+    return tuple(str(path.resolve()) for path in (
+        config.state_dir, config.image_cache_dir or default_cache_dir(),
+        config.key_directory()))
+
+
+class GrantedMounts:
+    """The sessions' view of the mount grants: each approved mount with the root it
+    lies under as configured now. A mount whose root the operator has since removed,
+    or made read-only while the mount is writable, is not bound (and logged)."""
+
+    def __init__(self, grants: Grants, roots: tuple[MountRoot, ...]) -> None:
+        self._grants = grants
+        self._roots = roots
+
+    async def mounts(self, agent_group_id: str) -> tuple[HostMount, ...]:
+        bound = []
+        for mount in await self._grants.mounts(agent_group_id):
+            root = root_for(mount.source, self._roots)
+            if root is None or not (mount.readonly or root.writable):
+                logger.error("not binding the mount %s of agent group %s: no configured "
+                             "root allows it any more", mount.source, agent_group_id)
+                continue
+            bound.append(HostMount(root.path, mount.source, mount.target,
+                                   writable=not mount.readonly))
+        return tuple(bound)
 
 
 def _platform_adapter(settings: ChannelSettings, store: HostStore, records: DeliveryRecords,
@@ -130,7 +162,8 @@ class ControlPlane:
         usable = self._credentials.usable_providers()
         listed = self.config.gateway.providers
         return attrs.evolve(self.config.gateway,
-                            providers=usable if listed is None else listed & usable)
+                            providers=usable if listed is None else listed & usable,
+                            protected_paths=protected_paths(self.config))
 
     async def run(self, *, task_status: trio.TaskStatus[ControlPlaneHandles] = (
             trio.TASK_STATUS_IGNORED)) -> None:
@@ -218,6 +251,7 @@ class ControlPlane:
                         safety_poll_s=config.safety_poll_s,
                         heartbeat_interval_s=config.heartbeat_interval_s,
                         sandbox_backoff=config.sandbox_backoff), egress=egress,
+                    mounts=GrantedMounts(Grants(store), config.gateway.mount_roots),
                     quarantine=quarantine)
                 sessions = Sessions(session_deps, mailbox=sessions_mailbox)
                 session_deleter = SessionDeleter(store=store, sessions=sessions,

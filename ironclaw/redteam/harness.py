@@ -5,12 +5,16 @@ the demo agent) on the chosen OCI runtime, with one addition to the production s
 the attacker's toolkit bound read-only at ``/opt/redteam``. It approves egress to one
 host for the demo group (so the egress socket exists and can be attacked), engages
 real sessions over the local channel, and then, inside each live sandbox, runs every
-probe of :mod:`.probes` as the sandbox's uid. Two checks run from outside: a request
+probe of :mod:`.probes` as the sandbox's uid. It also configures a mount root beside
+the state directory and approves two host mounts from it for the demo group (one
+read-only, one writable), with a sibling directory and a file of the root's own left
+ungranted: the ``mount.`` probes check both sides of that grant. Two checks run from outside: a request
 for a new tool must end pending at the gateway, not applied; and after the plane
 stops, nothing of the sandboxes may be left on the host.
 
 A *weakening* (the negative control) deliberately builds a weaker sandbox (a network,
-a writable rootfs, or the state directory bound in) and must turn the harness red.
+a writable rootfs, the state directory or the whole mount root bound in) and must
+turn the harness red.
 """
 
 from __future__ import annotations
@@ -41,8 +45,8 @@ from ironclaw.host.app import ControlPlane, ControlPlaneHandles
 from ironclaw.host.config import ControlPlaneConfig
 from ironclaw.host.config.devseed import DEMO_GROUP
 from ironclaw.host.egress import EgressConfig
-from ironclaw.host.gateway import Principal
-from ironclaw.host.isolation import LaunchSpec, SandboxExited
+from ironclaw.host.gateway import GatewayConfig, MountRoot, Principal
+from ironclaw.host.isolation import HostMount, LaunchSpec, SandboxExited
 from ironclaw.host.isolation.oci import OciIsolator, SpecHook, container_id
 from ironclaw.host.isolation.pinned import PinnedImage
 from ironclaw.host.isolation.reconcile import leftover_runtime_state
@@ -51,7 +55,16 @@ from ironclaw.host.isolation.spec import AGENT_UID, ExtraBind, UserMapping
 from ironclaw.host.modelproxy import Credentials
 from ironclaw.host.registry import Wiring
 
-from .probes import PROBE, ProbeTargets, probe_plan
+from .probes import (
+    GRANTED_RO,
+    GRANTED_RW,
+    PROBE,
+    README,
+    SECRET,
+    SIBLING,
+    ProbeTargets,
+    probe_plan,
+)
 from .toolkit import TOOLKIT_MOUNT, build_toolkit
 
 __all__ = ["WEAKENINGS", "Observation", "RedTeamReport", "run_redteam"]
@@ -61,7 +74,7 @@ UNAPPROVED_HOST = "unapproved.example.net"
 OWNER = Principal("redteam-operator", frozenset({"owner"}))
 # The probe each weakening must turn red: the harness's own blind-spot check.
 WEAKENINGS = {"network": "net.interfaces", "writable-rootfs": "rootfs.write",
-              "state-dir": "host.marker"}
+              "state-dir": "host.marker", "mount-root": "mount.beside"}
 Progress = Callable[[str], None]
 
 
@@ -141,8 +154,10 @@ def _weaken(kind: str | None, state: Path, workdir: Path, mapping: UserMapping
         else:
             # Inside the workspace: the image is read-only and shared, and a runtime
             # would create a missing mount point in it.
-            spec["mounts"].append({"destination": "/workspace/host-state", "type": "bind",
-                                   "source": str(state),
+            name, source = (("host-state", state) if kind == "state-dir"
+                            else ("mount-root", workdir / "mount-root"))
+            spec["mounts"].append({"destination": f"/workspace/{name}", "type": "bind",
+                                   "source": str(source),
                                    "options": ["rbind", "nosuid", "nodev", "noexec", "ro"]})
         return spec
 
@@ -231,7 +246,8 @@ async def _probe_as_init(make_isolator: Callable[[SpecHook], OciIsolator], spec:
     return _parse(output, index, len(probe_plan(targets)), note)
 
 
-def _session_spec(state: Path, keys: Path, session_id: str) -> LaunchSpec:
+def _session_spec(state: Path, keys: Path, session_id: str,
+                  mounts: tuple[HostMount, ...]) -> LaunchSpec:
     layout = SessionLayout.under(state, session_id)
     run_dir = layout.root / "run-redteam"
     run_dir.mkdir(mode=0o711, exist_ok=True)
@@ -242,7 +258,47 @@ def _session_spec(state: Path, keys: Path, session_id: str) -> LaunchSpec:
                       queues=layout.queues, key_file=keys / session_id / "session.key",
                       socket_dir=layout.socket_dir,
                       workspace=state / "workspaces" / DEMO_GROUP, run_dir=run_dir,
-                      config=config)
+                      config=config, mounts=mounts)
+
+
+@attrs.frozen
+class MountPlan:
+    """The harness's mount root and what it grants from it."""
+
+    root: Path
+    text: str  # in the granted files
+    marker: str  # in the files beside them
+
+    def grants(self) -> tuple[HostMount, ...]:
+        return (HostMount(str(self.root), str(self.root / GRANTED_RO), f"/mnt/{GRANTED_RO}",
+                          writable=False),
+                HostMount(str(self.root), str(self.root / GRANTED_RW), f"/mnt/{GRANTED_RW}",
+                          writable=True))
+
+
+def _plant_mount_root(root: Path, agent_uid: int) -> MountPlan:
+    """Every file world-readable: only the mount set keeps the sibling out."""
+    plan = MountPlan(root.resolve(), f"granted-{secrets.token_hex(16)}",
+                     f"ironclaw-redteam-beside-{secrets.token_hex(16)}")
+    for directory in (root, root / GRANTED_RO, root / GRANTED_RW, root / SIBLING):
+        directory.mkdir(mode=0o755, parents=True, exist_ok=True)
+        directory.chmod(0o755)
+    os.chown(root / GRANTED_RW, agent_uid, agent_uid)
+    for path, text in ((root / GRANTED_RO / README, plan.text),
+                       (root / SIBLING / SECRET, plan.marker), (root / SECRET, plan.marker)):
+        path.write_text(text + "\n")
+        path.chmod(0o644)
+    return plan
+
+
+async def _approve_mounts(plane: ControlPlaneHandles, plan: MountPlan) -> None:
+    payload = [{"source": m.source, "target": m.target, "readonly": not m.writable}
+               for m in plan.grants()]
+    stored = await plane.gateway.submit("mounts", DEMO_GROUP, payload,
+                                        requested_by=OWNER, reason="red team")
+    decided = await plane.gateway.decide(stored.change.id, DecisionOutcome.APPROVE, OWNER)
+    if decided.status is not ChangeStatus.APPLIED:
+        raise RuntimeError(f"the mount grant was not applied: {decided.status}")
 
 
 async def _self_modification(plane: ControlPlaneHandles, conversation: str) -> Observation:
@@ -292,6 +348,7 @@ async def run_redteam(kind: RuntimeKind, workdir: Path, *, sessions: int = 1,
     marker_dir.mkdir(mode=0o755, exist_ok=True)
     (marker_dir / "marker.txt").write_text(marker + "\n")
     (marker_dir / "marker.txt").chmod(0o644)  # world-readable: only the wall protects it
+    mounts = _plant_mount_root(workdir / "mount-root", mapping.agent_host_uid)
     weaken = _weaken(weakening, state, workdir, mapping)
     image = PinnedImage(state, cache_dir=image_cache)
 
@@ -310,7 +367,8 @@ async def run_redteam(kind: RuntimeKind, workdir: Path, *, sessions: int = 1,
     config = ControlPlaneConfig(
         state_dir=state, dev=True, runtime=kind.value, key_dir=keys, safety_poll_s=0.5,
         heartbeat_interval_s=1.0, user_mapping=mapping,
-        egress=EgressConfig(enabled=True))
+        egress=EgressConfig(enabled=True),
+        gateway=GatewayConfig(mount_roots=(MountRoot(str(mounts.root), writable=True),)))
     observations: list[Observation] = []
     digest = ""
     progress(f"starting a control plane on {kind.value}")
@@ -319,6 +377,7 @@ async def run_redteam(kind: RuntimeKind, workdir: Path, *, sessions: int = 1,
             config, credentials=Credentials(), isolator=isolator).run)
         digest = (await isolator.check_image()).digest
         await _approve_egress(plane)
+        await _approve_mounts(plane, mounts)
         conversations = [f"redteam-{i}" for i in range(sessions + 1)]
         for conversation in conversations:
             await _wire(plane, conversation)
@@ -341,7 +400,8 @@ async def run_redteam(kind: RuntimeKind, workdir: Path, *, sessions: int = 1,
             other_session_key_path=str(keys / bystander / "session.key"),
             other_session_dir=str(state / "sessions" / bystander),
             model_socket="/run/ironclaw/sock/model.sock",
-            egress_socket="/run/ironclaw/sock/egress.sock", unapproved_host=UNAPPROVED_HOST)
+            egress_socket="/run/ironclaw/sock/egress.sock", unapproved_host=UNAPPROVED_HOST,
+            mount_root=str(mounts.root), mount_text=mounts.text, mount_marker=mounts.marker)
         progress("probing from inside each sandbox")
         limiter = trio.CapacityLimiter(4)
 
@@ -349,8 +409,9 @@ async def run_redteam(kind: RuntimeKind, workdir: Path, *, sessions: int = 1,
             async with limiter:
                 if runtime.gvisor:
                     found = await _probe_as_init(
-                        make_isolator, _session_spec(state, keys, ids[conversation]), index,
-                        targets)
+                        make_isolator,
+                        _session_spec(state, keys, ids[conversation], mounts.grants()),
+                        index, targets)
                 else:
                     found = await _probe_by_exec(runtime, ids[conversation], index, targets)
                 observations.extend(found)

@@ -253,14 +253,49 @@ static int marker_under_mounts(const char *relative, const char *marker, char *w
     return found;
 }
 
-static void probe_marker(const char *marker, const char *relative) {
+static void probe_marker(const char *probe, const char *marker, const char *relative) {
     char where[4096] = "";
     scanned = 0;
     if (find_marker("/", marker, where, sizeof where, 0) ||
         marker_under_mounts(relative, marker, where, sizeof where))
-        report("host.marker", 0, "the host's marker is readable at %s", where);
-    else report("host.marker", 1, "marker not found in %ld paths nor under any mount",
-                scanned);
+        report(probe, 0, "the host's marker is readable at %s", where);
+    else report(probe, 1, "marker not found in %ld paths nor under any mount", scanned);
+}
+
+/* The other side of a granted mount: what was granted must be there. "contained"
+ * means "as promised", so here it is true when the file holds the expected text. */
+static void probe_reachable(const char *probe, const char *path, const char *text) {
+    int fd = open(path, O_RDONLY);
+    if (fd < 0) { report(probe, 0, "granted %s: %s", path, strerror(errno)); return; }
+    char buf[4096];
+    ssize_t n = read(fd, buf, sizeof buf);
+    close(fd);
+    if (n > 0 && memmem(buf, n, text, strlen(text))) report(probe, 1, "read %s", path);
+    else report(probe, 0, "%s holds other bytes (%zd read)", path, n);
+}
+
+static void probe_creatable(const char *probe, const char *path) {
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0600);
+    if (fd < 0) { report(probe, 0, "granted writable, yet %s: %s", path, strerror(errno)); return; }
+    close(fd);
+    unlink(path);
+    report(probe, 1, "created and removed %s", path);
+}
+
+/* Plant a symlink in a writable mount that names something beside it, and read
+ * through it: it must resolve inside the sandbox's own view, where that is absent. */
+static void probe_symlink_out(const char *probe, const char *link, const char *target,
+                              const char *relative) {
+    unlink(link);
+    if (symlink(target, link) != 0) {
+        report(probe, 0, "could not plant %s in a writable mount: %s", link, strerror(errno));
+        return;
+    }
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s", link, relative);
+    int fd = open(path, O_RDONLY);
+    if (fd >= 0) { close(fd); report(probe, 0, "%s -> %s opened %s", link, target, path); }
+    else report(probe, 1, "%s -> %s, then %s: %s", link, target, path, strerror(errno));
 }
 
 /* Look for a file by name anywhere we can list, bounded. */
@@ -673,7 +708,12 @@ int main(int argc, char **argv) {
     else if (!strcmp(p, "unreadable")) probe_unreadable(b, a);
     else if (!strcmp(p, "unwritable")) probe_unwritable(b, a, 0);
     else if (!strcmp(p, "uncreatable")) probe_unwritable(b, a, 1);
-    else if (!strcmp(p, "marker")) probe_marker(a, b);
+    else if (!strcmp(p, "marker")) probe_marker("host.marker", a, b);
+    else if (!strcmp(p, "secret")) probe_marker(argc > 4 ? argv[4] : "secret", a, b);
+    else if (!strcmp(p, "reachable")) probe_reachable(argc > 4 ? argv[4] : "reachable", a, b);
+    else if (!strcmp(p, "creatable")) probe_creatable(b, a);
+    else if (!strcmp(p, "symlink-out"))
+        probe_symlink_out(argc > 5 ? argv[5] : "symlink_out", a, b, argc > 4 ? argv[4] : "");
     else if (!strcmp(p, "findname")) probe_findname(a, b);
     else if (!strcmp(p, "setuid-binary")) probe_setuid_binary(a);
     else if (!strcmp(p, "ptrace")) {

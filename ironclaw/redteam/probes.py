@@ -4,7 +4,10 @@ A probe is one run of ``ironclaw-probe`` inside a live session's container, as t
 sandbox's own uid (65532), through the runtime's ``exec``: it gets the container's
 namespaces, cgroup, seccomp profile and (empty) capabilities, so it stands exactly
 where a compromised agent stands. Its arguments name host things it must NOT reach:
-the host's address, the state directory's key files, another session.
+the host's address, the state directory's key files, another session. The ``mount.``
+probes check a granted host mount both ways: what was granted is there (read-only,
+or writable where writing was granted), and nothing beside it is (a sibling under the
+same root, the root itself, ``..`` escapes, a symlink planted in the writable one).
 """
 
 from __future__ import annotations
@@ -18,6 +21,9 @@ __all__ = ["ProbeTargets", "probe_plan"]
 PROBE = str(TOOLKIT_MOUNT / "ironclaw-probe")
 SUID_BUSYBOX = str(TOOLKIT_MOUNT / "suid-busybox")
 OUTSIDE_ADDRESS = "1.1.1.1"
+# The mounts the harness grants the demo group, under its mount root (``harness``).
+GRANTED_RO, GRANTED_RW, SIBLING = "granted-ro", "granted-rw", "sibling"
+README, SECRET = "readme.txt", "secret.txt"
 
 
 @attrs.frozen
@@ -34,6 +40,9 @@ class ProbeTargets:
     model_socket: str
     egress_socket: str
     unapproved_host: str
+    mount_root: str  # the host's mount root (granted-ro, granted-rw, sibling below it)
+    mount_text: str  # what the granted files hold
+    mount_marker: str  # what the sibling's and the root's files hold
 
 
 def probe_plan(t: ProbeTargets) -> list[list[str]]:
@@ -66,4 +75,20 @@ def probe_plan(t: ProbeTargets) -> list[list[str]]:
         ["egress", t.egress_socket, t.unapproved_host],
         # the seccomp filter's argument and syscall limits
         ["af-alg"], ["af-vsock"], ["memfd-exec"],
+        *mount_probes(t),
+    ]
+
+
+def mount_probes(t: ProbeTargets) -> list[list[str]]:
+    ro, rw = f"/mnt/{GRANTED_RO}", f"/mnt/{GRANTED_RW}"
+    return [
+        ["reachable", f"{ro}/{README}", t.mount_text, "mount.granted_read"],
+        ["uncreatable", f"{ro}/planted", "mount.read_only"],
+        ["creatable", f"{rw}/planted", "mount.granted_write"],
+        ["secret", t.mount_marker, f"{SIBLING}/{SECRET}", "mount.beside"],
+        ["unreadable", f"{ro}/../{SIBLING}/{SECRET}", "mount.dotdot_sibling"],
+        ["unreadable", f"{ro}/../../{SECRET}", "mount.dotdot_root"],
+        ["symlink-out", f"{rw}/escape", f"{t.mount_root}/{SIBLING}", SECRET,
+         "mount.symlink_out"],
+        ["symlink-out", f"{rw}/escape-up", f"../{SIBLING}", SECRET, "mount.symlink_up"],
     ]

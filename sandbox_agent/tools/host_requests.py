@@ -37,8 +37,6 @@ UNAVAILABLE_KINDS = {
         "it may run. Ask for an enabled tool (enabled_tools) or network access to an API "
         "(request_api_access) instead.",
     ChangeKind.MCP_ACCESS.value: "the host runs no MCP servers.",
-    ChangeKind.MOUNTS.value: "sandboxes are not started with host mounts; files reach you "
-                             "through your workspace.",
 }
 # create_agent, access, a chat's policy and the model are decided by operators through
 # their own flows; an agent asking for them would only be noise at the gateway.

@@ -46,7 +46,10 @@ async def test_every_probe_is_contained(kind: RuntimeKind, sandbox_tmp: Path,
                    "keys.master_key", "other_session.key", "syscall.ptrace",
                    "syscall.mount", "syscall.unshare_user", "escalate.setuid_binary",
                    "self_modification.held_at_gateway", "model_proxy.foreign_host",
-                   "egress.unapproved_host", "cleanup.no_leftovers"):
+                   "egress.unapproved_host", "cleanup.no_leftovers",
+                   "mount.granted_read", "mount.read_only", "mount.granted_write",
+                   "mount.beside", "mount.dotdot_sibling", "mount.dotdot_root",
+                   "mount.symlink_out", "mount.symlink_up"):
         assert needed in probes, f"{needed} was not probed"
     assert report.image_digest == sandbox_image.digest
     assert report.runtime == kind.value and report.kernel

@@ -7,6 +7,9 @@ Known top-level keys are listed in :data:`TOP_LEVEL_KEYS`; anything else is an e
     idle_timeout_s = 900
     session_retention_days = 90
 
+    [mounts]
+    roots = ["/srv/shared", {path = "/srv/scratch", writable = true}]
+
     [[channels]]
     type = "telegram"
 
@@ -22,9 +25,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import attrs
+
 from ironclaw.host.channels.settings import InvalidChannelSettings, parse_channel_tables
 from ironclaw.host.egress import EgressConfig
 from ironclaw.host.gateway import GatewayConfig
+from ironclaw.host.gateway.config import mount_roots_from_table
 from ironclaw.host.isolation.volumes import DiskCaps
 
 __all__ = ["DAEMON_KEYS", "LOG_FORMATS", "ConfigFileError", "load_config_file"]
@@ -33,7 +39,7 @@ DAEMON_KEYS = frozenset({"api_addr", "api_allow_public", "log_format"})
 LOG_FORMATS = ("text", "json")
 TOP_LEVEL_KEYS = frozenset({"state_dir", "runtime", "idle_timeout_s", "channels", "egress",
                             "sandbox_disk", "gateway", "mock_model",
-                            "session_retention_days"}) | DAEMON_KEYS
+                            "session_retention_days", "mounts"}) | DAEMON_KEYS
 # Tables parsed by their own settings class: key -> from_table.
 SECTION_PARSERS: dict[str, Callable[[Any], Any]] = {
     "egress": EgressConfig.from_table,
@@ -74,6 +80,13 @@ def load_config_file(path: Path) -> dict[str, Any]:
                 values[key] = parse(table[key])
             except (TypeError, ValueError) as exc:
                 raise ConfigFileError(f"{path}: {exc}") from None
+    if "mounts" in table:
+        try:
+            roots = mount_roots_from_table(table["mounts"])
+        except (TypeError, ValueError) as exc:
+            raise ConfigFileError(f"{path}: {exc}") from None
+        values["gateway"] = attrs.evolve(values.get("gateway") or GatewayConfig(),
+                                         mount_roots=roots)
     if "state_dir" in table:
         values["state_dir"] = Path(str(table["state_dir"]))
     if "runtime" in table:

@@ -55,6 +55,34 @@ def _roots(value: Iterable[MountRoot]) -> tuple[MountRoot, ...]:
     return tuple(value)
 
 
+MAX_MOUNT_ROOTS = 64
+
+
+def mount_roots_from_table(table: object) -> tuple[MountRoot, ...]:
+    """The config file's ``[mounts]`` table: ``roots = ["/srv/shared", {path =
+    "/srv/scratch", writable = true}]``. A plain path is a read-only root."""
+    if not isinstance(table, dict):
+        raise ValueError("mounts must be a table")
+    unknown = sorted(set(table) - {"roots"})
+    if unknown:
+        raise ValueError(f"mounts: unknown key(s) {', '.join(unknown)}; known: roots")
+    entries = table.get("roots", [])
+    if not isinstance(entries, list) or len(entries) > MAX_MOUNT_ROOTS:
+        raise ValueError(f"mounts.roots must be a list of at most {MAX_MOUNT_ROOTS} roots")
+    roots = []
+    for entry in entries:
+        if isinstance(entry, str):
+            roots.append(MountRoot(entry))
+        elif isinstance(entry, dict) and set(entry) <= {"path", "writable"} and \
+                isinstance(entry.get("path"), str) and \
+                isinstance(entry.get("writable", False), bool):
+            roots.append(MountRoot(entry["path"], writable=entry.get("writable", False)))
+        else:
+            raise ValueError("each of mounts.roots is a path, or a table "
+                             "{path = \"/srv/x\", writable = true}")
+    return tuple(roots)
+
+
 def _kinds(value: Iterable[ChangeKind | str]) -> frozenset[ChangeKind]:
     return frozenset(ChangeKind(v) for v in value)
 
@@ -94,6 +122,9 @@ def _positive(_instance: object, attribute: attrs.Attribute[int], value: int) ->
 @attrs.frozen
 class GatewayConfig:
     mount_roots: tuple[MountRoot, ...] = attrs.field(default=(), converter=_roots)
+    # Never a mount source, nor inside or above one: the plane sets its state
+    # directory and image cache here.
+    protected_paths: tuple[str, ...] = ()
     # MCP servers the host knows, each with the tools it declares.
     mcp_catalog: dict[str, frozenset[str]] = attrs.field(factory=dict, converter=_catalog)
     egress_max_hosts: int = attrs.field(default=32, validator=_positive)

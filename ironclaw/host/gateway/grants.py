@@ -13,9 +13,9 @@ what the registry has no column for, as canonical JSON exactly as approved:
 * ``packages``: ``{"apt": [...], "pip": [...], "npm": [...]}``.
 * ``mcp_access``: ``{"servers": {server: [tool, ...]}}``.
 
-The gateway refuses ``mounts``, ``packages`` and ``mcp_access`` changes while nothing
-enforces them (``kinds/``), so no row of those kinds is written; their readers below
-answer "nothing granted". Only the gateway's applier writes these rows; :class:`Grants`
+The gateway refuses ``packages`` and ``mcp_access`` changes while nothing enforces them
+(``kinds/``), so no row of those kinds is written; their readers below answer "nothing
+granted". Only the gateway's applier writes these rows; :class:`Grants`
 is the read side for the layers that enforce them.
 """
 

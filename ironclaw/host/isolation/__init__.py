@@ -6,3 +6,5 @@ from .base import LaunchSpec as LaunchSpec
 from .base import SandboxExited as SandboxExited
 from .base import Strength as Strength
 from .process import ProcessIsolator as ProcessIsolator
+from .hostmounts import HostMount as HostMount
+from .hostmounts import MountRefused as MountRefused

@@ -18,6 +18,8 @@ import trio
 from ironclaw.contract.agent_config import AgentConfig
 from ironclaw.contract.layout import QueuePaths
 
+from .hostmounts import HostMount
+
 
 class Strength(enum.StrEnum):
     GVISOR = "gvisor"  # a user-space kernel between the agent and the host
@@ -52,6 +54,9 @@ class LaunchSpec:
     workspace: Path
     run_dir: Path  # a host directory private to this session's launches
     config: AgentConfig  # paths inside it are rewritten by the isolator
+    # The agent group's granted host mounts (the ``mounts`` change kind), read from
+    # its grant at every launch: a revoked mount is gone from the next one.
+    mounts: tuple[HostMount, ...] = ()
 
 
 class Isolator(Protocol):

@@ -38,6 +38,9 @@ MOUNT_POINTS_DIRS: tuple[str, ...] = (
     str(SANDBOX_OUTBOUND_DIR),  # the session's outbound queue directory, read-write
     str(SANDBOX_SOCKET_DIR),  # model.sock, wake.sock, opt-in egress.sock
     str(SANDBOX_WORKSPACE),  # the agent group's durable workspace
+    # Granted host mounts: a small tmpfs is mounted here first, and their mount points
+    # are made on it (spec.GRANTED_MOUNTS_DIR).
+    "/mnt",
     # A security test harness binds its toolkit here read-only; production binds
     # nothing, so the directory stays empty.
     "/opt/redteam",

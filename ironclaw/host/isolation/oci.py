@@ -5,8 +5,10 @@ closed), give the session's writable paths and key file to the sandbox's mapped 
 write the agent config and the bundle (``spec.build_spec``, validated again after any
 hook), remove a container of the same name left by a crashed control plane, then run
 the runtime in the foreground under the child-process supervisor, behind a gate that
-only a live control plane opens. Whatever ends the launch, the container is killed and
-deleted, its bundle removed and its cgroups pruned, shielded from cancellation.
+only a live control plane opens. The group's granted host mounts are staged first
+(``hostmounts``: opened without following a symlink, bound by descriptor). Whatever
+ends the launch, the container is killed and deleted, its bundle removed, its mount
+stages released and its cgroups pruned, shielded from cancellation.
 """
 
 from __future__ import annotations
@@ -29,11 +31,13 @@ from ironclaw.runtime import ProcessFailed, open_child_process
 
 from .base import LaunchSpec, SandboxExited
 from .cgroups import remove_container_cgroups, remove_parent_cgroups
+from .hostmounts import mounts_dir, release_stages, stage_mounts
 from .processes import SandboxProcesses, runtime_programs
 from .runtimes import OciRuntime
 from .spec import (
     BundleInputs,
     ExtraBind,
+    GrantedBind,
     SandboxLimits,
     UserMapping,
     WeakSpec,
@@ -80,12 +84,17 @@ class OciIsolator:
                  limits: SandboxLimits | None = None, mapping: UserMapping | None = None,
                  grace_period: float = 5.0, extra_binds: tuple[ExtraBind, ...] = (),
                  spec_hook: SpecHook | None = None, allow_weakened: bool = False,
-                 own_dirs: tuple[Path, ...] = (), disk: DiskCaps | None = None) -> None:
+                 own_dirs: tuple[Path, ...] = (), disk: DiskCaps | None = None,
+                 protected: tuple[Path, ...] = ()) -> None:
         self.runtime = runtime
         self.name = runtime.kind.value
         self.strength = runtime.strength
         self._image = image
         self._bundles = state_dir / "runtime" / "bundles"
+        self._stages = mounts_dir(state_dir)
+        # Never a granted mount's source, nor inside or above one: our own state, and
+        # whatever else the plane keeps (the image cache).
+        self._protected = tuple(str(p.resolve()) for p in (state_dir, *protected))
         # Directory trees we created (the state dir, the key dir's parent) and may open
         # for search by others (0711: enter, never list).
         self._own_dirs = (state_dir.resolve(), *(d.resolve() for d in own_dirs))
@@ -209,9 +218,12 @@ class OciIsolator:
             if entry.is_socket():
                 os.chown(entry, uid, uid, follow_symlinks=False)
                 entry.chmod(0o600)
+        points = stage_mounts(spec.mounts, self._stages / cid, self._protected)
+        granted = tuple(GrantedBind(point, mount.target, mount.writable)
+                        for point, mount in zip(points, spec.mounts, strict=True))
         needed = [image.rootfs, spec.queues.inbound_dir,
                   spec.queues.outbound_dir, spec.key_file, config_file,
-                  spec.socket_dir, spec.workspace,
+                  spec.socket_dir, spec.workspace, *points,
                   *(extra.source for extra in self._extra_binds)]
         _open_for_search(needed, self._own_dirs)
         _require_traversable(needed)
@@ -221,7 +233,7 @@ class OciIsolator:
             key_file=spec.key_file, config_file=config_file, socket_dir=spec.socket_dir,
             workspace=spec.workspace, cgroups_path=f"/{self._cgroup_parent}/{cid}",
             gvisor=self.runtime.gvisor, limits=self._limits, mapping=self._mapping,
-            extra_binds=self._extra_binds)
+            extra_binds=self._extra_binds, granted=granted)
         config = build_spec(inputs)
         if self._spec_hook is not None:
             config = self._spec_hook(config)
@@ -245,6 +257,7 @@ class OciIsolator:
                          container=cid).kill_all()
         self.runtime.remove(cid)
         shutil.rmtree(bundle, ignore_errors=True)
+        release_stages(self._stages / cid)
         remove_container_cgroups(self._cgroup_parent, cid)
 
 

@@ -26,6 +26,7 @@ import trio
 from ironclaw.runtime import ProcessFailed, open_child_process
 
 from .base import InsecureRuntimeRefused, LaunchSpec, SandboxExited, Strength
+from .hostmounts import MountRefused
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +54,11 @@ class ProcessIsolator:
 
     async def run(self, spec: LaunchSpec, *,
                   task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+        if spec.mounts:
+            # A bare process has no mount namespace to bind into; handing it the host
+            # paths instead would pretend a confinement ("read-only") it cannot give.
+            raise MountRefused("the process runtime cannot bind host mounts; the agent "
+                               "group has some granted: run it under runsc, runc or crun")
         # A unix socket path must fit in ~100 bytes and a state directory may not: the
         # agent gets a short symlink to its socket directory (an OCI runtime binds it
         # at the contract's short /run/ironclaw/sock instead).

@@ -14,7 +14,8 @@ So before any session starts, leftovers are *proven gone*, not merely listed:
 1. every process of this state directory's sandboxes and runtimes is killed, scan after
    scan until none is found, and outwaited (``processes.SandboxProcesses``);
 2. only then is every container in our runtime roots deleted, the bundles directory
-   emptied and our empty cgroups removed.
+   emptied, every granted-mount stage unmounted (``hostmounts``) and our empty cgroups
+   removed.
 
 The per-launch cleanup (``OciIsolator``) runs the same hunt, narrowed to one container.
 """
@@ -29,6 +30,7 @@ from pathlib import Path
 import attrs
 
 from .cgroups import leftover_cgroups, remove_container_cgroups, remove_parent_cgroups
+from .hostmounts import mounts_dir, release_stages
 from .oci import CONTAINER_PREFIX, cgroup_parent
 from .processes import SandboxProcesses, runtime_programs
 from .runtimes import OciRuntime, RuntimeKind
@@ -71,6 +73,10 @@ def reconcile_runtime_state(state_dir: Path) -> Reconciled:
     bundles_dir = state_dir / "runtime" / "bundles"
     bundles = len(list(bundles_dir.iterdir())) if bundles_dir.is_dir() else 0
     shutil.rmtree(bundles_dir, ignore_errors=True)
+    stages = mounts_dir(state_dir)
+    if stages.is_dir():
+        for container in sorted(stages.iterdir()):
+            release_stages(container)
     parent = cgroup_parent(state_dir)
     stale = [path for path in leftover_cgroups(parent) if path.name != parent]
     for path in stale:
@@ -92,6 +98,9 @@ def leftover_runtime_state(state_dir: Path) -> list[str]:
     bundles_dir = state_dir / "runtime" / "bundles"
     if bundles_dir.is_dir():
         left += [f"bundle:{entry.name}" for entry in bundles_dir.iterdir()]
+    stages = mounts_dir(state_dir)
+    if stages.is_dir():
+        left += [f"mount-stage:{entry.name}" for entry in stages.iterdir()]
     left += [f"cgroup:{path}" for path in leftover_cgroups(cgroup_parent(state_dir))]
     return left
 

@@ -31,8 +31,8 @@ from .seccomp import (
     seccomp_profile,
 )
 
-__all__ = ["AGENT_UID", "BundleInputs", "SandboxLimits", "UserMapping", "WeakSpec",
-           "build_spec", "validate_spec"]
+__all__ = ["AGENT_UID", "BundleInputs", "GrantedBind", "SandboxLimits", "UserMapping",
+           "WeakSpec", "build_spec", "validate_spec"]
 
 AGENT_UID = 65532
 REQUIRED_NAMESPACES = ("pid", "network", "ipc", "uts", "mount", "user", "cgroup")
@@ -46,6 +46,11 @@ READONLY_PATHS = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysr
 # writable one, nothing executable either (invariant 3).
 BIND_BASE_OPTIONS = ("rbind", "nosuid", "nodev", "noexec")
 TMP_MAX_BYTES = 1024 * 1024 * 1024
+# Granted host mounts land under here. Its base is the launch's stage directory
+# (hostmounts.py), bound read-only: every mount point is already there, so no runtime
+# creates one in the shared, read-only image (gVisor's gofer could not: it makes
+# mount points in the host's rootfs directory).
+GRANTED_MOUNTS_DIR = "/mnt"
 
 
 class WeakSpec(ValueError):
@@ -110,6 +115,29 @@ class ExtraBind:
     destination: Path
 
 
+def _granted_target(_instance: object, _attribute: object, value: str) -> None:
+    if not is_granted_target(value):
+        raise ValueError(f"a granted mount lands under {GRANTED_MOUNTS_DIR}/: {value!r:.80}")
+
+
+def is_granted_target(path: str) -> bool:
+    """``/mnt/<name>``, one plain component (the validator's rule for granted binds)."""
+    name = path.removeprefix(GRANTED_MOUNTS_DIR + "/")
+    return (path.startswith(GRANTED_MOUNTS_DIR + "/") and 0 < len(name) <= 255
+            and "/" not in name and name not in (".", "..") and "\x00" not in name)
+
+
+@attrs.frozen
+class GrantedBind:
+    """A host mount an approved change granted to the agent group, as staged by
+    :mod:`.hostmounts`: ``source`` is the stage point ``<stage dir>/<name>`` for the
+    target ``/mnt/<name>``, never the operator's path."""
+
+    source: Path
+    destination: str = attrs.field(validator=_granted_target)
+    writable: bool = False
+
+
 @attrs.frozen
 class BundleInputs:
     container_id: str
@@ -126,6 +154,7 @@ class BundleInputs:
     limits: SandboxLimits = SandboxLimits()
     mapping: UserMapping = UserMapping()
     extra_binds: tuple[ExtraBind, ...] = ()
+    granted: tuple[GrantedBind, ...] = ()
 
     def expected_binds(self) -> dict[str, tuple[Path, bool]]:
         """Destination -> (host source, writable), the only binds a spec may have.
@@ -140,6 +169,10 @@ class BundleInputs:
         }
         for extra in self.extra_binds:
             binds[str(extra.destination)] = (extra.source, False)
+        if self.granted:
+            binds[GRANTED_MOUNTS_DIR] = (self.granted[0].source.parent, False)
+        for granted in self.granted:
+            binds[granted.destination] = (granted.source, granted.writable)
         return binds
 
 
@@ -359,7 +392,8 @@ def _check_mounts(mounts: list[dict[str, Any]], inputs: BundleInputs,
             missing = required - options
             if missing:
                 problems.append(f"{destination} needs {', '.join(sorted(missing))}")
-            if not writable and "ro" not in options:
+            # Runtimes apply options in order, so a later "rw" undoes an "ro".
+            if not writable and ("ro" not in options or "rw" in options):
                 problems.append(f"{destination} must be read-only")
         elif destination == "/tmp":
             if kind != "tmpfs" or not {"nosuid", "nodev", "noexec"} <= options:
@@ -377,3 +411,21 @@ def _check_mounts(mounts: list[dict[str, Any]], inputs: BundleInputs,
     for destination in expected:
         if destination not in seen:
             problems.append(f"{destination} is missing")
+    _check_granted_targets(inputs, problems)
+
+
+def _check_granted_targets(inputs: BundleInputs, problems: list[str]) -> None:
+    """Each granted bind lands at ``/mnt/<name>``, from the stage point of that name in
+    the one stage directory bound at /mnt, and no two share a name."""
+    if not inputs.granted:
+        return
+    stages = inputs.granted[0].source.parent
+    names: set[str] = set()
+    for granted in inputs.granted:
+        name = granted.destination.removeprefix(GRANTED_MOUNTS_DIR + "/")
+        if not is_granted_target(granted.destination) or granted.source != stages / name:
+            problems.append(f"granted mount at {granted.destination} is not its stage "
+                            f"point under {GRANTED_MOUNTS_DIR}/")
+        if name in names:
+            problems.append(f"two granted mounts at {granted.destination}")
+        names.add(name)

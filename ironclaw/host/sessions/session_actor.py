@@ -26,7 +26,7 @@ from ironclaw.contract.rows import Destination, ProcessingAck, SessionRouting
 from ironclaw.host.egress import EgressRoute
 from ironclaw.host.events import SandboxExitedEvent, SandboxLaunched, SandboxStopped
 from ironclaw.host.inbound.queues import SessionQueues
-from ironclaw.host.isolation import Isolator, LaunchSpec, SandboxExited
+from ironclaw.host.isolation import HostMount, Isolator, LaunchSpec, SandboxExited
 from ironclaw.host.keys import write_session_key_file
 from ironclaw.host.mailboxes import SessionHealth, TailBatch
 from ironclaw.host.modelproxy import Credentials, SessionRoute
@@ -53,6 +53,12 @@ class EgressSockets(Protocol):
     async def serve_session(self, route: EgressRoute) -> Path: ...
 
     async def stop_session(self, session_id: str) -> None: ...
+
+
+class MountGrants(Protocol):
+    async def mounts(self, agent_group_id: str) -> tuple[HostMount, ...]:
+        """The group's approved host mounts, under the roots configured now."""
+        ...
 
 
 class BatchSink(Protocol):
@@ -82,6 +88,8 @@ class SessionDeps:
     settings: SessionSettings
     # The egress broker; None: no session gets egress, whatever its grants say.
     egress: EgressSockets | None = None
+    # The groups' granted host mounts; None: no sandbox gets any.
+    mounts: MountGrants | None = None
     quarantine: Quarantine = attrs.Factory(Quarantine)
 
 
@@ -152,7 +160,11 @@ class SessionActor:
         # Egress is decided at launch: an approved change respawns the group's sandboxes,
         # and the broker re-reads the allowlist on every request anyway (revocation).
         egress = deps.egress if deps.egress and await deps.egress.granted(group.id) else None
+        # Mounts too are read at launch: revoking one respawns the group's sandboxes,
+        # which start without it.
+        mounts = await deps.mounts.mounts(group.id) if deps.mounts else ()
         spec = await trio.to_thread.run_sync(self._prepare, group, egress is not None)
+        spec = attrs.evolve(spec, mounts=mounts)
         await deps.isolator.prepare_host(spec)  # before the tail watches outbound
         keys = await trio.to_thread.run_sync(deps.queues.keys, session.id)
         self._doorbell = Doorbell(spec.socket_dir / WAKE_SOCKET)

@@ -31,7 +31,6 @@ async def test_tools_are_recorded_per_group(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("kind", "after"), [
     ("packages", {"apt": ["ripgrep"]}),
-    ("mounts", [{"source": "/srv/data"}]),
     ("mcp_access", {"servers": {"github": ["search_issues"]}}),
 ])
 async def test_a_kind_nothing_enforces_is_never_approved_into_nothing(
@@ -48,6 +47,20 @@ async def test_a_kind_nothing_enforces_is_never_approved_into_nothing(
         assert (await grants.packages("demo"), await grants.mounts("demo"),
                 await grants.mcp_access("demo")) == ({}, (), {})
         assert h.respawner.calls == []
+
+
+async def test_mounts_are_per_group_and_revocable(tmp_path: Path) -> None:
+    async with open_gateway(tmp_path / "host.db") as h:
+        grants = Grants(h.store)
+        await approve(h, "mounts", [{"source": "/srv/data"},
+                                    {"source": "/srv/notes", "target": "/mnt/n"}])
+        assert [(m.source, m.target, m.readonly) for m in await grants.mounts("demo")] == [
+            ("/srv/data", "/mnt/data", True), ("/srv/notes", "/mnt/n", True)]
+        assert await grants.mounts("other") == ()
+        await approve(h, "mounts", [])
+        assert await grants.mounts("demo") == ()
+        # Each apply respawns the group: its sandboxes restart with the new set.
+        assert [g for g, _ in h.respawner.calls] == ["demo", "demo"]
 
 
 async def test_egress_hosts_are_per_group_and_revocable(tmp_path: Path) -> None:

@@ -15,10 +15,11 @@ from typing import Any
 import pytest
 
 from ironclaw.contract.enums import ChangeKind, ChangeStatus
+from ironclaw.host.app import GrantedMounts
 from ironclaw.host.gateway import Grants
 from ironclaw.host.gateway.kinds import CHANGE_KINDS
 from sandbox_agent.tools.host_requests import REQUESTABLE_KINDS, UNAVAILABLE_KINDS
-from tests.support.gateway import OWNER, Harness, open_gateway
+from tests.support.gateway import CONFIG, OWNER, Harness, open_gateway
 
 Probe = Callable[[Harness], Awaitable[object]]
 
@@ -68,6 +69,11 @@ EFFECTS: dict[ChangeKind, tuple[str, Any, Probe]] = {
                              _chat_policy),
     ChangeKind.MODEL: ("demo", {"provider": "mock", "model": "mock-large"},
                        _model),
+    # What the session launcher hands the isolator to bind (tests/sandbox/
+    # test_granted_mounts.py binds it into real sandboxes).
+    ChangeKind.MOUNTS: ("demo", [{"source": "/srv/shared"}],
+                        lambda h: GrantedMounts(Grants(h.store), CONFIG.mount_roots)
+                        .mounts("demo")),
 }
 
 

@@ -17,7 +17,7 @@ from tests.support.gateway import ADMIN, APPROVER, CONFIG, OWNER, open_gateway
 SESSION = "ses_" + "ab" * 8
 
 # The wire payloads of the anchor's capability seam, verbatim, for the kinds the host
-# enforces (packages and mounts, the anchor's other two, are refused).
+# enforces (packages, the anchor's other one, is refused).
 SIX_KINDS = [
     ("persona", {"instructions": "be terse"}),
     ("enabled_tools", ["search", "fetch"]),

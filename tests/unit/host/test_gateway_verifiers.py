@@ -39,10 +39,9 @@ def judge(kind: str, after: Any, *, config: GatewayConfig = CONFIG,
     return verdict, deciding.verifier if deciding else None
 
 
-# The grammar of the kinds refused while nothing enforces them (mounts, mcp_access),
-# judged as it will be once they are enforced.
+# The grammar of the kinds refused while nothing enforces them (mcp_access), judged as
+# it will be once they are enforced.
 ENFORCED = attrs.evolve(CONFIG, kinds=CHANGE_KINDS.with_spec(
-    attrs.evolve(CHANGE_KINDS[ChangeKind.MOUNTS], refused="")).with_spec(
     attrs.evolve(CHANGE_KINDS[ChangeKind.MCP_ACCESS], refused="")))
 
 
@@ -50,7 +49,6 @@ ENFORCED = attrs.evolve(CONFIG, kinds=CHANGE_KINDS.with_spec(
     ("packages", {"apt": ["ripgrep"]}),
     ("packages", {"pip": ["foo; rm -rf /"]}),
     ("mcp_access", {"servers": {"github": ["search_issues"]}}),
-    ("mounts", [{"source": "/srv/data"}]),
 ])
 def test_a_kind_nothing_enforces_is_refused_before_a_human_sees_it(kind: str,
                                                                    after: Any) -> None:
@@ -80,14 +78,43 @@ def test_a_kind_nothing_enforces_is_refused_before_a_human_sees_it(kind: str,
     ([{"source": "/srv/data", "mode": "rw"}], Verdict.REJECT),
     ({"source": "/srv/data"}, Verdict.REJECT),
     ([{"source": "/srv/data"}] * 17, Verdict.REJECT),
+    # One source inside another.
+    ([{"source": "/srv/a"}, {"source": "/srv/a/b"}], Verdict.REJECT),
+    ([{"source": "/srv/a/b"}, {"source": "/srv/a", "target": "/mnt/x"}], Verdict.REJECT),
+    ([{"source": "/srv/a", "target": "/mnt/x/y"}], Verdict.REJECT),  # /mnt/<name> only
+    ([{"source": "/srv/a", "target": "/mnt/x"}, {"source": "/srv/b", "target": "/mnt/x-y"}],
+     Verdict.REQUIRE_HUMAN),
+    ([], Verdict.REQUIRE_HUMAN),  # revokes every mount
 ])
 def test_mount_allowlist(mounts: Any, verdict: Verdict) -> None:
-    assert judge("mounts", mounts, config=ENFORCED)[0] is verdict
+    assert judge("mounts", mounts)[0] is verdict
+
+
+@pytest.mark.parametrize(("source", "verdict"), [
+    ("/var/www", Verdict.REQUIRE_HUMAN),
+    ("/var", Verdict.REJECT),  # holds the state directory
+    ("/var/lib", Verdict.REJECT),
+    ("/var/lib/ironclaw", Verdict.REJECT),
+    ("/var/lib/ironclaw/workspaces/demo", Verdict.REJECT),
+    ("/var/cache/ironclaw/images", Verdict.REJECT),
+    ("/var/run", Verdict.REQUIRE_HUMAN),  # a name; the launch refuses a symlink on it
+    ("/run/user", Verdict.REJECT),
+    ("/proc/1", Verdict.REJECT),
+])
+def test_a_mount_never_reaches_the_planes_own_places(source: str, verdict: Verdict) -> None:
+    config = GatewayConfig(mount_roots=(MountRoot("/var"), MountRoot("/run"),
+                                        MountRoot("/proc")),
+                           protected_paths=("/var/lib/ironclaw", "/var/cache/ironclaw/images"))
+    assert judge("mounts", [{"source": source}], config=config)[0] is verdict
+
+
+def test_no_mount_is_granted_without_configured_roots() -> None:
+    verdict, _ = judge("mounts", [{"source": "/srv/data"}], config=GatewayConfig())
+    assert verdict is Verdict.REJECT
 
 
 def test_a_writable_mount_needs_a_writable_root() -> None:
-    config = GatewayConfig(mount_roots=(MountRoot("/srv"), MountRoot("/data", writable=True)),
-                           kinds=ENFORCED.kinds)
+    config = GatewayConfig(mount_roots=(MountRoot("/srv"), MountRoot("/data", writable=True)))
     assert judge("mounts", [{"source": "/data/x", "readonly": False}], config=config)[0] is (
         Verdict.REQUIRE_HUMAN)
     assert judge("mounts", [{"source": "/srv/x", "readonly": False}], config=config)[0] is (

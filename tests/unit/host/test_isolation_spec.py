@@ -20,6 +20,7 @@ from ironclaw.host.isolation.seccomp import (
 from ironclaw.host.isolation.spec import (
     BundleInputs,
     ExtraBind,
+    GrantedBind,
     SandboxLimits,
     UserMapping,
     WeakSpec,
@@ -408,3 +409,142 @@ def test_the_sandbox_doc_counts_the_weakened_variants() -> None:
     doc = (Path(__file__).parents[3] / "docs" / "sandbox.md").read_text()
     counted = re.search(r"\((\d+) in\s+`WEAKENINGS`\)", doc)
     assert counted is not None and int(counted.group(1)) == len(WEAKENINGS)
+
+
+# Granted host mounts (the ``mounts`` change kind): the validator accepts exactly the
+# granted binds, as granted.
+@pytest.fixture
+def granted(inputs: BundleInputs, tmp_path: Path) -> BundleInputs:
+    import attrs
+
+    stages = tmp_path / "state" / "runtime" / "mounts" / "ic-s1"
+    return attrs.evolve(inputs, granted=(
+        GrantedBind(stages / "data", "/mnt/data", writable=False),
+        GrantedBind(stages / "scratch", "/mnt/scratch", writable=True)))
+
+
+def _granted_extra(spec: Spec) -> None:
+    spec["mounts"].append({"destination": "/mnt/other", "type": "bind",
+                           "source": "/srv/other",
+                           "options": ["rbind", "nosuid", "nodev", "noexec", "ro"]})
+
+
+def _granted_rw(spec: Spec) -> None:
+    _mount(spec, "/mnt/data")["options"][-1] = "rw"
+
+
+def _granted_ro_then_rw(spec: Spec) -> None:
+    _mount(spec, "/mnt/data")["options"].append("rw")
+
+
+def _granted_suid(spec: Spec) -> None:
+    _mount(spec, "/mnt/data")["options"].remove("nosuid")
+
+
+def _granted_dev(spec: Spec) -> None:
+    _mount(spec, "/mnt/scratch")["options"].remove("nodev")
+
+
+def _granted_exec(spec: Spec) -> None:
+    _mount(spec, "/mnt/scratch")["options"].remove("noexec")
+
+
+def _granted_over_etc(spec: Spec) -> None:
+    _mount(spec, "/mnt/data")["destination"] = "/etc"
+
+
+def _granted_over_workspace(spec: Spec) -> None:
+    _mount(spec, "/mnt/scratch")["destination"] = "/workspace"
+
+
+def _granted_unstaged(spec: Spec) -> None:
+    # The operator's path itself, which a symlink could redirect after the check.
+    _mount(spec, "/mnt/data")["source"] = "/srv/data"
+
+
+def _granted_missing(spec: Spec) -> None:
+    spec["mounts"] = [m for m in spec["mounts"] if m["destination"] != "/mnt/data"]
+
+
+def _granted_base_exec(spec: Spec) -> None:
+    _mount(spec, "/mnt")["options"].remove("noexec")
+
+
+def _granted_base_rw(spec: Spec) -> None:
+    _mount(spec, "/mnt")["options"][-1] = "rw"
+
+
+def _granted_base_elsewhere(spec: Spec) -> None:
+    _mount(spec, "/mnt")["source"] = "/srv"
+
+
+def _granted_other_stage(spec: Spec) -> None:
+    mount = _mount(spec, "/mnt/data")
+    mount["source"] = mount["source"].replace("/ic-s1/", "/ic-s2/")
+
+
+GRANTED_WEAKENINGS: dict[str, tuple[Callable[[Spec], None], str]] = {
+    "a mount nobody granted": (_granted_extra, "/mnt/other is not one of"),
+    "rw where ro was granted": (_granted_rw, "/mnt/data must be read-only"),
+    "ro undone by a later rw": (_granted_ro_then_rw, "/mnt/data must be read-only"),
+    "granted mount setuid": (_granted_suid, "/mnt/data needs nosuid"),
+    "granted mount with devices": (_granted_dev, "/mnt/scratch needs nodev"),
+    "writable granted mount executable": (_granted_exec, "/mnt/scratch needs noexec"),
+    "granted mount over /etc": (_granted_over_etc, "/etc is not one of"),
+    "granted mount over the workspace": (_granted_over_workspace, "mounted twice"),
+    "the operator's path, not the stage": (_granted_unstaged, "/mnt/data must bind"),
+    "granted mount missing": (_granted_missing, "/mnt/data is missing"),
+    "/mnt executable": (_granted_base_exec, "/mnt needs noexec"),
+    "/mnt writable": (_granted_base_rw, "/mnt must be read-only"),
+    "/mnt from elsewhere": (_granted_base_elsewhere, "/mnt must bind"),
+    "another sandbox's stage": (_granted_other_stage, "/mnt/data must bind"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(GRANTED_WEAKENINGS))
+def test_every_weakened_granted_mount_is_refused(granted: BundleInputs, name: str) -> None:
+    weaken, expected = GRANTED_WEAKENINGS[name]
+    spec = copy.deepcopy(build_spec(granted))
+    validate_spec(spec, granted)
+    weaken(spec)
+    with pytest.raises(WeakSpec) as caught:
+        validate_spec(spec, granted)
+    assert any(expected in problem for problem in caught.value.problems), caught.value
+
+
+def test_granted_mounts_are_bound_as_granted(granted: BundleInputs,
+                                             inputs: BundleInputs) -> None:
+    spec = build_spec(granted)
+    destinations = [m["destination"] for m in spec["mounts"]]
+    # The stage directory first: every mount point exists before the runtime looks.
+    assert destinations.index("/mnt") < destinations.index("/mnt/data")
+    assert _mount(spec, "/mnt")["source"].endswith("/runtime/mounts/ic-s1")
+    assert _mount(spec, "/mnt")["options"][-1] == "ro"
+    assert _mount(spec, "/mnt/data")["options"] == ["rbind", "nosuid", "nodev", "noexec",
+                                                    "ro"]
+    assert _mount(spec, "/mnt/scratch")["options"][-1] == "rw"
+    assert _mount(spec, "/mnt/data")["source"].endswith("/runtime/mounts/ic-s1/data")
+    # Revoked (a launch without the grant): the same spec is refused.
+    with pytest.raises(WeakSpec, match="/mnt/data is not one of"):
+        validate_spec(spec, inputs)
+    assert "/mnt" not in [m["destination"] for m in build_spec(inputs)["mounts"]]
+
+
+@pytest.mark.parametrize("target", ["/etc", "/mnt", "/mnt/", "/mnt/../etc", "/mnt/a/../b",
+                                    "/mnt//a", "mnt/a", "/workspace/x", "/mnt/a/b",
+                                    "/mnt/.."])
+def test_a_granted_target_lies_below_mnt(target: str) -> None:
+    with pytest.raises(ValueError):
+        GrantedBind(Path("/stage/0"), target)
+
+
+def test_a_granted_bind_comes_from_its_own_stage_point(granted: BundleInputs,
+                                                      tmp_path: Path) -> None:
+    import attrs
+
+    stages = granted.granted[0].source.parent
+    for odd in (GrantedBind(tmp_path / "elsewhere" / "x", "/mnt/x"),  # another directory
+                GrantedBind(stages / "y", "/mnt/x"),  # another name
+                GrantedBind(stages / "data", "/mnt/data")):  # a second /mnt/data
+        with pytest.raises(WeakSpec):
+            build_spec(attrs.evolve(granted, granted=(*granted.granted, odd)))

@@ -1,14 +1,18 @@
 """``mounts``: ``[{"source", "target"?, "readonly"?}, ...]``, the agent group's whole
-set of host mounts. ``target`` defaults to ``/mnt/<basename of source>``, ``readonly``
-to true; sources must lie under a configured mount root.
+set of host mounts. ``target`` is ``/mnt/<name>`` and defaults to ``/mnt/<basename of source>``, ``readonly``
+to true; sources must lie under a mount root the operator configured
+(``[mounts] roots`` in the config file).
 
-Refused while no sandbox launch binds the grant: a human must never approve something
-that has no effect. The grammar, verifier and applier below are what the grant is once
-the isolation layer binds it."""
+Applying replaces the group's grant and respawns its sandboxes: every launch reads the
+grant afresh, so a mount dropped from the set (or a set of ``[]``) is gone from the
+next sandbox. The isolation layer binds what is granted
+(``ironclaw.host.isolation.hostmounts``), checking the path again at every launch
+without following a symlink: the verifier below sees only today's filesystem."""
 
 from __future__ import annotations
 
 import posixpath
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import attrs
@@ -28,11 +32,14 @@ from ..payloads import (
 from .base import ApplyJob, ChangeContext, ChangeKindSpec, Conn, KindVerifier
 
 if TYPE_CHECKING:
-    from ..config import GatewayConfig
+    from ..config import GatewayConfig, MountRoot
 
 MAX_MOUNTS = 16
 
-REFUSED = "sandboxes are not started with host mounts, so a mount grant would have no effect"
+# Never a source, nor inside one of them, nor a parent of one (the plane adds its
+# state directory and image cache when it binds; hostmounts.PROTECTED_PATHS is the
+# same list, which the isolation layer checks again at every launch).
+PROTECTED_PATHS = ("/proc", "/sys", "/dev", "/run")
 
 
 @attrs.frozen
@@ -54,14 +61,25 @@ def parse_mounts(value: JSONValue) -> tuple[Mount, ...]:
     return tuple(mounts)
 
 
+def root_for(source: str, roots: Sequence[MountRoot]) -> MountRoot | None:
+    """The innermost configured root ``source`` lies under, or None."""
+    under = [r for r in roots if source == r.path or source.startswith(r.path + "/")]
+    return max(under, key=lambda r: len(r.path), default=None)
+
+
+def _overlap(a: str, b: str) -> bool:
+    return a == b or a.startswith(b + "/") or b.startswith(a + "/")
+
+
 def read_before(conn: Conn, group: str, after: JSONValue) -> JSONValue:
     parse_mounts(after)
     return g.get_grant(conn, group, g.MOUNTS) or []
 
 
 class MountAllowlistVerifier(KindVerifier):
-    """Sources are canonical absolute paths under a configured root; read-only unless
-    the root allows writing; targets under ``/mnt/``."""
+    """Sources are canonical absolute paths under a configured root, none of the
+    protected places, none inside or above another; read-only unless the root allows
+    writing; targets distinct, below ``/mnt/``, none inside another."""
 
     name = "mount-allowlist"
     kinds = frozenset({ChangeKind.MOUNTS})
@@ -69,23 +87,41 @@ class MountAllowlistVerifier(KindVerifier):
     def __init__(self, context: ChangeContext, config: GatewayConfig) -> None:
         del context
         self._roots = config.mount_roots
+        self._protected = (*PROTECTED_PATHS, *config.protected_paths)
 
     def check(self, change: ChangeRequest, after: JSONValue) -> str | None:
-        targets = set()
-        for mount in parse_mounts(after):
-            if not is_canonical_abs_path(mount.source):
-                return f"{mount.source!r:.80} is not a canonical absolute path"
-            root = next((r for r in self._roots if mount.source == r.path
-                         or mount.source.startswith(r.path + "/")), None)
-            if root is None:
-                return f"{mount.source!r:.80} is outside every allowed mount root"
-            if not mount.readonly and not root.writable:
-                return f"{mount.source!r:.80} may only be mounted read-only"
-            if not is_canonical_abs_path(mount.target) or not mount.target.startswith("/mnt/"):
-                return f"mount target {mount.target!r:.80} is not a path under /mnt/"
-            if mount.target in targets:
-                return f"two mounts share the target {mount.target!r:.80}"
-            targets.add(mount.target)
+        mounts = parse_mounts(after)
+        for index, mount in enumerate(mounts):
+            problem = self._check_one(mount)
+            if problem:
+                return problem
+            for other in mounts[index + 1:]:
+                # One inside another would let a writable one swap the path to the
+                # other for a symlink.
+                if _overlap(mount.source, other.source):
+                    return f"{other.source!r:.80} overlaps {mount.source!r:.80}"
+                if mount.target == other.target:
+                    return f"two mounts share the target {mount.target!r:.80}"
+        return None
+
+    def _check_one(self, mount: Mount) -> str | None:
+        if not is_canonical_abs_path(mount.source):
+            return f"{mount.source!r:.80} is not a canonical absolute path"
+        if not self._roots:
+            return "no mount roots are configured ([mounts] roots in the config file)"
+        root = root_for(mount.source, self._roots)
+        if root is None:
+            return (f"{mount.source!r:.80} is outside every mount root "
+                    f"({', '.join(r.path for r in self._roots)[:200]})")
+        for place in self._protected:
+            if _overlap(mount.source, place):
+                return f"{mount.source!r:.80} is, holds or lies inside {place}"
+        if not mount.readonly and not root.writable:
+            return f"{mount.source!r:.80} may only be mounted read-only (root {root.path})"
+        name = mount.target.removeprefix("/mnt/")
+        if not is_canonical_abs_path(mount.target) or not mount.target.startswith("/mnt/") \
+                or "/" in name:
+            return f"mount target {mount.target!r:.80} is not /mnt/<name>"
         return None
 
 
@@ -97,4 +133,4 @@ def apply(job: ApplyJob) -> int:
 
 SPEC = ChangeKindSpec(
     kind=ChangeKind.MOUNTS, parse=parse_mounts, read_before=read_before, apply=apply,
-    verifiers=(MountAllowlistVerifier,), respawns=True, refused=REFUSED)
+    verifiers=(MountAllowlistVerifier,), respawns=True)
