@@ -46,6 +46,7 @@ from .commands import parse_command, run_command
 from .diagnostics import describe_failure
 from .history import HISTORY_KEY, bound_history, decode_history, encode_history
 from .messages import Message
+from .mounts import Mounts
 from .providers import HostUnreachable, Provider, ProviderError
 from .queue_io import AgentQueues
 from .tools import ToolContext, ToolRegistry, turn_row_id
@@ -76,6 +77,7 @@ class TurnProcessor:
         self._registry = registry
         self._system_prompt = system_prompt
         self._workspace = Workspace(config.workspace)
+        self._mounts = Mounts(config.mounts)
         self.history: list[Message] = []
         self._attempts: dict[str, int] = {}
 
@@ -132,7 +134,7 @@ class TurnProcessor:
 
         await self._queues.commit(started)
         ctx = ToolContext(workspace=self._workspace, persona=self._config.persona,
-                          destinations=destinations, turn=row.id)
+                          destinations=destinations, turn=row.id, mounts=self._mounts)
         try:
             outcome = await run_turn(
                 provider=self._provider, system=self._system_prompt, history=self.history,

@@ -98,6 +98,26 @@ class PersonaDocs:
     instructions: str = ""
 
 
+MOUNTS_DIR = Path("/mnt")
+
+
+def _mount_path(_instance: object, _attribute: object, value: Path) -> None:
+    if value.parent != MOUNTS_DIR or value.name in ("", ".", ".."):
+        raise InvalidAgentConfig(f"a mount is at {MOUNTS_DIR}/<name>, not {str(value)!r:.80}")
+
+
+@attrs.frozen
+class MountedDir:
+    """A host directory bound into the sandbox by an approved ``mounts`` change."""
+
+    path: Path = attrs.field(converter=Path, validator=_mount_path)
+    writable: bool = False
+
+
+def _mounts(value: Iterable[MountedDir | dict[str, Any]]) -> tuple[MountedDir, ...]:
+    return tuple(m if isinstance(m, MountedDir) else MountedDir(**m) for m in value)
+
+
 @attrs.frozen
 class AgentLimits:
     max_tool_iterations: int = 8
@@ -123,6 +143,9 @@ class AgentConfig:
     workspace: Path = attrs.field(default=SANDBOX_WORKSPACE, converter=Path)
     scratch_dir: Path = attrs.field(default=Path("/tmp"), converter=Path)
     egress: bool = False
+    # The group's granted host mounts, as the isolator bound them (RFC-0009): the file
+    # tools reach them as /mnt/<name>/..., and write only to a writable one.
+    mounts: tuple[MountedDir, ...] = attrs.field(default=(), converter=_mounts)
     limits: AgentLimits = AgentLimits()
     heartbeat_interval_s: float = 5.0
     safety_poll_interval_s: float = 2.0

@@ -8,9 +8,9 @@ real sessions over the local channel, and then, inside each live sandbox, runs e
 probe of :mod:`.probes` as the sandbox's uid. It also configures a mount root beside
 the state directory and approves two host mounts from it for the demo group (one
 read-only, one writable), with a sibling directory and a file of the root's own left
-ungranted: the ``mount.`` probes check both sides of that grant. Two checks run from outside: a request
-for a new tool must end pending at the gateway, not applied; and after the plane
-stops, nothing of the sandboxes may be left on the host.
+ungranted: the ``mount.`` probes check both sides of that grant. Two checks run from
+outside: a request for a new tool must end pending at the gateway, not applied; and
+after the plane stops, nothing of the sandboxes may be left on the host.
 
 A *weakening* (the negative control) deliberately builds a weaker sandbox (a network,
 a writable rootfs, the state directory or the whole mount root bound in) and must
@@ -247,7 +247,7 @@ async def _probe_as_init(make_isolator: Callable[[SpecHook], OciIsolator], spec:
 
 
 def _session_spec(state: Path, keys: Path, session_id: str,
-                  mounts: tuple[HostMount, ...]) -> LaunchSpec:
+                  mounts: tuple[HostMount, ...] = ()) -> LaunchSpec:
     layout = SessionLayout.under(state, session_id)
     run_dir = layout.root / "run-redteam"
     run_dir.mkdir(mode=0o711, exist_ok=True)

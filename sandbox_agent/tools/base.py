@@ -25,6 +25,7 @@ from ironclaw.contract.enums import MessageKind
 from ironclaw.contract.ids import MessageId, new_message_id, validate_message_id
 from ironclaw.contract.rows import MAX_CONTENT_BYTES, Destination, NewOutboundMessage
 
+from ..mounts import Mounts
 from ..workspace import Workspace
 
 # Names no compiled-in tool may carry: each would be a way for the agent to change what
@@ -71,6 +72,7 @@ class ToolContext:
     destinations: Sequence[Destination]
     outbox: list[NewOutboundMessage] = attrs.Factory(list)
     turn: str = ""
+    mounts: Mounts = attrs.Factory(Mounts)  # granted host mounts, at /mnt/<name>
 
     def _next_id(self, prefix: str) -> MessageId:
         if not self.turn:

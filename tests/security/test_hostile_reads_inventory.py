@@ -250,6 +250,12 @@ REVIEWED: dict[tuple[str, str, str], str] = {
     ("ironclaw/cli/ironctl/redteam.py", "cmd_redteam", "trio.Path(...).write_text"):
         "the report file the operator names",
     ("ironclaw/runtime/_process_group.py", "_has_live_member", "open"): "/proc",
+    # A granted mount's source, walked from / with O_PATH|O_NOFOLLOW|O_DIRECTORY: an
+    # O_PATH descriptor reads nothing and never blocks (a FIFO fails O_DIRECTORY), and
+    # a symlink on the way fails the open. The host never opens what is inside a mount.
+    ("ironclaw/host/isolation/hostmounts.py", "open_beneath", "os.open"):
+        "an O_PATH walk of an approved mount source, never following a link: it opens "
+        "no file for reading, and nothing inside the mount",
 }
 
 

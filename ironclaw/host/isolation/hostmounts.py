@@ -36,8 +36,15 @@ from pathlib import Path
 
 import attrs
 
-__all__ = ["HostMount", "MountRefused", "PROTECTED_PATHS", "mounts_dir", "refusal",
-           "release_stages", "stage_mounts"]
+__all__ = [
+    "PROTECTED_PATHS",
+    "HostMount",
+    "MountRefused",
+    "mounts_dir",
+    "refusal",
+    "release_stages",
+    "stage_mounts",
+]
 
 logger = logging.getLogger(__name__)
 

@@ -27,6 +27,7 @@ from typing import Any, Protocol
 import attrs
 import trio
 
+from ironclaw.contract.agent_config import MountedDir
 from ironclaw.runtime import ProcessFailed, open_child_process
 
 from .base import LaunchSpec, SandboxExited
@@ -197,8 +198,14 @@ class OciIsolator:
         self._cleanup(cid, bundle)  # a crashed control plane's leftover, if any
         uid = self._mapping.agent_host_uid
         self._ensure_volumes(spec)
+        points = stage_mounts(spec.mounts, self._stages / cid, self._protected)
+        granted = tuple(GrantedBind(point, mount.target, mount.writable)
+                        for point, mount in zip(points, spec.mounts, strict=True))
+        # The agent learns its mounts from the config: exactly those bound here.
+        agent_config = attrs.evolve(spec.config, mounts=tuple(
+            MountedDir(Path(g.destination), g.writable) for g in granted))
         config_file = spec.run_dir / "agent.json"
-        _write_private(config_file, spec.config.render().encode(), uid)
+        _write_private(config_file, agent_config.render().encode(), uid)
         _give_key_file(spec.key_file, uid)
         for writable in (spec.queues.outbound_dir, spec.workspace):
             writable.mkdir(parents=True, exist_ok=True)
@@ -218,9 +225,6 @@ class OciIsolator:
             if entry.is_socket():
                 os.chown(entry, uid, uid, follow_symlinks=False)
                 entry.chmod(0o600)
-        points = stage_mounts(spec.mounts, self._stages / cid, self._protected)
-        granted = tuple(GrantedBind(point, mount.target, mount.writable)
-                        for point, mount in zip(points, spec.mounts, strict=True))
         needed = [image.rootfs, spec.queues.inbound_dir,
                   spec.queues.outbound_dir, spec.key_file, config_file,
                   spec.socket_dir, spec.workspace, *points,

@@ -1,7 +1,7 @@
 """``mounts``: ``[{"source", "target"?, "readonly"?}, ...]``, the agent group's whole
-set of host mounts. ``target`` is ``/mnt/<name>`` and defaults to ``/mnt/<basename of source>``, ``readonly``
-to true; sources must lie under a mount root the operator configured
-(``[mounts] roots`` in the config file).
+set of host mounts. ``target`` is ``/mnt/<name>``, by default ``/mnt/<basename of
+source>``; ``readonly`` defaults to true; sources must lie under a mount root the
+operator configured (``[mounts] roots`` in the config file).
 
 Applying replaces the group's grant and respawns its sandboxes: every launch reads the
 grant afresh, so a mount dropped from the set (or a set of ``[]``) is gone from the
