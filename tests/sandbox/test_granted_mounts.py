@@ -1,7 +1,8 @@
 """Granted host mounts in real sandboxes (runsc, runc, crun): the granted directory is
 there, read-only unless writing was granted, and nothing beside it; a source swapped
 for a symlink after approval fails the launch instead of being followed; and every
-stage is gone once the sandbox is."""
+stage is gone once the sandbox is. Then the whole plane (runsc, runc): a mount an
+owner approves reaches the agent's read_file tool, and is gone once revoked."""
 
 from __future__ import annotations
 
@@ -12,12 +13,19 @@ import attrs
 import pytest
 import trio
 
+from ironclaw.contract.enums import ChangeStatus, DecisionOutcome
+from ironclaw.host.app import ControlPlane, ControlPlaneHandles
+from ironclaw.host.config import ControlPlaneConfig
+from ironclaw.host.config.devseed import DEMO_CONVERSATION, DEMO_GROUP, DEMO_TOOLS
+from ironclaw.host.gateway import GatewayConfig, MountRoot, Principal
 from ironclaw.host.isolation import HostMount, MountRefused, SandboxExited
+from ironclaw.host.isolation.image import SandboxImage, pin_image
 from ironclaw.host.isolation.oci import OciIsolator
 from ironclaw.host.isolation.reconcile import leftover_runtime_state
 from ironclaw.host.isolation.runtimes import RuntimeKind
 from ironclaw.host.isolation.spec import UserMapping
 from ironclaw.host.isolation.standin import build_busybox_rootfs as build_busybox
+from ironclaw.host.modelproxy import Credentials
 from tests.support.sandbox import APPLETS, OCI_KINDS, ScriptImage, launch_spec, require_runtime
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="OCI runtimes need root here")
@@ -118,4 +126,52 @@ async def test_the_planes_own_places_are_never_staged(rootfs: Path, sandbox_tmp:
         with trio.fail_after(60), pytest.raises(MountRefused):
             await isolator.run(attrs.evolve(spec, mounts=(mount,)))
     await isolator.aclose()
+    assert await trio.to_thread.run_sync(leftover_runtime_state, state) == []
+
+
+# -- the whole plane: approve, read through the agent's own tool, revoke -----------------
+
+OWNER = Principal("operator", frozenset({"owner"}))
+PLANE_KINDS = [pytest.param(RuntimeKind.RUNSC, marks=pytest.mark.runsc, id="runsc"),
+               pytest.param(RuntimeKind.RUNC, marks=pytest.mark.runc, id="runc")]
+
+
+async def _approve(plane: ControlPlaneHandles, kind: str, payload: object) -> None:
+    stored = await plane.gateway.submit(kind, DEMO_GROUP, payload, requested_by=OWNER)
+    decided = await plane.gateway.decide(stored.change.id, DecisionOutcome.APPROVE, OWNER)
+    assert decided.status is ChangeStatus.APPLIED, decided
+
+
+async def _ask(plane: ControlPlaneHandles, text: str) -> str:
+    mark = plane.local.cursor(DEMO_CONVERSATION)
+    await plane.local.post(DEMO_CONVERSATION, "operator", text)
+    with trio.fail_after(120):
+        return (await plane.local.wait_for_reply(DEMO_CONVERSATION, after_index=mark)).text
+
+
+@pytest.mark.parametrize("kind", PLANE_KINDS)
+async def test_an_approved_mount_reaches_the_agents_tools_until_revoked(
+        kind: RuntimeKind, sandbox_tmp: Path, sandbox_image: SandboxImage) -> None:
+    state, root = sandbox_tmp / "state", (sandbox_tmp / "shared").resolve()
+    require_runtime(kind, state)
+    _plant(root)
+    state.mkdir(mode=0o711)
+    pin_image(state, sandbox_image)
+    config = ControlPlaneConfig(
+        state_dir=state, dev=True, runtime=kind.value, key_dir=sandbox_tmp / "keys",
+        safety_poll_s=0.5, heartbeat_interval_s=0.5,
+        gateway=GatewayConfig(mount_roots=(MountRoot(str(root), writable=True),)))
+    read_plan = 'tool:read_file {"path": "/mnt/notes/plan.txt"}'
+    async with trio.open_nursery() as nursery:
+        plane = await nursery.start(ControlPlane(config, credentials=Credentials()).run)
+        await _approve(plane, "enabled_tools", {"tools": [*DEMO_TOOLS, "read_file"]})
+        assert "nothing is mounted" in await _ask(plane, read_plan)
+        await _approve(plane, "mounts", [{"source": str(root / "notes")}])
+        assert await _ask(plane, read_plan) == "tool result: the plan\n"
+        beside = await _ask(plane, 'tool:read_file {"path": "/mnt/notes/../beside/secret.txt"}')
+        assert "not granted" not in beside
+        # Revoked: the apply respawns the group, whose next sandbox has no mount.
+        await _approve(plane, "mounts", [])
+        assert "nothing is mounted" in await _ask(plane, read_plan)
+        nursery.cancel_scope.cancel()
     assert await trio.to_thread.run_sync(leftover_runtime_state, state) == []
