@@ -106,7 +106,8 @@ def make_isolator(config: ControlPlaneConfig) -> tuple[Isolator, str | None]:
                        limits=config.sandbox_limits, mapping=config.user_mapping,
                        own_dirs=(config.key_directory().parent,),
                        disk=config.sandbox_disk,
-                       protected=(config.image_cache_dir or default_cache_dir(),)), warning
+                       protected=(config.image_cache_dir or default_cache_dir(),
+                                  config.key_directory())), warning
 
 
 def protected_paths(config: ControlPlaneConfig) -> tuple[str, ...]:

@@ -145,6 +145,8 @@ def stage_mounts(mounts: tuple[HostMount, ...], stages: Path,
     """Stage every mount under ``stages`` (blocking, root only); returns each one's
     stage point, in order. On any failure, what was staged is released."""
     release_stages(stages)
+    if not mounts:
+        return ()
     # The sandbox sees this directory as /mnt: it may list the names, nothing more.
     stages.mkdir(mode=0o755, parents=True, exist_ok=True)
     points = []
