@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 
 from ironclaw.contract.enums import ChangeStatus, EngageMode
-from ironclaw.host.gateway import Conflict, Grants, StaleChange
+from ironclaw.host.app import GrantedMounts
+from ironclaw.host.gateway import Conflict, Grants, MountRoot, StaleChange
 from ironclaw.host.registry import AccessLevel, Role, RoleGrant
 from ironclaw.host.store.changes import StoredChange
 from tests.support.gateway import OWNER, Harness, open_gateway
@@ -57,6 +58,10 @@ async def test_mounts_are_per_group_and_revocable(tmp_path: Path) -> None:
         assert [(m.source, m.target, m.readonly) for m in await grants.mounts("demo")] == [
             ("/srv/data", "/mnt/data", True), ("/srv/notes", "/mnt/n", True)]
         assert await grants.mounts("other") == ()
+        # What a launch binds: under the roots configured now, none once a root is gone.
+        assert [m.source for m in await GrantedMounts(grants, (MountRoot("/srv"),))
+                .mounts("demo")] == ["/srv/data", "/srv/notes"]
+        assert await GrantedMounts(grants, (MountRoot("/data"),)).mounts("demo") == ()
         await approve(h, "mounts", [])
         assert await grants.mounts("demo") == ()
         # Each apply respawns the group: its sandboxes restart with the new set.
