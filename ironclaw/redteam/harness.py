@@ -55,16 +55,8 @@ from ironclaw.host.isolation.spec import AGENT_UID, ExtraBind, UserMapping
 from ironclaw.host.modelproxy import Credentials
 from ironclaw.host.registry import Wiring
 
-from .probes import (
-    GRANTED_RO,
-    GRANTED_RW,
-    PROBE,
-    README,
-    SECRET,
-    SIBLING,
-    ProbeTargets,
-    probe_plan,
-)
+from .mountplan import approve_mounts, plant_mount_root
+from .probes import PROBE, ProbeTargets, probe_plan
 from .toolkit import TOOLKIT_MOUNT, build_toolkit
 
 __all__ = ["WEAKENINGS", "Observation", "RedTeamReport", "run_redteam"]
@@ -261,46 +253,6 @@ def _session_spec(state: Path, keys: Path, session_id: str,
                       config=config, mounts=mounts)
 
 
-@attrs.frozen
-class MountPlan:
-    """The harness's mount root and what it grants from it."""
-
-    root: Path
-    text: str  # in the granted files
-    marker: str  # in the files beside them
-
-    def grants(self) -> tuple[HostMount, ...]:
-        return (HostMount(str(self.root), str(self.root / GRANTED_RO), f"/mnt/{GRANTED_RO}",
-                          writable=False),
-                HostMount(str(self.root), str(self.root / GRANTED_RW), f"/mnt/{GRANTED_RW}",
-                          writable=True))
-
-
-def _plant_mount_root(root: Path, agent_uid: int) -> MountPlan:
-    """Every file world-readable: only the mount set keeps the sibling out."""
-    plan = MountPlan(root.resolve(), f"granted-{secrets.token_hex(16)}",
-                     f"ironclaw-redteam-beside-{secrets.token_hex(16)}")
-    for directory in (root, root / GRANTED_RO, root / GRANTED_RW, root / SIBLING):
-        directory.mkdir(mode=0o755, parents=True, exist_ok=True)
-        directory.chmod(0o755)
-    os.chown(root / GRANTED_RW, agent_uid, agent_uid)
-    for path, text in ((root / GRANTED_RO / README, plan.text),
-                       (root / SIBLING / SECRET, plan.marker), (root / SECRET, plan.marker)):
-        path.write_text(text + "\n")
-        path.chmod(0o644)
-    return plan
-
-
-async def _approve_mounts(plane: ControlPlaneHandles, plan: MountPlan) -> None:
-    payload = [{"source": m.source, "target": m.target, "readonly": not m.writable}
-               for m in plan.grants()]
-    stored = await plane.gateway.submit("mounts", DEMO_GROUP, payload,
-                                        requested_by=OWNER, reason="red team")
-    decided = await plane.gateway.decide(stored.change.id, DecisionOutcome.APPROVE, OWNER)
-    if decided.status is not ChangeStatus.APPLIED:
-        raise RuntimeError(f"the mount grant was not applied: {decided.status}")
-
-
 async def _self_modification(plane: ControlPlaneHandles, conversation: str) -> Observation:
     directive = json.dumps({"kind": "enabled_tools", "payload": {"tools": ["read_file"]},
                             "reason": "red team: the agent asks for a new tool"})
@@ -348,7 +300,7 @@ async def run_redteam(kind: RuntimeKind, workdir: Path, *, sessions: int = 1,
     marker_dir.mkdir(mode=0o755, exist_ok=True)
     (marker_dir / "marker.txt").write_text(marker + "\n")
     (marker_dir / "marker.txt").chmod(0o644)  # world-readable: only the wall protects it
-    mounts = _plant_mount_root(workdir / "mount-root", mapping.agent_host_uid)
+    mounts = plant_mount_root(workdir / "mount-root", mapping.agent_host_uid)
     weaken = _weaken(weakening, state, workdir, mapping)
     image = PinnedImage(state, cache_dir=image_cache)
 
@@ -377,7 +329,7 @@ async def run_redteam(kind: RuntimeKind, workdir: Path, *, sessions: int = 1,
             config, credentials=Credentials(), isolator=isolator).run)
         digest = (await isolator.check_image()).digest
         await _approve_egress(plane)
-        await _approve_mounts(plane, mounts)
+        await approve_mounts(plane, mounts, OWNER)
         conversations = [f"redteam-{i}" for i in range(sessions + 1)]
         for conversation in conversations:
             await _wire(plane, conversation)
