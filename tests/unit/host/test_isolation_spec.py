@@ -409,6 +409,8 @@ def test_the_sandbox_doc_counts_the_weakened_variants() -> None:
     doc = (Path(__file__).parents[3] / "docs" / "sandbox.md").read_text()
     counted = re.search(r"\((\d+) in\s+`WEAKENINGS`\)", doc)
     assert counted is not None and int(counted.group(1)) == len(WEAKENINGS)
+    granted = re.search(r"\((\d+) in\s+`GRANTED_WEAKENINGS`", doc)
+    assert granted is not None and int(granted.group(1)) == len(GRANTED_WEAKENINGS)
 
 
 # Granted host mounts (the ``mounts`` change kind): the validator accepts exactly the
