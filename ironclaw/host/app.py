@@ -126,11 +126,15 @@ class ControlPlane:
 
     def _gateway_config(self) -> GatewayConfig:
         """The gateway moves an agent group only to a provider the host can serve: one
-        it holds credentials for (and, if the operator listed providers, one listed)."""
+        it holds credentials for (and, if the operator listed providers, one listed);
+        and connects chats only on the channels this plane runs."""
         usable = self._credentials.usable_providers()
         listed = self.config.gateway.providers
+        channels = {("local", "local")} | {(s.type, s.instance or s.type)
+                                           for s in self.config.channels}
         return attrs.evolve(self.config.gateway,
-                            providers=usable if listed is None else listed & usable)
+                            providers=usable if listed is None else listed & usable,
+                            channels=frozenset(channels))
 
     async def run(self, *, task_status: trio.TaskStatus[ControlPlaneHandles] = (
             trio.TASK_STATUS_IGNORED)) -> None:

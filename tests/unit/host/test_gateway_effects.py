@@ -68,6 +68,8 @@ EFFECTS: dict[ChangeKind, tuple[str, Any, Probe]] = {
                              _chat_policy),
     ChangeKind.MODEL: ("demo", {"provider": "mock", "model": "mock-large"},
                        _model),
+    ChangeKind.CONNECT_CHAT: ("demo", {"channel": "local", "chat": "new", "members": ["amy"]},
+                              lambda h: h.registry.access_level("local:amy", "demo")),
 }
 
 
