@@ -16,17 +16,21 @@ from ironclaw.host.sessions.deletion import SessionHeld, WorkspaceShared
 
 from ..context import Access, ApiContext, access, is_operator, principal
 from ..errors import ApiError
+from ..scope import Scope, Visibility, scope
 from ..validate import query_str
 
 
 def register(app: QuartTrio, ctx: ApiContext) -> None:
     @app.delete("/v1/sessions/<session_id>")
     @access(Access.WRITE)
+    @scope(Scope.FILTERED)
     async def delete_session(session_id: str) -> dict[str, object]:
         who = principal()
         if not is_operator(who):
             raise ApiError(403, f"only an owner or admin may delete a session; {who.name} "
                                 "is neither")
+        if not await Visibility.of(who, ctx.handles).session(session_id):
+            raise ApiError(404, f"no session {session_id[:128]!r}")
         workspace = query_str("workspace", choices=("true", "false")) == "true"
         try:
             deleted = await ctx.handles.session_deleter.delete(
