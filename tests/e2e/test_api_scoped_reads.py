@@ -94,6 +94,7 @@ DIRECT = {
     "/v1/registry/messaging-groups/<group_id>": ("GET", "chat"),
     "/v1/registry/messaging-groups/<group_id>/wirings": ("GET", "chat"),
     "/v1/sessions/<session_id>": ("GET", "session"),
+    "/v1/sessions/<session_id>/rotate-key": ("POST", "session"),
     "/v1/questions/<question_id>": ("GET", "question"),
     "/v1/questions/<question_id>/answer": ("POST", "question"),
     "/v1/changes/<change_id>": ("GET", "change"),

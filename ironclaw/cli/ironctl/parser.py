@@ -195,8 +195,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("resource", choices=(*views.REGISTRY, "destinations"))
     p.add_argument("group", nargs="?", help="the agent group (for destinations)")
 
-    p = b.leaf(top, "sessions", views.cmd_sessions, "sessions (or one, by id)")
-    p.add_argument("id", nargs="?")
+    p = b.leaf(top, "sessions", views.cmd_sessions,
+               "sessions (or one, by id); 'sessions rotate-key ID' gives a session new "
+               "queue keys (needs an owner or admin token; audited)")
+    p.add_argument("id", nargs="?", metavar="ID|rotate-key")
+    p.add_argument("target", nargs="?", metavar="ID", help="with rotate-key: the session")
     p.add_argument("--live", action="store_true", help="only sessions with a live sandbox")
     p.add_argument("--delete", action="store_true",
                    help="delete session ID: its queues, key, tasks and records (needs an "
