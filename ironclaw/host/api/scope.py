@@ -12,7 +12,7 @@ told is hidden from it (fail closed).
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, TypeVar
 
 import attrs
@@ -67,8 +67,8 @@ class Visibility:
 
     groups: frozenset[str] | None  # None: everything
     handles: ControlPlaneHandles
-    _session_groups: dict[str, str | None] = attrs.field(factory=dict)
-    _change_groups: dict[str, str | None] = attrs.field(factory=dict)
+    _session_groups: dict[str, str] = attrs.field(factory=dict)
+    _change_groups: dict[str, str] = attrs.field(factory=dict)
 
     @classmethod
     def of(cls, who: Principal, handles: ControlPlaneHandles) -> Visibility:
@@ -86,30 +86,38 @@ class Visibility:
         return [item for item in items if self.group(group_of(item))]
 
     async def session(self, session_id: object) -> bool:
-        if self.groups is None:
-            return True
-        if not isinstance(session_id, str):
-            return False
-        if session_id not in self._session_groups:
-            try:
-                found = await self.handles.registry.get_session(session_id)
-                self._session_groups[session_id] = found.agent_group_id
-            except NotFound:
-                return False  # not cached: it may exist later
-        return self.group(self._session_groups[session_id])
+        return await self._cached(self._session_groups, session_id, self._session_group)
 
     async def change(self, change_id: object) -> bool:
+        return await self._cached(self._change_groups, change_id, self._change_group)
+
+    async def _cached(self, cache: dict[str, str], key: object,
+                      lookup: Callable[[str], Awaitable[str | None]]) -> bool:
+        """Whether the thing ``key`` names is about one of the groups; a thing's group
+        never changes, so it is looked up once (one not found is not cached: it may
+        exist later)."""
         if self.groups is None:
             return True
-        if not isinstance(change_id, str):
+        if not isinstance(key, str):
             return False
-        if change_id not in self._change_groups:
-            try:
-                stored = await self.handles.gateway.get(change_id)
-            except LookupError:
+        if key not in cache:
+            found = await lookup(key)
+            if found is None:
                 return False
-            self._change_groups[change_id] = stored.change.agent_group
-        return self.group(self._change_groups[change_id])
+            cache[key] = found
+        return self.group(cache[key])
+
+    async def _session_group(self, session_id: str) -> str | None:
+        try:
+            return (await self.handles.registry.get_session(session_id)).agent_group_id
+        except NotFound:
+            return None
+
+    async def _change_group(self, change_id: str) -> str | None:
+        try:
+            return (await self.handles.gateway.get(change_id)).change.agent_group
+        except LookupError:
+            return None
 
     async def chat(self, messaging_group_id: object) -> bool:
         """A chat is visible when it is wired to one of the principal's groups."""
