@@ -64,7 +64,8 @@ class _Files:
 def rekey_session_files(deps: SessionDeps, session_id: str, old: bytes, new: bytes, *,
                         strict: bool = True) -> _Files | None:
     """Steps 3 and 4, blocking. Raises ``QueueError`` if a file opens under neither
-    key; not ``strict`` (a rollback), such a file is left as it is."""
+    key (``OSError`` if it cannot be swapped); not ``strict`` (a rollback), such a
+    file is left as it is."""
     layout = SessionLayout.under(deps.state_dir, session_id)
     was, now = SessionKeys.from_secret(old), SessionKeys.from_secret(new)
     queues = layout.queues
@@ -74,10 +75,11 @@ def rekey_session_files(deps: SessionDeps, session_id: str, old: bytes, new: byt
             (queues.outbound_db, was.outbound, now.outbound, OUTBOUND_DDL)):
         try:
             done.append(rekey.rekey_queue_file(path, layout.root, before, after, ddl))
-        except QueueError:
+        except (QueueError, OSError) as exc:
             if strict:
                 raise
-            logger.error("session %s: %s opens under neither key", session_id, path.name)
+            logger.error("session %s: %s left as it is: %s", session_id, path.name,
+                         type(exc).__name__)
     return _Files(*done) if len(done) == 2 else None
 
 
@@ -117,7 +119,7 @@ class SessionKeyRotator:
         try:
             await trio.to_thread.run_sync(self._rekey_files, self._deps, session_id, old,
                                           new)
-        except QueueError as exc:
+        except (QueueError, OSError) as exc:  # OSError: the swap itself failed
             await trio.to_thread.run_sync(self._rollback, session_id, old, new)
             raise RotationFailed(f"session {session_id}: {exc}") from None
         await trio.to_thread.run_sync(

@@ -158,3 +158,24 @@ async def test_a_link_where_the_outbound_file_was_is_refused_not_followed(
         assert keys.get_session(sid) == before.secret()
     assert target.read_bytes() == original  # never followed, never written
     assert outbound.is_symlink()
+
+
+async def test_a_swap_the_host_may_not_make_fails_the_rotation_and_rolls_back(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    sid, before = make_session(tmp_path)
+    real = rekey._take_place_of
+
+    def refuse_outbound(scratch: Path, db_path: Path) -> None:
+        if db_path.name == "outbound.db":
+            raise PermissionError("chown refused")
+        real(scratch, db_path)
+
+    monkeypatch.setattr(rekey, "_take_place_of", refuse_outbound)
+    with open_keys(tmp_path) as keys:
+        old, new = keys.stage_session_rotation(sid)
+        with pytest.raises(RotationFailed, match="chown refused"):
+            await rotator(tmp_path, keys)._settle(sid, old, new)
+        assert keys.get_session(sid) == before.secret()
+        assert keys.staged_rotations() == {}
+    monkeypatch.setattr(rekey, "_take_place_of", real)
+    assert_under(tmp_path, sid, before)  # the inbound file was put back
