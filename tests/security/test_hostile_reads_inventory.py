@@ -259,15 +259,16 @@ REVIEWED: dict[tuple[str, str, str], str] = {
         "schema open_snapshot has just checked",
     ("ironclaw/host/sessions/rekey.py", "_take_place_of", "os.lstat"):
         "lstat: opens nothing, follows no link; only the owner and mode are read",
-    ("ironclaw/host/sessions/rekey.py", "_take_place_of", "open"):
-        "the host's own scratch copy, in the root-owned session directory",
+    ("ironclaw/host/sessions/rekey.py", "_take_place_of", "os.open"):
+        "the host's own scratch copy in the root-owned session directory (O_NOFOLLOW); "
+        "and the queue directory with O_DIRECTORY | O_NOFOLLOW, for fsync: a FIFO, "
+        "device or link there fails to open instead of blocking. The copy beside the "
+        "live file is mkstemp's fresh O_EXCL inode, used through its descriptor only",
     ("ironclaw/host/sessions/rekey.py", "_take_place_of", "os.unlink"):
         "unlinks the name, never follows a link; the writer is stopped",
     ("ironclaw/host/sessions/rekey.py", "_take_place_of", "os.replace"):
         "rename replaces the name whatever it points at, never following a link",
-    ("ironclaw/host/sessions/rekey.py", "_take_place_of", "os.open"):
-        "the queue directory with O_DIRECTORY | O_NOFOLLOW, for fsync: a FIFO, device "
-        "or link there fails to open instead of blocking",
+
 }
 
 

@@ -138,7 +138,8 @@ class SessionKeyRotator:
         finished = []
         for session_id, (old, new) in sorted(staged.items()):
             layout = SessionLayout.under(self._deps.state_dir, session_id)
-            await trio.to_thread.run_sync(rekey.remove_scratch, layout.root)
+            await trio.to_thread.run_sync(rekey.remove_scratch, (
+                layout.root, layout.queues.inbound_dir, layout.queues.outbound_dir))
             try:
                 await self._settle(session_id, old, new)
             except RotationFailed as exc:

@@ -5,10 +5,10 @@ snapshot copy (``copy_snapshot``: fence-aware, and the outbound file is the agen
 so it is opened as hostile), into a scratch file in the session's own directory (the
 host's; no sandbox writes there). The copy's schema is checked under the old key
 (``open_snapshot``) before anything else reads it; only then is the copy opened for
-``PRAGMA rekey``. The re-keyed copy takes the live file's owner and mode and replaces
-it with one ``rename``, which swaps the name whatever the name pointed at (a link the
-agent planted is replaced, never followed). The file's writer is stopped meanwhile:
-the caller holds the sandbox and the host's inbound writer down.
+``PRAGMA rekey``. The re-keyed copy is written beside the live file, with its owner
+and mode, and replaces it with one ``rename``, which swaps the name whatever the name
+pointed at (a link the agent planted is replaced, never followed). The file's writer
+is stopped meanwhile: the caller holds the sandbox and the host's inbound writer down.
 
 Each step is idempotent, so a rotation cut short is finished by running it again: a
 file that already opens under the new key is left as it is.
@@ -20,14 +20,16 @@ import contextlib
 import enum
 import os
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 
 import sqlcipher3
 
 from ironclaw.contract.cipher import RawKey
 from ironclaw.contract.queue.errors import QueueError
-from ironclaw.contract.queue.files import SnapshotReader, copy_snapshot
+from ironclaw.contract.queue.files import DEFAULT_MAX_FILE_BYTES, SnapshotReader, copy_snapshot
 from ironclaw.contract.queue.snapshot_db import apply_key, open_snapshot
+from ironclaw.contract.untrusted_files import copy_bounded
 
 SCRATCH_PREFIX = ".rekey-"
 
@@ -80,18 +82,33 @@ def rekey_queue_file(db_path: Path, scratch_dir: Path, old: RawKey, new: RawKey,
 
 
 def _take_place_of(scratch: Path, db_path: Path) -> None:
-    """Give the copy the live file's owner and mode, make it durable, swap it in. A
+    """Copy the re-keyed file beside the live one (the queue directory may be a
+    volume of its own, and a rename does not cross file systems) with the live file's
+    owner and mode, make it durable, and swap it in. The copy beside it is a fresh
+    inode of ours (``mkstemp``: ``O_CREAT | O_EXCL | O_NOFOLLOW`` under a random name,
+    while the sandbox is stopped), written and set up through its descriptor only. A
     journal beside the live file belongs to the old bytes: it goes first (the writer
     is stopped, and the copy was taken between commits, so it is not a hot one)."""
     info = os.lstat(db_path)
-    if (info.st_uid, info.st_gid) != (os.getuid(), os.getgid()):
-        os.chown(scratch, info.st_uid, info.st_gid)
-    os.chmod(scratch, info.st_mode & 0o777)
-    with open(scratch, "rb+") as handle:
-        os.fsync(handle.fileno())
+    fd, name = tempfile.mkstemp(prefix=SCRATCH_PREFIX, suffix=".db", dir=db_path.parent)
+    try:
+        source = os.open(scratch, os.O_RDONLY | os.O_NOFOLLOW)
+        try:
+            copy_bounded(source, fd, DEFAULT_MAX_FILE_BYTES)
+        finally:
+            os.close(source)
+        if (info.st_uid, info.st_gid) != (os.getuid(), os.getgid()):
+            os.fchown(fd, info.st_uid, info.st_gid)
+        os.fchmod(fd, info.st_mode & 0o777)
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        os.unlink(name)
+        raise
+    os.close(fd)
     with contextlib.suppress(FileNotFoundError):
         os.unlink(db_path.with_name(db_path.name + "-journal"))
-    os.replace(scratch, db_path)
+    os.replace(name, db_path)
     directory = os.open(db_path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
     try:
         os.fsync(directory)
@@ -99,10 +116,11 @@ def _take_place_of(scratch: Path, db_path: Path) -> None:
         os.close(directory)
 
 
-def remove_scratch(scratch_dir: Path) -> None:
-    """Copies a crash left behind (host-owned directory: names only, nothing opened)."""
-    if not scratch_dir.is_dir():
-        return
-    for entry in scratch_dir.iterdir():
-        if entry.name.startswith(SCRATCH_PREFIX):
-            entry.unlink()
+def remove_scratch(directories: Iterable[Path]) -> None:
+    """Copies a crash left behind: names are listed and unlinked, nothing is opened
+    (an unlink never follows a link)."""
+    for directory in directories:
+        if directory.is_dir() and not directory.is_symlink():
+            for entry in directory.iterdir():
+                if entry.name.startswith(SCRATCH_PREFIX):
+                    entry.unlink()
