@@ -17,8 +17,8 @@ MAX_MEMBERS = 64
 
 def split_target(target: str) -> tuple[str, str | None]:
     """``channel`` or ``channel:instance``."""
-    channel, _, instance = target.partition(":")
-    if not channel or (_ and not instance):
+    channel, colon, instance = target.partition(":")
+    if not channel or (colon and not instance):
         raise UsageError(f"{target!r}: the chat's channel is CHANNEL or CHANNEL:INSTANCE")
     return channel, instance or None
 
