@@ -128,10 +128,11 @@ def register(app: QuartTrio, ctx: ApiContext) -> None:
     async def list_questions() -> dict[str, object]:
         session = query_str("session_id")
         limit = query_int("limit", 100, 1, MAX_LIST)
-        found = await handles.questions.pending(session, limit=limit)
         seen = view()
+        found = await handles.questions.pending(
+            session, limit=limit if seen.everything else MAX_LIST)
         return {"questions": [render.question(q) for q in found
-                              if await seen.session(q.session_id)]}
+                              if await seen.session(q.session_id)][:limit]}
 
     @app.get("/v1/questions/<question_id>")
     @access(Access.READ)
