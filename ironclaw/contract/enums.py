@@ -56,6 +56,7 @@ class ChangeKind(enum.StrEnum):
     ACCESS = "access"
     CHAT_POLICY = "chat_policy"
     MODEL = "model"
+    CONNECT_CHAT = "connect_chat"
 
 
 class Verdict(enum.IntEnum):

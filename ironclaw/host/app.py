@@ -56,6 +56,7 @@ from .registry import Registry
 from .scheduling.scheduler import Scheduler
 from .sessions import SessionDeps, SessionProgress, Sessions, SessionSettings
 from .sessions.deletion import SessionDeleter
+from .sessions.key_rotation import SessionKeyRotator
 from .sessions.quarantine import Quarantine
 from .store import HostStore, open_host_store
 from .store.changes import ChangeStore
@@ -88,6 +89,7 @@ class ControlPlaneHandles:
     loop_lag: LoopLagMonitor  # how long the event loop stalls (``/metrics``, red team)
     quarantine: Quarantine  # sessions held for proving hostile (``/v1/quarantine``)
     session_deleter: SessionDeleter  # ``DELETE /v1/sessions/{id}``, and retention
+    session_keys: SessionKeyRotator  # ``POST /v1/sessions/{id}/rotate-key``
     # For the API's token hashes: a sub-key of the sealed root, stable across rotation.
     api_token_key: bytes = attrs.field(repr=False)
 
@@ -159,12 +161,16 @@ class ControlPlane:
 
     def _gateway_config(self) -> GatewayConfig:
         """The gateway moves an agent group only to a provider the host can serve: one
-        it holds credentials for (and, if the operator listed providers, one listed)."""
+        it holds credentials for (and, if the operator listed providers, one listed);
+        and connects chats only on the channels this plane runs."""
         usable = self._credentials.usable_providers()
         listed = self.config.gateway.providers
+        channels = {("local", "local")} | {(s.type, s.instance or s.type)
+                                           for s in self.config.channels}
         return attrs.evolve(self.config.gateway,
                             providers=usable if listed is None else listed & usable,
-                            protected_paths=protected_paths(self.config))
+                            protected_paths=protected_paths(self.config),
+                            channels=frozenset(channels))
 
     async def run(self, *, task_status: trio.TaskStatus[ControlPlaneHandles] = (
             trio.TASK_STATUS_IGNORED)) -> None:
@@ -259,6 +265,8 @@ class ControlPlane:
                                                  deps=session_deps,
                                                  forget_key=keystore.delete_session,
                                                  keyed_sessions=keystore.session_ids)
+                session_keys = SessionKeyRotator(deps=session_deps, sessions=sessions,
+                                                 custody=keystore)
                 commands = ChatCommands(
                     approvers=ChatApprovers(store, registry, audit), gateway=gateway,
                     channels=channels, audit=audit, events=bus)
@@ -273,6 +281,7 @@ class ControlPlane:
                 await nursery.start(delivery.run)
                 await nursery.start(quarantine.run)  # holds loaded before any session starts
                 await session_deleter.reap_orphans()  # before any session starts
+                await session_keys.recover()  # likewise: a rotation a crash cut short
                 await nursery.start(sessions.run)
                 await nursery.start(notices.run)
                 await nursery.start(commands.run)
@@ -298,7 +307,7 @@ class ControlPlane:
                     scheduler=scheduler, questions=questions, events=bus, store=store,
                     gateway=gateway, audit=audit, chat_approvers=commands.approvers,
                     loop_lag=loop_lag, quarantine=quarantine,
-                    session_deleter=session_deleter,
+                    session_deleter=session_deleter, session_keys=session_keys,
                     api_token_key=keystore.subkey(Purpose.API_TOKEN_HASH)))
         finally:
             with trio.CancelScope(shield=True):

@@ -67,6 +67,18 @@ class SessionRetired:
 
 
 @attrs.frozen
+class SessionKeyRotated:
+    """A session's two queue files were re-encrypted under new keys, and its old key
+    forgotten; its sandbox was stopped for it and woken again. `by` is the principal.
+    Audited."""
+
+    type: ClassVar[str] = "keys.session_rotated"
+    session_id: str
+    agent_group_id: str
+    by: str
+
+
+@attrs.frozen
 class SessionDeleted:
     """A session was deleted: its queues, its key and its host.db rows are gone (and,
     with `workspace`, its agent group's workspace was emptied). `by` is the principal,

@@ -37,9 +37,10 @@ async def test_a_team_flow_through_ironctl(api: Api) -> None:
     change_id = submitted.json()["id"]
     refused = await run("change", "approve", change_id, token=dave)
     assert refused.code == 3, refused.err
-    # An approver scoped to other agent groups may neither decide nor submit here.
+    # An approver scoped to other agent groups may neither decide nor submit here; it
+    # does not even see the change (404, as if there were none).
     scoped = await run("change", "reject", change_id, token=erin)
-    assert scoped.code == 3 and "limited to agent group(s) finance, ops" in scoped.err
+    assert scoped.code == 4 and change_id in scoped.err
     assert (await api.client.post(api.url + "/v1/changes", json={
         "kind": "persona", "agent_group": "demo", "payload": {"soul": "x"}},
         headers={"Authorization": f"Bearer {erin}"})).status_code == 403

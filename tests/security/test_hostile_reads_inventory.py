@@ -256,6 +256,25 @@ REVIEWED: dict[tuple[str, str, str], str] = {
     ("ironclaw/host/isolation/hostmounts.py", "open_beneath", "os.open"):
         "an O_PATH walk of an approved mount source, never following a link: it opens "
         "no file for reading, and nothing inside the mount",
+    # Re-keying a queue file (a session key rotation). Its writer is stopped; the
+    # live file is read only through copy_snapshot (the hardened opener).
+    ("ironclaw/host/sessions/rekey.py", "rekey_queue_file", "os.path.lexists"):
+        "lstat: opens nothing, follows no link",
+    ("ironclaw/host/sessions/rekey.py", "rekey_queue_file", "sqlcipher3.connect"):
+        "the host's own scratch copy in the session directory (root-owned), whose "
+        "schema open_snapshot has just checked",
+    ("ironclaw/host/sessions/rekey.py", "_take_place_of", "os.lstat"):
+        "lstat: opens nothing, follows no link; only the owner and mode are read",
+    ("ironclaw/host/sessions/rekey.py", "_take_place_of", "os.open"):
+        "the host's own scratch copy in the root-owned session directory (O_NOFOLLOW); "
+        "and the queue directory with O_DIRECTORY | O_NOFOLLOW, for fsync: a FIFO, "
+        "device or link there fails to open instead of blocking. The copy beside the "
+        "live file is mkstemp's fresh O_EXCL inode, used through its descriptor only",
+    ("ironclaw/host/sessions/rekey.py", "_take_place_of", "os.unlink"):
+        "unlinks the name, never follows a link; the writer is stopped",
+    ("ironclaw/host/sessions/rekey.py", "_take_place_of", "os.replace"):
+        "rename replaces the name whatever it points at, never following a link",
+
 }
 
 

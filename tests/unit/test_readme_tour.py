@@ -7,6 +7,7 @@ import json
 import re
 from pathlib import Path
 
+from ironclaw.cli.ironctl.parser import build_parser
 from ironclaw.host.config.devseed import DEMO_TOOLS
 from sandbox_agent.tools import all_tools
 
@@ -34,3 +35,11 @@ def test_the_operations_doc_lists_the_demo_tools() -> None:
     paragraph = paragraph[:paragraph.index("; anything more")]
     listed = re.findall(r"`([a-z_]+)`", paragraph.split("small tool set", 1)[1])
     assert listed[:len(DEMO_TOOLS)] == list(DEMO_TOOLS)
+
+
+def test_the_tour_connects_a_chat_with_one_command() -> None:
+    tour = README.read_text().split("## Quick tour", 1)[1].split("\n## ", 1)[0]
+    (connect,) = re.findall(r"^\.venv/bin/ironctl connect .*$", tour, re.MULTILINE)
+    args = build_parser().parse_args(connect.split()[1:])
+    assert (args.channel, args.agent) == ("webhook", "demo")
+    assert "messaging-groups" not in tour and "--kind wiring" not in tour

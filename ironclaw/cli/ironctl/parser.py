@@ -13,6 +13,7 @@ from . import (
     audit,
     changes,
     chat,
+    connect,
     events,
     health,
     owners,
@@ -171,12 +172,34 @@ def build_parser() -> argparse.ArgumentParser:
     p = b.leaf(sub, "show", agents.cmd_show, "one agent group, with its persona")
     p.add_argument("id")
 
+    p = b.leaf(top, "connect", connect.cmd_connect,
+               "connect a chat to an agent group: one change (create the chat if it "
+               "never wrote, wire it, grant members, set its policy), approved once")
+    p.add_argument("channel", metavar="CHANNEL[:INSTANCE]",
+                   help="the chat's channel, e.g. webhook, or telegram:support")
+    p.add_argument("chat", metavar="CHAT",
+                   help="the chat's id on its platform (a webhook's `chat` value)")
+    p.add_argument("--agent", required=True, metavar="GROUP", help="the agent group")
+    p.add_argument("--engage", choices=connect.ENGAGE_MODES,
+                   help="when the agent answers (default: every message)")
+    p.add_argument("--pattern", metavar="RE", help="with --engage pattern: an RE2 pattern")
+    p.add_argument("--members", metavar="A,B",
+                   help="senders to make members of the group: handles on the channel")
+    p.add_argument("--policy", choices=connect.POLICIES,
+                   help="what the chat does with unknown senders (default: keep; a new "
+                        "chat is strict)")
+    p.add_argument("--reason")
+    p.add_argument("--ttl", type=positive_float, help="expire after SECONDS")
+
     p = b.leaf(top, "registry", views.cmd_registry, "registry resources (read-only)")
     p.add_argument("resource", choices=(*views.REGISTRY, "destinations"))
     p.add_argument("group", nargs="?", help="the agent group (for destinations)")
 
-    p = b.leaf(top, "sessions", views.cmd_sessions, "sessions (or one, by id)")
-    p.add_argument("id", nargs="?")
+    p = b.leaf(top, "sessions", views.cmd_sessions,
+               "sessions (or one, by id); 'sessions rotate-key ID' gives a session new "
+               "queue keys (needs an owner or admin token; audited)")
+    p.add_argument("id", nargs="?", metavar="ID|rotate-key")
+    p.add_argument("target", nargs="?", metavar="ID", help="with rotate-key: the session")
     p.add_argument("--live", action="store_true", help="only sessions with a live sandbox")
     p.add_argument("--delete", action="store_true",
                    help="delete session ID: its queues, key, tasks and records (needs an "

@@ -8,7 +8,7 @@ from typing import Any
 from .client import OK, UsageError, path
 from .context import Ctx, read_text_arg
 from .output import Column, cell, when
-from .sessions import cmd_delete
+from .sessions import ROTATE_KEY, cmd_delete, cmd_rotate_key
 
 REGISTRY: dict[str, tuple[str, str, list[Column]]] = {
     "agent-groups": ("/v1/registry/agent-groups", "agent_groups", [
@@ -91,6 +91,10 @@ async def cmd_registry(ctx: Ctx) -> int:
 
 
 async def cmd_sessions(ctx: Ctx) -> int:
+    if ctx.args.id == ROTATE_KEY:
+        return await cmd_rotate_key(ctx)
+    if ctx.args.target is not None:
+        raise UsageError(f"one session id at a time (or: ironctl sessions {ROTATE_KEY} ID)")
     if ctx.args.delete or ctx.args.workspace:
         if not ctx.args.delete:
             raise UsageError("--workspace goes with --delete")

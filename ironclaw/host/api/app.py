@@ -39,6 +39,7 @@ from .routes import (
     sessions,
     tasks,
 )
+from .scope import Scope, Visibility, refuse_unscoped, scope, scope_of
 from .ws import chat, events
 
 
@@ -54,7 +55,8 @@ def create_app(ctx: ApiContext) -> QuartTrio:
         length = request.content_length
         if length is not None and length > ctx.settings.max_body_bytes:
             raise ApiError(413, f"the body is limited to {ctx.settings.max_body_bytes} bytes")
-        level = access_of(app.view_functions.get(request.endpoint or ""))
+        view = app.view_functions.get(request.endpoint or "")
+        level = access_of(view)
         if level is Access.PUBLIC:
             return None
         who = await ctx.principals.authenticate(
@@ -68,6 +70,7 @@ def create_app(ctx: ApiContext) -> QuartTrio:
         g.principal = who
         if level is Access.WRITE and not may_write(who):
             raise ApiError(403, f"{who.name} may only read")
+        refuse_unscoped(who, scope_of(view))
         rule = request.url_rule.rule if request.url_rule is not None else None
         unknown = set(request.args) - openapi.query_parameters().get(rule or "", frozenset())
         if rule is not None and unknown:
@@ -83,6 +86,7 @@ def create_app(ctx: ApiContext) -> QuartTrio:
 
     @app.get("/healthz")
     @access(Access.PUBLIC)
+    @scope(Scope.NONE)
     async def healthz() -> dict[str, object]:
         return {"status": "ok", "version": __version__}
 
@@ -90,6 +94,7 @@ def create_app(ctx: ApiContext) -> QuartTrio:
 
     @app.get("/readyz")
     @access(Access.PUBLIC)
+    @scope(Scope.NONE)
     async def readyz() -> tuple[dict[str, object], int]:
         checks = await ready_probe.check()
         ready = all(ok for ok, _ in checks.values())
@@ -100,30 +105,46 @@ def create_app(ctx: ApiContext) -> QuartTrio:
 
     @app.get("/metrics")
     @access(Access.READ)
+    @scope(Scope.UNSCOPED)
     async def metrics() -> Response:
         body = await ctx.metrics.render(ctx.handles)
         return Response(body, status=200, content_type=METRICS_CONTENT_TYPE)
 
     @app.get("/v1/openapi.json")
     @access(Access.READ)
+    @scope(Scope.NONE)
     async def openapi_document() -> Response:
         return Response(openapi.document_text(), status=200, content_type="application/json")
 
     @app.get("/v1/whoami")
     @access(Access.READ)
+    @scope(Scope.NONE)
     async def whoami() -> dict[str, object]:
         who = g.principal
         return {"name": who.name, "roles": sorted(who.roles)}
 
     @app.get("/v1/status")
     @access(Access.READ)
+    @scope(Scope.FILTERED)
     async def status() -> dict[str, object]:
         handles = ctx.handles
+        shown = await _channels_seen(Visibility.of(g.principal, handles))
         return {"runtime": handles.runtime, "runtime_strength": handles.runtime_strength,
                 "runtime_warning": handles.runtime_warning,
                 "channels": [{"channel": channel, "instance": instance, "status": state.value}
                              for (channel, instance), state in sorted(
-                                 handles.channels.status().items())]}
+                                 handles.channels.status().items())
+                             if shown is None or (channel, instance or channel) in shown]}
+
+    async def _channels_seen(seen: Visibility) -> set[tuple[str, str]] | None:
+        """The channels with a chat wired to the principal's groups (None: all)."""
+        if seen.everything:
+            return None
+        found = set()
+        for group in await ctx.handles.registry.list_messaging_groups():
+            if await seen.chat(group.id):
+                found.add((group.channel, group.instance))
+        return found
 
     changes.register(app, ctx)
     audit.register(app, ctx)

@@ -200,6 +200,16 @@ def _paths() -> dict[str, Any]:
                             "sandbox is stopped first. 409: quarantined (lift the hold "
                             "first), or the workspace is shared. A later message from "
                             "its chat starts a new session. Audited as session.deleted.")},
+        "/v1/sessions/{session_id}/rotate-key": {"post": _op(
+            "Rotate session keys", "sessions", (200, _json(
+                ref("SessionKeyRotated"), "both queue files are under new keys")),
+            (403, 404, 409), params=(_path("session_id", "the session's id"),),
+            description="New SQLCipher keys for the session's two queue files: its "
+                        "sandbox is stopped, both files are re-encrypted and verified, "
+                        "the old key is forgotten and the sandbox started again. Owner "
+                        "and admin principals only (403 otherwise). 409: quarantined, or "
+                        "a file opens under neither key (the old key is kept). Audited "
+                        "as keys.session_rotated.")},
         "/v1/registry/agent-groups": {"get": _op("List agent groups", "registry", (
             200, _json(ref("AgentGroupList"), "every agent group")), ())},
         "/v1/registry/agent-groups/{group_id}": {"get": _op(

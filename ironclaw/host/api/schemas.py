@@ -221,6 +221,7 @@ COMPONENTS: dict[str, Schema] = {
     "SessionList": obj({"sessions": array_of(ref("Session"))}),
     "SessionDeleted": obj({"session_id": STR, "agent_group_id": STR, "deleted": BOOL,
                            "workspace": BOOL}),
+    "SessionKeyRotated": obj({"session_id": STR, "agent_group_id": STR, "rotated": BOOL}),
     "Persona": obj({"identity": STR, "soul": STR, "instructions": STR}),
     "AgentGroup": obj({"id": STR, "name": STR, "folder": STR, "provider": STR,
                        "model": STR, "persona": ref("Persona"),

@@ -27,6 +27,7 @@ AUDITED: dict[str, tuple[str, ...]] = {
     "session.quarantined": ("session_id", "agent_group_id", "reason"),
     "session.quarantine_lifted": ("session_id", "agent_group_id", "by"),
     "session.deleted": ("session_id", "agent_group_id", "workspace", "by"),
+    "keys.session_rotated": ("session_id", "agent_group_id", "by"),
     "model.call": ("session_id", "agent_group_id", "provider", "host", "method", "path",
                    "status", "request_bytes", "response_bytes", "duration_ms",
                    "redactions", "stop", "failure"),

@@ -161,6 +161,9 @@ class GatewayConfig:
     # The providers an agent group may use (create_agent, model). None: any well-formed
     # name; the plane sets those it holds credentials for.
     providers: frozenset[str] | None = None
+    # The chat channels a chat may be connected on, as (channel, instance). None: any
+    # well-formed name; the plane sets those it runs.
+    channels: frozenset[tuple[str, str]] | None = None
     default_provider: str = "mock"
     default_model: str = "mock"
     reserved_agent_names: frozenset[str] = RESERVED_AGENT_NAMES

@@ -15,8 +15,9 @@ event.
 
 from __future__ import annotations
 
+import contextlib
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -88,6 +89,17 @@ class SessionQueues:
             self._full_reports.pop(session_id, None)
         if writer is not None:
             await trio.to_thread.run_sync(writer.close)
+
+    @contextlib.asynccontextmanager
+    async def writer_closed(self, session_id: str) -> AsyncIterator[None]:
+        """Close the session's inbound writer and open none for it inside the block
+        (its file is being replaced: a key rotation). Opening any session's writer
+        waits meanwhile, which the block keeps short."""
+        async with self._opening:
+            writer = self._writers.pop(session_id, None)
+            if writer is not None:
+                await trio.to_thread.run_sync(writer.close)
+            yield
 
     def paths(self, session_id: str) -> QueuePaths:
         return SessionLayout.under(self._state_dir, session_id).queues

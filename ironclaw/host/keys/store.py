@@ -76,37 +76,21 @@ Blobs = dict[SessionId, bytes]
 ROOT_SECRET_BYTES = 32
 
 
-def _encode_store(fingerprint: str, root: bytes, blobs: Blobs) -> bytes:
-    document = {
+def _encode_store(fingerprint: str, root: bytes, blobs: Blobs, rotating: Blobs) -> bytes:
+    document: dict[str, Any] = {
         "format": STORE_FORMAT,
         "version": STORE_VERSION,
         "master_fingerprint": fingerprint,
         "root": base64.b64encode(root).decode("ascii"),
         "sessions": {sid: base64.b64encode(blob).decode("ascii") for sid, blob in blobs.items()},
     }
+    if rotating:  # absent unless a session key rotation is under way
+        document["rotating"] = {sid: base64.b64encode(blob).decode("ascii")
+                                for sid, blob in rotating.items()}
     return (json.dumps(document, sort_keys=True, indent=1) + "\n").encode("ascii")
 
 
-def _decode_store(path: Path, data: bytes) -> tuple[str, bytes, Blobs]:
-    if len(data) > _MAX_STORE_BYTES:
-        raise KeyStoreCorrupt(f"{path} is larger than {_MAX_STORE_BYTES} bytes")
-    try:
-        document: Any = json.loads(data)
-    except (UnicodeDecodeError, ValueError):
-        raise KeyStoreCorrupt(f"{path} is not JSON") from None
-    expected = {"format", "version", "master_fingerprint", "root", "sessions"}
-    if not isinstance(document, dict) or set(document) != expected:
-        raise KeyStoreCorrupt(f"{path} does not have the sealed key store fields")
-    if document["format"] != STORE_FORMAT or document["version"] != STORE_VERSION:
-        raise KeyStoreCorrupt(f"{path} is not a version {STORE_VERSION} sealed key store")
-    fingerprint = document["master_fingerprint"]
-    if not isinstance(fingerprint, str) or not _FINGERPRINT.fullmatch(fingerprint):
-        raise KeyStoreCorrupt(f"{path} has a malformed master fingerprint")
-    try:
-        root = base64.b64decode(document["root"], validate=True)
-    except (TypeError, ValueError, binascii.Error):
-        raise KeyStoreCorrupt(f"{path} has a malformed root secret") from None
-    sessions = document["sessions"]
+def _decode_blobs(path: Path, sessions: object) -> Blobs:
     if not isinstance(sessions, dict):
         raise KeyStoreCorrupt(f"{path} has a malformed session map")
     blobs: Blobs = {}
@@ -118,10 +102,37 @@ def _decode_store(path: Path, data: bytes) -> tuple[str, bytes, Blobs]:
             blobs[session_id] = base64.b64decode(encoded, validate=True)
         except (InvalidId, ValueError, binascii.Error):
             raise KeyStoreCorrupt(f"{path} has a malformed entry {raw_id!r:.80}") from None
-    return fingerprint, root, blobs
+    return blobs
 
 
-def _read_store(path: Path) -> tuple[str, bytes, Blobs] | None:
+def _decode_store(path: Path, data: bytes) -> tuple[str, bytes, Blobs, Blobs]:
+    if len(data) > _MAX_STORE_BYTES:
+        raise KeyStoreCorrupt(f"{path} is larger than {_MAX_STORE_BYTES} bytes")
+    try:
+        document: Any = json.loads(data)
+    except (UnicodeDecodeError, ValueError):
+        raise KeyStoreCorrupt(f"{path} is not JSON") from None
+    expected = {"format", "version", "master_fingerprint", "root", "sessions"}
+    if not isinstance(document, dict) or not expected <= set(document) <= {*expected,
+                                                                           "rotating"}:
+        raise KeyStoreCorrupt(f"{path} does not have the sealed key store fields")
+    if document["format"] != STORE_FORMAT or document["version"] != STORE_VERSION:
+        raise KeyStoreCorrupt(f"{path} is not a version {STORE_VERSION} sealed key store")
+    fingerprint = document["master_fingerprint"]
+    if not isinstance(fingerprint, str) or not _FINGERPRINT.fullmatch(fingerprint):
+        raise KeyStoreCorrupt(f"{path} has a malformed master fingerprint")
+    try:
+        root = base64.b64decode(document["root"], validate=True)
+    except (TypeError, ValueError, binascii.Error):
+        raise KeyStoreCorrupt(f"{path} has a malformed root secret") from None
+    blobs = _decode_blobs(path, document["sessions"])
+    rotating = _decode_blobs(path, document.get("rotating", {}))
+    if not set(rotating) <= set(blobs):
+        raise KeyStoreCorrupt(f"{path} rotates the key of a session it does not hold")
+    return fingerprint, root, blobs, rotating
+
+
+def _read_store(path: Path) -> tuple[str, bytes, Blobs, Blobs] | None:
     try:
         data = _fs.read_private_file(path, mode=STORE_FILE_MODE, max_size=_MAX_STORE_BYTES,
                                      error=KeyFilePermissionError)
@@ -179,7 +190,7 @@ class KeyStore:
     """
 
     def __init__(self, *, path: Path, source: MasterKeySource, master: bytes, root: bytes,
-                 blobs: Blobs) -> None:
+                 blobs: Blobs, rotating: Blobs | None = None) -> None:
         self._lock = threading.Lock()
         self._path = path
         self._source = source
@@ -189,6 +200,9 @@ class KeyStore:
         # Sealed; purpose sub-keys derive from it, so they survive a master rotation.
         self._root = root
         self._blobs = blobs
+        # Sessions whose key is being rotated: the successor secret, sealed. The old
+        # one stays in ``_blobs`` until both queue files are verified under the new.
+        self._rotating: Blobs = rotating or {}
         self._unusable_reason: str | None = None
 
     @classmethod
@@ -212,12 +226,13 @@ class KeyStore:
                                     secrets.token_bytes(ROOT_SECRET_BYTES))
         else:
             root = stored[1]
-        store = cls(path=path, source=source, master=master, root=root, blobs=blobs)
+        store = cls(path=path, source=source, master=master, root=root, blobs=blobs,
+                    rotating=stored[3] if stored else {})
         if stored is None:
             # Record the fingerprint now, so a later missing master is detected, not replaced.
             store._persist(store._fingerprint, {})
         unseal_root_secret(store._wrap_key, root)
-        for session_id, blob in blobs.items():
+        for session_id, blob in [*blobs.items(), *store._rotating.items()]:
             unseal_session_secret(store._wrap_key, session_id, blob)
         return store
 
@@ -236,7 +251,7 @@ class KeyStore:
             raise KeyCustodyError(f"{path} is sealed under master {stored[0]}, not the "
                                   "current master key (a rotation under way?)")
         store = cls(path=path, source=source, master=master, root=stored[1],
-                    blobs=stored[2])
+                    blobs=stored[2], rotating=stored[3])
         unseal_root_secret(store._wrap_key, stored[1])
         return store
 
@@ -299,8 +314,9 @@ class KeyStore:
             if sid not in self._blobs:
                 return False
             blobs = {other: blob for other, blob in self._blobs.items() if other != sid}
-            self._persist(self._fingerprint, blobs)
-            self._blobs = blobs
+            rotating = {other: blob for other, blob in self._rotating.items() if other != sid}
+            self._persist(self._fingerprint, blobs, rotating=rotating)
+            self._blobs, self._rotating = blobs, rotating
             return True
 
     def session_ids(self) -> frozenset[SessionId]:
@@ -327,10 +343,16 @@ class KeyStore:
                     )
                     for sid, blob in self._blobs.items()
                 }
+                rotating = {
+                    sid: seal_session_secret(
+                        new_wrap_key, sid, unseal_session_secret(self._wrap_key, sid, blob)
+                    )
+                    for sid, blob in self._rotating.items()
+                }
                 new_root = seal_root_secret(
                     new_wrap_key, unseal_root_secret(self._wrap_key, self._root))
                 new_fingerprint = master_fingerprint(new_master)
-                self._persist(new_fingerprint, resealed, new_root)
+                self._persist(new_fingerprint, resealed, new_root, rotating=rotating)
                 self._source.commit_next()
             except BaseException:
                 # Disk may now be at any step; only open's reconciliation can tell which
@@ -342,11 +364,55 @@ class KeyStore:
             self._fingerprint = new_fingerprint
             self._root = new_root
             self._blobs = resealed
+            self._rotating = rotating
             return new_fingerprint
 
-    def _persist(self, fingerprint: str, blobs: Blobs, root: bytes | None = None) -> None:
-        _fs.atomic_replace(self._path, _encode_store(fingerprint, root or self._root, blobs),
-                           mode=STORE_FILE_MODE)
+    def stage_session_rotation(self, session_id: str) -> tuple[bytes, bytes]:
+        """Keep a successor secret for the session beside its current one, durably;
+        returns (current, successor). Staging again returns the same successor, so a
+        rotation cut short is finished with the key it began with."""
+        sid = validate_session_id(session_id)
+        with self._lock:
+            self._check_usable()
+            current = self._blobs.get(sid)
+            if current is None:
+                raise KeyNotFound(f"no secret for {sid}")
+            old = unseal_session_secret(self._wrap_key, sid, current)
+            staged = self._rotating.get(sid)
+            if staged is not None:
+                return old, unseal_session_secret(self._wrap_key, sid, staged)
+            new = secrets.token_bytes(len(old))
+            rotating = {**self._rotating, sid: seal_session_secret(self._wrap_key, sid, new)}
+            self._persist(self._fingerprint, self._blobs, rotating=rotating)
+            self._rotating = rotating
+            return old, new
+
+    def staged_rotations(self) -> dict[str, tuple[bytes, bytes]]:
+        """Every rotation under way: session -> (current, successor)."""
+        with self._lock:
+            self._check_usable()
+            return {sid: (unseal_session_secret(self._wrap_key, sid, self._blobs[sid]),
+                          unseal_session_secret(self._wrap_key, sid, blob))
+                    for sid, blob in self._rotating.items()}
+
+    def finish_session_rotation(self, session_id: str, *, commit: bool) -> None:
+        """The successor becomes the session's secret (``commit``) or is dropped."""
+        sid = validate_session_id(session_id)
+        with self._lock:
+            self._check_usable()
+            staged = self._rotating.get(sid)
+            if staged is None:
+                return
+            blobs = {**self._blobs, sid: staged} if commit else self._blobs
+            rotating = {other: b for other, b in self._rotating.items() if other != sid}
+            self._persist(self._fingerprint, blobs, rotating=rotating)
+            self._blobs, self._rotating = blobs, rotating
+
+    def _persist(self, fingerprint: str, blobs: Blobs, root: bytes | None = None, *,
+                 rotating: Blobs | None = None) -> None:
+        _fs.atomic_replace(self._path, _encode_store(
+            fingerprint, root or self._root, blobs,
+            self._rotating if rotating is None else rotating), mode=STORE_FILE_MODE)
 
     def close(self) -> None:
         with self._lock:
@@ -354,6 +420,7 @@ class KeyStore:
             self._master = b""
             self._wrap_key = b""
             self._blobs = {}
+            self._rotating = {}
 
     def __enter__(self) -> KeyStore:
         return self

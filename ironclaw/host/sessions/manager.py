@@ -11,7 +11,9 @@ nothing.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 
 import attrs
 import trio
@@ -47,6 +49,7 @@ class Sessions:
         self._send, self._receive = mailbox or open_sessions_mailbox()
         self._live: dict[str, _Live] = {}
         self._nursery: trio.Nursery | None = None
+        self._paused: set[str] = set()
 
     @property
     def mailbox(self) -> trio.MemorySendChannel[SessionsMessage]:
@@ -69,6 +72,20 @@ class Sessions:
         live = self._live.get(session_id)
         if live is not None:
             await live.done.wait()
+
+    @contextlib.asynccontextmanager
+    async def paused(self, session_id: str, reason: str) -> AsyncIterator[None]:
+        """Stop the session's sandbox and start none for it inside the block (a wake
+        meanwhile waits on disk); then wake it, so it starts again."""
+        self._paused.add(session_id)
+        try:
+            await self._send.send(StopSession(session_id, reason))
+            await self.wait_retired(session_id)
+            yield
+        finally:
+            self._paused.discard(session_id)
+            with trio.CancelScope(shield=True):
+                await self._send.send(Wake(session_id, f"after {reason}"))
 
     def actor(self, session_id: str) -> SessionActor | None:
         live = self._live.get(session_id)
@@ -129,6 +146,8 @@ class Sessions:
         assert self._nursery is not None
         if self._deps.quarantine.held(session_id) is not None:
             logger.warning("not starting quarantined session %s", session_id)
+            return None
+        if session_id in self._paused:
             return None
         try:
             session = await self._deps.registry.get_session(session_id)

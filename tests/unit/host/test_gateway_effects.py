@@ -74,6 +74,8 @@ EFFECTS: dict[ChangeKind, tuple[str, Any, Probe]] = {
     ChangeKind.MOUNTS: ("demo", [{"source": "/srv/shared"}],
                         lambda h: GrantedMounts(Grants(h.store), CONFIG.mount_roots)
                         .mounts("demo")),
+    ChangeKind.CONNECT_CHAT: ("demo", {"channel": "local", "chat": "new", "members": ["amy"]},
+                              lambda h: h.registry.access_level("local:amy", "demo")),
 }
 
 

@@ -21,6 +21,7 @@ from quart_trio import QuartTrio
 
 from ..context import Access, ApiContext, access
 from ..errors import ApiError
+from ..scope import Scope, scope
 
 PREFIX = "/ui/"
 INDEX = "index.html"
@@ -67,10 +68,12 @@ def register(app: QuartTrio, ctx: ApiContext) -> None:
 
     @app.get(PREFIX)
     @access(Access.PUBLIC)
+    @scope(Scope.NONE)
     async def console_page() -> Response:
         return asset_response(INDEX)
 
     @app.get(PREFIX + "<asset>")
     @access(Access.PUBLIC)
+    @scope(Scope.NONE)
     async def console_asset(asset: str) -> Response:
         return asset_response(asset)

@@ -17,6 +17,7 @@ from ironclaw.host.gateway.rbac import OWNER
 from ..context import Access, ApiContext, access, principal
 from ..errors import ApiError
 from ..schemas import CHAT_APPROVAL
+from ..scope import Scope, scope
 from ..validate import json_body
 
 
@@ -26,6 +27,7 @@ def register(app: QuartTrio, ctx: ApiContext) -> None:
 
     @app.get("/v1/chat-approvals")
     @access(Access.READ)
+    @scope(Scope.UNSCOPED)
     async def list_chat_approvers() -> dict[str, object]:
         return {"approvers": [{"user_id": a.user_id, "enabled_by": a.enabled_by,
                                "enabled_at": a.enabled_at, "owner": a.owner}
@@ -33,6 +35,7 @@ def register(app: QuartTrio, ctx: ApiContext) -> None:
 
     @app.post("/v1/chat-approvals")
     @access(Access.WRITE)
+    @scope(Scope.UNSCOPED)
     async def set_chat_approvals() -> dict[str, object]:
         who = principal()
         if OWNER not in who.roles:

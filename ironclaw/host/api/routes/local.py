@@ -23,6 +23,7 @@ from .. import render
 from ..context import Access, ApiContext, access, is_operator, principal
 from ..errors import ApiError
 from ..schemas import LOCAL_MESSAGE
+from ..scope import Scope, Visibility, scope
 from ..validate import json_body, query_int
 
 LOCAL = "local"
@@ -33,6 +34,8 @@ async def wired_conversations(ctx: ApiContext, agent_group: str) -> list[str]:
     """Local conversations wired to ``agent_group``, sorted. 404 for an unknown group."""
     registry = ctx.handles.registry
     try:
+        if not principal().covers(agent_group):  # hidden from its scope: as if missing
+            raise NotFound(agent_group)
         await registry.get_agent_group(agent_group)
     except NotFound:
         raise ApiError(404, f"no agent group {agent_group!r:.70}") from None
@@ -75,6 +78,7 @@ def register(app: QuartTrio, ctx: ApiContext) -> None:
 
     @app.post("/v1/channels/local/messages")
     @access(Access.WRITE)
+    @scope(Scope.FILTERED)
     async def post_local_message() -> tuple[dict[str, object], int]:
         body = await json_body(LOCAL_MESSAGE, ctx.settings.max_body_bytes)
         check_sender(principal(), body["sender"], body["text"])
@@ -88,12 +92,17 @@ def register(app: QuartTrio, ctx: ApiContext) -> None:
 
     @app.get("/v1/channels/local/conversations/<conversation>/messages")
     @access(Access.READ)
+    @scope(Scope.FILTERED)
     async def read_local_conversation(conversation: str) -> dict[str, object]:
         after = query_int("after", -1, -1, 2**62)
         limit = query_int("limit", 200, 1, MAX_LIST)
+        chat = await ctx.handles.registry.find_messaging_group(LOCAL, conversation,
+                                                               local.instance)
+        seen = Visibility.of(principal(), ctx.handles)
+        if not seen.everything and (chat is None or not await seen.chat(chat.id)):
+            raise ApiError(404, f"no local conversation {conversation!r:.70}")
         entries = local.transcript(conversation)
-        if not entries and await ctx.handles.registry.find_messaging_group(
-                LOCAL, conversation, local.instance) is None:
+        if not entries and chat is None:
             raise ApiError(404, f"no local conversation {conversation!r:.70}")
         shown = [render.transcript_entry(e) for e in entries if e.index > after][:limit]
         return {"conversation": conversation, "messages": shown}

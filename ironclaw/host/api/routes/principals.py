@@ -24,6 +24,7 @@ from ..context import Access, ApiContext, access, principal
 from ..errors import ApiError
 from ..principals import PrincipalError, PrincipalRevoked
 from ..schemas import PRINCIPAL_CREATE
+from ..scope import Scope, scope
 from ..validate import json_body
 
 
@@ -39,12 +40,14 @@ def register(app: QuartTrio, ctx: ApiContext) -> None:
 
     @app.get("/v1/principals")
     @access(Access.READ)
+    @scope(Scope.UNSCOPED)  # owners only, and an owner is never scoped
     async def list_principals() -> dict[str, object]:
         _owner()
         return {"principals": await principals.list()}
 
     @app.post("/v1/principals")
     @access(Access.WRITE)
+    @scope(Scope.UNSCOPED)  # owners only, and an owner is never scoped
     async def create_principal() -> tuple[dict[str, object], int]:
         who = _owner()
         body = await json_body(PRINCIPAL_CREATE, ctx.settings.max_body_bytes)
@@ -69,6 +72,7 @@ def register(app: QuartTrio, ctx: ApiContext) -> None:
 
     @app.delete("/v1/principals/<name>")
     @access(Access.WRITE)
+    @scope(Scope.UNSCOPED)  # owners only, and an owner is never scoped
     async def revoke_principal(name: str) -> dict[str, object]:
         who = _owner()
         if name == who.name:
@@ -83,6 +87,7 @@ def register(app: QuartTrio, ctx: ApiContext) -> None:
 
     @app.post("/v1/principals/<name>/rotate")
     @access(Access.WRITE)
+    @scope(Scope.UNSCOPED)  # owners only, and an owner is never scoped
     async def rotate_principal(name: str) -> dict[str, object]:
         who = _owner()
         found = await principals.get(name)

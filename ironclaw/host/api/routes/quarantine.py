@@ -14,13 +14,17 @@ from ironclaw.host.gateway.rbac import OWNER
 
 from ..context import Access, ApiContext, access, principal
 from ..errors import ApiError
+from ..scope import Scope, Visibility, scope
 
 
 def register(app: QuartTrio, ctx: ApiContext) -> None:
     @app.get("/v1/quarantine")
     @access(Access.READ)
+    @scope(Scope.FILTERED)
     async def list_quarantined() -> dict[str, object]:
-        held = ctx.handles.quarantine.all()
+        seen = Visibility.of(principal(), ctx.handles)
+        held = {session_id: hold for session_id, hold in ctx.handles.quarantine.all().items()
+                if seen.group(hold.agent_group_id)}
         return {"sessions": [{"session_id": session_id, "agent_group_id": hold.agent_group_id,
                               "reason": hold.reason, "since": hold.since_us}
                              for session_id, hold in sorted(held.items(),
@@ -28,6 +32,7 @@ def register(app: QuartTrio, ctx: ApiContext) -> None:
 
     @app.post("/v1/quarantine/<session_id>/lift")
     @access(Access.WRITE)
+    @scope(Scope.UNSCOPED)  # owners only, and an owner is never scoped
     async def lift_quarantine(session_id: str) -> dict[str, object]:
         who = principal()
         if OWNER not in who.roles:

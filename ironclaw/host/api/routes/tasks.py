@@ -19,6 +19,7 @@ from ironclaw.host.scheduling import Task, TaskConflict, TaskNotFound, TaskStatu
 
 from ..context import Access, ApiContext, access, is_operator, principal
 from ..errors import ApiError
+from ..scope import Scope, Visibility, scope
 from ..validate import query_int, query_str
 
 PROMPT_CHARS = 500
@@ -37,19 +38,31 @@ def render_task(task: Task) -> dict[str, object]:
             "created_at": task.created_at, "updated_at": task.updated_at}
 
 
+async def _visible_task(ctx: ApiContext, task_id: str, seen: Visibility) -> bool:
+    if seen.everything:
+        return True
+    try:
+        return seen.group((await ctx.handles.scheduler.get(task_id)).agent_group_id)
+    except TaskNotFound:
+        return False
+
+
 def register(app: QuartTrio, ctx: ApiContext) -> None:
     handles = ctx.handles
 
     @app.get("/v1/tasks")
     @access(Access.READ)
+    @scope(Scope.FILTERED)
     async def list_tasks() -> dict[str, object]:
         status = query_str("status", choices=tuple(s.value for s in TaskStatus))
         session_id = query_str("session_id")
         limit = query_int("limit", 100, 1, 1000)
+        seen = Visibility.of(principal(), handles)
         found = await handles.scheduler.all_tasks(
             status=None if status is None else TaskStatus(status), session_id=session_id,
-            limit=limit)
-        return {"tasks": [render_task(task) for task in found]}
+            limit=limit if seen.everything else 1000)
+        shown = seen.only(found, lambda task: task.agent_group_id)[:limit]
+        return {"tasks": [render_task(task) for task in shown]}
 
     def steer(verb: str) -> Callable[[str], Awaitable[dict[str, object]]]:
         action, audit_kind = ACTIONS[verb]
@@ -59,6 +72,8 @@ def register(app: QuartTrio, ctx: ApiContext) -> None:
             if not is_operator(who):
                 raise ApiError(403, f"only an owner or admin may {verb} a task; "
                                     f"{who.name} is neither")
+            if not await _visible_task(ctx, task_id, Visibility.of(who, handles)):
+                raise ApiError(404, f"no task {task_id[:64]!r}")
             try:
                 task, changed = await handles.scheduler.operate(task_id, action)
             except TaskNotFound:
@@ -71,7 +86,7 @@ def register(app: QuartTrio, ctx: ApiContext) -> None:
             return {"task": render_task(task), "changed": changed}
 
         view.__name__ = f"{verb}_task"
-        return access(Access.WRITE)(view)
+        return access(Access.WRITE)(scope(Scope.FILTERED)(view))
 
     for verb in ACTIONS:
         app.post(f"/v1/tasks/<task_id>/{verb}")(steer(verb))

@@ -26,7 +26,7 @@ import json
 from collections.abc import Awaitable, Callable
 
 import trio
-from quart import websocket
+from quart import g, websocket
 
 from ironclaw.host.gateway import Principal
 
@@ -84,6 +84,7 @@ async def accept(ctx: ApiContext, *, write: bool = False,
             raise unauthorized()
         if write and not may_write(who):
             raise ApiError(403, f"{who.name} may only read")
+        g.principal = who  # what the check and the handler judge scope by
         if check is not None:
             await check()
         await websocket.accept(subprotocol=chosen)
@@ -93,6 +94,7 @@ async def accept(ctx: ApiContext, *, write: bool = False,
     try:
         if write and not may_write(who):
             raise ApiError(403, f"{who.name} may only read")
+        g.principal = who  # what the check and the handler judge scope by
         if check is not None:
             await check()
     except ApiError as exc:

@@ -44,6 +44,7 @@ from ..context import ApiContext
 from ..errors import ApiError, handshake_refusal
 from ..routes.local import check_sender, resolve_conversation
 from ..schemas import ENTITY_PATTERN, MAX_TEXT, SENDER_PATTERN
+from ..scope import Scope, scope
 from ..validate import problems
 from . import auth
 
@@ -71,6 +72,7 @@ def register(app: QuartTrio, ctx: ApiContext) -> None:
     local = ctx.handles.local
 
     @app.websocket("/v1/channels/local/chat")
+    @scope(Scope.FILTERED)  # its agent group must be in the principal's scope
     async def local_chat() -> Response | None:
         resolved: list[str] = []
 

@@ -38,6 +38,7 @@ from ironclaw.runtime import Lagged, Subscription, TypeFilter
 from .. import render
 from ..context import ApiContext
 from ..errors import ApiError, handshake_refusal
+from ..scope import Scope, Visibility, scope
 from . import auth
 
 _SESSION = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
@@ -71,6 +72,7 @@ def register(app: QuartTrio, ctx: ApiContext) -> None:
     settings = ctx.settings
 
     @app.websocket("/v1/events")
+    @scope(Scope.FILTERED)
     async def event_stream() -> Response | None:
         async def since_known() -> None:
             await trio.lowlevel.checkpoint()
@@ -92,7 +94,8 @@ def register(app: QuartTrio, ctx: ApiContext) -> None:
                 await auth.send_json(render.stream_note(
                     "ready", time.time(), last_seq=bus.last_seq, principal=who.name,
                     since=since))
-                await _pump(ctx, subscription, session, since is not None)
+                await _pump(ctx, subscription, session, since is not None,
+                            Visibility.of(who, ctx.handles))
             nursery.cancel_scope.cancel()
         return None
 
@@ -103,8 +106,15 @@ async def _ignore_input() -> None:
         await websocket.receive()
 
 
+async def _wanted(event: object, session: str | None, seen: Visibility) -> bool:
+    """The client asked for it (``session=``) and its principal may see it."""
+    if session is not None and getattr(event, "session_id", None) != session:
+        return False
+    return await seen.event(event)
+
+
 async def _pump(ctx: ApiContext, subscription: Subscription, session: str | None,
-                replaying: bool) -> None:
+                replaying: bool, seen: Visibility) -> None:
     """Forward events until the client goes or falls too far behind. ``replaying``:
     a first ``Lagged`` then is a ``since=`` older than the ring: reported, not held
     against the client."""
@@ -117,7 +127,7 @@ async def _pump(ctx: ApiContext, subscription: Subscription, session: str | None
             if not (first and replaying):
                 missed += item.missed
             frame = render.stream_note("lagged", time.time(), missed=item.missed)
-        elif session is not None and getattr(item.event, "session_id", None) != session:
+        elif not await _wanted(item.event, session, seen):
             continue
         else:
             frame = render.envelope(item)

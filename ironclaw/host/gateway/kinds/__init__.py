@@ -19,6 +19,7 @@ from ironclaw.contract.jsonvalue import JSONValue
 from . import (
     access,
     chat_policy,
+    connect_chat,
     create_agent,
     egress,
     enabled_tools,
@@ -73,7 +74,7 @@ class ChangeKinds(Mapping[ChangeKind, ChangeKindSpec]):
 
 CHANGE_KINDS = ChangeKinds(module.SPEC for module in (
     persona, enabled_tools, packages, wiring, permissions, mounts, create_agent, mcp_access,
-    egress, access, chat_policy, model))
+    egress, access, chat_policy, model, connect_chat))
 
 
 def parse_payload(kind: ChangeKind, value: JSONValue) -> object:
