@@ -31,7 +31,7 @@ from pydantic import ValidationError
 
 from ironclaw.contract.mcp import tool_name_problem
 
-from .client import ServerMisbehaved, open_client_session
+from .client import Breach, ServerMisbehaved, open_client_session
 from .config import McpCatalogEntry, McpLimits
 from .launch import McpServerLauncher, ServerPlace
 
@@ -40,6 +40,7 @@ __all__ = ["CallFailed", "OfferedTool", "SessionServers", "ToolAnswer", "instanc
 logger = logging.getLogger(__name__)
 
 _MAX_LIST_PAGES = 4
+_SETTLE_S = 10.0
 
 
 def instance_key(session_id: str, server: str) -> tuple[str, str]:
@@ -79,6 +80,7 @@ class _Slot:
     tools: dict[str, OfferedTool] = attrs.Factory(dict)
     refused_tools: int = 0
     reason: str = ""  # why it ended
+    breach: Breach = attrs.Factory(Breach)
     calls: set[trio.CancelScope] = attrs.Factory(set)
 
     def end(self, reason: str) -> None:
@@ -135,20 +137,28 @@ class SessionServers:
             with scope:
                 result = await slot.session.call_tool(tool, arguments)
         except MCPError as exc:
+            if slot.breach.reason or slot.reason:
+                # The SDK fails calls in flight when the instance's pipes break.
+                await _settled(slot)
+                raise CallFailed(502, "server_failed", "the server broke the protocol "
+                                 f"({slot.breach.reason or slot.reason})") from None
             return ToolAnswer(_clip(f"the server refused the call: {exc}",
                                     limits.max_result_bytes), True)
         except (ValidationError, ServerMisbehaved, trio.BrokenResourceError,
                 trio.ClosedResourceError, anyio.BrokenResourceError,
                 anyio.ClosedResourceError) as exc:
-            slot.end(_reason(exc))
+            slot.end(slot.breach.reason or _reason(exc))
+            await _settled(slot)
             raise CallFailed(502, "server_failed", "the server broke the protocol") from None
         finally:
             slot.calls.discard(scope)
         if scope.cancelled_caught:
-            if slot.ended.is_set() or slot.reason:
+            if slot.ended.is_set() or slot.reason or slot.breach.reason:
+                await _settled(slot)
                 raise CallFailed(502, "server_failed",
                                  f"the server stopped ({slot.reason or 'ended'})")
             slot.end("timeout")
+            await _settled(slot)
             raise CallFailed(504, "timeout",
                              f"no answer within {limits.call_timeout_s:g}s; the server "
                              "was stopped")
@@ -180,7 +190,8 @@ class SessionServers:
                 await trio.to_thread.run_sync(_make_dir, place.workdir)
                 async with self._launcher.open_server(entry.server, place) as pipes:
                     async with open_client_session(
-                            pipes, max_message_bytes=self._limits.max_message_bytes) as session:
+                            pipes, max_message_bytes=self._limits.max_message_bytes,
+                            breach=slot.breach) as session:
                         await self._list(slot, session)
                         slot.session = session
                         started = True
@@ -189,7 +200,7 @@ class SessionServers:
                                                   slot.refused_tools))
                         await trio.sleep_forever()
         except Exception as exc:
-            slot.reason = slot.reason or _reason(exc)
+            slot.reason = slot.reason or slot.breach.reason or _reason(exc)
             logger.warning("mcp: server %s of session %s ended (%s)", entry.name,
                            self._session_id, slot.reason)
         finally:
@@ -278,6 +289,13 @@ def _reason(exc: BaseException) -> str:
     if isinstance(exc, FileNotFoundError):
         return "command_not_found"
     return type(exc).__name__
+
+
+async def _settled(slot: _Slot) -> None:
+    """Wait for a failed instance to be gone (its teardown is bounded by the launcher's
+    grace period), so the answer goes out after it and the next call starts afresh."""
+    with trio.move_on_after(_SETTLE_S):
+        await slot.ended.wait()
 
 
 def _make_dir(path: Path) -> None:
