@@ -45,11 +45,12 @@ _MAX_QUALIFIED = 64
 
 # The agent's compiled-in tools, and the names no tool may carry (sandbox_agent's
 # FORBIDDEN_TOOL_NAMES): an MCP tool named like one would pose as it to the model.
-# tests/unit/agent/test_mcp_tools.py holds this equal to the agent's own lists.
+# tests/unit/mcp/test_mcp_agent_tools.py holds it to contain the agent's own lists.
 BUILTIN_TOOL_NAMES = frozenset({
     "ask_user_question", "http_fetch", "list_destinations", "list_dir", "read_file",
     "read_persona", "request_api_access", "request_capability_change", "schedule_task",
-    "send_file", "send_message", "web_search", "write_file",
+    "send_file", "send_message", "web_search", "write_file", "list_tasks", "update_task",
+    "pause_task", "resume_task", "cancel_task",
     "install_package", "install_packages", "add_mcp_server", "remove_mcp_server",
     "self_edit", "edit_self", "edit_source", "set_persona", "set_permissions",
     "set_enabled_tools", "grant_access", "create_agent", "shell", "exec", "bash", "sh",
