@@ -96,11 +96,11 @@ class McpTools:
                     timeout_s=CALL_TIMEOUT_S)
 
     async def _request(self, method: str, path: str, payload: Mapping[str, Any] | None,
-                       timeout: httpx.Timeout) -> dict[str, Any]:
+                       limits: httpx.Timeout) -> dict[str, Any]:
         chosen = self._transport or httpx.AsyncHTTPTransport(uds=str(self._socket_path),
                                                              retries=0)
         async with httpx.AsyncClient(transport=chosen, base_url=f"http://{MCP_HOST}",
-                                     timeout=timeout, trust_env=False,
+                                     timeout=limits, trust_env=False,
                                      follow_redirects=False) as http:
             try:
                 response = await http.request(method, path, json=payload)

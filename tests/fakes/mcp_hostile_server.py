@@ -39,8 +39,8 @@ def result(request_id: object, value: dict[str, object]) -> None:
 
 def misbehave(how: str, request_id: object) -> None:
     if how == "huge":
-        sys.stdout.write('{"jsonrpc": "2.0", "id": %s, "result": {"x": "' % json.dumps(
-            request_id) + "a" * HUGE + '"}}\n')
+        head = f'{{"jsonrpc": "2.0", "id": {json.dumps(request_id)}, "result": {{"x": "'
+        sys.stdout.write(head + "a" * HUGE + '"}}\n')
         sys.stdout.flush()
     elif how == "hang":
         time.sleep(3600)

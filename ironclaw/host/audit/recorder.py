@@ -1,7 +1,8 @@
 """From the event bus to the audit log: :class:`AuditRecorder` appends the gated actions
 other actors publish (sandbox launches and exits, model calls, egress requests, MCP
-calls and server instances, access requests) to the audit log. It reads through a large buffer; if it ever falls behind,
-the gap itself is audited, so a lost entry is visible rather than silent.
+calls and server instances, access requests) to the audit log. It reads through a large
+buffer; if it ever falls behind, the gap itself is audited, so a lost entry is visible
+rather than silent.
 """
 
 from __future__ import annotations

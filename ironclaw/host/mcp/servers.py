@@ -188,17 +188,19 @@ class SessionServers:
         try:
             with slot.scope:
                 await trio.to_thread.run_sync(_make_dir, place.workdir)
-                async with self._launcher.open_server(entry.server, place) as pipes:
-                    async with open_client_session(
-                            pipes, max_message_bytes=self._limits.max_message_bytes,
-                            breach=slot.breach) as session:
-                        await self._list(slot, session)
-                        slot.session = session
-                        started = True
-                        slot.ready.set()
-                        self._report(ServerReport(entry.name, "started", "", len(slot.tools),
-                                                  slot.refused_tools))
-                        await trio.sleep_forever()
+                async with (
+                    self._launcher.open_server(entry.server, place) as pipes,
+                    open_client_session(
+                        pipes, max_message_bytes=self._limits.max_message_bytes,
+                        breach=slot.breach) as session,
+                ):
+                    await self._list(slot, session)
+                    slot.session = session
+                    started = True
+                    slot.ready.set()
+                    self._report(ServerReport(entry.name, "started", "", len(slot.tools),
+                                              slot.refused_tools))
+                    await trio.sleep_forever()
         except Exception as exc:
             slot.reason = slot.reason or slot.breach.reason or _reason(exc)
             logger.warning("mcp: server %s of session %s ended (%s)", entry.name,
