@@ -16,6 +16,7 @@ is reported as an :class:`~.events.McpCall` (sizes and outcome, never content).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -259,14 +260,20 @@ class McpBroker:
 
     async def _list(self, session: _Session, tally: _Tally) -> bytes:
         assert session.servers is not None
-        tools: list[dict[str, Any]] = []
-        for _name, (entry, allowed) in sorted((await self._grant(session)).items()):
-            try:
-                offered = await session.servers.tools(entry)
-            except CallFailed:
-                continue  # reported as an mcp.server event; the others still list
-            tools.extend(_wire_tool(t) for t in offered
-                         if allowed is None or t.tool in allowed)
+        servers = session.servers
+        granted = sorted((await self._grant(session)).items())
+        offered: dict[str, list[OfferedTool]] = {}
+
+        async def list_one(entry: McpCatalogEntry) -> None:
+            with contextlib.suppress(CallFailed):  # an mcp.server event says why
+                offered[entry.name] = await servers.tools(entry)
+
+        # At once: one slow server costs the listing its start time, not the sum.
+        async with trio.open_nursery() as nursery:
+            for _name, (entry, _allowed) in granted:
+                nursery.start_soon(list_one, entry)
+        tools = [_wire_tool(tool) for name, (_entry, allowed) in granted
+                 for tool in offered.get(name, ()) if allowed is None or tool.tool in allowed]
         body = json.dumps({"tools": tools}).encode()
         while len(body) > MAX_ANSWER_BYTES and tools:
             tools.pop()

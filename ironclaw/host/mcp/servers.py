@@ -177,6 +177,7 @@ class SessionServers:
         if slot.session is None:
             if not slot.ready.is_set():
                 slot.end("start_timeout")
+            await _settled(slot)
             raise CallFailed(502, "server_failed",
                              f"{entry.name} could not be started ({slot.reason or 'timeout'})")
         return slot
