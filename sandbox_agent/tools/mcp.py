@@ -23,7 +23,6 @@ from typing import Any
 
 import httpx
 
-from ironclaw.contract.jsonvalue import JSONRejected, parse_json
 from ironclaw.contract.mcp import (
     CALL_PATH,
     MAX_ANSWER_BYTES,
@@ -33,6 +32,7 @@ from ironclaw.contract.mcp import (
 )
 
 from .base import Tool, ToolContext, ToolError
+from .brokers import BrokerRefusal, ask_broker
 
 __all__ = ["McpTools"]
 
@@ -97,25 +97,10 @@ class McpTools:
 
     async def _request(self, method: str, path: str, payload: Mapping[str, Any] | None,
                        limits: httpx.Timeout) -> dict[str, Any]:
-        chosen = self._transport or httpx.AsyncHTTPTransport(uds=str(self._socket_path),
-                                                             retries=0)
-        async with httpx.AsyncClient(transport=chosen, base_url=f"http://{MCP_HOST}",
-                                     timeout=limits, trust_env=False,
-                                     follow_redirects=False) as http:
-            try:
-                response = await http.request(method, path, json=payload)
-            except httpx.TransportError as exc:
-                raise ToolError(f"the host's MCP broker could not be reached "
-                                f"({type(exc).__name__})") from None
         try:
-            data = parse_json(response.content, max_bytes=MAX_ANSWER_BYTES)
-        except JSONRejected:
-            raise ToolError(f"the MCP broker answered {response.status_code} with "
-                            "something that is not JSON") from None
-        if not isinstance(data, dict):
-            raise ToolError("the MCP broker's answer is not a JSON object")
-        if response.status_code != 200:
-            error = str(data.get("error", "error"))[:60]
-            detail = str(data.get("detail", ""))[:500]
-            raise ToolError(f"MCP refused ({response.status_code} {error}): {detail}")
-        return data
+            return await ask_broker(self._socket_path, host=MCP_HOST, what="MCP broker",
+                                    method=method, path=path, payload=payload,
+                                    limits=limits, max_answer_bytes=MAX_ANSWER_BYTES,
+                                    transport=self._transport)
+        except BrokerRefusal as refusal:
+            raise ToolError(f"MCP refused ({refusal})") from None
