@@ -20,9 +20,8 @@ import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
-import anyio
 import attrs
 import mcp_types
 import trio
@@ -83,6 +82,11 @@ class _Slot:
     breach: Breach = attrs.Factory(Breach)
     calls: set[trio.CancelScope] = attrs.Factory(set)
 
+    @property
+    def broken(self) -> bool:
+        """The instance ended, or is ending, for a reason of its own."""
+        return bool(self.reason or self.breach.reason) or self.ended.is_set()
+
     def end(self, reason: str) -> None:
         if not self.reason:
             self.reason = reason
@@ -137,31 +141,19 @@ class SessionServers:
             with scope:
                 result = await slot.session.call_tool(tool, arguments)
         except MCPError as exc:
-            if slot.breach.reason or slot.reason:
-                # The SDK fails calls in flight when the instance's pipes break.
-                await _settled(slot)
-                raise CallFailed(502, "server_failed", "the server broke the protocol "
-                                 f"({slot.breach.reason or slot.reason})") from None
-            return ToolAnswer(_clip(f"the server refused the call: {exc}",
-                                    limits.max_result_bytes), True)
-        except (ValidationError, ServerMisbehaved, trio.BrokenResourceError,
-                trio.ClosedResourceError, anyio.BrokenResourceError,
-                anyio.ClosedResourceError) as exc:
-            slot.end(slot.breach.reason or _reason(exc))
-            await _settled(slot)
-            raise CallFailed(502, "server_failed", "the server broke the protocol") from None
+            if not slot.broken:
+                return ToolAnswer(_clip(f"the server refused the call: {exc}",
+                                        limits.max_result_bytes), True)
+            # The SDK fails the calls in flight when the instance's pipes break.
+            await _fail(slot, "")
+        except Exception as exc:
+            # A result of the wrong shape, a broken pipe, or the SDK refusing what the
+            # server sent: the instance is not to be trusted with another call.
+            await _fail(slot, slot.breach.reason or _reason(exc))
         finally:
             slot.calls.discard(scope)
         if scope.cancelled_caught:
-            if slot.ended.is_set() or slot.reason or slot.breach.reason:
-                await _settled(slot)
-                raise CallFailed(502, "server_failed",
-                                 f"the server stopped ({slot.reason or 'ended'})")
-            slot.end("timeout")
-            await _settled(slot)
-            raise CallFailed(504, "timeout",
-                             f"no answer within {limits.call_timeout_s:g}s; the server "
-                             "was stopped")
+            await _fail(slot, "" if slot.broken else "timeout", limits.call_timeout_s)
         return ToolAnswer(render_content(result, limits.max_result_bytes),
                           bool(result.is_error))
 
@@ -292,6 +284,19 @@ def _reason(exc: BaseException) -> str:
     if isinstance(exc, FileNotFoundError):
         return "command_not_found"
     return type(exc).__name__
+
+
+async def _fail(slot: _Slot, reason: str, timeout_s: float = 0.0) -> NoReturn:
+    """End the instance (unless it already ended) and answer the call with why, once
+    it is gone: the next call then starts a fresh one."""
+    if reason:
+        slot.end(reason)
+    await _settled(slot)
+    if reason == "timeout":
+        raise CallFailed(504, "timeout", f"no answer within {timeout_s:g}s; the server "
+                         "was stopped")
+    raise CallFailed(502, "server_failed", "the server broke the protocol "
+                     f"({slot.reason or slot.breach.reason or 'ended'})")
 
 
 async def _settled(slot: _Slot) -> None:
