@@ -6,6 +6,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+import trio
+
+from ironclaw.host.mcp import servers
+from ironclaw.host.mcp.servers import Scope
 from tests.support.mcp import GROUP, hostile_server, open_world, time_server
 
 
@@ -80,3 +85,26 @@ async def test_stopping_the_session_stops_its_servers_and_removes_the_socket(
         assert not session.route.socket_path.exists()
         states = [(s.server, s.state, s.reason) for s in world.servers()]
         assert states == [("time", "started", ""), ("time", "stopped", "session_stopped")]
+
+
+@pytest.mark.parametrize(("scope", "instances"), [(Scope.SESSION, 2), (Scope.GROUP, 1)])
+async def test_the_instance_scope_decides_who_shares_a_server(
+        base: Path, monkeypatch: pytest.MonkeyPatch, scope: Scope, instances: int) -> None:
+    monkeypatch.setattr(servers, "INSTANCE_SCOPE", scope)
+    async with open_world(base, hostile_server()) as world:
+        await world.grant({"hostile": ["echo"]})
+        one, two = await world.session(), await world.session()
+        for session in (one, two):
+            assert (await session.call("hostile__echo", {"text": "x"})).status_code == 200
+        assert len(world.servers()) == instances
+        await world.broker.stop_session(one.route.session_id)
+        # A shared instance outlives the first session, and serves the second still.
+        assert len([s for s in world.servers() if s.state == "stopped"]) == instances - 1
+        assert (await two.call("hostile__echo", {"text": "y"})).json()["content"] == "y"
+        await world.broker.stop_session(two.route.session_id)
+        assert len([s for s in world.servers() if s.state == "stopped"]) == instances
+        # Each instance had a writable directory of its own: the session's, or the group's.
+        workdirs = await trio.to_thread.run_sync(
+            lambda: [p for p in base.rglob("hostile") if p.is_dir()])
+        assert len(workdirs) == instances
+        assert (scope is Scope.GROUP) == (workdirs[0] == base / "mcp" / GROUP / "hostile")

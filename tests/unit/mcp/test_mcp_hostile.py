@@ -11,7 +11,7 @@ import httpx
 import pytest
 import trio
 
-from tests.support.mcp import hostile_server, open_world, time_server
+from tests.support.mcp import hostile_server, open_world
 
 OFFERED = {"hostile__echo", "hostile__huge", "hostile__hang", "hostile__garbage",
            "hostile__exit", "hostile__bad_result"}
