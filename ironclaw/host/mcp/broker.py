@@ -1,16 +1,17 @@
 """The MCP broker actor: one ``mcp.sock`` per granted session, the agent's only way to
 an MCP server.
 
-``McpBroker.run`` owns a nursery with one task per served session; each session has a
-:class:`~.servers.SessionServers` (its server instances, started at first use) and the
-connections of its socket. Sessions come and go through the mailbox (``ServeMcp`` /
-``StopMcp``), like the egress broker's; stopping a session stops its servers.
+``McpBroker.run`` owns a nursery with one task per served session (the connections of
+its socket) and the :class:`~.servers.ServerPool` of server instances, started at first
+use. Sessions come and go through the mailbox (``ServeMcp`` / ``StopMcp``), like the
+egress broker's; stopping a session stops the instances no other session holds.
 
 The socket a request arrives on *is* the session. For every request the group's
 ``mcp_access`` grant is read fresh (no cache: a narrowed grant bites at the next call)
 and held to the operator's catalogue; a server or tool outside either does not exist
-for the agent. Per call, in order: the session's call budget (429), the body cap (413),
-the JSON shape (400), the grant (403), then the call under its deadline. Every request
+for the agent. Per call, in order: the body cap (413), the JSON shape (400), a name the
+host would offer (404), the grant (403), the session's call budget (429), then the call
+under its deadline. Every request
 is reported as an :class:`~.events.McpCall` (sizes and outcome, never content).
 """
 
