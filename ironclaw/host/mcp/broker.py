@@ -36,7 +36,13 @@ from ironclaw.contract.mcp import (
     qualified_name,
     split_name,
 )
-from ironclaw.host.sockets.http import BadRequest, BodyTooLarge, RequestHead, ServerConnection
+from ironclaw.host.sockets.http import (
+    BadRequest,
+    BodyTooLarge,
+    RequestHead,
+    ServerConnection,
+    serve_requests,
+)
 from ironclaw.host.sockets.serving import SessionMailbox, accept_connections, open_session_socket
 from ironclaw.runtime import DiscardEvents, EventSink
 
@@ -185,24 +191,12 @@ class McpBroker:
 
     async def _connection(self, session: _Session, stream: trio.SocketStream) -> None:
         limits = self._config.limits
-        conn = ServerConnection(stream, max_header_bytes=limits.max_header_bytes)
         try:
-            while True:
-                head: RequestHead | None = None
-                with trio.move_on_after(limits.idle_timeout_s):
-                    head = await conn.next_request()
-                if head is None:
-                    return
-                await self._request(session, conn, head)
-                if not conn.reusable:
-                    return
-                conn.next_cycle()
-        except BadRequest as exc:
-            with trio.move_on_after(5):
-                await self._refuse(conn, _Tally(), exc.status, "bad_request", exc.detail,
-                                   close=True)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
+            await serve_requests(
+                stream, max_header_bytes=limits.max_header_bytes,
+                idle_timeout=limits.idle_timeout_s,
+                respond=functools.partial(self._request, session),
+                malformed=self._malformed)
         except Exception as exc:
             logger.warning("mcp broker: connection for session %s failed (%s)",
                            session.route.session_id, type(exc).__name__)
@@ -210,8 +204,14 @@ class McpBroker:
             session.connections -= 1
             await stream.aclose()
 
+    async def _malformed(self, conn: ServerConnection, exc: BadRequest) -> None:
+        with trio.move_on_after(5):
+            await self._refuse(conn, _Tally(), exc.status, "bad_request", exc.detail,
+                               close=True)
+
     async def _request(self, session: _Session, conn: ServerConnection,
-                       head: RequestHead) -> None:
+                       head: RequestHead) -> bool:
+        """Answer one request; True: the connection may serve another."""
         tally = _Tally()
         started = trio.current_time()
         try:
@@ -244,6 +244,7 @@ class McpBroker:
                 outcome=tally.outcome, request_bytes=tally.request_bytes,
                 response_bytes=tally.response_bytes,
                 duration_ms=round((trio.current_time() - started) * 1000, 3)))
+        return True
 
     async def _read_body(self, conn: ServerConnection, head: RequestHead,
                          tally: _Tally) -> bytes:
