@@ -21,6 +21,8 @@ import attrs
 from .ids import validate_session_id
 from .jsonvalue import JSONRejected, parse_json
 from .layout import (
+    EGRESS_SOCKET,
+    MCP_SOCKET,
     SANDBOX_INBOUND_DIR,
     SANDBOX_KEY_FILE,
     SANDBOX_OUTBOUND_DIR,
@@ -146,6 +148,8 @@ class AgentConfig:
     # The group's granted host mounts, as the isolator bound them (RFC-0009): the file
     # tools reach them as /mnt/<name>/..., and write only to a writable one.
     mounts: tuple[MountedDir, ...] = attrs.field(default=(), converter=_mounts)
+    # The group holds an MCP grant: the host serves mcp.sock (RFC-0011).
+    mcp: bool = False
     limits: AgentLimits = AgentLimits()
     heartbeat_interval_s: float = 5.0
     safety_poll_interval_s: float = 2.0
@@ -199,4 +203,8 @@ class AgentConfig:
 
     @property
     def egress_socket(self) -> Path:
-        return self.socket_dir / "egress.sock"
+        return self.socket_dir / EGRESS_SOCKET
+
+    @property
+    def mcp_socket(self) -> Path:
+        return self.socket_dir / MCP_SOCKET

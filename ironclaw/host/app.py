@@ -50,6 +50,7 @@ from .isolation.process import reap_stale_agents
 from .isolation.reconcile import reconcile_runtime_state
 from .isolation.runtimes import OciRuntime, RuntimeKind
 from .mailboxes import Respawns, open_sessions_mailbox
+from .mcp import LauncherUnavailable, McpBroker, launcher_for_runtime
 from .modelproxy import Credentials, ModelProxy
 from .questions import Questions
 from .registry import Registry
@@ -141,6 +142,21 @@ class GrantedMounts:
         return tuple(bound)
 
 
+def _mcp_broker(config: ControlPlaneConfig, runtime: str, grants: Grants,
+                bus: EventBus) -> McpBroker | None:
+    """The MCP broker, when the catalogue offers a server and the runtime has a way to
+    run one as strongly as it runs agents (never a weaker one in its place)."""
+    if not (config.mcp.enabled and config.mcp.servers):
+        return None
+    try:
+        launcher = launcher_for_runtime(runtime)
+    except LauncherUnavailable:
+        logger.warning("MCP servers are configured, but runtime %r cannot run them: no "
+                       "session gets MCP tools", runtime)
+        return None
+    return McpBroker(grants, launcher, config=config.mcp, events=bus)
+
+
 def _platform_adapter(settings: ChannelSettings, store: HostStore, records: DeliveryRecords,
                       http: httpx.AsyncClient) -> ChannelAdapter:
     context = AdapterContext(state=ChannelState(store, settings.type, settings.instance),
@@ -159,18 +175,20 @@ class ControlPlane:
         self._credentials = attrs.evolve(held, mock_model=config.mock_model)
         self._isolator = isolator
 
-    def _gateway_config(self) -> GatewayConfig:
+    def _gateway_config(self, *, mcp_runs: bool) -> GatewayConfig:
         """The gateway moves an agent group only to a provider the host can serve: one
         it holds credentials for (and, if the operator listed providers, one listed);
-        and connects chats only on the channels this plane runs."""
+        and connects chats only on the channels this plane runs; and grants MCP servers
+        only from the catalogue, and only while a broker runs them (a human never
+        approves a grant that has no effect)."""
         usable = self._credentials.usable_providers()
         listed = self.config.gateway.providers
         channels = {("local", "local")} | {(s.type, s.instance or s.type)
                                            for s in self.config.channels}
-        return attrs.evolve(self.config.gateway,
-                            providers=usable if listed is None else listed & usable,
-                            protected_paths=protected_paths(self.config),
-                            channels=frozenset(channels))
+        return attrs.evolve(
+            self.config.gateway, providers=usable if listed is None else listed & usable,
+            protected_paths=protected_paths(self.config), channels=frozenset(channels),
+            mcp_catalog=self.config.mcp.gateway_catalog() if mcp_runs else {})
 
     async def run(self, *, task_status: trio.TaskStatus[ControlPlaneHandles] = (
             trio.TASK_STATUS_IGNORED)) -> None:
@@ -225,6 +243,9 @@ class ControlPlane:
                           if config.egress.enabled else None)
                 if egress is not None:
                     await nursery.start(egress.run)
+                mcp = _mcp_broker(config, isolator.name, Grants(store), bus)
+                if mcp is not None:
+                    await nursery.start(mcp.run)
 
                 sessions_mailbox = open_sessions_mailbox()
                 waker = Waker(sessions_mailbox[0])
@@ -242,7 +263,8 @@ class ControlPlane:
                                     policy=config.channel_backoff)
                 notices = ChatNotices(store, channels, audit=audit, events=bus)
                 quarantine = Quarantine(store, alerts=QuarantineAlerts(notices), events=bus)
-                gateway = Gateway(store, audit, config=self._gateway_config(),
+                gateway_config = self._gateway_config(mcp_runs=mcp is not None)
+                gateway = Gateway(store, audit, config=gateway_config,
                                   notifier=Notifiers(SessionNotifier(inbox), notices),
                                   respawner=Respawns(sessions_mailbox[0]), events=bus)
                 delivery = Delivery(records=records, registry=registry, channels=channels,
@@ -259,7 +281,7 @@ class ControlPlane:
                         heartbeat_interval_s=config.heartbeat_interval_s,
                         sandbox_backoff=config.sandbox_backoff), egress=egress,
                     mounts=GrantedMounts(Grants(store), config.gateway.mount_roots),
-                    quarantine=quarantine)
+                    mcp=mcp, quarantine=quarantine)
                 sessions = Sessions(session_deps, mailbox=sessions_mailbox)
                 session_deleter = SessionDeleter(store=store, sessions=sessions,
                                                  deps=session_deps,

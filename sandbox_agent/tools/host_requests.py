@@ -36,7 +36,6 @@ UNAVAILABLE_KINDS = {
         "the sandbox image is sealed: it has no package manager, and nothing writable in "
         "it may run. Ask for an enabled tool (enabled_tools) or network access to an API "
         "(request_api_access) instead.",
-    ChangeKind.MCP_ACCESS.value: "the host runs no MCP servers.",
 }
 # create_agent, access, a chat's policy and the model are decided by operators through
 # their own flows; an agent asking for them would only be noise at the gateway.

@@ -16,6 +16,7 @@ from . import (
     connect,
     events,
     health,
+    mcp,
     owners,
     principals,
     quarantine,
@@ -190,6 +191,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "chat is strict)")
     p.add_argument("--reason")
     p.add_argument("--ttl", type=positive_float, help="expire after SECONDS")
+    sub = b.group(top, "mcp", "MCP servers the host offers, and the groups granted them")
+    b.leaf(sub, "list", mcp.cmd_list, "the catalogue, with each server's grants")
+    p = b.leaf(sub, "show", mcp.cmd_show, "one server, with the groups granted it")
+    p.add_argument("name")
 
     p = b.leaf(top, "registry", views.cmd_registry, "registry resources (read-only)")
     p.add_argument("resource", choices=(*views.REGISTRY, "destinations"))

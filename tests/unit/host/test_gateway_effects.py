@@ -1,6 +1,7 @@
 """Every grant a human may approve takes effect: for each kind the gateway accepts,
 applying one change moves what the enforcing part of the host reads (the registry
-the router and session launcher consult, or the grants the egress broker reads). A
+the router and session launcher consult, or the grants the egress and MCP brokers
+read). A
 kind with no such probe here, and not refused, fails the test: nothing may be
 approved into nothing.
 """
@@ -18,6 +19,13 @@ from ironclaw.contract.enums import ChangeKind, ChangeStatus
 from ironclaw.host.app import GrantedMounts
 from ironclaw.host.gateway import Grants
 from ironclaw.host.gateway.kinds import CHANGE_KINDS
+from ironclaw.host.mcp import (
+    McpBroker,
+    McpCatalogEntry,
+    McpConfig,
+    McpServerEntry,
+    ProcessLauncher,
+)
 from sandbox_agent.tools.host_requests import REQUESTABLE_KINDS, UNAVAILABLE_KINDS
 from tests.support.gateway import CONFIG, OWNER, Harness, open_gateway
 
@@ -48,6 +56,14 @@ async def _model(h: Harness) -> object:
     return group.provider, group.model
 
 
+async def _mcp_broker_grant(h: Harness) -> object:
+    """What the MCP broker offers the group: whether it serves mcp.sock at all, and the
+    allowlist it holds each call to (read through the same Grants as production)."""
+    broker = McpBroker(Grants(h.store), ProcessLauncher(), config=McpConfig(servers=(
+        McpCatalogEntry(McpServerEntry(name="github", command="mcp-server-github")),)))
+    return await broker.granted("demo"), await Grants(h.store).mcp_access("demo")
+
+
 # kind -> (agent group, payload (or how to make it), what the enforcing side reads)
 EFFECTS: dict[ChangeKind, tuple[str, Any, Probe]] = {
     ChangeKind.PERSONA: ("demo", {"soul": "calm and brief"},
@@ -76,6 +92,8 @@ EFFECTS: dict[ChangeKind, tuple[str, Any, Probe]] = {
                         .mounts("demo")),
     ChangeKind.CONNECT_CHAT: ("demo", {"channel": "local", "chat": "new", "members": ["amy"]},
                               lambda h: h.registry.access_level("local:amy", "demo")),
+    ChangeKind.MCP_ACCESS: ("demo", {"servers": {"github": ["search_issues"]}},
+                            _mcp_broker_grant),
 }
 
 
