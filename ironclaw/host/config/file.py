@@ -22,6 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ironclaw.host.attachments import AttachmentPolicy
 from ironclaw.host.channels.settings import InvalidChannelSettings, parse_channel_tables
 from ironclaw.host.egress import EgressConfig
 from ironclaw.host.gateway import GatewayConfig
@@ -33,12 +34,13 @@ DAEMON_KEYS = frozenset({"api_addr", "api_allow_public", "log_format"})
 LOG_FORMATS = ("text", "json")
 TOP_LEVEL_KEYS = frozenset({"state_dir", "runtime", "idle_timeout_s", "channels", "egress",
                             "sandbox_disk", "gateway", "mock_model",
-                            "session_retention_days"}) | DAEMON_KEYS
+                            "session_retention_days", "attachments"}) | DAEMON_KEYS
 # Tables parsed by their own settings class: key -> from_table.
 SECTION_PARSERS: dict[str, Callable[[Any], Any]] = {
     "egress": EgressConfig.from_table,
     "sandbox_disk": DiskCaps.from_table,
     "gateway": GatewayConfig.from_table,
+    "attachments": AttachmentPolicy.from_table,
 }
 MAX_CONFIG_BYTES = 1024 * 1024
 
