@@ -10,6 +10,8 @@ handler's object, so it survives a restart.
 
 from __future__ import annotations
 
+import email
+import email.policy
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -40,6 +42,29 @@ class Request:
         except ValueError:
             return None
 
+    def form(self) -> tuple[dict[str, str], dict[str, tuple[str, str, bytes]]]:
+        """A ``multipart/form-data`` body as (fields, files: name -> (filename, type,
+        bytes)), parsed by the standard library's MIME parser; empty when it is not."""
+        content_type = self.headers.get("content-type", "")
+        if not content_type.startswith("multipart/form-data"):
+            return {}, {}
+        message = email.message_from_bytes(
+            f"Content-Type: {content_type}\r\n\r\n".encode() + self.body,
+            policy=email.policy.HTTP)
+        fields: dict[str, str] = {}
+        files: dict[str, tuple[str, str, bytes]] = {}
+        for part in message.iter_parts():
+            name = part.get_param("name", header="content-disposition")
+            payload = part.get_payload(decode=True)
+            if not isinstance(name, str) or not isinstance(payload, bytes):
+                continue
+            filename = part.get_filename()
+            if filename is None:
+                fields[name] = payload.decode("utf-8", "replace")
+            else:
+                files[name] = (filename, part.get_content_type(), payload)
+        return fields, files
+
     def params(self) -> dict[str, Any]:
         """Query parameters merged with a JSON or form body (how the Bot API reads)."""
         merged: dict[str, Any] = dict(self.query)
@@ -50,6 +75,8 @@ class Request:
                 merged.update(body)
         elif content_type.startswith("application/x-www-form-urlencoded"):
             merged.update(parse_qsl(self.body.decode("utf-8", "replace")))
+        else:
+            merged.update(self.form()[0])
         return merged
 
 
