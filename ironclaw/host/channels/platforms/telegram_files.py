@@ -46,9 +46,9 @@ def file_refs(message: dict[str, Any]) -> list[FileRef]:
             name = _string(item.get("file_name")) or default_name or kind
             refs.append((file_id, name, _string(item.get("mime_type"))))
     photo = message.get("photo")
-    if isinstance(photo, list) and photo and isinstance(photo[-1], dict):
-        if file_id := _string(photo[-1].get("file_id")):
-            refs.append((file_id, "photo.jpg", "image/jpeg"))
+    largest = photo[-1] if isinstance(photo, list) and photo else None
+    if isinstance(largest, dict) and (file_id := _string(largest.get("file_id"))):
+        refs.append((file_id, "photo.jpg", "image/jpeg"))
     return refs
 
 
