@@ -15,7 +15,9 @@ from tests.support.channels import ChatWiring, open_channel_plane
 from tests.support.files import PNG, enable_file_tools, stored_path, workspace_file
 from tests.support.matrix_person import Person
 
-from .test_matrix_synapse import Cast, cast, pytestmark, synapse  # noqa: F401
+from .test_matrix_synapse import Cast, pytestmark
+from .test_matrix_synapse import cast as cast
+from .test_matrix_synapse import synapse as synapse
 
 __all__ = ["pytestmark"]
 
