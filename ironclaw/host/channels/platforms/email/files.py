@@ -20,7 +20,7 @@ MAX_FILES = 10
 
 
 def mail_attachments(message: EmailMessage) -> tuple[InboundAttachment, ...]:
-    found = []
+    found: list[InboundAttachment] = []
     for part in message.iter_attachments():
         if len(found) >= MAX_FILES:
             break

@@ -53,7 +53,8 @@ def media_of(content: dict[str, Any]) -> tuple[Media, str] | None:
     parts = mxc_parts(content.get("url"))
     if parts is None:
         return None
-    body = content.get("body") if isinstance(content.get("body"), str) else ""
+    raw_body = content.get("body")
+    body = raw_body if isinstance(raw_body, str) else ""
     filename = content.get("filename")
     if isinstance(filename, str) and filename and filename != body:
         name, caption = filename, body

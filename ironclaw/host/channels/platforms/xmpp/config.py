@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import attrs
 
 from ironclaw.host.attachments import Origin, origin_of
@@ -82,7 +84,7 @@ class XmppConfig:
                    file_hosts=_file_hosts(label, settings.strings("file_hosts")), **numbers)
 
 
-def _file_hosts(label: str, urls: list[str]) -> tuple[Origin, ...]:
+def _file_hosts(label: str, urls: Sequence[str]) -> tuple[Origin, ...]:
     """``https://host[:port]`` each; plain ``http`` only on a loopback host."""
     found = []
     for url in urls:
