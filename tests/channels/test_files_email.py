@@ -5,19 +5,17 @@ reply that carries the file as an attachment."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import trio
 
-from tests.fakes.mailserver import MailServers, start_mail_servers
+from tests.fakes.mailserver import MailServers
 from tests.support.channels import ChatWiring, open_channel_plane
 from tests.support.files import PNG, enable_file_tools, stored_path, workspace_file
 
 from .test_email import (
     ALICE,
-    PASSWORDS,
     UNAVAILABLE,
     body,
     compose,
@@ -26,17 +24,10 @@ from .test_email import (
     settings,
     wait_up,
 )
+from .test_email import mail as mail
 
 pytestmark = pytest.mark.skipif(UNAVAILABLE is not None, reason=UNAVAILABLE or "")
 
-
-@pytest.fixture(scope="module")
-def mail(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MailServers]:
-    servers = start_mail_servers(tmp_path_factory.mktemp("mail"), PASSWORDS)
-    try:
-        yield servers
-    finally:
-        servers.stop()
 
 
 async def test_an_attachment_in_and_a_file_back(mail: MailServers, tmp_path: Path) -> None:

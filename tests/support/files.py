@@ -33,7 +33,7 @@ async def enable_file_tools(plane: ControlPlaneHandles) -> None:
     production an approved ``enabled_tools`` change adds them)."""
     group = await plane.registry.get_agent_group(DEMO_GROUP)
     await plane.registry.put_agent_group(attrs.evolve(group, enabled_tools=(
-        *group.enabled_tools, "read_file", "send_file")))
+        *group.enabled_tools, "read_file", "write_file", "send_file")))
 
 
 async def workspace_file(plane: ControlPlaneHandles, relative: str) -> Path:

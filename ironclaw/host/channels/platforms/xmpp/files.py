@@ -34,7 +34,7 @@ from ironclaw.host.attachments import (
 from ironclaw.host.channels.base import DeliveryFailed
 from ironclaw.host.channels.platform import delivery_failure
 
-from .protocol import NS, tag
+from .protocol import message_stanza, tag
 
 __all__ = ["OOB", "UPLOAD", "Slot", "file_message", "oob_attachment", "parse_slot",
            "put_file", "slot_request"]
@@ -106,11 +106,5 @@ def file_message(to: str, get_url: str, caption: str, *, kind: str, stanza_id: s
     """The file as XEP-0066 prescribes: the body is the URL (clients show it inline),
     the caption follows in a line of its own."""
     body = f"{get_url}\n{caption}" if caption.strip() else get_url
-    parts = [f"<message to={quoteattr(to)} type={quoteattr(kind)} id={quoteattr(stanza_id)}>",
-             f"<body>{escape(body)}</body>",
-             f"<x xmlns='{OOB}'><url>{escape(get_url)}</url></x>",
-             f"<origin-id xmlns='{NS.SID}' id={quoteattr(stanza_id)}/>"]
-    if thread is not None:
-        parts.append(f"<thread>{escape(thread)}</thread>")
-    parts.append("</message>")
-    return "".join(parts).encode()
+    return message_stanza(to, body, kind=kind, stanza_id=stanza_id, thread=thread,
+                          extra=f"<x xmlns='{OOB}'><url>{escape(get_url)}</url></x>")
