@@ -18,11 +18,14 @@ from ironclaw.host.attachments import (
     AttachmentPolicy,
     AttachmentRefused,
     InboundAttachment,
+    OutboundFile,
     bytes_source,
     platform_attachment,
 )
 from ironclaw.host.attachments.names import MAX_NAME_BYTES, safe_name
 from ironclaw.host.attachments.outbox import read_workspace_file
+from ironclaw.host.channels.base import OutboundDelivery
+from ironclaw.host.channels.files import without_file
 
 PNG = bytes.fromhex("89504e470d0a1a0a0000000d49484452") + b"\x00" * 64
 ELF = b"\x7fELF\x02\x01\x01" + b"\x00" * 64
@@ -220,3 +223,20 @@ def test_the_config_table_is_checked() -> None:
                 {"max_files_per_message": 0}):
         with pytest.raises(ValueError):
             AttachmentPolicy.from_table(bad)
+
+
+def test_a_channel_that_carries_no_files_gets_a_notice_instead() -> None:
+    file = OutboundFile("report.pdf", "application/pdf", b"%PDF-1.4")
+    delivery = OutboundDelivery("k", "irc", "", "#ops", None, "the report", file)
+
+    class Plain:
+        pass
+
+    class Uploads:
+        carries_files = True
+
+    notice = without_file(delivery, Plain())
+    assert notice.file is None and notice.text == (
+        "the report\n\n[file report.pdf (application/pdf, 8 bytes): this channel cannot "
+        "carry files]")
+    assert without_file(delivery, Uploads()) is delivery
