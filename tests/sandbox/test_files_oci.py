@@ -58,6 +58,10 @@ async def test_a_file_in_read_by_the_sandboxed_agent_and_one_back(
             await wire(plane, ChatWiring("webhook", "chat-1"))
             await enable_file_tools(plane)
             sender = Sender(port, client)
+            # The sandbox runs before the file comes: the file must be the sandbox's
+            # as written, not only after the launch gives it the workspace.
+            await sender.post(event("f-0", "hello"))
+            await receiver.wait_for(lambda post: post.body["text"] == "echo: hello")
 
             data = b"from outside the wall\n"
             answer = await sender.post(event("f-1", "a note", files=[
@@ -70,7 +74,7 @@ async def test_a_file_in_read_by_the_sandboxed_agent_and_one_back(
 
             await sender.post(event("f-2", "tool:read_file " + json.dumps({"path": path})))
             [read] = await receiver.wait_for(
-                lambda post: post.body["text"].startswith("tool result: from outside"))
+                lambda post: post.body["text"].startswith("tool result:"))
             assert read.body["text"] == "tool result: " + data.decode()
 
             # The agent's own file: written inside the sandbox, read by the host.
