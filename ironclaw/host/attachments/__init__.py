@@ -5,7 +5,8 @@
 * :mod:`.sniff` and :mod:`.names`: the type from the bytes, a name safe to create;
 * :mod:`.inbox`: the streamed, capped, hardened write under ``inbox/``;
 * :mod:`.render`: the block that tells the agent;
-* :mod:`.outbox`: a workspace file read for ``send_file``.
+* :mod:`.outbox`: a workspace file read for ``send_file``;
+* :mod:`.workspaces`: where an agent group's workspace is on the host.
 """
 
 from __future__ import annotations
