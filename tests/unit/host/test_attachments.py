@@ -26,6 +26,8 @@ from ironclaw.host.attachments.names import MAX_NAME_BYTES, safe_name
 from ironclaw.host.attachments.outbox import read_workspace_file
 from ironclaw.host.channels.base import OutboundDelivery
 from ironclaw.host.channels.files import without_file
+from ironclaw.host.config import ControlPlaneConfig
+from ironclaw.host.config.file import ConfigFileError, load_config_file
 
 PNG = bytes.fromhex("89504e470d0a1a0a0000000d49484452") + b"\x00" * 64
 ELF = b"\x7fELF\x02\x01\x01" + b"\x00" * 64
@@ -240,3 +242,16 @@ def test_a_channel_that_carries_no_files_gets_a_notice_instead() -> None:
         "the report\n\n[file report.pdf (application/pdf, 8 bytes): this channel cannot "
         "carry files]")
     assert without_file(delivery, Uploads()) is delivery
+
+
+def test_the_config_file_carries_the_attachments_table(tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text('state_dir = "/var/lib/ironclaw"\n[attachments]\n'
+                      'max_file_bytes = 4096\nallowed_types = ["image/png"]\n')
+    loaded = load_config_file(config)
+    plane = ControlPlaneConfig(**loaded)
+    assert plane.attachments == AttachmentPolicy(max_file_bytes=4096,
+                                                 allowed_types=frozenset({"image/png"}))
+    config.write_text('[attachments]\nmax_file_bytes = "big"\n')
+    with pytest.raises(ConfigFileError, match="max_file_bytes"):
+        load_config_file(config)
