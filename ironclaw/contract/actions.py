@@ -20,6 +20,7 @@ from .rows import MAX_CONTENT_BYTES
 
 SCHEDULE_TASK = "schedule_task"
 ASK_USER_QUESTION = "ask_user_question"
+SEND_FILE = "send_file"
 TASK_CONTROL_ACTIONS = frozenset(
     {"list_tasks", "cancel_task", "pause_task", "resume_task", "update_task"})
 
@@ -29,6 +30,8 @@ MAX_PROMPT = 16 * 1024
 MAX_QUESTION = 4000
 MAX_OPTIONS = 20
 MAX_OPTION = 200
+MAX_FILE_PATH = 4096
+MAX_CAPTION = 2000
 
 
 @attrs.frozen
@@ -57,6 +60,15 @@ class AskUserQuestion:
 
 
 @attrs.frozen
+class SendFile:
+    """Send a workspace file to a chat: the row's ``destination`` (or the origin chat).
+    ``path`` is relative to the workspace; the host reads and checks the file."""
+
+    path: str
+    caption: str | None
+
+
+@attrs.frozen
 class CapabilityRequest:
     """A request to change what the agent is or may do: always a gateway matter."""
 
@@ -80,7 +92,8 @@ class MalformedAction:
     reason: str
 
 
-SystemAction = ScheduleTask | TaskControl | AskUserQuestion | CapabilityRequest | UnknownAction
+SystemAction = (ScheduleTask | TaskControl | AskUserQuestion | SendFile | CapabilityRequest
+                | UnknownAction)
 
 
 class _Bad(ValueError):
@@ -130,6 +143,10 @@ def _parse_envelope(envelope: Any) -> SystemAction:
             question=_string(envelope.get("question"), "question", MAX_QUESTION),
             options=tuple(_string(o, "option", MAX_OPTION) for o in options),
             allow_freeform=freeform)
+    if action == SEND_FILE:
+        return SendFile(path=_string(envelope.get("path"), "path", MAX_FILE_PATH),
+                        caption=_optional_string(envelope.get("caption"), "caption",
+                                                 MAX_CAPTION))
     payload = canonical_json(envelope.get("payload"))
     try:
         kind = ChangeKind(action)
@@ -153,6 +170,8 @@ def render_system_action(action: SystemAction) -> str:
     elif isinstance(action, AskUserQuestion):
         body = {"action": ASK_USER_QUESTION, "question": action.question,
                 "options": list(action.options), "allow_freeform": action.allow_freeform}
+    elif isinstance(action, SendFile):
+        body = {"action": SEND_FILE, "path": action.path, "caption": action.caption}
     elif isinstance(action, CapabilityRequest):
         body = {"action": action.kind.value, "payload": parse_json(action.payload,
                 max_bytes=MAX_CONTENT_BYTES), "reason": action.reason}

@@ -17,6 +17,13 @@ open goes through :func:`open_untrusted`, and every such read through
   a large file is copied to a file of the reader's own with ``sendfile``
   (:func:`copy_bounded`), so its bytes never pass through the reader's memory.
 
+Writing goes the same way. Where the host must put a file into such a directory (a
+chat attachment into a workspace), :func:`open_untrusted_dir` walks to the directory
+one name at a time through descriptors, never following a link and creating what is
+missing, and :func:`create_untrusted` makes a new file in it with ``O_CREAT | O_EXCL |
+O_NOFOLLOW``: a name the sandbox planted first (a symlink, a FIFO, a file) is refused,
+never written through.
+
 A read of a regular file cannot block forever, but it can be slow (a large file, a
 loaded disk). :func:`run_untrusted` runs such work off the event loop, under a
 deadline, on a limiter the caller owns (one per session), and abandons the thread if
@@ -43,7 +50,9 @@ __all__ = [
     "UnsafeFile",
     "UntrustedFileTooLarge",
     "copy_bounded",
+    "create_untrusted",
     "open_untrusted",
+    "open_untrusted_dir",
     "read_untrusted",
     "run_untrusted",
 ]
@@ -95,6 +104,64 @@ def open_untrusted(path: Path | str, *, max_bytes: int,
         yield fd, info.st_size
     finally:
         os.close(fd)
+
+
+DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_NONBLOCK | \
+    os.O_CLOEXEC
+
+
+def open_untrusted_dir(names: tuple[str, ...], *, dir_fd: int, create_mode: int | None = None,
+                       owner: tuple[int, int] | None = None) -> int:
+    """A descriptor of the directory ``names`` below ``dir_fd``, reached one plain name
+    at a time without following a link. With ``create_mode``, a missing directory is
+    made (and given to ``owner``). The caller closes the descriptor.
+
+    Raises UnsafeFile where a link or anything but a directory stands on the way."""
+    current = os.dup(dir_fd)
+    try:
+        for name in names:
+            if not name or name in (".", "..") or "/" in name or "\x00" in name:
+                raise UnsafeFile(errno.EINVAL, "not a plain directory name")
+            made = False
+            if create_mode is not None:
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(name, create_mode, dir_fd=current)
+                    made = True
+            try:
+                child = os.open(name, DIR_FLAGS, dir_fd=current)
+            except OSError as exc:
+                if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                    raise UnsafeFile(exc.errno, "a link or a file where a directory "
+                                     "was expected") from None
+                raise
+            os.close(current)
+            current = child
+            if made and owner is not None:  # on the descriptor: a swap cannot redirect it
+                os.fchown(current, *owner)
+        return current
+    except BaseException:
+        os.close(current)
+        raise
+
+
+def create_untrusted(name: str, *, dir_fd: int, mode: int,
+                     owner: tuple[int, int] | None = None) -> int:
+    """A new, empty regular file ``name`` in the directory ``dir_fd``, open for writing,
+    with exactly ``mode`` (the umask does not apply) and, with ``owner``, given to it.
+    FileExistsError if anything is already there, a planted symlink included."""
+    if not name or name in (".", "..") or "/" in name or "\x00" in name:
+        raise UnsafeFile(errno.EINVAL, "not a plain file name")
+    fd = os.open(name, CREATE_FLAGS, mode, dir_fd=dir_fd)
+    try:
+        os.set_blocking(fd, True)
+        os.fchmod(fd, mode)
+        if owner is not None:
+            os.fchown(fd, *owner)
+        return fd
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def read_untrusted(path: Path | str, *, max_bytes: int) -> bytes:

@@ -16,6 +16,7 @@ import attrs
 import httpx
 import trio
 
+from ironclaw.host.attachments import AttachmentInbox, GroupWorkspaces, WorkspaceFiles
 from ironclaw.host.channels.transcripts import DurableTranscripts
 from ironclaw.host.config.devseed import seed_dev
 from ironclaw.host.config.statedir_lock import hold_state_dir
@@ -267,9 +268,11 @@ class ControlPlane:
                 gateway = Gateway(store, audit, config=gateway_config,
                                   notifier=Notifiers(SessionNotifier(inbox), notices),
                                   respawner=Respawns(sessions_mailbox[0]), events=bus)
+                workspaces = GroupWorkspaces(state, registry)
                 delivery = Delivery(records=records, registry=registry, channels=channels,
                                     inbox=inbox, progress=progress, gate=gateway,
-                                    scheduler=scheduler, questions=questions, events=bus)
+                                    scheduler=scheduler, questions=questions, events=bus,
+                                    files=WorkspaceFiles(workspaces, config.attachments))
                 key_dir = config.key_directory()
                 session_deps = SessionDeps(
                     state_dir=state, registry=registry, queues=queues, isolator=isolator,
@@ -293,7 +296,8 @@ class ControlPlane:
                     approvers=ChatApprovers(store, registry, audit), gateway=gateway,
                     channels=channels, audit=audit, events=bus)
                 router = Router(registry, queues, waker, events=bus,
-                                access_gate=gateway, notices=notices, commands=commands)
+                                access_gate=gateway, notices=notices, commands=commands,
+                                attachments=AttachmentInbox(workspaces, config.attachments))
 
                 loop_lag = LoopLagMonitor()
                 await nursery.start(loop_lag.run)

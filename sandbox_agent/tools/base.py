@@ -99,9 +99,11 @@ class ToolContext:
         self.outbox.append(row)
         return row
 
-    def emit_system(self, action: SystemAction) -> NewOutboundMessage:
+    def emit_system(self, action: SystemAction, *,
+                    destination: str | None = None) -> NewOutboundMessage:
         row = NewOutboundMessage(id=self._next_id("act"), kind=MessageKind.SYSTEM,
-                                 content=render_system_action(action))
+                                 content=render_system_action(action),
+                                 destination=destination)
         self.outbox.append(row)
         return row
 

@@ -2,24 +2,26 @@
 
 A message goes to the origin chat unless ``to`` names one of the destinations the
 host published in inbound; the host checks the name again before delivering, so
-this check is for the model's benefit (a useful error), not the wall.
+this check is for the model's benefit (a useful error), not the wall. A file goes as
+a ``send_file`` system action naming its workspace path: the host reads it itself,
+through its hardened opener, and uploads it (docs/channels.md, "Files").
 """
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Mapping
 from typing import Any
 
 import trio
 
+from ironclaw.contract.actions import MAX_CAPTION, MAX_FILE_PATH, SendFile
 from ironclaw.contract.rows import MAX_CONTENT_BYTES
 
 from ..workspace import WorkspaceError
 from .base import STRING, Tool, ToolContext, ToolError, required_string, schema, string_arg
 
-MAX_SENT_FILE_BYTES = 64 * 1024
-MAX_CAPTION_BYTES = 2000
+# The host's default cap on a sent file; it checks again, with its own setting.
+MAX_SENT_FILE_BYTES = 20 * 1024 * 1024
 TO = {"type": "string",
       "description": "A destination name from list_destinations; omit for this chat."}
 
@@ -32,17 +34,27 @@ async def send_message(ctx: ToolContext, args: Mapping[str, Any]) -> str:
 
 
 async def send_file(ctx: ToolContext, args: Mapping[str, Any]) -> str:
-    path = required_string(args, "path", max_bytes=4096)
-    caption = string_arg(args, "caption", max_bytes=MAX_CAPTION_BYTES, required=False)
+    path = required_string(args, "path", max_bytes=MAX_FILE_PATH)
+    caption = string_arg(args, "caption", max_bytes=MAX_CAPTION, required=False)
     destination = ctx.destination_named(string_arg(args, "to", max_bytes=256, required=False))
+    relative = await trio.to_thread.run_sync(_sendable, ctx, path)
+    ctx.emit_system(SendFile(path=relative, caption=caption or None), destination=destination)
+    return (f"{relative} queued for {destination or 'this chat'}; the host checks its "
+            "size and type and sends it when this turn completes")
+
+
+def _sendable(ctx: ToolContext, path: str) -> str:
+    """The workspace path of a regular file, links resolved (the host follows none)."""
     try:
-        body = await trio.to_thread.run_sync(functools.partial(
-            ctx.workspace.read_text, path, max_bytes=MAX_SENT_FILE_BYTES))
+        resolved = ctx.workspace.resolve_existing(path)
     except WorkspaceError as exc:
         raise ToolError(str(exc)) from None
-    header = f"{caption}\n\n" if caption else ""
-    ctx.emit_chat(f"{header}[file: {path}]\n{body}", destination=destination)
-    return f"{path} queued for {destination or 'this chat'}"
+    if not resolved.is_file():
+        raise ToolError(f"{path!r:.200} is not a file")
+    size = resolved.stat().st_size
+    if size > MAX_SENT_FILE_BYTES:
+        raise ToolError(f"the file has {size} bytes; the limit is {MAX_SENT_FILE_BYTES}")
+    return resolved.relative_to(ctx.workspace.root.resolve()).as_posix()
 
 
 async def list_destinations(ctx: ToolContext, args: Mapping[str, Any]) -> str:
@@ -69,7 +81,9 @@ MESSAGING_TOOLS = (
          "destination.",
          schema({"text": STRING, "to": TO}, ["text"]), send_message),
     Tool("send_file",
-         f"Send a workspace text file (at most {MAX_SENT_FILE_BYTES} bytes) as a message.",
+         "Send a workspace file to this chat or a named destination, as a file the "
+         f"chat shows (at most {MAX_SENT_FILE_BYTES} bytes; text, PDF, images, audio). "
+         "Files people send you arrive under inbox/.",
          schema({"path": STRING, "to": TO, "caption": STRING}, ["path"]), send_file),
     Tool("list_destinations", "List the named places you may send messages to.",
          schema({}), list_destinations),

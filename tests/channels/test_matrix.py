@@ -282,7 +282,9 @@ def test_room_message_parsing() -> None:
     skipped = [
         _event({"msgtype": "m.text", "body": "mine"}, sender=BOT),
         _event({"msgtype": "m.notice", "body": "another bot"}),
-        _event({"msgtype": "m.image", "body": "cat.png", "url": "mxc://x/y"}),
+        # A file whose URL is not an mxc:// URI of the spec's grammar: never fetched.
+        _event({"msgtype": "m.image", "body": "cat.png", "url": "https://elsewhere/y"}),
+        _event({"msgtype": "m.image", "body": "cat.png", "url": "mxc://x/../y"}),
         _event({"msgtype": "m.text", "body": "* fixed",
                 "m.relates_to": {"rel_type": "m.replace", "event_id": "$e0"}}),
         _event({}),  # redacted
@@ -291,6 +293,11 @@ def test_room_message_parsing() -> None:
         None, [], "x",
     ]
     assert [room_message(e, BOT, None) for e in skipped] == [None] * len(skipped)
+    image = room_message(_event({"msgtype": "m.image", "body": "look", "filename": "cat.png",
+                                 "url": "mxc://x/y"}), BOT, None)
+    assert image is not None and image.body == "look" and image.media is not None
+    assert (image.media.server, image.media.media_id, image.media.name) == ("x", "y",
+                                                                            "cat.png")
 
 
 def test_mentions() -> None:

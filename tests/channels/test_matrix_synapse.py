@@ -9,6 +9,7 @@ event served twice.
 
 from __future__ import annotations
 
+import json
 import logging
 import secrets
 import statistics
@@ -34,6 +35,7 @@ from tests.support.channels import (
     wire_per_thread,
 )
 from tests.support.events import next_event, published, routed_decisions
+from tests.support.files import PNG, enable_file_tools, stored_path, workspace_file
 from tests.support.matrix_person import Person
 
 SYNAPSE_PYTHON = synapse_python()
@@ -203,6 +205,34 @@ async def test_a_repeated_transaction_id_is_one_event(cast: Cast) -> None:
     assert first == again
     assert await cast.replies(dm, 1) == ["once"]
     assert len(await cast.alice.events_from(dm, cast.bot.user_id)) == 1
+
+
+async def test_a_file_in_and_an_image_back(cast: Cast, tmp_path: Path) -> None:
+    """Files both ways: an ``m.file`` in is fetched through the homeserver's authenticated
+    media endpoint; ``send_file`` uploads to the media repository and posts an
+    ``m.image`` people can download."""
+    dm = await cast.room(direct=True)
+    with trio.fail_after(90):
+        async with open_channel_plane(tmp_path, [cast.settings()],
+                                      [ChatWiring("matrix", dm)]) as plane:
+            await enable_file_tools(plane)
+            await cast.alice.say(dm, "hello")
+            await cast.replies(dm, 1)
+            await cast.alice.share_file(dm, "notes.txt", "application/pdf", b"plain notes\n")
+            bodies = await cast.replies(dm, 2)
+            path = stored_path(bodies[1], "text/plain", 12)
+            assert (await workspace_file(plane, path)).read_bytes() == b"plain notes\n"
+
+            (await workspace_file(plane, path)).parent.joinpath("pic").write_bytes(PNG)
+            await cast.alice.say(dm, "tool:send_file " + json.dumps(
+                {"path": str(Path(path).parent / "pic"), "caption": "a picture"}))
+            await cast.replies(dm, 4)
+            events = await cast.alice.events_from(dm, cast.bot.user_id)
+            images = [e["content"] for e in events if e["content"]["msgtype"] == "m.image"]
+            assert len(images) == 1
+            assert (images[0]["body"], images[0]["filename"], images[0]["info"]) == (
+                "a picture", "pic.png", {"mimetype": "image/png", "size": len(PNG)})
+            assert await cast.alice.download(images[0]["url"]) == PNG
 
 
 # -- figures (long) -----------------------------------------------------------------------

@@ -13,6 +13,11 @@ otherwise):
   (``GET /gateway/bot`` can be rate-limited the same way). Like Discord, the bot's own
   message comes back to it as a ``MESSAGE_CREATE``.
 
+Files: a pushed message may carry an attachment, served without a token at its
+``url`` (``/attachments/<channel>/<id>/<name>``, as Discord's CDN serves signed URLs);
+a message created as ``multipart/form-data`` (``payload_json`` plus ``files[n]``) keeps
+its files, recorded in :attr:`uploaded`.
+
 Gateway (``?v=10&encoding=json``): Hello (op 10); Identify (op 2) -> READY then
 GUILD_CREATE (channels and active threads); wrong token -> close 4004; MESSAGE_CONTENT
 requested while ``privileged_allowed`` is false -> close 4014; heartbeats (op 1) ->
@@ -48,6 +53,7 @@ import attrs
 import trio
 import trio_websocket
 
+from tests.fakes.loopback_http import parse_multipart
 from tests.fakes.wsplatform import Changes, Reply, Request, cut, open_http
 
 __all__ = ["FakeDiscord", "open_fake_discord"]
@@ -108,6 +114,9 @@ class FakeDiscord:
         self.send_attempts: list[dict[str, Any]] = []
         self.messages: list[dict[str, Any]] = []  # created through REST
         self.nonce_hits = 0
+        self.cdn: dict[str, bytes] = {}  # attachment path -> bytes
+        self.downloads: list[str] = []
+        self.uploaded: list[tuple[str, str, str, bytes]] = []  # channel, name, type, bytes
         self.channel_lookups: list[str] = []
         self._fail_sends: deque[tuple[float, bool]] = deque()
         self._limit_gateway_bot: deque[float] = deque()
@@ -168,10 +177,22 @@ class FakeDiscord:
         return message
 
     def push_message(self, channel_id: str, content: str, *,
-                     author_id: str = "500000000000000001", bot: bool = False) -> str:
+                     author_id: str = "500000000000000001", bot: bool = False,
+                     attachment: tuple[str, str, bytes] | None = None,
+                     attachment_url: str | None = None) -> str:
         """A user's message in ``channel_id`` (a DM channel, a guild channel or a
-        thread); its id."""
+        thread); its id. ``attachment_url`` overrides where the attachment says it is."""
         message = self._message(channel_id, self._user(author_id, bot=bot), content)
+        if attachment is not None:
+            name, media_type, data = attachment
+            attachment_id = self.snowflake()
+            path = f"/attachments/{channel_id}/{attachment_id}/{name}"
+            self.cdn[path] = data
+            base = self.api_base[:-len("/api/v10")]
+            message["attachments"] = [{
+                "id": attachment_id, "filename": name, "content_type": media_type,
+                "size": len(data), "url": attachment_url or base + path,
+                "proxy_url": attachment_url or base + path}]
         self._dispatch("MESSAGE_CREATE", message)
         return str(message["id"])
 
@@ -243,6 +264,9 @@ class FakeDiscord:
 
     async def _http(self, request: Request) -> Reply:
         await trio.lowlevel.checkpoint()
+        if request.method == "GET" and request.path in self.cdn:
+            self.downloads.append(request.path)
+            return Reply(200, self.cdn[request.path])
         if request.headers.get("authorization") != f"Bot {self.token}":
             return Reply(401, {"message": "401: Unauthorized", "code": 0})
         if request.method == "GET" and request.path == "/api/v10/gateway/bot":
@@ -268,10 +292,18 @@ class FakeDiscord:
             self.changes.changed()
             return Reply(200, self.channels.get(channel_id) or {"id": channel_id, "type": 1})
         if request.method == "POST" and messages:
+            fields, files = parse_multipart(request.headers.get("content-type", ""),
+                                            request.body)
+            if "payload_json" in fields:
+                for name, media_type, data in files.values():
+                    self.uploaded.append((channel_id, name, media_type, data))
+                return self._create(channel_id, json.loads(fields["payload_json"]),
+                                    has_files=bool(files))
             return self._create(channel_id, request.json())
         return Reply(405, {"message": "405: Method Not Allowed", "code": 0})
 
-    def _create(self, channel_id: str, body: dict[str, Any]) -> Reply:
+    def _create(self, channel_id: str, body: dict[str, Any], *,
+                has_files: bool = False) -> Reply:
         self.send_attempts.append(dict(body, channel_id=channel_id))
         self.changes.changed()
         bucket = (("X-RateLimit-Bucket", "fakebucket"), ("X-RateLimit-Limit", "5"))
@@ -286,7 +318,8 @@ class FakeDiscord:
             return Reply(429, {"message": "You are being rate limited.", "retry_after": wait,
                                "global": is_global}, headers)
         content, nonce = body.get("content", ""), body.get("nonce")
-        if not content or len(content) > 2000 or (nonce is not None and len(str(nonce)) > 25):
+        if (not content and not has_files) or len(content) > 2000 or (
+                nonce is not None and len(str(nonce)) > 25):
             return Reply(400, {"message": "Invalid Form Body", "code": 50035,
                                "errors": {"content": {"_errors": [{"code": "BASE_TYPE_MAX_LENGTH",
                                                                    "message": "too long"}]}}})

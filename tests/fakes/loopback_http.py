@@ -10,6 +10,8 @@ handler's object, so it survives a restart.
 
 from __future__ import annotations
 
+import email
+import email.policy
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -21,7 +23,31 @@ import trio
 from hypercorn.config import Config
 from hypercorn.trio import serve
 
-__all__ = ["LoopbackServer", "Reply", "Request", "Watch", "open_loopback_server"]
+__all__ = ["LoopbackServer", "Reply", "Request", "Watch", "open_loopback_server",
+           "parse_multipart"]
+
+
+def parse_multipart(content_type: str, body: bytes
+                    ) -> tuple[dict[str, str], dict[str, tuple[str, str, bytes]]]:
+    """A ``multipart/form-data`` body as (fields, files: name -> (filename, type,
+    bytes)), parsed by the standard library's MIME parser; empty when it is not one."""
+    if not content_type.startswith("multipart/form-data"):
+        return {}, {}
+    message = email.message_from_bytes(
+        f"Content-Type: {content_type}\r\n\r\n".encode() + body, policy=email.policy.HTTP)
+    fields: dict[str, str] = {}
+    files: dict[str, tuple[str, str, bytes]] = {}
+    for part in message.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        payload = part.get_payload(decode=True)
+        if not isinstance(name, str) or not isinstance(payload, bytes):
+            continue
+        filename = part.get_filename()
+        if filename is None:
+            fields[name] = payload.decode("utf-8", "replace")
+        else:
+            files[name] = (filename, part.get_content_type(), payload)
+    return fields, files
 
 
 @attrs.frozen
@@ -40,6 +66,10 @@ class Request:
         except ValueError:
             return None
 
+    def form(self) -> tuple[dict[str, str], dict[str, tuple[str, str, bytes]]]:
+        """A ``multipart/form-data`` body (see :func:`parse_multipart`)."""
+        return parse_multipart(self.headers.get("content-type", ""), self.body)
+
     def params(self) -> dict[str, Any]:
         """Query parameters merged with a JSON or form body (how the Bot API reads)."""
         merged: dict[str, Any] = dict(self.query)
@@ -50,6 +80,8 @@ class Request:
                 merged.update(body)
         elif content_type.startswith("application/x-www-form-urlencoded"):
             merged.update(parse_qsl(self.body.decode("utf-8", "replace")))
+        else:
+            merged.update(self.form()[0])
         return merged
 
 

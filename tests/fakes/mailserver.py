@@ -178,5 +178,9 @@ def start_mail_servers(directory: Path, users: dict[str, str]) -> MailServers:
         path.chmod(path.stat().st_mode | 0o711)
     servers = MailServers(directory, free_port(), free_port(), users=dict(users))
     servers.write_config()
-    servers.start()
+    try:
+        servers.start()
+    except BaseException:
+        servers.stop()  # the one that did start must not outlive the failure
+        raise
     return servers

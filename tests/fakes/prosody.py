@@ -3,7 +3,9 @@
 Not a fake: the server under the XMPP adapter's tests is Prosody itself, configured
 here: one virtual host (STARTTLS offered, with a certificate from a test CA, but not
 required, so the test's person may log in without it); a MUC component with its
-archive (so room messages carry a ``stanza-id``); stream management (XEP-0198) with
+archive (so room messages carry a ``stanza-id``); an HTTP File Upload component
+(XEP-0363, ``mod_http_file_share``) at ``upload.<domain>``, its HTTP server on a loopback
+port; stream management (XEP-0198) with
 the given hibernation time; message archiving; plain-text logins allowed on loopback;
 users created with ``prosodyctl register``. Started once per test module from a
 synchronous fixture (a separate process outlives each test's own Trio run).
@@ -30,6 +32,7 @@ PROSODY = shutil.which("prosody")
 PROSODYCTL = shutil.which("prosodyctl")
 DOMAIN = "test.local"
 MUC_DOMAIN = f"conference.{DOMAIN}"
+UPLOAD_DOMAIN = f"upload.{DOMAIN}"
 
 _CONFIG = """\
 pidfile = "{directory}/prosody.pid"
@@ -44,7 +47,10 @@ ssl = {{ certificate = "{directory}/server.pem", key = "{directory}/server.key" 
 c2s_ports = {{ {port} }}
 c2s_interfaces = {{ "127.0.0.1" }}
 s2s_ports = {{ }}
-http_ports = {{ }}
+http_ports = {{ {http_port} }}
+http_interfaces = {{ "127.0.0.1" }}
+http_external_url = "http://127.0.0.1:{http_port}/"
+http_default_host = "{upload_domain}"
 https_ports = {{ }}
 c2s_require_encryption = false
 allow_unencrypted_plain_auth = true
@@ -61,6 +67,8 @@ Component "{muc_domain}" "muc"
   muc_room_default_public = true
   restrict_room_creation = false
   muc_room_locking = false
+Component "{upload_domain}" "http_file_share"
+  http_file_share_size_limit = 10485760
 """
 
 
@@ -107,6 +115,7 @@ class Prosody:
     directory: Path
     port: int
     hibernation_s: int
+    http_port: int = attrs.field(factory=lambda: free_port())
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -122,7 +131,8 @@ class Prosody:
         make_certificate(self.directory, DOMAIN)
         self.config_file.write_text(_CONFIG.format(
             directory=self.directory, port=self.port, hibernation=self.hibernation_s,
-            domain=DOMAIN, muc_domain=MUC_DOMAIN))
+            domain=DOMAIN, muc_domain=MUC_DOMAIN, upload_domain=UPLOAD_DOMAIN,
+            http_port=self.http_port))
 
     def start(self, timeout_s: float = 30.0) -> None:
         assert PROSODY is not None

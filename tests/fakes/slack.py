@@ -12,6 +12,14 @@ with Slack's JSON shapes, errors as ``{"ok": false, "error": "<code>"}``:
   ``msg_too_long``. Like real Slack, the bot's own post comes back to it as a
   ``message`` event carrying ``bot_id`` (``echo_own_posts``).
 
+Files: a user's file share (:meth:`push_file`) is a ``message`` event of subtype
+``file_share`` whose ``files`` name a ``url_private_download`` served by the fake (bot
+token required, as Slack requires it); the external upload is
+``files.getUploadURLExternal`` (form ``filename``, ``length``) -> ``upload_url`` and
+``file_id``, a POST of the bytes to that URL, then ``files.completeUploadExternal``
+(form ``files`` JSON, ``channel_id``, ``thread_ts``, ``initial_comment``), which records
+the share in :attr:`shared_files`.
+
 Socket Mode: a connection with a valid ticket is greeted with ``hello``; every envelope
 not yet acknowledged is sent on it (the ``retry_attempt`` grows on each resend), and
 new ones as they are pushed. An ack ``{"envelope_id": ...}`` settles an envelope; an
@@ -98,6 +106,10 @@ class FakeSlack:
         self.refuse_sockets = False  # drop every new socket before hello (an outage)
         self._ts = itertools.count(1)
         self._ids = itertools.count(1)
+        self.hosted: dict[str, bytes] = {}  # url path -> bytes (files users shared)
+        self.downloads: list[str] = []
+        self.uploads: dict[str, tuple[str, bytes | None]] = {}  # file_id -> (name, bytes)
+        self.shared_files: list[dict[str, Any]] = []
 
     # -- test controls ------------------------------------------------------------------
 
@@ -140,6 +152,22 @@ class FakeSlack:
                 mention["thread_ts"] = thread_ts
             events.insert(0 if mention_first else 1, mention)
         return ts, [self.push_event(event) for event in events]
+
+    def push_file(self, channel: str, user: str, text: str, name: str, mimetype: str,
+                  data: bytes, *, url: str | None = None,
+                  channel_type: str = "im") -> list[str]:
+        """A user shares a file; ``url`` overrides where the event says it lives."""
+        file_id = f"F{next(self._ids):08d}"
+        path = f"/files-pri/{self.team_id}-{file_id}/{name}"
+        self.hosted[path] = data
+        ts = self._next_ts()
+        event = {"type": "message", "subtype": "file_share", "channel": channel,
+                 "user": user, "text": text, "ts": ts, "event_ts": ts,
+                 "channel_type": channel_type, "team": self.team_id,
+                 "files": [{"id": file_id, "name": name, "mimetype": mimetype,
+                            "size": len(data),
+                            "url_private_download": url or self.api_base[:-4] + path}]}
+        return [self.push_event(event)]
 
     def redeliver(self, envelope_id: str) -> None:
         """Send an envelope again, as Slack does when it thinks the ack did not come."""
@@ -199,6 +227,8 @@ class FakeSlack:
 
     async def _http(self, request: Request) -> Reply:
         await trio.lowlevel.checkpoint()
+        if request.path.startswith(("/files-pri/", "/upload/")):
+            return self._file_traffic(request)
         if request.method != "POST" or not request.path.startswith("/api/"):
             return Reply(404, {"ok": False, "error": "unknown_method"})
         method = request.path[len("/api/"):]
@@ -218,7 +248,58 @@ class FakeSlack:
                                "is_enterprise_install": False})
         if method == "chat.postMessage":
             return self._post(request)
+        if method == "files.getUploadURLExternal":
+            return self._upload_url(request)
+        if method == "files.completeUploadExternal":
+            return self._complete_upload(request)
         return Reply(200, {"ok": False, "error": "unknown_method"})
+
+    def _file_traffic(self, request: Request) -> Reply:
+        if request.path.startswith("/upload/"):  # the upload URL itself needs no token
+            file_id = request.path[len("/upload/"):]
+            if request.method != "POST" or file_id not in self.uploads:
+                return Reply(404, {"ok": False})
+            self.uploads[file_id] = (self.uploads[file_id][0], request.body)
+            return Reply(200, {"ok": True})
+        if request.headers.get("authorization") != f"Bearer {self.bot_token}":
+            return Reply(403, {"ok": False})
+        data = self.hosted.get(request.path)
+        if data is None:
+            return Reply(404, {"ok": False})
+        self.downloads.append(request.path)
+        return Reply(200, data)
+
+    def _form(self, request: Request) -> dict[str, str]:
+        if not request.headers.get("content-type", "").startswith(
+                "application/x-www-form-urlencoded"):
+            return {}
+        return dict(urllib.parse.parse_qsl(request.body.decode()))
+
+    def _upload_url(self, request: Request) -> Reply:
+        form = self._form(request)
+        if not form.get("filename") or not form.get("length", "").isdigit():
+            return Reply(200, {"ok": False, "error": "invalid_arguments"})
+        file_id = f"F{next(self._ids):08d}"
+        self.uploads[file_id] = (form["filename"], None)
+        return Reply(200, {"ok": True, "file_id": file_id,
+                           "upload_url": f"{self.api_base[:-4]}/upload/{file_id}"})
+
+    def _complete_upload(self, request: Request) -> Reply:
+        form = self._form(request)
+        try:
+            files = json.loads(form.get("files", ""))
+        except ValueError:
+            return Reply(200, {"ok": False, "error": "invalid_arguments"})
+        for item in files:
+            name, data = self.uploads.get(item.get("id"), ("", None))
+            if data is None:
+                return Reply(200, {"ok": False, "error": "file_not_found"})
+            self.shared_files.append({"id": item["id"], "name": name, "data": data,
+                                      "channel": form.get("channel_id"),
+                                      "thread_ts": form.get("thread_ts"),
+                                      "initial_comment": form.get("initial_comment")})
+        self.changes.changed()
+        return Reply(200, {"ok": True, "files": [{"id": f["id"]} for f in files]})
 
     def _connections_open(self, token: str) -> Reply:
         if token != self.app_token:

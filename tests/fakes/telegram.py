@@ -1,4 +1,5 @@
-"""A fake Telegram Bot API on loopback: ``getMe``, ``getUpdates``, ``sendMessage``.
+"""A fake Telegram Bot API on loopback: ``getMe``, ``getUpdates``, ``sendMessage``, and
+files: ``getFile``, the download at ``/file/bot<token>/<file_path>``, ``sendDocument``.
 
 It speaks the real wire format: ``/bot<token>/<method>``, parameters as query string,
 JSON or form body, answers ``{"ok": true, "result": ...}`` or ``{"ok": false,
@@ -27,7 +28,7 @@ import trio
 
 from .loopback_http import LoopbackServer, Reply, Request, Watch, open_loopback_server
 
-__all__ = ["FakeTelegram", "Poll", "Sent", "open_fake_telegram"]
+__all__ = ["FakeTelegram", "Poll", "Sent", "SentDocument", "open_fake_telegram"]
 
 TOKEN = "123456789:AAH-fake_token_for_tests_only_0123456"
 BOT = {"id": 123456789, "is_bot": True, "first_name": "IronClaw", "username": "ironclaw_bot",
@@ -42,6 +43,16 @@ class Sent:
     message_id: int
     message_thread_id: int | None
     at: float  # trio.current_time() when accepted
+
+
+@attrs.frozen
+class SentDocument:
+    chat_id: int
+    caption: str | None
+    filename: str
+    media_type: str
+    data: bytes
+    message_id: int
 
 
 @attrs.frozen
@@ -90,6 +101,9 @@ class FakeTelegram:
         self.polls_waiting = 0
         self.send_delay = 0.0  # answer sendMessage this much later (it is sent already)
         self.update_ids: dict[int, int] = {}  # message_id -> update_id of its last update
+        self.files: dict[str, tuple[str, bytes]] = {}  # file_id -> (file_path, bytes)
+        self.downloads: list[str] = []  # file paths served
+        self.documents: list[SentDocument] = []
 
     @property
     def base_url(self) -> str:
@@ -133,7 +147,8 @@ class FakeTelegram:
     def message(self, chat: dict[str, Any], sender: dict[str, Any], text: str, *,
                 mention: bool = False, topic: dict[str, Any] | None = None,
                 reply_to: dict[str, Any] | None = None, text_mention: bool = False,
-                caption: bool = False) -> dict[str, Any]:
+                caption: bool = False, document: tuple[str, str, bytes] | None = None
+                ) -> dict[str, Any]:
         """Enqueue a user's message as an update and return the message. ``mention``
         prefixes ``@<bot username>`` with a ``mention`` entity; ``text_mention``
         marks the first word as a ``text_mention`` of the bot (no username)."""
@@ -148,7 +163,16 @@ class FakeTelegram:
                              "user": {k: self.bot[k] for k in ("id", "is_bot", "first_name")}})
         message: dict[str, Any] = {"message_id": next(self._message_ids), "from": sender,
                                    "chat": chat, "date": 1_700_000_000}
-        if caption:
+        if document is not None:
+            name, media_type, data = document
+            file_id = f"doc{len(self.files)}"
+            self.files[file_id] = (f"documents/file_{len(self.files)}", data)
+            message["document"] = {"file_id": file_id, "file_unique_id": f"u{file_id}",
+                                   "file_name": name, "mime_type": media_type,
+                                   "file_size": len(data)}
+            if text:
+                message["caption"] = text
+        elif caption:
             message["photo"] = [{"file_id": "f", "file_unique_id": "u", "width": 1,
                                  "height": 1}]
             message["caption"] = text
@@ -213,6 +237,8 @@ class FakeTelegram:
     # -- the platform's side ---------------------------------------------------------
 
     async def handle(self, request: Request) -> Reply:
+        if request.path.startswith("/file/"):
+            return self._download(request.path)
         parts = request.path.split("/")
         if len(parts) != 3 or not parts[1].startswith("bot"):
             return _error(404, "Not Found")
@@ -228,7 +254,48 @@ class FakeTelegram:
             return await self._get_updates(params)
         if method == "sendMessage":
             return await self._send_message(params)
+        if method == "getFile":
+            return self._get_file(params)
+        if method == "sendDocument":
+            return self._send_document(request)
         return _error(404, "Not Found: method not found")
+
+    def _get_file(self, params: dict[str, Any]) -> Reply:
+        found = self.files.get(str(params.get("file_id")))
+        if found is None:
+            return _error(400, "Bad Request: invalid file_id")
+        path, data = found
+        return _ok({"file_id": params["file_id"], "file_unique_id": "u", "file_size": len(data),
+                    "file_path": path})
+
+    def _download(self, path: str) -> Reply:
+        prefix = f"/file/bot{self.token}/"
+        if not path.startswith(prefix):
+            return _error(404, "Not Found")
+        for file_path, data in self.files.values():
+            if file_path == path[len(prefix):]:
+                self.downloads.append(file_path)
+                return Reply(200, data, (("content-type", "application/octet-stream"),))
+        return _error(404, "Not Found")
+
+    def _send_document(self, request: Request) -> Reply:
+        fields, files = request.form()
+        if "document" not in files:
+            return _error(400, "Bad Request: there is no document in the request")
+        try:
+            chat_id = int(fields["chat_id"])
+        except (KeyError, ValueError):
+            return _error(400, "Bad Request: chat_id is empty")
+        chat = self._chats.get(chat_id)
+        if chat is None:
+            return _error(400, "Bad Request: chat not found")
+        filename, media_type, data = files["document"]
+        message_id = next(self._message_ids)
+        self.documents.append(SentDocument(chat_id, fields.get("caption"), filename,
+                                           media_type, data, message_id))
+        self.watch.poke()
+        return _ok({"message_id": message_id, "date": 1_700_000_000, "chat": chat,
+                    "document": {"file_id": f"sent{message_id}", "file_name": filename}})
 
     async def _get_updates(self, params: dict[str, Any]) -> Reply:
         try:

@@ -72,8 +72,11 @@ class JsonHttp:
         reply = await self._handler(Request(scope["method"], scope["path"],
                                             scope["query_string"].decode("latin-1"),
                                             headers, body))
-        payload = b"" if reply.body is None else json.dumps(reply.body).encode()
-        out = [(b"content-type", b"application/json; charset=utf-8")]
+        if isinstance(reply.body, bytes):  # a file's bytes, as a platform's CDN serves them
+            payload, out = reply.body, [(b"content-type", b"application/octet-stream")]
+        else:
+            payload = b"" if reply.body is None else json.dumps(reply.body).encode()
+            out = [(b"content-type", b"application/json; charset=utf-8")]
         out += [(k.encode(), v.encode()) for k, v in reply.headers]
         await send({"type": "http.response.start", "status": reply.status, "headers": out})
         await send({"type": "http.response.body", "body": payload, "more_body": False})

@@ -37,6 +37,7 @@ class XmppPerson:
         self.jid = jid
         self.domain = domain
         self.received: list[Received] = []
+        self.iq_answers: dict[str, ET.Element] = {}
         self._changed = trio.lowlevel.ParkingLot()
         self._parser: ET.XMLPullParser[ET.Element] = ET.XMLPullParser(events=("start", "end"))
         self._depth = 0
@@ -85,6 +86,9 @@ class XmppPerson:
                                  trio.ClosedResourceError):
             while True:
                 element = await self._next()
+                if element.tag == f"{CLIENT}iq" and element.get("id"):
+                    self.iq_answers[str(element.get("id"))] = element
+                    self._changed.unpark_all()
                 if element.tag == f"{CLIENT}message":
                     sid = element.find("{urn:xmpp:sid:0}origin-id")
                     self.received.append(Received(
@@ -107,6 +111,20 @@ class XmppPerson:
                          f"'{'groupchat' if group else 'chat'}' id={quoteattr(ident)}>"
                          f"<body>{escape(body)}</body>{thread_xml}</message>")
         return ident
+
+    async def query(self, iq: str, ident: str) -> ET.Element:
+        """Send ``iq`` (whose id is ``ident``) and wait for its answer."""
+        await self._send(iq)
+        while ident not in self.iq_answers:
+            await self._changed.park()
+        return self.iq_answers.pop(ident)
+
+    async def share(self, to: str, url: str) -> None:
+        """A file link, as clients send an uploaded file (XEP-0066)."""
+        ident = f"p{next(_ids)}"
+        await self._send(f"<message to={quoteattr(to)} type='chat' id={quoteattr(ident)}>"
+                         f"<body>{escape(url)}</body><x xmlns='jabber:x:oob'><url>"
+                         f"{escape(url)}</url></x></message>")
 
     async def wait_for(self, match: Callable[[Received], bool], count: int = 1
                        ) -> list[Received]:

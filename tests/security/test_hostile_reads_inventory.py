@@ -52,8 +52,18 @@ DELETED_WORKSPACE = (
     "agent's entries listed there, nothing is opened: each is unlinked, or removed by "
     "rmtree, which never follows a link")
 
+WORKSPACE_ROOT = (
+    "<state>/workspaces/<folder> itself is the host's directory (the agent writes only "
+    "below it), opened O_DIRECTORY | O_NOFOLLOW only to walk below it through the "
+    "hardened helpers")
+
 REVIEWED: dict[tuple[str, str, str], str] = {
     ("ironclaw/contract/untrusted_files.py", "open_untrusted", "os.open"): HARDENED,
+    ("ironclaw/contract/untrusted_files.py", "open_untrusted_dir", "os.open"): HARDENED,
+    ("ironclaw/contract/untrusted_files.py", "create_untrusted", "os.open"): HARDENED,
+    ("ironclaw/host/attachments/inbox.py", "_Target.__init__", "os.open"): WORKSPACE_ROOT,
+    ("ironclaw/host/attachments/outbox.py", "read_workspace_file", "os.open"):
+        WORKSPACE_ROOT,
     ("ironclaw/host/config/statedir_lock.py", "hold_state_dir", "os.open"): HOST_PRIVATE,
     # Backup and restore: the sandbox-written parts (queue files, workspaces) go
     # through copy_snapshot and the hardened opener; these are the rest.

@@ -53,6 +53,29 @@ class Person:
             "PUT", f"/rooms/{quote(room_id, safe='')}/send/m.room.message/{txn}", content)
         return str(answer["event_id"])
 
+    async def share_file(self, room_id: str, name: str, media_type: str, data: bytes) -> str:
+        """Upload ``data`` to the media repository and post it as an ``m.file``."""
+        headers = {"Authorization": f"Bearer {self.account.token}",
+                   "Content-Type": media_type}
+        answer = await self.http.post("/_matrix/media/v3/upload", content=data,
+                                      params={"filename": name}, headers=headers)
+        answer.raise_for_status()
+        content = {"msgtype": "m.file", "body": name, "url": answer.json()["content_uri"],
+                   "info": {"mimetype": media_type, "size": len(data)}}
+        txn = secrets.token_hex(8)
+        sent = await self.call(
+            "PUT", f"/rooms/{quote(room_id, safe='')}/send/m.room.message/{txn}", content)
+        return str(sent["event_id"])
+
+    async def download(self, uri: str) -> bytes:
+        """An ``mxc://`` URI's bytes, from the authenticated media endpoint."""
+        server, media_id = uri[len("mxc://"):].split("/", 1)
+        answer = await self.http.get(
+            f"/_matrix/client/v1/media/download/{server}/{media_id}",
+            headers={"Authorization": f"Bearer {self.account.token}"})
+        answer.raise_for_status()
+        return answer.content
+
     async def events_from(self, room_id: str, sender: str) -> list[dict[str, Any]]:
         """Every ``m.room.message`` ``sender`` posted in ``room_id``, oldest first."""
         found: list[dict[str, Any]] = []

@@ -25,6 +25,7 @@ import attrs
 import trio
 
 from ironclaw.contract.clock import now_us
+from ironclaw.host.attachments import InboundAttachment, OutboundFile
 from ironclaw.runtime import Reply
 
 __all__ = [
@@ -73,6 +74,9 @@ class InboundEvent:
     # session's inbound queue is full (nothing is durable then). An adapter that must
     # only acknowledge durable messages (invariant 10) awaits ``accepted.wait()``.
     accepted: Reply[None] | None = attrs.field(default=None, eq=False, repr=False)
+    # Files the message carries, not yet fetched: the router has them stored into the
+    # session's workspace (ironclaw.host.attachments) once it knows the session.
+    attachments: tuple[InboundAttachment, ...] = ()
 
 
 @attrs.frozen
@@ -85,6 +89,9 @@ class OutboundDelivery:
     platform_id: str
     thread_id: str | None
     text: str
+    # A file to upload with ``text`` as its caption (send_file). An adapter that cannot
+    # carry files never sees one: the channel actor turns it into a text notice.
+    file: OutboundFile | None = None
 
 
 @attrs.frozen

@@ -51,6 +51,7 @@ from ironclaw.host.channels.base import (
     safe_reason,
 )
 from ironclaw.host.channels.events import ChannelDown, ChannelParked, ChannelResumed, ChannelUp
+from ironclaw.host.channels.files import without_file
 from ironclaw.runtime import (
     BackoffPolicy,
     ChildFailed,
@@ -285,7 +286,7 @@ class ChannelActor:
             )
         try:
             with trio.fail_after(self._deliver_timeout):
-                receipt = await self.adapter.deliver(delivery)
+                receipt = await self.adapter.deliver(without_file(delivery, self.adapter))
         except DeliveryFailed as exc:
             return exc
         except trio.TooSlowError:

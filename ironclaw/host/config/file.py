@@ -27,6 +27,7 @@ from typing import Any
 
 import attrs
 
+from ironclaw.host.attachments import AttachmentPolicy
 from ironclaw.host.channels.settings import InvalidChannelSettings, parse_channel_tables
 from ironclaw.host.egress import EgressConfig
 from ironclaw.host.gateway import GatewayConfig
@@ -40,13 +41,15 @@ DAEMON_KEYS = frozenset({"api_addr", "api_allow_public", "log_format"})
 LOG_FORMATS = ("text", "json")
 TOP_LEVEL_KEYS = frozenset({"state_dir", "runtime", "idle_timeout_s", "channels", "egress",
                             "sandbox_disk", "gateway", "mock_model",
-                            "session_retention_days", "mounts", "mcp"}) | DAEMON_KEYS
+                            "session_retention_days", "mounts", "mcp",
+                            "attachments"}) | DAEMON_KEYS
 # Tables parsed by their own settings class: key -> from_table.
 SECTION_PARSERS: dict[str, Callable[[Any], Any]] = {
     "egress": EgressConfig.from_table,
     "sandbox_disk": DiskCaps.from_table,
     "gateway": GatewayConfig.from_table,
     "mcp": McpConfig.from_table,
+    "attachments": AttachmentPolicy.from_table,
 }
 MAX_CONFIG_BYTES = 1024 * 1024
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import attrs
 
+from ironclaw.host.attachments import AttachmentPolicy
 from ironclaw.host.channels.settings import ChannelSettings
 from ironclaw.host.egress import EgressConfig
 from ironclaw.host.gateway import GatewayConfig
@@ -73,6 +74,8 @@ class ControlPlaneConfig:
     mcp: McpConfig = attrs.Factory(McpConfig)
     # How a remote channel's receive loop is restarted after a lost connection.
     channel_backoff: BackoffPolicy = attrs.Factory(BackoffPolicy)
+    # Files crossing the chats: caps, quota, allowed types ([attachments]).
+    attachments: AttachmentPolicy = attrs.Factory(AttachmentPolicy)
 
     @runtime.validator
     def _runtime(self, _attribute: object, value: str) -> None:

@@ -5,6 +5,7 @@
 | ``schedule_task`` | the scheduler (a task of this session) | escalated to a human |
 | ``list_tasks`` ... ``update_task`` | the scheduler (this session's tasks only) | escalated |
 | ``ask_user_question`` | the questions store; the text then goes to the origin chat | gated |
+| ``send_file`` | the row handler: read from the workspace, delivered like a chat row | gated |
 | a change kind, or **any unknown action** | the capability gate, pending | applied here |
 | malformed | refused with ``delivery.rejected`` | retried |
 
@@ -24,6 +25,7 @@ from ironclaw.contract.actions import (
     CapabilityRequest,
     MalformedAction,
     ScheduleTask,
+    SendFile,
     TaskControl,
     UnknownAction,
     parse_system_action,
@@ -36,7 +38,7 @@ from ironclaw.host.questions import Question, QuestionConflict, Questions
 from .events import public_reason
 from .records import derived_id
 
-__all__ = ["ActionDispatcher", "Asked", "Handled", "Refused"]
+__all__ = ["ActionDispatcher", "Asked", "FileRequested", "Handled", "Refused"]
 
 
 @attrs.frozen
@@ -53,11 +55,18 @@ class Asked:
 
 
 @attrs.frozen
+class FileRequested:
+    """A workspace file to deliver to the row's target, as a chat row's text would be."""
+
+    request: SendFile
+
+
+@attrs.frozen
 class Refused:
     reason: str
 
 
-ActionResult = Handled | Asked | Refused
+ActionResult = Handled | Asked | FileRequested | Refused
 
 
 class ActionDispatcher:
@@ -82,8 +91,10 @@ class ActionDispatcher:
 
     async def _dispatch(self, session_id: str, agent_group_id: str, key: str,
                         row: OutboundMessage,
-                        action: ScheduleTask | TaskControl | AskUserQuestion
+                        action: ScheduleTask | TaskControl | AskUserQuestion | SendFile
                         | CapabilityRequest | UnknownAction) -> ActionResult:
+        if isinstance(action, SendFile):
+            return FileRequested(action)
         if isinstance(action, ScheduleTask):
             task = await self._scheduler.schedule(
                 session_id=session_id, agent_group_id=agent_group_id, request=action,

@@ -20,7 +20,7 @@ import trio
 
 from ironclaw.host.delivery.a2a import AgentRelay
 from ironclaw.host.delivery.actions import ActionDispatcher
-from ironclaw.host.delivery.handler import ChannelSender, RowHandler
+from ironclaw.host.delivery.handler import ChannelSender, FileReader, RowHandler
 from ironclaw.host.delivery.policy import DeliveryPolicy
 from ironclaw.host.delivery.records import DeliveryRecords
 from ironclaw.host.delivery.worker import SessionWorker
@@ -38,8 +38,8 @@ class Delivery:
                  channels: ChannelSender,
                  inbox: SessionInbox, progress: OutboundProgress, gate: CapabilityGate,
                  scheduler: TaskScheduler, questions: Questions, events: EventSink | None = None,
-                 policy: DeliveryPolicy | None = None, clock: WallClock | None = None
-                 ) -> None:
+                 policy: DeliveryPolicy | None = None, clock: WallClock | None = None,
+                 files: FileReader | None = None) -> None:
         self._registry = registry
         self._progress = progress
         self._events = events or DiscardEvents()
@@ -50,7 +50,7 @@ class Delivery:
             channels=channels, records=self.records,
             relay=AgentRelay(registry, inbox, self._policy, self._clock),
             actions=ActionDispatcher(scheduler=scheduler, questions=questions, gate=gate),
-            events=self._events, clock=self._clock)
+            events=self._events, clock=self._clock, files=files)
         self._workers: dict[str, SessionWorker] = {}
         # The last watermark reported per session, outliving its worker, so a new
         # worker never reports lower and skips rows already settled.

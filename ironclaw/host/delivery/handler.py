@@ -20,6 +20,7 @@ import attrs
 from ironclaw.contract.enums import MessageKind
 from ironclaw.contract.queue import QueueFull
 from ironclaw.contract.rows import OutboundMessage, RowRejection
+from ironclaw.host.attachments import AttachmentRefused, OutboundFile
 from ironclaw.host.channels.base import (
     ChannelUnavailable,
     DeliveryFailed,
@@ -31,7 +32,7 @@ from ironclaw.host.questions import render_question
 from ironclaw.runtime import EventSink, WallClock
 
 from .a2a import AgentRelay, Relayed
-from .actions import ActionDispatcher, Asked, Handled, Refused
+from .actions import ActionDispatcher, Asked, FileRequested, Handled, Refused
 from .events import (
     ActionHandled,
     AgentMessageSent,
@@ -56,6 +57,13 @@ class ChannelSender(Protocol):
     async def deliver(self, delivery: OutboundDelivery) -> DeliveryReceipt: ...
 
 
+class FileReader(Protocol):
+    """What :class:`ironclaw.host.attachments.WorkspaceFiles` offers: a workspace file,
+    or AttachmentRefused."""
+
+    async def read(self, agent_group_id: str, relative: str) -> OutboundFile: ...
+
+
 @attrs.frozen
 class Settled:
     status: RecordStatus
@@ -73,8 +81,9 @@ Outcome = Settled | Retry
 class RowHandler:
     def __init__(self, *, channels: ChannelSender, records: DeliveryRecords,
                  relay: AgentRelay, actions: ActionDispatcher, events: EventSink,
-                 clock: WallClock) -> None:
+                 clock: WallClock, files: FileReader | None = None) -> None:
         self._channels = channels
+        self._files = files
         self._records = records
         self._relay = relay
         self._actions = actions
@@ -101,10 +110,11 @@ class RowHandler:
     # -- chat ---------------------------------------------------------------------------
 
     async def _send(self, session_id: str, key: str, row: OutboundMessage,
-                    target: ChannelTarget, text: str, attempt: int) -> Outcome:
+                    target: ChannelTarget, text: str, attempt: int,
+                    file: OutboundFile | None = None) -> Outcome:
         delivery = OutboundDelivery(outbound_id=key, channel=target.channel,
                                     instance=target.instance, platform_id=target.platform_id,
-                                    thread_id=target.thread_id, text=text)
+                                    thread_id=target.thread_id, text=text, file=file)
         try:
             receipt = await self._channels.deliver(delivery)
         except DeliveryFailed as exc:
@@ -158,6 +168,8 @@ class RowHandler:
                                               key=key, row=row)
         if isinstance(result, Refused):
             return await self.reject(session_id, key, row, result.reason)
+        if isinstance(result, FileRequested):
+            return await self._send_file(context, key, row, result, attempt)
         if isinstance(result, Handled):
             await self._records.finish(key, session_id, RecordStatus.HANDLED,
                                        at=self._clock.now_us(), detail=result.result_id)
@@ -175,6 +187,26 @@ class RowHandler:
             self._events.publish(ActionHandled(session_id, row.id, row.seq,
                                                "ask_user_question", result.question.id))
         return outcome
+
+    async def _send_file(self, context: SessionContext, key: str, row: OutboundMessage,
+                         result: FileRequested, attempt: int) -> Outcome:
+        """Where a chat row would go, the file goes; read afresh on every attempt (the
+        bytes are the workspace's, not held between retries)."""
+        session_id = context.session_id
+        target = resolve_target(row, context)
+        if isinstance(target, Denied):
+            return await self._deny(session_id, key, row, target.reason)
+        if isinstance(target, AgentTarget):
+            return await self.reject(session_id, key, row,
+                                     "files go to chats, not to other agents")
+        if self._files is None:
+            return await self.reject(session_id, key, row, "this control plane sends no files")
+        try:
+            file = await self._files.read(context.agent_group_id, result.request.path)
+        except AttachmentRefused as exc:
+            return await self.reject(session_id, key, row, f"send_file: {exc}")
+        return await self._send(session_id, key, row, target, result.request.caption or "",
+                                attempt, file)
 
     # -- final outcomes -----------------------------------------------------------------
 

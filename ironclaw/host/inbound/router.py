@@ -20,6 +20,11 @@ Two optional hooks serve chat users directly, never through an agent: ``commands
 every event first and may take it (chat approvals: ``/pending``, ``/approve``, ...; a
 taken event reaches no wiring), and ``notices`` is told once per new access request
 so the sender hears, in the chat they wrote from, that access was requested.
+
+A message's files (``event.attachments``) are stored into the session's workspace by
+``attachments`` (``ironclaw.host.attachments``) once the session is known and before
+the row is written; the row's content then ends with the block that names them. The
+router waits for the downloads, within the attachment policy's time budget.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import enum
 import hashlib
 import logging
 from collections import OrderedDict
+from collections.abc import Sequence
 from typing import Protocol
 
 import attrs
@@ -44,7 +50,8 @@ from ironclaw.contract.enums import (
 )
 from ironclaw.contract.ids import MessageId, new_message_id, validate_message_id
 from ironclaw.contract.queue import QueueFull
-from ironclaw.contract.rows import NewInboundMessage
+from ironclaw.contract.rows import MAX_CONTENT_BYTES, NewInboundMessage
+from ironclaw.host.attachments import InboundAttachment, render_attachments
 from ironclaw.host.channels.base import InboundEvent, InboundRefused
 from ironclaw.host.events import AccessRequested, MessageReceived, MessageRouted
 from ironclaw.host.inbound.inbox import cap_content
@@ -155,12 +162,28 @@ def _answer(event: InboundEvent, *, refusal: str | None) -> None:
         event.accepted.fail(InboundRefused(refusal))
 
 
+class AttachmentSink(Protocol):
+    """What :class:`ironclaw.host.attachments.AttachmentInbox` offers the router."""
+
+    async def receive(self, session_id: str, agent_group_id: str, message_id: str,
+                      attachments: Sequence[InboundAttachment]) -> str: ...
+
+
+def _with_attachments(text: str, block: str) -> str:
+    if not block:
+        return cap_content(text)
+    room = MAX_CONTENT_BYTES - len(block.encode()) - 2
+    return f"{cap_content(text, room)}\n\n{block}" if text.strip() else block
+
+
 class Router:
     def __init__(self, registry: Registry, queues: InboundSink,
                  wakes: WakeSink, events: EventSink | None = None,
                  access_gate: AccessGate | None = None, notices: AccessNotices | None = None,
-                 commands: CommandInterceptor | None = None) -> None:
+                 commands: CommandInterceptor | None = None,
+                 attachments: AttachmentSink | None = None) -> None:
         self._registry = registry
+        self._attachments = attachments
         self._access_gate = access_gate
         self._notices = notices
         self._commands = commands
@@ -237,8 +260,10 @@ class Router:
         row_id = inbound_row_id(event)
         try:
             if event.event_id is None or not await self._queues.holds(session.id, row_id):
+                content = _with_attachments(event.text, await self._files(
+                    event, session.id, wiring.agent_group_id, row_id))
                 (written,) = await self._queues.enqueue(session.id, [NewInboundMessage(
-                    id=row_id, kind=MessageKind.CHAT, content=cap_content(event.text),
+                    id=row_id, kind=MessageKind.CHAT, content=content,
                     engages=engaged, platform_id=event.platform_id,
                     channel_type=event.channel, thread_id=event.thread_id)])
                 row_id = written.id
@@ -250,6 +275,16 @@ class Router:
             return outcome(Decision.ACCUMULATED, session.id, row_id)
         await self._wakes.wake(session.id)
         return outcome(Decision.STICKY if sticky else Decision.ENGAGED, session.id, row_id)
+
+    async def _files(self, event: InboundEvent, session_id: str, agent_group_id: str,
+                     row_id: str) -> str:
+        if not event.attachments:
+            return ""
+        if self._attachments is None:
+            return render_attachments([(a.declared_name, "this control plane takes no files")
+                                       for a in event.attachments])
+        return await self._attachments.receive(session_id, agent_group_id, row_id,
+                                               event.attachments)
 
     async def _submit_access(self, request: AccessRequest) -> bool:
         """Hand a new access request to the gateway, where an owner grants it like any

@@ -12,6 +12,7 @@ from ironclaw.contract.actions import (
     AskUserQuestion,
     CapabilityRequest,
     ScheduleTask,
+    SendFile,
     TaskControl,
     parse_system_action,
 )
@@ -107,13 +108,22 @@ async def test_send_message_routes_to_a_known_destination_only(ctx: ToolContext)
         await invoke(ctx, "send_message", text=42)
 
 
-async def test_send_file_is_capped(ctx: ToolContext) -> None:
-    (ctx.workspace.root / "small.txt").write_text("tiny")
-    (ctx.workspace.root / "large.txt").write_text("x" * (64 * 1024 + 1))
-    await invoke(ctx, "send_file", path="small.txt", caption="here it is")
-    assert ctx.outbox[-1].content == "here it is\n\n[file: small.txt]\ntiny"
-    with pytest.raises(ToolError, match="limit"):
-        await invoke(ctx, "send_file", path="large.txt")
+async def test_send_file_queues_an_action_naming_the_workspace_file(ctx: ToolContext) -> None:
+    """The file's bytes never ride in the queue: the row names the path (links resolved,
+    since the host follows none) and the host reads the file itself."""
+    (ctx.workspace.root / "out").mkdir()
+    (ctx.workspace.root / "out" / "report.pdf").write_bytes(b"%PDF-1.4 tiny")
+    (ctx.workspace.root / "latest.pdf").symlink_to("out/report.pdf")
+    await invoke(ctx, "send_file", path="latest.pdf", caption="here it is")
+    row = ctx.outbox[-1]
+    assert row.kind is MessageKind.SYSTEM and row.destination is None
+    assert parse_system_action(row.content) == SendFile("out/report.pdf", "here it is")
+    with pytest.raises(ToolError, match="no such file"):
+        await invoke(ctx, "send_file", path="missing.pdf")
+    with pytest.raises(ToolError, match="not a file"):
+        await invoke(ctx, "send_file", path="out")
+    with pytest.raises(ToolError, match=r"outside|refused"):
+        await invoke(ctx, "send_file", path="../etc/passwd")
 
 
 async def test_capability_request_emits_an_envelope_and_applies_nothing(

@@ -27,6 +27,7 @@ __all__ = [
     "Answer",
     "PlatformError",
     "PlatformUnreachable",
+    "Upload",
     "bounded_sleep",
     "is_loopback_url",
     "request",
@@ -45,6 +46,16 @@ class PlatformError(ChannelError):
 
 class PlatformUnreachable(ChannelError):
     """No usable answer: connection refused or cut, timeout, oversized answer."""
+
+
+@attrs.frozen
+class Upload:
+    """A request body that carries a file: multipart ``fields`` and ``files`` (name ->
+    ``(filename, bytes, media type)``), or ``raw`` bytes (a media upload)."""
+
+    fields: Mapping[str, str] = attrs.field(factory=dict)
+    files: Mapping[str, tuple[str, bytes, str]] = attrs.field(factory=dict)
+    raw: bytes | None = None
 
 
 @attrs.frozen
@@ -78,12 +89,17 @@ async def request(http: httpx.AsyncClient, method: str, url: str, *, what: str,
                   timeout_s: float, json_body: object = None,
                   params: Mapping[str, str | int] | None = None,
                   headers: Mapping[str, str] | None = None,
-                  max_bytes: int = MAX_ANSWER_BYTES) -> Answer:
+                  max_bytes: int = MAX_ANSWER_BYTES, upload: Upload | None = None) -> Answer:
     """Send one request on the shared client; raise :class:`PlatformUnreachable` (with
-    a text naming ``what``, never the URL) when no complete answer arrived."""
+    a text naming ``what``, never the URL) when no complete answer arrived. ``upload``
+    sends a file: as a multipart form, or as the raw body."""
+    extra: dict[str, Any] = {}
+    if upload is not None:
+        extra = ({"content": upload.raw} if upload.raw is not None
+                 else {"data": dict(upload.fields), "files": dict(upload.files)})
     try:
         async with http.stream(method, url, json=json_body, params=params, headers=headers,
-                               timeout=timeout_s) as response:
+                               timeout=timeout_s, **extra) as response:
             chunks: list[bytes] = []
             size = 0
             # httpx's iterator is an async generator: close it when we stop early.

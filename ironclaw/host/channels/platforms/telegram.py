@@ -16,10 +16,12 @@ confirmed (every update below the offset we ask with), which is exactly the curs
   a forum topic).
 * A forum topic is a thread: ``thread_id`` is the ``message_thread_id`` of a message
   with ``is_topic_message``; replies go back with ``message_thread_id``.
-* The text is ``text``, or a media message's ``caption``; other messages (stickers,
-  service messages, media without caption) are skipped, cursor moved past them.
+* The text is ``text``, or a media message's ``caption``; a document, photo, audio,
+  voice or video is an attachment (``telegram_files``), fetched by the router's inbox;
+  other messages (stickers, service messages) are skipped, cursor moved past them.
 
-Sending: ``sendMessage`` per part, parts cut at 4096 UTF-16 code units. Telegram has
+Sending: ``sendMessage`` per part, parts cut at 4096 UTF-16 code units; a file with
+``sendDocument``. Telegram has
 no idempotency key, so a retry after an answer lost in transit may show a message
 twice; everything else is made idempotent by the delivery ledger.
 
@@ -38,6 +40,8 @@ import attrs
 import httpx
 import trio
 
+from ironclaw.host.attachments import AttachmentRefused, InboundAttachment
+
 from ..adapters import AdapterContext
 from ..base import DeliveryFailed, DeliveryReceipt, InboundEvent, OutboundDelivery
 from ..ledger import IdempotentDelivery
@@ -47,11 +51,13 @@ from ._http import (
     Answer,
     PlatformError,
     PlatformUnreachable,
+    Upload,
     bounded_sleep,
     is_loopback_url,
     request,
     transport_failure,
 )
+from .telegram_files import CAPTION_LIMIT, file_refs, telegram_attachment
 
 __all__ = ["TelegramAdapter", "check_settings", "create_adapter", "parse_message"]
 
@@ -219,6 +225,8 @@ def parse_message(message: object, bot: BotIdentity, instance: str = ""
         text, entities = message["text"], message.get("entities")
     elif isinstance(message.get("caption"), str):
         text, entities = message["caption"], message.get("caption_entities")
+    elif file_refs(message):
+        text, entities = "", None
     else:
         return None
     direct = chat.get("type") == "private"
@@ -255,6 +263,8 @@ def _api_error(answer: Answer, method: str) -> str:
 
 
 class TelegramAdapter:
+    carries_files = True
+
     def __init__(self, instance: str, config: _Config, context: AdapterContext) -> None:
         self._instance = instance
         self._config = config
@@ -337,8 +347,27 @@ class TelegramAdapter:
             await self._state.save_cursor(*cursor)
         else:
             event_id, event = parsed
+            event = attrs.evolve(event, attachments=self._attachments(update["message"]))
             await self._state.hand_over(events, event, event_id=event_id, cursor=cursor)
         return offset
+
+    def _attachments(self, message: dict[str, Any]) -> tuple[InboundAttachment, ...]:
+        config = self._config
+        return tuple(telegram_attachment(self._http, config.api_base, config.token.reveal(),
+                                         ref, self._get_file) for ref in file_refs(message))
+
+    async def _get_file(self, file_id: str) -> str:
+        try:
+            answer = await self._call("getFile", {"file_id": file_id},
+                                      timeout_s=_CALL_TIMEOUT_S)
+            result = self._result(answer, "getFile")
+        except PlatformError as exc:
+            raise AttachmentRefused(str(exc)) from None
+        path = result.get("file_path") if isinstance(result, dict) else None
+        if not isinstance(path, str) or not path or len(path) > 1024:
+            raise AttachmentRefused("getFile: no file path (the file may be too large "
+                                    "for bots)")
+        return path
 
     # -- sending -----------------------------------------------------------------------
 
@@ -346,6 +375,8 @@ class TelegramAdapter:
         _chat_id(delivery.platform_id)
         if delivery.thread_id is not None and not delivery.thread_id.isdigit():
             raise DeliveryFailed("not a Telegram topic id", retryable=False)
+        if delivery.file is not None:
+            return await self._idempotent.deliver(delivery, self._send_document)
         if not delivery.text.strip():
             raise DeliveryFailed("an empty reply cannot be sent to Telegram", retryable=False)
         parts = split_text(delivery.text, MESSAGE_LIMIT, Measure.UTF16)
@@ -355,24 +386,41 @@ class TelegramAdapter:
         body: dict[str, Any] = {"chat_id": _chat_id(part.platform_id), "text": part.text}
         if part.thread_id is not None:
             body["message_thread_id"] = int(part.thread_id)
+        return await self._sent("sendMessage", json_body=body)
+
+    async def _send_document(self, delivery: OutboundDelivery) -> str:
+        assert delivery.file is not None
+        fields = {"chat_id": str(_chat_id(delivery.platform_id))}
+        if delivery.text.strip():
+            fields["caption"] = delivery.text[:CAPTION_LIMIT]
+        if delivery.thread_id is not None:
+            fields["message_thread_id"] = delivery.thread_id
+        file = delivery.file
+        upload = Upload(fields, {"document": (file.name, file.data, file.media_type)})
+        return await self._sent("sendDocument", upload=upload)
+
+    async def _sent(self, method: str, *, json_body: dict[str, Any] | None = None,
+                    upload: Upload | None = None) -> str:
         try:
             # Telegram has no idempotency key: a send cancelled after it left (at
             # shutdown) is a message we would post again after the restart. So once
             # it is on the wire, let it finish, within its own timeout, and be recorded.
             with trio.CancelScope(shield=True):
-                answer = await self._call("sendMessage", body, timeout_s=_SEND_TIMEOUT_S)
+                answer = await request(self._http, "POST", self._url(method), what=method,
+                                       timeout_s=_SEND_TIMEOUT_S, json_body=json_body,
+                                       upload=upload)
         except PlatformUnreachable as exc:
             raise transport_failure(exc) from None
-        failure = delivery_failure(answer.response(), "sendMessage")
+        failure = delivery_failure(answer.response(), method)
         if failure is not None:
             if not failure.retryable:  # say why: "chat not found", "bot was blocked"
-                failure = DeliveryFailed(_api_error(answer, "sendMessage"), retryable=False)
+                failure = DeliveryFailed(_api_error(answer, method), retryable=False)
             raise failure
         body_out = answer.json()
         result = body_out.get("result") if isinstance(body_out, dict) else None
         if not isinstance(result, dict) or not isinstance(result.get("message_id"), int):
             # Sent (2xx) but unreadable: report success without an id rather than
             # inviting a retry that would post it twice.
-            logger.warning("telegram sendMessage: 2xx without a message id")
+            logger.warning("telegram %s: 2xx without a message id", method)
             return ""
         return str(result["message_id"])

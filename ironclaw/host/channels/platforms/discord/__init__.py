@@ -27,6 +27,7 @@ from ...ledger import IdempotentDelivery
 from ...platform import Measure, deliver_in_parts, split_text
 from ...settings import ChannelSettings, InvalidChannelSettings
 from .._ws import check_api_base
+from .files import discord_attachments, discord_origins
 from .gateway import DEFAULT_INTENTS, DiscordGateway
 from .messages import snowflake
 from .rest import DEFAULT_API_BASE, DiscordRest
@@ -79,14 +80,19 @@ def nonce_for(key: str) -> str:
 
 
 class DiscordAdapter:
+    carries_files = True
+
     def __init__(self, settings: ChannelSettings, context: AdapterContext) -> None:
         self._instance = settings.instance
         token = settings.secret("token")
-        self._rest = DiscordRest(context.http, settings.text("api_base", DEFAULT_API_BASE),
-                                 token)
+        api_base = settings.text("api_base", DEFAULT_API_BASE)
+        self._rest = DiscordRest(context.http, api_base, token)
+        origins = discord_origins(api_base)
         self._gateway = DiscordGateway(rest=self._rest, state=context.state, token=token,
                                 intents=int(settings.number("intents", DEFAULT_INTENTS)),
-                                instance=self._instance)
+                                instance=self._instance,
+                                attachments=lambda message: discord_attachments(
+                                    message, context.http, origins))
         self._idempotent = IdempotentDelivery(context.ledger)
 
     @property
@@ -106,6 +112,14 @@ class DiscordAdapter:
         if target is None:
             raise DeliveryFailed("discord: the delivery names no Discord channel id",
                                  retryable=False)
+        if delivery.file is not None:
+            file = delivery.file
+
+            async def upload(whole: OutboundDelivery) -> str:
+                return await self._rest.create_message(
+                    target, whole.text[:TEXT_LIMIT], nonce_for(whole.outbound_id), file=file)
+
+            return await self._idempotent.deliver(delivery, upload)
         parts = split_text(delivery.text, TEXT_LIMIT, Measure.UTF16)
 
         async def post(part: OutboundDelivery) -> str:

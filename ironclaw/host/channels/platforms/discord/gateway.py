@@ -45,6 +45,8 @@ import attrs
 import trio
 import trio_websocket
 
+from ironclaw.host.attachments import InboundAttachment
+
 from ...base import ChannelError, InboundEvent
 from ...settings import Secret
 from ...state import ChannelState
@@ -162,8 +164,11 @@ class DiscordGateway:
 
     def __init__(self, *, rest: DiscordRest, state: ChannelState, token: Secret,
                  intents: int, instance: str,
-                 jitter: Callable[[], float] = random.random) -> None:
+                 jitter: Callable[[], float] = random.random,
+                 attachments: Callable[[dict[str, Any]], tuple[InboundAttachment, ...]]
+                 = lambda _message: ()) -> None:
         self._rest = rest
+        self._attachments = attachments
         self._state = state
         self._token = token
         self._intents = intents
@@ -366,6 +371,7 @@ class DiscordGateway:
                 self._kinds.learn(found if found is not None else {"id": channel_id,
                                                                    "type": 0})
             parent = self._kinds.parent_of(channel_id)
-        event = inbound_message(data, point.bot_id, self._instance, parent)
+        event = attrs.evolve(inbound_message(data, point.bot_id, self._instance, parent),
+                             attachments=self._attachments(data))
         cursor = None if seq is None else (CURSOR, attrs.evolve(point, seq=seq).encode())
         await self._state.hand_over(events, event, event_id=str(data["id"]), cursor=cursor)

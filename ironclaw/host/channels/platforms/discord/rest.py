@@ -24,6 +24,8 @@ import attrs
 import httpx
 import trio
 
+from ironclaw.host.attachments import OutboundFile
+
 from ...base import DeliveryFailed
 from ...platform import delivery_failure, retry_after_of
 from ...settings import Secret
@@ -77,7 +79,7 @@ class DiscordRest:
         self._closed_until: dict[str, float] = {}  # route -> trio time it reopens
 
     async def _request(self, method: str, path: str, route: str, what: str, *,
-                       body: dict[str, Any] | None = None,
+                       body: dict[str, Any] | None = None, file: OutboundFile | None = None,
                        patient: bool = False) -> httpx.Response:
         while True:
             now = trio.current_time()
@@ -91,9 +93,13 @@ class DiscordRest:
             await trio.sleep(wait)
         headers = {"Authorization": f"Bot {self._token.reveal()}",
                    "User-Agent": "DiscordBot (https://ironclaw.invalid, 1) IronClaw"}
+        payload: dict[str, Any] = {"json": body}
+        if file is not None:  # the JSON goes beside the file, as payload_json
+            payload = {"data": {"payload_json": json.dumps(body)},
+                       "files": {"files[0]": (file.name, file.data, file.media_type)}}
         try:
-            response = await self._http.request(method, f"{self._base}{path}", json=body,
-                                                headers=headers, timeout=API_TIMEOUT)
+            response = await self._http.request(method, f"{self._base}{path}",
+                                                headers=headers, timeout=API_TIMEOUT, **payload)
         except httpx.HTTPError as exc:
             raise DiscordApiError(f"discord {what}: no answer ({type(exc).__name__})",
                                   status=0, retryable=True) from None
@@ -168,15 +174,19 @@ class DiscordRest:
         body = _json(response)
         return body if isinstance(body, dict) else None
 
-    async def create_message(self, channel_id: str, content: str, nonce: str) -> str:
-        """Post ``content``; Discord's message id. ``nonce`` with ``enforce_nonce``
-        makes Discord itself return the earlier message for a repeated nonce."""
-        body = {"content": content, "nonce": nonce, "enforce_nonce": True,
-                # The agent's text may ping users it names, never @everyone or a role.
-                "allowed_mentions": {"parse": ["users"]}}
+    async def create_message(self, channel_id: str, content: str, nonce: str, *,
+                             file: OutboundFile | None = None) -> str:
+        """Post ``content`` (and ``file``); Discord's message id. ``nonce`` with
+        ``enforce_nonce`` makes Discord itself return the earlier message for a repeated
+        nonce."""
+        body: dict[str, Any] = {"content": content, "nonce": nonce, "enforce_nonce": True,
+                                # The agent may ping users it names, never @everyone.
+                                "allowed_mentions": {"parse": ["users"]}}
+        if file is not None:
+            body["attachments"] = [{"id": 0, "filename": file.name}]
         response = await self._request("POST", f"/channels/{channel_id}/messages",
                                        f"channel:{channel_id}", "POST /channels/messages",
-                                       body=body)
+                                       body=body, file=file)
         if (failure := self._failure(response, "POST /channels/messages")) is not None:
             raise failure
         answer = _json(response)

@@ -64,6 +64,8 @@ def _parse_cursor(value: str | None) -> tuple[int, int] | None:
 
 
 class EmailAdapter:
+    carries_files = True
+
     def __init__(self, config: EmailConfig, context: AdapterContext,
                  instance: str = "") -> None:
         self.config = config
@@ -137,7 +139,8 @@ class EmailAdapter:
         event = InboundEvent(
             channel=CHANNEL, instance=self._instance, platform_id=mail.sender,
             sender_handle=mail.sender, text=mail.text, thread_id=mail.thread_root,
-            mentioned=True, direct=True, platform_message_id=mail.message_id)
+            mentioned=True, direct=True, platform_message_id=mail.message_id,
+            attachments=mail.attachments)
         await self._state.hand_over(events, event,
                                     event_id=f"{mail.sender} {mail.message_id}"
                                     if mail.message_id else f"uid:{validity}:{uid}",
@@ -155,6 +158,8 @@ class EmailAdapter:
         to = delivery.platform_id
         if to.count("@") != 1 or any(c.isspace() or c in "<>,;" for c in to):
             raise DeliveryFailed("not an email address", retryable=False)
+        if delivery.file is not None:  # one mail: the caption, the file attached
+            return await self._idempotent.deliver(delivery, self._send_part)
         if not delivery.text.strip():
             raise DeliveryFailed("nothing to send: the reply is blank", retryable=False)
         parts = split_text(delivery.text, PART_CHARS, Measure.CHARS)
@@ -166,7 +171,7 @@ class EmailAdapter:
         message = write_reply(
             sender=self.config.address, to=part.platform_id, text=part.text,
             message_id=message_id, thread_root=root,
-            subject=None if root is None else self._subjects.get(root))
+            subject=None if root is None else self._subjects.get(root), file=part.file)
         try:
             await trio.to_thread.run_sync(send_mail, self.config, message,
                                           limiter=self._send_limiter)

@@ -20,6 +20,10 @@ from html.parser import HTMLParser
 
 import attrs
 
+from ironclaw.host.attachments import InboundAttachment, OutboundFile
+
+from .files import attach, mail_attachments
+
 __all__ = ["IncomingMail", "html_to_text", "read_mail", "reply_message_id",
            "sender_allowed", "trim_quoted", "write_reply"]
 
@@ -34,6 +38,7 @@ class IncomingMail:
     thread_root: str | None  # the first of References, else In-Reply-To, else own id
     subject: str
     text: str
+    attachments: tuple[InboundAttachment, ...] = ()
 
 
 def _address(value: str) -> str | None:
@@ -176,17 +181,16 @@ def read_mail(raw: bytes, *, me: str, allowed: tuple[str, ...],
         references = _ids(str(message.get("References", "")))
         in_reply_to = _ids(str(message.get("In-Reply-To", "")))
         subject = str(message.get("Subject", ""))[:300]
+        files = mail_attachments(message)
     except (ValueError, TypeError, LookupError, IndexError, AttributeError):
         return None
-    if body is None:
-        return None
-    text = trim_quoted(body)[:MAX_TEXT_CHARS]
-    if not text:
+    text = trim_quoted(body)[:MAX_TEXT_CHARS] if body is not None else ""
+    if not text and not files:
         return None
     message_id = own[0] if own else None
     chain = references or in_reply_to or own
     root = chain[0] if chain else None
-    return IncomingMail(sender, message_id, root, " ".join(subject.split()), text)
+    return IncomingMail(sender, message_id, root, " ".join(subject.split()), text, files)
 
 
 def reply_message_id(key: str, domain: str) -> str:
@@ -196,7 +200,8 @@ def reply_message_id(key: str, domain: str) -> str:
 
 
 def write_reply(*, sender: str, to: str, text: str, message_id: str,
-                thread_root: str | None, subject: str | None) -> EmailMessage:
+                thread_root: str | None, subject: str | None,
+                file: OutboundFile | None = None) -> EmailMessage:
     message = EmailMessage()
     message["From"] = sender
     message["To"] = to
@@ -210,4 +215,6 @@ def write_reply(*, sender: str, to: str, text: str, message_id: str,
         message["In-Reply-To"] = thread_root
         message["References"] = thread_root
     message.set_content(text)
+    if file is not None:
+        attach(message, file)
     return message

@@ -20,7 +20,9 @@ from ``/messages`` back to the previous ``since``, so an outage loses nothing.
   id; replies to it are sent with the same relation.
 * Invites are accepted only with ``auto_join = true`` (off by default: anyone who can
   invite the bot could otherwise pull it into any room).
-* Ignored: our own events, ``m.notice`` (bots' messages), edits, media, encrypted rooms.
+* Files (``m.file``, ``m.image``, ``m.audio``, ``m.video``) are attachments, fetched
+  from our homeserver's authenticated media endpoint (:mod:`.media`).
+* Ignored: our own events, ``m.notice`` (bots' messages), edits, encrypted rooms.
 
 Sending: ``PUT /rooms/{room}/send/m.room.message/{txnId}``, the transaction id derived
 from the outbound id and part number, so a retry (even after a restart) is recognised
@@ -46,6 +48,7 @@ from ...settings import ChannelSettings, InvalidChannelSettings, Secret
 from ...state import MAX_CURSOR_CHARS
 from .._http import is_loopback_url
 from .api import MatrixApi, MatrixError, compact
+from .media import file_event
 from .parse import RoomMessage, direct_rooms_of, joined_count_of, room_message
 
 __all__ = ["MatrixAdapter", "check_settings", "create_adapter", "txn_id"]
@@ -120,6 +123,8 @@ def txn_id(key: str) -> str:
 
 
 class MatrixAdapter:
+    carries_files = True
+
     def __init__(self, instance: str, config: _Config, context: AdapterContext) -> None:
         self._instance = instance
         self._config = config
@@ -264,11 +269,12 @@ class MatrixAdapter:
 
     async def _event(self, room_id: str, message: RoomMessage) -> InboundEvent:
         direct = await self._is_direct(room_id)
+        files = () if message.media is None else (self._api.download(message.media),)
         return InboundEvent(
             channel=MATRIX, instance=self._instance, platform_id=room_id,
             sender_handle=message.sender, text=message.body, thread_id=message.thread_id,
             mentioned=direct or message.mentioned, direct=direct,
-            platform_message_id=message.event_id)
+            platform_message_id=message.event_id, attachments=files)
 
     async def _is_direct(self, room_id: str) -> bool:
         if room_id in self._direct:
@@ -284,13 +290,23 @@ class MatrixAdapter:
             raise DeliveryFailed("not a Matrix room id", retryable=False)
         if delivery.thread_id is not None and not delivery.thread_id.startswith("$"):
             raise DeliveryFailed("not a Matrix thread root event id", retryable=False)
+        if delivery.file is not None:
+            return await self._idempotent.deliver(delivery, self._send_file)
         if not delivery.text.strip():
             raise DeliveryFailed("an empty reply cannot be sent to Matrix", retryable=False)
         parts = split_text(delivery.text, BODY_LIMIT_BYTES, Measure.BYTES)
         return await deliver_in_parts(self._idempotent, delivery, parts, self._send_part)
 
-    async def _send_part(self, part: OutboundDelivery) -> str:
-        content: dict[str, Any] = {"msgtype": "m.text", "body": part.text, "m.mentions": {}}
+    async def _send_file(self, delivery: OutboundDelivery) -> str:
+        assert delivery.file is not None
+        uri = await self._api.upload(delivery.file)
+        caption = split_text(delivery.text, BODY_LIMIT_BYTES, Measure.BYTES)[0]
+        return await self._send_part(delivery, file_event(delivery.file, uri, caption))
+
+    async def _send_part(self, part: OutboundDelivery,
+                         content: dict[str, Any] | None = None) -> str:
+        if content is None:
+            content = {"msgtype": "m.text", "body": part.text, "m.mentions": {}}
         if part.thread_id is not None:
             content["m.relates_to"] = {
                 "rel_type": "m.thread", "event_id": part.thread_id,

@@ -14,6 +14,13 @@ from urllib.parse import quote
 
 import httpx
 
+from ironclaw.host.attachments import (
+    InboundAttachment,
+    OutboundFile,
+    origin_of,
+    platform_attachment,
+)
+
 from ...base import DeliveryFailed
 from ...platform import delivery_failure
 from ...settings import Secret
@@ -21,14 +28,18 @@ from .._http import (
     Answer,
     PlatformError,
     PlatformUnreachable,
+    Upload,
     bounded_sleep,
     request,
     transport_failure,
 )
+from .media import Media, mxc_parts
 
 __all__ = ["MatrixApi", "MatrixError"]
 
 CLIENT = "/_matrix/client/v3"
+MEDIA_DOWNLOAD = "/_matrix/client/v1/media/download"
+MEDIA_UPLOAD = "/_matrix/media/v3/upload"
 _CALL_TIMEOUT_S = 30.0
 _HTTP_MARGIN_S = 15.0
 _ERRCODE_CHARS = 64
@@ -141,6 +152,39 @@ class MatrixApi:
 
     async def join(self, room_id: str) -> None:
         self._body(await self._call("POST", ("join", room_id), what="join", body={}), "join")
+
+    # -- media ---------------------------------------------------------------------------
+
+    def download(self, media: Media) -> InboundAttachment:
+        """The file, from our homeserver's authenticated media endpoint."""
+        url = (self._homeserver + MEDIA_DOWNLOAD + "/" + quote(media.server, safe="") +
+               "/" + quote(media.media_id, safe=""))
+        origin = origin_of(self._homeserver)
+        return platform_attachment(
+            self._http, url, declared_name=media.name, declared_type=media.declared_type,
+            origins=[origin] if origin else [],
+            headers={"Authorization": f"Bearer {self._token.reveal()}"})
+
+    async def upload(self, file: OutboundFile) -> str:
+        """The ``mxc://`` URI of ``file`` uploaded to our homeserver."""
+        try:
+            answer = await request(
+                self._http, "POST", self._homeserver + MEDIA_UPLOAD, what="upload",
+                timeout_s=_CALL_TIMEOUT_S, params={"filename": file.name},
+                headers={"Authorization": f"Bearer {self._token.reveal()}",
+                         "Content-Type": file.media_type},
+                upload=Upload(raw=file.data))
+        except PlatformUnreachable as exc:
+            raise transport_failure(exc) from None
+        failure = delivery_failure(answer.response(), "upload")
+        if failure is not None:
+            raise failure
+        body = answer.json()
+        uri = body.get("content_uri") if isinstance(body, dict) else None
+        if mxc_parts(uri) is None:
+            raise DeliveryFailed("upload: answer without a content_uri", retryable=True)
+        assert isinstance(uri, str)
+        return uri
 
     # -- sending -------------------------------------------------------------------------
 

@@ -11,6 +11,8 @@ from typing import Any
 
 import attrs
 
+from .media import Media, media_of
+
 __all__ = ["RoomMessage", "direct_rooms_of", "is_mentioned", "joined_count_of",
            "room_message", "strip_reply_fallback"]
 
@@ -27,6 +29,7 @@ class RoomMessage:
     body: str
     thread_id: str | None
     mentioned: bool  # by the event itself; a DM counts as mentioned on top of this
+    media: Media | None = None  # the file of an m.file, m.image, ... event
 
 
 def _id(value: object, sigil: str) -> str | None:
@@ -68,7 +71,8 @@ def strip_reply_fallback(body: str) -> str:
 
 def room_message(event: object, me: str, display_name: str | None) -> RoomMessage | None:
     """The message in a timeline event, or None for what the agent should not see: our
-    own events, edits, notices, media, redacted or malformed events."""
+    own events, edits, notices, redacted or malformed events. A file event is a
+    message with ``media`` (see :mod:`.media`)."""
     if not isinstance(event, dict) or event.get("type") != "m.room.message":
         return None
     event_id, sender = _id(event.get("event_id"), "$"), _id(event.get("sender"), "@")
@@ -76,7 +80,10 @@ def room_message(event: object, me: str, display_name: str | None) -> RoomMessag
     if event_id is None or sender is None or sender == me or not isinstance(content, dict):
         return None
     body = content.get("body")
-    if content.get("msgtype") not in TEXT_MSGTYPES or not isinstance(body, str):
+    media = media_of(content)
+    if media is not None:
+        body = media[1]
+    elif content.get("msgtype") not in TEXT_MSGTYPES or not isinstance(body, str):
         return None
     relation = content.get("m.relates_to")
     relation = relation if isinstance(relation, dict) else {}
@@ -87,7 +94,8 @@ def room_message(event: object, me: str, display_name: str | None) -> RoomMessag
     if isinstance(relation.get("m.in_reply_to"), dict):
         body = strip_reply_fallback(body)
     return RoomMessage(event_id, sender, body, thread_id,
-                       is_mentioned(content, me, display_name))
+                       is_mentioned(content, me, display_name),
+                       media[0] if media is not None else None)
 
 
 def direct_rooms_of(content: object) -> set[str]:

@@ -25,7 +25,7 @@ Sending: ``chat.postMessage`` with the bot token (``xoxb-``), in parts of at mos
 the thread when the delivery names one (``thread_ts``). Slack has no idempotency key
 for posting, so exactly-once rests on the delivery ledger alone. The agent's text is
 escaped (``&``, ``<``, ``>``), as Slack asks for literal text: it shows as written and
-cannot ping ``<!channel>`` or disguise a link.
+cannot ping ``<!channel>`` or disguise a link. Files go both ways (:mod:`.files`).
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ import json
 import logging
 from typing import Any
 
+import attrs
 import trio
 import trio_websocket
 
@@ -44,6 +45,7 @@ from ...platform import Measure, deliver_in_parts, split_text
 from ...settings import ChannelSettings, InvalidChannelSettings, Secret
 from .._ws import SocketLost, check_api_base, close_code, decode_frame, open_socket
 from .events import BotIdentity, incoming_message
+from .files import slack_attachments, slack_origins, upload_file
 from .webapi import DEFAULT_API_BASE, SlackApiError, SlackWebApi
 
 __all__ = ["SlackAdapter", "check_settings", "create_adapter"]
@@ -96,11 +98,16 @@ def escape_text(text: str) -> str:
 
 
 class SlackAdapter:
+    carries_files = True
+
     def __init__(self, settings: ChannelSettings, context: AdapterContext) -> None:
         self._instance = settings.instance
         self._app_token: Secret = settings.secret("app_token")
         self._bot_token: Secret = settings.secret("bot_token")
-        self._api = SlackWebApi(context.http, settings.text("api_base", DEFAULT_API_BASE))
+        api_base = settings.text("api_base", DEFAULT_API_BASE)
+        self._api = SlackWebApi(context.http, api_base)
+        self._http = context.http
+        self._origins = slack_origins(api_base)
         self._state = context.state
         self._idempotent = IdempotentDelivery(context.ledger)
         self._bot: BotIdentity | None = None
@@ -221,8 +228,10 @@ class SlackAdapter:
         incoming = incoming_message(event, bot, self._instance)
         if incoming is None:
             return
+        event_in = attrs.evolve(incoming.event, attachments=slack_attachments(
+            event, self._http, self._bot_token, self._origins))
         began = trio.current_time()
-        await self._state.hand_over(events, incoming.event, event_id=incoming.event_id)
+        await self._state.hand_over(events, event_in, event_id=incoming.event_id)
         took = trio.current_time() - began
         if took > ACK_WARN_S:
             logger.warning("slack %s: a message took %.1f s to be committed; Slack "
@@ -232,8 +241,17 @@ class SlackAdapter:
     # -- sending ------------------------------------------------------------------------
 
     async def deliver(self, delivery: OutboundDelivery) -> DeliveryReceipt:
+        if delivery.file is not None:
+            return await self._idempotent.deliver(delivery, self._upload)
         parts = split_text(delivery.text, TEXT_LIMIT, Measure.CHARS)
         return await deliver_in_parts(self._idempotent, delivery, parts, self._post)
+
+    async def _upload(self, delivery: OutboundDelivery) -> str:
+        assert delivery.file is not None
+        return await upload_file(self._api, self._http, self._bot_token, self._origins,
+                                 channel=delivery.platform_id, thread_ts=delivery.thread_id,
+                                 comment=escape_text(delivery.text[:TEXT_LIMIT]),
+                                 file=delivery.file)
 
     async def _post(self, part: OutboundDelivery) -> str:
         body: dict[str, Any] = {"channel": part.platform_id, "text": escape_text(part.text)}

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import re
+import urllib.parse
 from typing import Any
 
 import httpx
@@ -69,14 +70,18 @@ class SlackWebApi:
         self._http = http
         self._base = base.rstrip("/")
 
-    async def call(self, method: str, token: Secret,
-                   body: dict[str, Any] | None = None) -> dict[str, Any]:
-        """POST ``method`` with ``body`` as JSON; the decoded answer when ``ok``."""
+    async def call(self, method: str, token: Secret, body: dict[str, Any] | None = None, *,
+                   form: dict[str, str] | None = None) -> dict[str, Any]:
+        """POST ``method`` with ``body`` as JSON (or ``form`` url-encoded, which some
+        methods require); the decoded answer when ``ok``."""
         headers = {"Authorization": f"Bearer {token.reveal()}"}
         content = b""
         if body is not None:
             headers["Content-Type"] = "application/json; charset=utf-8"
             content = json.dumps(body).encode()
+        elif form is not None:
+            headers["Content-Type"] = "application/x-www-form-urlencoded"
+            content = urllib.parse.urlencode(form).encode()
         try:
             response = await self._http.post(f"{self._base}/{method}", content=content,
                                              headers=headers, timeout=API_TIMEOUT)

@@ -59,6 +59,7 @@ from ironclaw.host.channels.ledger import IdempotentDelivery
 from ironclaw.host.channels.platform import Measure, deliver_in_parts, delivery_failure, split_text
 
 from .config import WebhookConfig, split_listen
+from .files import FilesRejected, file_part, parse_files
 from .signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign, verify
 
 __all__ = ["WebhookAdapter", "WebhookListenFailed"]
@@ -140,6 +141,8 @@ class WebhookAdapter:
         self._clock = clock
         self._in_flight: dict[str, _HandOver] = {}
         self.bound: list[str] = []  # the URLs hypercorn listens on, once serving
+
+    carries_files = True
 
     @property
     def name(self) -> str:
@@ -301,23 +304,32 @@ class WebhookAdapter:
         mentioned, direct = value.get("mentioned", False), value.get("direct", False)
         if not isinstance(mentioned, bool) or not isinstance(direct, bool):
             raise _Rejected(400, "bad_request", "mentioned and direct must be true or false")
+        try:
+            files = parse_files(value.get("files"))
+        except FilesRejected as exc:
+            raise _Rejected(400, "bad_request", str(exc)) from None
         return event_id, InboundEvent(
             channel=CHANNEL, instance=self._instance, platform_id=chat, sender_handle=sender,
             text=text, thread_id=thread, mentioned=mentioned, direct=direct,
-            platform_message_id=event_id, sender_display_name=name)
+            platform_message_id=event_id, sender_display_name=name, attachments=files)
 
     # -- delivering ----------------------------------------------------------------------
 
     async def deliver(self, delivery: OutboundDelivery) -> DeliveryReceipt:
         if self.config.url is None:
             raise DeliveryFailed("no url is configured for replies", retryable=False)
+        if delivery.file is not None:  # one request: the caption and the file
+            return await self._idempotent.deliver(delivery, self._post)
         parts = split_text(delivery.text, self.config.max_text_chars, Measure.CHARS)
         return await deliver_in_parts(self._idempotent, delivery, parts, self._post)
 
     async def _post(self, part: OutboundDelivery) -> str:
         assert self.config.url is not None
-        body = json.dumps({"id": part.outbound_id, "chat": part.platform_id,
-                           "thread": part.thread_id, "text": part.text}).encode()
+        fields: dict[str, Any] = {"id": part.outbound_id, "chat": part.platform_id,
+                                  "thread": part.thread_id, "text": part.text}
+        if part.file is not None:
+            fields["file"] = file_part(part.file)
+        body = json.dumps(fields).encode()
         headers = {"Content-Type": "application/json", "Idempotency-Key": part.outbound_id,
                    **sign(self.config.outbound_secret.reveal().encode(), body, self._clock())}
         try:

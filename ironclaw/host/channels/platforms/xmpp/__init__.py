@@ -16,6 +16,8 @@ messages) or by our own server (one-to-one, with message archiving), else the se
 full JID with its message ``id``. Stream management (XEP-0198) makes a reconnect, and a
 control-plane restart within the server's hibernation time, lose nothing: the resume
 point moves only with what is committed (see ``link.py``).
+
+Files: out-of-band links in, HTTP File Upload out, where configured (``files.py``).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from ironclaw.host.channels.platform import Measure, deliver_in_parts, split_tex
 from ironclaw.host.channels.settings import ChannelSettings
 
 from .config import XmppConfig, check_settings
+from .files import file_message, oob_attachment, parse_slot, put_file, slot_request
 from .link import Inbound, Link, SmResume, Unconfirmed, XmppLinkLost, open_tcp
 from .protocol import (
     NS,
@@ -77,9 +80,15 @@ class XmppAdapter:
         self._instance = instance
         self._state = context.state
         self._idempotent = IdempotentDelivery(context.ledger)
+        self._http = context.http
         self._rooms = {room: config.nick for room in config.rooms}
         self._link: Link | None = None
         self._link_changed = trio.lowlevel.ParkingLot()
+
+    @property
+    def carries_files(self) -> bool:
+        """Only with an upload service: without one, a file becomes a text notice."""
+        return self.config.upload_service is not None
 
     @property
     def name(self) -> str:
@@ -144,12 +153,14 @@ class XmppAdapter:
                 if message is not None:
                     mentioned = not message.group or is_mentioned(message.body,
                                                                   self.config.nick)
+                    text, files = oob_attachment(item.stanza, message.body, self._http,
+                                                 self.config.file_hosts)
                     event = InboundEvent(
                         channel=CHANNEL, instance=self._instance, platform_id=message.chat,
-                        sender_handle=message.sender, text=message.body,
+                        sender_handle=message.sender, text=text,
                         thread_id=message.thread, mentioned=mentioned,
                         direct=not message.group, platform_message_id=message.message_id,
-                        sender_display_name=message.nick)
+                        sender_display_name=message.nick, attachments=files)
                     await self._state.hand_over(events, event, event_id=message.dedup_id,
                                                 cursor=cursor)
                 elif cursor is not None and receive.statistics().current_buffer_used == 0:
@@ -171,6 +182,8 @@ class XmppAdapter:
         target = delivery.platform_id
         if not is_valid_jid(target) or "/" in target:
             raise DeliveryFailed("not a bare XMPP address", retryable=False)
+        if delivery.file is not None:
+            return await self._idempotent.deliver(delivery, self._send_file)
         if not delivery.text.strip():
             raise DeliveryFailed("nothing to send: the reply is blank", retryable=False)
         parts = split_text(delivery.text, PART_CHARS, Measure.CHARS)
@@ -181,6 +194,10 @@ class XmppAdapter:
         kind = "groupchat" if part.platform_id in self._rooms else "chat"
         stanza = message_stanza(part.platform_id, _xml_safe(part.text), kind=kind,
                                 stanza_id=ident, thread=part.thread_id)
+        await self._confirmed(stanza)
+        return ident
+
+    async def _confirmed(self, stanza: bytes) -> None:
         link = await self._usable_link()
         try:
             await link.send_confirmed(stanza)
@@ -192,6 +209,23 @@ class XmppAdapter:
             if not (link.resumed and lost.session_id is not None
                     and link.sm_id == lost.session_id and link.resumed_acked >= lost.number):
                 await link.send_confirmed(stanza)
+
+    async def _send_file(self, delivery: OutboundDelivery) -> str:
+        assert delivery.file is not None and self.config.upload_service is not None
+        ident = stanza_id(delivery.outbound_id)
+        link = await self._usable_link()
+        answer = await link.query(slot_request(self.config.upload_service, f"slot-{ident}",
+                                               delivery.file), f"slot-{ident}")
+        slot = parse_slot(answer)
+        if slot is None:
+            raise DeliveryFailed("xmpp: the upload service gave no slot (the file may be "
+                                 "over its size limit)", retryable=False)
+        await put_file(self._http, slot, delivery.file, self.config.file_hosts)
+        kind = "groupchat" if delivery.platform_id in self._rooms else "chat"
+        caption = _xml_safe(delivery.text[:PART_CHARS])
+        await self._confirmed(file_message(delivery.platform_id, slot.get_url, caption,
+                                           kind=kind, stanza_id=ident,
+                                           thread=delivery.thread_id))
         return ident
 
     async def _usable_link(self) -> Link:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import attrs
 
+from ironclaw.host.attachments import Origin, origin_of
 from ironclaw.host.channels.settings import (
     ChannelSettings,
     InvalidChannelSettings,
@@ -31,6 +34,8 @@ class XmppConfig:
     ping_timeout: float = 30.0
     connect_timeout: float = 30.0
     deliver_wait: float = 30.0
+    upload_service: str | None = None  # the JID of an HTTP File Upload service
+    file_hosts: tuple[Origin, ...] = ()  # where attachment URLs may be fetched from
 
     @property
     def domain(self) -> str:
@@ -70,9 +75,25 @@ class XmppConfig:
             if not 0.1 <= seconds <= 3600:
                 raise InvalidChannelSettings(f"{label}: {key} must be 0.1..3600 seconds")
             numbers[key] = float(seconds)
+        upload = settings.text("upload_service", "") or None
+        if upload is not None and (not is_valid_jid(upload) or "/" in upload):
+            raise InvalidChannelSettings(f"{label}: upload_service must be a JID")
         return cls(jid=jid, password=password, server=server, port=int(port), tls=tls,
                    tls_ca_file=settings.text("tls_ca_file", "") or None, resource=resource,
-                   rooms=tuple(rooms), nick=nick, **numbers)
+                   rooms=tuple(rooms), nick=nick, upload_service=upload,
+                   file_hosts=_file_hosts(label, settings.strings("file_hosts")), **numbers)
+
+
+def _file_hosts(label: str, urls: Sequence[str]) -> tuple[Origin, ...]:
+    """``https://host[:port]`` each; plain ``http`` only on a loopback host."""
+    found = []
+    for url in urls:
+        origin = origin_of(url)
+        if origin is None or (origin[0] != "https" and not is_loopback_host(origin[1])):
+            raise InvalidChannelSettings(
+                f"{label}: file_hosts must be https URLs (plain http only on loopback)")
+        found.append(origin)
+    return tuple(found)
 
 
 def check_settings(settings: ChannelSettings) -> list[str]:

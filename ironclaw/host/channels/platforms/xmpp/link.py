@@ -128,6 +128,8 @@ class Link:
         self._server_acked = 0
         self._ack_changed = trio.lowlevel.ParkingLot()
         self._pongs: dict[str, trio.Event] = {}
+        self._answers: dict[str, list[ET.Element]] = {}  # query id -> [its answer]
+        self._answered = trio.lowlevel.ParkingLot()
         self._last_heard = 0.0
 
     @property
@@ -303,6 +305,10 @@ class Link:
         if kind == "result" and ident in self._pongs:
             self._pongs.pop(ident).set()
             return
+        if kind in ("result", "error") and ident in self._answers:
+            self._answers[ident].append(iq)
+            self._answered.unpark_all()
+            return
         if kind not in ("get", "set"):
             return
         to = iq.get("from")
@@ -351,6 +357,25 @@ class Link:
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError, XmppLinkLost):
             pass
         raise Unconfirmed(self.sm_id, number)
+
+    async def query(self, data: bytes, ident: str) -> ET.Element:
+        """Send an ``<iq>`` whose id is ``ident``; its answer (a result or an error).
+        Raises DeliveryFailed if none comes within the ping timeout."""
+        if self.closed.is_set() or not self.ready.is_set():
+            raise DeliveryFailed("not connected to the XMPP server", retryable=True)
+        answer = self._answers[ident] = []
+        try:
+            await self._send_stanza(data)
+            with trio.move_on_after(self.config.ping_timeout):
+                while not answer and not self.closed.is_set():
+                    await self._answered.park()
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            pass
+        finally:
+            del self._answers[ident]
+        if not answer:
+            raise DeliveryFailed("the XMPP server did not answer a query", retryable=True)
+        return answer[0]
 
     async def _ping(self) -> bool:
         ident = "ping-" + secrets.token_hex(6)

@@ -142,11 +142,12 @@ def resource_of(jid: str) -> str | None:
 
 
 def message_stanza(to: str, body: str, *, kind: str, stanza_id: str,
-                   thread: str | None = None) -> bytes:
+                   thread: str | None = None, extra: str = "") -> bytes:
     """A ``<message/>`` with an ``origin-id`` (XEP-0359) equal to its id, so that a
-    client can recognise a resend of the same part."""
+    client can recognise a resend of the same part. ``extra`` is more XML to carry
+    (already escaped), such as an out-of-band link."""
     parts = [f"<message to={quoteattr(to)} type={quoteattr(kind)} id={quoteattr(stanza_id)}>",
-             f"<body>{escape(body)}</body>",
+             f"<body>{escape(body)}</body>", extra,
              f"<origin-id xmlns='{NS.SID}' id={quoteattr(stanza_id)}/>"]
     if thread is not None:
         parts.append(f"<thread>{escape(thread)}</thread>")
