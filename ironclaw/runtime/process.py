@@ -104,6 +104,7 @@ class ChildProcess:
         self._stop_started = False
         self._stopped = trio.Event()
         self._stopped_by_parent = False
+        self._stdout_piped = False
 
     @property
     def pid(self) -> int:
@@ -123,6 +124,16 @@ class ChildProcess:
     def stdout_tail(self) -> bytes:
         """Empty when stdout goes to an ``on_stdout`` callback instead."""
         return self._stdout.getvalue()
+
+    @property
+    def stdin(self) -> trio.abc.SendStream | None:
+        """The child's stdin; only with ``pipe_stdio``."""
+        return self._process.stdin
+
+    @property
+    def stdout(self) -> trio.abc.ReceiveStream | None:
+        """The child's stdout, for the caller to read; only with ``pipe_stdio``."""
+        return self._process.stdout if self._stdout_piped else None
 
     @property
     def stopped_by_parent(self) -> bool:
@@ -191,6 +202,7 @@ async def open_child_process(
     stderr_tail_bytes: int = DEFAULT_TAIL_BYTES,
     stdout_tail_bytes: int = DEFAULT_TAIL_BYTES,
     on_stdout: Callable[[bytes], object] | None = None,
+    pipe_stdio: bool = False,
     check: bool = True,
 ) -> AsyncIterator[ChildProcess]:
     """Run ``argv`` for the duration of the block.
@@ -199,7 +211,10 @@ async def open_child_process(
     ``grace_period`` seconds) and reaps it. If the child had already exited non-zero on
     its own and the block ended normally, :class:`ProcessFailed` is raised (unless
     ``check`` is false). ``on_stdout``, if given, receives each stdout chunk instead of the
-    stdout tail buffer; it runs on the Trio thread and must not block.
+    stdout tail buffer; it runs on the Trio thread and must not block. With
+    ``pipe_stdio`` the child's stdin and stdout are pipes the caller reads and writes
+    (``child.stdin``, ``child.stdout``), for a child that speaks a protocol on them;
+    stdout is then not drained here.
     """
     if not argv:
         raise ValueError("argv must not be empty")
@@ -207,10 +222,12 @@ async def open_child_process(
         raise ValueError("grace_period must be >= 0")
     if stderr_tail_bytes < 0 or stdout_tail_bytes < 0:
         raise ValueError("tail sizes must be >= 0")
+    if pipe_stdio and on_stdout is not None:
+        raise ValueError("on_stdout and pipe_stdio exclude each other")
     argv = tuple(argv)
     process = await trio.lowlevel.open_process(
         list(argv),
-        stdin=subprocess.DEVNULL,
+        stdin=subprocess.PIPE if pipe_stdio else subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         start_new_session=True,
@@ -218,11 +235,14 @@ async def open_child_process(
         cwd=cwd,
     )
     child = ChildProcess(process, argv, grace_period, stderr_tail_bytes, stdout_tail_bytes)
+    child._stdout_piped = pipe_stdio
     sole_error: BaseException | None = None
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(child._drain, process.stderr, child._stderr.append)
-            nursery.start_soon(child._drain, process.stdout, on_stdout or child._stdout.append)
+            if not pipe_stdio:
+                nursery.start_soon(child._drain, process.stdout,
+                                   on_stdout or child._stdout.append)
             nursery.start_soon(child._sweep_group_after_leader_exits)
             try:
                 yield child
@@ -240,7 +260,7 @@ async def open_child_process(
     finally:
         with trio.CancelScope(shield=True):
             await child._stop()
-            for pipe in (process.stdout, process.stderr):
+            for pipe in (process.stdin, process.stdout, process.stderr):
                 if pipe is not None:
                     await pipe.aclose()
     if sole_error is not None:
