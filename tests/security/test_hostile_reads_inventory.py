@@ -150,9 +150,9 @@ REVIEWED: dict[tuple[str, str, str], str] = {
         HOST_PRIVATE,
     ("ironclaw/host/isolation/imagebuild.py", "freeze_agent", "entry.write_text"):
         HOST_PRIVATE,
-    ("ironclaw/host/isolation/imagebuild.py", "_cache_lock", "open"): HOST_PRIVATE,
+    ("ironclaw/host/isolation/imagebuild.py", "cache_lock", "open"): HOST_PRIVATE,
     ("ironclaw/host/isolation/imagebuild.py", "write_atomic", "os.fdopen"): HOST_PRIVATE,
-    ("ironclaw/host/isolation/imagebuild.py", "_sha256_file", "open"): HOST_PRIVATE,
+    ("ironclaw/host/isolation/imagebuild.py", "sha256_file", "open"): HOST_PRIVATE,
     ("ironclaw/host/isolation/manifest.py", "_entry", "open"):
         "the read-only image, verified against its digest",
     ("ironclaw/host/isolation/manifest.py", "_explain", "(...).read_bytes"): HOST_PRIVATE,
@@ -217,7 +217,7 @@ REVIEWED: dict[tuple[str, str, str], str] = {
     ("ironclaw/host/isolation/process.py", "_reap_agents", "Path(...).read_bytes"):
         "/proc",
     ("ironclaw/host/isolation/process.py", "_wait_gone", "Path(...).read_text"): "/proc",
-    ("ironclaw/host/isolation/rootfs.py", "_write_etc", "(...).write_text"): HOST_PRIVATE,
+    ("ironclaw/host/isolation/rootfs.py", "write_etc", "(...).write_text"): HOST_PRIVATE,
     ("ironclaw/host/isolation/rootfs.py", "_make_mount_points", "path.write_bytes"):
         HOST_PRIVATE,
     ("ironclaw/host/isolation/runtimes.py", "cgroup_unified_is_hybrid",

@@ -11,7 +11,7 @@ runs it again right before every launch. ``docs/sandbox.md`` explains every line
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import attrs
 
@@ -31,8 +31,9 @@ from .seccomp import (
     seccomp_profile,
 )
 
-__all__ = ["AGENT_UID", "BundleInputs", "SandboxLimits", "UserMapping", "WeakSpec",
-           "build_spec", "validate_spec"]
+__all__ = ["AGENT_UID", "BundleInputs", "SandboxLimits", "SpecInputs", "UserMapping",
+           "WeakSpec", "base_mounts", "bind_mount", "build_spec", "sandbox_spec",
+           "validate_spec"]
 
 AGENT_UID = 65532
 REQUIRED_NAMESPACES = ("pid", "network", "ipc", "uts", "mount", "user", "cgroup")
@@ -155,9 +156,25 @@ def _toolkit_bind(extra: ExtraBind) -> dict[str, Any]:
 
 
 def build_spec(inputs: BundleInputs) -> dict[str, Any]:
-    limits, mapping = inputs.limits, inputs.mapping
-    period = 100_000
-    mounts: list[dict[str, Any]] = [
+    mounts = base_mounts(inputs.limits)
+    toolkit = {str(extra.destination) for extra in inputs.extra_binds}
+    for destination, (source, writable) in inputs.expected_binds().items():
+        if destination not in toolkit:
+            mounts.append(_bind(source, destination, writable))
+    mounts.extend(_toolkit_bind(extra) for extra in inputs.extra_binds)
+    spec = sandbox_spec(
+        rootfs=inputs.rootfs, args=inputs.args,
+        env=("PATH=/app", "LANG=C.UTF-8", "HOME=/workspace", "TMPDIR=/tmp"),
+        cwd=str(SANDBOX_WORKSPACE), mounts=mounts, cgroups_path=inputs.cgroups_path,
+        gvisor=inputs.gvisor, limits=inputs.limits, mapping=inputs.mapping)
+    validate_spec(spec, inputs)
+    return spec
+
+
+def base_mounts(limits: SandboxLimits) -> list[dict[str, Any]]:
+    """The mounts every sandbox has before its binds: proc, a device tmpfs, a
+    read-only sysfs and a capped, non-executable /tmp."""
+    return [
         {"destination": "/proc", "type": "proc", "source": "proc",
          "options": ["nosuid", "noexec", "nodev"]},
         {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
@@ -168,19 +185,27 @@ def build_spec(inputs: BundleInputs) -> dict[str, Any]:
          "options": ["nosuid", "nodev", "noexec", "mode=1777",
                      f"size={limits.tmp_bytes // 1024}k"]},
     ]
-    toolkit = {str(extra.destination) for extra in inputs.extra_binds}
-    for destination, (source, writable) in inputs.expected_binds().items():
-        if destination not in toolkit:
-            mounts.append(_bind(source, destination, writable))
-    mounts.extend(_toolkit_bind(extra) for extra in inputs.extra_binds)
-    spec: dict[str, Any] = {
+
+
+def bind_mount(source: Path, destination: str, writable: bool) -> dict[str, Any]:
+    """A bind as the validator wants it: nosuid, nodev, noexec, and ro unless writable."""
+    return _bind(source, destination, writable)
+
+
+def sandbox_spec(*, rootfs: Path, args: tuple[str, ...], env: tuple[str, ...], cwd: str,
+                 mounts: list[dict[str, Any]], cgroups_path: str, gvisor: bool,
+                 limits: SandboxLimits, mapping: UserMapping) -> dict[str, Any]:
+    """The hardened spec around a program and its mounts, unvalidated: callers run
+    :func:`validate_spec` on what they build with it."""
+    period = 100_000
+    return {
         "ociVersion": "1.0.2",
         "process": {
             "terminal": False,
             "user": {"uid": AGENT_UID, "gid": AGENT_UID},
-            "args": list(inputs.args),
-            "env": ["PATH=/app", "LANG=C.UTF-8", "HOME=/workspace", "TMPDIR=/tmp"],
-            "cwd": str(SANDBOX_WORKSPACE),
+            "args": list(args),
+            "env": list(env),
+            "cwd": cwd,
             "capabilities": {name: [] for name in
                              ("bounding", "effective", "inheritable", "permitted", "ambient")},
             "rlimits": [
@@ -189,7 +214,7 @@ def build_spec(inputs: BundleInputs) -> dict[str, Any]:
             ],
             "noNewPrivileges": True,
         },
-        "root": {"path": str(inputs.rootfs), "readonly": True},
+        "root": {"path": str(rootfs), "readonly": True},
         "hostname": "sandbox",
         "mounts": mounts,
         "linux": {
@@ -198,23 +223,36 @@ def build_spec(inputs: BundleInputs) -> dict[str, Any]:
                              "size": mapping.size}],
             "gidMappings": [{"containerID": 0, "hostID": mapping.host_base,
                              "size": mapping.size}],
-            "cgroupsPath": inputs.cgroups_path,
+            "cgroupsPath": cgroups_path,
             "resources": {
                 "memory": {"limit": limits.memory_bytes, "swap": limits.memory_bytes},
                 "cpu": {"quota": max(1000, int(limits.cpus * period)), "period": period},
-                "pids": {"limit": limits.gvisor_pids if inputs.gvisor else limits.pids},
+                "pids": {"limit": limits.gvisor_pids if gvisor else limits.pids},
                 "devices": [{"allow": False, "access": "rwm"}],
             },
-            "seccomp": seccomp_profile(gvisor=inputs.gvisor),
+            "seccomp": seccomp_profile(gvisor=gvisor),
             "maskedPaths": list(MASKED_PATHS),
             "readonlyPaths": list(READONLY_PATHS),
         },
     }
-    validate_spec(spec, inputs)
-    return spec
 
 
-def validate_spec(spec: dict[str, Any], inputs: BundleInputs) -> None:
+class SpecInputs(Protocol):
+    """What the validator judges a spec against: the agent's :class:`BundleInputs`, or
+    another sandbox's (an MCP server's, ``serverspec``) with binds of its own."""
+
+    @property
+    def gvisor(self) -> bool: ...
+    @property
+    def limits(self) -> SandboxLimits: ...
+    @property
+    def mapping(self) -> UserMapping: ...
+    @property
+    def extra_binds(self) -> tuple[ExtraBind, ...]: ...
+    def expected_binds(self) -> dict[str, tuple[Path, bool]]: ...
+
+
+def validate_spec(spec: dict[str, Any], inputs: SpecInputs) -> None:
     """Raise :class:`WeakSpec` unless ``spec`` keeps every sandbox invariant."""
     problems: list[str] = []
     process = spec.get("process") or {}
@@ -318,7 +356,7 @@ def _only_values(args: Any, index: int, values: frozenset[int]) -> bool:
         and int(arg.get("value", -1)) in values for arg in args)
 
 
-def _check_resources(linux: dict[str, Any], inputs: BundleInputs,
+def _check_resources(linux: dict[str, Any], inputs: SpecInputs,
                      problems: list[str]) -> None:
     resources = linux.get("resources") or {}
     memory = (resources.get("memory") or {}).get("limit")
@@ -335,7 +373,7 @@ def _check_resources(linux: dict[str, Any], inputs: BundleInputs,
         problems.append("the sandbox must have its own cgroup")
 
 
-def _check_mounts(mounts: list[dict[str, Any]], inputs: BundleInputs,
+def _check_mounts(mounts: list[dict[str, Any]], inputs: SpecInputs,
                   problems: list[str]) -> None:
     expected = inputs.expected_binds()
     toolkit = {str(extra.destination) for extra in inputs.extra_binds}
