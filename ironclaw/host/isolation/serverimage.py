@@ -131,7 +131,8 @@ def recipe_inputs(recipe: ServerRecipe) -> tuple[str, dict[str, Any]]:
     here = Path(__file__).resolve().parent
     record = {
         "format": 1,
-        "recipe": attrs.asdict(recipe),
+        # What goes in, not whose it is: two servers with one recipe share an image.
+        "recipe": {"distributions": recipe.distributions, "programs": recipe.programs},
         "python": {"version": sys.version, "executable": sha256_file(
             Path(sys.executable).resolve())},
         "distributions": {name: dist.version for name, dist in

@@ -9,7 +9,8 @@ rootfs, cgroup limits and no network but loopback. A server's binds are few:
 - the session's workspace at ``/workspace``, read-only, only when its catalogue entry
   asks for it;
 - the directory of its egress socket at ``/run/ironclaw/egress``, read-only, only
-  when its entry names egress hosts;
+  when its entry names egress hosts (and then the seccomp profile lets ``socket`` open
+  IPv4 too, for the relay on 127.0.0.1: the only interface there is loopback);
 - the operator's extra trust anchors at ``/etc/ironclaw/ca.pem``, read-only, if any.
 
 There is no queue, key, config or model socket: a server reaches nothing of the
@@ -23,6 +24,7 @@ from typing import Any
 
 import attrs
 
+from .seccomp import LOOPBACK_SOCKET_FAMILIES, SOCKET_FAMILIES
 from .serverrootfs import (
     SERVER_CA_FILE,
     SERVER_EGRESS_DIR,
@@ -66,6 +68,13 @@ class ServerBundleInputs:
     def extra_binds(self) -> tuple[ExtraBind, ...]:
         return ()
 
+    @property
+    def socket_families(self) -> frozenset[int]:
+        """IPv4 too when the server has egress: the boot script's relay listens on
+        127.0.0.1 and the server's HTTP client connects to it. The network namespace
+        holds nothing but loopback, so no other address answers."""
+        return LOOPBACK_SOCKET_FAMILIES if self.egress_dir is not None else SOCKET_FAMILIES
+
     def expected_binds(self) -> dict[str, tuple[Path, bool]]:
         binds = {SERVER_WORKDIR: (self.workdir, True)}
         if self.session_workspace is not None:
@@ -83,6 +92,7 @@ def build_server_spec(inputs: ServerBundleInputs) -> dict[str, Any]:
                for destination, (source, writable) in inputs.expected_binds().items()]
     spec = sandbox_spec(rootfs=inputs.rootfs, args=inputs.args, env=inputs.env,
                         cwd=SERVER_WORKDIR, mounts=mounts, cgroups_path=inputs.cgroups_path,
-                        gvisor=inputs.gvisor, limits=inputs.limits, mapping=inputs.mapping)
-    validate_spec(spec, inputs)
+                        gvisor=inputs.gvisor, limits=inputs.limits, mapping=inputs.mapping,
+                        socket_families=inputs.socket_families)
+    validate_spec(spec, inputs, socket_families=inputs.socket_families)
     return spec

@@ -25,9 +25,10 @@ from ironclaw.contract.layout import (
 )
 
 from .seccomp import (
-    ARGUMENT_FILTERED,
     CLONE_NAMESPACE_FLAGS,
     FORBIDDEN_SYSCALLS,
+    SOCKET_FAMILIES,
+    argument_filters,
     seccomp_profile,
 )
 
@@ -194,7 +195,8 @@ def bind_mount(source: Path, destination: str, writable: bool) -> dict[str, Any]
 
 def sandbox_spec(*, rootfs: Path, args: tuple[str, ...], env: tuple[str, ...], cwd: str,
                  mounts: list[dict[str, Any]], cgroups_path: str, gvisor: bool,
-                 limits: SandboxLimits, mapping: UserMapping) -> dict[str, Any]:
+                 limits: SandboxLimits, mapping: UserMapping,
+                 socket_families: frozenset[int] = SOCKET_FAMILIES) -> dict[str, Any]:
     """The hardened spec around a program and its mounts, unvalidated: callers run
     :func:`validate_spec` on what they build with it."""
     period = 100_000
@@ -230,7 +232,7 @@ def sandbox_spec(*, rootfs: Path, args: tuple[str, ...], env: tuple[str, ...], c
                 "pids": {"limit": limits.gvisor_pids if gvisor else limits.pids},
                 "devices": [{"allow": False, "access": "rwm"}],
             },
-            "seccomp": seccomp_profile(gvisor=gvisor),
+            "seccomp": seccomp_profile(gvisor=gvisor, socket_families=socket_families),
             "maskedPaths": list(MASKED_PATHS),
             "readonlyPaths": list(READONLY_PATHS),
         },
@@ -252,8 +254,11 @@ class SpecInputs(Protocol):
     def expected_binds(self) -> dict[str, tuple[Path, bool]]: ...
 
 
-def validate_spec(spec: dict[str, Any], inputs: SpecInputs) -> None:
-    """Raise :class:`WeakSpec` unless ``spec`` keeps every sandbox invariant."""
+def validate_spec(spec: dict[str, Any], inputs: SpecInputs, *,
+                  socket_families: frozenset[int] = SOCKET_FAMILIES) -> None:
+    """Raise :class:`WeakSpec` unless ``spec`` keeps every sandbox invariant.
+    ``socket_families``: what ``socket`` may open (loopback IPv4 too for an MCP server
+    with egress; never more, ``seccomp.argument_filters`` refuses it)."""
     problems: list[str] = []
     process = spec.get("process") or {}
     linux = spec.get("linux") or {}
@@ -263,7 +268,8 @@ def validate_spec(spec: dict[str, Any], inputs: SpecInputs) -> None:
     if spec.get("hooks"):
         problems.append("hooks run commands on the host; none are allowed")
     _check_namespaces(linux, inputs.mapping, problems)
-    _check_seccomp(linux.get("seccomp"), problems, gvisor=inputs.gvisor)
+    _check_seccomp(linux.get("seccomp"), problems, gvisor=inputs.gvisor,
+                   filters=argument_filters(socket_families))
     _check_resources(linux, inputs, problems)
     if linux.get("devices"):
         problems.append("no device nodes may be added")
@@ -316,7 +322,8 @@ def _check_namespaces(linux: dict[str, Any], mapping: UserMapping,
                 problems.append(f"{key} differs from the configured mapping")
 
 
-def _check_seccomp(seccomp: Any, problems: list[str], *, gvisor: bool) -> None:
+def _check_seccomp(seccomp: Any, problems: list[str], *, gvisor: bool,
+                   filters: dict[str, tuple[int, frozenset[int]]]) -> None:
     if not isinstance(seccomp, dict):
         problems.append("a seccomp profile is required")
         return
@@ -335,8 +342,8 @@ def _check_seccomp(seccomp: Any, problems: list[str], *, gvisor: bool) -> None:
                 # Its flags live in memory seccomp cannot read: only gVisor's own
                 # kernel may see it (see seccomp.py).
                 problems.append("seccomp allows clone3 outside gVisor")
-            for name in sorted(names.intersection(ARGUMENT_FILTERED)):
-                index, values = ARGUMENT_FILTERED[name]
+            for name in sorted(names.intersection(filters)):
+                index, values = filters[name]
                 if not _only_values(rule.get("args") or (), index, values):
                     problems.append(f"seccomp allows {name} with argument {index} "
                                     "outside its allowlist")
