@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import trio
 
+from bench.mcpclient import StdioRpc, text_of
 from ironclaw.host.egress.connect import ConnectProxy, ConnectRoute
 from ironclaw.host.gateway.grants import EGRESS_HOSTS, Grants, set_grant
 from ironclaw.host.isolation.reconcile import clear_runtime_state, leftover_runtime_state
@@ -31,7 +32,6 @@ from ironclaw.host.registry import AgentGroup, Registry
 from ironclaw.host.store import open_host_store
 from tests.fakes.https_upstream import open_https_upstream
 from tests.support.egress import GROUP, KEY, OTHER, UPSTREAM, egress_config
-from tests.support.mcp_stdio import StdioRpc, text_of
 from tests.support.sandbox import require_runtime
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="OCI runtimes need root here")

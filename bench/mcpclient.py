@@ -1,4 +1,4 @@
-"""A minimal MCP client over a server's stdio, for the server-sandbox tests and bench.
+"""A minimal MCP client over a server's stdio, for the MCP bench and the server tests.
 
 Newline-delimited JSON-RPC 2.0, as MCP's stdio transport defines it: enough to
 initialize, list tools and call one, against real servers from PyPI. The same client
