@@ -11,7 +11,9 @@ answer, and checks that nothing of the sandbox is left once the block ends.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
+import sys
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -22,7 +24,11 @@ import trio
 from bench.mcpclient import StdioRpc, text_of
 from ironclaw.host.egress.connect import ConnectProxy, ConnectRoute
 from ironclaw.host.gateway.grants import EGRESS_HOSTS, Grants, set_grant
-from ironclaw.host.isolation.reconcile import clear_runtime_state, leftover_runtime_state
+from ironclaw.host.isolation.reconcile import (
+    clear_runtime_state,
+    leftover_runtime_state,
+    reconcile_runtime_state,
+)
 from ironclaw.host.isolation.runtimes import RuntimeKind
 from ironclaw.host.isolation.serverimage import ServerRecipe, ensure_server_image
 from ironclaw.host.isolation.serverlaunch import ServerSandboxes
@@ -37,6 +43,7 @@ from tests.support.sandbox import require_runtime
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="OCI runtimes need root here")
 
 KINDS = [RuntimeKind.RUNSC, RuntimeKind.RUNC]
+ROOT = Path(__file__).resolve().parents[2]
 IMAGE = {"distributions": ["mcp-server-fetch", "mcp-server-git", "mcp-server-time"],
          "programs": ["git"]}
 TIME = McpServerEntry("time", "mcp-server-time", ("--local-timezone", "UTC"), image=IMAGE)
@@ -148,3 +155,47 @@ async def test_fetch_through_the_broker_from_a_granted_host_only(
     assert "/echo/from-the-sandbox" in text_of(granted)
     assert refused.get("isError")
     assert [r.path for r in upstream.requests] == ["/echo/from-the-sandbox"]
+
+
+HOLDER = """
+import sys, trio
+from pathlib import Path
+from bench.mcpclient import StdioRpc
+from ironclaw.host.isolation.runtimes import OciRuntime, RuntimeKind
+from ironclaw.host.isolation.serverimage import verified_server_image
+from ironclaw.host.isolation.serverlaunch import ServerLaunch, ServerSandboxes
+
+async def main(state, work):
+    runtime = OciRuntime.find(RuntimeKind.RUNC, state)
+    image = verified_server_image(state, "time")
+    launch = ServerLaunch("time", "sess_killed", image, "mcp-server-time", (), work)
+    async with ServerSandboxes(runtime, state_dir=state).open(launch) as pipes:
+        await StdioRpc(pipes.send, pipes.receive).initialize()
+        print("ready", flush=True)
+        await trio.sleep_forever()
+
+trio.run(main, Path(sys.argv[1]), Path(sys.argv[2]))
+"""
+
+
+async def test_a_killed_planes_server_sandbox_is_found_and_removed_at_start(
+        mcp_state: Path, sandbox_tmp: Path) -> None:
+    """The plane is SIGKILLed with a server running: nothing cleans up, and the start-up
+    reconciliation of the next plane must find the server's sandbox and prove it gone."""
+    require_runtime(RuntimeKind.RUNC, mcp_state)
+    holder = await trio.lowlevel.open_process(
+        [sys.executable, "-c", HOLDER, str(mcp_state), str(sandbox_tmp / "work")],
+        stdout=subprocess.PIPE, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+        start_new_session=True)
+    try:
+        assert holder.stdout is not None
+        with trio.fail_after(120):
+            assert b"ready" in await holder.stdout.receive_some(64)
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        await holder.wait()
+    left = _traces(mcp_state)
+    assert any(t.startswith("process:") for t in left), left
+    assert any("ic-mcp-" in t for t in left), left
+    await trio.to_thread.run_sync(reconcile_runtime_state, mcp_state)
+    assert _traces(mcp_state) == []
