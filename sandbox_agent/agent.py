@@ -39,6 +39,7 @@ from .providers import (
 )
 from .queue_io import open_agent_queues
 from .tools import build_registry
+from .tools.mcp import McpTools
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +112,8 @@ class Agent:
                     config=config, queues=queues,
                     provider=make_provider(config.provider, client),
                     registry=self.registry,
-                    system_prompt=build_system_prompt(config.persona, self.registry.names()))
+                    system_prompt=build_system_prompt(config.persona, self.registry.names()),
+                    mcp=McpTools(config.mcp_socket) if config.mcp else None)
                 await processor.start()
                 log.info("agent up: session %s, %d tools", config.session_id,
                          len(self.registry))

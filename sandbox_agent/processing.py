@@ -49,6 +49,7 @@ from .messages import Message
 from .providers import HostUnreachable, Provider, ProviderError
 from .queue_io import AgentQueues
 from .tools import ToolContext, ToolRegistry, turn_row_id
+from .tools.mcp import McpTools
 from .turn import run_turn
 from .workspace import Workspace
 
@@ -69,8 +70,10 @@ APOLOGY_INTERNAL = ("Sorry, something went wrong on my side while answering this
 
 class TurnProcessor:
     def __init__(self, *, config: AgentConfig, queues: AgentQueues, provider: Provider,
-                 registry: ToolRegistry, system_prompt: str) -> None:
+                 registry: ToolRegistry, system_prompt: str,
+                 mcp: McpTools | None = None) -> None:
         self._config = config
+        self._mcp = mcp
         self._queues = queues
         self._provider = provider
         self._registry = registry
@@ -136,7 +139,8 @@ class TurnProcessor:
         try:
             outcome = await run_turn(
                 provider=self._provider, system=self._system_prompt, history=self.history,
-                user_text=compose_user_text(row, context), registry=self._registry,
+                user_text=compose_user_text(row, context),
+                registry=await self._turn_registry(),
                 ctx=ctx, max_tool_iterations=self._config.limits.max_tool_iterations,
                 observer=self)
         except HostUnreachable:
@@ -177,6 +181,17 @@ class TurnProcessor:
         log.info("answered %s (%d context rows, %d tool rounds, %d queued rows)", row.id,
                  len(context), outcome.tool_rounds, len(ctx.outbox))
         return True
+
+    async def _turn_registry(self) -> ToolRegistry:
+        """The compiled-in tools, plus the MCP tools granted now (listed every turn, so a
+        revocation hides a tool from the next turn on)."""
+        if self._mcp is None:
+            return self._registry
+        registry, refused = self._registry.extended(await self._mcp.list_tools())
+        if refused:
+            log.warning("MCP tools left out (name taken or refused): %s",
+                        ", ".join(refused[:10]))
+        return registry
 
     async def _answer_command(self, row: InboundMessage, context: list[InboundMessage],
                               command: str) -> bool:

@@ -21,6 +21,8 @@ import attrs
 from .ids import validate_session_id
 from .jsonvalue import JSONRejected, parse_json
 from .layout import (
+    EGRESS_SOCKET,
+    MCP_SOCKET,
     SANDBOX_INBOUND_DIR,
     SANDBOX_KEY_FILE,
     SANDBOX_OUTBOUND_DIR,
@@ -123,6 +125,8 @@ class AgentConfig:
     workspace: Path = attrs.field(default=SANDBOX_WORKSPACE, converter=Path)
     scratch_dir: Path = attrs.field(default=Path("/tmp"), converter=Path)
     egress: bool = False
+    # The group holds an MCP grant: the host serves mcp.sock (RFC-0009).
+    mcp: bool = False
     limits: AgentLimits = AgentLimits()
     heartbeat_interval_s: float = 5.0
     safety_poll_interval_s: float = 2.0
@@ -176,4 +180,8 @@ class AgentConfig:
 
     @property
     def egress_socket(self) -> Path:
-        return self.socket_dir / "egress.sock"
+        return self.socket_dir / EGRESS_SOCKET
+
+    @property
+    def mcp_socket(self) -> Path:
+        return self.socket_dir / MCP_SOCKET

@@ -24,6 +24,7 @@ HEARTBEAT_FILE = "heartbeat"
 MAX_HEARTBEAT_BYTES = 64
 MODEL_SOCKET = "model.sock"
 EGRESS_SOCKET = "egress.sock"
+MCP_SOCKET = "mcp.sock"
 WAKE_SOCKET = "wake.sock"
 
 SANDBOX_INBOUND_DIR = Path("/queue/inbound")

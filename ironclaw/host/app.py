@@ -48,6 +48,7 @@ from .isolation.process import reap_stale_agents
 from .isolation.reconcile import reconcile_runtime_state
 from .isolation.runtimes import OciRuntime, RuntimeKind
 from .mailboxes import Respawns, open_sessions_mailbox
+from .mcp import LauncherUnavailable, McpBroker, launcher_for_runtime
 from .modelproxy import Credentials, ModelProxy
 from .questions import Questions
 from .registry import Registry
@@ -106,6 +107,21 @@ def make_isolator(config: ControlPlaneConfig) -> tuple[Isolator, str | None]:
                        disk=config.sandbox_disk), warning
 
 
+def _mcp_broker(config: ControlPlaneConfig, runtime: str, grants: Grants,
+                bus: EventBus) -> McpBroker | None:
+    """The MCP broker, when the catalogue offers a server and the runtime has a way to
+    run one as strongly as it runs agents (never a weaker one in its place)."""
+    if not (config.mcp.enabled and config.mcp.servers):
+        return None
+    try:
+        launcher = launcher_for_runtime(runtime)
+    except LauncherUnavailable:
+        logger.warning("MCP servers are configured, but runtime %r cannot run them: no "
+                       "session gets MCP tools", runtime)
+        return None
+    return McpBroker(grants, launcher, config=config.mcp, events=bus)
+
+
 def _platform_adapter(settings: ChannelSettings, store: HostStore, records: DeliveryRecords,
                       http: httpx.AsyncClient) -> ChannelAdapter:
     context = AdapterContext(state=ChannelState(store, settings.type, settings.instance),
@@ -129,8 +145,10 @@ class ControlPlane:
         it holds credentials for (and, if the operator listed providers, one listed)."""
         usable = self._credentials.usable_providers()
         listed = self.config.gateway.providers
+        mcp = self.config.mcp
         return attrs.evolve(self.config.gateway,
-                            providers=usable if listed is None else listed & usable)
+                            providers=usable if listed is None else listed & usable,
+                            mcp_catalog=mcp.gateway_catalog() if mcp.enabled else {})
 
     async def run(self, *, task_status: trio.TaskStatus[ControlPlaneHandles] = (
             trio.TASK_STATUS_IGNORED)) -> None:
@@ -185,6 +203,9 @@ class ControlPlane:
                           if config.egress.enabled else None)
                 if egress is not None:
                     await nursery.start(egress.run)
+                mcp = _mcp_broker(config, isolator.name, Grants(store), bus)
+                if mcp is not None:
+                    await nursery.start(mcp.run)
 
                 sessions_mailbox = open_sessions_mailbox()
                 waker = Waker(sessions_mailbox[0])
@@ -218,7 +239,7 @@ class ControlPlane:
                         safety_poll_s=config.safety_poll_s,
                         heartbeat_interval_s=config.heartbeat_interval_s,
                         sandbox_backoff=config.sandbox_backoff), egress=egress,
-                    quarantine=quarantine)
+                    mcp=mcp, quarantine=quarantine)
                 sessions = Sessions(session_deps, mailbox=sessions_mailbox)
                 session_deleter = SessionDeleter(store=store, sessions=sessions,
                                                  deps=session_deps,

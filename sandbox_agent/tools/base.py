@@ -145,6 +145,18 @@ class ToolRegistry:
     def __len__(self) -> int:
         return len(self._tools)
 
+    def extended(self, extra: Iterable[Tool]) -> tuple[ToolRegistry, list[str]]:
+        """This registry plus ``extra``, leaving out any whose name is taken or refused;
+        returns the new registry and the names left out."""
+        registry = ToolRegistry(self._tools.values())
+        refused: list[str] = []
+        for tool in extra:
+            try:
+                registry.register(tool)
+            except ToolRegistryError:
+                refused.append(tool.name[:80])
+        return registry, refused
+
     def filtered(self, enabled: Sequence[str]) -> tuple[ToolRegistry, list[str]]:
         """Empty ``enabled`` keeps every tool; otherwise the mandatory ones plus those
         named. Returns the new registry and the names it did not know."""

@@ -36,7 +36,6 @@ UNAVAILABLE_KINDS = {
         "the sandbox image is sealed: it has no package manager, and nothing writable in "
         "it may run. Ask for an enabled tool (enabled_tools) or network access to an API "
         "(request_api_access) instead.",
-    ChangeKind.MCP_ACCESS.value: "the host runs no MCP servers.",
     ChangeKind.MOUNTS.value: "sandboxes are not started with host mounts; files reach you "
                              "through your workspace.",
 }

@@ -17,9 +17,8 @@ from typing import Any
 
 import httpx
 
-from ironclaw.contract.jsonvalue import JSONRejected, parse_json
-
 from .base import STRING, Tool, ToolContext, ToolError, required_string, schema, string_arg
+from .brokers import BrokerRefusal, ask_broker
 
 __all__ = ["EGRESS_HOST", "web_tools"]
 
@@ -41,30 +40,15 @@ NEEDS_APPROVAL = ("A human has to approve access first: ask with request_api_acc
 
 async def _call(socket_path: Path, path: str, payload: Mapping[str, Any],
                 transport: httpx.AsyncBaseTransport | None) -> dict[str, Any]:
-    chosen = transport or httpx.AsyncHTTPTransport(uds=str(socket_path), retries=0)
-    async with httpx.AsyncClient(transport=chosen, base_url=f"http://{EGRESS_HOST}",
-                                 timeout=TIMEOUT, trust_env=False,
-                                 follow_redirects=False) as http:
-        try:
-            response = await http.post(path, json=dict(payload))
-        except httpx.TransportError as exc:
-            raise ToolError(f"the host's egress broker could not be reached "
-                            f"({type(exc).__name__})") from None
     try:
-        data = parse_json(response.content, max_bytes=MAX_ANSWER_BYTES)
-    except JSONRejected:
-        raise ToolError(f"the egress broker answered {response.status_code} with something "
-                        "that is not JSON") from None
-    if not isinstance(data, dict):
-        raise ToolError("the egress broker's answer is not a JSON object")
-    if response.status_code != 200:
-        raise ToolError(_refusal(response, data))
-    return data
+        return await ask_broker(socket_path, host=EGRESS_HOST, what="egress broker",
+                                method="POST", path=path, payload=payload, limits=TIMEOUT,
+                                max_answer_bytes=MAX_ANSWER_BYTES, transport=transport)
+    except BrokerRefusal as refusal:
+        raise ToolError(_refusal(refusal.response, refusal.error, refusal.detail)) from None
 
 
-def _refusal(response: httpx.Response, data: Mapping[str, Any]) -> str:
-    error = str(data.get("error", "error"))[:60]
-    detail = str(data.get("detail", ""))[:500]
+def _refusal(response: httpx.Response, error: str, detail: str) -> str:
     text = f"egress refused ({response.status_code} {error}): {detail}"
     if error in ("host_not_allowed", "redirect_not_allowed"):
         text += " " + NEEDS_APPROVAL

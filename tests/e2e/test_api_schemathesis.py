@@ -26,8 +26,12 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from ironclaw.host.api import openapi_document
+from ironclaw.host.mcp import McpCatalogEntry, McpConfig, McpServerEntry
 from tests.support.api import Api, default_settings, running_api  # noqa: F401
 
+# The API's MCP catalogue: one server, never started (no group is granted it).
+MCP = McpConfig(servers=(McpCatalogEntry(McpServerEntry(name="time",
+                                                         command="mcp-server-time")),))
 EXAMPLES = 40
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
           response_headers_conformance, response_schema_conformance,
@@ -42,7 +46,8 @@ def existing_ids(path: str, known: dict[str, str]) -> dict[str, str] | None:
         return None
     if path.startswith("/v1/registry/messaging-groups/"):
         return {"group_id": known["messaging_group"]}
-    names = {"group_id": "demo", "conversation": "demo", "change_id": known["change"],
+    names = {"group_id": "demo", "conversation": "demo", "name": "time",
+             "change_id": known["change"],
              "session_id": known["session"], "question_id": known["question"]}
     return {name: value for name, value in names.items() if "{" + name + "}" in path}
 

@@ -81,11 +81,15 @@ async def running_api(tmp_path: Path, api_settings: ApiSettings,
                       request: pytest.FixtureRequest) -> AsyncIterator[Api]:
     """A running control plane with the API in front; import this fixture (and
     ``default_settings``, unless the module defines its own ``api_settings``). A module
-    may set ``GATEWAY`` (a GatewayConfig) for the plane's gateway."""
+    may set ``GATEWAY`` (a GatewayConfig) for the plane's gateway, and ``MCP`` (an
+    McpConfig) for its MCP catalogue."""
     config = plane_config(tmp_path)
     gateway = getattr(request.module, "GATEWAY", None)
     if gateway is not None:
         config = attrs.evolve(config, gateway=gateway)
+    mcp = getattr(request.module, "MCP", None)
+    if mcp is not None:
+        config = attrs.evolve(config, mcp=mcp)
     async with trio.open_nursery() as nursery:
         handles: ControlPlaneHandles = await nursery.start(
             ControlPlane(config, credentials=Credentials()).run)

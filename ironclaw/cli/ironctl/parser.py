@@ -15,6 +15,7 @@ from . import (
     chat,
     events,
     health,
+    mcp,
     owners,
     principals,
     quarantine,
@@ -170,6 +171,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.leaf(sub, "list", agents.cmd_list, "list agent groups")
     p = b.leaf(sub, "show", agents.cmd_show, "one agent group, with its persona")
     p.add_argument("id")
+
+    sub = b.group(top, "mcp", "MCP servers the host offers, and the groups granted them")
+    b.leaf(sub, "list", mcp.cmd_list, "the catalogue, with each server's grants")
+    p = b.leaf(sub, "show", mcp.cmd_show, "one server, with the groups granted it")
+    p.add_argument("name")
 
     p = b.leaf(top, "registry", views.cmd_registry, "registry resources (read-only)")
     p.add_argument("resource", choices=(*views.REGISTRY, "destinations"))

@@ -33,6 +33,7 @@ from .routes import (
     changes,
     chat_approvals,
     local,
+    mcp,
     principals,
     quarantine,
     registry,
@@ -129,6 +130,7 @@ def create_app(ctx: ApiContext) -> QuartTrio:
     audit.register(app, ctx)
     local.register(app, ctx)
     registry.register(app, ctx)
+    mcp.register(app, ctx)
     chat_approvals.register(app, ctx)
     quarantine.register(app, ctx)
     principals.register(app, ctx)

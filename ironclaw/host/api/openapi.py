@@ -209,6 +209,12 @@ def _paths() -> dict[str, Any]:
             "List destinations", "registry", (200, _json(
                 ref("DestinationList"), "where the group may send")), (404,),
             params=(_path("group_id", "the agent group's id"),))},
+        "/v1/mcp/servers": {"get": _op(
+            "List MCP servers", "mcp", (200, _json(ref("McpServerList"), (
+                "the operator's catalogue, each server with the groups granted it"))), ())},
+        "/v1/mcp/servers/{name}": {"get": _op(
+            "Show MCP server", "mcp", (200, _json(ref("McpServer"), "the server")), (404,),
+            params=(_path("name", "the server's catalogue name"),))},
         "/v1/registry/messaging-groups": {"get": _op(
             "List messaging groups", "registry", (200, _json(
                 ref("MessagingGroupList"), "every chat the control plane knows")), ())},

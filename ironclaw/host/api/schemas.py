@@ -232,6 +232,13 @@ COMPONENTS: dict[str, Schema] = {
                         "instance": nullable("string"), "platform_id": nullable("string"),
                         "target_agent_group_id": nullable("string")}),
     "DestinationList": obj({"destinations": array_of(ref("Destination"))}),
+    "McpGrant": obj({"agent_group_id": STR,
+                     "tools": {"oneOf": [{"const": "*"}, array_of(STR)]}}),
+    "McpServer": obj({
+        "name": STR, "command": STR, "args": array_of(STR), "egress": array_of(STR),
+        "session_workspace": BOOL, "tools": {"type": ["array", "null"], "items": STR},
+        "grants": array_of(ref("McpGrant"))}),
+    "McpServerList": obj({"enabled": BOOL, "servers": array_of(ref("McpServer"))}),
     "MessagingGroup": obj({
         "id": STR, "channel": STR, "platform_id": STR, "instance": STR,
         "unknown_sender_policy": {"type": "string",

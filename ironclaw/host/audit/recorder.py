@@ -1,7 +1,8 @@
 """From the event bus to the audit log: :class:`AuditRecorder` appends the gated actions
-other actors publish (sandbox launches and exits, model calls, egress requests, access
-requests) to the audit log. It reads through a large buffer; if it ever falls behind,
-the gap itself is audited, so a lost entry is visible rather than silent.
+other actors publish (sandbox launches and exits, model calls, egress requests, MCP
+calls and server instances, access requests) to the audit log. It reads through a large
+buffer; if it ever falls behind, the gap itself is audited, so a lost entry is visible
+rather than silent.
 """
 
 from __future__ import annotations
@@ -35,6 +36,10 @@ AUDITED: dict[str, tuple[str, ...]] = {
     "egress.request": ("session_id", "agent_group_id", "operation", "host", "final_host",
                        "method", "status", "outcome", "upstream", "request_bytes",
                        "response_bytes", "duration_ms", "redirects", "suppressed"),
+    "mcp.call": ("session_id", "agent_group_id", "operation", "server", "tool", "status",
+                 "outcome", "request_bytes", "response_bytes", "duration_ms"),
+    "mcp.server": ("session_id", "agent_group_id", "server", "state", "reason", "tools",
+                   "refused_tools"),
     "access.requested": ("request_id", "messaging_group_id", "user_id"),
     "delivery.dead_lettered": ("session_id", "outbound_id"),
 }

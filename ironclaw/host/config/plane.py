@@ -14,6 +14,7 @@ from ironclaw.host.egress import EgressConfig
 from ironclaw.host.gateway import GatewayConfig
 from ironclaw.host.isolation.spec import SandboxLimits, UserMapping
 from ironclaw.host.isolation.volumes import DiskCaps
+from ironclaw.host.mcp import McpConfig
 from ironclaw.host.modelproxy import ProxyLimits
 from ironclaw.runtime import BackoffPolicy
 
@@ -67,6 +68,9 @@ class ControlPlaneConfig:
     # The egress broker: limits, local services, search backend, extra CA. Which hosts
     # a group reaches is its grant (approved egress changes), never this.
     egress: EgressConfig = attrs.Factory(EgressConfig)
+    # The MCP servers the host offers ([[mcp.servers]]) and the broker's caps. Which
+    # servers a group reaches is its mcp_access grant (approved changes), never this.
+    mcp: McpConfig = attrs.Factory(McpConfig)
     # How a remote channel's receive loop is restarted after a lost connection.
     channel_backoff: BackoffPolicy = attrs.Factory(BackoffPolicy)
 

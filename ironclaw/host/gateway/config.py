@@ -74,8 +74,9 @@ def _approvals(value: Mapping[str, Iterable[ChangeKind | str]]
     return {role: _kinds(kinds) for role, kinds in value.items()}
 
 
-def _catalog(value: Mapping[str, Iterable[str]]) -> dict[str, frozenset[str]]:
-    return {server: frozenset(tools) for server, tools in value.items()}
+def _catalog(value: Mapping[str, Iterable[str] | None]) -> dict[str, frozenset[str] | None]:
+    return {server: None if tools is None else frozenset(tools)
+            for server, tools in value.items()}
 
 
 def _not_auto_approved(instance: GatewayConfig, _attribute: object,
@@ -94,8 +95,10 @@ def _positive(_instance: object, attribute: attrs.Attribute[int], value: int) ->
 @attrs.frozen
 class GatewayConfig:
     mount_roots: tuple[MountRoot, ...] = attrs.field(default=(), converter=_roots)
-    # MCP servers the host knows, each with the tools it declares.
-    mcp_catalog: dict[str, frozenset[str]] = attrs.field(factory=dict, converter=_catalog)
+    # MCP servers the host offers ([[mcp.servers]]), each with the tools it may grant
+    # (None: any tool whose name the host would offer).
+    mcp_catalog: dict[str, frozenset[str] | None] = attrs.field(factory=dict,
+                                                                converter=_catalog)
     egress_max_hosts: int = attrs.field(default=32, validator=_positive)
     # Opt-in: kinds a policy may approve without a human (never NEVER_AUTO_APPROVE).
     auto_approve: frozenset[ChangeKind] = attrs.field(

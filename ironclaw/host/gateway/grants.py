@@ -11,9 +11,9 @@ what the registry has no column for, as canonical JSON exactly as approved:
   layer that binds it must still resolve symlinks at mount time and refuse anything
   that leaves the approved root: a verifier cannot see the filesystem of tomorrow.
 * ``packages``: ``{"apt": [...], "pip": [...], "npm": [...]}``.
-* ``mcp_access``: ``{"servers": {server: [tool, ...]}}``.
+* ``mcp_access``: ``{"servers": {server: [tool, ...] | "*"}}``.
 
-The gateway refuses ``mounts``, ``packages`` and ``mcp_access`` changes while nothing
+The gateway refuses ``mounts`` and ``packages`` changes while nothing
 enforces them (``kinds/``), so no row of those kinds is written; their readers below
 answer "nothing granted". Only the gateway's applier writes these rows; :class:`Grants`
 is the read side for the layers that enforce them.
@@ -163,6 +163,10 @@ class Grants:
         value = await self._store.call(get_grant, agent_group_id, PACKAGES) or {}
         return {manager: tuple(names) for manager, names in value.items()}
 
-    async def mcp_access(self, agent_group_id: str) -> dict[str, tuple[str, ...]]:
-        value = await self._store.call(get_grant, agent_group_id, MCP_ACCESS) or {}
-        return {server: tuple(tools) for server, tools in value.get("servers", {}).items()}
+    async def mcp_access(self, agent_group_id: str) -> dict[str, tuple[str, ...] | None]:
+        """Server -> its tool allowlist (None: every tool the catalogue offers)."""
+        # Imported here: the mcp_access kind writes its grant through this module.
+        from .kinds.mcp_access import parse_mcp_access
+
+        value = await self._store.call(get_grant, agent_group_id, MCP_ACCESS)
+        return parse_mcp_access(value or {"servers": {}})

@@ -36,7 +36,7 @@ MOUNT_POINTS_DIRS: tuple[str, ...] = (
     TMP_DIR,
     str(SANDBOX_INBOUND_DIR),  # the session's inbound queue directory, read-only
     str(SANDBOX_OUTBOUND_DIR),  # the session's outbound queue directory, read-write
-    str(SANDBOX_SOCKET_DIR),  # model.sock, wake.sock, opt-in egress.sock
+    str(SANDBOX_SOCKET_DIR),  # model.sock, wake.sock, opt-in egress.sock and mcp.sock
     str(SANDBOX_WORKSPACE),  # the agent group's durable workspace
     # A security test harness binds its toolkit here read-only; production binds
     # nothing, so the directory stays empty.

@@ -21,7 +21,13 @@ import trio
 
 from ironclaw.contract.agent_config import AgentConfig, PersonaDocs
 from ironclaw.contract.clock import now_us
-from ironclaw.contract.layout import EGRESS_SOCKET, MODEL_SOCKET, WAKE_SOCKET, SessionLayout
+from ironclaw.contract.layout import (
+    EGRESS_SOCKET,
+    MCP_SOCKET,
+    MODEL_SOCKET,
+    WAKE_SOCKET,
+    SessionLayout,
+)
 from ironclaw.contract.rows import Destination, ProcessingAck, SessionRouting
 from ironclaw.host.egress import EgressRoute
 from ironclaw.host.events import SandboxExitedEvent, SandboxLaunched, SandboxStopped
@@ -29,6 +35,7 @@ from ironclaw.host.inbound.queues import SessionQueues
 from ironclaw.host.isolation import Isolator, LaunchSpec, SandboxExited
 from ironclaw.host.keys import write_session_key_file
 from ironclaw.host.mailboxes import SessionHealth, TailBatch
+from ironclaw.host.mcp import McpRoute
 from ironclaw.host.modelproxy import Credentials, SessionRoute
 from ironclaw.host.registry import AgentGroup, ContainerStatus, Registry, Session
 from ironclaw.host.sessions.doorbell import Doorbell
@@ -51,6 +58,14 @@ class EgressSockets(Protocol):
     async def granted(self, agent_group_id: str) -> bool: ...
 
     async def serve_session(self, route: EgressRoute) -> Path: ...
+
+    async def stop_session(self, session_id: str) -> None: ...
+
+
+class McpSockets(Protocol):
+    async def granted(self, agent_group_id: str) -> bool: ...
+
+    async def serve_session(self, route: McpRoute) -> Path: ...
 
     async def stop_session(self, session_id: str) -> None: ...
 
@@ -82,6 +97,8 @@ class SessionDeps:
     settings: SessionSettings
     # The egress broker; None: no session gets egress, whatever its grants say.
     egress: EgressSockets | None = None
+    # The MCP broker; None: no session gets MCP tools, whatever its grants say.
+    mcp: McpSockets | None = None
     quarantine: Quarantine = attrs.Factory(Quarantine)
 
 
@@ -152,7 +169,11 @@ class SessionActor:
         # Egress is decided at launch: an approved change respawns the group's sandboxes,
         # and the broker re-reads the allowlist on every request anyway (revocation).
         egress = deps.egress if deps.egress and await deps.egress.granted(group.id) else None
-        spec = await trio.to_thread.run_sync(self._prepare, group, egress is not None)
+        # The same for MCP: an mcp_access change respawns; the broker re-reads the grant
+        # for every listing and call.
+        mcp = deps.mcp if deps.mcp and await deps.mcp.granted(group.id) else None
+        spec = await trio.to_thread.run_sync(self._prepare, group, egress is not None,
+                                             mcp is not None)
         await deps.isolator.prepare_host(spec)  # before the tail watches outbound
         keys = await trio.to_thread.run_sync(deps.queues.keys, session.id)
         self._doorbell = Doorbell(spec.socket_dir / WAKE_SOCKET)
@@ -175,6 +196,10 @@ class SessionActor:
                 if egress is not None:
                     await egress.serve_session(EgressRoute(session.id, group.id,
                                                            spec.socket_dir / EGRESS_SOCKET))
+                if mcp is not None:
+                    await mcp.serve_session(McpRoute(
+                        session.id, group.id, spec.socket_dir / MCP_SOCKET,
+                        servers_dir=spec.run_dir.parent / "mcp", workspace=spec.workspace))
                 await nursery.start(self._tail.run)
                 nursery.start_soon(self._supervisor.run)
                 nursery.start_soon(self._retire_when_idle)
@@ -183,9 +208,10 @@ class SessionActor:
             with trio.CancelScope(shield=True):
                 with contextlib.suppress(Exception):
                     await deps.models.stop_session(session.id)
-                if egress is not None:
-                    with contextlib.suppress(Exception):
-                        await egress.stop_session(session.id)
+                for broker in (egress, mcp):
+                    if broker is not None:
+                        with contextlib.suppress(Exception):
+                            await broker.stop_session(session.id)
                 with contextlib.suppress(Exception):
                     await deps.registry.set_container_status(session.id, ContainerStatus.PARKED
                                                              if self.parked else
@@ -206,16 +232,16 @@ class SessionActor:
             for d in await deps.registry.destinations_for(group.id)]
         return routing, destinations
 
-    def _prepare(self, group: AgentGroup, egress: bool) -> LaunchSpec:
+    def _prepare(self, group: AgentGroup, egress: bool, mcp: bool) -> LaunchSpec:
         """Blocking filesystem work, on a worker thread."""
         deps, sid = self._deps, self.session.id
         layout = SessionLayout.under(deps.state_dir, sid)
         queues = layout.create()
-        if not egress:
+        for granted, name in ((egress, EGRESS_SOCKET), (mcp, MCP_SOCKET)):
             # Left by a control plane that died without cleaning up: without a grant
-            # there is no egress socket at all, not even a dead one.
-            stale = layout.socket_dir / EGRESS_SOCKET
-            if stale.is_socket():
+            # there is no such socket at all, not even a dead one.
+            stale = layout.socket_dir / name
+            if not granted and stale.is_socket():
                 stale.unlink()
         run_dir = layout.root / "run"
         run_dir.mkdir(mode=0o700, exist_ok=True)
@@ -229,7 +255,7 @@ class SessionActor:
             provider=agent_provider(group, deps.credentials),
             persona=PersonaDocs(group.persona.identity, group.persona.soul,
                                 group.persona.instructions),
-            enabled_tools=group.enabled_tools, egress=egress,
+            enabled_tools=group.enabled_tools, egress=egress, mcp=mcp,
             heartbeat_interval_s=deps.settings.heartbeat_interval_s,
             safety_poll_interval_s=deps.settings.safety_poll_s)
         return LaunchSpec(session_id=sid, agent_group_id=group.id, queues=queues,

@@ -127,7 +127,7 @@ async def test_capability_request_emits_an_envelope_and_applies_nothing(
         ChangeKind.ENABLED_TOOLS, '{"tools":["read_file"]}', "read notes")
 
 
-@pytest.mark.parametrize("kind", ["packages", "mcp_access", "mounts"])
+@pytest.mark.parametrize("kind", ["packages", "mounts"])
 async def test_a_kind_nothing_enforces_is_refused_with_why(ctx: ToolContext, kind: str) -> None:
     with pytest.raises(ToolError, match="cannot be granted") as refused:
         await invoke(ctx, "request_capability_change", kind=kind, payload={}, reason="x")

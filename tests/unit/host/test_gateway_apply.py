@@ -32,7 +32,6 @@ async def test_tools_are_recorded_per_group(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("kind", "after"), [
     ("packages", {"apt": ["ripgrep"]}),
     ("mounts", [{"source": "/srv/data"}]),
-    ("mcp_access", {"servers": {"github": ["search_issues"]}}),
 ])
 async def test_a_kind_nothing_enforces_is_never_approved_into_nothing(
         tmp_path: Path, kind: str, after: Any) -> None:

@@ -1,6 +1,7 @@
 """Every grant a human may approve takes effect: for each kind the gateway accepts,
 applying one change moves what the enforcing part of the host reads (the registry
-the router and session launcher consult, or the grants the egress broker reads). A
+the router and session launcher consult, or the grants the egress and MCP brokers
+read). A
 kind with no such probe here, and not refused, fails the test: nothing may be
 approved into nothing.
 """
@@ -17,6 +18,13 @@ import pytest
 from ironclaw.contract.enums import ChangeKind, ChangeStatus
 from ironclaw.host.gateway import Grants
 from ironclaw.host.gateway.kinds import CHANGE_KINDS
+from ironclaw.host.mcp import (
+    McpBroker,
+    McpCatalogEntry,
+    McpConfig,
+    McpServerEntry,
+    ProcessLauncher,
+)
 from sandbox_agent.tools.host_requests import REQUESTABLE_KINDS, UNAVAILABLE_KINDS
 from tests.support.gateway import OWNER, Harness, open_gateway
 
@@ -47,6 +55,14 @@ async def _model(h: Harness) -> object:
     return group.provider, group.model
 
 
+async def _mcp_broker_grant(h: Harness) -> object:
+    """What the MCP broker offers the group: whether it serves mcp.sock at all, and the
+    allowlist it holds each call to (read through the same Grants as production)."""
+    broker = McpBroker(Grants(h.store), ProcessLauncher(), config=McpConfig(servers=(
+        McpCatalogEntry(McpServerEntry(name="github", command="mcp-server-github")),)))
+    return await broker.granted("demo"), await Grants(h.store).mcp_access("demo")
+
+
 # kind -> (agent group, payload (or how to make it), what the enforcing side reads)
 EFFECTS: dict[ChangeKind, tuple[str, Any, Probe]] = {
     ChangeKind.PERSONA: ("demo", {"soul": "calm and brief"},
@@ -68,6 +84,8 @@ EFFECTS: dict[ChangeKind, tuple[str, Any, Probe]] = {
                              _chat_policy),
     ChangeKind.MODEL: ("demo", {"provider": "mock", "model": "mock-large"},
                        _model),
+    ChangeKind.MCP_ACCESS: ("demo", {"servers": {"github": ["search_issues"]}},
+                            _mcp_broker_grant),
 }
 
 

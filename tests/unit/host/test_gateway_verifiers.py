@@ -49,7 +49,6 @@ ENFORCED = attrs.evolve(CONFIG, kinds=CHANGE_KINDS.with_spec(
 @pytest.mark.parametrize(("kind", "after"), [
     ("packages", {"apt": ["ripgrep"]}),
     ("packages", {"pip": ["foo; rm -rf /"]}),
-    ("mcp_access", {"servers": {"github": ["search_issues"]}}),
     ("mounts", [{"source": "/srv/data"}]),
 ])
 def test_a_kind_nothing_enforces_is_refused_before_a_human_sees_it(kind: str,
@@ -193,9 +192,22 @@ def test_create_agent_provider_allowlist() -> None:
     ({"servers": {"github": ["delete_repo"]}}, Verdict.REJECT),
     ({"servers": {"github": []}}, Verdict.REJECT),
     ({"servers": ["github"]}, Verdict.REJECT),
+    ({"servers": {"github": "*"}}, Verdict.REQUIRE_HUMAN),
+    ({"servers": {"github": "all"}}, Verdict.REJECT),
+    ({"servers": {"time": ["get_current_time"]}}, Verdict.REQUIRE_HUMAN),
+    ({"servers": {"time": "*"}}, Verdict.REQUIRE_HUMAN),
+    # A catalogue entry without a tool list: any name the host would offer.
+    ({"servers": {"time": ["send_message"]}}, Verdict.REJECT),
+    ({"servers": {"time": ["two__parts"]}}, Verdict.REJECT),
+    ({"servers": {"time": ["Upper"]}}, Verdict.REJECT),
 ])
 def test_mcp_access_needs_the_catalog(after: Any, verdict: Verdict) -> None:
-    assert judge("mcp_access", after, config=ENFORCED)[0] is verdict
+    config = attrs.evolve(CONFIG, mcp_catalog={**CONFIG.mcp_catalog, "time": None})
+    assert judge("mcp_access", after, config=config)[0] is verdict
+
+
+def test_mcp_access_is_never_approved_by_policy() -> None:
+    assert ChangeKind.MCP_ACCESS in CHANGE_KINDS.never_auto_approved()
 
 
 @pytest.mark.parametrize(("kind", "after"), [

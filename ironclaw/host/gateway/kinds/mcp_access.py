@@ -1,9 +1,12 @@
-"""``mcp_access``: ``{"servers": {server: [tool, ...]}}``, the agent group's whole grant
-of MCP servers and tools, each declared in the host's catalog.
+"""``mcp_access``: ``{"servers": {server: [tool, ...] | "*"}}``, the agent group's whole
+grant of MCP servers, each with a tool allowlist or ``"*"`` for every tool the catalogue
+offers of it.
 
-Refused while the host runs no MCP servers: nothing would read the grant, and a human
-must never approve something that has no effect. The grammar, verifier and applier
-below are what the grant is once a broker enforces it."""
+The verifier holds the grant to the operator's catalogue (``[[mcp.servers]]``): each
+server must be in it, each tool a name the host would offer (``ironclaw.contract.mcp``)
+and, where the entry lists its tools, one of them. The MCP broker reads the grant fresh
+for every listing and call, so a narrowed grant bites at the next call, and an empty
+one (``{"servers": {}}``) takes ``mcp.sock`` away at the respawn."""
 
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ from typing import TYPE_CHECKING
 from ironclaw.contract.enums import ChangeKind
 from ironclaw.contract.gateway import ChangeRequest
 from ironclaw.contract.jsonvalue import JSONValue
+from ironclaw.contract.mcp import tool_name_problem
 
 from .. import grants as g
 from ..payloads import (
@@ -29,19 +33,23 @@ if TYPE_CHECKING:
     from ..config import GatewayConfig
 
 MAX_SERVERS = 64
+ALL_TOOLS = "*"
 
-REFUSED = "the host runs no MCP servers, so an MCP grant would have no effect"
 
-
-def parse_mcp_access(value: JSONValue) -> dict[str, tuple[str, ...]]:
+def parse_mcp_access(value: JSONValue) -> dict[str, tuple[str, ...] | None]:
+    """Server -> its tool allowlist, or None for every tool the catalogue offers."""
     servers = expect_object(value, "mcp_access", ("servers",), ("servers",))["servers"]
     if not isinstance(servers, dict) or len(servers) > MAX_SERVERS:
         raise PayloadError(f"mcp_access.servers is an object of at most {MAX_SERVERS} servers")
-    grant = {}
+    grant: dict[str, tuple[str, ...] | None] = {}
     for server, tools in servers.items():
         expect_ident(server, "MCP server", MCP_NAME)
+        if tools == ALL_TOOLS:
+            grant[server] = None
+            continue
         items = expect_list(tools, f"tools of {server}", MAX_TOOLS, min_items=1)
-        grant[server] = unique([expect_ident(t, "MCP tool", MCP_NAME) for t in items], server)
+        grant[server] = tuple(
+            unique([expect_ident(t, "MCP tool", MCP_NAME) for t in items], server))
     return grant
 
 
@@ -61,10 +69,14 @@ class McpAccessVerifier(KindVerifier):
     def check(self, change: ChangeRequest, after: JSONValue) -> str | None:
         for server, tools in parse_mcp_access(after).items():
             if server not in self._catalog:
-                return f"no MCP server {server!r:.60} in the catalog"
-            undeclared = [t for t in tools if t not in self._catalog[server]]
-            if undeclared:
-                return f"{server} declares no tool {undeclared[0]!r:.60}"
+                return f"no MCP server {server!r:.60} in the host's catalogue"
+            offered = self._catalog[server]
+            for tool in tools or ():
+                problem = tool_name_problem(server, tool)
+                if problem:
+                    return problem
+                if offered is not None and tool not in offered:
+                    return f"the catalogue offers no tool {tool!r:.60} of {server}"
         return None
 
 
@@ -76,4 +88,4 @@ def apply(job: ApplyJob) -> int:
 
 SPEC = ChangeKindSpec(
     kind=ChangeKind.MCP_ACCESS, parse=parse_mcp_access, read_before=read_before, apply=apply,
-    verifiers=(McpAccessVerifier,), auto_approvable=True, respawns=True, refused=REFUSED)
+    verifiers=(McpAccessVerifier,), respawns=True)
