@@ -46,7 +46,7 @@ MODES = {"full": (400, 8), "quick": (100, 3), "smoke": (5, 1)}  # calls, cold st
 MEMORY_INSTANCES = 3
 RUNTIMES = ("runsc", "runc")
 ENTRY = McpServerEntry("time", "mcp-server-time", ("--local-timezone", "UTC"),
-                       image={"distributions": ["mcp-server-time"]})
+                       image={"python": ["mcp-server-time"]})
 CALL = ("get_current_time", {"timezone": "Europe/Paris"})
 Opener = Callable[[str], contextlib.AbstractAsyncContextManager[tuple[StdioRpc, int]]]
 

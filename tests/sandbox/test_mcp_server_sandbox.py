@@ -22,7 +22,7 @@ import pytest
 import trio
 
 from bench.mcpclient import StdioRpc, text_of
-from ironclaw.host.egress.connect import ConnectProxy, ConnectRoute
+from ironclaw.host.egress.connect import ConnectProxy
 from ironclaw.host.gateway.grants import EGRESS_HOSTS, Grants, set_grant
 from ironclaw.host.isolation.reconcile import (
     clear_runtime_state,
@@ -44,7 +44,7 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="OCI runtimes need roo
 
 KINDS = [RuntimeKind.RUNSC, RuntimeKind.RUNC]
 ROOT = Path(__file__).resolve().parents[2]
-IMAGE = {"distributions": ["mcp-server-fetch", "mcp-server-git", "mcp-server-time"],
+IMAGE = {"python": ["mcp-server-fetch", "mcp-server-git", "mcp-server-time"],
          "programs": ["git"]}
 TIME = McpServerEntry("time", "mcp-server-time", ("--local-timezone", "UTC"), image=IMAGE)
 GIT = McpServerEntry("git", "mcp-server-git", session_workspace=True, image=IMAGE)
@@ -72,10 +72,11 @@ def _traces(state: Path) -> list[str]:
 
 @asynccontextmanager
 async def open_rpc(kind: RuntimeKind, state: Path, entry: McpServerEntry, place: ServerPlace,
-                   *, ca_bundle: Path | None = None) -> AsyncIterator[StdioRpc]:
+                   *, ca_bundle: Path | None = None, tunnels: ConnectProxy | None = None
+                   ) -> AsyncIterator[StdioRpc]:
     runtime = require_runtime(kind, state)
     launcher = OciLauncher(ServerSandboxes(runtime, state_dir=state, ca_bundle=ca_bundle),
-                           state_dir=state)
+                           state_dir=state, tunnels=tunnels)
     async with launcher.open_server(entry, place) as pipes:
         rpc = StdioRpc(pipes.send, pipes.receive)
         with trio.fail_after(120):
@@ -139,18 +140,17 @@ async def test_fetch_through_the_broker_from_a_granted_host_only(
         await store.call(set_grant, GROUP, EGRESS_HOSTS, [UPSTREAM, OTHER], "chg_test", 0)
         proxy = ConnectProxy(Grants(store), config=egress_config(upstream))
         socket = sandbox_tmp / "egress" / "fetch" / "proxy.sock"
-        socket.parent.mkdir(parents=True)
-        route = ConnectRoute("sess_fetch", GROUP, "fetch", socket, FETCH.egress)
-        async with proxy.open_route(route):
-            place = _place(sandbox_tmp, "fetch", egress=socket)
-            async with open_rpc(kind, mcp_state, FETCH, place,
-                                ca_bundle=upstream.ca_file) as rpc:
-                with trio.fail_after(90):
-                    granted = await rpc.call("fetch", {
-                        "url": upstream.url("/echo/from-the-sandbox"), "raw": True})
-                    # Granted to the group, but not among the fetch server's hosts.
-                    refused = await rpc.call("fetch", {
-                        "url": upstream.url("/echo/elsewhere", OTHER), "raw": True})
+        place = _place(sandbox_tmp, "fetch", egress=socket)
+        async with open_rpc(kind, mcp_state, FETCH, place, ca_bundle=upstream.ca_file,
+                            tunnels=proxy) as rpc:
+            assert socket.is_socket()
+            with trio.fail_after(90):
+                granted = await rpc.call("fetch", {
+                    "url": upstream.url("/echo/from-the-sandbox"), "raw": True})
+                # Granted to the group, but not among the fetch server's hosts.
+                refused = await rpc.call("fetch", {
+                    "url": upstream.url("/echo/elsewhere", OTHER), "raw": True})
+        assert not socket.exists()
     assert not granted.get("isError"), text_of(granted)
     assert "/echo/from-the-sandbox" in text_of(granted)
     assert refused.get("isError")

@@ -163,6 +163,12 @@ REVIEWED: dict[tuple[str, str, str], str] = {
         HOST_PRIVATE,
     ("ironclaw/host/isolation/serverrootfs.py", "assemble_server_rootfs",
      "inside(...).write_bytes"): "the image being built, in the build's staging directory",
+    ("ironclaw/host/isolation/serverlaunch.py", "ServerSandboxes._trust_file",
+     "Path(...).read_bytes"): "certifi's bundle, in the installed package",
+    ("ironclaw/host/isolation/serverlaunch.py", "ServerSandboxes._trust_file",
+     "self._ca_bundle.read_bytes"): "the operator's CA file, named in the config",
+    ("ironclaw/host/isolation/serverlaunch.py", "ServerSandboxes._trust_file",
+     "path.read_bytes"): HOST_PRIVATE,
     ("ironclaw/host/isolation/server_boot.py", "start_relay", "os.open"):
         "runs inside an MCP server's sandbox (/dev/null), never on the host",
     ("ironclaw/host/mcp/sandboxed.py", "OciLauncher._open", "self._sandboxes.open"):

@@ -111,6 +111,11 @@ class ConnectProxy:
             sock.close()
             unlink_if_ours(route.socket_path, identity)
 
+    def open_tunnel(self, *, session_id: str, group: str, server: str, socket_path: Path,
+                    hosts: tuple[str, ...]) -> contextlib.AbstractAsyncContextManager[Path]:
+        """:meth:`open_route`, for a launcher that knows nothing of egress types."""
+        return self.open_route(ConnectRoute(session_id, group, server, socket_path, hosts))
+
     async def _accept(self, route: ConnectRoute, listener: trio.SocketListener,
                       bucket: TokenBucket) -> None:
         async with trio.open_nursery() as connections:

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+from packaging.utils import canonicalize_name
 
 from .imagebuild import (
     IMAGE_EPOCH,
@@ -63,7 +64,7 @@ __all__ = ["ServerImage", "ServerRecipe", "build_server_image", "ensure_server_i
 PIN_DIR = "mcp-images"
 IMAGE_FILE = "image.json"
 NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
-DISTRIBUTION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+REQUIREMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}(==[A-Za-z0-9.+!_-]{1,40})?")
 PROGRAM = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")
 MAX_ITEMS = 32
 RECIPE_MODULES = ("serverimage.py", "serverrootfs.py", "server_boot.py", "rootfs.py",
@@ -72,33 +73,44 @@ RECIPE_MODULES = ("serverimage.py", "serverrootfs.py", "server_boot.py", "rootfs
 
 @attrs.frozen
 class ServerRecipe:
-    """What one server's image holds. ``image`` table of a catalogue entry:
-    ``distributions = ["mcp-server-git"]``, ``programs = ["git"]``."""
+    """What one server's image holds: a catalogue entry's ``image`` table,
+    ``python = ["mcp-server-git==2026.10.19"]`` (distributions, by name, optionally
+    pinned to the version the build must find installed) and ``programs = ["git"]``."""
 
     name: str
-    distributions: tuple[str, ...] = ()
+    python: tuple[str, ...] = ()
     programs: tuple[str, ...] = ()
 
     @classmethod
     def from_table(cls, name: str, table: Mapping[str, Any]) -> ServerRecipe:
-        unknown = set(table) - {"distributions", "programs"}
+        unknown = set(table) - {"python", "programs"}
         if unknown:
             raise ValueError(f"MCP server {name!r}: unknown image keys {sorted(unknown)}")
-        return cls(name, _names(table.get("distributions", ()), DISTRIBUTION, name),
+        return cls(name, _names(table.get("python", ()), REQUIREMENT, name),
                    _names(table.get("programs", ()), PROGRAM, name))
 
     def __attrs_post_init__(self) -> None:
         if not NAME.fullmatch(self.name):
             raise ValueError(f"not a server name for an image: {self.name!r:.80}")
-        if not self.distributions:
+        if not self.python:
             raise ValueError(f"MCP server {self.name!r}: its image names no distribution")
+
+    @property
+    def distributions(self) -> tuple[str, ...]:
+        return tuple(entry.partition("==")[0] for entry in self.python)
+
+    @property
+    def pins(self) -> dict[str, str]:
+        """Distribution (canonical name) -> the version the recipe pins."""
+        return {canonicalize_name(name): version for name, _, version in
+                (entry.partition("==") for entry in self.python) if version}
 
 
 def _names(value: object, pattern: re.Pattern[str], server: str) -> tuple[str, ...]:
     if not isinstance(value, list | tuple) or len(value) > MAX_ITEMS or not all(
             isinstance(item, str) and pattern.fullmatch(item) for item in value):
         raise ValueError(f"MCP server {server!r}: image lists must hold at most "
-                         f"{MAX_ITEMS} plain names")
+                         f"{MAX_ITEMS} plain names (python: name or name==version)")
     return tuple(sorted(set(value)))
 
 
@@ -132,7 +144,7 @@ def recipe_inputs(recipe: ServerRecipe) -> tuple[str, dict[str, Any]]:
     record = {
         "format": 1,
         # What goes in, not whose it is: two servers with one recipe share an image.
-        "recipe": {"distributions": recipe.distributions, "programs": recipe.programs},
+        "recipe": {"python": recipe.python, "programs": recipe.programs},
         "python": {"version": sys.version, "executable": sha256_file(
             Path(sys.executable).resolve())},
         "distributions": {name: dist.version for name, dist in
@@ -150,15 +162,26 @@ def build_server_image(recipe: ServerRecipe, *, cache_dir: Path | None = None,
     """The image for ``recipe`` as installed now: from the cache when it is there and
     verifies, built otherwise (always with ``force``). Blocking."""
     say = progress or (lambda _line: None)
+    key, record = recipe_inputs(recipe)
+    _check_pins(recipe, record["distributions"])
     cache = (cache_dir or default_cache_dir()).resolve()
     cache.mkdir(parents=True, exist_ok=True)
-    key, record = recipe_inputs(recipe)
     with cache_lock(cache):
         if not force and (hit := _lookup(cache, key)) is not None:
             say(f"{recipe.name}: cached image sha256:{hit.digest[:16]}...; verifying")
             verify_image(hit.rootfs, hit.digest)
             return hit
         return _build_into(cache, recipe, key, record, say)
+
+
+def _check_pins(recipe: ServerRecipe, installed: Mapping[str, str]) -> None:
+    """The image copies what is installed: a pinned version must be that one."""
+    for name, version in recipe.pins.items():
+        if installed.get(name) != version:
+            raise ImageBuildError(
+                f"MCP server {recipe.name!r} pins {name}=={version}, but the control "
+                f"plane's environment has {installed.get(name, 'none')}: install the "
+                "pinned version there, or change the pin")
 
 
 def _lookup(cache: Path, key: str) -> ServerImage | None:

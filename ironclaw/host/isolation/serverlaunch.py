@@ -30,11 +30,13 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import attrs
+import certifi
 import trio
 
 from ironclaw.runtime import open_child_process
 
 from .cgroups import remove_container_cgroups
+from .imagebuild import write_atomic
 from .oci import (
     CONTAINER_PREFIX,
     _give_tree,
@@ -132,8 +134,10 @@ class ServerSandboxes:
     def __init__(self, runtime: OciRuntime, *, state_dir: Path,
                  limits: SandboxLimits = SERVER_LIMITS, mapping: UserMapping | None = None,
                  ca_bundle: Path | None = None, grace_period: float = GRACE_PERIOD) -> None:
-        """``ca_bundle``: trust anchors bound into every server (``SSL_CERT_FILE``),
-        replacing the certifi store its HTTP client would use; for a local upstream."""
+        """``ca_bundle``: extra trust anchors (the egress ``ca_bundle``, for an upstream
+        under a private CA). Servers then get the public store (certifi's) plus these,
+        as ``SSL_CERT_FILE``: TLS runs end to end through the broker's tunnel, so the
+        server itself verifies the upstream."""
         self.runtime = runtime
         self._state_dir = state_dir.resolve()
         self._bundles = state_dir / "runtime" / "bundles"
@@ -186,9 +190,10 @@ class ServerSandboxes:
             egress_dir.chmod(0o711)
             os.chown(launch.egress_socket, uid, uid, follow_symlinks=False)
             launch.egress_socket.chmod(0o600)
+        trust = self._trust_file() if self._ca_bundle is not None else None
         own = (self._state_dir,)
         needed = [launch.image.rootfs, launch.workdir,
-                  *(p for p in (launch.session_workspace, egress_dir, self._ca_bundle)
+                  *(p for p in (launch.session_workspace, egress_dir, trust)
                     if p is not None)]
         _open_for_search(needed, own)
         _require_traversable(needed)
@@ -198,15 +203,25 @@ class ServerSandboxes:
                              egress_socket_name=launch.egress_socket.name
                              if launch.egress_socket is not None else None),
             env=server_env(launch.image, egress=egress_dir is not None,
-                           ca_file=self._ca_bundle is not None),
+                           ca_file=trust is not None),
             workdir=launch.workdir, session_workspace=launch.session_workspace,
-            egress_dir=egress_dir, ca_file=self._ca_bundle,
+            egress_dir=egress_dir, ca_file=trust,
             cgroups_path=f"/{self._cgroup_parent}/{cid}", gvisor=self.runtime.gvisor,
             limits=self._limits, mapping=self._mapping)
         config = build_server_spec(inputs)
         bundle.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.runtime.root.mkdir(mode=0o700, parents=True, exist_ok=True)
         _write_private(bundle / "config.json", json.dumps(config, indent=1).encode(), None)
+
+    def _trust_file(self) -> Path:
+        """certifi's public roots and the operator's extra anchors, in one file of the
+        state directory (public data, world-readable), rewritten when either changes."""
+        assert self._ca_bundle is not None
+        data = Path(certifi.where()).read_bytes() + b"\n" + self._ca_bundle.read_bytes()
+        path = self._bundles.parent / "mcp-trust.pem"
+        if not path.is_file() or path.read_bytes() != data:
+            write_atomic(path, data, mode=0o444)
+        return path
 
     def _cleanup(self, cid: str, bundle: Path) -> None:
         """As ``OciIsolator._cleanup``: every process of the container killed and

@@ -7,7 +7,7 @@ trade-off is in docs/threat-model.md). What goes in:
 - ``/usr/bin/python3``: the control plane's own CPython, and ``/usr/lib/python3.X``:
   its standard library without the test suite, the GUI and the installers;
 - in that library's ``site-packages``: the distributions the catalogue entry's
-  ``image.distributions`` names and everything they require (not their extras),
+  ``image.python`` names and everything they require (not their extras),
   copied file by file from the installed copies the control plane's environment
   holds (their RECORDs), so the image runs exactly the versions the host has;
 - ``image.programs`` (``git`` for mcp-server-git), copied from the host's ``PATH``;

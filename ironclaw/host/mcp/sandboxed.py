@@ -5,8 +5,10 @@ catalogue entry and one place it re-hashes the entry's pinned image
 (``isolation.serverimage``; a rootfs changed since it was pinned stops the launch)
 and runs the server in a sandbox of its own (``isolation.serverlaunch``): its own
 writable workspace, the session's workspace read-only when the entry asks for it, no
-network but the loopback relay to its egress socket when the entry has egress, and the
-agent's hardening for everything else. Leaving the block stops the sandbox and removes
+network but the loopback relay to its egress socket when the entry has egress (the
+egress broker's CONNECT mode serves that socket for the instance's life, under the
+entry's hosts that the group was granted), and the agent's hardening for everything
+else. Leaving the block stops the sandbox and removes
 every trace of it.
 
 Images are built ahead of launches: ``ensure_images`` (the plane at start, or
@@ -15,9 +17,11 @@ Images are built ahead of launches: ``ensure_images`` (the plane at start, or
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
+from typing import Protocol
 
 import trio
 
@@ -31,7 +35,7 @@ from ironclaw.host.isolation.serverlaunch import ServerLaunch, ServerSandboxes
 
 from .launch import McpServerEntry, ServerPlace, StdioPipes
 
-__all__ = ["OciLauncher", "ensure_images", "recipe_for"]
+__all__ = ["OciLauncher", "ServerTunnels", "ensure_images", "recipe_for"]
 
 
 def recipe_for(entry: McpServerEntry) -> ServerRecipe:
@@ -39,10 +43,22 @@ def recipe_for(entry: McpServerEntry) -> ServerRecipe:
     return ServerRecipe.from_table(entry.name, entry.image)
 
 
+class ServerTunnels(Protocol):
+    """The egress broker's CONNECT mode (``ConnectProxy`` in ``host.egress.connect``),
+    as the launcher needs it: serve a server instance's socket for a block."""
+
+    def open_tunnel(self, *, session_id: str, group: str, server: str, socket_path: Path,
+                    hosts: tuple[str, ...]) -> AbstractAsyncContextManager[Path]: ...
+
+
 class OciLauncher:
-    def __init__(self, sandboxes: ServerSandboxes, *, state_dir: Path) -> None:
+    def __init__(self, sandboxes: ServerSandboxes, *, state_dir: Path,
+                 tunnels: ServerTunnels | None = None) -> None:
+        """``tunnels``: None when the plane runs no egress broker; a server then gets
+        no egress socket, whatever its entry names."""
         self._sandboxes = sandboxes
         self._state_dir = state_dir
+        self._tunnels = tunnels
 
     def open_server(self, entry: McpServerEntry, place: ServerPlace
                     ) -> AbstractAsyncContextManager[StdioPipes]:
@@ -53,13 +69,29 @@ class OciLauncher:
                     ) -> AsyncIterator[StdioPipes]:
         image = await trio.to_thread.run_sync(verified_server_image, self._state_dir,
                                               entry.name)
-        launch = ServerLaunch(
-            server=entry.name, session_id=place.session_id, image=image,
-            command=entry.command, args=entry.args, workdir=place.workdir,
-            session_workspace=place.session_workspace if entry.session_workspace else None,
-            egress_socket=place.egress_socket if entry.egress else None)
-        async with self._sandboxes.open(launch) as pipes:
+        async with contextlib.AsyncExitStack() as stack:
+            egress = None
+            if entry.egress and self._tunnels is not None:
+                egress = await stack.enter_async_context(self._tunnel(entry, place))
+            launch = ServerLaunch(
+                server=entry.name, session_id=place.session_id, image=image,
+                command=entry.command, args=entry.args, workdir=place.workdir,
+                session_workspace=place.session_workspace if entry.session_workspace
+                else None, egress_socket=egress)
+            pipes = await stack.enter_async_context(self._sandboxes.open(launch))
             yield StdioPipes(send=pipes.send, receive=pipes.receive)
+
+    def _tunnel(self, entry: McpServerEntry, place: ServerPlace
+                ) -> AbstractAsyncContextManager[Path]:
+        """The instance's CONNECT socket, alone in a directory of the host's beside its
+        workspace (never inside it: the server writes there), bound read-only."""
+        assert self._tunnels is not None
+        socket = place.egress_socket or (place.workdir.parent / f"{entry.name}.egress"
+                                         / "proxy.sock")
+        socket.parent.mkdir(mode=0o711, parents=True, exist_ok=True)
+        return self._tunnels.open_tunnel(session_id=place.session_id, group=place.group,
+                                         server=entry.name, socket_path=socket,
+                                         hosts=entry.egress)
 
 
 def ensure_images(state_dir: Path, entries: Iterable[McpServerEntry], *,

@@ -5,6 +5,7 @@ that a launch re-hashes."""
 from __future__ import annotations
 
 import json
+import re
 import socket
 from pathlib import Path
 
@@ -18,9 +19,11 @@ from ironclaw.host.isolation.manifest import (
     scan_rootfs,
     seal_violations,
 )
+from ironclaw.host.isolation.rootfs import ImageBuildError
 from ironclaw.host.isolation.serverimage import (
     ServerImage,
     ServerRecipe,
+    build_server_image,
     verified_server_image,
 )
 from ironclaw.host.isolation.serverlaunch import UnknownCommand, server_argv
@@ -52,15 +55,27 @@ def socket_families(spec: dict[str, object]) -> set[int]:
 
 
 @pytest.mark.parametrize("table", [
-    {"distributions": []},
-    {"distributions": ["mcp-server-time"], "pip": ["x"]},
-    {"distributions": ["mcp server time"]},
-    {"distributions": ["mcp-server-git"], "programs": ["/usr/bin/git"]},
-    {"distributions": "mcp-server-time"},
-], ids=["none", "unknown-key", "bad-name", "program-path", "not-a-list"])
+    {"python": []},
+    {"python": ["mcp-server-time"], "pip": ["x"]},
+    {"python": ["mcp server time"]},
+    {"python": ["mcp-server-git"], "programs": ["/usr/bin/git"]},
+    {"python": "mcp-server-time"},
+    {"python": ["mcp-server-time>=1"]},
+    {"distributions": ["mcp-server-time"]},
+], ids=["none", "unknown-key", "bad-name", "program-path", "not-a-list", "range",
+        "old-key"])
 def test_a_malformed_image_recipe_is_refused(table: dict[str, object]) -> None:
     with pytest.raises(ValueError):
         ServerRecipe.from_table("time", table)
+
+
+def test_a_recipe_pins_versions_that_the_build_must_find_installed() -> None:
+    recipe = ServerRecipe.from_table("time", {"python": ["mcp-server-time==0.0.1",
+                                                         "tzdata"]})
+    assert recipe.distributions == ("mcp-server-time", "tzdata")
+    assert recipe.pins == {"mcp-server-time": "0.0.1"}
+    with pytest.raises(ImageBuildError, match=re.escape("pins mcp-server-time==0.0.1")):
+        build_server_image(recipe, cache_dir=Path("/nonexistent-never-made"))
 
 
 def test_the_argv_runs_a_console_script_or_a_program_of_the_image_and_nothing_else() -> None:
