@@ -5,7 +5,9 @@ The servers are the real ``mcp-server-time``, ``mcp-server-git`` and
 installed copies (the three entries share one recipe, so one build serves all). The
 launcher is the production one (``OciLauncher`` over ``ServerSandboxes``); the client
 speaks MCP's stdio transport. Each test launches one server once, checks its real
-answer, and checks that nothing of the sandbox is left once the block ends.
+answer, and checks that nothing of the sandbox is left once the block ends. The
+default suite runs fetch under runsc and the SIGKILL reconciliation under runc;
+``make test-long`` runs every server under both.
 """
 
 from __future__ import annotations
@@ -42,7 +44,12 @@ from tests.support.sandbox import require_runtime
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="OCI runtimes need root here")
 
-KINDS = [RuntimeKind.RUNSC, RuntimeKind.RUNC]
+# One runsc launch of each server in the default suite: time and git run under runsc in
+# test_mcp_plane.py (through the whole plane), fetch here. Everything else is a long form.
+LONG = pytest.mark.long
+RUNSC = pytest.param(RuntimeKind.RUNSC, id="runsc")
+LONG_RUNSC = pytest.param(RuntimeKind.RUNSC, marks=LONG, id="runsc")
+LONG_RUNC = pytest.param(RuntimeKind.RUNC, marks=LONG, id="runc")
 ROOT = Path(__file__).resolve().parents[2]
 IMAGE = {"python": ["mcp-server-fetch", "mcp-server-git", "mcp-server-time"],
          "programs": ["git"]}
@@ -101,7 +108,7 @@ def _place(base: Path, name: str, *, workspace: Path | None = None,
                        session_workspace=workspace, egress_socket=egress)
 
 
-@pytest.mark.parametrize("kind", KINDS, ids=lambda k: k.value)
+@pytest.mark.parametrize("kind", [LONG_RUNSC, LONG_RUNC])
 async def test_time_in_a_zone(kind: RuntimeKind, mcp_state: Path, sandbox_tmp: Path) -> None:
     async with open_rpc(kind, mcp_state, TIME, _place(sandbox_tmp, "time")) as rpc:
         assert {"get_current_time", "convert_time"} <= await rpc.tool_names()
@@ -112,7 +119,7 @@ async def test_time_in_a_zone(kind: RuntimeKind, mcp_state: Path, sandbox_tmp: P
     assert "+09:00" in text_of(result)
 
 
-@pytest.mark.parametrize("kind", KINDS, ids=lambda k: k.value)
+@pytest.mark.parametrize("kind", [LONG_RUNSC, LONG_RUNC])
 async def test_git_log_of_a_repository_in_the_session_workspace(
         kind: RuntimeKind, mcp_state: Path, sandbox_tmp: Path) -> None:
     workspace = sandbox_tmp / "workspace"
@@ -130,7 +137,7 @@ async def test_git_log_of_a_repository_in_the_session_workspace(
     assert refused.get("isError")
 
 
-@pytest.mark.parametrize("kind", KINDS, ids=lambda k: k.value)
+@pytest.mark.parametrize("kind", [RUNSC, LONG_RUNC])
 async def test_fetch_through_the_broker_from_a_granted_host_only(
         kind: RuntimeKind, mcp_state: Path, sandbox_tmp: Path) -> None:
     (sandbox_tmp / "pki").mkdir()
