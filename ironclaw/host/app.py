@@ -163,15 +163,16 @@ class ControlPlane:
         self._credentials = attrs.evolve(held, mock_model=config.mock_model)
         self._isolator = isolator
 
-    def _gateway_config(self) -> GatewayConfig:
+    def _gateway_config(self, *, mcp_runs: bool) -> GatewayConfig:
         """The gateway moves an agent group only to a provider the host can serve: one
-        it holds credentials for (and, if the operator listed providers, one listed)."""
+        it holds credentials for (and, if the operator listed providers, one listed);
+        and grants MCP servers only from the catalogue, and only while a broker runs
+        them (a human never approves a grant that has no effect)."""
         usable = self._credentials.usable_providers()
         listed = self.config.gateway.providers
-        mcp = self.config.mcp
-        return attrs.evolve(self.config.gateway,
-                            providers=usable if listed is None else listed & usable,
-                            mcp_catalog=mcp.gateway_catalog() if mcp.enabled else {})
+        return attrs.evolve(
+            self.config.gateway, providers=usable if listed is None else listed & usable,
+            mcp_catalog=self.config.mcp.gateway_catalog() if mcp_runs else {})
 
     async def run(self, *, task_status: trio.TaskStatus[ControlPlaneHandles] = (
             trio.TASK_STATUS_IGNORED)) -> None:
@@ -247,7 +248,8 @@ class ControlPlane:
                                     policy=config.channel_backoff)
                 notices = ChatNotices(store, channels, audit=audit, events=bus)
                 quarantine = Quarantine(store, alerts=QuarantineAlerts(notices), events=bus)
-                gateway = Gateway(store, audit, config=self._gateway_config(),
+                gateway_config = self._gateway_config(mcp_runs=mcp is not None)
+                gateway = Gateway(store, audit, config=gateway_config,
                                   notifier=Notifiers(SessionNotifier(inbox), notices),
                                   respawner=Respawns(sessions_mailbox[0]), events=bus)
                 delivery = Delivery(records=records, registry=registry, channels=channels,

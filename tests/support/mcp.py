@@ -98,6 +98,7 @@ class World:
         sid = new_session_id()
         root = self.base / "s" / sid[-12:]
         route = McpRoute(sid, group, root / "mcp.sock", servers_dir=root / "mcp",
+                         group_servers_dir=self.base / "mcp" / group,
                          workspace=self.base / "workspace")
         await self.broker.serve_session(route)
         return Session(route)

@@ -41,9 +41,9 @@ from ironclaw.runtime import DiscardEvents, EventSink
 
 from .config import McpCatalogEntry, McpConfig
 from .events import McpCall, McpServer, McpSessionFailed
-from .launch import McpServerLauncher
+from .launch import McpServerLauncher, ServerPlace
 from .mailbox import McpMsg, McpRoute, ServeMcp, StopMcp
-from .servers import CallFailed, OfferedTool, ServerReport, SessionServers
+from .servers import CallFailed, OfferedTool, ServerPool, ServerReport, User
 
 __all__ = ["McpBroker", "McpGrants"]
 
@@ -68,7 +68,13 @@ class _Session:
     done: trio.Event = attrs.Factory(trio.Event)
     connections: int = 0
     calls: int = 0
-    servers: SessionServers | None = None
+
+    @property
+    def user(self) -> User:
+        route = self.route
+        return User(session_id=route.session_id, group=route.agent_group_id,
+                    servers_dir=route.servers_dir, group_servers_dir=route.group_servers_dir,
+                    workspace=route.workspace)
 
 
 @attrs.define
@@ -93,6 +99,7 @@ class McpBroker:
         self._config = McpConfig() if config is None else config
         self._events: EventSink = DiscardEvents() if events is None else events
         self._sessions: dict[str, _Session] = {}
+        self._pool: ServerPool | None = None
         self._mailbox = SessionMailbox(mailbox_size, stop_type=StopMcp,
                                        what="the MCP broker")
         self._ran = False
@@ -128,12 +135,19 @@ class McpBroker:
         self._ran = True
         try:
             async with trio.open_nursery() as nursery:
+                self._pool = ServerPool(launcher=self._launcher, limits=self._config.limits,
+                                        nursery=nursery, report=self._server_report)
                 task_status.started()
                 await self._mailbox.serve(
                     nursery, self._sessions,
                     lambda route: nursery.start(self._serve_session, route))
         finally:
             self._mailbox.close()
+
+    @property
+    def _servers(self) -> ServerPool:
+        assert self._pool is not None, "the broker is not running"
+        return self._pool
 
     def _usable(self, grant: Grant) -> dict[str, McpCatalogEntry]:
         if not self._config.enabled:
@@ -149,18 +163,13 @@ class McpBroker:
         async with open_session_socket(session, self._sessions) as listener:
             try:
                 with session.scope:
-                    async with trio.open_nursery() as nursery:
-                        session.servers = SessionServers(
-                            session_id=route.session_id, agent_group_id=route.agent_group_id,
-                            root=route.servers_dir, workspace=route.workspace,
-                            launcher=self._launcher, limits=limits, nursery=nursery,
-                            report=functools.partial(self._server_report, route))
+                    async with trio.open_nursery() as connections:
                         task_status.started()
                         started = True
                         await accept_connections(
                             listener, session,
                             max_connections=limits.max_connections_per_session,
-                            connections=nursery,
+                            connections=connections,
                             handle=functools.partial(self._connection, session))
             except Exception as exc:
                 if not started:
@@ -168,6 +177,10 @@ class McpBroker:
                 logger.error("mcp broker: session %s stopped serving (%s)",
                              route.session_id, _error_name(exc))
                 self._publish(McpSessionFailed(route.session_id, _error_name(exc)))
+            finally:
+                # Before the socket goes: a stop that returns has seen its servers go.
+                with trio.CancelScope(shield=True):
+                    await self._servers.release(route.session_id)
 
     async def _connection(self, session: _Session, stream: trio.SocketStream) -> None:
         limits = self._config.limits
@@ -259,14 +272,13 @@ class McpBroker:
         return {name: (entry, grant[name]) for name, entry in self._usable(grant).items()}
 
     async def _list(self, session: _Session, tally: _Tally) -> bytes:
-        assert session.servers is not None
-        servers = session.servers
+        servers, user = self._servers, session.user
         granted = sorted((await self._grant(session)).items())
         offered: dict[str, list[OfferedTool]] = {}
 
         async def list_one(entry: McpCatalogEntry) -> None:
             with contextlib.suppress(CallFailed):  # an mcp.server event says why
-                offered[entry.name] = await servers.tools(entry)
+                offered[entry.name] = await servers.tools(user, entry)
 
         # At once: one slow server costs the listing its start time, not the sum.
         async with trio.open_nursery() as nursery:
@@ -281,7 +293,6 @@ class McpBroker:
         return body
 
     async def _call(self, session: _Session, body: bytes, tally: _Tally) -> bytes:
-        assert session.servers is not None
         name, arguments = _parse_call(body, self._config.limits.max_request_bytes)
         split = split_name(name)
         if split is None:
@@ -295,7 +306,7 @@ class McpBroker:
             raise CallFailed(429, "call_budget_spent",
                              "this session has used its MCP call budget")
         session.calls += 1
-        answer = await session.servers.call(entry, tally.tool, arguments)
+        answer = await self._servers.call(session.user, entry, tally.tool, arguments)
         tally.outcome = "tool_error" if answer.is_error else "ok"
         return json.dumps({"content": answer.text, "is_error": answer.is_error}).encode()
 
@@ -308,9 +319,9 @@ class McpBroker:
         tally.response_bytes = len(body)
         await conn.respond(status, [_JSON], body, close=close)
 
-    def _server_report(self, route: McpRoute, report: ServerReport) -> None:
+    def _server_report(self, place: ServerPlace, report: ServerReport) -> None:
         self._publish(McpServer(
-            session_id=route.session_id, agent_group_id=route.agent_group_id,
+            session_id=place.session_id, agent_group_id=place.group,
             server=report.server, state=report.state, reason=report.reason,
             tools=report.tools, refused_tools=report.refused_tools))
 

@@ -94,7 +94,7 @@ class ProcessLauncher:
     interpreter, where console scripts of installed packages live, then the system's).
     """
 
-    path: str = attrs.field(factory=lambda: _default_path())
+    path: str = attrs.field(factory=lambda: _default_path())  # defined below
 
     @asynccontextmanager
     async def _open(self, entry: McpServerEntry, place: ServerPlace
@@ -103,6 +103,8 @@ class ProcessLauncher:
         if executable is None:
             raise FileNotFoundError(f"MCP server {entry.name!r}: command "
                                     f"{entry.command!r} not found")
+        # Never the plane's own environment (it holds secrets). No bytecode writes: the
+        # server must not leave files in the interpreter's tree, which others run too.
         env = {"PATH": self.path, "HOME": str(place.workdir), "LANG": "C.UTF-8",
                "PYTHONDONTWRITEBYTECODE": "1"}
         async with open_child_process(

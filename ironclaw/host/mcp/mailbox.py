@@ -2,8 +2,9 @@
 
 The route is the session, its agent group (whose ``mcp_access`` grant is read for every
 request), the socket that *is* the session, and the host paths its server instances
-use: the directory their own workspaces go under, and the group's workspace (bound
-read-only for a server whose catalogue entry asks for it).
+use: the directories their own workspaces go under (the session's, and the group's for
+instances its sessions share), and the group's workspace (bound read-only for a server
+whose catalogue entry asks for it).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ class McpRoute:
     agent_group_id: str
     socket_path: Path = attrs.field(converter=Path)
     servers_dir: Path = attrs.field(converter=Path)
+    group_servers_dir: Path = attrs.field(converter=Path)
     workspace: Path = attrs.field(converter=Path)
 
 

@@ -1,28 +1,28 @@
-"""One session's MCP server instances: started at first use, one per server, stopped
-with the session.
+"""The MCP server instances: started at first use, stopped when the last session using
+them stops.
 
-:class:`SessionServers` keeps a slot per catalogue server the session has used. A slot
-runs its instance in a task of the session's nursery: the launcher's context manager
-(the server's process or sandbox), the SDK session over its pipes, and the tool list
-read once at start, checked and capped. A call waits for its slot to be ready, then
-runs under the call deadline; a call that times out, and any protocol breach, ends the
-instance (the next use starts a fresh one), and every call still in flight on an
-instance that ends is cancelled at once with the instance's reason. One session's
-servers never touch another's.
+:class:`ServerPool` keeps a slot per instance. A slot runs its instance in a task of the
+broker's nursery: the launcher's context manager (the server's process or sandbox), the
+SDK session over its pipes, and the tool list read once at start, checked and capped. A
+call waits for its slot to be ready, then runs under the call deadline; a call that
+times out, and any protocol breach, ends the instance (the next use starts a fresh one),
+and every call still in flight on an instance that ends is cancelled at once with the
+instance's reason.
 
-The scope of an instance (one per session per server) is decided here and only here:
-:func:`instance_key` names the instance a session and a server share.
+Which sessions share an instance is decided here and only here: :data:`INSTANCE_SCOPE`
+(one instance per session per server, so one session's server never sees another's
+calls), applied by :func:`instance_key` and :func:`instance_workdir`.
 """
 
 from __future__ import annotations
 
+import enum
 import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
-import anyio
 import attrs
 import mcp_types
 import trio
@@ -35,7 +35,8 @@ from .client import Breach, ServerMisbehaved, open_client_session
 from .config import McpCatalogEntry, McpLimits
 from .launch import McpServerLauncher, ServerPlace
 
-__all__ = ["CallFailed", "OfferedTool", "SessionServers", "ToolAnswer", "instance_key"]
+__all__ = ["INSTANCE_SCOPE", "CallFailed", "OfferedTool", "Scope", "ServerPool", "ToolAnswer",
+           "User", "instance_key", "instance_workdir"]
 
 logger = logging.getLogger(__name__)
 
@@ -43,9 +44,35 @@ _MAX_LIST_PAGES = 4
 _SETTLE_S = 10.0
 
 
-def instance_key(session_id: str, server: str) -> tuple[str, str]:
-    """Which instance serves ``server`` for ``session_id``: one per session per server."""
-    return session_id, server
+class Scope(enum.StrEnum):
+    SESSION = "session"  # one instance per session per server
+    GROUP = "group"  # one instance per agent group per server, shared by its sessions
+
+
+INSTANCE_SCOPE = Scope.SESSION
+
+
+@attrs.frozen
+class User:
+    """A session using the pool, and the host paths its instances may get."""
+
+    session_id: str
+    group: str
+    servers_dir: Path  # the session's own directory for its instances
+    group_servers_dir: Path  # the group's, for instances its sessions share
+    workspace: Path  # the group's workspace
+
+
+def instance_key(user: User, server: str) -> tuple[str, str]:
+    """Which instance serves ``server`` to ``user``."""
+    owner = user.session_id if INSTANCE_SCOPE is Scope.SESSION else f"group:{user.group}"
+    return owner, server
+
+
+def instance_workdir(user: User, server: str) -> Path:
+    """The instance's own writable directory: the session's, or the group's."""
+    shared = INSTANCE_SCOPE is Scope.GROUP
+    return (user.group_servers_dir if shared else user.servers_dir) / server
 
 
 class CallFailed(Exception):
@@ -73,6 +100,8 @@ class ToolAnswer:
 @attrs.define(eq=False)
 class _Slot:
     entry: McpCatalogEntry
+    place: ServerPlace
+    users: set[str] = attrs.Factory(set)  # the sessions holding it
     ready: trio.Event = attrs.Factory(trio.Event)
     ended: trio.Event = attrs.Factory(trio.Event)
     scope: trio.CancelScope = attrs.Factory(trio.CancelScope)
@@ -82,6 +111,11 @@ class _Slot:
     reason: str = ""  # why it ended
     breach: Breach = attrs.Factory(Breach)
     calls: set[trio.CancelScope] = attrs.Factory(set)
+
+    @property
+    def broken(self) -> bool:
+        """The instance ended, or is ending, for a reason of its own."""
+        return bool(self.reason or self.breach.reason) or self.ended.is_set()
 
     def end(self, reason: str) -> None:
         if not self.reason:
@@ -100,33 +134,42 @@ class ServerReport:
     refused_tools: int
 
 
-class SessionServers:
-    """The server instances of one session. Use inside the session's nursery; leaving
-    that nursery stops them all."""
+class ServerPool:
+    """Every instance the broker runs, in the broker's nursery. ``report`` hears when one
+    starts, fails to start, or stops."""
 
-    def __init__(self, *, session_id: str, agent_group_id: str, root: Path,
-                 workspace: Path, launcher: McpServerLauncher, limits: McpLimits,
-                 nursery: trio.Nursery, report: Callable[[ServerReport], None]) -> None:
-        self._session_id = session_id
-        self._group = agent_group_id
-        self._root = root
-        self._workspace = workspace
+    def __init__(self, *, launcher: McpServerLauncher, limits: McpLimits,
+                 nursery: trio.Nursery,
+                 report: Callable[[ServerPlace, ServerReport], None]) -> None:
         self._launcher = launcher
         self._limits = limits
         self._nursery = nursery
         self._report = report
         self._slots: dict[tuple[str, str], _Slot] = {}
 
-    async def tools(self, entry: McpCatalogEntry) -> list[OfferedTool]:
-        slot = await self._ready(entry)
+    async def release(self, session_id: str) -> None:
+        """The session stopped: end the instances no other session holds, and return
+        once they are gone."""
+        ended = []
+        for key, slot in list(self._slots.items()):
+            slot.users.discard(session_id)
+            if not slot.users:
+                del self._slots[key]
+                slot.end("session_stopped")
+                ended.append(slot)
+        for slot in ended:
+            await _settled(slot)
+
+    async def tools(self, user: User, entry: McpCatalogEntry) -> list[OfferedTool]:
+        slot = await self._ready(user, entry)
         return list(slot.tools.values())
 
-    async def call(self, entry: McpCatalogEntry, tool: str, arguments: dict[str, Any]
-                   ) -> ToolAnswer:
+    async def call(self, user: User, entry: McpCatalogEntry, tool: str,
+                   arguments: dict[str, Any]) -> ToolAnswer:
         limits = self._limits
         deadline = trio.current_time() + limits.call_timeout_s
         with trio.move_on_at(deadline) as starting:
-            slot = await self._ready(entry)
+            slot = await self._ready(user, entry)
         if starting.cancelled_caught:
             raise CallFailed(504, "timeout", "the server did not start in time")
         if tool not in slot.tools:
@@ -137,41 +180,30 @@ class SessionServers:
             with scope:
                 result = await slot.session.call_tool(tool, arguments)
         except MCPError as exc:
-            if slot.breach.reason or slot.reason:
-                # The SDK fails calls in flight when the instance's pipes break.
-                await _settled(slot)
-                raise CallFailed(502, "server_failed", "the server broke the protocol "
-                                 f"({slot.breach.reason or slot.reason})") from None
-            return ToolAnswer(_clip(f"the server refused the call: {exc}",
-                                    limits.max_result_bytes), True)
-        except (ValidationError, ServerMisbehaved, trio.BrokenResourceError,
-                trio.ClosedResourceError, anyio.BrokenResourceError,
-                anyio.ClosedResourceError) as exc:
-            slot.end(slot.breach.reason or _reason(exc))
-            await _settled(slot)
-            raise CallFailed(502, "server_failed", "the server broke the protocol") from None
+            if not slot.broken:
+                return ToolAnswer(_clip(f"the server refused the call: {exc}",
+                                        limits.max_result_bytes), True)
+            # The SDK fails the calls in flight when the instance's pipes break.
+            await _fail(slot, "")
+        except Exception as exc:
+            # A result of the wrong shape, a broken pipe, or the SDK refusing what the
+            # server sent: the instance is not to be trusted with another call.
+            await _fail(slot, slot.breach.reason or _reason(exc))
         finally:
             slot.calls.discard(scope)
         if scope.cancelled_caught:
-            if slot.ended.is_set() or slot.reason or slot.breach.reason:
-                await _settled(slot)
-                raise CallFailed(502, "server_failed",
-                                 f"the server stopped ({slot.reason or 'ended'})")
-            slot.end("timeout")
-            await _settled(slot)
-            raise CallFailed(504, "timeout",
-                             f"no answer within {limits.call_timeout_s:g}s; the server "
-                             "was stopped")
+            await _fail(slot, "" if slot.broken else "timeout", limits.call_timeout_s)
         return ToolAnswer(render_content(result, limits.max_result_bytes),
                           bool(result.is_error))
 
-    async def _ready(self, entry: McpCatalogEntry) -> _Slot:
-        key = instance_key(self._session_id, entry.name)
+    async def _ready(self, user: User, entry: McpCatalogEntry) -> _Slot:
+        key = instance_key(user, entry.name)
         slot = self._slots.get(key)
         if slot is None or slot.ended.is_set():
-            slot = _Slot(entry)
+            slot = _Slot(entry, _place(user, entry))
             self._slots[key] = slot
             self._nursery.start_soon(self._run, slot)
+        slot.users.add(user.session_id)
         with trio.move_on_after(self._limits.start_timeout_s):
             await slot.ready.wait()
         if slot.session is None:
@@ -183,8 +215,7 @@ class SessionServers:
         return slot
 
     async def _run(self, slot: _Slot) -> None:
-        entry = slot.entry
-        place = self._place(entry)
+        entry, place = slot.entry, slot.place
         started = False
         try:
             with slot.scope:
@@ -199,29 +230,22 @@ class SessionServers:
                     slot.session = session
                     started = True
                     slot.ready.set()
-                    self._report(ServerReport(entry.name, "started", "", len(slot.tools),
-                                              slot.refused_tools))
+                    self._report(place, ServerReport(entry.name, "started", "",
+                                                     len(slot.tools), slot.refused_tools))
                     await trio.sleep_forever()
         except Exception as exc:
             slot.reason = slot.reason or slot.breach.reason or _reason(exc)
             logger.warning("mcp: server %s of session %s ended (%s)", entry.name,
-                           self._session_id, slot.reason)
+                           place.session_id, slot.reason)
         finally:
             slot.session = None
             for scope in list(slot.calls):
                 scope.cancel()
             slot.ended.set()
             slot.ready.set()
-            self._report(ServerReport(entry.name, "stopped" if started else "failed",
-                                      slot.reason or "session_stopped", len(slot.tools),
-                                      slot.refused_tools))
-
-    def _place(self, entry: McpCatalogEntry) -> ServerPlace:
-        return ServerPlace(
-            session_id=self._session_id, group=self._group,
-            workdir=self._root / entry.name,
-            session_workspace=self._workspace if entry.server.session_workspace else None,
-            egress_socket=None)
+            self._report(place, ServerReport(
+                entry.name, "stopped" if started else "failed",
+                slot.reason or "session_stopped", len(slot.tools), slot.refused_tools))
 
     async def _list(self, slot: _Slot, session: Any) -> None:
         """Read the server's tools once, keeping those the host may offer."""
@@ -259,6 +283,16 @@ class SessionServers:
         return OfferedTool(entry.name, tool.name, description, schema)
 
 
+def _place(user: User, entry: McpCatalogEntry) -> ServerPlace:
+    """Where the instance ``user`` starts lives (a shared one: that of the session that
+    started it)."""
+    return ServerPlace(
+        session_id=user.session_id, group=user.group,
+        workdir=instance_workdir(user, entry.name),
+        session_workspace=user.workspace if entry.server.session_workspace else None,
+        egress_socket=None)
+
+
 def render_content(result: mcp_types.CallToolResult, max_bytes: int) -> str:
     """A tool result as the text the model reads: text blocks as they are, any other
     block named by its kind (the agent reads text only)."""
@@ -292,6 +326,19 @@ def _reason(exc: BaseException) -> str:
     if isinstance(exc, FileNotFoundError):
         return "command_not_found"
     return type(exc).__name__
+
+
+async def _fail(slot: _Slot, reason: str, timeout_s: float = 0.0) -> NoReturn:
+    """End the instance (unless it already ended) and answer the call with why, once
+    it is gone: the next call then starts a fresh one."""
+    if reason:
+        slot.end(reason)
+    await _settled(slot)
+    if reason == "timeout":
+        raise CallFailed(504, "timeout", f"no answer within {timeout_s:g}s; the server "
+                         "was stopped")
+    raise CallFailed(502, "server_failed", "the server broke the protocol "
+                     f"({slot.reason or slot.breach.reason or 'ended'})")
 
 
 async def _settled(slot: _Slot) -> None:

@@ -199,7 +199,9 @@ class SessionActor:
                 if mcp is not None:
                     await mcp.serve_session(McpRoute(
                         session.id, group.id, spec.socket_dir / MCP_SOCKET,
-                        servers_dir=spec.run_dir.parent / "mcp", workspace=spec.workspace))
+                        servers_dir=spec.run_dir.parent / "mcp",
+                        group_servers_dir=deps.state_dir / "mcp" / group.folder,
+                        workspace=spec.workspace))
                 await nursery.start(self._tail.run)
                 nursery.start_soon(self._supervisor.run)
                 nursery.start_soon(self._retire_when_idle)

@@ -4,8 +4,14 @@ decides both."""
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
+import pytest
+import trio
+
+from ironclaw.host.mcp import McpCatalogEntry, McpServerEntry, servers
+from ironclaw.host.mcp.servers import Scope
 from tests.support.mcp import GROUP, hostile_server, open_world, time_server
 
 
@@ -80,3 +86,57 @@ async def test_stopping_the_session_stops_its_servers_and_removes_the_socket(
         assert not session.route.socket_path.exists()
         states = [(s.server, s.state, s.reason) for s in world.servers()]
         assert states == [("time", "started", ""), ("time", "stopped", "session_stopped")]
+
+
+@pytest.mark.parametrize(("scope", "instances"), [(Scope.SESSION, 2), (Scope.GROUP, 1)])
+async def test_the_instance_scope_decides_who_shares_a_server(
+        base: Path, monkeypatch: pytest.MonkeyPatch, scope: Scope, instances: int) -> None:
+    monkeypatch.setattr(servers, "INSTANCE_SCOPE", scope)
+    async with open_world(base, hostile_server()) as world:
+        await world.grant({"hostile": ["echo"]})
+        one, two = await world.session(), await world.session()
+        for session in (one, two):
+            assert (await session.call("hostile__echo", {"text": "x"})).status_code == 200
+        assert len(world.servers()) == instances
+        await world.broker.stop_session(one.route.session_id)
+        # A shared instance outlives the first session, and serves the second still.
+        assert len([s for s in world.servers() if s.state == "stopped"]) == instances - 1
+        assert (await two.call("hostile__echo", {"text": "y"})).json()["content"] == "y"
+        await world.broker.stop_session(two.route.session_id)
+        assert len([s for s in world.servers() if s.state == "stopped"]) == instances
+        # Each instance had a writable directory of its own: the session's, or the group's.
+        workdirs = await trio.to_thread.run_sync(
+            lambda: [p for p in base.rglob("hostile") if p.is_dir()])
+        assert len(workdirs) == instances
+        assert (scope is Scope.GROUP) == (workdirs[0] == base / "mcp" / GROUP / "hostile")
+
+
+async def test_the_real_git_server_reads_a_log_from_the_granted_repository(
+        base: Path) -> None:
+    repo = base / "workspace" / "notes"
+    await trio.to_thread.run_sync(_make_repo, repo)
+    git = McpCatalogEntry(McpServerEntry(name="git", command="mcp-server-git",
+                                         args=("--repository", str(repo))))
+    async with open_world(base, git) as world:
+        await world.grant({"git": ["git_log", "git_status"]})
+        session = await world.session()
+        assert set(await session.tools()) == {"git__git_log", "git__git_status"}
+        answer = await session.call("git__git_log", {"repo_path": str(repo)})
+        assert answer.status_code == 200, answer.text
+        assert "first note, from the test" in answer.json()["content"]
+        # The server's own confinement answers as a tool error, not a broken instance.
+        outside = await session.call("git__git_log", {"repo_path": str(base)})
+        assert outside.status_code == 200 and outside.json()["is_error"] is True
+        assert (await session.call("git__git_commit", {"repo_path": str(repo),
+                                                       "message": "x"})).status_code == 403
+
+
+def _make_repo(path: Path) -> None:
+    path.mkdir(parents=True)
+    (path / "note.txt").write_text("hello\n")
+    env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.org",
+           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.org",
+           "HOME": str(path), "PATH": "/usr/bin:/bin"}
+    for argv in (["git", "init", "-q"], ["git", "add", "note.txt"],
+                 ["git", "commit", "-q", "-m", "first note, from the test"]):
+        subprocess.run(argv, cwd=path, env=env, check=True)

@@ -11,7 +11,7 @@ import httpx
 import pytest
 import trio
 
-from tests.support.mcp import hostile_server, open_world, time_server
+from tests.support.mcp import hostile_server, open_world
 
 OFFERED = {"hostile__echo", "hostile__huge", "hostile__hang", "hostile__garbage",
            "hostile__exit", "hostile__bad_result"}
@@ -117,3 +117,26 @@ async def test_a_hanging_call_holds_no_other_session_up(base: Path) -> None:
             assert answer.json()["content"] == "meanwhile"
             await world.broker.stop_session(stuck.route.session_id)
         assert not stuck.route.socket_path.exists()
+
+
+async def test_a_hostile_agent_s_malformed_requests_are_refused_and_the_socket_serves_on(
+        base: Path) -> None:
+    async with open_world(base, hostile_server()) as world:
+        await world.grant({"hostile": ["echo"]})
+        session = await world.session()
+        async with session.client() as client:
+            for method, path, body, status in [
+                    ("POST", "/v1/call", b"not json", 400),
+                    ("POST", "/v1/call", b'["hostile__echo"]', 400),
+                    ("POST", "/v1/call", b'{"name": "hostile__echo", "arguments": []}', 400),
+                    ("POST", "/v1/call", b'{"name": 7}', 400),
+                    ("POST", "/v1/call", b'{"name": "hostile__echo", "extra": 1}', 400),
+                    ("GET", "/v1/call", b"", 404),
+                    ("POST", "/v1/tools", b"", 404),
+                    ("GET", "/v1/fetch", b"", 404)]:
+                answer = await client.request(method, path, content=body)
+                assert answer.status_code == status, (path, body, answer.text)
+                assert set(answer.json()) == {"error", "detail"}
+        assert (await session.call("hostile__echo", {"text": "still"})).json()[
+            "content"] == "still"
+        assert len([c for c in world.calls() if c.status >= 400]) == 8

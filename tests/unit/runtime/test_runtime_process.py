@@ -277,3 +277,21 @@ async def test_supervised_crashing_process_is_restarted_then_parked() -> None:
     assert len(failures) == 3
     assert all("ProcessFailed" in failure.error for failure in failures)
     assert all("sandbox exploded" in failure.error for failure in failures)
+
+
+async def test_pipe_stdio_hands_the_caller_the_child_s_stdin_and_stdout() -> None:
+    async with open_child_process(["cat"], pipe_stdio=True, grace_period=1.0) as child:
+        assert child.stdin is not None and child.stdout is not None
+        await child.stdin.send_all(b"ping\n")
+        received = b""
+        with trio.fail_after(10):
+            while not received.endswith(b"\n"):
+                received += await child.stdout.receive_some(64)
+        assert received == b"ping\n"
+        assert child.stdout_tail == b""  # not drained behind the caller's back
+
+
+async def test_pipe_stdio_and_on_stdout_exclude_each_other() -> None:
+    with pytest.raises(ValueError, match="exclude"):
+        async with open_child_process(["true"], pipe_stdio=True, on_stdout=print):
+            pass
