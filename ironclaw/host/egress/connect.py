@@ -42,6 +42,7 @@ from ironclaw.runtime.ratelimit import TokenBucket
 from .broker import EgressGrants
 from .config import EgressConfig
 from .events import EgressRequest, Operation, Outcome
+from .fetch import Tally
 from .policy import Allowlist, Refused, normalize_host
 from .upstream import AddressRefused, PinnedBackend, Resolver
 
@@ -67,16 +68,6 @@ class TunnelLimits:
     max_bytes_each_way: int = 32 * 1024 * 1024
     idle_timeout: float = 60.0
     total_timeout: float = 300.0
-
-
-@attrs.define
-class _Tally:
-    host: str = ""
-    status: int = 0
-    outcome: Outcome = Outcome.BAD_REQUEST
-    upstream: bool = False
-    sent: int = 0
-    received: int = 0
 
 
 class ConnectProxy:
@@ -127,14 +118,14 @@ class ConnectProxy:
 
     async def _connection(self, route: ConnectRoute, stream: trio.SocketStream,
                           bucket: TokenBucket) -> None:
-        tally = _Tally()
+        tally = Tally(method="CONNECT", outcome=Outcome.BAD_REQUEST)
         started = trio.current_time()
         try:
             with trio.move_on_after(self._tunnel.total_timeout):
                 await self._tunnel_one(route, stream, bucket, tally)
         except (trio.BrokenResourceError, trio.ClosedResourceError, h11.ProtocolError,
                 httpcore.NetworkError):
-            if tally.outcome is Outcome.OK and not tally.received:
+            if tally.outcome is Outcome.OK and not tally.response_bytes:
                 tally.outcome = Outcome.CLIENT_GONE
         finally:
             with trio.CancelScope(shield=True):
@@ -142,7 +133,7 @@ class ConnectProxy:
             self._report(route, tally, started)
 
     async def _tunnel_one(self, route: ConnectRoute, stream: trio.SocketStream,
-                          bucket: TokenBucket, tally: _Tally) -> None:
+                          bucket: TokenBucket, tally: Tally) -> None:
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=
                               self._config.limits.max_header_bytes)
         request = await _read_request(conn, stream, self._config.limits.idle_timeout)
@@ -171,7 +162,7 @@ class ConnectProxy:
                 await upstream.aclose()
 
     async def _check(self, route: ConnectRoute, request: h11.Request,
-                     tally: _Tally) -> tuple[str, int]:
+                     tally: Tally) -> tuple[str, int]:
         if request.method != b"CONNECT":
             raise Refused(403, Outcome.SCHEME_NOT_ALLOWED,
                           "only https, through CONNECT, leaves a server's sandbox")
@@ -197,7 +188,7 @@ class ConnectProxy:
         return host, port
 
     async def _connect(self, host: str, port: int,
-                       tally: _Tally) -> httpcore.AsyncNetworkStream:
+                       tally: Tally) -> httpcore.AsyncNetworkStream:
         limits = self._config.limits
         try:
             return await self._backend.connect_tcp(host, port,
@@ -213,13 +204,13 @@ class ConnectProxy:
 
     async def _splice(self, client: trio.SocketStream,
                       upstream: httpcore.AsyncNetworkStream, first: bytes,
-                      tally: _Tally) -> None:
+                      tally: Tally) -> None:
         cap, idle = self._tunnel.max_bytes_each_way, self._tunnel.idle_timeout
 
         async def outward() -> None:
             data = first
-            while data and tally.sent + len(data) <= cap:
-                tally.sent += len(data)
+            while data and tally.request_bytes + len(data) <= cap:
+                tally.request_bytes += len(data)
                 await upstream.write(data, timeout=idle)
                 data = await _receive(client, idle)
             nursery.cancel_scope.cancel()
@@ -227,9 +218,9 @@ class ConnectProxy:
         async def inward() -> None:
             while True:
                 data = await upstream.read(CHUNK, timeout=idle)
-                if not data or tally.received + len(data) > cap:
+                if not data or tally.response_bytes + len(data) > cap:
                     break
-                tally.received += len(data)
+                tally.response_bytes += len(data)
                 await client.send_all(data)
             nursery.cancel_scope.cancel()
 
@@ -237,15 +228,15 @@ class ConnectProxy:
             nursery.start_soon(outward)
             nursery.start_soon(inward)
 
-    def _report(self, route: ConnectRoute, tally: _Tally, started: float) -> None:
+    def _report(self, route: ConnectRoute, tally: Tally, started: float) -> None:
         # An event sink's failure never takes a tunnel down.
         with contextlib.suppress(Exception):
             self._events.publish(EgressRequest(
                 session_id=route.session_id, agent_group_id=route.agent_group_id,
                 operation=Operation.CONNECT.value, host=tally.host, final_host=tally.host,
-                method="CONNECT", status=tally.status, outcome=tally.outcome.value,
-                upstream=tally.upstream, request_bytes=tally.sent,
-                response_bytes=tally.received,
+                method=tally.method, status=tally.status, outcome=tally.outcome.value,
+                upstream=tally.upstream, request_bytes=tally.request_bytes,
+                response_bytes=tally.response_bytes,
                 duration_ms=round((trio.current_time() - started) * 1000, 3)))
 
 

@@ -72,7 +72,15 @@ class OciLauncher:
         async with contextlib.AsyncExitStack() as stack:
             egress = None
             if entry.egress and self._tunnels is not None:
-                egress = await stack.enter_async_context(self._tunnel(entry, place))
+                # The CONNECT socket sits alone in a directory of the host's beside the
+                # workspace (never inside it: the server writes there), bound read-only.
+                socket = place.egress_socket or (place.workdir.parent / f"{entry.name}.egress"
+                                                 / "proxy.sock")
+                await trio.to_thread.run_sync(
+                    lambda: socket.parent.mkdir(mode=0o711, parents=True, exist_ok=True))
+                egress = await stack.enter_async_context(self._tunnels.open_tunnel(
+                    session_id=place.session_id, group=place.group, server=entry.name,
+                    socket_path=socket, hosts=entry.egress))
             launch = ServerLaunch(
                 server=entry.name, session_id=place.session_id, image=image,
                 command=entry.command, args=entry.args, workdir=place.workdir,
@@ -80,18 +88,6 @@ class OciLauncher:
                 else None, egress_socket=egress)
             pipes = await stack.enter_async_context(self._sandboxes.open(launch))
             yield StdioPipes(send=pipes.send, receive=pipes.receive)
-
-    def _tunnel(self, entry: McpServerEntry, place: ServerPlace
-                ) -> AbstractAsyncContextManager[Path]:
-        """The instance's CONNECT socket, alone in a directory of the host's beside its
-        workspace (never inside it: the server writes there), bound read-only."""
-        assert self._tunnels is not None
-        socket = place.egress_socket or (place.workdir.parent / f"{entry.name}.egress"
-                                         / "proxy.sock")
-        socket.parent.mkdir(mode=0o711, parents=True, exist_ok=True)
-        return self._tunnels.open_tunnel(session_id=place.session_id, group=place.group,
-                                         server=entry.name, socket_path=socket,
-                                         hosts=entry.egress)
 
 
 def ensure_images(state_dir: Path, entries: Iterable[McpServerEntry], *,
