@@ -26,6 +26,7 @@ reported as an ``egress.request`` event with ``operation`` "connect" (metadata o
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -46,7 +47,9 @@ from .fetch import Tally
 from .policy import Allowlist, Refused, normalize_host
 from .upstream import AddressRefused, PinnedBackend, Resolver
 
-__all__ = ["ConnectProxy", "ConnectRoute"]
+__all__ = ["ConnectProxy", "ConnectRoute", "TunnelLimits"]
+
+logger = logging.getLogger(__name__)
 
 TLS_HANDSHAKE = 0x16
 CHUNK = 64 * 1024
@@ -127,6 +130,11 @@ class ConnectProxy:
                 httpcore.NetworkError):
             if tally.outcome is Outcome.OK and not tally.response_bytes:
                 tally.outcome = Outcome.CLIENT_GONE
+        except Exception as exc:
+            # One tunnel's failure never ends the route's other tunnels.
+            logger.warning("egress CONNECT: a tunnel of %s/%s failed (%s)",
+                           route.session_id, route.server, type(exc).__name__)
+            tally.outcome = Outcome.UPSTREAM_ERROR
         finally:
             with trio.CancelScope(shield=True):
                 await stream.aclose()
