@@ -28,7 +28,13 @@ import attrs
 import httpx
 import trio
 
-from ironclaw.host.sockets.http import BadRequest, BodyTooLarge, RequestHead, ServerConnection
+from ironclaw.host.sockets.http import (
+    BadRequest,
+    BodyTooLarge,
+    RequestHead,
+    ServerConnection,
+    serve_requests,
+)
 from ironclaw.host.sockets.serving import (
     SessionMailbox,
     accept_connections,
@@ -169,21 +175,12 @@ class EgressBroker:
     async def _connection(self, session: _Session, stream: trio.SocketStream,
                           client: httpx.AsyncClient) -> None:
         limits = self._config.limits
-        conn = ServerConnection(stream, max_header_bytes=limits.max_header_bytes)
         try:
-            while True:
-                head: RequestHead | None = None
-                with trio.move_on_after(limits.idle_timeout):
-                    head = await conn.next_request()
-                if head is None or not await self._request(session, conn, head, client):
-                    return
-                if not conn.reusable:
-                    return
-                conn.next_cycle()
-        except BadRequest as exc:
-            await self._reject_malformed(session, conn, exc)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
+            await serve_requests(
+                stream, max_header_bytes=limits.max_header_bytes,
+                idle_timeout=limits.idle_timeout,
+                respond=functools.partial(self._request, session, client=client),
+                malformed=functools.partial(self._reject_malformed, session))
         except Exception as exc:
             logger.warning("egress broker: connection for session %s failed (%s)",
                            session.route.session_id, type(exc).__name__)

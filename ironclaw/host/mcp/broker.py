@@ -1,16 +1,17 @@
 """The MCP broker actor: one ``mcp.sock`` per granted session, the agent's only way to
 an MCP server.
 
-``McpBroker.run`` owns a nursery with one task per served session; each session has a
-:class:`~.servers.SessionServers` (its server instances, started at first use) and the
-connections of its socket. Sessions come and go through the mailbox (``ServeMcp`` /
-``StopMcp``), like the egress broker's; stopping a session stops its servers.
+``McpBroker.run`` owns a nursery with one task per served session (the connections of
+its socket) and the :class:`~.servers.ServerPool` of server instances, started at first
+use. Sessions come and go through the mailbox (``ServeMcp`` / ``StopMcp``), like the
+egress broker's; stopping a session stops the instances no other session holds.
 
 The socket a request arrives on *is* the session. For every request the group's
 ``mcp_access`` grant is read fresh (no cache: a narrowed grant bites at the next call)
 and held to the operator's catalogue; a server or tool outside either does not exist
-for the agent. Per call, in order: the session's call budget (429), the body cap (413),
-the JSON shape (400), the grant (403), then the call under its deadline. Every request
+for the agent. Per call, in order: the body cap (413), the JSON shape (400), a name the
+host would offer (404), the grant (403), the session's call budget (429), then the call
+under its deadline. Every request
 is reported as an :class:`~.events.McpCall` (sizes and outcome, never content).
 """
 
@@ -35,7 +36,13 @@ from ironclaw.contract.mcp import (
     qualified_name,
     split_name,
 )
-from ironclaw.host.sockets.http import BadRequest, BodyTooLarge, RequestHead, ServerConnection
+from ironclaw.host.sockets.http import (
+    BadRequest,
+    BodyTooLarge,
+    RequestHead,
+    ServerConnection,
+    serve_requests,
+)
 from ironclaw.host.sockets.serving import SessionMailbox, accept_connections, open_session_socket
 from ironclaw.runtime import DiscardEvents, EventSink
 
@@ -184,24 +191,12 @@ class McpBroker:
 
     async def _connection(self, session: _Session, stream: trio.SocketStream) -> None:
         limits = self._config.limits
-        conn = ServerConnection(stream, max_header_bytes=limits.max_header_bytes)
         try:
-            while True:
-                head: RequestHead | None = None
-                with trio.move_on_after(limits.idle_timeout_s):
-                    head = await conn.next_request()
-                if head is None:
-                    return
-                await self._request(session, conn, head)
-                if not conn.reusable:
-                    return
-                conn.next_cycle()
-        except BadRequest as exc:
-            with trio.move_on_after(5):
-                await self._refuse(conn, _Tally(), exc.status, "bad_request", exc.detail,
-                                   close=True)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
+            await serve_requests(
+                stream, max_header_bytes=limits.max_header_bytes,
+                idle_timeout=limits.idle_timeout_s,
+                respond=functools.partial(self._request, session),
+                malformed=self._malformed)
         except Exception as exc:
             logger.warning("mcp broker: connection for session %s failed (%s)",
                            session.route.session_id, type(exc).__name__)
@@ -209,8 +204,14 @@ class McpBroker:
             session.connections -= 1
             await stream.aclose()
 
+    async def _malformed(self, conn: ServerConnection, exc: BadRequest) -> None:
+        with trio.move_on_after(5):
+            await self._refuse(conn, _Tally(), exc.status, "bad_request", exc.detail,
+                               close=True)
+
     async def _request(self, session: _Session, conn: ServerConnection,
-                       head: RequestHead) -> None:
+                       head: RequestHead) -> bool:
+        """Answer one request; True: the connection may serve another."""
         tally = _Tally()
         started = trio.current_time()
         try:
@@ -243,6 +244,7 @@ class McpBroker:
                 outcome=tally.outcome, request_bytes=tally.request_bytes,
                 response_bytes=tally.response_bytes,
                 duration_ms=round((trio.current_time() - started) * 1000, 3)))
+        return True
 
     async def _read_body(self, conn: ServerConnection, head: RequestHead,
                          tally: _Tally) -> bytes:

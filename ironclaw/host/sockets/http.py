@@ -5,17 +5,20 @@ head, reads a body under a byte cap, and writes a response either whole or strea
 (chunked, since the proxy re-frames upstream bodies after redaction). Everything the
 peer sends is untrusted; h11 enforces the grammar and a header-size cap, and every
 parse failure surfaces as :class:`BadRequest` with a status to answer.
+:func:`serve_requests` is the request loop of one kept-alive connection, for the
+brokers that answer whole JSON requests.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Awaitable, Callable, Sequence
 
 import attrs
 import h11
 import trio
 
-__all__ = ["BadRequest", "BodyTooLarge", "RequestHead", "ServerConnection"]
+__all__ = ["BadRequest", "BodyTooLarge", "RequestHead", "ServerConnection", "serve_requests"]
 
 RECEIVE_SIZE = 64 * 1024
 SERVER_HEADER = ("server", "ironclaw-modelproxy")
@@ -154,3 +157,27 @@ class ServerConnection:
 
     async def aclose(self) -> None:
         await self._stream.aclose()
+
+
+async def serve_requests(
+        stream: trio.abc.Stream, *, max_header_bytes: int, idle_timeout: float,
+        respond: Callable[[ServerConnection, RequestHead], Awaitable[bool]],
+        malformed: Callable[[ServerConnection, BadRequest], Awaitable[None]]) -> None:
+    """Answer requests on one connection until the peer closes it, stays silent for
+    ``idle_timeout`` seconds between requests, or ``respond`` returns False (close
+    after this one). A request that is not well-formed HTTP gets ``malformed`` and ends
+    the connection. A peer that goes away ends it quietly, whenever that happens."""
+    conn = ServerConnection(stream, max_header_bytes=max_header_bytes)
+    with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+        try:
+            while True:
+                head: RequestHead | None = None
+                with trio.move_on_after(idle_timeout):
+                    head = await conn.next_request()
+                if head is None or not await respond(conn, head):
+                    return
+                if not conn.reusable:
+                    return
+                conn.next_cycle()
+        except BadRequest as exc:
+            await malformed(conn, exc)
