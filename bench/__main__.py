@@ -5,7 +5,8 @@ sandboxes per host), api (API latency and event fan-out), models (a real local m
 reply against the mock's, and the redactor's cost), or all; and, only when named,
 redteam (what a hostile sandbox costs the other sessions) and chaos (nothing lost or
 doubled while the control plane and agents are killed), which ``all`` leaves out
-because they break things on purpose. ``queue-floor`` and
+because they break things on purpose, and mcp (MCP servers in their own sandboxes: a
+tool call's latency against a direct child, cold start, memory). ``queue-floor`` and
 ``e2e`` are the old names: the queue suite's floor alone, and the queue suite.
 ``python -m bench render FILE.json...`` redraws a saved run's Markdown and charts.
 
@@ -29,7 +30,7 @@ from .progress import Progress
 from .report import RESULTS, SuiteResult, write_report
 
 SUITES = ("sandbox", "queue", "scale", "api", "models")
-ON_DEMAND = ("redteam", "chaos")  # run only when named, never by "all"
+ON_DEMAND = ("redteam", "chaos", "mcp")  # run only when named, never by "all"
 ALIASES = {"queue-floor": "queue", "e2e": "queue"}
 
 
@@ -55,6 +56,9 @@ def run_suite(name: str, args: argparse.Namespace, progress: Progress) -> SuiteR
     if name == "redteam":
         from . import redteam
         return redteam.run(mode=mode, progress=progress, runtimes=runtimes)
+    if name == "mcp":
+        from . import mcp
+        return mcp.run(mode=mode, progress=progress)
     if name == "chaos":
         from . import chaos
         return chaos.run(mode=mode, progress=progress,

@@ -336,3 +336,19 @@ def test_render_redraws_a_saved_run_from_its_json(out_root: Path, tmp_path: Path
     for name in redrawn["charts"]:
         assert (tmp_path / name).read_bytes()[:8] == PNG_SIGNATURE
     assert (tmp_path / f"{copy.stem}.md").read_text().startswith("# bench `api`")
+
+
+@pytest.mark.long  # 60 s: python -m bench mcp runs the suite itself
+def test_mcp_suite_compares_sandboxed_servers_with_a_direct_child(out_root: Path) -> None:
+    if not oci_ready("runsc"):
+        pytest.skip("runsc is not installed, or this is not root")
+    run = smoke("mcp", out_root)
+    doc = run["doc"]
+    check_doc(doc, "mcp")
+    check_files(run, "mcp")
+    for measure in ("call_latency", "cold_start"):
+        for variant in ("direct", "runsc"):
+            assert doc["results"][measure][variant]["status"] == "ok", (measure, variant)
+    assert doc["ratios"]["runsc_call_p50_over_direct"] > 0
+    memory = doc["extra"]["memory"]
+    assert memory["runsc"]["one"] > 0 and memory["direct"]["one"] > 0

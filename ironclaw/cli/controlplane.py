@@ -2,6 +2,8 @@
 
 Subcommands: ``init`` prepares a production state directory (``ironclaw.cli.init``);
 ``build-sandbox`` builds and pins the sealed sandbox image (``ironclaw.cli.build_sandbox``);
+``build-mcp-images`` builds and pins the MCP servers' images
+(``ironclaw.cli.build_mcp_images``);
 ``backup`` and ``restore`` snapshot a state directory and put it back
 (``ironclaw.cli.backup``); ``rotate-master`` replaces the master key with the plane
 stopped (``ironclaw.cli.rotate_master``).
@@ -27,7 +29,7 @@ from pathlib import Path
 import trio
 
 from ironclaw import __version__
-from ironclaw.cli import backup, build_sandbox, init, rotate_master
+from ironclaw.cli import backup, build_mcp_images, build_sandbox, init, rotate_master
 from ironclaw.cli.daemon_settings import configure_logging, resolve
 from ironclaw.host.api import ENV_TOKEN, ApiSettings, Principals, bootstrap_owner, serve_api
 from ironclaw.host.app import ControlPlane, ControlPlaneHandles
@@ -134,7 +136,8 @@ async def serve(config: ControlPlaneConfig, *, chat: bool, api: ApiSettings | No
             nursery.cancel_scope.cancel()
 
 
-SUBCOMMANDS = {"build-sandbox": build_sandbox.main, "init": init.main,
+SUBCOMMANDS = {"build-sandbox": build_sandbox.main, "build-mcp-images": build_mcp_images.main,
+               "init": init.main,
                "backup": backup.main_backup, "restore": backup.main_restore,
                "rotate-master": rotate_master.main}
 

@@ -38,6 +38,7 @@ from .chatops.alerts import QuarantineAlerts
 from .config import ControlPlaneConfig, choose_runtime
 from .delivery import Delivery, DeliveryRecords
 from .egress import EgressBroker
+from .egress.connect import ConnectProxy
 from .events import RuntimeSelected
 from .gateway import Gateway, GatewayConfig, Grants, MountRoot
 from .gateway.kinds.mounts import root_for
@@ -50,8 +51,10 @@ from .isolation.pinned import PinnedImage
 from .isolation.process import reap_stale_agents
 from .isolation.reconcile import reconcile_runtime_state
 from .isolation.runtimes import OciRuntime, RuntimeKind
+from .isolation.serverlaunch import ServerSandboxes
 from .mailboxes import Respawns, open_sessions_mailbox
-from .mcp import LauncherUnavailable, McpBroker, launcher_for_runtime
+from .mcp import LauncherUnavailable, McpBroker, McpServerLauncher, launcher_for_runtime
+from .mcp.sandboxed import OciLauncher, ensure_images
 from .modelproxy import Credentials, ModelProxy
 from .questions import Questions
 from .registry import Registry
@@ -143,19 +146,39 @@ class GrantedMounts:
         return tuple(bound)
 
 
-def _mcp_broker(config: ControlPlaneConfig, runtime: str, grants: Grants,
+def _mcp_broker(config: ControlPlaneConfig, isolator: Isolator, grants: Grants,
                 bus: EventBus) -> McpBroker | None:
     """The MCP broker, when the catalogue offers a server and the runtime has a way to
-    run one as strongly as it runs agents (never a weaker one in its place)."""
+    run one as strongly as it runs agents (never a weaker one in its place): under an
+    OCI runtime, each server instance in its own sandbox of that runtime."""
     if not (config.mcp.enabled and config.mcp.servers):
         return None
+    launcher: McpServerLauncher
+    if isinstance(isolator, OciIsolator):
+        sandboxes = ServerSandboxes(isolator.runtime, state_dir=config.state_dir,
+                                    mapping=isolator.mapping,
+                                    ca_bundle=config.egress.ca_bundle)
+        tunnels = (ConnectProxy(grants, config=config.egress, events=bus)
+                   if config.egress.enabled else None)
+        launcher = OciLauncher(sandboxes, state_dir=config.state_dir, tunnels=tunnels)
+        return McpBroker(grants, launcher, config=config.mcp, events=bus)
     try:
-        launcher = launcher_for_runtime(runtime)
+        launcher = launcher_for_runtime(isolator.name)
     except LauncherUnavailable:
         logger.warning("MCP servers are configured, but runtime %r cannot run them: no "
-                       "session gets MCP tools", runtime)
+                       "session gets MCP tools", isolator.name)
         return None
     return McpBroker(grants, launcher, config=config.mcp, events=bus)
+
+
+async def _ensure_mcp_images(config: ControlPlaneConfig) -> None:
+    """Build and pin the image of every catalogue server that has none yet, before any
+    session can start one (a first build takes seconds per server)."""
+    if config.mcp.enabled and config.mcp.servers:
+        await trio.to_thread.run_sync(lambda: ensure_images(
+            config.state_dir, [entry.server for entry in config.mcp.servers],
+            cache_dir=config.image_cache_dir,
+            progress=lambda line: logger.info("MCP server image: %s", line)))
 
 
 def _platform_adapter(settings: ChannelSettings, store: HostStore, records: DeliveryRecords,
@@ -215,6 +238,7 @@ class ControlPlane:
             # would be a second writer on its session's outbound queue.
             await trio.to_thread.run_sync(reconcile_runtime_state, state)
             await isolator.check_image()
+            await _ensure_mcp_images(config)
             await isolator.mount_volumes()
         elif isinstance(isolator, ProcessIsolator):
             await trio.to_thread.run_sync(reap_stale_agents, state)
@@ -244,7 +268,7 @@ class ControlPlane:
                           if config.egress.enabled else None)
                 if egress is not None:
                     await nursery.start(egress.run)
-                mcp = _mcp_broker(config, isolator.name, Grants(store), bus)
+                mcp = _mcp_broker(config, isolator, Grants(store), bus)
                 if mcp is not None:
                     await nursery.start(mcp.run)
 

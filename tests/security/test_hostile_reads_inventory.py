@@ -160,9 +160,29 @@ REVIEWED: dict[tuple[str, str, str], str] = {
         HOST_PRIVATE,
     ("ironclaw/host/isolation/imagebuild.py", "freeze_agent", "entry.write_text"):
         HOST_PRIVATE,
-    ("ironclaw/host/isolation/imagebuild.py", "_cache_lock", "open"): HOST_PRIVATE,
+    ("ironclaw/host/isolation/imagebuild.py", "cache_lock", "open"): HOST_PRIVATE,
     ("ironclaw/host/isolation/imagebuild.py", "write_atomic", "os.fdopen"): HOST_PRIVATE,
-    ("ironclaw/host/isolation/imagebuild.py", "_sha256_file", "open"): HOST_PRIVATE,
+    ("ironclaw/host/isolation/imagebuild.py", "sha256_file", "open"): HOST_PRIVATE,
+    # MCP server images: the image cache and the pins in the state directory.
+    ("ironclaw/host/isolation/serverimage.py", "_lookup", "(...).read_text"): HOST_PRIVATE,
+    ("ironclaw/host/isolation/serverimage.py", "_build_into", "(...).write_bytes"):
+        HOST_PRIVATE,
+    ("ironclaw/host/isolation/serverimage.py", "_build_into", "(...).write_text"):
+        HOST_PRIVATE,
+    ("ironclaw/host/isolation/serverimage.py", "load_server_pin", "path.read_text"):
+        HOST_PRIVATE,
+    ("ironclaw/host/isolation/serverrootfs.py", "assemble_server_rootfs",
+     "inside(...).write_bytes"): "the image being built, in the build's staging directory",
+    ("ironclaw/host/isolation/serverlaunch.py", "ServerSandboxes._trust_file",
+     "Path(...).read_bytes"): "certifi's bundle, in the installed package",
+    ("ironclaw/host/isolation/serverlaunch.py", "ServerSandboxes._trust_file",
+     "self._ca_bundle.read_bytes"): "the operator's CA file, named in the config",
+    ("ironclaw/host/isolation/serverlaunch.py", "ServerSandboxes._trust_file",
+     "path.read_bytes"): HOST_PRIVATE,
+    ("ironclaw/host/isolation/server_boot.py", "start_relay", "os.open"):
+        "runs inside an MCP server's sandbox (/dev/null), never on the host",
+    ("ironclaw/host/mcp/sandboxed.py", "OciLauncher._open", "self._sandboxes.open"):
+        NOT_A_FILE,
     ("ironclaw/host/isolation/manifest.py", "_entry", "open"):
         "the read-only image, verified against its digest",
     ("ironclaw/host/isolation/manifest.py", "_explain", "(...).read_bytes"): HOST_PRIVATE,
@@ -227,7 +247,7 @@ REVIEWED: dict[tuple[str, str, str], str] = {
     ("ironclaw/host/isolation/process.py", "_reap_agents", "Path(...).read_bytes"):
         "/proc",
     ("ironclaw/host/isolation/process.py", "_wait_gone", "Path(...).read_text"): "/proc",
-    ("ironclaw/host/isolation/rootfs.py", "_write_etc", "(...).write_text"): HOST_PRIVATE,
+    ("ironclaw/host/isolation/rootfs.py", "write_etc", "(...).write_text"): HOST_PRIVATE,
     ("ironclaw/host/isolation/rootfs.py", "_make_mount_points", "path.write_bytes"):
         HOST_PRIVATE,
     ("ironclaw/host/isolation/runtimes.py", "cgroup_unified_is_hybrid",

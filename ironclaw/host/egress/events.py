@@ -46,6 +46,7 @@ class Outcome(enum.StrEnum):
 class Operation(enum.StrEnum):
     FETCH = "fetch"
     SEARCH = "search"
+    CONNECT = "connect"  # an HTTPS tunnel for an MCP server (connect.py)
     OTHER = "other"  # a path the broker does not serve, or a request it could not parse
 
 

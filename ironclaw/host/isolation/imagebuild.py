@@ -135,9 +135,9 @@ def compute_inputs() -> BuildInputs:
     for package in SOURCE_PACKAGES:
         for path in sorted((root / package).rglob("*")):
             if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc":
-                sources[path.relative_to(root).as_posix()] = _sha256_file(path)
+                sources[path.relative_to(root).as_posix()] = sha256_file(path)
     for name in SOURCE_FILES:
-        sources[name] = _sha256_file(root / name)
+        sources[name] = sha256_file(root / name)
     here = Path(__file__).resolve().parent
     record = {
         "format": 1,
@@ -145,7 +145,7 @@ def compute_inputs() -> BuildInputs:
                    "abi": _config_var("SOABI"), "multiarch": _config_var("MULTIARCH")},
         "distributions": _distribution_closure(AGENT_DISTRIBUTIONS + FREEZER_DISTRIBUTIONS),
         "sources": sources,
-        "recipe": {name: _sha256_file(here / name) for name in RECIPE_MODULES},
+        "recipe": {name: sha256_file(here / name) for name in RECIPE_MODULES},
     }
     key = hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()
     return BuildInputs(key, record)
@@ -161,7 +161,7 @@ def build_image(*, cache_dir: Path | None = None, force: bool = False,
     cache = (cache_dir or default_cache_dir()).resolve()
     cache.mkdir(parents=True, exist_ok=True)
     inputs = compute_inputs()
-    with _cache_lock(cache):
+    with cache_lock(cache):
         if not force:
             hit = _lookup(cache, inputs.key)
             if hit is not None:
@@ -226,7 +226,7 @@ def _build_into(cache: Path, inputs: BuildInputs, say: Progress) -> SandboxImage
                 "libraries": [attrs.asdict(lib) for lib in assembled.libraries],
                 "inputs": {"key": inputs.key, **inputs.record}}
         (image_dir / IMAGE_FILE).write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
-        final = _install(cache, staging, image_dir, digest)
+        final = install_image(cache, staging, image_dir, digest)
         write_atomic(cache / "inputs" / f"{inputs.key}.json",
                      json.dumps({"digest": digest}).encode() + b"\n", mode=0o644)
         image = attrs.evolve(load_cached(final), inputs_key=inputs.key)
@@ -236,7 +236,7 @@ def _build_into(cache: Path, inputs: BuildInputs, say: Progress) -> SandboxImage
         remove_tree(staging)
 
 
-def _install(cache: Path, staging: Path, image_dir: Path, digest: str) -> Path:
+def install_image(cache: Path, staging: Path, image_dir: Path, digest: str) -> Path:
     """Rename the staged image to its content address. An intact image already there
     is the same bytes and stays (a sandbox may be running from it); a damaged one is
     moved aside into the staging directory, which is then removed."""
@@ -312,7 +312,7 @@ def _step(say: Progress, what: str) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _cache_lock(cache: Path) -> Iterator[None]:
+def cache_lock(cache: Path) -> Iterator[None]:
     """One builder per cache at a time; a second one waits, then finds a cache hit."""
     with open(cache / ".lock", "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
@@ -338,7 +338,7 @@ def write_atomic(path: Path, data: bytes, *, mode: int) -> None:
         raise
 
 
-def _sha256_file(path: Path) -> str:
+def sha256_file(path: Path) -> str:
     with open(path, "rb") as handle:
         return hashlib.file_digest(handle, "sha256").hexdigest()
 

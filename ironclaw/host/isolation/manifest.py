@@ -162,16 +162,20 @@ async def verify_image_async(rootfs: Path, expected_digest: str) -> None:
     await trio.to_thread.run_sync(verify_image, rootfs, expected_digest)
 
 
-def seal_violations(entries: list[Entry], executables: frozenset[str]) -> list[str]:
+def seal_violations(entries: list[Entry], executables: frozenset[str], *,
+                    interpreter: str | None = None) -> list[str]:
     """Why these entries are not a sealed image (empty when they are). Only the paths
     in ``executables`` may be executable; nothing but the /tmp mount point may be
-    writable by anyone; no setuid, setgid, special file or forbidden name at all."""
+    writable by anyone; no setuid, setgid, special file or forbidden name at all, but
+    for the one ``interpreter`` path an MCP server's image declares it carries
+    (docs/threat-model.md says what that costs)."""
     problems: list[str] = []
     for entry in entries:
         name = entry.path.rsplit("/", 1)[-1]
         if entry.kind == "other":
             problems.append(f"{entry.path}: special file")
-        if entry.kind != "dir" and FORBIDDEN_NAMES.fullmatch(name):
+        if entry.kind != "dir" and FORBIDDEN_NAMES.fullmatch(name) and \
+                entry.path != interpreter:
             problems.append(f"{entry.path}: a shell, interpreter or package manager")
         if entry.mode & (stat.S_ISUID | stat.S_ISGID):
             problems.append(f"{entry.path}: setuid or setgid")

@@ -89,7 +89,7 @@ def assemble_rootfs(frozen_app: Path, rootfs: Path, *, epoch: int) -> AssembledR
     frozen_app.rename(rootfs / APP_DIR.lstrip("/"))
     collector = LibraryCollector(rootfs)
     collector.collect()
-    _write_etc(rootfs)
+    write_etc(rootfs)
     _make_mount_points(rootfs)
     executables = frozenset({AGENT_BINARY, *collector.loaders})
     seal_permissions(rootfs, executables, epoch=epoch)
@@ -100,15 +100,19 @@ def assemble_rootfs(frozen_app: Path, rootfs: Path, *, epoch: int) -> AssembledR
 class LibraryCollector:
     """Copies in the host libraries that the rootfs's ELF files need and lack."""
 
-    def __init__(self, rootfs: Path) -> None:
+    def __init__(self, rootfs: Path, *, reference: str = AGENT_BINARY,
+                 extra_host_dirs: tuple[str, ...] = ()) -> None:
+        """``reference``: the image's main program, whose ELF class and machine every
+        copied library must share. ``extra_host_dirs``: where else on the host its
+        libraries may be (an interpreter's own ``LIBDIR``)."""
         self.rootfs = rootfs
         arch = multiarch()
         self.lib_dir = f"/lib/{arch}"
         # The loader's default path; there is no ld.so.cache in the image.
         self.system_dirs = (f"/lib/{arch}", f"/usr/lib/{arch}", "/lib", "/usr/lib")
-        self.host_dirs = (f"/lib/{arch}", f"/usr/lib/{arch}", "/lib64", "/usr/lib64",
-                          "/lib", "/usr/lib")
-        self.reference = read_elf(self.inside(AGENT_BINARY))
+        self.host_dirs = (*extra_host_dirs, f"/lib/{arch}", f"/usr/lib/{arch}", "/lib64",
+                          "/usr/lib64", "/lib", "/usr/lib")
+        self.reference = read_elf(self.inside(reference))
         self.copied: list[CopiedLibrary] = []
         self.loaders: set[str] = set()
 
@@ -121,7 +125,12 @@ class LibraryCollector:
             "/" + path.relative_to(self.rootfs).as_posix()
             for path in app.rglob("*")
             if path.is_file() and not path.is_symlink() and is_elf(path))
-        queue = [AGENT_BINARY, *(p for p in bundled if p != AGENT_BINARY)]
+        self.collect_from([AGENT_BINARY, *(p for p in bundled if p != AGENT_BINARY)])
+
+    def collect_from(self, programs: list[str]) -> None:
+        """Copy in what ``programs`` (ELF files inside the rootfs) and what they load
+        need, and glibc's own dlopened helper."""
+        queue = list(programs)
         queue.extend(self._copy(name, needed_by="glibc (dlopen)") for name in DLOPENED_BY_LIBC)
         done: set[str] = set()
         while queue:
@@ -187,7 +196,8 @@ class LibraryCollector:
         return real
 
 
-def _write_etc(rootfs: Path) -> None:
+def write_etc(rootfs: Path) -> None:
+    """The agent uid's passwd and group, and the name service switch, under ``etc``."""
     etc = rootfs / "etc"
     etc.mkdir(exist_ok=True)
     for name, text in (("passwd", PASSWD), ("group", GROUP), ("nsswitch.conf", NSSWITCH)):

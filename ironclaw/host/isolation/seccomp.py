@@ -26,7 +26,8 @@ import termios
 from typing import Any
 
 __all__ = ["ALLOWED_SYSCALLS", "ARGUMENT_FILTERED", "CLONE_NAMESPACE_FLAGS",
-           "FORBIDDEN_SYSCALLS", "IOCTL_REQUESTS", "SOCKET_FAMILIES", "seccomp_profile"]
+           "FORBIDDEN_SYSCALLS", "IOCTL_REQUESTS", "LOOPBACK_SOCKET_FAMILIES",
+           "SOCKET_FAMILIES", "argument_filters", "seccomp_profile"]
 
 # Each of these would let the agent reach past its sandbox: debug or read another
 # process, change mounts or namespaces, load kernel code, or use kernel interfaces
@@ -60,6 +61,9 @@ FORBIDDEN_SYSCALLS = frozenset({
 
 # The only socket families: the host's unix sockets, and Trio's wake-up socketpair.
 SOCKET_FAMILIES = frozenset({socket.AF_UNIX})
+# An MCP server with egress also gets IPv4, to reach its in-sandbox relay on 127.0.0.1:
+# its network namespace has no interface but loopback, so nothing else is reachable.
+LOOPBACK_SOCKET_FAMILIES = frozenset({socket.AF_UNIX, socket.AF_INET})
 # ioctl requests the agent makes: FIONBIO (set a socket non-blocking), TCGETS
 # (isatty, on every file Python opens), TIOCGWINSZ (the terminal size, asked of
 # stdout). And FIOCLEX/FIONCLEX, not seen in the trace but reachable: CPython's
@@ -127,8 +131,10 @@ ALLOWED_SYSCALLS = (
 CLONE_NAMESPACE_FLAGS = 0x7E020000
 
 
-def seccomp_profile(*, gvisor: bool = False) -> dict[str, Any]:
-    """The OCI ``linux.seccomp`` object.
+def seccomp_profile(*, gvisor: bool = False,
+                    socket_families: frozenset[int] = SOCKET_FAMILIES) -> dict[str, Any]:
+    """The OCI ``linux.seccomp`` object. ``socket_families``: :data:`SOCKET_FAMILIES`,
+    or :data:`LOOPBACK_SOCKET_FAMILIES` for an MCP server with egress.
 
     Under gVisor, ``clone3`` is left to the Sentry instead of answering ENOSYS here:
     Debian's 2022 runsc applies the profile's default errno (EPERM) where a rule names
@@ -153,15 +159,24 @@ def seccomp_profile(*, gvisor: bool = False) -> dict[str, Any]:
                        "op": "SCMP_CMP_MASKED_EQ"}]},
             {"names": ["clone3"], "action": "SCMP_ACT_ALLOW"} if gvisor else
             {"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": errno.ENOSYS},
-            *_argument_rules(),
+            *_argument_rules(socket_families),
         ],
     }
 
 
-def _argument_rules() -> list[dict[str, Any]]:
+def argument_filters(socket_families: frozenset[int] = SOCKET_FAMILIES
+                     ) -> dict[str, tuple[int, frozenset[int]]]:
+    """:data:`ARGUMENT_FILTERED`, with ``socket_families`` for the socket calls."""
+    if not socket_families <= LOOPBACK_SOCKET_FAMILIES:
+        raise ValueError("socket families beyond unix and loopback IPv4 are never allowed")
+    return {**ARGUMENT_FILTERED, "socket": (0, socket_families),
+            "socketpair": (0, SOCKET_FAMILIES)}
+
+
+def _argument_rules(socket_families: frozenset[int]) -> list[dict[str, Any]]:
     """One rule per allowed value: rules for one syscall are alternatives in every
     runtime, while several conditions inside one rule are not read alike by all."""
     return [{"names": [name], "action": "SCMP_ACT_ALLOW",
              "args": [{"index": index, "value": value, "op": "SCMP_CMP_EQ"}]}
-            for name, (index, values) in sorted(ARGUMENT_FILTERED.items())
+            for name, (index, values) in sorted(argument_filters(socket_families).items())
             for value in sorted(values)]

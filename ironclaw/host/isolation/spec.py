@@ -11,7 +11,7 @@ runs it again right before every launch. ``docs/sandbox.md`` explains every line
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import attrs
 
@@ -25,14 +25,16 @@ from ironclaw.contract.layout import (
 )
 
 from .seccomp import (
-    ARGUMENT_FILTERED,
     CLONE_NAMESPACE_FLAGS,
     FORBIDDEN_SYSCALLS,
+    SOCKET_FAMILIES,
+    argument_filters,
     seccomp_profile,
 )
 
-__all__ = ["AGENT_UID", "BundleInputs", "GrantedBind", "SandboxLimits", "UserMapping",
-           "WeakSpec", "build_spec", "validate_spec"]
+__all__ = ["AGENT_UID", "BundleInputs", "GrantedBind", "SandboxLimits", "SpecInputs",
+           "UserMapping", "WeakSpec", "base_mounts", "bind_mount", "build_spec",
+           "sandbox_spec", "validate_spec"]
 
 AGENT_UID = 65532
 REQUIRED_NAMESPACES = ("pid", "network", "ipc", "uts", "mount", "user", "cgroup")
@@ -188,9 +190,25 @@ def _toolkit_bind(extra: ExtraBind) -> dict[str, Any]:
 
 
 def build_spec(inputs: BundleInputs) -> dict[str, Any]:
-    limits, mapping = inputs.limits, inputs.mapping
-    period = 100_000
-    mounts: list[dict[str, Any]] = [
+    mounts = base_mounts(inputs.limits)
+    toolkit = {str(extra.destination) for extra in inputs.extra_binds}
+    for destination, (source, writable) in inputs.expected_binds().items():
+        if destination not in toolkit:
+            mounts.append(_bind(source, destination, writable))
+    mounts.extend(_toolkit_bind(extra) for extra in inputs.extra_binds)
+    spec = sandbox_spec(
+        rootfs=inputs.rootfs, args=inputs.args,
+        env=("PATH=/app", "LANG=C.UTF-8", "HOME=/workspace", "TMPDIR=/tmp"),
+        cwd=str(SANDBOX_WORKSPACE), mounts=mounts, cgroups_path=inputs.cgroups_path,
+        gvisor=inputs.gvisor, limits=inputs.limits, mapping=inputs.mapping)
+    validate_spec(spec, inputs)
+    return spec
+
+
+def base_mounts(limits: SandboxLimits) -> list[dict[str, Any]]:
+    """The mounts every sandbox has before its binds: proc, a device tmpfs, a
+    read-only sysfs and a capped, non-executable /tmp."""
+    return [
         {"destination": "/proc", "type": "proc", "source": "proc",
          "options": ["nosuid", "noexec", "nodev"]},
         {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
@@ -201,19 +219,28 @@ def build_spec(inputs: BundleInputs) -> dict[str, Any]:
          "options": ["nosuid", "nodev", "noexec", "mode=1777",
                      f"size={limits.tmp_bytes // 1024}k"]},
     ]
-    toolkit = {str(extra.destination) for extra in inputs.extra_binds}
-    for destination, (source, writable) in inputs.expected_binds().items():
-        if destination not in toolkit:
-            mounts.append(_bind(source, destination, writable))
-    mounts.extend(_toolkit_bind(extra) for extra in inputs.extra_binds)
-    spec: dict[str, Any] = {
+
+
+def bind_mount(source: Path, destination: str, writable: bool) -> dict[str, Any]:
+    """A bind as the validator wants it: nosuid, nodev, noexec, and ro unless writable."""
+    return _bind(source, destination, writable)
+
+
+def sandbox_spec(*, rootfs: Path, args: tuple[str, ...], env: tuple[str, ...], cwd: str,
+                 mounts: list[dict[str, Any]], cgroups_path: str, gvisor: bool,
+                 limits: SandboxLimits, mapping: UserMapping,
+                 socket_families: frozenset[int] = SOCKET_FAMILIES) -> dict[str, Any]:
+    """The hardened spec around a program and its mounts, unvalidated: callers run
+    :func:`validate_spec` on what they build with it."""
+    period = 100_000
+    return {
         "ociVersion": "1.0.2",
         "process": {
             "terminal": False,
             "user": {"uid": AGENT_UID, "gid": AGENT_UID},
-            "args": list(inputs.args),
-            "env": ["PATH=/app", "LANG=C.UTF-8", "HOME=/workspace", "TMPDIR=/tmp"],
-            "cwd": str(SANDBOX_WORKSPACE),
+            "args": list(args),
+            "env": list(env),
+            "cwd": cwd,
             "capabilities": {name: [] for name in
                              ("bounding", "effective", "inheritable", "permitted", "ambient")},
             "rlimits": [
@@ -222,7 +249,7 @@ def build_spec(inputs: BundleInputs) -> dict[str, Any]:
             ],
             "noNewPrivileges": True,
         },
-        "root": {"path": str(inputs.rootfs), "readonly": True},
+        "root": {"path": str(rootfs), "readonly": True},
         "hostname": "sandbox",
         "mounts": mounts,
         "linux": {
@@ -231,24 +258,42 @@ def build_spec(inputs: BundleInputs) -> dict[str, Any]:
                              "size": mapping.size}],
             "gidMappings": [{"containerID": 0, "hostID": mapping.host_base,
                              "size": mapping.size}],
-            "cgroupsPath": inputs.cgroups_path,
+            "cgroupsPath": cgroups_path,
             "resources": {
                 "memory": {"limit": limits.memory_bytes, "swap": limits.memory_bytes},
                 "cpu": {"quota": max(1000, int(limits.cpus * period)), "period": period},
-                "pids": {"limit": limits.gvisor_pids if inputs.gvisor else limits.pids},
+                "pids": {"limit": limits.gvisor_pids if gvisor else limits.pids},
                 "devices": [{"allow": False, "access": "rwm"}],
             },
-            "seccomp": seccomp_profile(gvisor=inputs.gvisor),
+            "seccomp": seccomp_profile(gvisor=gvisor, socket_families=socket_families),
             "maskedPaths": list(MASKED_PATHS),
             "readonlyPaths": list(READONLY_PATHS),
         },
     }
-    validate_spec(spec, inputs)
-    return spec
 
 
-def validate_spec(spec: dict[str, Any], inputs: BundleInputs) -> None:
-    """Raise :class:`WeakSpec` unless ``spec`` keeps every sandbox invariant."""
+class SpecInputs(Protocol):
+    """What the validator judges a spec against: the agent's :class:`BundleInputs`, or
+    another sandbox's (an MCP server's, ``serverspec``) with binds of its own."""
+
+    @property
+    def gvisor(self) -> bool: ...
+    @property
+    def limits(self) -> SandboxLimits: ...
+    @property
+    def mapping(self) -> UserMapping: ...
+    @property
+    def extra_binds(self) -> tuple[ExtraBind, ...]: ...
+    @property
+    def granted(self) -> tuple[GrantedBind, ...]: ...
+    def expected_binds(self) -> dict[str, tuple[Path, bool]]: ...
+
+
+def validate_spec(spec: dict[str, Any], inputs: SpecInputs, *,
+                  socket_families: frozenset[int] = SOCKET_FAMILIES) -> None:
+    """Raise :class:`WeakSpec` unless ``spec`` keeps every sandbox invariant.
+    ``socket_families``: what ``socket`` may open (loopback IPv4 too for an MCP server
+    with egress; never more, ``seccomp.argument_filters`` refuses it)."""
     problems: list[str] = []
     process = spec.get("process") or {}
     linux = spec.get("linux") or {}
@@ -258,7 +303,8 @@ def validate_spec(spec: dict[str, Any], inputs: BundleInputs) -> None:
     if spec.get("hooks"):
         problems.append("hooks run commands on the host; none are allowed")
     _check_namespaces(linux, inputs.mapping, problems)
-    _check_seccomp(linux.get("seccomp"), problems, gvisor=inputs.gvisor)
+    _check_seccomp(linux.get("seccomp"), problems, gvisor=inputs.gvisor,
+                   filters=argument_filters(socket_families))
     _check_resources(linux, inputs, problems)
     if linux.get("devices"):
         problems.append("no device nodes may be added")
@@ -311,7 +357,8 @@ def _check_namespaces(linux: dict[str, Any], mapping: UserMapping,
                 problems.append(f"{key} differs from the configured mapping")
 
 
-def _check_seccomp(seccomp: Any, problems: list[str], *, gvisor: bool) -> None:
+def _check_seccomp(seccomp: Any, problems: list[str], *, gvisor: bool,
+                   filters: dict[str, tuple[int, frozenset[int]]]) -> None:
     if not isinstance(seccomp, dict):
         problems.append("a seccomp profile is required")
         return
@@ -330,8 +377,8 @@ def _check_seccomp(seccomp: Any, problems: list[str], *, gvisor: bool) -> None:
                 # Its flags live in memory seccomp cannot read: only gVisor's own
                 # kernel may see it (see seccomp.py).
                 problems.append("seccomp allows clone3 outside gVisor")
-            for name in sorted(names.intersection(ARGUMENT_FILTERED)):
-                index, values = ARGUMENT_FILTERED[name]
+            for name in sorted(names.intersection(filters)):
+                index, values = filters[name]
                 if not _only_values(rule.get("args") or (), index, values):
                     problems.append(f"seccomp allows {name} with argument {index} "
                                     "outside its allowlist")
@@ -351,7 +398,7 @@ def _only_values(args: Any, index: int, values: frozenset[int]) -> bool:
         and int(arg.get("value", -1)) in values for arg in args)
 
 
-def _check_resources(linux: dict[str, Any], inputs: BundleInputs,
+def _check_resources(linux: dict[str, Any], inputs: SpecInputs,
                      problems: list[str]) -> None:
     resources = linux.get("resources") or {}
     memory = (resources.get("memory") or {}).get("limit")
@@ -368,7 +415,7 @@ def _check_resources(linux: dict[str, Any], inputs: BundleInputs,
         problems.append("the sandbox must have its own cgroup")
 
 
-def _check_mounts(mounts: list[dict[str, Any]], inputs: BundleInputs,
+def _check_mounts(mounts: list[dict[str, Any]], inputs: SpecInputs,
                   problems: list[str]) -> None:
     expected = inputs.expected_binds()
     toolkit = {str(extra.destination) for extra in inputs.extra_binds}
@@ -414,7 +461,7 @@ def _check_mounts(mounts: list[dict[str, Any]], inputs: BundleInputs,
     _check_granted_targets(inputs, problems)
 
 
-def _check_granted_targets(inputs: BundleInputs, problems: list[str]) -> None:
+def _check_granted_targets(inputs: SpecInputs, problems: list[str]) -> None:
     """Each granted bind lands at ``/mnt/<name>``, from the stage point of that name in
     the one stage directory bound at /mnt, and no two share a name."""
     if not inputs.granted:
