@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import trio
 
+from ironclaw.contract.enums import SessionMode
 from ironclaw.host.app import ControlPlaneHandles
 from ironclaw.host.channels.platforms import email as email_channel
 from ironclaw.host.channels.platforms.email.message import (
@@ -33,7 +34,7 @@ from tests.support.channels import (
     ChatWiring,
     assert_secret_absent,
     open_channel_plane,
-    wire_per_thread,
+    wire,
 )
 from tests.support.events import next_event, published
 
@@ -141,7 +142,8 @@ async def test_conversation_threads_and_who_may_write(
     await send(mail, compose(ALICE, "old", "from before the bot started", "<old@a>"))
     with trio.fail_after(60):
         async with open_channel_plane(tmp_path, [settings(mail)]) as plane:
-            await wire_per_thread(plane, ChatWiring("email", ALICE))
+            await wire(plane, ChatWiring("email", ALICE,
+                                          session_mode=SessionMode.PER_THREAD))
             await wait_up(plane)
             await send(mail, compose(ALICE, "Plans", "hello bot", "<m1@a.test>"))
             (first,) = await replies_to(mail, "alice", 1)

@@ -21,7 +21,7 @@ import httpx
 import pytest
 import trio
 
-from ironclaw.contract.enums import EngageMode
+from ironclaw.contract.enums import EngageMode, SessionMode
 from ironclaw.host.app import ControlPlaneHandles
 from ironclaw.host.channels.platforms import matrix
 from ironclaw.host.channels.platforms.matrix.api import MatrixApi, compact
@@ -31,7 +31,7 @@ from tests.support.channels import (
     ChatWiring,
     assert_secret_absent,
     open_channel_plane,
-    wire_per_thread,
+    wire,
 )
 from tests.support.events import next_event, published, routed_decisions
 from tests.support.matrix_person import Person
@@ -107,7 +107,8 @@ async def test_dm_room_mentions_and_thread(cast: Cast, tmp_path: Path,
         async with open_channel_plane(tmp_path, [cast.settings()], [
                 ChatWiring("matrix", dm, engage_mode=EngageMode.MENTION),
                 ChatWiring("matrix", group, engage_mode=EngageMode.MENTION)]) as plane:
-            await wire_per_thread(plane, ChatWiring("matrix", threads))
+            await wire(plane, ChatWiring("matrix", threads,
+                                          session_mode=SessionMode.PER_THREAD))
             # A DM is addressed to the bot: answered in mention mode without a mention.
             await cast.alice.say(dm, "hello")
             assert await cast.replies(dm, 1) == ["echo: hello"]

@@ -85,6 +85,9 @@ class OutboundDelivery:
     platform_id: str
     thread_id: str | None
     text: str
+    # The platform's id of the message this answers, from the host's record of it
+    # (never from the agent); None for a message of the agent's own.
+    in_reply_to: str | None = None
 
 
 @attrs.frozen

@@ -3,8 +3,8 @@
 Identities: a correspondent is one chat. ``platform_id`` and ``sender_handle`` are the
 sender's address (lower-case); every mail is ``direct`` and ``mentioned`` (it is
 addressed to the agent). ``thread_id`` is the thread's root ``Message-ID`` (the first
-of ``References``, else ``In-Reply-To``, else the mail's own), and a reply carries it
-in ``In-Reply-To`` and ``References``.
+of ``References``, else ``In-Reply-To``, else the mail's own). A reply carries the
+mail it answers in ``In-Reply-To`` and the root, then that mail, in ``References``.
 
 Only mail from ``allowed_senders`` is read, and not when our server's
 ``Authentication-Results`` says the sender was forged (``message.py``).
@@ -163,9 +163,11 @@ class EmailAdapter:
     async def _send_part(self, part: OutboundDelivery) -> str:
         message_id = reply_message_id(part.outbound_id, self.config.domain)
         root = part.thread_id if part.thread_id and part.thread_id.startswith("<") else None
+        answering = part.in_reply_to if part.in_reply_to and part.in_reply_to.startswith(
+            "<") else None
         message = write_reply(
             sender=self.config.address, to=part.platform_id, text=part.text,
-            message_id=message_id, thread_root=root,
+            message_id=message_id, thread_root=root, answering=answering,
             subject=None if root is None else self._subjects.get(root))
         try:
             await trio.to_thread.run_sync(send_mail, self.config, message,
