@@ -4,9 +4,9 @@ For each wiring of the event's messaging group, highest priority first (ties by
 wiring id), in this order: engage evaluation, mention-sticky continuation, the access
 gate, the sender-scope gate, then enqueue. Before a row is queued, the registry
 records where it came from (chat, thread, platform message id: :func:`origin_of`), so
-the reply to it is threaded and correlated from the host's record. An engaged message is written with
-``engages = 1`` and its session is woken; an accumulated one with ``engages = 0`` and
-no wake; a dropped one is not written and resolves no session. A session whose
+the reply to it is threaded and correlated from the host's record. An engaged message
+is written with ``engages = 1`` and its session is woken; an accumulated one with
+``engages = 0`` and no wake; a dropped one is not written and resolves no session. A session whose
 inbound queue is at its byte cap takes no row (``inbound_full``, reported by the
 queues as ``session.inbound_full``); when that leaves the event with no row committed
 anywhere, the event is refused (its ``accepted`` reply fails with

@@ -17,7 +17,7 @@ from typing import Any
 
 import attrs
 
-__all__ = ["InboundOrigin", "ORIGIN_RETENTION_US", "get_origin", "record_origin"]
+__all__ = ["ORIGIN_RETENTION_US", "InboundOrigin", "get_origin", "record_origin"]
 
 # A reply is delivered within seconds of its message; a week covers a channel that was
 # down for days, like the seen-event set.
