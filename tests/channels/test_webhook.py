@@ -17,6 +17,7 @@ import httpx
 import pytest
 import trio
 
+from ironclaw.contract.actions import ScheduleTask
 from ironclaw.contract.enums import EngageMode, SessionMode
 from ironclaw.host.channels.settings import ChannelSettings
 from ironclaw.runtime import EventBus
@@ -97,6 +98,7 @@ async def test_conversation_mentions_threads_duplicates_and_no_leaks(
             assert answer.json() == {"accepted": True, "duplicate": False}
             [reply] = await receiver.wait_for(reply_to("echo: hello"))
             assert reply.body["chat"] == "chat-1" and reply.body["thread"] is None
+            assert reply.body["in_reply_to"] == "e-1"
             assert reply.idempotency_key == reply.body["id"]
             # The same event again (a sender's retry): accepted, not routed twice.
             again = await sender.post(event("e-1", "hello"))
@@ -108,7 +110,7 @@ async def test_conversation_mentions_threads_duplicates_and_no_leaks(
                                     mentioned=True))
             [mention] = await receiver.wait_for(lambda p: p.body["chat"] == "room")
             assert mention.body["text"] == "echo: hey bot"
-            assert mention.body["thread"] == "t-9"
+            assert mention.body["thread"] == "t-9" and mention.body["in_reply_to"] == "e-3"
             await sender.post(event("e-4", "after"))
             await receiver.wait_for(reply_to("echo: after"))
             assert [p.body["text"] for p in receiver.received] == [
@@ -123,6 +125,28 @@ async def test_conversation_mentions_threads_duplicates_and_no_leaks(
                         break
             for secret in (SECRET, OUT_SECRET, URL_TOKEN):
                 assert secret not in caplog.text and secret not in " ".join(seen)
+
+
+async def test_a_message_of_the_agents_own_answers_no_event(tmp_path: Path) -> None:
+    port = free_port()
+    with trio.fail_after(30):
+        async with open_webhook_receiver(OUT_SECRET.encode()) as receiver, \
+                open_channel_plane(tmp_path, [webhook_settings(port, receiver)],
+                                   [ChatWiring("webhook", "chat-1")]) as plane, \
+                httpx.AsyncClient(timeout=20) as client:
+            await Sender(port, client).post(event("e-1", "hello", thread="t-1"))
+            [reply] = await receiver.wait_for(reply_to("echo: hello"))
+            assert (reply.body["thread"], reply.body["in_reply_to"]) == ("t-1", "e-1")
+            # A scheduled task's prompt comes from no chat: its answer goes to the chat,
+            # at the top level, answering no event.
+            (session,) = await plane.registry.list_sessions()
+            await plane.scheduler.schedule(
+                session_id=session.id, agent_group_id=session.agent_group_id,
+                request=ScheduleTask("daily report", None, None, None, None))
+            await plane.scheduler.fire_due()
+            [task] = await receiver.wait_for(lambda post: "daily report" in post.body["text"])
+            assert task.body["chat"] == "chat-1"
+            assert (task.body["thread"], task.body["in_reply_to"]) == (None, None)
 
 
 async def test_inbound_refusals(tmp_path: Path) -> None:
