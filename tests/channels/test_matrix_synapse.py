@@ -21,7 +21,7 @@ import httpx
 import pytest
 import trio
 
-from ironclaw.contract.enums import EngageMode, SessionMode
+from ironclaw.contract.enums import EngageMode
 from ironclaw.host.app import ControlPlaneHandles
 from ironclaw.host.channels.platforms import matrix
 from ironclaw.host.channels.platforms.matrix.api import MatrixApi, compact
@@ -107,8 +107,8 @@ async def test_dm_room_mentions_and_thread(cast: Cast, tmp_path: Path,
         async with open_channel_plane(tmp_path, [cast.settings()], [
                 ChatWiring("matrix", dm, engage_mode=EngageMode.MENTION),
                 ChatWiring("matrix", group, engage_mode=EngageMode.MENTION)]) as plane:
-            await wire(plane, ChatWiring("matrix", threads,
-                                          session_mode=SessionMode.PER_THREAD))
+            # The default (shared) mode: one session for the room, replies still threaded.
+            await wire(plane, ChatWiring("matrix", threads))
             # A DM is addressed to the bot: answered in mention mode without a mention.
             await cast.alice.say(dm, "hello")
             assert await cast.replies(dm, 1) == ["echo: hello"]
@@ -123,13 +123,14 @@ async def test_dm_room_mentions_and_thread(cast: Cast, tmp_path: Path,
             assert await cast.replies(group, 2) == ["echo: IronClaw: pill",
                                                     "echo: hey ironclaw, legacy"]
             root = await cast.alice.say(threads, "a thread root")
-            await cast.bob.say(threads, "in the thread", thread=root)
+            asked = await cast.bob.say(threads, "in the thread", thread=root)
             await cast.replies(threads, 2)
             bot_events = await cast.alice.events_from(threads, cast.bot.user_id)
             threaded = [e for e in bot_events if "m.relates_to" in e["content"]]
             assert [e["content"]["body"] for e in threaded] == ["echo: in the thread"]
             relation = threaded[0]["content"]["m.relates_to"]
             assert (relation["rel_type"], relation["event_id"]) == ("m.thread", root)
+            assert relation["m.in_reply_to"] == {"event_id": asked}
             assert_secret_absent(cast.bot.token, caplog, await published(plane))
 
 

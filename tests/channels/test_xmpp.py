@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import trio
 
-from ironclaw.contract.enums import EngageMode, SessionMode
+from ironclaw.contract.enums import EngageMode
 from ironclaw.host.app import ControlPlaneHandles
 from ironclaw.host.channels.platforms import xmpp
 from ironclaw.host.channels.platforms.xmpp.protocol import (
@@ -115,8 +115,8 @@ async def test_direct_chat_room_mentions_and_threads(
                                     ) as alice, \
                 open_channel_plane(tmp_path, [cast.settings()],
                                    [ChatWiring("xmpp", cast.alice)]) as plane:
-            await wire(plane, ChatWiring("xmpp", cast.room, engage_mode=EngageMode.MENTION,
-                                         session_mode=SessionMode.PER_THREAD))
+            # The default (shared) mode: one session for the room, replies still threaded.
+            await wire(plane, ChatWiring("xmpp", cast.room, engage_mode=EngageMode.MENTION))
             await alice.join(cast.room, "alice")
             await wait_up(plane)
             await alice.say(cast.bot, "hello")
