@@ -33,10 +33,10 @@ from ironclaw.host.channels.base import (
     InboundEvent,
     OutboundDelivery,
 )
-from ironclaw.host.channels.ledger import IdempotentDelivery
 from ironclaw.host.channels.platform import Measure, deliver_in_parts, split_text
 from ironclaw.host.channels.settings import ChannelSettings
 
+from .._linked import PlatformAdapter
 from .config import EmailConfig, check_settings
 from .mailbox import Imap, MailLost, send_mail
 from .message import read_mail, reply_message_id, write_reply
@@ -63,25 +63,18 @@ def _parse_cursor(value: str | None) -> tuple[int, int] | None:
     return None
 
 
-class EmailAdapter:
+class EmailAdapter(PlatformAdapter):
+    CHANNEL = CHANNEL
+    PLATFORM = "email"
+
     def __init__(self, config: EmailConfig, context: AdapterContext,
                  instance: str = "") -> None:
+        super().__init__(context, instance)
         self.config = config
-        self._instance = instance
-        self._state = context.state
-        self._idempotent = IdempotentDelivery(context.ledger)
         # Thread root -> subject, for the replies' "Re:" (a reply after a restart, with
         # nothing remembered, says "Re: your message").
         self._subjects: OrderedDict[str, str] = OrderedDict()
         self._send_limiter = trio.CapacityLimiter(1)
-
-    @property
-    def name(self) -> str:
-        return CHANNEL
-
-    @property
-    def instance(self) -> str:
-        return self._instance
 
     # -- receiving ---------------------------------------------------------------------
 
@@ -97,7 +90,7 @@ class EmailAdapter:
                 await self._state.save_cursor(UID_CURSOR, f"{mailbox.validity}:{last}")
             else:
                 last = saved[1]
-            logger.info("email/%s: connected, IDLE %s", self._instance or "default",
+            logger.info("%s: connected, IDLE %s", self.label,
                         "on" if imap.idle_supported else "off (polling)")
             task_status.started()
             while True:
