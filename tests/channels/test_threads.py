@@ -13,22 +13,19 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-import httpx
 import pytest
 import trio
 
 from ironclaw.contract.enums import SessionMode
 from ironclaw.host.channels.settings import ChannelSettings
-from tests.channels.test_webhook import OUT_SECRET, Sender, event, reply_to, webhook_settings
+from tests.channels.test_webhook import event, open_webhook_plane, reply_to
 from tests.fakes.discord import open_fake_discord
 from tests.fakes.matrix import BOT as MATRIX_BOT
 from tests.fakes.matrix import TOKEN as MATRIX_TOKEN
 from tests.fakes.matrix import open_fake_matrix
-from tests.fakes.ngircd import free_port
 from tests.fakes.slack import open_fake_slack
 from tests.fakes.telegram import TOKEN as TELEGRAM_TOKEN
 from tests.fakes.telegram import open_fake_telegram
-from tests.fakes.webhook_receiver import open_webhook_receiver
 from tests.support.channels import ChatWiring, open_channel_plane
 
 TIMEOUT = 30
@@ -112,12 +109,8 @@ async def matrix(tmp_path: Path, mode: SessionMode) -> None:
 
 
 async def webhook(tmp_path: Path, mode: SessionMode) -> None:
-    port = free_port()
-    async with open_webhook_receiver(OUT_SECRET.encode()) as receiver, \
-            open_channel_plane(tmp_path, [webhook_settings(port, receiver)], [
-                ChatWiring("webhook", "room", session_mode=mode)]), \
-            httpx.AsyncClient(timeout=20) as client:
-        sender = Sender(port, client)
+    async with open_webhook_plane(tmp_path, [
+            ChatWiring("webhook", "room", session_mode=mode)]) as (receiver, _, sender):
         assert (await sender.post(event("e-1", "threaded", chat="room", thread="t-9"))
                 ).status_code == 200
         [threaded] = await receiver.wait_for(reply_to("echo: threaded"))

@@ -4,11 +4,12 @@ signed requests in over HTTP (httpx), replies out to a receiving server
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ import trio
 
 from ironclaw.contract.actions import ScheduleTask
 from ironclaw.contract.enums import EngageMode, SessionMode
+from ironclaw.host.app import ControlPlaneHandles
 from ironclaw.host.channels.settings import ChannelSettings
 from ironclaw.runtime import EventBus
 from tests.fakes.ngircd import free_port
@@ -57,6 +59,20 @@ class Sender:
         sent = signed_headers(secret.encode(), body, at=at)
         sent.update(headers or {})
         return await self.client.post(url or self.url, content=body, headers=sent)
+
+
+@contextlib.asynccontextmanager
+async def open_webhook_plane(tmp_path: Path, wirings: Sequence[ChatWiring], **options: object
+                             ) -> AsyncIterator[tuple[WebhookReceiver, ControlPlaneHandles,
+                                                      Sender]]:
+    """A plane with the webhook channel on a free port, its replies' receiver, and a
+    sender posting to it."""
+    port = free_port()
+    async with open_webhook_receiver(OUT_SECRET.encode()) as receiver, \
+            open_channel_plane(tmp_path, [webhook_settings(port, receiver, **options)],
+                               wirings) as plane, \
+            httpx.AsyncClient(timeout=20) as client:
+        yield receiver, plane, Sender(port, client)
 
 
 def event(event_id: str, text: str, chat: str = "chat-1", **extra: object) -> dict[str, Any]:
@@ -128,13 +144,10 @@ async def test_conversation_mentions_threads_duplicates_and_no_leaks(
 
 
 async def test_a_message_of_the_agents_own_answers_no_event(tmp_path: Path) -> None:
-    port = free_port()
     with trio.fail_after(30):
-        async with open_webhook_receiver(OUT_SECRET.encode()) as receiver, \
-                open_channel_plane(tmp_path, [webhook_settings(port, receiver)],
-                                   [ChatWiring("webhook", "chat-1")]) as plane, \
-                httpx.AsyncClient(timeout=20) as client:
-            await Sender(port, client).post(event("e-1", "hello", thread="t-1"))
+        async with open_webhook_plane(tmp_path, [ChatWiring("webhook", "chat-1")]) as (
+                receiver, plane, sender):
+            await sender.post(event("e-1", "hello", thread="t-1"))
             [reply] = await receiver.wait_for(reply_to("echo: hello"))
             assert (reply.body["thread"], reply.body["in_reply_to"]) == ("t-1", "e-1")
             # A scheduled task's prompt comes from no chat: its answer goes to the chat,
@@ -182,15 +195,12 @@ async def test_inbound_refusals(tmp_path: Path) -> None:
 
 
 async def test_receiver_rate_limits_then_accepts(tmp_path: Path) -> None:
-    port = free_port()
     with trio.fail_after(40):
-        async with open_webhook_receiver(OUT_SECRET.encode()) as receiver, \
-                open_channel_plane(tmp_path, [webhook_settings(port, receiver)],
-                                   [ChatWiring("webhook", "chat-1")]) as plane, \
-                httpx.AsyncClient(timeout=20) as client:
+        async with open_webhook_plane(tmp_path, [ChatWiring("webhook", "chat-1")]) as (
+                receiver, plane, sender):
             receiver.fail_next(429, retry_after="1")
             since = plane.events.last_seq
-            await Sender(port, client).post(event("q-1", "slow down"))
+            await sender.post(event("q-1", "slow down"))
             retrying = await next_event(plane.events, "delivery.retrying",
                                         lambda e: True, since)
             assert "429" in retrying.reason and retrying.retry_in >= 1
