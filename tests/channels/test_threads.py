@@ -1,8 +1,8 @@
 """Threads, per channel and per session mode: a reply to a message in a thread goes back
 to that thread in every mode, and names the message it answers where the platform
-shows it. The real control plane, each adapter, and the platform's fake on loopback;
-the real servers (Synapse, prosody, the mail servers) are covered in their own
-modules, in the same way.
+shows it. The real control plane, each adapter, and the platform's fake on loopback.
+Against the real servers, the Synapse and prosody modules thread in the shared mode,
+the email module in every mode; the delivery unit tests cover the modes themselves.
 
 Each case posts one message in a thread and one at the top level of the same chat, so
 a reply that lost its thread, or took one it should not have, is seen either way.
