@@ -10,12 +10,12 @@ from typing import Any
 import pytest
 import trio
 
-from ironclaw.contract.enums import EngageMode
+from ironclaw.contract.enums import EngageMode, SessionMode
 from ironclaw.host.app import ControlPlaneHandles
 from ironclaw.host.channels.platforms.discord import check_settings, nonce_for
 from ironclaw.host.channels.settings import ChannelSettings
 from tests.fakes.discord import FakeDiscord, open_fake_discord
-from tests.support.channels import ChatWiring, open_channel_plane, wire_per_thread
+from tests.support.channels import ChatWiring, open_channel_plane, wire
 from tests.support.events import published, wait_published
 
 TIMEOUT = 30
@@ -64,7 +64,8 @@ async def test_a_conversation_in_a_dm_a_channel_and_threads(tmp_path: Path) -> N
             async with open_channel_plane(
                     tmp_path, [settings(fake)],
                     [ChatWiring("discord", DM), ChatWiring("discord", GENERAL)]) as plane:
-                await wire_per_thread(plane, ChatWiring("discord", THREADED))
+                await wire(plane, ChatWiring("discord", THREADED,
+                                              session_mode=SessionMode.PER_THREAD))
                 await connected(fake)
                 fake.push_message(DM, "hello")
                 await fake.until(lambda: replies_to(fake, "hello", DM) != [])

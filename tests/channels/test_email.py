@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import trio
 
+from ironclaw.contract.enums import SessionMode
 from ironclaw.host.app import ControlPlaneHandles
 from ironclaw.host.channels.platforms import email as email_channel
 from ironclaw.host.channels.platforms.email.message import (
@@ -33,7 +34,7 @@ from tests.support.channels import (
     ChatWiring,
     assert_secret_absent,
     open_channel_plane,
-    wire_per_thread,
+    wire,
 )
 from tests.support.events import next_event, published
 
@@ -141,7 +142,7 @@ async def test_conversation_threads_and_who_may_write(
     await send(mail, compose(ALICE, "old", "from before the bot started", "<old@a>"))
     with trio.fail_after(60):
         async with open_channel_plane(tmp_path, [settings(mail)]) as plane:
-            await wire_per_thread(plane, ChatWiring("email", ALICE))
+            await wire(plane, ChatWiring("email", ALICE))
             await wait_up(plane)
             await send(mail, compose(ALICE, "Plans", "hello bot", "<m1@a.test>"))
             (first,) = await replies_to(mail, "alice", 1)
@@ -163,7 +164,9 @@ async def test_conversation_threads_and_who_may_write(
                      "</blockquote>"))
             replies = await replies_to(mail, "alice", 2)
             assert body(replies[1]) == "echo: Sounds good & thanks"
-            assert str(replies[1]["In-Reply-To"]) == "<m1@a.test>"  # the thread's root
+            # The mail answered, after the thread's root.
+            assert str(replies[1]["In-Reply-To"]) == "<m2@a.test>"
+            assert str(replies[1]["References"]) == "<m1@a.test> <m2@a.test>"
             assert str(replies[1]["Subject"]) == "Re: Plans"
             # A plain reply quoting under an attribution line: the quote is cut.
             await send(mail, compose(
@@ -173,6 +176,25 @@ async def test_conversation_threads_and_who_may_write(
             assert body(replies[2]) == "echo: Then Friday."
             assert await received_count(plane) == 3
             assert_secret_absent(PASSWORDS["bot"], caplog, await published(plane))
+
+
+@pytest.mark.parametrize("mode", [SessionMode.PER_THREAD, SessionMode.AGENT_SHARED],
+                         ids=lambda mode: mode.value)
+async def test_a_reply_stays_in_its_thread_in_every_session_mode(
+        mail: MailServers, tmp_path: Path, mode: SessionMode) -> None:
+    """The shared mode is the conversation above."""
+    start = len(await replies_to(mail, "alice", 0))
+    asked = f"<{mode.value}-2@a.test>"
+    with trio.fail_after(60):
+        async with open_channel_plane(tmp_path, [settings(mail)],
+                                      [ChatWiring("email", ALICE, session_mode=mode)]) as plane:
+            await wait_up(plane)
+            await send(mail, compose(ALICE, "Re: Plans", "in the thread", asked, headers={
+                "In-Reply-To": "<root@a.test>", "References": "<root@a.test>"}))
+            reply = (await replies_to(mail, "alice", start + 1))[start]
+    assert body(reply) == "echo: in the thread"
+    assert str(reply["In-Reply-To"]) == asked
+    assert str(reply["References"]) == f"<root@a.test> {asked}"
 
 
 async def test_restart_loses_nothing_and_repeats_nothing(

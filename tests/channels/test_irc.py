@@ -158,3 +158,36 @@ async def test_a_frozen_path_is_detected_by_our_own_ping(tmp_path: Path) -> None
             await bot_in(alice)
             await alice.say(ROOM, "still there?")
             await alice.wait_for(from_bot("echo: still there?"))
+
+
+# -- figures (long) -----------------------------------------------------------------------
+
+@pytest.mark.long
+async def test_round_trip_and_recovery_figures(tmp_path: Path) -> None:
+    """Reply round trip over 100 messages, p50 and p99, and the time from a server
+    restart to the first answered message. Printed; run with ``-s -m long``."""
+    import statistics
+    import time
+
+    with trio.fail_after(600):
+        async with open_ngircd(tmp_path) as server, \
+                open_channel_plane(tmp_path, [irc_settings(server.port)],
+                                   [ChatWiring("irc", ROOM)]):
+            async with open_irc_client(server.port, "alice", [ROOM]) as alice:
+                await bot_in(alice)
+                rounds: list[float] = []
+                for n in range(100):
+                    started = time.perf_counter()
+                    await alice.say(ROOM, f"m{n}")
+                    await alice.wait_for(from_bot(f"echo: m{n}"))
+                    rounds.append(time.perf_counter() - started)
+            await server.restart()
+            started = time.perf_counter()
+            async with open_irc_client(server.port, "bob", [ROOM]) as bob:
+                await bot_in(bob)
+                await bob.say(ROOM, "after the restart")
+                await bob.wait_for(from_bot("echo: after the restart"))
+            recovery = time.perf_counter() - started
+    quantiles = statistics.quantiles(rounds, n=100)
+    print(f"\nirc/ngircd round trip: p50 {quantiles[49] * 1000:.1f} ms, "
+          f"p99 {quantiles[98] * 1000:.1f} ms; recovery after restart {recovery:.2f} s")

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import trio
 
-from ironclaw.contract.enums import EngageMode
+from ironclaw.contract.enums import EngageMode, SessionMode
 from ironclaw.host.app import ControlPlaneHandles
 from ironclaw.host.channels.platforms import matrix
 from ironclaw.host.channels.platforms.matrix.parse import (
@@ -31,7 +31,7 @@ from tests.support.channels import (
     ChatWiring,
     assert_secret_absent,
     open_channel_plane,
-    wire_per_thread,
+    wire,
 )
 from tests.support.events import next_event, published, wait_delivered
 
@@ -103,7 +103,8 @@ async def test_m_direct_room_and_thread_replies(
     with trio.fail_after(30):
         async with open_channel_plane(tmp_path, [settings_for(fake)], [
                 ChatWiring("matrix", listed, engage_mode=EngageMode.MENTION)]) as plane:
-            await wire_per_thread(plane, ChatWiring("matrix", group))
+            await wire(plane, ChatWiring("matrix", group,
+                                          session_mode=SessionMode.PER_THREAD))
             await fake.wait_ready()
             fake.say(listed, ALICE, "direct by m.direct")
             root = fake.say(group, ALICE, "a thread root")

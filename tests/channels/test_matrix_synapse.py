@@ -32,7 +32,7 @@ from tests.support.channels import (
     ChatWiring,
     assert_secret_absent,
     open_channel_plane,
-    wire_per_thread,
+    wire,
 )
 from tests.support.events import next_event, published, routed_decisions
 from tests.support.files import PNG, enable_file_tools, stored_path, workspace_file
@@ -109,7 +109,8 @@ async def test_dm_room_mentions_and_thread(cast: Cast, tmp_path: Path,
         async with open_channel_plane(tmp_path, [cast.settings()], [
                 ChatWiring("matrix", dm, engage_mode=EngageMode.MENTION),
                 ChatWiring("matrix", group, engage_mode=EngageMode.MENTION)]) as plane:
-            await wire_per_thread(plane, ChatWiring("matrix", threads))
+            # The default (shared) mode: one session for the room, replies still threaded.
+            await wire(plane, ChatWiring("matrix", threads))
             # A DM is addressed to the bot: answered in mention mode without a mention.
             await cast.alice.say(dm, "hello")
             assert await cast.replies(dm, 1) == ["echo: hello"]
@@ -124,13 +125,14 @@ async def test_dm_room_mentions_and_thread(cast: Cast, tmp_path: Path,
             assert await cast.replies(group, 2) == ["echo: IronClaw: pill",
                                                     "echo: hey ironclaw, legacy"]
             root = await cast.alice.say(threads, "a thread root")
-            await cast.bob.say(threads, "in the thread", thread=root)
+            asked = await cast.bob.say(threads, "in the thread", thread=root)
             await cast.replies(threads, 2)
             bot_events = await cast.alice.events_from(threads, cast.bot.user_id)
             threaded = [e for e in bot_events if "m.relates_to" in e["content"]]
             assert [e["content"]["body"] for e in threaded] == ["echo: in the thread"]
             relation = threaded[0]["content"]["m.relates_to"]
             assert (relation["rel_type"], relation["event_id"]) == ("m.thread", root)
+            assert relation["m.in_reply_to"] == {"event_id": asked}
             assert_secret_absent(cast.bot.token, caplog, await published(plane))
 
 

@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 import trio
 
-from ironclaw.contract.enums import EngageMode
+from ironclaw.contract.enums import EngageMode, SessionMode
 from ironclaw.host.app import ControlPlaneHandles
 from ironclaw.host.channels.platforms.slack import check_settings
 from ironclaw.host.channels.settings import ChannelSettings
 from tests.fakes.slack import FakeSlack, open_fake_slack
-from tests.support.channels import ChatWiring, open_channel_plane, wire_per_thread
+from tests.support.channels import ChatWiring, open_channel_plane, wire
 from tests.support.events import published, wait_published
 
 TIMEOUT = 30
@@ -59,7 +59,8 @@ async def test_a_conversation_in_a_dm_a_channel_and_a_thread(tmp_path: Path) -> 
         async with open_fake_slack() as fake, open_channel_plane(
                 tmp_path, [settings(fake)],
                 [ChatWiring("slack", "D0DIRECT"), ChatWiring("slack", "C0GENERAL")]) as plane:
-            await wire_per_thread(plane, ChatWiring("slack", "C0THREADS"))
+            await wire(plane, ChatWiring("slack", "C0THREADS",
+                                          session_mode=SessionMode.PER_THREAD))
             fake.push_message("D0DIRECT", "U0ALICE", "hello", channel_type="im")
             await fake.until(lambda: len(fake.posts) == 1)
             assert fake.posts[0] == {"channel": "D0DIRECT", "text": "echo: hello",
@@ -207,7 +208,8 @@ async def test_an_overlong_reply_is_split(tmp_path: Path) -> None:
     with trio.fail_after(TIMEOUT):
         async with open_fake_slack() as fake, open_channel_plane(
                 tmp_path, [settings(fake)], []) as plane:
-            await wire_per_thread(plane, ChatWiring("slack", "C0GENERAL"))
+            await wire(plane, ChatWiring("slack", "C0GENERAL",
+                                          session_mode=SessionMode.PER_THREAD))
             fake.push_message("C0GENERAL", "U0ALICE", text, thread_ts="1699999999.000001")
             await fake.until(lambda: len(fake.posts) == 2)
             assert all(len(post["text"]) <= 4000 for post in fake.posts)

@@ -11,7 +11,7 @@ import httpx
 import pytest
 import trio
 
-from ironclaw.contract.enums import EngageMode
+from ironclaw.contract.enums import EngageMode, SessionMode
 from ironclaw.host.app import ControlPlaneHandles
 from ironclaw.host.channels.platforms import telegram
 from ironclaw.host.channels.platforms._http import PlatformUnreachable, request
@@ -22,7 +22,7 @@ from tests.support.channels import (
     ChatWiring,
     assert_secret_absent,
     open_channel_plane,
-    wire_per_thread,
+    wire,
 )
 from tests.support.events import next_event, published, routed_decisions, wait_delivered
 
@@ -78,7 +78,8 @@ async def test_forum_topic_is_a_thread(fake: FakeTelegram, tmp_path: Path,
     topic = fake.create_topic(group, "ops")
     with trio.fail_after(30):
         async with open_channel_plane(tmp_path, [settings_for(fake)]) as plane:
-            await wire_per_thread(plane, ChatWiring("telegram", str(GROUP_ID)))
+            await wire(plane, ChatWiring("telegram", str(GROUP_ID),
+                                          session_mode=SessionMode.PER_THREAD))
             fake.message(group, ALICE, "status?", topic=topic)
             (sent,) = await fake.wait_sent(1)
             assert (sent.chat_id, sent.message_thread_id, sent.text) == (

@@ -4,11 +4,12 @@ signed requests in over HTTP (httpx), replies out to a receiving server
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,9 @@ import httpx
 import pytest
 import trio
 
+from ironclaw.contract.actions import ScheduleTask
 from ironclaw.contract.enums import EngageMode, SessionMode
+from ironclaw.host.app import ControlPlaneHandles
 from ironclaw.host.channels.settings import ChannelSettings
 from ironclaw.runtime import EventBus
 from tests.fakes.ngircd import free_port
@@ -56,6 +59,20 @@ class Sender:
         sent = signed_headers(secret.encode(), body, at=at)
         sent.update(headers or {})
         return await self.client.post(url or self.url, content=body, headers=sent)
+
+
+@contextlib.asynccontextmanager
+async def open_webhook_plane(tmp_path: Path, wirings: Sequence[ChatWiring], **options: object
+                             ) -> AsyncIterator[tuple[WebhookReceiver, ControlPlaneHandles,
+                                                      Sender]]:
+    """A plane with the webhook channel on a free port, its replies' receiver, and a
+    sender posting to it."""
+    port = free_port()
+    async with open_webhook_receiver(OUT_SECRET.encode()) as receiver, \
+            open_channel_plane(tmp_path, [webhook_settings(port, receiver, **options)],
+                               wirings) as plane, \
+            httpx.AsyncClient(timeout=20) as client:
+        yield receiver, plane, Sender(port, client)
 
 
 def event(event_id: str, text: str, chat: str = "chat-1", **extra: object) -> dict[str, Any]:
@@ -97,6 +114,7 @@ async def test_conversation_mentions_threads_duplicates_and_no_leaks(
             assert answer.json() == {"accepted": True, "duplicate": False}
             [reply] = await receiver.wait_for(reply_to("echo: hello"))
             assert reply.body["chat"] == "chat-1" and reply.body["thread"] is None
+            assert reply.body["in_reply_to"] == "e-1"
             assert reply.idempotency_key == reply.body["id"]
             # The same event again (a sender's retry): accepted, not routed twice.
             again = await sender.post(event("e-1", "hello"))
@@ -108,7 +126,7 @@ async def test_conversation_mentions_threads_duplicates_and_no_leaks(
                                     mentioned=True))
             [mention] = await receiver.wait_for(lambda p: p.body["chat"] == "room")
             assert mention.body["text"] == "echo: hey bot"
-            assert mention.body["thread"] == "t-9"
+            assert mention.body["thread"] == "t-9" and mention.body["in_reply_to"] == "e-3"
             await sender.post(event("e-4", "after"))
             await receiver.wait_for(reply_to("echo: after"))
             assert [p.body["text"] for p in receiver.received] == [
@@ -123,6 +141,25 @@ async def test_conversation_mentions_threads_duplicates_and_no_leaks(
                         break
             for secret in (SECRET, OUT_SECRET, URL_TOKEN):
                 assert secret not in caplog.text and secret not in " ".join(seen)
+
+
+async def test_a_message_of_the_agents_own_answers_no_event(tmp_path: Path) -> None:
+    with trio.fail_after(30):
+        async with open_webhook_plane(tmp_path, [ChatWiring("webhook", "chat-1")]) as (
+                receiver, plane, sender):
+            await sender.post(event("e-1", "hello", thread="t-1"))
+            [reply] = await receiver.wait_for(reply_to("echo: hello"))
+            assert (reply.body["thread"], reply.body["in_reply_to"]) == ("t-1", "e-1")
+            # A scheduled task's prompt comes from no chat: its answer goes to the chat,
+            # at the top level, answering no event.
+            (session,) = await plane.registry.list_sessions()
+            await plane.scheduler.schedule(
+                session_id=session.id, agent_group_id=session.agent_group_id,
+                request=ScheduleTask("daily report", None, None, None, None))
+            await plane.scheduler.fire_due()
+            [task] = await receiver.wait_for(lambda post: "daily report" in post.body["text"])
+            assert task.body["chat"] == "chat-1"
+            assert (task.body["thread"], task.body["in_reply_to"]) == (None, None)
 
 
 async def test_inbound_refusals(tmp_path: Path) -> None:
@@ -158,15 +195,12 @@ async def test_inbound_refusals(tmp_path: Path) -> None:
 
 
 async def test_receiver_rate_limits_then_accepts(tmp_path: Path) -> None:
-    port = free_port()
     with trio.fail_after(40):
-        async with open_webhook_receiver(OUT_SECRET.encode()) as receiver, \
-                open_channel_plane(tmp_path, [webhook_settings(port, receiver)],
-                                   [ChatWiring("webhook", "chat-1")]) as plane, \
-                httpx.AsyncClient(timeout=20) as client:
+        async with open_webhook_plane(tmp_path, [ChatWiring("webhook", "chat-1")]) as (
+                receiver, plane, sender):
             receiver.fail_next(429, retry_after="1")
             since = plane.events.last_seq
-            await Sender(port, client).post(event("q-1", "slow down"))
+            await sender.post(event("q-1", "slow down"))
             retrying = await next_event(plane.events, "delivery.retrying",
                                         lambda e: True, since)
             assert "429" in retrying.reason and retrying.retry_in >= 1

@@ -37,7 +37,7 @@ from tests.support.channels import (
     ChatWiring,
     assert_secret_absent,
     open_channel_plane,
-    wire_per_thread,
+    wire,
 )
 from tests.support.events import next_event, published, wait_delivered
 
@@ -115,8 +115,8 @@ async def test_direct_chat_room_mentions_and_threads(
                                     ) as alice, \
                 open_channel_plane(tmp_path, [cast.settings()],
                                    [ChatWiring("xmpp", cast.alice)]) as plane:
-            await wire_per_thread(plane, ChatWiring("xmpp", cast.room,
-                                                    engage_mode=EngageMode.MENTION))
+            # The default (shared) mode: one session for the room, replies still threaded.
+            await wire(plane, ChatWiring("xmpp", cast.room, engage_mode=EngageMode.MENTION))
             await alice.join(cast.room, "alice")
             await wait_up(plane)
             await alice.say(cast.bot, "hello")

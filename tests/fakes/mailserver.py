@@ -13,16 +13,13 @@ at a time on a machine.
 
 from __future__ import annotations
 
-import contextlib
 import pwd
 import shutil
-import signal
-import socket
-import subprocess
-import time
 from pathlib import Path
 
 import attrs
+
+from tests.support.server_process import ServerProcesses, free_port, port_open
 
 DOVECOT = shutil.which("dovecot") or ("/usr/sbin/dovecot"
                                       if Path("/usr/sbin/dovecot").exists() else None)
@@ -40,12 +37,6 @@ def available() -> str | None:
     except KeyError:
         return "the dovecot system user is missing"
     return None
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 _DOVECOT_CONFIG = """\
@@ -97,8 +88,12 @@ class MailServers:
     directory: Path
     imap_port: int
     smtp_port: int
-    processes: list[subprocess.Popen[bytes]] = attrs.field(factory=list)
     users: dict[str, str] = attrs.field(factory=dict)
+    processes: ServerProcesses = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self.processes = ServerProcesses(
+            self.directory, ("dovecot.out", "dovecot.log", "smtpd.log"), "a mail server")
 
     def write_config(self) -> None:
         d = self.directory
@@ -126,48 +121,20 @@ class MailServers:
         assert DOVECOT is not None and SMTPD is not None
         d = self.directory
         (d / "run" / "master.pid").unlink(missing_ok=True)
-        for argv, log in (([DOVECOT, "-F", "-c", str(d / "dovecot.conf")], "dovecot.out"),
-                          ([SMTPD, "-d", "-f", str(d / "smtpd.conf")], "smtpd.log")):
-            with (d / log).open("ab") as sink:
-                self.processes.append(subprocess.Popen(
-                    argv, cwd=d, stdout=sink, stderr=sink, start_new_session=True))
-        for port in (self.imap_port, self.smtp_port):
-            _wait_listening(port, self.processes, self.log)
+        self.processes.spawn([DOVECOT, "-F", "-c", str(d / "dovecot.conf")], "dovecot.out")
+        self.processes.spawn([SMTPD, "-d", "-f", str(d / "smtpd.conf")], "smtpd.log")
+        self.processes.wait_until(lambda: port_open(self.imap_port)
+                                  and port_open(self.smtp_port), timeout_s=20)
 
     def stop(self) -> None:
-        processes, self.processes = self.processes, []
-        for process in processes:
-            if process.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    process.send_signal(signal.SIGTERM)
-        for process in processes:
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        self.processes.stop()
 
     def restart(self) -> None:
         self.stop()
         self.start()
 
     def log(self) -> str:
-        return "".join((self.directory / name).read_text(errors="replace")
-                       for name in ("dovecot.out", "dovecot.log", "smtpd.log")
-                       if (self.directory / name).exists())
-
-
-def _wait_listening(port: int, processes: list[subprocess.Popen[bytes]],
-                    log: object) -> None:
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        if any(p.poll() is not None for p in processes):
-            raise RuntimeError(f"a mail server exited:\n{log() if callable(log) else ''}")
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port),
-                                                                     timeout=1):
-            return
-        time.sleep(0.05)
-    raise RuntimeError("a mail server did not come up")
+        return self.processes.log()
 
 
 def start_mail_servers(directory: Path, users: dict[str, str]) -> MailServers:

@@ -17,16 +17,13 @@ synchronous fixture (a separate process outlives each test's own Trio run).
 
 from __future__ import annotations
 
-import contextlib
-import datetime
 import shutil
-import signal
-import socket
 import subprocess
-import time
 from pathlib import Path
 
 import attrs
+
+from tests.support.server_process import ServerProcesses, free_port, make_test_ca, port_open
 
 PROSODY = shutil.which("prosody")
 PROSODYCTL = shutil.which("prosodyctl")
@@ -72,51 +69,17 @@ Component "{upload_domain}" "http_file_share"
 """
 
 
-def make_certificate(directory: Path, name: str) -> None:
-    """A test CA (``ca.pem``) and a certificate for DNS ``name`` signed by it."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    now = datetime.datetime.now(datetime.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "IronClaw XMPP test CA")])
-    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
-          .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
-          .not_valid_before(now - datetime.timedelta(days=1))
-          .not_valid_after(now + datetime.timedelta(days=2))
-          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-          .sign(ca_key, hashes.SHA256()))
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
-            .issuer_name(ca_name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(days=1))
-            .not_valid_after(now + datetime.timedelta(days=2))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
-            .sign(ca_key, hashes.SHA256()))
-    (directory / "ca.pem").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    (directory / "server.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (directory / "server.key").write_bytes(key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption()))
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @attrs.define
 class Prosody:
     directory: Path
     port: int
     hibernation_s: int
     http_port: int = attrs.field(factory=lambda: free_port())
-    process: subprocess.Popen[bytes] | None = None
+    processes: ServerProcesses = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self.processes = ServerProcesses(self.directory, ("stdout.log", "prosody.log"),
+                                         "prosody")
 
     @property
     def config_file(self) -> Path:
@@ -128,7 +91,7 @@ class Prosody:
 
     def write_config(self) -> None:
         (self.directory / "data").mkdir(parents=True, exist_ok=True)
-        make_certificate(self.directory, DOMAIN)
+        make_test_ca(self.directory, DOMAIN, ca_name="IronClaw XMPP test CA")
         self.config_file.write_text(_CONFIG.format(
             directory=self.directory, port=self.port, hibernation=self.hibernation_s,
             domain=DOMAIN, muc_domain=MUC_DOMAIN, upload_domain=UPLOAD_DOMAIN,
@@ -136,31 +99,12 @@ class Prosody:
 
     def start(self, timeout_s: float = 30.0) -> None:
         assert PROSODY is not None
-        with (self.directory / "stdout.log").open("ab") as sink:
-            self.process = subprocess.Popen(
-                [PROSODY, "--config", str(self.config_file), "-F"], cwd=self.directory,
-                stdout=sink, stderr=sink, start_new_session=True)
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"prosody exited:\n{self.log()[-3000:]}")
-            with contextlib.suppress(OSError), socket.create_connection(
-                    ("127.0.0.1", self.port), timeout=1):
-                return
-            time.sleep(0.05)
-        raise RuntimeError(f"prosody did not come up:\n{self.log()[-3000:]}")
+        self.processes.spawn([PROSODY, "--config", str(self.config_file), "-F"],
+                             "stdout.log")
+        self.processes.wait_until(lambda: port_open(self.port), timeout_s)
 
     def stop(self) -> None:
-        process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        self.processes.stop()
 
     def restart(self) -> None:
         self.stop()
@@ -174,12 +118,7 @@ class Prosody:
         return f"{user}@{DOMAIN}"
 
     def log(self) -> str:
-        out = ""
-        for name in ("stdout.log", "prosody.log"):
-            path = self.directory / name
-            if path.exists():
-                out += path.read_text(errors="replace")
-        return out
+        return self.processes.log()
 
 
 def start_prosody(directory: Path, *, hibernation_s: int = 600) -> Prosody:

@@ -25,15 +25,14 @@ import hashlib
 import hmac
 import os
 import secrets
-import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import attrs
 import httpx
+
+from tests.support.server_process import ServerProcesses, free_port
 
 SERVER_NAME = "test.local"
 _REPO = Path(__file__).resolve().parents[2]
@@ -51,12 +50,6 @@ def synapse_python() -> str | None:
             if check.returncode == 0:
                 return candidate
     return None
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @attrs.frozen
@@ -129,7 +122,11 @@ class Synapse:
     python: str
     port: int
     secret: str
-    process: subprocess.Popen[bytes] | None = None
+    processes: ServerProcesses = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self.processes = ServerProcesses(self.directory, ("stdout.log", "homeserver.log"),
+                                         "synapse")
 
     @property
     def base_url(self) -> str:
@@ -149,44 +146,24 @@ class Synapse:
                        cwd=self.directory, check=True, capture_output=True)
 
     def start(self, timeout_s: float = 60.0) -> None:
-        with (self.directory / "stdout.log").open("ab") as sink:
-            self.process = subprocess.Popen(
-                [self.python, "-m", "synapse.app.homeserver", "-c", str(self.config_file)],
-                cwd=self.directory, stdout=sink, stderr=sink, start_new_session=True)
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"synapse exited ({self.process.returncode}):\n"
-                                   f"{self.log()[-3000:]}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{self.base_url}/health", timeout=2).status_code == 200:
-                    return
-            time.sleep(0.1)
-        raise RuntimeError(f"synapse did not come up:\n{self.log()[-3000:]}")
+        self.processes.spawn([self.python, "-m", "synapse.app.homeserver", "-c",
+                              str(self.config_file)], "stdout.log")
+        self.processes.wait_until(self._healthy, timeout_s, every_s=0.1)
+
+    def _healthy(self) -> bool:
+        with contextlib.suppress(httpx.HTTPError):
+            return httpx.get(f"{self.base_url}/health", timeout=2).status_code == 200
+        return False
 
     def stop(self) -> None:
-        process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        self.processes.stop(timeout_s=15)
 
     def restart(self) -> None:
         self.stop()
         self.start()
 
     def log(self) -> str:
-        out = ""
-        for name in ("stdout.log", "homeserver.log"):
-            path = self.directory / name
-            if path.exists():
-                out += path.read_text(errors="replace")
-        return out
+        return self.processes.log()
 
     def register(self, localpart: str, *, admin: bool = False,
                  display_name: str | None = None) -> Account:

@@ -43,6 +43,7 @@ class Sent:
     message_id: int
     message_thread_id: int | None
     at: float  # trio.current_time() when accepted
+    reply_to: int | None = None  # reply_parameters.message_id
 
 
 @attrs.frozen
@@ -362,6 +363,12 @@ class FakeTelegram:
             thread = int(thread)
             if thread not in self._topics.get(chat_id, set()):
                 return _error(400, "Bad Request: message thread not found")
+        reply_to = params.get("reply_parameters")
+        if reply_to is not None:
+            if not isinstance(reply_to, dict) or not isinstance(reply_to.get("message_id"),
+                                                                int):
+                return _error(400, "Bad Request: invalid reply parameters")
+            reply_to = reply_to["message_id"]
         message_id = next(self._message_ids)
         message: dict[str, Any] = {
             "message_id": message_id, "date": 1_700_000_000, "chat": chat, "text": text,
@@ -370,7 +377,7 @@ class FakeTelegram:
             message["message_thread_id"] = thread
             message["is_topic_message"] = True
         self._bot_messages[(chat_id, message_id)] = message
-        self.sent.append(Sent(chat_id, text, message_id, thread, trio.current_time()))
+        self.sent.append(Sent(chat_id, text, message_id, thread, trio.current_time(), reply_to))
         self.watch.poke()
         await trio.sleep(self.send_delay)
         return _ok(message)

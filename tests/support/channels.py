@@ -39,6 +39,7 @@ class ChatWiring:
     engage_mode: EngageMode = EngageMode.PATTERN  # PATTERN "." answers everything
     pattern: str = "."
     unknown_sender_policy: UnknownSenderPolicy = UnknownSenderPolicy.PUBLIC
+    session_mode: SessionMode = SessionMode.SHARED
 
 
 def plane_config(tmp_path: Path, channels: Sequence[ChannelSettings],
@@ -58,7 +59,7 @@ async def wire(plane: ControlPlaneHandles, chat: ChatWiring) -> MessagingGroup:
     wiring_id = f"w-{chat.channel}-{digest[:12]}"
     await plane.registry.put_wiring(Wiring(
         id=wiring_id, messaging_group_id=group.id, agent_group_id=DEMO_GROUP,
-        engage_mode=chat.engage_mode, pattern=chat.pattern))
+        engage_mode=chat.engage_mode, pattern=chat.pattern, session_mode=chat.session_mode))
     return group
 
 
@@ -80,14 +81,6 @@ async def open_channel_plane(tmp_path: Path, channels: Sequence[ChannelSettings]
             await wire(handles, chat)
         yield handles
         nursery.cancel_scope.cancel()
-
-
-async def wire_per_thread(plane: ControlPlaneHandles, chat: ChatWiring) -> None:
-    """Wire ``chat`` with one session per thread, so a reply goes back to its thread."""
-    group = await wire(plane, chat)
-    for wiring in await plane.registry.wirings_for(group.id):
-        await plane.registry.put_wiring(attrs.evolve(wiring,
-                                                     session_mode=SessionMode.PER_THREAD))
 
 
 def assert_secret_absent(secret: str, caplog: pytest.LogCaptureFixture,

@@ -87,9 +87,11 @@ class ScriptedLocal(LocalChannel):
         self.order: list[tuple[str, str]] = []  # (conversation, text), as delivered
         self.failing: dict[str, DeliveryFailed] = {}
         self.attempts: dict[str, int] = {}
+        self.asked: list[OutboundDelivery] = []  # every delivery, as handed to the channel
 
     async def deliver(self, delivery: OutboundDelivery):  # type: ignore[no-untyped-def]
         self.attempts[delivery.outbound_id] = self.attempts.get(delivery.outbound_id, 0) + 1
+        self.asked.append(delivery)
         error = self.failing.get(delivery.platform_id) or self.failing.get(delivery.text)
         if error is not None:
             await trio.lowlevel.checkpoint()

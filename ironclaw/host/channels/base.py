@@ -92,6 +92,9 @@ class OutboundDelivery:
     # A file to upload with ``text`` as its caption (send_file). An adapter that cannot
     # carry files never sees one: the channel actor turns it into a text notice.
     file: OutboundFile | None = None
+    # The platform's id of the message this answers, from the host's record of it
+    # (never from the agent); None for a message of the agent's own.
+    in_reply_to: str | None = None
 
 
 @attrs.frozen

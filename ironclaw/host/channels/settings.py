@@ -20,13 +20,13 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import attrs
 
 __all__ = ["ChannelSettings", "InvalidChannelSettings", "Secret", "is_loopback_host",
-           "parse_channel_tables"]
+           "parse_channel_tables", "problems_parsing"]
 
 _NAME = re.compile(r"[a-z][a-z0-9_-]{0,31}")
 _KEY = re.compile(r"[a-z][a-z0-9_]{0,63}")
@@ -124,6 +124,28 @@ class ChannelSettings:
             return False
         raise InvalidChannelSettings(f"{self.label}: {key} must be true or false")
 
+    def port(self, key: str, default: int) -> int:
+        number = self.number(key, default)
+        if number != int(number) or not 0 < number < 65536:
+            raise InvalidChannelSettings(f"{self.label}: {key} must be 1..65535")
+        return int(number)
+
+    def host(self, key: str, default: str | None = None) -> str:
+        """A host name or address: present and one word."""
+        host = self.text(key, default)
+        if not host or any(char.isspace() for char in host):
+            raise InvalidChannelSettings(f"{self.label}: {key} must be a host name or "
+                                         "address")
+        return host
+
+    def seconds(self, key: str, default: float, *, low: float = 0.1,
+                high: float = 3600.0) -> float:
+        seconds = self.number(key, default)
+        if not low <= seconds <= high:
+            raise InvalidChannelSettings(f"{self.label}: {key} must be {low:g}..{high:g} "
+                                         "seconds")
+        return float(seconds)
+
     def strings(self, key: str) -> tuple[str, ...]:
         """A list option; from the environment, a comma-separated string."""
         value = self._raw(key)
@@ -164,6 +186,16 @@ def parse_channel_tables(tables: object, *,
         seen.add((kind, instance))
         parsed.append(settings)
     return tuple(parsed)
+
+
+def problems_parsing(parse: Callable[[ChannelSettings], object],
+                     settings: ChannelSettings) -> list[str]:
+    """``check_settings`` for a platform whose only checks are its parser's."""
+    try:
+        parse(settings)
+    except InvalidChannelSettings as exc:
+        return [str(exc)]
+    return []
 
 
 def is_loopback_host(host: str) -> bool:

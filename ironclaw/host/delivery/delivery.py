@@ -47,7 +47,7 @@ class Delivery:
         self._clock = clock or SystemClock()
         self.records = records
         self._handler = RowHandler(
-            channels=channels, records=self.records,
+            channels=channels, origins=registry, records=self.records,
             relay=AgentRelay(registry, inbox, self._policy, self._clock),
             actions=ActionDispatcher(scheduler=scheduler, questions=questions, gate=gate),
             events=self._events, clock=self._clock, files=files)

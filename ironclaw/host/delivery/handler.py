@@ -29,6 +29,7 @@ from ironclaw.host.channels.base import (
     safe_reason,
 )
 from ironclaw.host.questions import render_question
+from ironclaw.host.registry import InboundOrigin
 from ironclaw.runtime import EventSink, WallClock
 
 from .a2a import AgentRelay, Relayed
@@ -64,6 +65,12 @@ class FileReader(Protocol):
     async def read(self, agent_group_id: str, relative: str) -> OutboundFile: ...
 
 
+class InboundOrigins(Protocol):
+    """What the registry offers: its record of where an inbound row came from."""
+
+    async def origin_of(self, session_id: str, message_id: str) -> InboundOrigin | None: ...
+
+
 @attrs.frozen
 class Settled:
     status: RecordStatus
@@ -79,10 +86,12 @@ Outcome = Settled | Retry
 
 
 class RowHandler:
-    def __init__(self, *, channels: ChannelSender, records: DeliveryRecords,
-                 relay: AgentRelay, actions: ActionDispatcher, events: EventSink,
-                 clock: WallClock, files: FileReader | None = None) -> None:
+    def __init__(self, *, channels: ChannelSender, origins: InboundOrigins,
+                 records: DeliveryRecords, relay: AgentRelay, actions: ActionDispatcher,
+                 events: EventSink, clock: WallClock, files: FileReader | None = None
+                 ) -> None:
         self._channels = channels
+        self._origins = origins
         self._files = files
         self._records = records
         self._relay = relay
@@ -96,7 +105,10 @@ class RowHandler:
             return Retry("the session's registry entry could not be read")
         key = delivery_key(session_id, row.id)
         if row.kind is MessageKind.CHAT:
-            target = resolve_target(row, context)
+            answered = None
+            if row.in_reply_to is not None:
+                answered = await self._origins.origin_of(session_id, row.in_reply_to)
+            target = resolve_target(row, context, answered)
             if isinstance(target, Denied):
                 return await self._deny(session_id, key, row, target.reason)
             if isinstance(target, AgentTarget):
@@ -114,7 +126,8 @@ class RowHandler:
                     file: OutboundFile | None = None) -> Outcome:
         delivery = OutboundDelivery(outbound_id=key, channel=target.channel,
                                     instance=target.instance, platform_id=target.platform_id,
-                                    thread_id=target.thread_id, text=text, file=file)
+                                    thread_id=target.thread_id, text=text, file=file,
+                                    in_reply_to=target.in_reply_to)
         try:
             receipt = await self._channels.deliver(delivery)
         except DeliveryFailed as exc:

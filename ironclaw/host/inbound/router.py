@@ -2,9 +2,11 @@
 
 For each wiring of the event's messaging group, highest priority first (ties by
 wiring id), in this order: engage evaluation, mention-sticky continuation, the access
-gate, the sender-scope gate, then enqueue. An engaged message is written with
-``engages = 1`` and its session is woken; an accumulated one with ``engages = 0`` and
-no wake; a dropped one is not written and resolves no session. A session whose
+gate, the sender-scope gate, then enqueue. Before a row is queued, the registry
+records where it came from (chat, thread, platform message id: :func:`origin_of`), so
+the reply to it is threaded and correlated from the host's record. An engaged message
+is written with ``engages = 1`` and its session is woken; an accumulated one with
+``engages = 0`` and no wake; a dropped one is not written and resolves no session. A session whose
 inbound queue is at its byte cap takes no row (``inbound_full``, reported by the
 queues as ``session.inbound_full``); when that leaves the event with no row committed
 anywhere, the event is refused (its ``accepted`` reply fails with
@@ -60,6 +62,7 @@ from ironclaw.host.inbound.wakes import WakeSink
 from ironclaw.host.registry import (
     AccessLevel,
     AccessRequest,
+    InboundOrigin,
     MessagingGroup,
     NotFound,
     Registry,
@@ -150,6 +153,12 @@ def inbound_row_id(event: InboundEvent) -> MessageId:
         return new_message_id("in")
     key = f"{event.channel}\0{event.instance}\0{event.event_id}"
     return validate_message_id("in_" + hashlib.sha256(key.encode()).hexdigest()[:24])
+
+
+def origin_of(event: InboundEvent) -> InboundOrigin:
+    """What the host remembers of ``event`` for the reply to its row."""
+    return InboundOrigin(event.channel, event.instance, event.platform_id, event.thread_id,
+                         event.platform_message_id)
 
 
 def _answer(event: InboundEvent, *, refusal: str | None) -> None:
@@ -260,6 +269,8 @@ class Router:
         row_id = inbound_row_id(event)
         try:
             if event.event_id is None or not await self._queues.holds(session.id, row_id):
+                # Recorded before the row exists, so a reply to it always finds it.
+                await self._registry.record_origin(session.id, row_id, origin_of(event))
                 content = _with_attachments(event.text, await self._files(
                     event, session.id, wiring.agent_group_id, row_id))
                 (written,) = await self._queues.enqueue(session.id, [NewInboundMessage(

@@ -18,3 +18,4 @@ from .model import SessionStatus as SessionStatus
 from .model import User as User
 from .model import Wiring as Wiring
 from .model import namespace_user as namespace_user
+from .origins import InboundOrigin as InboundOrigin

@@ -11,6 +11,7 @@ from ironclaw.contract.clock import now_us
 from ironclaw.contract.enums import SessionMode
 
 from ..store import HostStore
+from . import origins
 from . import queries as q
 from .model import (
     AccessLevel,
@@ -26,6 +27,7 @@ from .model import (
     User,
     Wiring,
 )
+from .origins import InboundOrigin
 
 TOUCH_INTERVAL_US = 60 * 1_000_000
 
@@ -156,3 +158,12 @@ class Registry:
 
     async def set_container_status(self, session_id: str, status: ContainerStatus) -> None:
         await self._store.transaction(q.set_container_status, session_id, status)
+
+    # Where inbound rows came from (threads and correlation of replies)
+    async def record_origin(self, session_id: str, message_id: str,
+                            origin: InboundOrigin) -> None:
+        await self._store.transaction(origins.record_origin, session_id, message_id, origin,
+                                      now_us())
+
+    async def origin_of(self, session_id: str, message_id: str) -> InboundOrigin | None:
+        return await self._store.call(origins.get_origin, session_id, message_id)

@@ -307,4 +307,23 @@ V10 = """
 ALTER TABLE principals ADD COLUMN agent_groups TEXT
 """
 
-MIGRATIONS: tuple[str, ...] = (V1, V2, V3, V4, V5, V6, V7, V8, V9, V10)
+# V11 (threads): the host's own record of the chat message each inbound row carries
+# (which chat, which thread, the platform's id for it), keyed by session and row. A
+# reply names the row it answers; the host threads it and correlates it from this
+# record, never from what the agent writes.
+V11 = """
+CREATE TABLE inbound_origins (
+    session_id          TEXT NOT NULL,
+    message_id          TEXT NOT NULL,
+    channel             TEXT NOT NULL,
+    instance            TEXT NOT NULL,
+    platform_id         TEXT NOT NULL,
+    thread_id           TEXT,
+    platform_message_id TEXT,
+    at                  INTEGER NOT NULL,
+    PRIMARY KEY (session_id, message_id)
+) STRICT;
+CREATE INDEX inbound_origins_by_age ON inbound_origins (at)
+"""
+
+MIGRATIONS: tuple[str, ...] = (V1, V2, V3, V4, V5, V6, V7, V8, V9, V10, V11)

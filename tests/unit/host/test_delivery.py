@@ -37,6 +37,7 @@ from ironclaw.host.delivery import (
     delivery_key,
 )
 from ironclaw.host.gateway import ChangeSubmitted
+from ironclaw.host.registry import InboundOrigin
 from ironclaw.host.store import open_host_store
 from tests.support.delivery import Harness, open_harness
 
@@ -201,7 +202,8 @@ async def test_named_and_explicit_targets_need_a_grant(h: Harness) -> None:
     await h.progress.wait_through(session.id, rows[-1].seq)
     assert h.local.texts("ops-room") == ["named", "explicit grant"]
     assert h.local.texts("chat-1") == ["explicit origin", "threaded"]
-    assert h.local.transcript("chat-1")[-1].thread_id == "t-9"
+    # A thread the agent names is not honoured: the host threads replies itself.
+    assert h.local.transcript("chat-1")[-1].thread_id is None
     assert h.local.texts("victim-room") == []
     assert len(h.events.of(DeliveryDenied)) == 4
 
@@ -407,3 +409,59 @@ async def test_receipts_are_durable_and_name_their_session(tmp_path: Path) -> No
             "SELECT outbound_id, session_id, attempts FROM delivery_records").fetchall())
     assert sorted(map(tuple, rows)) == [("cmd_0a1b", None, 1), (key, session, 1),
                                         (f"{key}#1", session, 1)]
+
+
+async def test_a_reply_goes_where_the_host_recorded_its_message_not_where_the_agent_says(
+        h: Harness) -> None:
+    session = await h.session("g1", "chat-1")
+    other = await h.session("g1", "chat-9")
+    await h.grant("g1", "ops", type="channel", channel="local", platform_id="ops-room")
+    await h.registry.record_origin(session.id, "in-1", InboundOrigin(
+        "local", "", "chat-1", "t-1", "m-1"))
+    await h.registry.record_origin(other.id, "in-9", InboundOrigin(
+        "local", "", "chat-9", "t-9", "m-9"))
+    rows = [
+        h.row("answer", in_reply_to="in-1"),
+        h.row("answer, steered", in_reply_to="in-1", thread_id="t-evil"),
+        # Another session's message, named by a hostile agent: nothing is learnt from it.
+        h.row("borrowed", in_reply_to="in-9"),
+        h.row("of its own", thread_id="t-evil"),
+        h.row("to ops", in_reply_to="in-1", destination="ops"),
+    ]
+    delivery = await h.start_delivery()
+    await delivery.submit(h.batch(session, rows))
+    await h.progress.wait_through(session.id, rows[-1].seq)
+    asked = {d.text: (d.platform_id, d.thread_id, d.in_reply_to) for d in h.local.asked}
+    assert asked == {
+        "answer": ("chat-1", "t-1", "m-1"),
+        "answer, steered": ("chat-1", "t-1", "m-1"),
+        "borrowed": ("chat-1", None, None),
+        "of its own": ("chat-1", None, None),
+        "to ops": ("ops-room", None, None),
+    }
+    assert h.local.texts("chat-9") == []
+
+
+@pytest.mark.parametrize("mode", list(SessionMode))
+async def test_a_reply_goes_back_to_its_thread_in_every_session_mode(
+        h: Harness, mode: SessionMode) -> None:
+    thread = "t-1" if mode is SessionMode.PER_THREAD else None
+    session = await h.session("g1", "chat-1", thread=thread, mode=mode)
+    await h.registry.record_origin(session.id, "in-1", InboundOrigin(
+        "local", "", "chat-1", "t-1", "m-1"))
+    # An agent-shared session is fed by every chat wired to its group: each gets its
+    # own answers.
+    await h.registry.record_origin(session.id, "in-2", InboundOrigin(
+        "local", "local", "chat-2", "t-2", "m-2"))
+    rows = [h.row("first", in_reply_to="in-1"), h.row("proactive")]
+    if mode is SessionMode.AGENT_SHARED:
+        rows.append(h.row("second", in_reply_to="in-2"))
+    delivery = await h.start_delivery()
+    await delivery.submit(h.batch(session, rows))
+    await h.progress.wait_through(session.id, rows[-1].seq)
+    asked = {d.text: (d.platform_id, d.thread_id, d.in_reply_to) for d in h.local.asked}
+    assert asked.pop("first") == ("chat-1", "t-1", "m-1")
+    assert asked.pop("proactive") == ("chat-1", thread, None)
+    if mode is SessionMode.AGENT_SHARED:
+        assert asked.pop("second") == ("chat-2", "t-2", "m-2")
+    assert asked == {}

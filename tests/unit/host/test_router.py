@@ -34,6 +34,7 @@ from ironclaw.host.registry import (
     AccessLevel,
     AccessRequestStatus,
     AgentGroup,
+    InboundOrigin,
     Registry,
     Role,
     RoleGrant,
@@ -180,6 +181,28 @@ async def test_per_thread_sessions_via_routing(h: Harness) -> None:
     c = (await h.send("alice", "3", thread_id="thread-1"))[0].session_id
     assert a == c != b
     assert h.rows(a) == [("1", True, "thread-1"), ("3", True, "thread-1")]  # type: ignore[arg-type]
+
+
+async def test_each_queued_row_has_the_hosts_record_of_its_message(h: Harness) -> None:
+    await h.wire("w1", "g1")
+    await h.wire("w2", "g2", engage_mode=EngageMode.MENTION,
+                 ignored_policy=IgnoredMessagePolicy.ACCUMULATE)
+    one, two = await h.send("alice", "hi", thread_id="1700.01", platform_message_id="1700.02")
+    for outcome in (one, two):  # engaged and accumulated rows alike
+        assert outcome.session_id and outcome.message_id
+        assert await h.registry.origin_of(outcome.session_id, outcome.message_id) == (
+            InboundOrigin("slack", "", "C1", "1700.01", "1700.02"))
+    # Keyed by session: the same row id in another session is not this record.
+    assert await h.registry.origin_of(two.session_id, "in_" + "0" * 24) is None
+    assert one.session_id is not None
+    assert await h.registry.origin_of("ses_other", one.message_id) is None
+    # An id too long to keep whole is not kept at all (a cut one could name another).
+    (long,) = [o for o in await h.send("alice", "x", thread_id="1700.03",
+                                       platform_message_id="9" * 600)
+               if o.agent_group_id == "g1"]
+    assert long.session_id and long.message_id
+    assert await h.registry.origin_of(long.session_id, long.message_id) == InboundOrigin(
+        "slack", "", "C1", "1700.03", None)
 
 
 async def test_drop_versus_accumulate(h: Harness) -> None:

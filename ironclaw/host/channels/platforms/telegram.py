@@ -15,7 +15,8 @@ confirmed (every update below the offset we ask with), which is exactly the curs
   messages (not the topic's creation notice that Telegram attaches to every message in
   a forum topic).
 * A forum topic is a thread: ``thread_id`` is the ``message_thread_id`` of a message
-  with ``is_topic_message``; replies go back with ``message_thread_id``.
+  with ``is_topic_message``; replies go back with ``message_thread_id``, and as a
+  reply (``reply_parameters``) to the message they answer.
 * The text is ``text``, or a media message's ``caption``; a document, photo, audio,
   voice or video is an attachment (``telegram_files``), fetched by the router's inbox;
   other messages (stickers, service messages) are skipped, cursor moved past them.
@@ -386,6 +387,10 @@ class TelegramAdapter:
         body: dict[str, Any] = {"chat_id": _chat_id(part.platform_id), "text": part.text}
         if part.thread_id is not None:
             body["message_thread_id"] = int(part.thread_id)
+        if part.in_reply_to is not None and part.in_reply_to.isdigit():
+            # Shown as a reply to the message answered; sent anyway if it was deleted.
+            body["reply_parameters"] = {"message_id": int(part.in_reply_to),
+                                        "allow_sending_without_reply": True}
         return await self._sent("sendMessage", json_body=body)
 
     async def _send_document(self, delivery: OutboundDelivery) -> str:

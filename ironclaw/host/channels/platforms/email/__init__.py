@@ -3,8 +3,8 @@
 Identities: a correspondent is one chat. ``platform_id`` and ``sender_handle`` are the
 sender's address (lower-case); every mail is ``direct`` and ``mentioned`` (it is
 addressed to the agent). ``thread_id`` is the thread's root ``Message-ID`` (the first
-of ``References``, else ``In-Reply-To``, else the mail's own), and a reply carries it
-in ``In-Reply-To`` and ``References``.
+of ``References``, else ``In-Reply-To``, else the mail's own). A reply carries the
+mail it answers in ``In-Reply-To`` and the root, then that mail, in ``References``.
 
 Only mail from ``allowed_senders`` is read, and not when our server's
 ``Authentication-Results`` says the sender was forged (``message.py``).
@@ -33,10 +33,10 @@ from ironclaw.host.channels.base import (
     InboundEvent,
     OutboundDelivery,
 )
-from ironclaw.host.channels.ledger import IdempotentDelivery
 from ironclaw.host.channels.platform import Measure, deliver_in_parts, split_text
 from ironclaw.host.channels.settings import ChannelSettings
 
+from .._linked import PlatformAdapter
 from .config import EmailConfig, check_settings
 from .mailbox import Imap, MailLost, send_mail
 from .message import read_mail, reply_message_id, write_reply
@@ -63,27 +63,19 @@ def _parse_cursor(value: str | None) -> tuple[int, int] | None:
     return None
 
 
-class EmailAdapter:
+class EmailAdapter(PlatformAdapter):
+    CHANNEL = CHANNEL
+    PLATFORM = "email"
     carries_files = True
 
     def __init__(self, config: EmailConfig, context: AdapterContext,
                  instance: str = "") -> None:
+        super().__init__(context, instance)
         self.config = config
-        self._instance = instance
-        self._state = context.state
-        self._idempotent = IdempotentDelivery(context.ledger)
         # Thread root -> subject, for the replies' "Re:" (a reply after a restart, with
         # nothing remembered, says "Re: your message").
         self._subjects: OrderedDict[str, str] = OrderedDict()
         self._send_limiter = trio.CapacityLimiter(1)
-
-    @property
-    def name(self) -> str:
-        return CHANNEL
-
-    @property
-    def instance(self) -> str:
-        return self._instance
 
     # -- receiving ---------------------------------------------------------------------
 
@@ -99,7 +91,7 @@ class EmailAdapter:
                 await self._state.save_cursor(UID_CURSOR, f"{mailbox.validity}:{last}")
             else:
                 last = saved[1]
-            logger.info("email/%s: connected, IDLE %s", self._instance or "default",
+            logger.info("%s: connected, IDLE %s", self.label,
                         "on" if imap.idle_supported else "off (polling)")
             task_status.started()
             while True:
@@ -168,9 +160,11 @@ class EmailAdapter:
     async def _send_part(self, part: OutboundDelivery) -> str:
         message_id = reply_message_id(part.outbound_id, self.config.domain)
         root = part.thread_id if part.thread_id and part.thread_id.startswith("<") else None
+        answering = part.in_reply_to if part.in_reply_to and part.in_reply_to.startswith(
+            "<") else None
         message = write_reply(
             sender=self.config.address, to=part.platform_id, text=part.text,
-            message_id=message_id, thread_root=root,
+            message_id=message_id, thread_root=root, answering=answering,
             subject=None if root is None else self._subjects.get(root), file=part.file)
         try:
             await trio.to_thread.run_sync(send_mail, self.config, message,

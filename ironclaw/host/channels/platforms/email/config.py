@@ -9,6 +9,7 @@ from ironclaw.host.channels.settings import (
     InvalidChannelSettings,
     Secret,
     is_loopback_host,
+    problems_parsing,
 )
 
 __all__ = ["EmailConfig", "check_settings"]
@@ -44,8 +45,8 @@ class EmailConfig:
         address = settings.text("address").strip().lower()
         if address.count("@") != 1 or any(c.isspace() for c in address):
             raise InvalidChannelSettings(f"{label}: address must be one email address")
-        imap_server = settings.text("imap_server")
-        smtp_server = settings.text("smtp_server", imap_server)
+        imap_server = settings.host("imap_server")
+        smtp_server = settings.host("smtp_server", imap_server)
         modes: dict[str, str] = {}
         for key, default in (("imap_tls", "tls"), ("smtp_tls", "starttls")):
             mode = settings.text(key, default)
@@ -57,14 +58,9 @@ class EmailConfig:
                 raise InvalidChannelSettings(
                     f"{label}: {key} = \"none\" is allowed only to a loopback server")
             modes[key] = mode
-        ports: dict[str, int] = {}
-        for key, default_port in (
-                ("imap_port", 993 if modes["imap_tls"] == "tls" else 143),
-                ("smtp_port", 465 if modes["smtp_tls"] == "tls" else 587)):
-            port = settings.number(key, default_port)
-            if port != int(port) or not 0 < port < 65536:
-                raise InvalidChannelSettings(f"{label}: {key} must be 1..65535")
-            ports[key] = int(port)
+        ports = {key: settings.port(key, default) for key, default in (
+            ("imap_port", 993 if modes["imap_tls"] == "tls" else 143),
+            ("smtp_port", 465 if modes["smtp_tls"] == "tls" else 587))}
         allowed = tuple(s.strip().lower() for s in settings.strings("allowed_senders"))
         if not allowed:
             raise InvalidChannelSettings(
@@ -74,9 +70,8 @@ class EmailConfig:
             if entry.count("@") != 1 or (not entry.startswith("@") and entry.endswith("@")):
                 raise InvalidChannelSettings(f"{label}: allowed sender {entry!r} is not an "
                                              "address or @domain")
-        idle_s = settings.number("idle_s", 300.0)
-        if not 1 <= idle_s <= 1740:  # RFC 2177: re-issue IDLE at least every 29 minutes
-            raise InvalidChannelSettings(f"{label}: idle_s must be 1..1740 seconds")
+        # RFC 2177: re-issue IDLE at least every 29 minutes.
+        idle_s = settings.seconds("idle_s", 300.0, low=1, high=1740)
         max_bytes = settings.number("max_message_bytes", 1024 * 1024)
         if not 1024 <= max_bytes <= 64 * 1024 * 1024:
             raise InvalidChannelSettings(f"{label}: max_message_bytes must be 1 KiB..64 MiB")
@@ -86,13 +81,9 @@ class EmailConfig:
             smtp_server=smtp_server, allowed_senders=allowed, imap_tls=modes["imap_tls"],
             smtp_tls=modes["smtp_tls"], smtp_login=settings.flag("smtp_login", True),
             tls_ca_file=settings.text("tls_ca_file", "") or None,
-            authserv_id=settings.text("authserv_id", "") or None, idle_s=float(idle_s),
+            authserv_id=settings.text("authserv_id", "") or None, idle_s=idle_s,
             max_message_bytes=int(max_bytes), **ports)
 
 
 def check_settings(settings: ChannelSettings) -> list[str]:
-    try:
-        EmailConfig.from_settings(settings)
-    except InvalidChannelSettings as exc:
-        return [str(exc)]
-    return []
+    return problems_parsing(EmailConfig.from_settings, settings)

@@ -201,7 +201,11 @@ def reply_message_id(key: str, domain: str) -> str:
 
 def write_reply(*, sender: str, to: str, text: str, message_id: str,
                 thread_root: str | None, subject: str | None,
-                file: OutboundFile | None = None) -> EmailMessage:
+                answering: str | None = None, file: OutboundFile | None = None
+                ) -> EmailMessage:
+    """The reply mail. ``answering`` is the Message-ID of the mail answered: it goes in
+    ``In-Reply-To`` and ends ``References`` (after the thread's root), as RFC 5322
+    threads a reply; without it, both name the root. ``file`` is attached."""
     message = EmailMessage()
     message["From"] = sender
     message["To"] = to
@@ -211,9 +215,10 @@ def write_reply(*, sender: str, to: str, text: str, message_id: str,
     message["Date"] = email.utils.formatdate(localtime=False)
     # RFC 3834: an automatic answer, so other automatic responders do not answer it.
     message["Auto-Submitted"] = "auto-replied"
-    if thread_root is not None:
-        message["In-Reply-To"] = thread_root
-        message["References"] = thread_root
+    chain = [i for i in dict.fromkeys((thread_root, answering)) if i is not None]
+    if chain:
+        message["In-Reply-To"] = chain[-1]
+        message["References"] = " ".join(chain)
     message.set_content(text)
     if file is not None:
         attach(message, file)

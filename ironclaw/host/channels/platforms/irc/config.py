@@ -43,12 +43,8 @@ class IrcConfig:
     def from_settings(cls, settings: ChannelSettings) -> IrcConfig:
         label = settings.label
         tls = settings.flag("tls", True)
-        port = settings.number("port", 6697 if tls else 6667)
-        if port != int(port) or not 0 < port < 65536:
-            raise InvalidChannelSettings(f"{label}: port must be 1..65535")
-        server = settings.text("server")
-        if not server or any(char.isspace() for char in server):
-            raise InvalidChannelSettings(f"{label}: server must be a host name or address")
+        port = settings.port("port", 6697 if tls else 6667)
+        server = settings.host("server")
         nick = settings.text("nick")
         if not valid_nick(nick):
             raise InvalidChannelSettings(f"{label}: nick {nick!r} is not a valid IRC nick")
@@ -81,7 +77,7 @@ class IrcConfig:
             ("join_timeout", 10.0), ("deliver_wait", 30.0), ("rejoin_delay", 5.0))}
         if min(timings.values()) <= 0:
             raise InvalidChannelSettings(f"{label}: timeouts and intervals must be > 0")
-        return cls(server=server, port=int(port), nick=nick, username=username,
+        return cls(server=server, port=port, nick=nick, username=username,
                    realname=realname, channels=channels, password=password, tls=tls,
                    tls_verify=settings.flag("tls_verify", True), tls_ca_file=ca_file,
                    send_rate=send_rate, send_burst=int(send_burst), **timings)

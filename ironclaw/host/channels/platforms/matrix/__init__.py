@@ -17,7 +17,8 @@ from ``/messages`` back to the previous ``since``, so an outage loses nothing.
 * Mentions: ``m.mentions.user_ids`` containing us, or, for events without
   ``m.mentions`` (older clients), our user id or display name in the text.
 * Threads: an event with an ``m.thread`` relation has ``thread_id`` = the root's event
-  id; replies to it are sent with the same relation.
+  id; replies to it are sent with the same relation, falling back (for clients without
+  threads) to a reply to the event they answer.
 * Invites are accepted only with ``auto_join = true`` (off by default: anyone who can
   invite the bot could otherwise pull it into any room).
 * Files (``m.file``, ``m.image``, ``m.audio``, ``m.video``) are attachments, fetched
@@ -307,9 +308,13 @@ class MatrixAdapter:
                          content: dict[str, Any] | None = None) -> str:
         if content is None:
             content = {"msgtype": "m.text", "body": part.text, "m.mentions": {}}
+        answered = part.in_reply_to if part.in_reply_to and part.in_reply_to.startswith(
+            "$") else None
         if part.thread_id is not None:
             content["m.relates_to"] = {
                 "rel_type": "m.thread", "event_id": part.thread_id,
-                # For clients without threads: show it as a reply to the root.
-                "is_falling_back": True, "m.in_reply_to": {"event_id": part.thread_id}}
+                # For clients without threads: show it as a reply to the event answered
+                # (the spec's fallback: the thread's latest event), else to the root.
+                "is_falling_back": True,
+                "m.in_reply_to": {"event_id": answered or part.thread_id}}
         return await self._api.send(part.platform_id, txn_id(part.outbound_id), content)

@@ -20,7 +20,9 @@ a quart-trio app, on ``listen``, loopback by default). A request is answered, in
    ``id`` is routed afresh.
 
 Outbound, each reply (split at ``max_text_chars``) is POSTed to ``url`` as
-``{"id", "chat", "thread", "text"}``, signed the same way with ``outbound_secret``
+``{"id", "chat", "thread", "in_reply_to", "text"}`` (``in_reply_to``: the ``id`` of the
+inbound event answered, null for a message of the agent's own), signed the same way
+with ``outbound_secret``
 (default: ``secret``), with ``Idempotency-Key`` set to the part's id. A 2xx answer is
 success (its JSON ``message_id``, if any, is the platform message id); 429 and 5xx are
 retried later (``Retry-After`` honoured); other statuses fail the delivery.
@@ -326,7 +328,8 @@ class WebhookAdapter:
     async def _post(self, part: OutboundDelivery) -> str:
         assert self.config.url is not None
         fields: dict[str, Any] = {"id": part.outbound_id, "chat": part.platform_id,
-                                  "thread": part.thread_id, "text": part.text}
+                                  "thread": part.thread_id, "in_reply_to": part.in_reply_to,
+                                  "text": part.text}
         if part.file is not None:
             fields["file"] = file_part(part.file)
         body = json.dumps(fields).encode()

@@ -35,10 +35,10 @@ from ironclaw.host.channels.base import (
     InboundEvent,
     OutboundDelivery,
 )
-from ironclaw.host.channels.ledger import IdempotentDelivery
 from ironclaw.host.channels.platform import Measure, deliver_in_parts, split_text
 from ironclaw.host.channels.settings import ChannelSettings
 
+from .._linked import LinkedAdapter
 from .config import XmppConfig, check_settings
 from .files import file_message, oob_attachment, parse_slot, put_file, slot_request
 from .link import Inbound, Link, SmResume, Unconfirmed, XmppLinkLost, open_tcp
@@ -58,7 +58,6 @@ logger = logging.getLogger(__name__)
 CHANNEL = "xmpp"
 SM_CURSOR = "sm"
 PART_CHARS = 10_000  # far under servers' stanza limits (Prosody: 256 KiB)
-INBOUND_QUEUE = 64
 
 
 def create_adapter(settings: ChannelSettings, context: AdapterContext) -> XmppAdapter:
@@ -71,74 +70,40 @@ def stanza_id(key: str) -> str:
     return "ironclaw-" + hashlib.sha256(key.encode("utf-8")).hexdigest()[:32]
 
 
-class XmppAdapter:
+class XmppAdapter(LinkedAdapter[Link, Inbound]):
+    CHANNEL = CHANNEL
+    PLATFORM = "XMPP"
+
     def __init__(self, config: XmppConfig, context: AdapterContext, instance: str = "", *,
                  connect: Callable[[XmppConfig], Awaitable[trio.abc.Stream]] = open_tcp
                  ) -> None:
+        super().__init__(context, instance, deliver_wait=config.deliver_wait)
         self.config = config
         self._connect = connect
-        self._instance = instance
-        self._state = context.state
-        self._idempotent = IdempotentDelivery(context.ledger)
         self._http = context.http
         self._rooms = {room: config.nick for room in config.rooms}
-        self._link: Link | None = None
-        self._link_changed = trio.lowlevel.ParkingLot()
 
     @property
     def carries_files(self) -> bool:
         """Only with an upload service: without one, a file becomes a text notice."""
         return self.config.upload_service is not None
 
-    @property
-    def name(self) -> str:
-        return CHANNEL
-
-    @property
-    def instance(self) -> str:
-        return self._instance
-
-    @property
-    def link(self) -> Link | None:
-        return self._link
-
     # -- receiving ---------------------------------------------------------------------
 
     async def serve(self, events: trio.MemorySendChannel[InboundEvent], *,
                     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         resume = SmResume.decode(await self._state.cursor(SM_CURSOR))
-        link = Link(self.config, resume, self._connect)
-        send, receive = trio.open_memory_channel[Inbound](INBOUND_QUEUE)
-        lost: Exception | None = None
+        await self.serve_link(Link(self.config, resume, self._connect), events,
+                              self._hand_over, on_ready=self._ready,
+                              lost=XmppLinkLost("the XMPP connection ended"),
+                              task_status=task_status)
 
-        async def run_link() -> None:
-            nonlocal lost
-            try:
-                async with send:
-                    await link.run(send)
-            except Exception as exc:  # raised below, once what was read is handed over
-                lost = exc
-
-        try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._hand_over, events, receive, link)
-                nursery.start_soon(run_link)
-                with trio.CancelScope() as waiting:
-                    nursery.start_soon(_set_when, link.closed, waiting)
-                    await link.ready.wait()
-                if link.ready.is_set() and not link.closed.is_set():
-                    if link.sm_id is not None and not link.resumed:
-                        await self._state.save_cursor(SM_CURSOR,
-                                                      SmResume(link.sm_id, 0).encode())
-                    self._set_link(link)
-                    logger.info("xmpp/%s: %s, stream management %s",
-                                self._instance or "default",
-                                "resumed" if link.resumed else "connected",
-                                "on" if link.stream_managed else "off")
-                    task_status.started()
-        finally:
-            self._set_link(None)
-        raise lost if lost is not None else XmppLinkLost("the XMPP connection ended")
+    async def _ready(self, link: Link) -> None:
+        if link.sm_id is not None and not link.resumed:
+            await self._state.save_cursor(SM_CURSOR, SmResume(link.sm_id, 0).encode())
+        logger.info("%s: %s, stream management %s", self.label,
+                    "resumed" if link.resumed else "connected",
+                    "on" if link.stream_managed else "off")
 
     async def _hand_over(self, events: trio.MemorySendChannel[InboundEvent],
                          receive: trio.MemoryReceiveChannel[Inbound], link: Link) -> None:
@@ -172,10 +137,6 @@ class XmppAdapter:
                 if item.position:
                     link.acked_in = max(link.acked_in, item.position)
 
-    def _set_link(self, link: Link | None) -> None:
-        self._link = link
-        self._link_changed.unpark_all()
-
     # -- delivering --------------------------------------------------------------------
 
     async def deliver(self, delivery: OutboundDelivery) -> DeliveryReceipt:
@@ -198,14 +159,14 @@ class XmppAdapter:
         return ident
 
     async def _confirmed(self, stanza: bytes) -> None:
-        link = await self._usable_link()
+        link = await self.usable_link()
         try:
             await link.send_confirmed(stanza)
         except Unconfirmed as lost:
             # The connection went before the server's acknowledgement. If the next
             # connection resumes the session, the server says whether it had the
             # stanza; only a stanza it did not have is sent again.
-            link = await self._usable_link()
+            link = await self.usable_link()
             if not (link.resumed and lost.session_id is not None
                     and link.sm_id == lost.session_id and link.resumed_acked >= lost.number):
                 await link.send_confirmed(stanza)
@@ -213,7 +174,7 @@ class XmppAdapter:
     async def _send_file(self, delivery: OutboundDelivery) -> str:
         assert delivery.file is not None and self.config.upload_service is not None
         ident = stanza_id(delivery.outbound_id)
-        link = await self._usable_link()
+        link = await self.usable_link()
         answer = await link.query(slot_request(self.config.upload_service, f"slot-{ident}",
                                                delivery.file), f"slot-{ident}")
         slot = parse_slot(answer)
@@ -228,20 +189,8 @@ class XmppAdapter:
                                            thread=delivery.thread_id))
         return ident
 
-    async def _usable_link(self) -> Link:
-        with trio.move_on_after(self.config.deliver_wait):
-            while self._link is None or self._link.closed.is_set():
-                await self._link_changed.park()
-            return self._link
-        raise DeliveryFailed("not connected to the XMPP server", retryable=True)
-
 
 def _xml_safe(text: str) -> str:
     """XML 1.0 cannot carry most control characters: drop them, keep tabs and newlines."""
     return "".join(c for c in text if c in "\t\n\r" or (c >= " " and c not in "\ufffe\uffff"
                                                           and not "\ud800" <= c <= "\udfff"))
-
-
-async def _set_when(event: trio.Event, scope: trio.CancelScope) -> None:
-    await event.wait()
-    scope.cancel()

@@ -12,6 +12,7 @@ from ironclaw.host.channels.settings import (
     InvalidChannelSettings,
     Secret,
     is_loopback_host,
+    problems_parsing,
 )
 
 from .protocol import bare, is_valid_jid, resource_of
@@ -48,12 +49,8 @@ class XmppConfig:
         if not is_valid_jid(jid) or "@" not in jid or resource_of(jid) is not None:
             raise InvalidChannelSettings(f"{label}: jid must be a bare JID, user@domain")
         password = settings.secret("password")
-        server = settings.text("server", jid.split("@", 1)[1])
-        if not server or any(char.isspace() for char in server):
-            raise InvalidChannelSettings(f"{label}: server must be a host name or address")
-        port = settings.number("port", 5222)
-        if port != int(port) or not 0 < port < 65536:
-            raise InvalidChannelSettings(f"{label}: port must be 1..65535")
+        server = settings.host("server", jid.split("@", 1)[1])
+        port = settings.port("port", 5222)
         tls = settings.flag("tls", True)
         if not tls and not is_loopback_host(server):
             raise InvalidChannelSettings(
@@ -68,17 +65,13 @@ class XmppConfig:
         for name, value in (("nick", nick), ("resource", resource)):
             if not value or len(value) > 64 or any(c.isspace() or c in "/@" for c in value):
                 raise InvalidChannelSettings(f"{label}: {name} must be one word")
-        numbers: dict[str, float] = {}
-        for key, default in (("ping_interval", 60.0), ("ping_timeout", 30.0),
-                             ("connect_timeout", 30.0), ("deliver_wait", 30.0)):
-            seconds = settings.number(key, default)
-            if not 0.1 <= seconds <= 3600:
-                raise InvalidChannelSettings(f"{label}: {key} must be 0.1..3600 seconds")
-            numbers[key] = float(seconds)
+        numbers = {key: settings.seconds(key, default) for key, default in (
+            ("ping_interval", 60.0), ("ping_timeout", 30.0), ("connect_timeout", 30.0),
+            ("deliver_wait", 30.0))}
         upload = settings.text("upload_service", "") or None
         if upload is not None and (not is_valid_jid(upload) or "/" in upload):
             raise InvalidChannelSettings(f"{label}: upload_service must be a JID")
-        return cls(jid=jid, password=password, server=server, port=int(port), tls=tls,
+        return cls(jid=jid, password=password, server=server, port=port, tls=tls,
                    tls_ca_file=settings.text("tls_ca_file", "") or None, resource=resource,
                    rooms=tuple(rooms), nick=nick, upload_service=upload,
                    file_hosts=_file_hosts(label, settings.strings("file_hosts")), **numbers)
@@ -97,8 +90,4 @@ def _file_hosts(label: str, urls: Sequence[str]) -> tuple[Origin, ...]:
 
 
 def check_settings(settings: ChannelSettings) -> list[str]:
-    try:
-        XmppConfig.from_settings(settings)
-    except InvalidChannelSettings as exc:
-        return [str(exc)]
-    return []
+    return problems_parsing(XmppConfig.from_settings, settings)
