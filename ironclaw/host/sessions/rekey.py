@@ -29,7 +29,7 @@ import sqlcipher3
 from ironclaw.contract.cipher import RawKey
 from ironclaw.contract.queue.errors import QueueError
 from ironclaw.contract.queue.files import DEFAULT_MAX_FILE_BYTES, SnapshotReader, copy_snapshot
-from ironclaw.contract.queue.snapshot_db import apply_key, open_snapshot
+from ironclaw.contract.queue.snapshot_db import apply_key, harden, open_snapshot
 from ironclaw.contract.untrusted_files import copy_bounded
 
 SCRATCH_PREFIX = ".rekey-"
@@ -71,6 +71,9 @@ def rekey_queue_file(db_path: Path, scratch_dir: Path, old: RawKey, new: RawKey,
         open_snapshot(scratch, old, ddl).close()  # the old key's, with our schema
         conn = sqlcipher3.connect(str(scratch), isolation_level=None)
         try:
+            # The agent holds the outbound key, so it can craft a file that decrypts
+            # and passes the schema check: rewrite its pages under the reader's limits.
+            harden(conn, scratch)
             apply_key(conn, old)
             conn.execute(f"PRAGMA rekey = \"x'{new.hex()}'\"")
         finally:
