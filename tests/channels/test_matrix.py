@@ -286,6 +286,10 @@ def test_room_message_parsing() -> None:
         # A file whose URL is not an mxc:// URI of the spec's grammar: never fetched.
         _event({"msgtype": "m.image", "body": "cat.png", "url": "https://elsewhere/y"}),
         _event({"msgtype": "m.image", "body": "cat.png", "url": "mxc://x/../y"}),
+        # A dot segment for the server: the download path would climb to another of
+        # the homeserver's media endpoints, asked with our token.
+        _event({"msgtype": "m.image", "body": "cat.png", "url": "mxc://../config"}),
+        _event({"msgtype": "m.image", "body": "cat.png", "url": "mxc://./y"}),
         _event({"msgtype": "m.text", "body": "* fixed",
                 "m.relates_to": {"rel_type": "m.replace", "event_id": "$e0"}}),
         _event({}),  # redacted

@@ -192,6 +192,18 @@ async def test_the_scoped_routes_with_their_own_rules(api: Api, world: World) ->
     assert (await api.get("/v1/status", who="lonely")).json()["channels"] == []
 
 
+async def test_a_scoped_audit_tail_counts_its_limit_after_the_filter(
+        api: Api, world: World) -> None:
+    """The newest entry is the other group's: a tail of one still shows one of ours,
+    as the task and question listings count their limit after the filter."""
+    await api.handles.audit.append("session.deleted", session_id=world.ids["session"],
+                                   by="test")
+    newest = (await api.get("/v1/audit?limit=1")).json()["entries"]
+    assert newest[0]["fields"]["session_id"] == world.ids["session"]
+    mine = (await api.get("/v1/audit?limit=1", who="scoped")).json()["entries"]
+    assert len(mine) == 1 and OTHER not in json.dumps(mine)
+
+
 async def test_the_event_stream_carries_only_the_scoped_groups_events(
         api: Api, world: World) -> None:
     async with api.ws("/v1/events?since=0", who="scoped") as ws:

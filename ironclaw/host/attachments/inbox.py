@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import functools
+import itertools
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
@@ -82,10 +83,14 @@ class _Target:
         os.close(self.session_fd)
 
     def used_bytes(self) -> int:
-        """The bytes under the session's inbox folder: two levels, links not followed."""
-        total = count = 0
+        """The bytes under the session's inbox folder: two levels, links not followed.
+        Every entry at either level counts toward one cap, since the agent may plant
+        any number of them and the scan holds the inbox's shared worker limiter."""
+        total = 0
+        count = itertools.count(1)
         with os.scandir(self.session_fd) as folders:
             for folder in folders:
+                _count_one(count)
                 if not folder.is_dir(follow_symlinks=False):
                     total += folder.stat(follow_symlinks=False).st_size
                     continue
@@ -93,10 +98,7 @@ class _Target:
                 try:
                     with os.scandir(fd) as files:
                         for entry in files:
-                            count += 1
-                            if count > _MAX_QUOTA_ENTRIES:
-                                raise AttachmentRefused("the session's inbox holds too "
-                                                        "many files")
+                            _count_one(count)
                             total += entry.stat(follow_symlinks=False).st_size
                 finally:
                     os.close(fd)
@@ -115,6 +117,11 @@ class _Target:
     def remove(self, name: str) -> None:
         with contextlib.suppress(OSError):
             os.unlink(name, dir_fd=self.message_fd)
+
+
+def _count_one(count: itertools.count[int]) -> None:
+    if next(count) > _MAX_QUOTA_ENTRIES:
+        raise AttachmentRefused("the session's inbox holds too many files")
 
 
 def _write_all(fd: int, data: bytes) -> None:

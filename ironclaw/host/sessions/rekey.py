@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import logging
 import os
 import tempfile
 from collections.abc import Iterable
@@ -28,10 +29,12 @@ import sqlcipher3
 from ironclaw.contract.cipher import RawKey
 from ironclaw.contract.queue.errors import QueueError
 from ironclaw.contract.queue.files import DEFAULT_MAX_FILE_BYTES, SnapshotReader, copy_snapshot
-from ironclaw.contract.queue.snapshot_db import apply_key, open_snapshot
+from ironclaw.contract.queue.snapshot_db import apply_key, harden, open_snapshot
 from ironclaw.contract.untrusted_files import copy_bounded
 
 SCRATCH_PREFIX = ".rekey-"
+
+logger = logging.getLogger(__name__)
 
 
 class Rekeyed(enum.Enum):
@@ -68,6 +71,9 @@ def rekey_queue_file(db_path: Path, scratch_dir: Path, old: RawKey, new: RawKey,
         open_snapshot(scratch, old, ddl).close()  # the old key's, with our schema
         conn = sqlcipher3.connect(str(scratch), isolation_level=None)
         try:
+            # The agent holds the outbound key, so it can craft a file that decrypts
+            # and passes the schema check: rewrite its pages under the reader's limits.
+            harden(conn, scratch)
             apply_key(conn, old)
             conn.execute(f"PRAGMA rekey = \"x'{new.hex()}'\"")
         finally:
@@ -118,9 +124,15 @@ def _take_place_of(scratch: Path, db_path: Path) -> None:
 
 def remove_scratch(directories: Iterable[Path]) -> None:
     """Copies a crash left behind: names are listed and unlinked, nothing is opened
-    (an unlink never follows a link)."""
+    (an unlink never follows a link). The outbound folder is the agent's, so a name
+    under the prefix may be anything it planted: one that cannot be unlinked (a
+    folder) is left and logged, and never stops the recovery of the others."""
     for directory in directories:
         if directory.is_dir() and not directory.is_symlink():
             for entry in directory.iterdir():
                 if entry.name.startswith(SCRATCH_PREFIX):
-                    entry.unlink()
+                    try:
+                        entry.unlink()
+                    except OSError as exc:
+                        logger.warning("left %s in %s: %s", entry.name[:80], directory,
+                                       exc.strerror)

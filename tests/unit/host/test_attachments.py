@@ -126,6 +126,22 @@ async def test_the_session_quota_counts_what_is_in_its_inbox(tmp_path: Path) -> 
     assert "refused" not in again
 
 
+async def test_the_quota_scan_is_capped_at_every_level(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Entries the agent plants beside the message folders count against the cap too:
+    else one scan walks them all while holding the inbox's shared worker limiter."""
+    from ironclaw.host.attachments import inbox as inbox_module
+    monkeypatch.setattr(inbox_module, "_MAX_QUOTA_ENTRIES", 10)
+    session_dir = tmp_path / "inbox" / SESSION
+    session_dir.mkdir(parents=True)
+    for n in range(6):
+        (session_dir / f"planted-{n}").write_bytes(b"")
+        (session_dir / f"empty-{n}").mkdir()
+    block = await inbox_for(tmp_path).receive(SESSION, "ag", "in_1",
+                                              [attachment("a.txt", b"hi")])
+    assert "too many files" in block
+
+
 async def test_a_link_planted_at_inbox_is_never_written_through(tmp_path: Path) -> None:
     workspace, elsewhere = tmp_path / "workspace", tmp_path / "host-private"
     workspace.mkdir()

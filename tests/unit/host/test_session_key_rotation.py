@@ -179,3 +179,41 @@ async def test_a_swap_the_host_may_not_make_fails_the_rotation_and_rolls_back(
         assert keys.staged_rotations() == {}
     monkeypatch.setattr(rekey, "_take_place_of", real)
     assert_under(tmp_path, sid, before)  # the inbound file was put back
+
+
+async def test_a_folder_the_agent_named_like_a_scratch_copy_does_not_stop_recovery(
+        tmp_path: Path) -> None:
+    """The outbound folder is the agent's: what it plants under the scratch prefix (a
+    folder here) is left, and the rotation a crash cut short is still finished."""
+    sid, _before = make_session(tmp_path)
+    planted = SessionLayout.under(tmp_path, sid).queues.outbound_dir / ".rekey-planted"
+    planted.mkdir()
+    (planted / "inside").write_bytes(b"x")
+    with open_keys(tmp_path) as keys:
+        old, new = keys.stage_session_rotation(sid)
+        with pytest.raises(Crash):
+            await rotator(tmp_path, keys, _crash_before_any)._settle(sid, old, new)
+    with open_keys(tmp_path) as keys:
+        assert await rotator(tmp_path, keys).recover() == [sid]
+        assert keys.get_session(sid) == new
+    assert (planted / "inside").read_bytes() == b"x"
+
+
+def test_the_connection_that_re_keys_is_hardened_like_a_reader(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The agent holds its outbound key and can craft a file that passes the schema
+    check; the connection that rewrites it runs under the reader's limits and flags."""
+    sid, before = make_session(tmp_path)
+    hardened: list[Path] = []
+    real = rekey.harden
+
+    def spy(conn: Any, path: Path) -> None:
+        hardened.append(path)
+        real(conn, path)
+
+    monkeypatch.setattr(rekey, "harden", spy)
+    layout = SessionLayout.under(tmp_path, sid)
+    after = SessionKeys.from_secret(bytes(range(64)))
+    assert rekey.rekey_queue_file(layout.queues.outbound_db, layout.root, before.outbound,
+                                  after.outbound, OUTBOUND_DDL) is rekey.Rekeyed.NOW
+    assert [p.name[:len(rekey.SCRATCH_PREFIX)] for p in hardened] == [rekey.SCRATCH_PREFIX]

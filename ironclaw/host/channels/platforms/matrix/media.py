@@ -25,7 +25,9 @@ from ironclaw.host.attachments import OutboundFile
 __all__ = ["MEDIA_MSGTYPES", "Media", "file_event", "media_of", "mxc_parts"]
 
 MEDIA_MSGTYPES = ("m.file", "m.image", "m.audio", "m.video")
-_SERVER = re.compile(r"[A-Za-z0-9.:\[\]-]{1,255}")
+# A server name starts with a letter, a digit or "[" (an IPv6 literal): never "." or
+# "..", which, as a segment of the download path, would climb out of it.
+_SERVER = re.compile(r"[A-Za-z0-9\[][A-Za-z0-9.:\[\]-]{0,254}")
 _MEDIA_ID = re.compile(r"[A-Za-z0-9_-]{1,255}")
 
 
