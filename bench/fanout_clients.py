@@ -27,7 +27,7 @@ DEADLINE_S = 60.0
 
 async def _subscriber(url: str, token: str, events: int, out: dict[str, Any],
                       ready: list[int], all_ready: trio.Event, subscribers: int) -> None:
-    async with open_websocket_url(url, extra_headers=[("Authorization", f"Bearer {token}")],
+    async with open_websocket_url(url, extra_headers=[(b"Authorization", f"Bearer {token}".encode())],
                                   message_queue_size=4096) as ws:
         seen = 0
         while seen < events:

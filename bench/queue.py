@@ -256,10 +256,13 @@ async def anchor_replay(root: Path, sessions: int, messages: int,
 # -- the run ---------------------------------------------------------------------------
 
 def run(*, mode: str = "quick", progress: Progress, runtimes: tuple[str, ...] | None = None,
-        iterations: int | None = None, floor_only: bool = False) -> SuiteResult:
+        iterations: int | None = None, floor_only: bool = False,
+        sessions: tuple[int, ...] | None = None) -> SuiteResult:
     p = MODES[mode]
     if iterations is not None:
         p = attrs.evolve(p, warm=iterations, warmup=max(2, iterations // 10))
+    if sessions is not None:
+        p = attrs.evolve(p, sessions=sessions)
     if floor_only:
         return _floor_only(p, mode, progress)
     root = Path(tempfile.mkdtemp(prefix="ironclaw-bench-q-", dir="/var/tmp"))
