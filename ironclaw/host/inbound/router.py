@@ -181,13 +181,13 @@ class Router:
         if self._commands is not None and await self._commands.intercept(event):
             _answer(event, refusal=None)
             return []
-        group = await self._registry.ensure_messaging_group(
+        group, wirings = await self._registry.group_with_wirings(
             event.channel, event.platform_id, event.instance)
         user = namespace_user(event.channel, event.sender_handle)
         self._events.publish(MessageReceived(event.channel, group.id, user,
                                              len(event.text.encode("utf-8", "replace"))))
         outcomes = []
-        for wiring in await self._registry.wirings_for(group.id):
+        for wiring in wirings:
             outcome = await self._route_one(event, group, user, wiring)
             self._events.publish(MessageRouted(group.id, wiring.id, wiring.agent_group_id,
                                                outcome.decision.value, outcome.session_id,
