@@ -27,8 +27,8 @@ DEADLINE_S = 60.0
 
 async def _subscriber(url: str, token: str, events: int, out: dict[str, Any],
                       ready: list[int], all_ready: trio.Event, subscribers: int) -> None:
-    async with open_websocket_url(url, extra_headers=[(b"Authorization", f"Bearer {token}".encode())],
-                                  message_queue_size=4096) as ws:
+    headers = [(b"Authorization", f"Bearer {token}".encode())]
+    async with open_websocket_url(url, extra_headers=headers, message_queue_size=4096) as ws:
         seen = 0
         while seen < events:
             try:
