@@ -133,7 +133,8 @@ class OutboundTail:
                  apply_acks: Callable[[Sequence[ProcessingAck]], Awaitable[None]],
                  on_activity: Callable[[], None], safety_poll_s: float = 2.0,
                  on_hostile: Callable[[str], None] = lambda reason: None,
-                 copy_policy: CopyPolicy | None = None) -> None:
+                 copy_policy: CopyPolicy | None = None,
+                 ack_delay_s: float = ACK_DELAY_S) -> None:
         self._sid = session_id
         self._group = agent_group_id
         self._queues = queues
@@ -146,6 +147,7 @@ class OutboundTail:
         self._acked: dict[str, AckStatus] = {}
         self._unapplied: dict[str, ProcessingAck] = {}
         self._acks_due = trio.Event()
+        self._ack_delay_s = ack_delay_s
         # This session's own thread: its reads never queue behind another session's.
         self._limiter = trio.CapacityLimiter(1)
         self._budget = CopyBudget(copy_policy or CopyPolicy())
@@ -186,7 +188,7 @@ class OutboundTail:
         while True:
             await self._acks_due.wait()
             self._acks_due = trio.Event()
-            await trio.sleep(ACK_DELAY_S)
+            await trio.sleep(self._ack_delay_s)
             await self._apply_unapplied()
 
     async def _apply_unapplied(self) -> None:
