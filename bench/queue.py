@@ -39,6 +39,7 @@ from ironclaw.contract.enums import EngageMode
 from ironclaw.contract.ids import new_session_id
 from ironclaw.contract.queue import OutboundReader
 from ironclaw.host.app import ControlPlane, ControlPlaneHandles
+from ironclaw.host.channels.base import ChannelUnavailable
 from ironclaw.host.config import ControlPlaneConfig
 from ironclaw.host.config.devseed import DEMO_CONVERSATION
 from ironclaw.host.modelproxy import (
@@ -386,6 +387,13 @@ async def _measure(p: Params, progress: Progress, root: Path, usable: list[str],
                     except trio.TooSlowError:
                         step = {"status": "failed", "sessions": count,
                                 "reason": f"did not finish within {p.step_timeout_s:.0f} s"}
+                    except ExceptionGroup as group:
+                        refused, rest = group.split(ChannelUnavailable)
+                        if refused is None or rest is not None:
+                            raise
+                        step = {"status": "failed", "sessions": count,
+                                "reason": f"{len(refused.exceptions)} message(s) not "
+                                          "accepted: the router did not take them in time"}
                     out["throughput"][name].append(step)
             with progress.phase(f"stopping the {name} control plane"):
                 scope, done = stops[name]
