@@ -5,16 +5,15 @@ marker. Commits are counted on the outbound fence, which every commit moves by t
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-import pytest
 import trio
 
 from sandbox_agent.messages import AssistantMessage, Message, ModelReply, ToolCall
 from sandbox_agent.processing import TurnProcessor
 from sandbox_agent.providers import ToolSpec
-from sandbox_agent.queue_io import AgentQueues, open_agent_queues
+from sandbox_agent.queue_io import AgentQueues
 from sandbox_agent.tools import Tool, ToolContext, ToolRegistry
 from sandbox_agent.tools.base import schema
 from tests.support.agent import HostSide
@@ -36,14 +35,6 @@ class GatedModel:
             return ModelReply(AssistantMessage("", (ToolCall("c1", self._tool, {}),)),
                               "tool_use")
         return ModelReply(AssistantMessage("done"), "end_turn")
-
-
-@pytest.fixture
-async def queues(host: HostSide) -> AsyncIterator[AgentQueues]:
-    async with open_agent_queues(inbound_dir=host.config.inbound_dir,
-                                 outbound_dir=host.config.outbound_dir, keys=host.keys,
-                                 scratch_dir=host.config.scratch_dir) as opened:
-        yield opened
 
 
 async def processor_for(host: HostSide, queues: AgentQueues, model: GatedModel, *,
