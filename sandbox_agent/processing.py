@@ -152,8 +152,9 @@ class TurnProcessor:
         try:
             outcome = await self._run_claimed_if_slow(claim, row, context, ctx)
         except HostUnreachable:
-            # Nobody serves us: leave the row claimed and unanswered for whichever agent
-            # the next control plane runs, and take back this attempt.
+            # Nobody serves us: leave the row unanswered (claimed, if the turn got that
+            # far) for whichever agent the next control plane runs, and take back this
+            # attempt.
             self._attempts[row.id] = tried
             raise
         except ProviderError as exc:
