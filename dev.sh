@@ -28,9 +28,10 @@ cd "$(dirname "$0")"
 # - mmdebstrap, podman, buildah: the control-plane image and the installer's test
 #   container are built from Debian's packages, never pulled (make deploy-image,
 #   make deploy-test).
+# - wrk: the api benchmark's external load generator (python -m bench api).
 APT_PACKAGES=(make python3 python3-venv binutils runsc runc crun busybox-static gcc
               libc6-dev ngircd prosody dovecot-imapd opensmtpd e2fsprogs mount kmod
-              cmake g++ chromium chromium-driver systemd mmdebstrap podman buildah)
+              cmake g++ chromium chromium-driver systemd mmdebstrap podman buildah wrk)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

@@ -45,7 +45,8 @@ def run_suite(name: str, args: argparse.Namespace, progress: Progress) -> SuiteR
     if name == "queue":
         from . import queue
         return queue.run(mode=mode, progress=progress, runtimes=runtimes,
-                         iterations=args.iterations, floor_only=args.suite == "queue-floor")
+                         iterations=args.iterations, floor_only=args.suite == "queue-floor",
+                         sessions=args.sessions)
     if name == "scale":
         from . import scale
         return scale.run(mode=mode, progress=progress, runtimes=runtimes,
@@ -66,6 +67,16 @@ def run_suite(name: str, args: argparse.Namespace, progress: Progress) -> SuiteR
                          if runtimes else None)
     from . import api
     return api.run(mode=mode, progress=progress)
+
+
+def _counts(text: str) -> tuple[int, ...]:
+    try:
+        counts = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError("session counts are integers, e.g. 10,50") from None
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError("session counts must be at least 1")
+    return counts
 
 
 def render(paths: list[str]) -> int:
@@ -107,6 +118,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--iterations", type=int, default=None,
                         help="override the main iteration count (sandbox: warm starts; "
                              "queue: warm replies)")
+    parser.add_argument("--sessions", type=_counts, default=None,
+                        help="queue: the throughput steps, comma-separated session counts "
+                             "(e.g. 50)")
     parser.add_argument("--runtimes", default=None,
                         help="comma-separated OCI runtimes to compare (default: runsc,runc,"
                              "crun; absent ones are reported as absent)")

@@ -39,6 +39,7 @@ from ironclaw.contract.enums import EngageMode
 from ironclaw.contract.ids import new_session_id
 from ironclaw.contract.queue import OutboundReader
 from ironclaw.host.app import ControlPlane, ControlPlaneHandles
+from ironclaw.host.channels.base import ChannelUnavailable
 from ironclaw.host.config import ControlPlaneConfig
 from ironclaw.host.config.devseed import DEMO_CONVERSATION
 from ironclaw.host.modelproxy import (
@@ -256,10 +257,13 @@ async def anchor_replay(root: Path, sessions: int, messages: int,
 # -- the run ---------------------------------------------------------------------------
 
 def run(*, mode: str = "quick", progress: Progress, runtimes: tuple[str, ...] | None = None,
-        iterations: int | None = None, floor_only: bool = False) -> SuiteResult:
+        iterations: int | None = None, floor_only: bool = False,
+        sessions: tuple[int, ...] | None = None) -> SuiteResult:
     p = MODES[mode]
     if iterations is not None:
         p = attrs.evolve(p, warm=iterations, warmup=max(2, iterations // 10))
+    if sessions is not None:
+        p = attrs.evolve(p, sessions=sessions)
     if floor_only:
         return _floor_only(p, mode, progress)
     root = Path(tempfile.mkdtemp(prefix="ironclaw-bench-q-", dir="/var/tmp"))
@@ -383,6 +387,13 @@ async def _measure(p: Params, progress: Progress, root: Path, usable: list[str],
                     except trio.TooSlowError:
                         step = {"status": "failed", "sessions": count,
                                 "reason": f"did not finish within {p.step_timeout_s:.0f} s"}
+                    except ExceptionGroup as group:
+                        refused, rest = group.split(ChannelUnavailable)
+                        if refused is None or rest is not None:
+                            raise
+                        step = {"status": "failed", "sessions": count,
+                                "reason": f"{len(refused.exceptions)} message(s) not "
+                                          "accepted: the router did not take them in time"}
                     out["throughput"][name].append(step)
             with progress.phase(f"stopping the {name} control plane"):
                 scope, done = stops[name]

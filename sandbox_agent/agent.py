@@ -28,7 +28,7 @@ from ironclaw.contract.layout import HEARTBEAT_FILE, write_heartbeat
 from ironclaw.contract.queue import QueueBusy, QueueError, QueueNotReady
 
 from .doorbell import serve_doorbell
-from .processing import TurnProcessor
+from .processing import CLAIM_AFTER_S, TurnProcessor
 from .prompt import build_system_prompt
 from .providers import (
     CircuitBreaker,
@@ -69,6 +69,8 @@ class AgentOptions:
     backoff_max_s: float = 30.0
     prune_interval_s: float = 60.0
     outbound_retention_s: float = 300.0
+    # How long a turn runs before its claim is committed (0: before it starts).
+    claim_after_s: float = CLAIM_AFTER_S
     # Replaces the model socket (tests with a virtual clock need no real I/O).
     model_transport: httpx.AsyncBaseTransport | None = None
 
@@ -113,7 +115,8 @@ class Agent:
                     provider=make_provider(config.provider, client),
                     registry=self.registry,
                     system_prompt=build_system_prompt(config.persona, self.registry.names()),
-                    mcp=McpTools(config.mcp_socket) if config.mcp else None)
+                    mcp=McpTools(config.mcp_socket) if config.mcp else None,
+                    claim_after_s=options.claim_after_s)
                 await processor.start()
                 log.info("agent up: session %s, %d tools", config.session_id,
                          len(self.registry))

@@ -17,6 +17,14 @@ Everything a turn writes carries an id derived from the inbound row it answers
 (``tools.turn_row_id``), so a turn run again after a restart sends under the same
 delivery keys as any earlier run.
 
+A turn's claim (the ``processing`` ack and the attempt count) commits only once the
+turn proves slow: ``claim_after_s`` into it, or with its first tool call's marker,
+whichever comes first. A turn that ends sooner commits once, its ``completed`` ack
+and everything else together, and was never claimed. So a turn killed before its
+claim (within that first moment, before any tool ran) is not counted towards
+``MAX_TURN_ATTEMPTS``; a message that kills its sandbox that fast every time meets
+the host's supervisor instead, which parks the session after repeated crashes.
+
 Rows with ``engages = 0`` are context: they ride along in the next engaging row's
 turn and are acked with it. Until then they simply stay pending in inbound, which is
 therefore the agent's buffer; there is no second copy to keep in step.
@@ -26,7 +34,9 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+
+import trio
 
 from ironclaw.contract.agent_config import AgentConfig
 from ironclaw.contract.clock import now_us
@@ -51,7 +61,7 @@ from .providers import HostUnreachable, Provider, ProviderError
 from .queue_io import AgentQueues
 from .tools import ToolContext, ToolRegistry, turn_row_id
 from .tools.mcp import McpTools
-from .turn import run_turn
+from .turn import TurnOutcome, run_turn
 from .workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -61,6 +71,9 @@ FINISHED = (AckStatus.COMPLETED, AckStatus.FAILED)
 # hang the host put down) is failed rather than run again: one poisonous message must
 # not take the session down in a restart loop.
 MAX_TURN_ATTEMPTS = 3
+# A turn still running this long after it started commits its claim; a faster one
+# never does (its completed ack rides with its reply).
+CLAIM_AFTER_S = 1.0
 ATTEMPTS_KEY = "turn_attempts"
 MAX_CONTEXT_CHARS = 32 * 1024
 APOLOGY = ("Sorry, I could not reach my language model just now, so I cannot answer "
@@ -72,9 +85,13 @@ APOLOGY_INTERNAL = ("Sorry, something went wrong on my side while answering this
 class TurnProcessor:
     def __init__(self, *, config: AgentConfig, queues: AgentQueues, provider: Provider,
                  registry: ToolRegistry, system_prompt: str,
-                 mcp: McpTools | None = None) -> None:
+                 mcp: McpTools | None = None,
+                 claim_after_s: float = CLAIM_AFTER_S) -> None:
         self._config = config
         self._mcp = mcp
+        self._claim_after_s = claim_after_s
+        # The running turn's claim while it is not yet committed.
+        self._unclaimed: Callable[[OutboundBatch], None] | None = None
         self._queues = queues
         self._provider = provider
         self._registry = registry
@@ -97,11 +114,11 @@ class TurnProcessor:
 
     async def process_pending(self) -> None:
         view = await self._queues.pending()
+        statuses = view.statuses
         if view.rejected_ids:
-            await self._fail_unreadable(view.rejected_ids)
+            await self._fail_unreadable(view.rejected_ids, statuses)
         if not view.messages:
             return
-        statuses = await self._queues.ack_statuses(m.id for m in view.messages)
         # Only rows still in flight need a count; forget the rest.
         in_flight = {m.id for m in view.messages}
         self._attempts = {i: n for i, n in self._attempts.items() if i in in_flight}
@@ -131,23 +148,18 @@ class TurnProcessor:
         row_ids = [*(c.id for c in context), row.id]
         attempts = json.dumps(self._attempts)
 
-        def started(batch: OutboundBatch) -> None:
+        def claim(batch: OutboundBatch) -> None:
             batch.ack(row_ids, AckStatus.PROCESSING)
             batch.put_state(ATTEMPTS_KEY, attempts)
 
-        await self._queues.commit(started)
         ctx = ToolContext(workspace=self._workspace, persona=self._config.persona,
                           destinations=destinations, turn=row.id, mounts=self._mounts)
         try:
-            outcome = await run_turn(
-                provider=self._provider, system=self._system_prompt, history=self.history,
-                user_text=compose_user_text(row, context),
-                registry=await self._turn_registry(),
-                ctx=ctx, max_tool_iterations=self._config.limits.max_tool_iterations,
-                observer=self)
+            outcome = await self._run_claimed_if_slow(claim, row, context, ctx)
         except HostUnreachable:
-            # Nobody serves us: leave the row claimed and unanswered for whichever agent
-            # the next control plane runs, and take back this attempt.
+            # Nobody serves us: leave the row unanswered (claimed, if the turn got that
+            # far) for whichever agent the next control plane runs, and take back this
+            # attempt.
             self._attempts[row.id] = tried
             raise
         except ProviderError as exc:
@@ -195,6 +207,39 @@ class TurnProcessor:
                         ", ".join(refused[:10]))
         return registry
 
+    async def _run_claimed_if_slow(self, claim: Callable[[OutboundBatch], None],
+                                   row: InboundMessage, context: list[InboundMessage],
+                                   ctx: ToolContext) -> TurnOutcome:
+        """Run the turn while a timer stands ready to commit its claim."""
+        if self._claim_after_s <= 0:
+            await self._queues.commit(claim)
+        else:
+            self._unclaimed = claim
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._claim_when_slow)
+                registry = await self._turn_registry()
+                outcome = await run_turn(
+                    provider=self._provider, system=self._system_prompt,
+                    history=self.history, user_text=compose_user_text(row, context),
+                    registry=registry, ctx=ctx,
+                    max_tool_iterations=self._config.limits.max_tool_iterations,
+                    observer=self)
+                # A claim already being written finishes first (a thread is never
+                # abandoned), so the reply's commit always lands after it.
+                nursery.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            raise first_leaf(group) from None
+        finally:
+            self._unclaimed = None
+        return outcome
+
+    async def _claim_when_slow(self) -> None:
+        await trio.sleep(self._claim_after_s)
+        claim, self._unclaimed = self._unclaimed, None
+        if claim is not None:
+            await self._queues.commit(claim)
+
     async def _answer_command(self, row: InboundMessage, context: list[InboundMessage],
                               command: str) -> bool:
         outcome = run_command(command, config=self._config,
@@ -232,8 +277,8 @@ class TurnProcessor:
         self._attempts.pop(row_id, None)
         return json.dumps(self._attempts)
 
-    async def _fail_unreadable(self, ids: list[MessageId]) -> None:
-        statuses = await self._queues.ack_statuses(ids)
+    async def _fail_unreadable(self, ids: list[MessageId],
+                               statuses: dict[MessageId, AckStatus]) -> None:
         unsettled = [i for i in ids if statuses.get(i) not in FINISHED]
         if unsettled:
             log.warning("failing %d inbound rows that did not validate", len(unsettled))
@@ -254,12 +299,26 @@ class TurnProcessor:
 
     async def tool_started(self, name: str, declared_timeout_s: float) -> None:
         started = now_us()
-        await self._queues.commit(lambda b: b.set_container_state(
-            current_tool=name, tool_declared_timeout_ms=int(declared_timeout_s * 1000),
-            tool_started_at=started))
+        # A turn that reaches a tool is claimed now if it was not yet, in this commit.
+        claim, self._unclaimed = self._unclaimed, None
+
+        def write(batch: OutboundBatch) -> None:
+            if claim is not None:
+                claim(batch)
+            batch.set_container_state(
+                current_tool=name, tool_declared_timeout_ms=int(declared_timeout_s * 1000),
+                tool_started_at=started)
+
+        await self._queues.commit(write)
 
     async def tool_finished(self) -> None:
         await self._queues.commit(lambda b: b.set_container_state())
+
+
+def first_leaf(group: BaseExceptionGroup) -> BaseException:
+    """The exception a turn's nursery wrapped: callers handle the bare types."""
+    inner = group.exceptions[0]
+    return first_leaf(inner) if isinstance(inner, BaseExceptionGroup) else inner
 
 
 def decode_attempts(stored: str | None) -> dict[str, int]:

@@ -11,7 +11,7 @@ anyway), and only then does shutdown proceed.
 from __future__ import annotations
 
 import functools
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TypeVar
@@ -44,6 +44,9 @@ class PendingView:
     destinations: list[Destination]
     outbound_handled_through: int
     live_ids: frozenset[MessageId] | None
+    # The agent's own acks of those rows (and of the rejected ones), read in the same
+    # worker-thread call: a pass costs one hop to the queue thread, not two.
+    statuses: dict[MessageId, AckStatus] = attrs.Factory(dict)
 
 
 class AgentQueues:
@@ -70,15 +73,13 @@ class AgentQueues:
             messages.extend(page.messages)
             rejections.extend(page_rejections)
             page_rows = len(page.messages) + len(page_rejections)
+        rejected_ids = [MessageId(r.row_id) for r in rejections if r.row_id]
+        statuses = (self._writer.ack_statuses([*(m.id for m in messages), *rejected_ids])
+                    if messages or rejected_ids else {})
         return PendingView(
-            messages=messages,
-            rejected_ids=[MessageId(r.row_id) for r in rejections if r.row_id],
-            destinations=first.destinations,
+            messages=messages, rejected_ids=rejected_ids, destinations=first.destinations,
             outbound_handled_through=first.outbound_handled_through,
-            live_ids=first.live_ids)
-
-    async def ack_statuses(self, ids: Iterable[MessageId]) -> dict[MessageId, AckStatus]:
-        return await self._run(functools.partial(self._writer.ack_statuses, list(ids)))
+            live_ids=first.live_ids, statuses=statuses)
 
     async def commit(self, write: Callable[[OutboundBatch], None]) -> None:
         """Run ``write`` inside one outbound transaction: all of it commits or none."""

@@ -172,6 +172,23 @@ async def test_a_slow_reader_is_told_exactly_what_it_missed(api: Api) -> None:
         assert rest == list(range(100 - SETTINGS.event_buffer, 100))
 
 
+async def test_a_batching_reader_gets_the_waiting_frames_in_one_message(api: Api) -> None:
+    async with api.ws("/v1/events?types=test.*&batch=50") as ws:
+        (ready,) = json.loads(await ws.get_message())
+        assert ready["type"] == "stream.ready"
+        for n in range(10):  # no checkpoint: all ten wait for the pump together
+            api.handles.events.publish(Flood(n))
+        with trio.fail_after(30):
+            frames = json.loads(await ws.get_message())
+        assert [f["event"]["n"] for f in frames] == list(range(10))
+        assert [f["seq"] for f in frames] == sorted(f["seq"] for f in frames)
+
+
+@pytest.mark.parametrize("batch", ["0", "1001", "-1", "x"])
+async def test_a_batch_out_of_range_is_refused(api: Api, batch: str) -> None:
+    assert await handshake_status(api, f"/v1/events?batch={batch}", api.auth()) == 400
+
+
 async def test_a_reader_too_far_behind_is_told_then_dropped(api: Api) -> None:
     before = api.handles.events.subscriber_count
     async with api.ws("/v1/events?types=test.*") as ws:

@@ -18,7 +18,10 @@ from ironclaw.contract.rows import NewInboundMessage, OutboundMessage
 from sandbox_agent.agent import AgentOptions
 
 # Retries in tests back off in milliseconds: the behaviour is the same, the wait is not.
-FAST = AgentOptions(backoff_base_s=0.001, backoff_max_s=0.01)
+# Every turn is claimed before it runs, as a slow turn would be: the tests that kill a
+# turn mid-way count on its claim (tests/unit/agent/test_agent_claims.py covers the
+# deferred claim of fast turns).
+FAST = AgentOptions(backoff_base_s=0.001, backoff_max_s=0.01, claim_after_s=0.0)
 
 
 @attrs.define

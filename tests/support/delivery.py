@@ -127,14 +127,19 @@ class Harness:
     nursery: trio.Nursery
     seq: int = 1
 
-    def delivery(self, policy: DeliveryPolicy | None = None) -> Delivery:
+    def delivery(self, policy: DeliveryPolicy | None = None, *,
+                 report_delay: float = 0.0) -> Delivery:
+        # Progress reported after every batch by default: the tests that stop the clock
+        # wait for reports (test_delivery.py covers the delayed, shared report).
+        policy = attrs.evolve(policy or DeliveryPolicy(), report_delay=report_delay)
         return Delivery(records=self.records, registry=self.registry, channels=self.channels,
                         inbox=self.inbox, progress=self.progress, gate=self.gate,
                         scheduler=self.scheduler, questions=self.questions,
                         events=self.events, policy=policy, clock=self.clock)
 
-    async def start_delivery(self, policy: DeliveryPolicy | None = None) -> Delivery:
-        delivery = self.delivery(policy)
+    async def start_delivery(self, policy: DeliveryPolicy | None = None, *,
+                             report_delay: float = 0.0) -> Delivery:
+        delivery = self.delivery(policy, report_delay=report_delay)
         await self.nursery.start(delivery.run)
         return delivery
 

@@ -355,7 +355,9 @@ _WEBSOCKETS = {
         "summary": "Live event stream",
         "query": {"types": "comma-separated patterns: *, prefix.* or exact types",
                   "session": "only events whose session_id is this",
-                  "since": "replay retained events after this seq, then continue live"},
+                  "since": "replay retained events after this seq, then continue live",
+                  "batch": "frames per message, 1 to 1000 (default 1); above 1 each "
+                           "message is a JSON array of the frames waiting"},
         "frames": {"event": '{"seq", "type", "at" (µs), "event": {...fields}}',
                    "stream.ready": "first frame: last_seq, principal, since",
                    "stream.lagged": "event.missed events were dropped here (slow reader)"},

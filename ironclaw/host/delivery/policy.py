@@ -38,6 +38,10 @@ class DeliveryPolicy:
     idle_retire: float = attrs.field(default=300.0, validator=_positive)
     # Report progress at least every this many rows within a long batch.
     progress_every: int = attrs.field(default=64, validator=_positive)
+    # A batch's progress is reported this long after it was handled, so the batches
+    # of a busy session share one report (two commits) and a reply never waits on it.
+    # 0: report after every batch.
+    report_delay: float = attrs.field(default=0.1, validator=attrs.validators.ge(0.0))
 
     def backoff(self, failures: int, retry_after: float | None) -> float:
         """Seconds before the next attempt after ``failures`` failed ones; a platform's

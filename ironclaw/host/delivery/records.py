@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
@@ -45,6 +46,7 @@ class RecordStatus(enum.StrEnum):
     RETRYING = "retrying"
 
 
+_NOT_FRESH = object()
 FINAL = frozenset(RecordStatus) - {RecordStatus.RETRYING}
 _FINAL_VALUES = tuple(sorted(s.value for s in FINAL))
 
@@ -131,11 +133,17 @@ def _prune(conn: Any, before: int) -> int:
         (*_FINAL_VALUES, before)).rowcount)
 
 
+# Receipts this process just wrote, remembered so the worker's record of the same
+# delivery (right after) need not write the row a second time.
+_FRESH_RECEIPTS = 1024
+
+
 class DeliveryRecords:
     """The outcomes of outbound rows, and the channels' durable ledger of receipts."""
 
     def __init__(self, store: HostStore) -> None:
         self._store = store
+        self._fresh: OrderedDict[str, str | None] = OrderedDict()
 
     async def get(self, outbound_id: str) -> DeliveryReceipt | None:
         """The channels' ledger: the receipt of a delivered key, if there is one."""
@@ -147,6 +155,9 @@ class DeliveryRecords:
         await self._store.transaction(_write, key, session_of(key),
                                       RecordStatus.DELIVERED.value,
                                       receipt.platform_message_id, 1, None, now_us())
+        self._fresh[key] = receipt.platform_message_id
+        while len(self._fresh) > _FRESH_RECEIPTS:
+            self._fresh.popitem(last=False)
 
     async def lookup(self, keys: Sequence[str]) -> dict[str, Record]:
         return await self._store.call(_lookup, list(keys))
@@ -154,7 +165,13 @@ class DeliveryRecords:
     async def finish(self, key: str, session_id: str, status: RecordStatus, *, at: int,
                      detail: str | None = None, attempts: int = 1,
                      error: str | None = None) -> None:
-        """Record a final outcome (a final record never changes status)."""
+        """Record a final outcome (a final record never changes status). A first
+        delivery whose receipt this process has just recorded is already that row:
+        the same status, session, platform id and attempt, so nothing is written."""
+        fresh = self._fresh.pop(key, _NOT_FRESH)
+        if (status is RecordStatus.DELIVERED and attempts == 1 and error is None
+                and fresh == detail and session_of(key) == session_id):
+            return
         await self._store.transaction(_write, key, session_id, status.value, detail,
                                       attempts, error, at)
 

@@ -33,7 +33,7 @@ from collections.abc import Mapping
 import attrs
 
 from ironclaw.contract.rows import OutboundMessage
-from ironclaw.host.registry import InboundOrigin, NotFound, Registry, RegistryDestination
+from ironclaw.host.registry import InboundOrigin, Registry, RegistryDestination
 
 __all__ = [
     "AGENT",
@@ -92,23 +92,16 @@ Target = ChannelTarget | AgentTarget | Denied
 
 async def load_context(registry: Registry, session_id: str,
                        agent_group_id: str) -> SessionContext:
+    session, group, destinations = await registry.session_context(session_id,
+                                                                  agent_group_id)
     origin: Origin | None = None
-    try:
-        session = await registry.get_session(session_id)
-    except NotFound:
-        session = None
     if session is not None:
         agent_group_id = session.agent_group_id
-        if session.messaging_group_id is not None:
-            try:
-                group = await registry.get_messaging_group(session.messaging_group_id)
-            except NotFound:
-                group = None
-            if group is not None:
-                origin = Origin(group.channel, group.instance, group.platform_id,
-                                session.thread_id)
-    destinations = {d.name: d for d in await registry.destinations_for(agent_group_id)}
-    return SessionContext(session_id, agent_group_id, origin, destinations)
+        if group is not None:
+            origin = Origin(group.channel, group.instance, group.platform_id,
+                            session.thread_id)
+    return SessionContext(session_id, agent_group_id, origin,
+                          {d.name: d for d in destinations})
 
 
 def adapter_instance(channel: str, instance: str | None) -> str:

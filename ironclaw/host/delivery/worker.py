@@ -9,8 +9,11 @@
   ``retry_after``) and are dead-lettered after the last attempt.
 * **Watermark**: the highest seq such that every row at or below it is settled; reported
   through :class:`~ironclaw.host.mailboxes.OutboundProgress` when it rises, never
-  lower than before. A retrying or held row holds it back (so the sandbox keeps the
-  row) without holding back later rows' delivery.
+  lower than before, ``report_delay`` after the batch that raised it (the batches in
+  between share the report), and before the worker retires. A retrying or held row
+  holds it back (so the sandbox keeps the row) without holding back later rows'
+  delivery. A report lost to a crash costs nothing but a re-read: the rows above the
+  durable watermark are read again and skipped by their delivery records.
 
 Everything a row can cause is caught per row, so a hostile row fails only itself, and
 a worker touches nothing of another session's.
@@ -81,6 +84,7 @@ class SessionWorker:
         self._retry_room = trio.Event()
         self._nap: trio.CancelScope | None = None
         self._report_lock = trio.Lock()
+        self._report_due = trio.Event()
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -88,6 +92,7 @@ class SessionWorker:
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._timed_lane)
+                nursery.start_soon(self._reporter)
                 await self._main_lane()
                 nursery.cancel_scope.cancel()
         except Exception as exc:  # a bug: contain it to this session, say so
@@ -107,6 +112,7 @@ class SessionWorker:
             if not idle.cancelled_caught:
                 await self._take(batch)
                 continue
+            await self._report()
             # Retire only with nothing in flight; no checkpoint between this check and
             # closing the mailbox, so a batch is either taken or refused (then the
             # submitter starts a fresh worker), never dropped.
@@ -141,7 +147,7 @@ class SessionWorker:
                                         wait_for_room=True)
                 if done % self._policy.progress_every == 0:
                     await self._report()
-        await self._report()
+        self._report_due.set()
 
     async def _known(self, keys: list[str]) -> dict[str, Record]:
         try:
@@ -265,6 +271,14 @@ class SessionWorker:
         if self._unsettled:
             return min(self._unsettled) - 1
         return self._examined
+
+    async def _reporter(self) -> None:
+        while True:
+            await self._report_due.wait()
+            self._report_due = trio.Event()
+            await self._clock.sleep_until(
+                self._clock.now_us() + int(self._policy.report_delay * 1e6))
+            await self._report()
 
     async def _report(self) -> None:
         async with self._report_lock:  # two lanes report; keep the calls in order

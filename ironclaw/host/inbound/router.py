@@ -35,7 +35,7 @@ import contextlib
 import enum
 import hashlib
 import logging
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -76,6 +76,8 @@ from ironclaw.runtime import DiscardEvents, EventSink
 # RE2 then guarantees matching in time linear in that size.
 MAX_MATCH_CHARS = 64 * 1024
 MATCH_ANYTHING = "."
+# Events taken from the mailbox and not yet routed, across all chats.
+MAX_PENDING_EVENTS = 64
 
 
 logger = logging.getLogger(__name__)
@@ -203,23 +205,51 @@ class Router:
 
     async def run(self, inbox: trio.MemoryReceiveChannel[InboundEvent], *,
                   task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Serve the router mailbox until it closes or we are cancelled."""
-        task_status.started()
-        async with inbox:
-            async for event in inbox:
-                await self.route(event)
+        """Serve the router mailbox until it closes or we are cancelled. One chat's
+        events route one at a time, in arrival order (its rows keep their order);
+        different chats' events route side by side, so one chat's slow commit delays
+        no other. At most ``MAX_PENDING_EVENTS`` are taken and not yet routed: past
+        that, the mailbox fills and back-pressure reaches the channels as before."""
+        pending = trio.Semaphore(MAX_PENDING_EVENTS)
+        chats: dict[tuple[str, str, str], deque[InboundEvent]] = {}
+        async with trio.open_nursery() as nursery:
+            task_status.started()
+            async with inbox:
+                async for event in inbox:
+                    await pending.acquire()
+                    key = (event.channel, event.instance, event.platform_id)
+                    queue = chats.get(key)
+                    if queue is not None:
+                        queue.append(event)
+                    else:
+                        chats[key] = deque([event])
+                        nursery.start_soon(self._serve_chat, key, chats, pending)
+
+    async def _serve_chat(self, key: tuple[str, str, str],
+                          chats: dict[tuple[str, str, str], deque[InboundEvent]],
+                          pending: trio.Semaphore) -> None:
+        queue = chats[key]
+        try:
+            while queue:  # no checkpoint between the last check and forgetting the chat
+                try:
+                    await self.route(queue[0])
+                finally:
+                    queue.popleft()
+                    pending.release()
+        finally:
+            del chats[key]
 
     async def route(self, event: InboundEvent) -> list[RouteOutcome]:
         if self._commands is not None and await self._commands.intercept(event):
             _answer(event, refusal=None)
             return []
-        group = await self._registry.ensure_messaging_group(
+        group, wirings = await self._registry.group_with_wirings(
             event.channel, event.platform_id, event.instance)
         user = namespace_user(event.channel, event.sender_handle)
         self._events.publish(MessageReceived(event.channel, group.id, user,
                                              len(event.text.encode("utf-8", "replace"))))
         outcomes = []
-        for wiring in await self._registry.wirings_for(group.id):
+        for wiring in wirings:
             outcome = await self._route_one(event, group, user, wiring)
             self._events.publish(MessageRouted(group.id, wiring.id, wiring.agent_group_id,
                                                outcome.decision.value, outcome.session_id,

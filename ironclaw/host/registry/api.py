@@ -56,6 +56,23 @@ class Registry:
         return await self._store.transaction(q.ensure_messaging_group, channel, platform_id,
                                              instance, now_us())
 
+    async def group_with_wirings(self, channel: str, platform_id: str, instance: str = ""
+                                 ) -> tuple[MessagingGroup, list[Wiring]]:
+        """``ensure_messaging_group`` and ``wirings_for`` in one read when the group
+        exists (the router's first look at every message)."""
+        found = await self._store.call(q.group_with_wirings, channel, platform_id, instance)
+        if found is not None:
+            return found
+        group = await self.ensure_messaging_group(channel, platform_id, instance)
+        return group, await self.wirings_for(group.id)
+
+    async def session_context(self, session_id: str, agent_group_id: str
+                              ) -> tuple[Session | None, MessagingGroup | None,
+                                         list[RegistryDestination]]:
+        """A session, the chat it came from and its agent group's destinations, in one
+        read (see ``queries.session_context``)."""
+        return await self._store.call(q.session_context, session_id, agent_group_id)
+
     async def find_messaging_group(self, channel: str, platform_id: str,
                                    instance: str = "") -> MessagingGroup | None:
         return await self._store.call(q.find_messaging_group, channel, platform_id, instance)

@@ -368,3 +368,31 @@ def decide_access_request(conn: Conn, request_id: str, grant: bool, decided_by: 
             add_member(conn, request.user_id, wiring.agent_group_id, now)
     return _access(conn.execute(f"SELECT {_A_COLUMNS} FROM access_requests WHERE id = ?",
                                 (request_id,)).fetchone())
+
+
+def group_with_wirings(conn: Conn, channel: str, platform_id: str, instance: str
+                       ) -> tuple[MessagingGroup, list[Wiring]] | None:
+    """A router's first look, in one call: the chat's group and its wirings (None if
+    the group does not exist yet)."""
+    group = find_messaging_group(conn, channel, platform_id, instance)
+    return None if group is None else (group, wirings_for(conn, group.id))
+
+
+def session_context(conn: Conn, session_id: str, agent_group_id: str
+                    ) -> tuple[Session | None, MessagingGroup | None,
+                               list[RegistryDestination]]:
+    """What delivery needs of a session, in one call: the session, the chat it came
+    from, and its agent group's destinations (the session's group when it exists)."""
+    try:
+        session: Session | None = get_session(conn, session_id)
+    except NotFound:
+        session = None
+    group = None
+    if session is not None:
+        agent_group_id = session.agent_group_id
+        if session.messaging_group_id is not None:
+            try:
+                group = get_messaging_group(conn, session.messaging_group_id)
+            except NotFound:
+                group = None
+    return session, group, destinations_for(conn, agent_group_id)

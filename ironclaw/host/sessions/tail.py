@@ -5,9 +5,12 @@ the end of every commit, the heartbeat file on every beat), with a slow safety p
 in case an event is missed. It never sleeps for fixed seconds on the hot path.
 
 Per poll it reads one consistent snapshot, hands new rows to delivery in seq order
-(waiting if delivery applies back-pressure to this session), advances inbound status
-from new or changed acks (one inbound commit only when something changed), and keeps
-what the sweeper needs to tell busy from stuck.
+(waiting if delivery applies back-pressure to this session), and keeps what the
+sweeper needs to tell busy from stuck. New or changed acks advance inbound status
+``ACK_DELAY_S`` later, in one inbound commit with the acks of the polls in between,
+and before the tail stops: that status is the host's bookkeeping (pruning, the
+recovery scan), never what the agent decides by (it reads its own acks), so a reply
+is never held behind it, and one lost to a crash is applied again from the file.
 
 Everything in the outbound directory is the sandbox's, so the host's work on it is
 bounded per session, whatever the sandbox does:
@@ -68,6 +71,10 @@ HOSTILE = (QueueSchemaError, QueueFileUnsafe)
 # honest turn is a handful of wake-ups; events that arrive meanwhile coalesce.
 WAKES_PER_S = 50.0
 WAKE_BURST = 10
+# Acks wait this long for the next ones before one inbound commit applies them all.
+ACK_DELAY_S = 0.2
+# Stopping, the tail gives the last acks this long to be applied.
+ACK_FLUSH_GRACE_S = 5.0
 
 
 @attrs.frozen
@@ -126,7 +133,8 @@ class OutboundTail:
                  apply_acks: Callable[[Sequence[ProcessingAck]], Awaitable[None]],
                  on_activity: Callable[[], None], safety_poll_s: float = 2.0,
                  on_hostile: Callable[[str], None] = lambda reason: None,
-                 copy_policy: CopyPolicy | None = None) -> None:
+                 copy_policy: CopyPolicy | None = None,
+                 ack_delay_s: float = ACK_DELAY_S) -> None:
         self._sid = session_id
         self._group = agent_group_id
         self._queues = queues
@@ -137,6 +145,9 @@ class OutboundTail:
         self._on_hostile = on_hostile
         self._safety_poll_s = safety_poll_s
         self._acked: dict[str, AckStatus] = {}
+        self._unapplied: dict[str, ProcessingAck] = {}
+        self._acks_due = trio.Event()
+        self._ack_delay_s = ack_delay_s
         # This session's own thread: its reads never queue behind another session's.
         self._limiter = trio.CapacityLimiter(1)
         self._budget = CopyBudget(copy_policy or CopyPolicy())
@@ -149,19 +160,41 @@ class OutboundTail:
         notify = inotify_simple.INotify()
         try:
             notify.add_watch(str(self._queues.outbound_dir), _WATCH)
-            task_status.started()
-            await self.poll()
-            while self.state.hostile is None:
-                with trio.move_on_after(self._safety_poll_s):
-                    await trio.lowlevel.wait_readable(notify.fileno())
-                await self._wakes.acquire()
-                self.state.wakes += 1
-                # Drained in one go: a storm of events is one wake-up, not many. Every
-                # poll reads the heartbeat too, so which files changed does not matter.
-                notify.read(timeout=0)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._serve_acks)
+                task_status.started()
                 await self.poll()
+                while self.state.hostile is None:
+                    with trio.move_on_after(self._safety_poll_s):
+                        await trio.lowlevel.wait_readable(notify.fileno())
+                    await self._wakes.acquire()
+                    self.state.wakes += 1
+                    # Drained in one go: a storm of events is one wake-up, not many.
+                    # Every poll reads the heartbeat too, so which files changed does
+                    # not matter.
+                    notify.read(timeout=0)
+                    await self.poll()
+                nursery.cancel_scope.cancel()
         finally:
             notify.close()
+            with trio.CancelScope(shield=True), trio.move_on_after(ACK_FLUSH_GRACE_S):
+                try:
+                    await self._apply_unapplied()
+                except Exception as exc:  # the acks stay in the file for the next tail
+                    logger.warning("session %s: acks not applied on stopping: %s",
+                                   self._sid, type(exc).__name__)
+
+    async def _serve_acks(self) -> None:
+        while True:
+            await self._acks_due.wait()
+            self._acks_due = trio.Event()
+            await trio.sleep(self._ack_delay_s)
+            await self._apply_unapplied()
+
+    async def _apply_unapplied(self) -> None:
+        acks, self._unapplied = list(self._unapplied.values()), {}
+        if acks:
+            await self._apply_acks(acks)
 
     async def poll(self) -> None:
         """Read until caught up: a backlog is drained batch by batch."""
@@ -213,12 +246,6 @@ class OutboundTail:
         state.container = snapshot.container
         if snapshot.container is not None:
             state.heartbeat_at = max(state.heartbeat_at or 0, snapshot.container.heartbeat_at)
-        changed = [a for a in snapshot.acks if self._acked.get(a.message_id) != a.status]
-        if changed:
-            await self._apply_acks(changed)
-            for ack in changed:
-                self._acked[ack.message_id] = ack.status
-            self._on_activity()
         claims = [a.status_changed for a in snapshot.acks if a.status is AckStatus.PROCESSING]
         state.oldest_claim_at = min(claims) if claims else None
         if snapshot.messages or snapshot.rejections:
@@ -227,6 +254,13 @@ class OutboundTail:
                 messages=tuple(snapshot.messages), rejections=tuple(snapshot.rejections),
                 cursor=snapshot.cursor))
             state.rows_seen += len(snapshot.messages) + len(snapshot.rejections)
+            self._on_activity()
+        changed = [a for a in snapshot.acks if self._acked.get(a.message_id) != a.status]
+        if changed:
+            for ack in changed:
+                self._acked[ack.message_id] = ack.status
+                self._unapplied[ack.message_id] = ack  # the latest status wins
+            self._acks_due.set()
             self._on_activity()
         state.cursor = max(state.cursor, snapshot.cursor)
         if len(self._acked) > 4 * BATCH_LIMIT:

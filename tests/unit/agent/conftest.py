@@ -25,6 +25,7 @@ from ironclaw.contract.ids import new_session_id
 from ironclaw.contract.layout import SessionLayout
 from ironclaw.contract.queue import InboundWriter, OutboundReader
 from sandbox_agent.agent import Agent, AgentOptions
+from sandbox_agent.queue_io import AgentQueues, open_agent_queues
 from tests.fakes.model_server import FakeModelServer
 from tests.support.agent import FAST, HostSide
 
@@ -89,3 +90,13 @@ def start_agent(host: HostSide, nursery: trio.Nursery
 async def agent_stack(fake_model: FakeModelServer, start_agent: Callable[..., Any]
                       ) -> AsyncIterator[tuple[FakeModelServer, Agent]]:
     yield fake_model, await start_agent()
+
+
+@pytest.fixture
+async def queues(host: HostSide) -> AsyncIterator[AgentQueues]:
+    """The agent's queue handles on ``host``'s files, for tests that drive a
+    ``TurnProcessor`` directly."""
+    async with open_agent_queues(inbound_dir=host.config.inbound_dir,
+                                 outbound_dir=host.config.outbound_dir, keys=host.keys,
+                                 scratch_dir=host.config.scratch_dir) as opened:
+        yield opened

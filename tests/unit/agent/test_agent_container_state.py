@@ -3,17 +3,16 @@ take; afterwards the marker is gone. A crashed run's marker is cleared on start.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-import pytest
 import trio
 
 from ironclaw.contract.clock import now_us
 from sandbox_agent.messages import AssistantMessage, Message, ModelReply, ToolCall
 from sandbox_agent.processing import TurnProcessor
 from sandbox_agent.providers import ToolSpec
-from sandbox_agent.queue_io import AgentQueues, open_agent_queues
+from sandbox_agent.queue_io import AgentQueues
 from sandbox_agent.tools import Tool, ToolContext, ToolRegistry
 from sandbox_agent.tools.base import schema
 from tests.support.agent import HostSide
@@ -25,14 +24,6 @@ class OneToolModel:
         if len(messages) == 1:
             return ModelReply(AssistantMessage("", (ToolCall("c1", "slow", {}),)), "tool_use")
         return ModelReply(AssistantMessage("finished"), "end_turn")
-
-
-@pytest.fixture
-async def queues(host: HostSide) -> AsyncIterator[AgentQueues]:
-    async with open_agent_queues(inbound_dir=host.config.inbound_dir,
-                                 outbound_dir=host.config.outbound_dir, keys=host.keys,
-                                 scratch_dir=host.config.scratch_dir) as opened:
-        yield opened
 
 
 async def test_the_running_tool_is_visible_to_the_host(host: HostSide,

@@ -72,7 +72,8 @@ async def test_kill_9_mid_turn_then_restart_answers_exactly_once(
     async with agent_process(host, config, "first") as first:
         with trio.fail_after(60):
             await fake_model.wait_for_requests(1)
-        assert host.ack_of(message) == "processing"
+        # A turn still running after claim_after_s is claimed.
+        await host.wait_until(lambda: host.ack_of(message) == "processing")
         first.process.kill()
         with trio.fail_after(30):
             assert await first.process.wait() == -signal.SIGKILL
@@ -100,6 +101,7 @@ async def test_sigterm_mid_turn_abandons_it_cleanly_and_the_restart_answers(
     async with agent_process(host, config, "first") as agent:
         with trio.fail_after(60):
             await fake_model.wait_for_requests(1)
+        await host.wait_until(lambda: host.ack_of(message) == "processing")
         agent.process.send_signal(signal.SIGTERM)
         with trio.fail_after(30):
             assert await agent.process.wait() == 0, agent.stderr()

@@ -291,7 +291,7 @@ async def test_outbound_answers_map_to_delivery_outcomes(tmp_path: Path) -> None
         receipt = await adapter.deliver(delivery("o-1"))
         assert receipt.platform_message_id == "m-1"
         assert receiver.received[0].body == {"id": "o-1", "chat": "c", "thread": "t",
-                                             "text": "hello"}
+                                             "in_reply_to": None, "text": "hello"}
         assert (await adapter.deliver(delivery("o-1"))).duplicate
         receiver.fail_next(503, retry_after="7")
         with pytest.raises(DeliveryFailed) as failed:

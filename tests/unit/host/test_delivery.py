@@ -465,3 +465,19 @@ async def test_a_reply_goes_back_to_its_thread_in_every_session_mode(
     if mode is SessionMode.AGENT_SHARED:
         assert asked.pop("second") == ("chat-2", "t-2", "m-2")
     assert asked == {}
+
+
+async def test_batches_within_the_report_delay_share_one_report(
+        h: Harness, mock_clock: trio.testing.MockClock) -> None:
+    """A reply never waits on progress: it is reported report_delay after the batch,
+    once for every batch handled meanwhile (two commits, not two per batch)."""
+    session = await h.session("g1", "chat-1")
+    delivery = await h.start_delivery(report_delay=0.5)
+    rows = [h.row(f"m{i}") for i in range(3)]
+    for row in rows:
+        await delivery.submit(h.batch(session, [row]))
+    await h.events.wait_for(Delivered, 3)
+    assert h.progress.of(session.id) == []  # delivered, not yet reported
+    mock_clock.jump(0.5)
+    await h.progress.wait_through(session.id, rows[-1].seq)
+    assert h.progress.of(session.id) == [rows[-1].seq]

@@ -11,6 +11,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import attrs
 import pytest
@@ -358,3 +359,58 @@ async def test_an_event_routed_again_after_a_crash_is_written_once(h: Harness) -
     [other] = await h.send("alice", "once", event_id="evt-2")
     assert other.message_id != first.message_id
     assert len(h.rows(first.session_id)) == 2
+
+
+class _GatedQueues:
+    """The real queues, except that enqueueing into one chat's session waits."""
+
+    def __init__(self, queues: SessionQueues, registry: Registry) -> None:
+        self._queues = queues
+        self._registry = registry
+        self.held_platform = "C-slow"
+        self.gate = trio.Event()
+        self.holding = trio.Event()
+
+    async def enqueue(self, session_id: str, messages: Any) -> Any:
+        session = await self._registry.get_session(session_id)
+        group = await self._registry.get_messaging_group(session.messaging_group_id or "")
+        if group.platform_id == self.held_platform:
+            self.holding.set()
+            await self.gate.wait()
+        return await self._queues.enqueue(session_id, messages)
+
+    async def holds(self, session_id: str, message_id: str) -> bool:
+        return await self._queues.holds(session_id, message_id)
+
+
+async def test_a_slow_chat_delays_no_other_and_each_keeps_its_order(h: Harness) -> None:
+    for platform in ("C-slow", "C-fast"):
+        group = await h.registry.ensure_messaging_group("slack", platform)
+        await h.registry.put_wiring(Wiring(id=f"w-{platform}", messaging_group_id=group.id,
+                                           agent_group_id="g1"))
+    gated = _GatedQueues(h.queues, h.registry)
+    send, wakes = trio.open_memory_channel[Wake](100)
+    router = Router(h.registry, gated, Waker(send), h.bus)
+    inbox_send, inbox = trio.open_memory_channel[InboundEvent](10)
+
+    def event(platform: str, text: str) -> InboundEvent:
+        return InboundEvent(channel="slack", instance="", platform_id=platform,
+                            sender_handle="alice", text=text)
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(router.run, inbox)
+        async with inbox_send:
+            await inbox_send.send(event("C-slow", "s1"))
+            await gated.holding.wait()
+            await inbox_send.send(event("C-slow", "s2"))
+            for text in ("f1", "f2", "f3"):
+                await inbox_send.send(event("C-fast", text))
+            with trio.fail_after(30):  # the fast chat is routed while the slow one waits
+                fast = (await wakes.receive()).session_id
+                for _ in range(2):
+                    assert (await wakes.receive()).session_id == fast
+            assert [r[0] for r in h.rows(fast)] == ["f1", "f2", "f3"]
+            gated.gate.set()
+    slow = {wakes.receive_nowait().session_id for _ in range(2)}
+    assert len(slow) == 1 and fast not in slow
+    assert [r[0] for r in h.rows(slow.pop())] == ["s1", "s2"]

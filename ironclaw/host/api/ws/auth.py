@@ -32,6 +32,7 @@ from ironclaw.host.gateway import Principal
 
 from ..context import ApiContext, bearer_token, may_write
 from ..errors import ApiError, rate_limited, unauthorized
+from .frames import frame_text
 
 SUBPROTOCOL = "ironclaw.v1"
 BEARER_PREFIX = "bearer."
@@ -48,7 +49,7 @@ class Refused(Exception):
 
 
 async def send_json(frame: dict[str, object]) -> None:
-    await websocket.send(json.dumps(frame, separators=(",", ":"), ensure_ascii=False))
+    await websocket.send(frame_text(frame))
 
 
 async def close_with(code: int, error: str, detail: str) -> Refused:
