@@ -55,6 +55,7 @@ from .scheduling.scheduler import Scheduler
 from .sessions import SessionDeps, SessionProgress, Sessions, SessionSettings
 from .sessions.deletion import SessionDeleter
 from .sessions.quarantine import Quarantine
+from .sessions.warmpool import WarmPool
 from .store import HostStore, open_host_store
 from .store.changes import ChangeStore
 from .sweeper import Sweeper, SweepPolicy
@@ -88,6 +89,7 @@ class ControlPlaneHandles:
     session_deleter: SessionDeleter  # ``DELETE /v1/sessions/{id}``, and retention
     # For the API's token hashes: a sub-key of the sealed root, stable across rotation.
     api_token_key: bytes = attrs.field(repr=False)
+    pool: WarmPool | None = None  # warm sandboxes, when the runtime and config have them
 
 
 def make_isolator(config: ControlPlaneConfig) -> tuple[Isolator, str | None]:
@@ -209,6 +211,10 @@ class ControlPlane:
                                     inbox=inbox, progress=progress, gate=gateway,
                                     scheduler=scheduler, questions=questions, events=bus)
                 key_dir = config.key_directory()
+                pool = (WarmPool(isolator, registry, config.sandbox_pool, state_dir=state,
+                                 key_dir=key_dir)
+                        if isinstance(isolator, OciIsolator) and config.sandbox_pool.enabled
+                        else None)
                 session_deps = SessionDeps(
                     state_dir=state, registry=registry, queues=queues, isolator=isolator,
                     models=proxy, credentials=self._credentials, delivery=delivery,
@@ -218,7 +224,7 @@ class ControlPlane:
                         safety_poll_s=config.safety_poll_s,
                         heartbeat_interval_s=config.heartbeat_interval_s,
                         sandbox_backoff=config.sandbox_backoff), egress=egress,
-                    quarantine=quarantine)
+                    quarantine=quarantine, pool=pool)
                 sessions = Sessions(session_deps, mailbox=sessions_mailbox)
                 session_deleter = SessionDeleter(store=store, sessions=sessions,
                                                  deps=session_deps,
@@ -237,7 +243,13 @@ class ControlPlane:
                 await nursery.start(gateway.run)
                 await nursery.start(delivery.run)
                 await nursery.start(quarantine.run)  # holds loaded before any session starts
+                if pool is not None:
+                    # A killed plane's warm slots first: to the orphan reaper they
+                    # would look like sessions with no row, and some hold a session's.
+                    await pool.clear_leftovers()
                 await session_deleter.reap_orphans()  # before any session starts
+                if pool is not None:
+                    await nursery.start(pool.run)
                 await nursery.start(sessions.run)
                 await nursery.start(notices.run)
                 await nursery.start(commands.run)
@@ -264,7 +276,7 @@ class ControlPlane:
                     gateway=gateway, audit=audit, chat_approvers=commands.approvers,
                     loop_lag=loop_lag, quarantine=quarantine,
                     session_deleter=session_deleter,
-                    api_token_key=keystore.subkey(Purpose.API_TOKEN_HASH)))
+                    api_token_key=keystore.subkey(Purpose.API_TOKEN_HASH), pool=pool))
         finally:
             with trio.CancelScope(shield=True):
                 if isinstance(isolator, OciIsolator):

@@ -25,6 +25,7 @@ from typing import Any
 from ironclaw.host.channels.settings import InvalidChannelSettings, parse_channel_tables
 from ironclaw.host.egress import EgressConfig
 from ironclaw.host.gateway import GatewayConfig
+from ironclaw.host.isolation.pool import PoolSettings
 from ironclaw.host.isolation.volumes import DiskCaps
 
 __all__ = ["DAEMON_KEYS", "LOG_FORMATS", "ConfigFileError", "load_config_file"]
@@ -32,12 +33,13 @@ __all__ = ["DAEMON_KEYS", "LOG_FORMATS", "ConfigFileError", "load_config_file"]
 DAEMON_KEYS = frozenset({"api_addr", "api_allow_public", "log_format"})
 LOG_FORMATS = ("text", "json")
 TOP_LEVEL_KEYS = frozenset({"state_dir", "runtime", "idle_timeout_s", "channels", "egress",
-                            "sandbox_disk", "gateway", "mock_model",
+                            "sandbox_disk", "sandbox_pool", "gateway", "mock_model",
                             "session_retention_days"}) | DAEMON_KEYS
 # Tables parsed by their own settings class: key -> from_table.
 SECTION_PARSERS: dict[str, Callable[[Any], Any]] = {
     "egress": EgressConfig.from_table,
     "sandbox_disk": DiskCaps.from_table,
+    "sandbox_pool": PoolSettings.from_table,
     "gateway": GatewayConfig.from_table,
 }
 MAX_CONFIG_BYTES = 1024 * 1024

@@ -48,6 +48,8 @@ import attrs
 
 from ironclaw.contract.queue.files import DEFAULT_MAX_FILE_BYTES
 
+from .adoption import swap_in
+
 __all__ = ["DiskCaps", "VolumeError", "Volumes", "leftover_volumes", "release_volumes"]
 
 logger = logging.getLogger(__name__)
@@ -228,6 +230,24 @@ class Volumes:
             if workspace is not None and workspace.is_dir():
                 for entry in list(workspace.iterdir()):
                     _remove(entry)
+
+    def adopt_outbound(self, folder: str, slot_dir: Path, session_dir: Path) -> bool:
+        """A claimed warm sandbox (``adoption``): its outbound directory on the group's
+        volume becomes the session's, holding the session's entries, and is bound at
+        the session's path. False, doing nothing, when there are no volumes."""
+        if not self.caps.group_bytes:
+            return False
+        with self._lock:
+            volume = self.volume_for(folder)
+            for target in (slot_dir / "outbound", session_dir / "outbound"):
+                if os.path.ismount(target):
+                    _run([_tool("umount"), str(target)])
+            outbound = volume / OUTBOUND_DIR
+            swap_in(outbound / slot_dir.name, outbound / session_dir.name)
+            target = session_dir / "outbound"
+            target.mkdir(mode=0o700, exist_ok=True)
+            _run([_tool("mount"), "--bind", str(outbound / session_dir.name), str(target)])
+            return True
 
     def _mount_former_layout(self) -> list[Path]:
         """Volumes of the layout before group volumes (one image per workspace, one
