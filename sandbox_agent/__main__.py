@@ -24,7 +24,14 @@ from ironclaw.contract.layout import CLAIM_SOCKET, SANDBOX_SOCKET_DIR
 
 from . import selfcheck, workloads
 from .agent import find_fatal, serve_agent
-from .startup import NeverClaimed, StartupError, await_claim, load_config, load_keys
+from .startup import (
+    NeverClaimed,
+    StartupError,
+    await_claim,
+    load_config,
+    load_keys,
+    prewarm,
+)
 
 EXIT_BAD_STARTUP = 2
 EXIT_QUEUE_FATAL = 3
@@ -54,6 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="sandbox_agent %(levelname)s %(name)s: %(message)s")
     try:
         if args.await_claim:
+            prewarm(Path("/tmp"))
             await_claim(SANDBOX_SOCKET_DIR / CLAIM_SOCKET)
         config = load_config(args.config)
         keys = load_keys(config.key_file)

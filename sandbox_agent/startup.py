@@ -29,6 +29,27 @@ class NeverClaimed(Exception):
     """The host closed the claim socket without claiming this warm sandbox."""
 
 
+def prewarm(scratch_dir: Path) -> None:
+    """A warm sandbox's agent, before it waits: take every first-use cost that needs no
+    session (SQLCipher's crypto set-up and a schema creation on a throwaway file in the
+    sandbox's own tmpfs, an HTTP transport, a Trio run), so a claim pays only for its
+    session's files."""
+    import httpx
+    import trio
+
+    from ironclaw.contract.cipher import SessionKeys
+    from ironclaw.contract.queue import OutboundWriter
+
+    scratch = scratch_dir / "prewarm.db"
+    try:
+        OutboundWriter(scratch, SessionKeys.generate().outbound).close()
+    finally:
+        for leftover in scratch_dir.glob("prewarm.db*"):
+            leftover.unlink(missing_ok=True)
+    httpx.AsyncHTTPTransport(uds=str(scratch_dir / "none.sock"), retries=0)
+    trio.run(trio.sleep, 0)
+
+
 def await_claim(path: Path) -> None:
     """A warm sandbox's agent: block until the host claims it for a session. Until the
     host says ``go`` on ``claim.sock`` there is no config or key to read (the files are

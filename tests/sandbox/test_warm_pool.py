@@ -69,6 +69,11 @@ async def test_a_claimed_sandbox_serves_one_session_and_never_returns(
     assert pool is not None
     with trio.fail_after(120):
         await until_warm(pooled)
+    # Waiting, a warm sandbox has nothing of any session: no key, no queue, no config.
+    (waiting,) = pool._slots
+    assert waiting.spec.key_file.stat().st_size == 0
+    assert list(waiting.spec.queues.inbound_dir.iterdir()) == []
+    assert b"unclaimed" in (waiting.spec.run_dir / "agent.json").read_bytes()
     assert await ask(pooled, "hello") == "echo: hello"
     assert (pool.claims, pool.misses) == (1, 0)
     (session,) = await pooled.registry.list_sessions()

@@ -18,7 +18,8 @@ a slot serves one claim, then its directory and key file are removed.
 Every warm sandbox is a container of this state directory's runtime root, so the
 start-up reconcile kills it with the rest; the markers in ``<state>/pool/`` name the
 slots a killed plane left, and :meth:`WarmPool.clear_leftovers` removes their
-directories, volume binds and key files before the orphan reaper or any session looks. The pool per agent group is the hook for
+directories, volume binds and key files before the orphan reaper or any session
+looks. The pool per agent group is the hook for
 per-group binds: a slot is launched with its group's workspace (and whatever else a
 group's launch binds) at create time.
 """
