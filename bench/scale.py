@@ -185,13 +185,17 @@ def _ramp(target: Target, workdir: Workdir, p: Params, progress: Progress
                     break
                 time.sleep(p.settle_s)
                 pss = 0.0
+                by_role: dict[str, float] = {}
                 for live in lives:
                     if live.popen.poll() is not None:
                         broke = f"a sandbox exited while idle (rc {live.popen.returncode})"
-                    pss += sum(m["pss_mib"] for m in tree_memory(target.roles(live)).values())
+                    for role, used in tree_memory(target.roles(live)).items():
+                        pss += used["pss_mib"]
+                        by_role[role] = by_role.get(role, 0.0) + used["pss_mib"] / count
                 avail = _mem_available_mib()
                 lat = sorted(step_latencies)
                 point = {"count": count, "pss_per_sandbox_mib": pss / count,
+                         "pss_per_sandbox_by_role_mib": by_role,
                          "pss_total_mib": pss, "host_used_mib": avail0 - avail,
                          "host_used_per_sandbox_mib": (avail0 - avail) / count,
                          "mem_available_mib": avail,
