@@ -65,7 +65,7 @@ class WarmSlot:
     claimed: bool = False
     adopted: trio.Event = attrs.Factory(trio.Event)  # the claim is done moving files
     exited: SandboxExited | None = None
-    _agent: trio.SocketStream | None = None
+    agent: trio.SocketStream | None = None  # the agent's claim.sock connection, once ready
 
     async def discard(self) -> None:
         self.scope.cancel()
@@ -94,7 +94,7 @@ class Claim:
             await self._pool.isolator.hand_over(
                 spec, config_file=slot.spec.run_dir / "agent.json",
                 key_file=slot.spec.key_file)
-            agent = slot._agent
+            agent = slot.agent
             if agent is None or slot.done.is_set() or slot.pid is None:
                 raise SandboxExited(-1, b"the warm sandbox ended before its claim")
             async with agent:
@@ -110,6 +110,8 @@ class Claim:
 
 
 class WarmPool:
+    """The pool's actor: sizes the warm slots per group, serves each, hands them out."""
+
     def __init__(self, isolator: OciIsolator, registry: Registry, settings: PoolSettings,
                  *, state_dir: Path, key_dir: Path) -> None:
         self.isolator = isolator
@@ -184,6 +186,8 @@ class WarmPool:
                     nursery.start_soon(self._serve_slot, self._slots[-1])
 
     def _new_slot(self, group_id: str, folder: str) -> WarmSlot:
+        # Everything a launch binds is fixed when the container is created: a group's
+        # binds (its workspace, and any it is granted) belong in this spec.
         slot_id = "ses_" + secrets.token_hex(32)
         layout = SessionLayout.under(self._state, slot_id)
         config = AgentConfig(session_id=slot_id, agent_group_id=group_id,
@@ -228,7 +232,7 @@ class WarmPool:
 
         async def await_agent() -> None:
             async with listener:
-                slot._agent = await listener.accept()
+                slot.agent = await listener.accept()
             unlink_if_ours(path, identity)  # one connection, ever; gone before adoption
             slot.ready.set()
             self._warmed.set()
@@ -248,9 +252,9 @@ class WarmPool:
             slot.exited = exited
         finally:
             unlink_if_ours(path, identity)
-            if slot._agent is not None and not slot.claimed:
+            if slot.agent is not None and not slot.claimed:
                 with contextlib.suppress(trio.ClosedResourceError):
-                    await slot._agent.aclose()
+                    await slot.agent.aclose()
 
     # -- blocking parts, on worker threads -----------------------------------------------
 
