@@ -116,13 +116,15 @@ class PoolSizer:
         groups = dict.fromkeys(s.prewarm_groups, -math.inf)
         for group, claims in self._claims.items():
             groups[group] = claims[-1]
-        wants: dict[str, int] = dict.fromkeys(warm, 0)
+        wants: dict[str, int] = {}  # most recently claimed first: memory goes in order
         budget = s.max_total
         for group in sorted(groups, key=lambda g: groups[g], reverse=True):
             recent = sum(1 for t in self._claims.get(group, ()) if t >= now - s.burst_window_s)
             want = min(s.max_per_group, 1 + recent, budget)
             wants[group] = want
             budget -= want
+        for group in warm:
+            wants.setdefault(group, 0)
         return _fit_memory(wants, warm, mem_available, s)
 
 

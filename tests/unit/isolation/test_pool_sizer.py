@@ -53,6 +53,16 @@ def test_memory_stops_growth_at_the_floor_and_shrinks_below_it() -> None:
     assert sizer.targets(3.0, under, {"a": 3}) == {"a": 1, "demo": 0}
 
 
+def test_memory_goes_to_the_most_recently_claimed_group_first() -> None:
+    sizer = PoolSizer(SETTINGS)
+    sizer.record_claim("old", 0.0)
+    sizer.record_claim("new", 10.0)
+    room_for_one = SETTINGS.memory_floor_bytes + 150 * MiB
+    # Both want 2 (1 + a recent claim); "old" already holds one: the one new sandbox
+    # there is room for goes to "new".
+    assert sizer.targets(11.0, room_for_one, {"old": 1}) == {"new": 1, "old": 1, "demo": 0}
+
+
 @pytest.mark.parametrize("table, problem", [
     ({"max_total": 2, "max_per_group": 3}, "max_per_group"),
     ({"burst_window_s": 0}, "burst_window_s"),
