@@ -32,6 +32,7 @@ from ironclaw.host.egress import EgressRoute
 from ironclaw.host.events import SandboxExitedEvent, SandboxLaunched, SandboxStopped
 from ironclaw.host.inbound.queues import SessionQueues
 from ironclaw.host.isolation import Isolator, LaunchSpec, SandboxExited
+from ironclaw.host.isolation.volumes import NotAdoptable
 from ironclaw.host.keys import write_session_key_file
 from ironclaw.host.mailboxes import SessionHealth, TailBatch
 from ironclaw.host.modelproxy import Credentials, SessionRoute
@@ -213,6 +214,10 @@ class SessionActor:
         if claim is not None:
             try:
                 await claim.adopt(spec)
+            except NotAdoptable as refused:
+                logger.info("session %s launches cold: %s", spec.session_id, refused)
+                await claim.slot.discard()
+                return None
             except BaseException:
                 await claim.slot.discard()
                 raise

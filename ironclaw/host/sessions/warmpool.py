@@ -42,6 +42,7 @@ from ironclaw.host.isolation import LaunchSpec, SandboxExited
 from ironclaw.host.isolation.adoption import fence_lock, swap_in
 from ironclaw.host.isolation.oci import OciIsolator
 from ironclaw.host.isolation.pool import PoolSettings, PoolSizer, mem_available_bytes
+from ironclaw.host.isolation.volumes import NotAdoptable
 from ironclaw.host.registry import NotFound, Registry
 from ironclaw.host.sockets.unix import bind_unix_socket, unlink_if_ours
 
@@ -83,6 +84,9 @@ class Claim:
         """Before anything watches the session's directories or serves a socket there."""
         try:
             await trio.to_thread.run_sync(self._pool.adopt_dirs, self.slot, spec)
+        except NotAdoptable:
+            self.slot.claimed = False  # nothing moved: cleaned up as a waiting slot
+            raise
         finally:
             self.slot.adopted.set()
 
@@ -260,12 +264,14 @@ class WarmPool:
 
     def adopt_dirs(self, slot: WarmSlot, spec: LaunchSpec) -> None:
         source = slot.spec
-        # First: a plane killed from here on leaves a marker that says the slot's
+        volumes = self.isolator.volumes
+        if volumes is not None:
+            volumes.check_adoptable(spec.workspace.name, spec.queues.outbound_dir.parent)
+        # Then: a plane killed from here on leaves a marker that says the slot's
         # directories may hold the session's files, which a clean-up must never remove.
         (self._markers / slot.slot_id).write_text(f"{slot.group_id}\nclaimed")
         with fence_lock(fence_path_for(spec.queues.inbound_db)):
             swap_in(source.queues.inbound_dir, spec.queues.inbound_dir)
-        volumes = self.isolator.volumes
         if volumes is None or not volumes.adopt_outbound(
                 spec.workspace.name, source.queues.outbound_dir.parent,
                 spec.queues.outbound_dir.parent):
