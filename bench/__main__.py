@@ -50,7 +50,7 @@ def run_suite(name: str, args: argparse.Namespace, progress: Progress) -> SuiteR
     if name == "scale":
         from . import scale
         return scale.run(mode=mode, progress=progress, runtimes=runtimes,
-                         image_preference=args.image)
+                         image_preference=args.image, max_live=args.max)
     if name == "models":
         from . import models
         return models.run(mode=mode, progress=progress)
@@ -128,6 +128,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="sandbox image: the sealed agent image (default, falls back to "
                              "busybox with a note if it cannot be built) or the busybox "
                              "stand-in")
+    parser.add_argument("--max", type=int, default=None, metavar="N",
+                        help="scale: ramp to N live sandboxes (the count cap; default "
+                             "the mode's)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="results directory")
     parser.add_argument("--no-write", action="store_true", help="print JSON only")
     parser.add_argument("--progress", dest="progress", action="store_true", default=None,
@@ -136,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.iterations is not None and args.iterations < 1:
         parser.error("--iterations must be at least 1")
+    if args.max is not None and (args.max < 1 or args.suite != "scale"):
+        parser.error("--max takes a count of at least 1, for the scale suite only")
     if args.runtimes:
         bad = set(args.runtimes.split(",")) - {"runsc", "runc", "crun"}
         if bad:

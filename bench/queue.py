@@ -14,7 +14,10 @@ One run holds, in one Trio program:
 Measured:
 - warm reply latency (post to the reply delivered to the local channel), interleaved
   round-robin with the floor and across runtimes: p50 and p99 each;
-- cold start to first reply (a new conversation: a new session and sandbox);
+- cold start to first reply (a new conversation: a new session and sandbox). OCI
+  planes keep a warm pool (one warm sandbox for the demo agent's group), as the daemon
+  does; each sample waits, untimed, until a warm sandbox is ready, so the row is a
+  claim, the latency of a conversation that starts while the pool keeps up;
 - throughput with 1, 10, 50 and 100 sessions (every session warm, then each sent
   messages back to back): messages per second, and nothing lost or doubled.
 """
@@ -42,6 +45,7 @@ from ironclaw.host.app import ControlPlane, ControlPlaneHandles
 from ironclaw.host.channels.base import ChannelUnavailable
 from ironclaw.host.config import ControlPlaneConfig
 from ironclaw.host.config.devseed import DEMO_CONVERSATION
+from ironclaw.host.isolation.pool import PoolSettings
 from ironclaw.host.modelproxy import (
     Credentials,
     ModelProxy,
@@ -312,7 +316,9 @@ def _plane_config(root: Path, name: str) -> ControlPlaneConfig:
         model_limits=LIFTED,
         # OCI runtimes mount the image from inside the sandbox's user namespace: the
         # bench's image cache is reachable (o+x all the way), root's home is not.
-        image_cache_dir=image_cache_dir())
+        image_cache_dir=image_cache_dir(),
+        sandbox_pool=PoolSettings(max_total=1, max_per_group=1, prewarm_groups=("demo",),
+                                  memory_floor_bytes=MEM_RESERVE_MIB << 20))
 
 
 async def _run_plane(config: ControlPlaneConfig, scope: trio.CancelScope, done: trio.Event,
@@ -360,6 +366,9 @@ async def _measure(p: Params, progress: Progress, root: Path, usable: list[str],
         def cold(plane: ControlPlaneHandles) -> Callable[[], Awaitable[float]]:
             async def case() -> float:
                 name = await _conversation(plane, f"cold-{next(cold_counter)}")
+                if plane.pool is not None:
+                    with trio.fail_after(120):
+                        await plane.pool.wait_warm("demo")
                 return await _reply(plane, name, "first")
             return case
 

@@ -10,17 +10,65 @@ line and never contains key material.
 from __future__ import annotations
 
 import re
+import socket
 from pathlib import Path
 
 from ironclaw.contract.agent_config import MAX_CONFIG_BYTES, AgentConfig, InvalidAgentConfig
 from ironclaw.contract.cipher import InvalidKey, SessionKeys
 
 MAX_KEY_FILE_BYTES = 4096
+CLAIM_WORD = b"go\n"
 _UPSTREAM_HOST = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252})(?::[0-9]{1,5})?")
 
 
 class StartupError(Exception):
     pass
+
+
+class NeverClaimed(Exception):
+    """The host closed the claim socket without claiming this warm sandbox."""
+
+
+def prewarm(scratch_dir: Path) -> None:
+    """A warm sandbox's agent, before it waits: take every first-use cost that needs no
+    session (SQLCipher's crypto set-up and a schema creation on a throwaway file in the
+    sandbox's own tmpfs, an HTTP transport, a Trio run), so a claim pays only for its
+    session's files."""
+    import httpx
+    import trio
+
+    from ironclaw.contract.cipher import SessionKeys
+    from ironclaw.contract.queue import OutboundWriter
+
+    scratch = scratch_dir / "prewarm.db"
+    try:
+        OutboundWriter(scratch, SessionKeys.generate().outbound).close()
+    finally:
+        for leftover in scratch_dir.glob("prewarm.db*"):
+            leftover.unlink(missing_ok=True)
+    httpx.AsyncHTTPTransport(uds=str(scratch_dir / "none.sock"), retries=0)
+    trio.run(trio.sleep, 0)
+
+
+def await_claim(path: Path) -> None:
+    """A warm sandbox's agent: block until the host claims it for a session. Until the
+    host says ``go`` on ``claim.sock`` there is no config or key to read (the files are
+    placeholders); afterwards they are the session's. Anything but the word, or the
+    host hanging up first, ends the agent."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        try:
+            sock.connect(str(path))
+        except OSError as exc:
+            raise StartupError(f"cannot reach the claim socket {path}: "
+                               f"{exc.strerror or exc}") from None
+        word = b""
+        while len(word) < len(CLAIM_WORD):
+            chunk = sock.recv(len(CLAIM_WORD) - len(word))
+            if not chunk:
+                raise NeverClaimed()
+            word += chunk
+    if word != CLAIM_WORD:
+        raise StartupError("the claim socket said something other than go")
 
 
 def _read_capped(path: Path, cap: int, what: str) -> bytes:

@@ -233,6 +233,21 @@ def test_scale_suite_writes_well_formed_results(out_root: Path) -> None:
         assert ramp["stop_reason"]
         counts = [pt["count"] for pt in ramp["curve"]]
         assert counts == sorted(counts) and counts[-1] <= 2  # the smoke cap
+        assert ramp["idle_cpu"][0]["live"] == 1
+        assert ramp["idle_cpu"][0]["core_percent_per_sandbox"] >= 0
+
+
+def test_the_scale_count_cap_is_an_option() -> None:
+    from bench.scale import MODES, steps_up_to, with_max
+
+    assert steps_up_to(200) == (1, 2, 4, 8, 16, 32, 64, 96, 128, 160, 192, 200)
+    assert steps_up_to(3) == (1, 2, 3)
+    raised = with_max(MODES["quick"], 100)
+    assert raised.steps[-1] == 100 and raised.time_cap_s >= 400
+    assert with_max(MODES["quick"], None) == MODES["quick"]
+    done = subprocess.run([sys.executable, "-m", "bench", "queue", "--max", "5"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "scale suite only" in done.stderr
 
 
 def test_api_suite_writes_well_formed_results(out_root: Path) -> None:

@@ -20,15 +20,18 @@ with its own runtime state root, so cleaning up is ``reconcile_runtime_state`` o
 
 The package's modules: ``workdir`` (the work directory), ``images`` (the image and
 the workloads), ``slots`` (one sandbox's host-side paths), ``targets`` (a runtime or
-the bare process, run or left live) and ``memory`` (process trees and what they use).
+the bare process, run or left live), ``memory`` (process trees and what they use)
+and ``cpu`` (what they burn while idle).
 """
 
+from .cpu import idle_cpu as idle_cpu
 from .images import BenchImage as BenchImage
 from .images import Workload as Workload
 from .images import drop_caches as drop_caches
 from .images import find_image as find_image
 from .images import fresh_rootfs as fresh_rootfs
 from .images import image_cache_dir as image_cache_dir
+from .memory import ROLE_STUBS as ROLE_STUBS
 from .memory import ROLES as ROLES
 from .memory import cgroup_memory_mib as cgroup_memory_mib
 from .memory import tree_memory as tree_memory

@@ -21,6 +21,7 @@ import attrs
 from ironclaw.host.api import ApiSettings
 from ironclaw.host.config import ControlPlaneConfig
 from ironclaw.host.config.file import DAEMON_KEYS, load_config_file
+from ironclaw.host.isolation.pool import PoolSettings
 
 DEFAULT_STATE_DIR = Path("/var/lib/ironclaw")
 DEV_STATE_DIR = Path("state")
@@ -62,6 +63,8 @@ def resolve(args: argparse.Namespace) -> DaemonSettings:
                              "model; other agents get theirs through the gateway")
         from_file["dev_provider"] = provider or "mock"
         from_file["dev_model"] = model or provider or "mock"
+    # The daemon keeps warm sandboxes unless the file says otherwise: small in --dev.
+    from_file.setdefault("sandbox_pool", PoolSettings.for_dev() if dev else PoolSettings())
     config = ControlPlaneConfig(state_dir=state_dir.resolve(), dev=dev,
                                 allow_insecure_runtime=args.allow_insecure_runtime,
                                 **from_file)

@@ -26,6 +26,8 @@ MODEL_SOCKET = "model.sock"
 EGRESS_SOCKET = "egress.sock"
 MCP_SOCKET = "mcp.sock"
 WAKE_SOCKET = "wake.sock"
+# A warm sandbox's agent blocks on this one until the host claims it for a session.
+CLAIM_SOCKET = "claim.sock"
 
 SANDBOX_INBOUND_DIR = Path("/queue/inbound")
 SANDBOX_OUTBOUND_DIR = Path("/queue/outbound")

@@ -63,6 +63,7 @@ from .sessions import SessionDeps, SessionProgress, Sessions, SessionSettings
 from .sessions.deletion import SessionDeleter
 from .sessions.key_rotation import SessionKeyRotator
 from .sessions.quarantine import Quarantine
+from .sessions.warmpool import WarmPool
 from .store import HostStore, open_host_store
 from .store.changes import ChangeStore
 from .sweeper import Sweeper, SweepPolicy
@@ -97,6 +98,7 @@ class ControlPlaneHandles:
     session_keys: SessionKeyRotator  # ``POST /v1/sessions/{id}/rotate-key``
     # For the API's token hashes: a sub-key of the sealed root, stable across rotation.
     api_token_key: bytes = attrs.field(repr=False)
+    pool: WarmPool | None = None  # warm sandboxes, when the runtime and config have them
 
 
 def make_isolator(config: ControlPlaneConfig) -> tuple[Isolator, str | None]:
@@ -298,6 +300,10 @@ class ControlPlane:
                                     scheduler=scheduler, questions=questions, events=bus,
                                     files=WorkspaceFiles(workspaces, config.attachments))
                 key_dir = config.key_directory()
+                pool = (WarmPool(isolator, registry, config.sandbox_pool, state_dir=state,
+                                 key_dir=key_dir)
+                        if isinstance(isolator, OciIsolator) and config.sandbox_pool.enabled
+                        else None)
                 session_deps = SessionDeps(
                     state_dir=state, registry=registry, queues=queues, isolator=isolator,
                     models=proxy, credentials=self._credentials, delivery=delivery,
@@ -308,7 +314,7 @@ class ControlPlane:
                         heartbeat_interval_s=config.heartbeat_interval_s,
                         sandbox_backoff=config.sandbox_backoff), egress=egress,
                     mounts=GrantedMounts(Grants(store), config.gateway.mount_roots),
-                    mcp=mcp, quarantine=quarantine)
+                    mcp=mcp, quarantine=quarantine, pool=pool)
                 sessions = Sessions(session_deps, mailbox=sessions_mailbox)
                 session_deleter = SessionDeleter(store=store, sessions=sessions,
                                                  deps=session_deps,
@@ -330,8 +336,14 @@ class ControlPlane:
                 await nursery.start(gateway.run)
                 await nursery.start(delivery.run)
                 await nursery.start(quarantine.run)  # holds loaded before any session starts
+                if pool is not None:
+                    # A killed plane's warm slots first: to the orphan reaper they
+                    # would look like sessions with no row, and some hold a session's.
+                    await pool.clear_leftovers()
                 await session_deleter.reap_orphans()  # before any session starts
                 await session_keys.recover()  # likewise: a rotation a crash cut short
+                if pool is not None:
+                    await nursery.start(pool.run)
                 await nursery.start(sessions.run)
                 await nursery.start(notices.run)
                 await nursery.start(commands.run)
@@ -358,7 +370,7 @@ class ControlPlane:
                     gateway=gateway, audit=audit, chat_approvers=commands.approvers,
                     loop_lag=loop_lag, quarantine=quarantine,
                     session_deleter=session_deleter, session_keys=session_keys,
-                    api_token_key=keystore.subkey(Purpose.API_TOKEN_HASH)))
+                    api_token_key=keystore.subkey(Purpose.API_TOKEN_HASH), pool=pool))
         finally:
             with trio.CancelScope(shield=True):
                 if isinstance(isolator, OciIsolator):

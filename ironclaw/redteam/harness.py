@@ -49,6 +49,7 @@ from ironclaw.host.gateway import GatewayConfig, MountRoot, Principal
 from ironclaw.host.isolation import HostMount, LaunchSpec, SandboxExited
 from ironclaw.host.isolation.oci import OciIsolator, SpecHook, container_id
 from ironclaw.host.isolation.pinned import PinnedImage
+from ironclaw.host.isolation.pool import PoolSettings
 from ironclaw.host.isolation.reconcile import leftover_runtime_state
 from ironclaw.host.isolation.runtimes import OciRuntime, RuntimeKind, runtime_version
 from ironclaw.host.isolation.spec import AGENT_UID, ExtraBind, UserMapping
@@ -282,9 +283,12 @@ async def _approve_egress(plane: ControlPlaneHandles) -> None:
 
 async def run_redteam(kind: RuntimeKind, workdir: Path, *, sessions: int = 1,
                       weakening: str | None = None, image_cache: Path | None = None,
+                      pool: bool = False,
                       progress: Progress = lambda _line: None) -> RedTeamReport:
     """Attack ``sessions`` live sandboxes under ``kind``; ``workdir`` must be reachable
-    by the sandbox's mapped root (mode 0711 or wider on every parent)."""
+    by the sandbox's mapped root (mode 0711 or wider on every parent). ``pool``
+    (runsc): every session runs on a claimed warm sandbox (the warm pool), and the
+    probes run as init of a sandbox with that session's binds, as without it."""
     state, keys = workdir / "state", workdir / "keys"
     runtime = OciRuntime.find(kind, state)
     if runtime is None:
@@ -320,7 +324,10 @@ async def run_redteam(kind: RuntimeKind, workdir: Path, *, sessions: int = 1,
         state_dir=state, dev=True, runtime=kind.value, key_dir=keys, safety_poll_s=0.5,
         heartbeat_interval_s=1.0, user_mapping=mapping,
         egress=EgressConfig(enabled=True),
-        gateway=GatewayConfig(mount_roots=(MountRoot(str(mounts.root), writable=True),)))
+        gateway=GatewayConfig(mount_roots=(MountRoot(str(mounts.root), writable=True),)),
+        sandbox_pool=PoolSettings(enabled=pool, max_total=1, max_per_group=1,
+                                  prewarm_groups=(DEMO_GROUP,), memory_floor_bytes=0,
+                                  tick_s=0.2))
     observations: list[Observation] = []
     digest = ""
     progress(f"starting a control plane on {kind.value}")
@@ -339,9 +346,19 @@ async def run_redteam(kind: RuntimeKind, workdir: Path, *, sessions: int = 1,
         async def engage(conversation: str) -> None:
             ids[conversation] = await _engage(plane, conversation)
 
-        async with trio.open_nursery() as engaging:
+        if plane.pool is not None:  # one at a time, each on a warm sandbox
             for conversation in conversations:
-                engaging.start_soon(engage, conversation)
+                with trio.fail_after(120):
+                    await plane.pool.wait_warm(DEMO_GROUP)
+                await engage(conversation)
+            claimed = plane.pool.claims
+            observations.append(Observation(
+                -1, "pool.sessions_claimed", claimed == len(conversations),
+                f"{claimed} of {len(conversations)} sessions on claimed warm sandboxes"))
+        else:
+            async with trio.open_nursery() as engaging:
+                for conversation in conversations:
+                    engaging.start_soon(engage, conversation)
         bystander = ids[conversations[-1]]
         targets = ProbeTargets(
             host_address=_host_address(), resolver=_resolver(), marker=marker,

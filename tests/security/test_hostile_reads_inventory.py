@@ -189,15 +189,37 @@ REVIEWED: dict[tuple[str, str, str], str] = {
     ("ironclaw/host/isolation/oci.py", "_write_private", "os.open"):
         "a host-private run directory (only agent.json is bound in, read-only); "
         "O_EXCL on a fresh name",
-    ("ironclaw/host/isolation/oci.py", "OciIsolator._prepare", "os.chown"):
+    ("ironclaw/host/isolation/oci.py", "OciIsolator._give_paths", "os.chown"):
         "inbound is made the sandbox's before launch; bound read-only, it cannot "
         "plant anything there",
-    ("ironclaw/host/isolation/oci.py", "OciIsolator._prepare",
+    ("ironclaw/host/isolation/oci.py", "OciIsolator._give_paths",
      "spec.queues.inbound_dir.chmod"): "as above: the directory itself, host-created",
-    ("ironclaw/host/isolation/oci.py", "OciIsolator._prepare", "spec.socket_dir.chmod"):
+    ("ironclaw/host/isolation/oci.py", "OciIsolator._give_paths", "spec.socket_dir.chmod"):
         "a host-owned directory",
-    ("ironclaw/host/isolation/oci.py", "OciIsolator._prepare", "spec.socket_dir.iterdir"):
-        "a host-owned directory the sandbox cannot write",
+    ("ironclaw/host/isolation/oci.py", "OciIsolator._give_paths",
+     "spec.socket_dir.iterdir"): "a host-owned directory the sandbox cannot write",
+    ("ironclaw/host/isolation/oci.py", "_write_in_place", "os.open"):
+        "a warm sandbox's agent.json or key file: host-private run and key directories, "
+        "bound read-only; O_NOFOLLOW|O_NONBLOCK, checked by fstat before the write",
+    ("ironclaw/host/isolation/oci.py", "_read_key_file", "os.open"):
+        "the session's key file in the checked private key directory, O_NOFOLLOW",
+    ("ironclaw/host/isolation/adoption.py", "move_entries", "os.open"):
+        "a directory opened O_DIRECTORY|O_NOFOLLOW to rename entries relative to it: "
+        "nothing in it is opened, a link or FIFO moves as itself",
+    ("ironclaw/host/isolation/adoption.py", "fence_lock", "os.open"):
+        OWN_WRITER + "; its fence, O_NOFOLLOW, only locked",
+    ("ironclaw/host/isolation/pool.py", "mem_available_bytes", "open"): KERNEL_FILE,
+    ("ironclaw/host/sessions/warmpool.py", "WarmPool.adopt_dirs", "(...).write_text"):
+        HOST_PRIVATE + " (<state>/pool/, the warm slots' markers)",
+    ("ironclaw/host/sessions/warmpool.py", "WarmPool._make_dirs", "(...).write_text"):
+        HOST_PRIVATE + " (<state>/pool/, the warm slots' markers)",
+    ("ironclaw/host/sessions/warmpool.py", "WarmPool._clear_leftovers", "marker.read_text"):
+        HOST_PRIVATE + " (<state>/pool/, the warm slots' markers)",
+    ("ironclaw/host/sessions/warmpool.py", "WarmPool._make_dirs",
+     "slot.spec.workspace.mkdir"): "the group's workspace directory itself, as a launch "
+        "makes it: <state>/workspaces/<folder> is the host's",
+    ("ironclaw/host/sessions/warmpool.py", "WarmPool._make_dirs",
+     "slot.spec.key_file.write_bytes"): HOST_PRIVATE + " (a new slot's empty key file)",
     ("ironclaw/host/isolation/process.py", "ProcessIsolator.run", "(...).symlink_to"):
         "a fresh mkdtemp directory",
     ("ironclaw/host/isolation/oci.py", "_give_key_file", "os.open"):

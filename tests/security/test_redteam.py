@@ -88,6 +88,19 @@ async def test_twelve_sandboxes_at_once_all_hold(sandbox_tmp: Path,
     assert {o.session for o in report.observations if o.session >= 0} == set(range(12))
 
 
+@pytest.mark.long
+@pytest.mark.runsc
+async def test_claimed_warm_sandboxes_hold_as_cold_ones(sandbox_tmp: Path,
+                                                        sandbox_image: SandboxImage,
+                                                        sandbox_image_cache: Path) -> None:
+    _require(RuntimeKind.RUNSC, sandbox_tmp)
+    report = await run_redteam(RuntimeKind.RUNSC, sandbox_tmp, image_cache=sandbox_image_cache,
+                               pool=True)
+    assert report.contained, render_table(report)
+    claimed = [o for o in report.observations if o.probe == "pool.sessions_claimed"]
+    assert [o.contained for o in claimed] == [True], render_table(report)
+
+
 @pytest.mark.runsc
 def test_ironctl_redteam_exits_zero_and_writes_the_report(
         sandbox_tmp: Path, sandbox_image: SandboxImage, sandbox_image_cache: Path) -> None:

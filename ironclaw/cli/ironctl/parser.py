@@ -310,6 +310,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "digest, every observation) to PATH")
     p.add_argument("--sessions", type=positive_int, default=1,
                    help="sandboxes to attack at once (default 1)")
+    p.add_argument("--pool", action="store_true",
+                   help="wall family, runsc: the sessions run on claimed warm sandboxes "
+                        "(the warm pool), and a waiting one is probed as well")
     p.add_argument("--family", choices=("wall", "host"), default="wall",
                    help="wall: the sandbox's way out (default); host: the agent attacks "
                         "the host's readers, sockets and disk while a bystander is timed")

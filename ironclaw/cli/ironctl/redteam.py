@@ -54,6 +54,9 @@ async def cmd_redteam(ctx: Ctx) -> int:
                          "has no wall to test")
         return 2
     host = args.family == "host"
+    if args.pool and (host or name != "runsc"):
+        ctx.console.note("ironctl redteam: --pool is for the wall family under runsc")
+        return 2
     known = HOST_WEAKENINGS if host else WEAKENINGS
     if args.weaken is not None and args.weaken not in known:
         ctx.console.note(f"ironctl redteam: --weaken for the {args.family} family must be "
@@ -70,7 +73,8 @@ async def cmd_redteam(ctx: Ctx) -> int:
                                             weakening=args.weaken, progress=progress)
         else:
             report = await run_redteam(RuntimeKind(name), workdir, sessions=args.sessions,
-                                       weakening=args.weaken, progress=progress)
+                                       weakening=args.weaken, pool=args.pool,
+                                       progress=progress)
     except Exception as exc:  # the harness itself failed: say so, never "contained"
         ctx.console.note(f"ironctl redteam: the harness could not run: "
                          f"{type(exc).__name__}: {exc}")

@@ -32,6 +32,7 @@ from ironclaw.host.channels.settings import InvalidChannelSettings, parse_channe
 from ironclaw.host.egress import EgressConfig
 from ironclaw.host.gateway import GatewayConfig
 from ironclaw.host.gateway.config import mount_roots_from_table
+from ironclaw.host.isolation.pool import PoolSettings
 from ironclaw.host.isolation.volumes import DiskCaps
 from ironclaw.host.mcp import McpConfig
 
@@ -40,13 +41,14 @@ __all__ = ["DAEMON_KEYS", "LOG_FORMATS", "ConfigFileError", "load_config_file"]
 DAEMON_KEYS = frozenset({"api_addr", "api_allow_public", "log_format"})
 LOG_FORMATS = ("text", "json")
 TOP_LEVEL_KEYS = frozenset({"state_dir", "runtime", "idle_timeout_s", "channels", "egress",
-                            "sandbox_disk", "gateway", "mock_model",
+                            "sandbox_disk", "sandbox_pool", "gateway", "mock_model",
                             "session_retention_days", "mounts", "mcp",
                             "attachments"}) | DAEMON_KEYS
 # Tables parsed by their own settings class: key -> from_table.
 SECTION_PARSERS: dict[str, Callable[[Any], Any]] = {
     "egress": EgressConfig.from_table,
     "sandbox_disk": DiskCaps.from_table,
+    "sandbox_pool": PoolSettings.from_table,
     "gateway": GatewayConfig.from_table,
     "mcp": McpConfig.from_table,
     "attachments": AttachmentPolicy.from_table,

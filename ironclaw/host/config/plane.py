@@ -13,6 +13,7 @@ from ironclaw.host.attachments import AttachmentPolicy
 from ironclaw.host.channels.settings import ChannelSettings
 from ironclaw.host.egress import EgressConfig
 from ironclaw.host.gateway import GatewayConfig
+from ironclaw.host.isolation.pool import PoolSettings
 from ironclaw.host.isolation.spec import SandboxLimits, UserMapping
 from ironclaw.host.isolation.volumes import DiskCaps
 from ironclaw.host.mcp import McpConfig
@@ -65,6 +66,10 @@ class ControlPlaneConfig:
     # Kernel-enforced disk caps for OCI sandboxes: the workspace (per agent group) and
     # outbound (per session) each live on a size-capped filesystem (docs/sandbox.md).
     sandbox_disk: DiskCaps = attrs.Factory(DiskCaps)
+    # Warm sandboxes booted ahead of demand, claimed by new or revived sessions (OCI
+    # runtimes; docs/sandbox.md). Off unless asked for: the daemon turns it on
+    # (daemon_settings), embedders such as tests and benchmarks choose.
+    sandbox_pool: PoolSettings = attrs.Factory(lambda: PoolSettings(enabled=False))
     image_cache_dir: Path | None = None
     # The egress broker: limits, local services, search backend, extra CA. Which hosts
     # a group reaches is its grant (approved egress changes), never this.

@@ -120,6 +120,11 @@ class OciIsolator:
     def mapping(self) -> UserMapping:
         return self._mapping
 
+    @property
+    def volumes(self) -> Volumes | None:
+        """The disk volumes, None when disk caps are off."""
+        return self._volumes
+
     async def aclose(self) -> None:
         """After the last sandbox has stopped: remove our (now empty) parent cgroup,
         and release the disk volumes (nothing reads them until the next start)."""
@@ -147,6 +152,14 @@ class OciIsolator:
         if self._volumes is not None:
             self._volumes.ensure(spec.workspace, spec.queues.outbound_dir)
 
+    async def hand_over(self, spec: LaunchSpec, *, config_file: Path, key_file: Path
+                        ) -> None:
+        """A warm sandbox claimed for ``spec``'s session (``sessions.warmpool``): write
+        the session's config and key into the files the sandbox was created with (in
+        place: its binds hold those inodes), and give the session's paths, now the
+        slot's adopted directories, to the sandbox uid as a launch does."""
+        await trio.to_thread.run_sync(self._hand_over, spec, config_file, key_file)
+
     async def check_image(self) -> VerifiedImage:
         """Fail at start, not at the first message, when the image is missing or does
         not match its pin. A source that can prepare itself (build when nothing is
@@ -164,15 +177,18 @@ class OciIsolator:
 
     async def run(self, spec: LaunchSpec, *,
                   task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
-                  container_name: str | None = None) -> None:
+                  container_name: str | None = None, extra_args: tuple[str, ...] = ()
+                  ) -> None:
         """``container_name`` overrides the session's container id: the red-team
-        harness launches a second sandbox beside a session's own."""
+        harness launches a second sandbox beside a session's own. ``extra_args`` follow
+        the image's entrypoint (a warm sandbox's ``--await-claim``)."""
         image = await self._image.verified()
         cid = container_name or container_id(spec.session_id)
         bundle = self._bundles / cid
         gate: int | None = None
         try:
-            await trio.to_thread.run_sync(self._prepare, spec, image, cid, bundle)
+            await trio.to_thread.run_sync(self._prepare, spec, image, cid, bundle,
+                                          extra_args)
             gate_path = bundle / f"{secrets.token_hex(16)}.gate"
             gate = await trio.to_thread.run_sync(_open_gate, gate_path)
             argv = self.runtime.gated_run_argv(bundle, cid, gate_path)
@@ -193,20 +209,8 @@ class OciIsolator:
 
     # -- blocking parts, on worker threads -----------------------------------------------
 
-    def _prepare(self, spec: LaunchSpec, image: VerifiedImage, cid: str,
-                 bundle: Path) -> None:
-        self._cleanup(cid, bundle)  # a crashed control plane's leftover, if any
+    def _give_paths(self, spec: LaunchSpec) -> None:
         uid = self._mapping.agent_host_uid
-        self._ensure_volumes(spec)
-        points = stage_mounts(spec.mounts, self._stages / cid, self._protected)
-        granted = tuple(GrantedBind(point, mount.target, mount.writable)
-                        for point, mount in zip(points, spec.mounts, strict=True))
-        # The agent learns its mounts from the config: exactly those bound here.
-        agent_config = attrs.evolve(spec.config, mounts=tuple(
-            MountedDir(Path(g.destination), g.writable) for g in granted))
-        config_file = spec.run_dir / "agent.json"
-        _write_private(config_file, agent_config.render().encode(), uid)
-        _give_key_file(spec.key_file, uid)
         for writable in (spec.queues.outbound_dir, spec.workspace):
             writable.mkdir(parents=True, exist_ok=True)
             _give_tree(writable, uid)
@@ -225,6 +229,27 @@ class OciIsolator:
             if entry.is_socket():
                 os.chown(entry, uid, uid, follow_symlinks=False)
                 entry.chmod(0o600)
+
+    def _hand_over(self, spec: LaunchSpec, config_file: Path, key_file: Path) -> None:
+        _write_in_place(config_file, spec.config.render().encode())
+        _write_in_place(key_file, _read_key_file(spec.key_file))
+        self._give_paths(spec)
+
+    def _prepare(self, spec: LaunchSpec, image: VerifiedImage, cid: str,
+                 bundle: Path, extra_args: tuple[str, ...] = ()) -> None:
+        self._cleanup(cid, bundle)  # a crashed control plane's leftover, if any
+        uid = self._mapping.agent_host_uid
+        self._ensure_volumes(spec)
+        points = stage_mounts(spec.mounts, self._stages / cid, self._protected)
+        granted = tuple(GrantedBind(point, mount.target, mount.writable)
+                        for point, mount in zip(points, spec.mounts, strict=True))
+        # The agent learns its mounts from the config: exactly those bound here.
+        agent_config = attrs.evolve(spec.config, mounts=tuple(
+            MountedDir(Path(g.destination), g.writable) for g in granted))
+        config_file = spec.run_dir / "agent.json"
+        _write_private(config_file, agent_config.render().encode(), uid)
+        _give_key_file(spec.key_file, uid)
+        self._give_paths(spec)
         needed = [image.rootfs, spec.queues.inbound_dir,
                   spec.queues.outbound_dir, spec.key_file, config_file,
                   spec.socket_dir, spec.workspace, *points,
@@ -232,10 +257,11 @@ class OciIsolator:
         _open_for_search(needed, self._own_dirs)
         _require_traversable(needed)
         inputs = BundleInputs(
-            container_id=cid, rootfs=image.rootfs, args=image.args,
+            container_id=cid, rootfs=image.rootfs,
             inbound_dir=spec.queues.inbound_dir, outbound_dir=spec.queues.outbound_dir,
             key_file=spec.key_file, config_file=config_file, socket_dir=spec.socket_dir,
             workspace=spec.workspace, cgroups_path=f"/{self._cgroup_parent}/{cid}",
+            args=(*image.args, *extra_args),
             gvisor=self.runtime.gvisor, limits=self._limits, mapping=self._mapping,
             extra_binds=self._extra_binds, granted=granted)
         config = build_spec(inputs)
@@ -316,6 +342,28 @@ def _write_private(path: Path, data: bytes, owner: int | None) -> None:
     finally:
         os.close(fd)
     tmp.replace(path)
+
+
+def _write_in_place(path: Path, data: bytes) -> None:
+    """Rewrite a host-owned file that a sandbox has bound (read-only), keeping its
+    inode: the bind shows the inode it was created with, never a replacement."""
+    fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+            raise UnsafeKeyFile(f"{path} is not a regular file with one link")
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, data, 0)
+    finally:
+        os.close(fd)
+
+
+def _read_key_file(path: Path) -> bytes:
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        return os.read(fd, 4096)
+    finally:
+        os.close(fd)
 
 
 class UnsafeKeyFile(RuntimeError):

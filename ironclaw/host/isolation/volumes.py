@@ -48,7 +48,10 @@ import attrs
 
 from ironclaw.contract.queue.files import DEFAULT_MAX_FILE_BYTES
 
-__all__ = ["DiskCaps", "VolumeError", "Volumes", "leftover_volumes", "release_volumes"]
+from .adoption import swap_in
+
+__all__ = ["DiskCaps", "NotAdoptable", "VolumeError", "Volumes", "leftover_volumes",
+           "release_volumes"]
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +68,10 @@ LOOP_RELEASE_PAUSE_S = 0.1
 
 class VolumeError(RuntimeError):
     """A disk volume could not be created, mounted or released; the message says why."""
+
+
+class NotAdoptable(VolumeError):
+    """A warm sandbox cannot take this session's directories; nothing was moved."""
 
 
 @attrs.frozen
@@ -228,6 +235,33 @@ class Volumes:
             if workspace is not None and workspace.is_dir():
                 for entry in list(workspace.iterdir()):
                     _remove(entry)
+
+    def check_adoptable(self, folder: str, session_dir: Path) -> None:
+        """Raise :class:`NotAdoptable` for a session whose outbound is a volume of its
+        own (the layout before group volumes): there is nothing to move it onto."""
+        own = self.volume_for(folder) / OUTBOUND_DIR / session_dir.name
+        if self.caps.group_bytes and os.path.ismount(session_dir / "outbound") and \
+                not own.is_dir():
+            raise NotAdoptable(f"{session_dir} keeps a former-layout outbound volume")
+
+    def adopt_outbound(self, folder: str, slot_dir: Path, session_dir: Path) -> bool:
+        """A claimed warm sandbox (``adoption``): its outbound directory on the group's
+        volume becomes the session's, holding the session's entries, and is bound at
+        the session's path. False, doing nothing, when there are no volumes."""
+        if not self.caps.group_bytes:
+            return False
+        with self._lock:
+            self.check_adoptable(folder, session_dir)
+            volume = self.volume_for(folder)
+            for target in (slot_dir / "outbound", session_dir / "outbound"):
+                if os.path.ismount(target):
+                    _run([_tool("umount"), str(target)])
+            outbound = volume / OUTBOUND_DIR
+            swap_in(outbound / slot_dir.name, outbound / session_dir.name)
+            target = session_dir / "outbound"
+            target.mkdir(mode=0o700, exist_ok=True)
+            _run([_tool("mount"), "--bind", str(outbound / session_dir.name), str(target)])
+            return True
 
     def _mount_former_layout(self) -> list[Path]:
         """Volumes of the layout before group volumes (one image per workspace, one

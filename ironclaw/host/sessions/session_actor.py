@@ -5,6 +5,11 @@ tmpfs, the agent's config, routing and destinations in inbound), launches the ag
 through the Isolator under a supervisor (restart with backoff, park after repeated
 crashes), and retires itself once idle. Its durable state (queues, cursor, history)
 outlives it: the next wake starts it again where it left off.
+
+With a warm pool, the first launch is a claim instead: a sandbox booted ahead of
+demand takes the session's directories before the tail watches them or a socket is
+served in them (``warmpool``), and starts on its ``go``. A relaunch after a crash is
+always a fresh launch.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from ironclaw.host.egress import EgressRoute
 from ironclaw.host.events import SandboxExitedEvent, SandboxLaunched, SandboxStopped
 from ironclaw.host.inbound.queues import SessionQueues
 from ironclaw.host.isolation import HostMount, Isolator, LaunchSpec, SandboxExited
+from ironclaw.host.isolation.volumes import NotAdoptable
 from ironclaw.host.keys import write_session_key_file
 from ironclaw.host.mailboxes import SessionHealth, TailBatch
 from ironclaw.host.mcp import McpRoute
@@ -43,6 +49,7 @@ from ironclaw.host.sessions.model_provider import agent_provider, proxy_endpoint
 from ironclaw.host.sessions.progress import SessionProgress
 from ironclaw.host.sessions.quarantine import Quarantine
 from ironclaw.host.sessions.tail import OutboundTail
+from ironclaw.host.sessions.warmpool import Claim, WarmPool
 from ironclaw.runtime import BackoffPolicy, EventSink, Supervisor, SupervisorState
 
 logger = logging.getLogger(__name__)
@@ -106,6 +113,8 @@ class SessionDeps:
     # The MCP broker; None: no session gets MCP tools, whatever its grants say.
     mcp: McpSockets | None = None
     quarantine: Quarantine = attrs.Factory(Quarantine)
+    # Sandboxes booted ahead of demand (OCI runtimes); None: every launch is cold.
+    pool: WarmPool | None = None
 
 
 class SessionActor:
@@ -123,6 +132,7 @@ class SessionActor:
         self._tail: OutboundTail | None = None
         self._supervisor: Supervisor | None = None
         self._launched_at: int | None = None
+        self._claim: Claim | None = None
         self.retired_reason: str | None = None
 
     @property
@@ -196,6 +206,9 @@ class SessionActor:
         self._supervisor = Supervisor(
             f"sandbox:{session.id}", functools.partial(self._sandbox, spec),
             policy=deps.settings.sandbox_backoff, events=deps.events)
+        # Before the tail watches outbound or a socket is served: a claim moves the
+        # session's directories.
+        self._claim = await self._claim_warm(spec)
         try:
             async with trio.open_nursery() as nursery:
                 self._scope = nursery.cancel_scope
@@ -230,6 +243,27 @@ class SessionActor:
                                                              ContainerStatus.STOPPED)
                 with contextlib.suppress(FileNotFoundError):
                     spec.key_file.unlink()
+                if self._claim is not None:  # claimed, never started
+                    await self._claim.slot.discard()
+
+    async def _claim_warm(self, spec: LaunchSpec) -> Claim | None:
+        pool = self._deps.pool
+        if pool is None or spec.mounts:
+            # A warm sandbox's binds were fixed when it was created, before any grant:
+            # a group with host mounts always launches cold, with its mounts bound.
+            return None
+        claim = pool.take(spec.agent_group_id)
+        if claim is not None:
+            try:
+                await claim.adopt(spec)
+            except NotAdoptable as refused:
+                logger.info("session %s launches cold: %s", spec.session_id, refused)
+                await claim.slot.discard()
+                return None
+            except BaseException:
+                await claim.slot.discard()
+                raise
+        return claim
 
     async def _routing(self, group: AgentGroup) -> tuple[SessionRouting, list[Destination]]:
         deps, session = self._deps, self.session
@@ -286,7 +320,11 @@ class SessionActor:
         await deps.registry.set_container_status(spec.session_id, ContainerStatus.RUNNING)
 
         async def launched(*, task_status: trio.TaskStatus[int]) -> None:
-            await deps.isolator.run(spec, task_status=task_status)
+            claim, self._claim = self._claim, None
+            if claim is not None:
+                await claim.run(spec, task_status=task_status)
+            else:
+                await deps.isolator.run(spec, task_status=task_status)
 
         pid: int | None = None
         ended_on_its_own = False

@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
 
 from sandbox_agent.__main__ import main
-from sandbox_agent.startup import StartupError, load_config, load_keys
+from sandbox_agent.startup import (
+    NeverClaimed,
+    StartupError,
+    await_claim,
+    load_config,
+    load_keys,
+)
 from tests.support.agent import HostSide
 
 
@@ -80,3 +88,44 @@ def test_the_agent_loads_nothing_of_ironclaw_but_the_contract() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, cwd=Path(__file__).resolve().parents[3]).stdout.strip()
     assert out == "[]"
+
+
+def _claim_socket(path: Path, word: bytes | None) -> threading.Thread:
+    """A host end of ``claim.sock`` that answers the agent with ``word`` (None: hangs
+    up without a claim)."""
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(path))
+    server.listen(1)
+
+    def answer() -> None:
+        with server:
+            conn, _ = server.accept()
+            with conn:
+                if word is not None:
+                    conn.sendall(word)
+
+    thread = threading.Thread(target=answer, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_a_warm_agent_goes_on_only_when_claimed(tmp_path: Path) -> None:
+    path = tmp_path / "claim.sock"
+    thread = _claim_socket(path, b"go\n")
+    await_claim(path)
+    thread.join(5)
+
+
+def test_a_warm_agent_released_unclaimed_or_told_otherwise_stops(tmp_path: Path) -> None:
+    released = tmp_path / "released.sock"
+    thread = _claim_socket(released, None)
+    with pytest.raises(NeverClaimed):
+        await_claim(released)
+    thread.join(5)
+    odd = tmp_path / "odd.sock"
+    thread = _claim_socket(odd, b"no!")
+    with pytest.raises(StartupError, match="other than go"):
+        await_claim(odd)
+    thread.join(5)
+    with pytest.raises(StartupError, match="cannot reach"):
+        await_claim(tmp_path / "absent.sock")

@@ -15,6 +15,7 @@ import pytest
 
 from ironclaw.host.isolation.volumes import (
     DiskCaps,
+    NotAdoptable,
     VolumeError,
     Volumes,
     leftover_volumes,
@@ -222,3 +223,41 @@ def test_a_deleted_session_leaves_nothing_mounted_or_kept_on_the_volume(state: P
         volumes.release_session(state / "workspaces" / "demo", None)
     release_volumes(state)
     assert sorted(volumes.mount_existing()) == [workspace.resolve()]  # no session rebound
+
+
+@needs_mount
+def test_a_warm_slots_outbound_becomes_the_sessions_on_the_volume(state: Path) -> None:
+    """A claim (``adopt_outbound``): the slot's directory on the volume, with the
+    session's entries moved in, is the session's outbound from then on; the old one is
+    gone, and a session with a former-layout volume of its own is refused untouched."""
+    workspace, outbound = _paths(state)
+    slot_outbound = state / "sessions" / "slot" / "outbound"
+    slot_outbound.mkdir(parents=True)
+    volumes = Volumes(state, DiskCaps(CAP))
+    volumes.ensure(workspace, outbound)
+    volumes.ensure(workspace, slot_outbound)
+    (outbound / "outbound.db").write_text("the session's history")
+    # The slot's directory itself, as the sandbox's bind holds it (from its own mount
+    # namespace, so the host's bind is not busy).
+    held = os.open(volumes.volume_for("demo") / "outbound" / "slot",
+                   os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        assert volumes.adopt_outbound("demo", slot_outbound.parent, outbound.parent)
+        assert os.path.ismount(outbound) and not os.path.ismount(slot_outbound)
+        assert (outbound / "outbound.db").read_text() == "the session's history"
+        assert os.listdir(held) == ["outbound.db"]  # the very directory the slot had
+    finally:
+        os.close(held)
+    on_volume = volumes.volume_for("demo") / "outbound"
+    assert sorted(p.name for p in on_volume.iterdir()) == ["s1"]
+    former = state / "sessions" / "s2" / "outbound"
+    former.mkdir(parents=True)
+    legacy = state / "volumes" / "sessions" / "s2.img"
+    legacy.parent.mkdir(parents=True)
+    volumes._create(legacy, CAP)
+    volumes.mount_existing()
+    with pytest.raises(NotAdoptable):
+        volumes.adopt_outbound("demo", slot_outbound.parent, former.parent)
+    assert os.path.ismount(former)
+    volumes.release_all()
+    assert leftover_volumes(state) == []
