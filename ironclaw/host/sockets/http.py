@@ -135,7 +135,10 @@ class ServerConnection:
                     close: bool = False) -> None:
         """Send a status line and headers; the body follows with :meth:`send`."""
         out = [SERVER_HEADER, *headers]
-        if close:
+        # A request whose body was never read leaves the connection unusable, and
+        # serve_requests closes it after this response: say so, or a client that
+        # reuses the connection races our close and sees it drop without an answer.
+        if close or self._conn.their_state is not h11.DONE:
             out.append(("connection", "close"))
         await self._send(h11.Response(
             status_code=status,
